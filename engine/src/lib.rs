@@ -1,0 +1,2 @@
+//! glmtune engine
+pub mod tokenizer;

@@ -1,0 +1,1 @@
+//! ChatGLM tokenizer (placeholder; being written).
