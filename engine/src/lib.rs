@@ -1,2 +1,17 @@
-//! glmtune engine
+//! glmtune's engine: ChatGLM-6B with P-Tuning v2 prefixes, from the official checkpoint layout.
+//!
+//! - [`config`] reads `config.json` of a model or an adapter;
+//! - [`checkpoint`] finds tensors in torch pickles and safetensors, sharded or not;
+//! - [`tokenizer`] reads `ice_text.model` and tokenizes exactly as `tokenization_chatglm.py`;
+//! - [`model`] is the network, its masks and positions, and the prefix encoder;
+//! - [`generation`] decodes (greedy or sampled), streams, and holds the official chat prompt.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod generation;
+pub mod model;
 pub mod tokenizer;
+
+pub use config::{AdapterConfig, ChatGlmConfig, PrefixConfig};
+pub use error::{EngineError, Result};

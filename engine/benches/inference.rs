@@ -1,0 +1,120 @@
+//! CPU inference throughput: prompt (prefill) and decode tokens/s for random models of the
+//! ChatGLM-6B architecture, f32 and f16, set against this machine's memory bandwidth measured in
+//! the same process (decoding reads every weight once per token, so bandwidth ÷ weight bytes is the
+//! ceiling).
+//!
+//! `cargo bench -p glmtune-engine --bench inference` runs the mid-size model (hidden 1024,
+//! 12 layers, vocab 64k); `GLMTUNE_BENCH_SHAPE=perf` adds the shape of `performance.md` (hidden
+//! 2048, 16 layers, inner 8192, vocab 512) to compare with chatglm.cpp's published figures.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use glmtune_engine::generation::{generate, Flow, GenerationOptions, Sampling};
+use glmtune_engine::model::ChatGlmModel;
+use glmtune_engine::ChatGlmConfig;
+
+const PROMPT_TOKENS: usize = 146;
+const NEW_TOKENS: usize = 64;
+const RUNS: usize = 3;
+
+struct Shape {
+    name: &'static str,
+    config: ChatGlmConfig,
+}
+
+fn shapes() -> Vec<Shape> {
+    let mut shapes = vec![Shape {
+        name: "mid (h1024 L12 v64k)",
+        config: ChatGlmConfig::synthetic(65024, 1024, 12, 16, 4096),
+    }];
+    if std::env::var("GLMTUNE_BENCH_SHAPE").is_ok_and(|v| v == "perf" || v == "all") {
+        shapes.push(Shape {
+            name: "perf.md (h2048 L16 v512)",
+            config: ChatGlmConfig::synthetic(512, 2048, 16, 16, 8192),
+        });
+    }
+    shapes
+}
+
+/// GB/s of a large sequential read, the ceiling for weight-streaming decode.
+fn memory_bandwidth() -> f64 {
+    let data = vec![1u64; 1 << 28]; // 2 GiB
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let sum: u64 = data.iter().fold(0u64, |acc, &x| acc.wrapping_add(x));
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max((data.len() * 8) as f64 / seconds / 1e9);
+    }
+    best
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn weight_bytes(config: &ChatGlmConfig, dtype: DType) -> f64 {
+    let (h, inner, vocab, layers) = (
+        config.hidden_size as f64,
+        config.inner_hidden_size as f64,
+        config.vocab_size as f64,
+        config.num_layers as f64,
+    );
+    let per_layer = 3.0 * h * h + h * h + 2.0 * h * inner;
+    // Decoding reads the blocks and the LM head; embedding rows are only gathered.
+    (layers * per_layer + vocab * h) * dtype.size_in_bytes() as f64
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let bandwidth = memory_bandwidth();
+    println!("memory read bandwidth: {bandwidth:.1} GB/s; prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} greedy new tokens, median of {RUNS}");
+    println!();
+    println!("| model | dtype | prompt tok/s | decode tok/s | decode ÷ bandwidth bound |");
+    println!("|---|---|---:|---:|---:|");
+    for shape in shapes() {
+        for dtype in [DType::F32, DType::F16] {
+            let model = ChatGlmModel::random(shape.config.clone(), dtype, &Device::Cpu, 7)?;
+            let config = model.config().clone();
+            let mut prompt: Vec<u32> = (0..PROMPT_TOKENS as u32 - 2).map(|i| 20 + i % 400).collect();
+            prompt.extend([config.gmask_token_id, config.bos_token_id]);
+            let options = GenerationOptions {
+                max_new_tokens: Some(NEW_TOKENS),
+                max_length: None,
+                sampling: Sampling::Greedy,
+                repetition_penalty: 1.0,
+                stop_at_eos: false,
+            };
+            let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
+            for _ in 0..RUNS {
+                let start = Instant::now();
+                let mut first_token_at = None;
+                let mut produced = 0usize;
+                generate(&model, None, &[prompt.clone()], &options, |_, _| {
+                    first_token_at.get_or_insert_with(Instant::now);
+                    produced += 1;
+                    Flow::Continue
+                })?;
+                let end = Instant::now();
+                let first = first_token_at.unwrap_or(end);
+                prompt_rates.push(PROMPT_TOKENS as f64 / (first - start).as_secs_f64());
+                if produced > 1 {
+                    decode_rates.push((produced - 1) as f64 / (end - first).as_secs_f64());
+                }
+            }
+            let decode = median(decode_rates);
+            let bound = bandwidth * 1e9 / weight_bytes(&config, dtype);
+            println!(
+                "| {} | {:?} | {:.1} | {:.2} | {:.0} % |",
+                shape.name,
+                dtype,
+                median(prompt_rates),
+                decode,
+                100.0 * decode / bound
+            );
+        }
+    }
+    Ok(())
+}

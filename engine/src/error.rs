@@ -1,0 +1,87 @@
+//! The engine's one error type: every message names the file, field or tensor at fault.
+
+use std::path::PathBuf;
+
+// TOKENIZER-PENDING use crate::tokenizer::TokenizerError;
+
+/// Everything that can go wrong while loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: field `{field}`: {message}", path.display())]
+    Config {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{}: tensor `{tensor}`: {message}", path.display())]
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        message: String,
+    },
+    #[error("adapter {}: {message}", path.display())]
+    Adapter { path: PathBuf, message: String },
+    #[error("invalid input: {0}")]
+    Input(String),
+    // TOKENIZER-PENDING #[error(transparent)]
+    // TOKENIZER-PENDING Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl EngineError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Config {
+            path: path.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn tensor(
+        path: impl Into<PathBuf>,
+        tensor: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Tensor {
+            path: path.into(),
+            tensor: tensor.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn adapter(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Adapter {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

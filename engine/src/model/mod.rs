@@ -1,0 +1,10 @@
+//! The ChatGLM-6B network, its inputs and its P-Tuning v2 prefix.
+
+pub mod chatglm;
+pub mod inputs;
+pub mod prefix;
+pub mod rotary;
+
+pub use chatglm::{ChatGlmModel, KvCache};
+pub use inputs::{Batch, SequencePositions, Step};
+pub use prefix::PrefixEncoder;

@@ -1,0 +1,190 @@
+//! The P-Tuning v2 prefix encoder and the adapter folders that hold it.
+//!
+//! The encoder turns `pre_seq_len` learned rows into a key and a value per layer, which every
+//! attention layer sees before the real tokens (never rotated, never masked).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{AdapterConfig, ChatGlmConfig, PrefixConfig};
+use crate::error::{EngineError, Result};
+
+/// Tensor names of the prefix encoder, as the official model names them.
+pub const EMBEDDING: &str = "transformer.prefix_encoder.embedding.weight";
+pub const PROJECTION_IN_WEIGHT: &str = "transformer.prefix_encoder.trans.0.weight";
+pub const PROJECTION_IN_BIAS: &str = "transformer.prefix_encoder.trans.0.bias";
+pub const PROJECTION_OUT_WEIGHT: &str = "transformer.prefix_encoder.trans.2.weight";
+pub const PROJECTION_OUT_BIAS: &str = "transformer.prefix_encoder.trans.2.bias";
+
+/// Embedding → Linear → Tanh → Linear, used when `prefix_projection` is true.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    pub in_weight: Tensor,
+    pub in_bias: Tensor,
+    pub out_weight: Tensor,
+    pub out_bias: Tensor,
+}
+
+/// The trainable part of P-Tuning v2. Its tensors are f32 master weights (they may be `Var`s).
+#[derive(Debug, Clone)]
+pub struct PrefixEncoder {
+    pub config: PrefixConfig,
+    pub embedding: Tensor,
+    pub projection: Option<Projection>,
+}
+
+impl PrefixEncoder {
+    /// The tensor shapes an encoder of `prefix` must have for `model`, by official name.
+    pub fn expected_shapes(prefix: PrefixConfig, model: &ChatGlmConfig) -> Vec<(&'static str, Vec<usize>)> {
+        let (p, h, l) = (prefix.pre_seq_len, model.hidden_size, model.num_layers);
+        if prefix.prefix_projection {
+            vec![
+                (EMBEDDING, vec![p, h]),
+                (PROJECTION_IN_WEIGHT, vec![h, h]),
+                (PROJECTION_IN_BIAS, vec![h]),
+                (PROJECTION_OUT_WEIGHT, vec![2 * l * h, h]),
+                (PROJECTION_OUT_BIAS, vec![2 * l * h]),
+            ]
+        } else {
+            vec![(EMBEDDING, vec![p, 2 * l * h])]
+        }
+    }
+
+    /// Loads an adapter folder written by the official `ptuning/main.py` (or by us).
+    pub fn load_adapter(dir: &Path, model: &ChatGlmConfig, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let adapter_config = AdapterConfig::from_file(&config_path)?;
+        for (field, ours, theirs) in [
+            ("hidden_size", model.hidden_size, adapter_config.hidden_size),
+            ("num_layers", model.num_layers, adapter_config.num_layers),
+        ] {
+            if let Some(theirs) = theirs {
+                if theirs != ours {
+                    return Err(EngineError::adapter(
+                        dir,
+                        format!("was trained for {field} {theirs}, but the model has {field} {ours}"),
+                    ));
+                }
+            }
+        }
+        let checkpoint = Checkpoint::open_with_extra(dir, &["adapter.safetensors"])?;
+        Self::from_checkpoint(&checkpoint, adapter_config.prefix, model, device)
+    }
+
+    /// Reads the encoder from `checkpoint`, checking it against what `prefix` declares.
+    pub fn from_checkpoint(
+        checkpoint: &Checkpoint,
+        prefix: PrefixConfig,
+        model: &ChatGlmConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let dir = checkpoint.dir();
+        let has_projection = checkpoint.contains(PROJECTION_IN_WEIGHT);
+        if has_projection != prefix.prefix_projection {
+            return Err(EngineError::adapter(
+                dir,
+                format!(
+                    "prefix_projection mismatch: config.json says prefix_projection={}, but the weights {} the projection MLP (`{PROJECTION_IN_WEIGHT}`)",
+                    prefix.prefix_projection,
+                    if has_projection { "contain" } else { "lack" }
+                ),
+            ));
+        }
+        if !checkpoint.contains(EMBEDDING) {
+            return Err(EngineError::tensor(
+                checkpoint.path_of(EMBEDDING),
+                EMBEDDING,
+                "missing: this folder holds no P-Tuning v2 prefix encoder",
+            ));
+        }
+        let embedding = checkpoint.load(EMBEDDING, None, DType::F32, device)?;
+        let stored_len = embedding.dim(0)?;
+        if stored_len != prefix.pre_seq_len {
+            return Err(EngineError::adapter(
+                dir,
+                format!(
+                    "pre_seq_len mismatch: config.json says pre_seq_len={}, but `{EMBEDDING}` holds {stored_len} prefix rows (pre_seq_len={stored_len})",
+                    prefix.pre_seq_len
+                ),
+            ));
+        }
+        let mut tensors = Vec::new();
+        for (name, shape) in Self::expected_shapes(prefix, model) {
+            tensors.push(checkpoint.load(name, Some(&shape), DType::F32, device)?);
+        }
+        let mut tensors = tensors.into_iter();
+        let mut next = || {
+            tensors
+                .next()
+                .ok_or_else(|| EngineError::adapter(dir, "internal: missing prefix tensor"))
+        };
+        let embedding = next()?;
+        let projection = if prefix.prefix_projection {
+            Some(Projection {
+                in_weight: next()?,
+                in_bias: next()?,
+                out_weight: next()?,
+                out_bias: next()?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            config: prefix,
+            embedding,
+            projection,
+        })
+    }
+
+    /// The named tensors, in the official names, for saving.
+    pub fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
+        let mut named = vec![(EMBEDDING, self.embedding.clone())];
+        if let Some(p) = &self.projection {
+            named.extend([
+                (PROJECTION_IN_WEIGHT, p.in_weight.clone()),
+                (PROJECTION_IN_BIAS, p.in_bias.clone()),
+                (PROJECTION_OUT_WEIGHT, p.out_weight.clone()),
+                (PROJECTION_OUT_BIAS, p.out_bias.clone()),
+            ]);
+        }
+        named
+    }
+
+    /// The encoder's output, `[pre_seq_len, 2 · num_layers · hidden]` in f32.
+    pub fn encode(&self) -> Result<Tensor> {
+        let Some(p) = &self.projection else {
+            return Ok(self.embedding.clone());
+        };
+        let hidden = self
+            .embedding
+            .matmul(&p.in_weight.t()?)?
+            .broadcast_add(&p.in_bias)?
+            .tanh()?;
+        Ok(hidden.matmul(&p.out_weight.t()?)?.broadcast_add(&p.out_bias)?)
+    }
+
+    /// Per-layer `(key, value)`, each `[batch, heads, pre_seq_len, head_dim]` in `dtype` (the
+    /// official model casts the encoder output to the embeddings' dtype).
+    pub fn key_values(&self, model: &ChatGlmConfig, batch: usize, dtype: DType) -> Result<Vec<(Tensor, Tensor)>> {
+        let (p, l, nh, hd) = (
+            self.config.pre_seq_len,
+            model.num_layers,
+            model.num_attention_heads,
+            model.head_dim(),
+        );
+        let encoded = self.encode()?.to_dtype(dtype)?;
+        // [p, 2l, nh, hd] → [2l, nh, p, hd]
+        let per_layer = encoded.reshape((p, 2 * l, nh, hd))?.permute((1, 2, 0, 3))?;
+        (0..l)
+            .map(|layer| {
+                let take = |i: usize| -> Result<Tensor> {
+                    let t = per_layer.get(i)?.unsqueeze(0)?;
+                    Ok(t.broadcast_as((batch, nh, p, hd))?.contiguous()?)
+                };
+                Ok((take(2 * layer)?, take(2 * layer + 1)?))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,81 @@
+//! Rotary position tables as ChatGLM-6B computes them.
+//!
+//! The official `RotaryEmbedding` rounds `inv_freq` to float16 when it is built; the tables are
+//! then computed in the dtype the model was cast to (`model.float()` gives float32 arithmetic on
+//! those rounded frequencies, `model.half()` float16 throughout). We reproduce each rounding so
+//! that logits match the reference to 1e-5 rather than 1e-3.
+
+use candle_core::{DType, Device, Tensor, D};
+use half::{bf16, f16};
+
+use crate::error::Result;
+
+/// cos/sin tables indexed by position, for one rotary width.
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+    max_positions: usize,
+}
+
+/// Rounds an f32 to what `dtype` can hold, as a tensor cast to it would.
+fn round_to(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::F16 => f16::from_f32(x).to_f32(),
+        DType::BF16 => bf16::from_f32(x).to_f32(),
+        _ => x,
+    }
+}
+
+impl Rotary {
+    /// Tables for `rotary_dim` channels and positions `0..max_positions`, in `dtype`.
+    pub fn new(rotary_dim: usize, max_positions: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..rotary_dim)
+            .step_by(2)
+            .map(|i| {
+                let exponent = i as f32 / rotary_dim as f32;
+                round_to(dtype, f16::from_f32(1.0 / 10000f32.powf(exponent)).to_f32())
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(max_positions * rotary_dim);
+        let mut sin = Vec::with_capacity(max_positions * rotary_dim);
+        for position in 0..max_positions {
+            let t = round_to(dtype, position as f32);
+            let row: Vec<f32> = inv_freq.iter().map(|f| round_to(dtype, t * f)).collect();
+            // The table is cat(freqs, freqs): both halves of the rotated pair share a frequency.
+            for _ in 0..2 {
+                cos.extend(row.iter().map(|x| round_to(dtype, x.cos())));
+                sin.extend(row.iter().map(|x| round_to(dtype, x.sin())));
+            }
+        }
+        let cos = Tensor::from_vec(cos, (max_positions, rotary_dim), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (max_positions, rotary_dim), device)?.to_dtype(dtype)?;
+        Ok(Self {
+            cos,
+            sin,
+            max_positions,
+        })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    /// cos and sin gathered for `positions` (u32 `[batch, seq]`), shaped `[batch, seq, 1, dim]`.
+    pub fn gather(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (batch, seq) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let cos = self.cos.index_select(&flat, 0)?.reshape((batch, seq, 1, ()))?;
+        let sin = self.sin.index_select(&flat, 0)?.reshape((batch, seq, 1, ()))?;
+        Ok((cos, sin))
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin` for `x` of shape `[batch, seq, heads, dim]`.
+pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let dim = x.dim(D::Minus1)?;
+    let first = x.narrow(D::Minus1, 0, dim / 2)?;
+    let second = x.narrow(D::Minus1, dim / 2, dim / 2)?;
+    let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}

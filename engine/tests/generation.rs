@@ -1,0 +1,91 @@
+//! Greedy decoding with the KV cache against THUDM's `model.generate(do_sample=False)` ids.
+
+mod common;
+
+use candle_core::{DType, Device};
+use glmtune_engine::generation::{generate, Flow, GenerationOptions, Sampling};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+
+use common::*;
+
+fn greedy(max_new_tokens: usize) -> GenerationOptions {
+    GenerationOptions {
+        max_new_tokens: Some(max_new_tokens),
+        max_length: None,
+        sampling: Sampling::Greedy,
+        repetition_penalty: 1.0,
+        stop_at_eos: true,
+    }
+}
+
+fn setup() -> (ChatGlmModel, PrefixEncoder, Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>) {
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let prefix = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let cases = expected()["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (ids_of(&c["ids"]), ids_of(&c["greedy_base"]), ids_of(&c["greedy_ptuned"])))
+        .collect();
+    (model, prefix, cases)
+}
+
+#[test]
+fn greedy_ids_match_reference_one_by_one() {
+    let (model, prefix, cases) = setup();
+    for (i, (ids, base, ptuned)) in cases.iter().enumerate() {
+        let got = generate(&model, None, &[ids.clone()], &greedy(10), |_, _| Flow::Continue).unwrap();
+        assert_eq!(&got[0], base, "case {i} base");
+        let got = generate(&model, Some(&prefix), &[ids.clone()], &greedy(10), |_, _| Flow::Continue).unwrap();
+        assert_eq!(&got[0], ptuned, "case {i} ptuned");
+    }
+}
+
+#[test]
+fn left_padded_batch_generates_what_each_prompt_generates_alone() {
+    let (model, prefix, cases) = setup();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.0.clone()).collect();
+    let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    assert!(lengths.iter().min() != lengths.iter().max(), "the batch must need padding");
+    let base = generate(&model, None, &prompts, &greedy(10), |_, _| Flow::Continue).unwrap();
+    let ptuned = generate(&model, Some(&prefix), &prompts, &greedy(10), |_, _| Flow::Continue).unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(base[i], case.1, "case {i} base in a batch");
+        assert_eq!(ptuned[i], case.2, "case {i} ptuned in a batch");
+    }
+}
+
+#[test]
+fn streaming_callback_sees_every_token_and_can_stop() {
+    let (model, _, cases) = setup();
+    let mut seen = Vec::new();
+    let out = generate(&model, None, &[cases[0].0.clone()], &greedy(10), |_, id| {
+        seen.push(id);
+        if seen.len() == 3 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    })
+    .unwrap();
+    assert_eq!(seen, cases[0].1[..3].to_vec());
+    assert_eq!(out[0], seen);
+}
+
+#[test]
+fn sampling_is_seeded() {
+    let (model, _, cases) = setup();
+    let sample = |seed| {
+        let options = GenerationOptions {
+            sampling: Sampling::Sample {
+                temperature: 0.95,
+                top_p: 0.7,
+                top_k: 0,
+                seed,
+            },
+            ..greedy(8)
+        };
+        generate(&model, None, &[cases[1].0.clone()], &options, |_, _| Flow::Continue).unwrap()
+    };
+    assert_eq!(sample(1), sample(1));
+}

@@ -1,0 +1,65 @@
+//! `glmtune generate`: continue one prompt, streaming the text or printing JSON.
+
+use std::io::Write;
+
+use clap::Args;
+use glmtune_engine::generation::{generate, Flow, GenerationOptions, TextStream};
+
+use super::model_args::ModelArgs;
+use super::sampling_args::SamplingArgs;
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt, encoded as the official `tokenizer(TEXT)` ([gMASK] <sop> appended).
+    #[arg(long)]
+    prompt: String,
+    /// New tokens at most.
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print one JSON object {"ids": [...], "text": "..."} instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let loaded = args.model.load()?;
+    let prompt = loaded.tokenizer.encode(&args.prompt);
+    let options = GenerationOptions {
+        max_new_tokens: Some(args.max_new_tokens),
+        max_length: None,
+        sampling: args.sampling.sampling(),
+        repetition_penalty: args.sampling.repetition_penalty,
+        stop_at_eos: true,
+    };
+    let eos = loaded.model.config().eos_token_id;
+    let mut stream = TextStream::new();
+    let mut new_ids = Vec::new();
+    let mut stdout = std::io::stdout().lock();
+    let outputs = generate(&loaded.model, loaded.prefix.as_ref(), &[prompt], &options, |_, id| {
+        if !args.json && id != eos {
+            new_ids.push(id);
+            if let Some(chunk) = stream.next_chunk(&loaded.tokenizer.decode(&new_ids)) {
+                // A closed stdout (e.g. `| head`) ends generation instead of failing it.
+                if write!(stdout, "{chunk}").and_then(|_| stdout.flush()).is_err() {
+                    return Flow::Stop;
+                }
+            }
+        }
+        Flow::Continue
+    })?;
+    let ids = outputs.into_iter().next().unwrap_or_default();
+    if args.json {
+        let text = loaded.tokenizer.decode(&ids);
+        writeln!(stdout, "{}", serde_json::json!({ "ids": ids, "text": text }))?;
+    } else {
+        if let Some(chunk) = stream.finish(&loaded.tokenizer.decode(&new_ids)) {
+            write!(stdout, "{chunk}")?;
+        }
+        writeln!(stdout)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `glmtune logits`: the logits of a whole sequence, saved as safetensors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use glmtune_engine::generation::sequence_logits;
+
+use super::model_args::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated token ids, e.g. 1,2,3.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    ids: Vec<u32>,
+    /// Output safetensors file; it holds one f32 tensor `logits` of shape [seq, vocab].
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+pub fn run(args: LogitsArgs) -> anyhow::Result<()> {
+    let (model, prefix) = args.model.load_weights()?;
+    let logits = sequence_logits(&model, prefix.as_ref(), &args.ids)?;
+    let tensors = HashMap::from([("logits".to_owned(), logits)]);
+    candle_core::safetensors::save(&tensors, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! Command-line interface: argument types and the dispatch to each subcommand.
+
+mod chat;
+mod encode;
+mod generate;
+mod logits;
+mod model_args;
+mod sampling_args;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "glmtune", version, about = "ChatGLM-6B with P-Tuning v2: tokenize, generate, chat")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the token ids of TEXT as the official tokenizer gives them, as JSON.
+    Encode(encode::EncodeArgs),
+    /// Write the logits of a token sequence to a safetensors file.
+    Logits(logits::LogitsArgs),
+    /// Generate a continuation of a prompt, streaming the text.
+    Generate(generate::GenerateArgs),
+    /// Chat interactively, with history and streaming.
+    Chat(chat::ChatArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Encode(args) => encode::run(args),
+        Command::Logits(args) => logits::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Chat(args) => chat::run(args),
+    }
+}
+
+/// Help and version go to stdout with success; every other parse failure is one line on stderr
+/// and exit code 2.
+pub fn report_usage_error(error: clap::Error) -> ExitCode {
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("glmtune: {message} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its causes on one line.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}

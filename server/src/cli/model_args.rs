@@ -1,0 +1,79 @@
+//! Arguments shared by the subcommands that load a model, and the loading itself.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+use clap::{Args, ValueEnum};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+use glmtune_engine::tokenizer::ChatGlmTokenizer;
+
+/// Storage and compute precision of the base model's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<DTypeArg> for DType {
+    fn from(value: DTypeArg) -> Self {
+        match value {
+            DTypeArg::F32 => DType::F32,
+            DTypeArg::F16 => DType::F16,
+            DTypeArg::Bf16 => DType::BF16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Checkpoint folder in the Hugging Face layout (config.json, weights, ice_text.model).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// P-Tuning v2 adapter folder (official ptuning/ checkpoint layout or ours).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// Precision of the base weights.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+}
+
+/// A model ready to run: weights, optional prefix and tokenizer.
+pub struct Loaded {
+    pub model: ChatGlmModel,
+    pub prefix: Option<PrefixEncoder>,
+    pub tokenizer: ChatGlmTokenizer,
+}
+
+impl ModelArgs {
+    /// Loads the weights, the adapter when given, and the tokenizer.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        let (model, prefix) = self.load_weights()?;
+        let tokenizer = load_tokenizer(&self.model)?;
+        Ok(Loaded {
+            model,
+            prefix,
+            tokenizer,
+        })
+    }
+
+    /// Loads the weights and the adapter when given.
+    pub fn load_weights(&self) -> anyhow::Result<(ChatGlmModel, Option<PrefixEncoder>)> {
+        let device = Device::Cpu;
+        let model = ChatGlmModel::load(&self.model, self.dtype.into(), &device)
+            .with_context(|| format!("loading model {}", self.model.display()))?;
+        let prefix = match &self.adapter {
+            Some(dir) => Some(
+                PrefixEncoder::load_adapter(dir, model.config(), &device)
+                    .with_context(|| format!("loading adapter {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        Ok((model, prefix))
+    }
+}
+
+pub fn load_tokenizer(model_dir: &Path) -> anyhow::Result<ChatGlmTokenizer> {
+    ChatGlmTokenizer::from_dir(model_dir).with_context(|| format!("loading the tokenizer of {}", model_dir.display()))
+}
