@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-// TOKENIZER-PENDING use crate::tokenizer::TokenizerError;
+use crate::tokenizer::TokenizerError;
 
 /// Everything that can go wrong while loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,8 @@ pub enum EngineError {
     Adapter { path: PathBuf, message: String },
     #[error("invalid input: {0}")]
     Input(String),
-    // TOKENIZER-PENDING #[error(transparent)]
-    // TOKENIZER-PENDING Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

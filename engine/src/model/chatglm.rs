@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::checkpoint::Checkpoint;
 use crate::config::ChatGlmConfig;
 use crate::error::{EngineError, Result};
+use crate::model::init;
 use crate::model::rotary::{self, Rotary};
 
 /// Score written into masked attention slots, as the official code does (a fill, not an addition).
@@ -207,10 +208,11 @@ impl ChatGlmModel {
 
     /// A model of random weights (normal, std 0.02; LayerNorms at identity), for benchmarks.
     pub fn random(config: ChatGlmConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
-        device.set_seed(seed)?;
         let (h, inner, vocab) = (config.hidden_size, config.inner_hidden_size, config.vocab_size);
+        let counter = std::cell::Cell::new(seed);
         let normal = |shape: &[usize]| -> Result<Tensor> {
-            Ok(Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)?)
+            counter.set(counter.get().wrapping_add(1));
+            Ok(init::normal(shape, 0.02, counter.get(), device)?.to_dtype(dtype)?)
         };
         let norm = || -> Result<LayerNorm> {
             Ok(LayerNorm {

@@ -1,6 +1,7 @@
 //! The ChatGLM-6B network, its inputs and its P-Tuning v2 prefix.
 
 pub mod chatglm;
+pub mod init;
 pub mod inputs;
 pub mod prefix;
 pub mod rotary;

@@ -4,6 +4,8 @@
 //! `pytorch_model.bin.index.json`, `model.safetensors` and its sharded index. Safetensors files are
 //! memory-mapped; torch pickles are read one tensor at a time, so the weights are never held twice.
 
+pub mod torch_writer;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

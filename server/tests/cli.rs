@@ -1,0 +1,178 @@
+//! The `glmtune` command contract, run as a user runs it, against the tiny ChatGLM-6B fixture.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use candle_core::{Device, Tensor};
+
+fn fixture(path: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
+    dir.join(path).to_string_lossy().into_owned()
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
+}
+
+fn glmtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glmtune")).args(args).output().unwrap()
+}
+
+fn stdout_json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn stderr_line(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
+    stderr
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("glmtune-cli-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn encode_gives_official_ids() {
+    for case in expected()["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let output = stdout_json(&glmtune(&["encode", "--model", &fixture("model"), text]));
+        assert_eq!(output["ids"], case["ids"], "{text:?}");
+        assert_eq!(output["plain_ids"], case["plain_ids"], "{text:?}");
+    }
+}
+
+fn max_relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
+    let diff = (actual - reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    let scale = reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn logits_file_matches_reference_with_and_without_adapter() {
+    let reference = candle_core::safetensors::load(fixture("logits.safetensors"), &Device::Cpu).unwrap();
+    let case = &expected()["cases"][1];
+    let ids: Vec<String> = case["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let ids = ids.join(",");
+    for (adapter, key) in [(None, "base.1"), (Some(fixture("adapter_init")), "ptuned.1")] {
+        let out = temp_path(key);
+        let model = fixture("model");
+        let mut args = vec!["logits", "--model", &model];
+        let adapter_arg;
+        if let Some(a) = &adapter {
+            adapter_arg = a.clone();
+            args.extend(["--adapter", &adapter_arg]);
+        }
+        let out_arg = out.to_string_lossy().into_owned();
+        args.extend(["--ids", &ids, "--out", &out_arg]);
+        let output = glmtune(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let written = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+        assert_eq!(written.len(), 1);
+        let logits = &written["logits"];
+        assert_eq!(logits.dtype(), candle_core::DType::F32);
+        assert!(max_relative_error(logits, &reference[key]) < 1e-4, "{key}");
+    }
+}
+
+#[test]
+fn greedy_generation_matches_reference_ids_and_text() {
+    for case in expected()["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let base = stdout_json(&glmtune(&[
+            "generate", "--model", &fixture("model"), "--prompt", text, "--max-new-tokens", "10", "--greedy", "--json",
+        ]));
+        assert_eq!(base["ids"], case["greedy_base"], "{text:?}");
+        if let Some(decoded) = case.get("decoded_greedy_base") {
+            assert_eq!(&base["text"], decoded, "{text:?}");
+        }
+        let ptuned = stdout_json(&glmtune(&[
+            "generate", "--model", &fixture("model"), "--adapter", &fixture("adapter_init"),
+            "--prompt", text, "--max-new-tokens", "10", "--json",
+        ]));
+        assert_eq!(ptuned["ids"], case["greedy_ptuned"], "{text:?}");
+    }
+}
+
+#[test]
+fn streamed_text_equals_json_text() {
+    let text = expected()["cases"][0]["text"].as_str().unwrap().to_owned();
+    let args = ["generate", "--model", &fixture("model"), "--prompt", &text, "--max-new-tokens", "10"];
+    let streamed = glmtune(&args);
+    assert!(streamed.status.success());
+    let json = stdout_json(&glmtune(&[&args[..], &["--json"]].concat()));
+    let streamed = String::from_utf8_lossy(&streamed.stdout).into_owned();
+    assert_eq!(streamed.strip_suffix('\n').unwrap(), json["text"].as_str().unwrap());
+}
+
+#[test]
+fn sampling_is_reproducible_with_a_seed() {
+    let run = |seed: &str| {
+        stdout_json(&glmtune(&[
+            "generate", "--model", &fixture("model"), "--prompt", "你好", "--max-new-tokens", "12",
+            "--temperature", "0.9", "--top-p", "0.8", "--top-k", "40", "--seed", seed, "--json",
+        ]))["ids"]
+            .clone()
+    };
+    assert_eq!(run("5"), run("5"));
+}
+
+#[test]
+fn chat_answers_with_history_and_exits() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(["chat", "--model", &fixture("model"), "--adapter", &fixture("adapter_init"), "--max-length", "64"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all("你好\n头痛怎么办\nclear\nexit\n".as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches("ChatGLM：").count(), 2, "{stdout}");
+    assert!(stdout.contains("history cleared"), "{stdout}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let model = fixture("model");
+    for args in [
+        vec!["logits", "--model", &model, "--ids", "1,x,3", "--out", "/tmp/x"],
+        vec!["logits", "--model", &model, "--out", "/tmp/x"],
+        vec!["generate", "--model", &model, "--prompt", "hi", "--dtype", "f64"],
+        vec!["generate", "--model", &model, "--prompt", "hi", "--top-p", "1.5"],
+        vec!["generate", "--model", &model, "--prompt", "hi", "--greedy", "--temperature", "0.5"],
+        vec!["encode", "--model", &model],
+        vec!["frobnicate"],
+    ] {
+        let output = glmtune(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let line = stderr_line(&output);
+        assert!(line.starts_with("glmtune: "), "{line}");
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for command in ["encode", "logits", "generate", "chat"] {
+        let output = glmtune(&[command, "--help"]);
+        assert!(output.status.success());
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: glmtune"), "{command}");
+    }
+}
+
+#[test]
+fn runtime_errors_name_the_file_and_exit_1() {
+    let output = glmtune(&["logits", "--model", "/nonexistent/model", "--ids", "1,2", "--out", "/tmp/x"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr_line(&output).contains("/nonexistent/model/config.json"));
+    let output = glmtune(&["encode", "--model", "/nonexistent/model", "hi"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr_line(&output).contains("/nonexistent/model"));
+    let output = glmtune(&["logits", "--model", &fixture("model"), "--ids", "1,99999", "--out", "/tmp/x"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr_line(&output).contains("99999"));
+}
