@@ -87,7 +87,7 @@ impl ChatGlmConfig {
                 return Err(EngineError::config(path, field, "must be greater than 0"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(EngineError::config(
                 path,
                 "num_attention_heads",
@@ -99,7 +99,7 @@ impl ChatGlmConfig {
         }
         // The 2D rotary splits each head in two halves, each rotated by pairs.
         let rotary_multiple = if self.position_encoding_2d { 4 } else { 2 };
-        if self.head_dim() % rotary_multiple != 0 {
+        if !self.head_dim().is_multiple_of(rotary_multiple) {
             return Err(EngineError::config(
                 path,
                 "hidden_size",

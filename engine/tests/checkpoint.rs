@@ -84,6 +84,24 @@ fn sharded_safetensors_with_index_matches() {
 }
 
 #[test]
+fn sharded_torch_pickles_with_index_match() {
+    let dir = scratch("sharded-bin");
+    copy_config(&dir);
+    let tensors = fixture_tensors();
+    let (first, second) = tensors.split_at(tensors.len() / 3);
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [("pytorch_model-00001-of-00002.bin", first), ("pytorch_model-00002-of-00002.bin", second)] {
+        glmtune_engine::checkpoint::torch_writer::save(&dir.join(shard), part).unwrap();
+        for (name, _) in part {
+            weight_map.insert(name.clone(), shard.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(dir.join("pytorch_model.bin.index.json"), index.to_string()).unwrap();
+    assert!(relative_error(&logits_of(&dir), &reference()) < 1e-7);
+}
+
+#[test]
 fn f16_storage_converts_to_the_requested_dtype() {
     let dir = scratch("f16");
     copy_config(&dir);

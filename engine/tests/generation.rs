@@ -18,7 +18,10 @@ fn greedy(max_new_tokens: usize) -> GenerationOptions {
     }
 }
 
-fn setup() -> (ChatGlmModel, PrefixEncoder, Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>) {
+/// A prompt with its reference greedy ids without and with the adapter.
+type Case = (Vec<u32>, Vec<u32>, Vec<u32>);
+
+fn setup() -> (ChatGlmModel, PrefixEncoder, Vec<Case>) {
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
     let prefix = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
     let cases = expected()["cases"]
@@ -34,9 +37,9 @@ fn setup() -> (ChatGlmModel, PrefixEncoder, Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>)
 fn greedy_ids_match_reference_one_by_one() {
     let (model, prefix, cases) = setup();
     for (i, (ids, base, ptuned)) in cases.iter().enumerate() {
-        let got = generate(&model, None, &[ids.clone()], &greedy(10), |_, _| Flow::Continue).unwrap();
+        let got = generate(&model, None, std::slice::from_ref(ids), &greedy(10), |_, _| Flow::Continue).unwrap();
         assert_eq!(&got[0], base, "case {i} base");
-        let got = generate(&model, Some(&prefix), &[ids.clone()], &greedy(10), |_, _| Flow::Continue).unwrap();
+        let got = generate(&model, Some(&prefix), std::slice::from_ref(ids), &greedy(10), |_, _| Flow::Continue).unwrap();
         assert_eq!(&got[0], ptuned, "case {i} ptuned");
     }
 }

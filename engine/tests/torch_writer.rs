@@ -205,6 +205,21 @@ fn missing_folder_is_an_error() {
     let path = dir.path().join("no-such-folder").join("pytorch_model.bin");
     let err = save(&path, &sample_tensors()).unwrap_err();
     assert!(matches!(err, EngineError::Io { .. }), "{err}");
+    // The message names the file asked for, not the temporary one.
+    assert!(
+        err.to_string().starts_with(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn duplicate_names_are_an_error() {
+    let dir = TempDir::new("dup");
+    let path = dir.path().join("pytorch_model.bin");
+    let t = ramp(&[2], DType::F32);
+    let err = save(&path, &[("w".to_owned(), t.clone()), ("w".to_owned(), t)]).unwrap_err();
+    assert!(matches!(err, EngineError::Tensor { .. }), "{err}");
     assert!(!path.exists());
 }
 
@@ -216,35 +231,4 @@ fn unsupported_dtype_is_an_error() {
     let err = save(&path, &[("ids".to_owned(), ids)]).unwrap_err();
     assert!(matches!(err, EngineError::Tensor { .. }), "{err}");
     assert!(!path.exists());
-}
-
-#[test]
-#[ignore]
-fn tmp_dump_for_python() {
-    let out = PathBuf::from("/tmp/twtest/rust");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    let dev = &Device::Cpu;
-    let r = |s: &[usize], dt: DType| Tensor::randn(0f32, 1f32, s, dev).unwrap().to_dtype(dt).unwrap();
-    let mut tensors = vec![];
-    for dt in [DType::F32, DType::F16, DType::BF16] {
-        for s in [&[][..], &[7][..], &[3, 5][..], &[2, 3, 4][..], &[2, 1, 3, 2][..], &[0, 3][..]] {
-            tensors.push((format!("{dt:?}.{}d.{}", s.len(), s.len()), r(s, dt)));
-            let last = tensors.len() - 1;
-            tensors[last].0 = format!("{dt:?}_{:?}", s);
-        }
-        tensors.push((format!("{dt:?}_transposed"), r(&[3, 5], dt).t().unwrap()));
-        tensors.push((format!("{dt:?}_narrowed"), r(&[4, 6], dt).narrow(1, 2, 3).unwrap()));
-    }
-    tensors.push(("transformer.prefix_encoder.embedding.weight".into(), r(&[128, 28 * 2 * 4096 / 64], DType::F32)));
-    let mut manifest = vec![];
-    for (name, t) in &tensors {
-        let mut bytes = vec![];
-        t.write_bytes(&mut bytes).unwrap();
-        std::fs::write(out.join(format!("{name}.raw")), bytes).unwrap();
-        manifest.push(serde_json::json!({"name": name, "dtype": format!("{:?}", t.dtype()), "shape": t.dims()}));
-    }
-    std::fs::write(out.join("manifest.json"), serde_json::Value::from(manifest).to_string()).unwrap();
-    save(&out.join("pytorch_model.bin"), &tensors).unwrap();
-    save(&out.join("empty.bin"), &[]).unwrap();
 }

@@ -13,11 +13,13 @@
 //! Entries are stored uncompressed and their data is aligned to 64 bytes through a padding extra
 //! field, as torch's own writer does, so `torch.load(mmap=True)` can map storages in place.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
@@ -39,6 +41,11 @@ const FORMAT_VERSION: &str = "3\n";
 /// never leaves a truncated checkpoint behind. The output depends only on the names, order and
 /// values of `tensors`.
 pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    // A dict cannot hold a name twice: torch would silently keep the last tensor.
+    let mut seen = HashSet::new();
+    if let Some((name, _)) = tensors.iter().find(|(name, _)| !seen.insert(name)) {
+        return Err(EngineError::tensor(path, name, "is listed twice"));
+    }
     let storages = tensors
         .iter()
         .map(|(name, tensor)| StorageRecord::new(path, name, tensor))
@@ -46,7 +53,7 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let pickle = state_dict_pickle(tensors.iter().map(|(name, _)| name.as_str()).zip(&storages));
 
     let tmp = temporary_path(path)?;
-    let written = write_archive(&tmp, &pickle, tensors, &storages);
+    let written = write_archive(&tmp, path, &pickle, tensors, &storages);
     if let Err(e) =
         written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e)))
     {
@@ -105,56 +112,103 @@ impl StorageRecord {
     }
 }
 
-/// Next to `path`, so the final rename never crosses file systems.
+/// Next to `path`, so the final rename never crosses file systems; unique per process and call, so
+/// concurrent saves to one path never write into each other's file.
 fn temporary_path(path: &Path) -> Result<PathBuf> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let file_name = path
         .file_name()
         .ok_or_else(|| EngineError::checkpoint(path, "not a file path"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
     Ok(path.with_file_name(tmp_name))
 }
 
+/// Writes the archive to `tmp`; errors name `dest`, the file the caller asked for.
 fn write_archive(
     tmp: &Path,
+    dest: &Path,
     pickle: &[u8],
     tensors: &[(String, Tensor)],
     storages: &[StorageRecord],
 ) -> Result<()> {
     let zip_err = |e: zip::result::ZipError| match e {
-        zip::result::ZipError::Io(e) => EngineError::io(tmp, e),
-        other => EngineError::checkpoint(tmp, format!("cannot write zip archive: {other}")),
+        zip::result::ZipError::Io(e) => EngineError::io(dest, e),
+        other => EngineError::checkpoint(dest, format!("cannot write zip archive: {other}")),
     };
-    let file = File::create(tmp).map_err(|e| EngineError::io(tmp, e))?;
+    let file = File::create(tmp).map_err(|e| EngineError::io(dest, e))?;
     let mut zip = ZipWriter::new(BufWriter::new(file));
     let record = |zip: &mut ZipWriter<BufWriter<File>>, name: &str, bytes: &[u8]| -> Result<()> {
         zip.start_file(format!("{ARCHIVE_DIR}/{name}"), record_options(bytes.len()))
             .map_err(zip_err)?;
-        zip.write_all(bytes).map_err(|e| EngineError::io(tmp, e))
+        zip.write_all(bytes).map_err(|e| EngineError::io(dest, e))
     };
 
     // Same record order as torch: pickle, byte order, storages by key, then the version.
     record(&mut zip, "data.pkl", pickle)?;
     record(&mut zip, "byteorder", b"little")?;
     for (key, ((name, tensor), storage)) in tensors.iter().zip(storages).enumerate() {
-        let mut bytes = Vec::with_capacity(storage.byte_len());
-        // `write_bytes` flattens (copying strided views into row-major order), moves the data
-        // to the CPU and writes little-endian whatever the host's byte order.
-        tensor
-            .write_bytes(&mut bytes)
-            .map_err(|e| EngineError::tensor(tmp, name, format!("cannot be serialized: {e}")))?;
-        debug_assert_eq!(bytes.len(), storage.byte_len());
-        record(&mut zip, &format!("data/{key}"), &bytes)?;
+        zip.start_file(
+            format!("{ARCHIVE_DIR}/data/{key}"),
+            record_options(storage.byte_len()),
+        )
+        .map_err(zip_err)?;
+        write_elements(dest, name, tensor, &mut zip)?;
     }
     record(&mut zip, "version", FORMAT_VERSION.as_bytes())?;
 
     let writer = zip.finish().map_err(zip_err)?;
     let file = writer
         .into_inner()
-        .map_err(|e| EngineError::io(tmp, e.into_error()))?;
+        .map_err(|e| EngineError::io(dest, e.into_error()))?;
     // Flush to disk before the rename makes the file visible under its real name.
-    file.sync_all().map_err(|e| EngineError::io(tmp, e))
+    file.sync_all().map_err(|e| EngineError::io(dest, e))
+}
+
+/// Streams `tensor` row-major and little-endian through a small buffer: saving a multi-GiB shard
+/// then costs no second copy of its tensors.
+fn write_elements(dest: &Path, name: &str, tensor: &Tensor, out: &mut impl Write) -> Result<()> {
+    let tensor_err = |e: candle_core::Error| {
+        EngineError::tensor(dest, name, format!("cannot be serialized: {e}"))
+    };
+    // Both are no-ops for a contiguous CPU tensor; strided views are copied in logical order.
+    let tensor = tensor
+        .to_device(&Device::Cpu)
+        .and_then(|t| t.contiguous())
+        .map_err(tensor_err)?;
+    let (storage, layout) = tensor.storage_and_layout();
+    let range = layout.start_offset()..layout.start_offset() + tensor.elem_count();
+    let written = match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => write_le(&v[range], out, f32::to_le_bytes),
+        Storage::Cpu(CpuStorage::F16(v)) => write_le(&v[range], out, |x| x.to_le_bytes()),
+        Storage::Cpu(CpuStorage::BF16(v)) => write_le(&v[range], out, |x| x.to_le_bytes()),
+        _ => {
+            let dtype = tensor.dtype();
+            return Err(EngineError::tensor(
+                dest,
+                name,
+                format!("unexpected {dtype:?} storage"),
+            ));
+        }
+    };
+    written.map_err(|e| EngineError::io(dest, e))
+}
+
+fn write_le<T: Copy, const N: usize>(
+    values: &[T],
+    out: &mut impl Write,
+    to_le: impl Fn(T) -> [u8; N],
+) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 16;
+    let mut buf = Vec::with_capacity(CHUNK * N);
+    for chunk in values.chunks(CHUNK) {
+        buf.clear();
+        buf.extend(chunk.iter().flat_map(|&v| to_le(v)));
+        out.write_all(&buf)?;
+    }
+    Ok(())
 }
 
 fn record_options(len: usize) -> SimpleFileOptions {
@@ -164,7 +218,7 @@ fn record_options(len: usize) -> SimpleFileOptions {
         .last_modified_time(DateTime::default())
         .unix_permissions(0o644)
         .with_alignment_and_header_id(ALIGNMENT, PADDING_FIELD_ID)
-        .large_file(len as u64 >= u64::from(zip::ZIP64_BYTES_THR))
+        .large_file(len as u64 >= zip::ZIP64_BYTES_THR)
 }
 
 /// The pickle of the state dict, in the subset of protocol 2 that both `pickle` and candle's
@@ -318,5 +372,11 @@ mod tests {
         // pickle.dumps(2**31, 2) == b'\x80\x02\x8a\x05\x00\x00\x00\x80\x00.'
         assert_eq!(encode(1 << 31), [op::LONG1, 5, 0, 0, 0, 0x80, 0]);
         assert_eq!(encode(1 << 32), [op::LONG1, 5, 0, 0, 0, 0, 1]);
+        // pickle.dumps(2**63, 2): the sign bit forces a ninth, zero byte.
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(
+            encode(1 << 63),
+            [op::LONG1, 9, 0, 0, 0, 0, 0, 0, 0, 0x80, 0]
+        );
     }
 }

@@ -269,7 +269,7 @@ impl ChatGlmModel {
                 self.blocks.len()
             )));
         }
-        if let Some(max) = positions.flatten_all()?.max(0)?.to_scalar::<u32>().ok() {
+        if let Ok(max) = positions.flatten_all()?.max(0)?.to_scalar::<u32>() {
             if max as usize >= self.rotary.max_positions() {
                 return Err(EngineError::Input(format!(
                     "position {max} is beyond the model's {} positions",

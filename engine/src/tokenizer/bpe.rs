@@ -41,7 +41,9 @@ impl PartialOrd for Pair {
 impl Ord for Pair {
     /// Max-heap order: higher score first, then the leftmost pair.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -70,16 +72,27 @@ pub(crate) fn encode(
     let mut agenda = BinaryHeap::new();
     // Merged text → its two halves, for pieces that must be split again (UNUSED).
     let mut rev_merge: HashMap<&[u8], (Range<usize>, Range<usize>)> = HashMap::new();
-    let mut add_pair = |symbols: &[Symbol], left: Option<usize>, right: Option<usize>,
+    let mut add_pair = |symbols: &[Symbol],
+                        left: Option<usize>,
+                        right: Option<usize>,
                         agenda: &mut BinaryHeap<Pair>| {
-        let (Some(left), Some(right)) = (left, right) else { return };
+        let (Some(left), Some(right)) = (left, right) else {
+            return;
+        };
         let (l, r) = (&symbols[left], &symbols[right]);
         if l.freeze || r.freeze {
             return;
         }
         let merged = &normalized[l.range.start..r.range.end];
-        let Some(id) = vocab.normal_id(merged) else { return };
-        agenda.push(Pair { score: vocab.score(id), left, right, size: merged.len() });
+        let Some(id) = vocab.normal_id(merged) else {
+            return;
+        };
+        agenda.push(Pair {
+            score: vocab.score(id),
+            left,
+            right,
+            size: merged.len(),
+        });
         if vocab.kind(id) == Some(PieceType::Unused) {
             rev_merge.insert(merged, (l.range.clone(), r.range.clone()));
         }
@@ -102,8 +115,18 @@ pub(crate) fn encode(
         }
         let right_start = symbols[top.right].range.start;
         symbols[top.right].range = right_start..right_start;
-        add_pair(&symbols, symbols[top.left].prev, Some(top.left), &mut agenda);
-        add_pair(&symbols, Some(top.left), symbols[top.left].next, &mut agenda);
+        add_pair(
+            &symbols,
+            symbols[top.left].prev,
+            Some(top.left),
+            &mut agenda,
+        );
+        add_pair(
+            &symbols,
+            Some(top.left),
+            symbols[top.left].next,
+            &mut agenda,
+        );
     }
 
     let mut out = Vec::new();

@@ -18,7 +18,7 @@ use super::text;
 const MAX_BLANK_LENGTH: usize = 80;
 
 /// Ids of ChatGLM's special tokens (with the image-token offset applied).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpecialIds {
     pub mask: u32,
     pub gmask: u32,
@@ -46,12 +46,20 @@ pub struct ChatGlmTokenizer {
     /// `[gMASK]`, `<sop>` as `build_inputs_with_special_tokens` looks them up.
     suffix: [u32; 2],
     special: SpecialIds,
+    /// Dropped before decoding; `None` when the config unsets `pad_token`.
+    pad_id: Option<u32>,
 }
 
 impl ChatGlmTokenizer {
     pub(crate) fn build(sp: SentencePiece, config: TokenizerConfig) -> Self {
         let specials: Vec<SpecialToken> = [
-            &config.bos, &config.eos, &config.unk, &config.sep, &config.pad, &config.cls, &config.mask,
+            &config.bos,
+            &config.eos,
+            &config.unk,
+            &config.sep,
+            &config.pad,
+            &config.cls,
+            &config.mask,
         ]
         .into_iter()
         .flatten()
@@ -68,7 +76,8 @@ impl ChatGlmTokenizer {
             no_split: Vec::new(),
             added: Vec::new(),
             suffix: [0, 0],
-            special: SpecialIds { mask: 0, gmask: 0, smask: 0, bos: 0, eos: 0, pad: 0, unk: 0 },
+            special: SpecialIds::default(),
+            pad_id: None,
         };
 
         let unk_content = config.unk.as_ref().map_or("<unk>", |t| t.content.as_str());
@@ -81,17 +90,20 @@ impl ChatGlmTokenizer {
                 tok.added.push((t.content.clone(), id));
             }
         }
-        // The first occurrence of a content decides its strip flags, like the dict
-        // transformers builds; the list is then sorted by content.
+        // transformers looks strip flags up in a dict of the AddedToken objects, so the
+        // last object with a given content wins and plain strings never override one.
         for t in specials {
-            if !tok.no_split.iter().any(|s| s.content == t.content) {
-                tok.no_split.push(t);
+            match tok.no_split.iter_mut().find(|s| s.content == t.content) {
+                Some(s) if t.added_token => *s = t,
+                Some(_) => {}
+                None => tok.no_split.push(t),
             }
         }
         tok.no_split.sort_by(|a, b| a.content.cmp(&b.content));
 
         let content = |t: &Option<SpecialToken>, default: &str| {
-            t.as_ref().map_or(default.to_string(), |t| t.content.clone())
+            t.as_ref()
+                .map_or(default.to_string(), |t| t.content.clone())
         };
         let bos = content(&config.bos, "<sop>");
         tok.suffix = [tok.sp_lookup(&config.gmask), tok.sp_lookup(&bos)];
@@ -104,14 +116,18 @@ impl ChatGlmTokenizer {
             pad: tok.convert_token(&content(&config.pad, "<pad>")),
             unk: tok.convert_token(unk_content),
         };
+        tok.pad_id = config.pad.is_some().then_some(tok.special.pad);
         tok
     }
 
     /// `SPTokenizer.__getitem__(str)`: `<image_N>` is N, anything else is `PieceToId` plus
     /// the image offset (unknown strings give the unknown id).
     fn sp_lookup(&self, token: &str) -> u32 {
-        self.image_index(token)
-            .unwrap_or_else(|| self.sp.piece_to_id(token).saturating_add(self.num_image_tokens))
+        self.image_index(token).unwrap_or_else(|| {
+            self.sp
+                .piece_to_id(token)
+                .saturating_add(self.num_image_tokens)
+        })
     }
 
     fn image_index(&self, token: &str) -> Option<u32> {
@@ -149,7 +165,12 @@ impl ChatGlmTokenizer {
         let mut out = String::with_capacity(text.len());
         let mut i = 0;
         while let Some(c) = text[i..].chars().next() {
-            if let Some(sp) = self.no_split.iter().map(|t| t.content.as_str()).find(|t| text[i..].starts_with(t)) {
+            if let Some(sp) = self
+                .no_split
+                .iter()
+                .map(|t| t.content.as_str())
+                .find(|t| text[i..].starts_with(t))
+            {
                 out.push_str(sp);
                 i += sp.len();
             } else {
@@ -192,7 +213,8 @@ impl ChatGlmTokenizer {
         if self.do_lower_case {
             s = Cow::Owned(s.to_lowercase());
         }
-        self.sp.encode_pieces(&text::encode_whitespaces(&s, MAX_BLANK_LENGTH))
+        self.sp
+            .encode_pieces(&text::encode_whitespaces(&s, MAX_BLANK_LENGTH))
     }
 
     /// Text ids without special tokens: `tokenizer.encode(text, add_special_tokens=False)`.
@@ -204,7 +226,9 @@ impl ChatGlmTokenizer {
         };
         let mut chunks = self.split_specials(&text);
         for i in 0..chunks.len() {
-            let Some(tok) = self.no_split_token(&chunks[i]) else { continue };
+            let Some(tok) = self.no_split_token(&chunks[i]) else {
+                continue;
+            };
             let (lstrip, rstrip) = (tok.lstrip, tok.rstrip);
             if rstrip && i + 1 < chunks.len() && !chunks[i + 1].is_empty() {
                 chunks[i + 1] = text::py_lstrip(&chunks[i + 1]).to_string();
@@ -218,7 +242,11 @@ impl ChatGlmTokenizer {
             if self.no_split_token(chunk).is_some() {
                 ids.push(self.convert_token(chunk));
             } else {
-                ids.extend(self.tokenize_chunk(chunk).iter().map(|p| self.convert_token(p)));
+                ids.extend(
+                    self.tokenize_chunk(chunk)
+                        .iter()
+                        .map(|p| self.convert_token(p)),
+                );
             }
         }
         ids
@@ -241,7 +269,8 @@ impl ChatGlmTokenizer {
         }
         let skip = if add_dummy_prefix { 0 } else { 2 };
         let ids = self.sp.encode_ids(&t).into_iter().skip(skip);
-        ids.map(|id| id.saturating_add(self.num_image_tokens)).collect()
+        ids.map(|id| id.saturating_add(self.num_image_tokens))
+            .collect()
     }
 
     /// `tokenizer.decode(ids)`. Ids past the vocabulary, which make the Python code raise,
@@ -256,7 +285,7 @@ impl ChatGlmTokenizer {
                 pieces.clear();
             }
         };
-        for &id in ids.iter().filter(|&&id| id != self.special.pad) {
+        for &id in ids.iter().filter(|&&id| Some(id) != self.pad_id) {
             if let Some((content, _)) = self.added.iter().find(|(_, a)| *a == id) {
                 flush(&mut pieces, &mut sub_texts);
                 sub_texts.push(content.clone());
@@ -278,7 +307,9 @@ impl ChatGlmTokenizer {
         if let Some(&(_, id)) = self.added.iter().find(|(c, _)| c == piece) {
             return Some(id);
         }
-        self.sp.lookup(piece).map(|id| id.saturating_add(self.num_image_tokens))
+        self.sp
+            .lookup(piece)
+            .map(|id| id.saturating_add(self.num_image_tokens))
     }
 
     /// The piece of a text id; `None` for image ids (they have no piece) and unknown ids.

@@ -13,11 +13,18 @@ pub(crate) struct SpecialToken {
     pub content: String,
     pub lstrip: bool,
     pub rstrip: bool,
+    /// Given as an `AddedToken` object rather than a plain string.
+    pub added_token: bool,
 }
 
 impl SpecialToken {
     fn plain(s: &str) -> Self {
-        Self { content: s.to_string(), lstrip: true, rstrip: true }
+        Self {
+            content: s.to_string(),
+            lstrip: true,
+            rstrip: true,
+            added_token: false,
+        }
     }
 }
 
@@ -79,9 +86,12 @@ fn token(key: &str, v: &Value) -> Result<Option<SpecialToken>, String> {
                 content: content.to_string(),
                 lstrip: flag("lstrip")?,
                 rstrip: flag("rstrip")?,
+                added_token: true,
             }))
         }
-        v => Err(format!("`{key}` must be a string or an AddedToken object, found {v}")),
+        v => Err(format!(
+            "`{key}` must be a string or an AddedToken object, found {v}"
+        )),
     }
 }
 
@@ -107,7 +117,9 @@ pub(crate) fn parse(json: Option<&str>) -> Result<TokenizerConfig, String> {
         Some(v) => v
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| format!("`num_image_tokens` must be a non-negative integer, found {v}"))?,
+            .ok_or_else(|| {
+                format!("`num_image_tokens` must be a non-negative integer, found {v}")
+            })?,
     };
     let additional = match obj.get("additional_special_tokens") {
         None | Some(Value::Null) => Vec::new(),
@@ -115,7 +127,11 @@ pub(crate) fn parse(json: Option<&str>) -> Result<TokenizerConfig, String> {
             .iter()
             .filter_map(|v| token("additional_special_tokens", v).transpose())
             .collect::<Result<_, _>>()?,
-        Some(v) => return Err(format!("`additional_special_tokens` must be a list, found {v}")),
+        Some(v) => {
+            return Err(format!(
+                "`additional_special_tokens` must be a list, found {v}"
+            ))
+        }
     };
     let gmask = match get_token(&obj, "gmask_token", None)? {
         Some(t) => t.content,
@@ -145,12 +161,22 @@ mod tests {
     fn defaults_and_overrides() {
         let c = parse(None).unwrap();
         assert_eq!(c.num_image_tokens, 20000);
-        let c = parse(Some(r#"{"num_image_tokens": 0, "do_lower_case": true,
-            "eos_token": {"__type": "AddedToken", "content": "<e>", "rstrip": true}}"#))
+        let c = parse(Some(
+            r#"{"num_image_tokens": 0, "do_lower_case": true,
+            "eos_token": {"__type": "AddedToken", "content": "<e>", "rstrip": true}}"#,
+        ))
         .unwrap();
         assert_eq!(c.num_image_tokens, 0);
         assert!(c.do_lower_case);
-        assert_eq!(c.eos, Some(SpecialToken { content: "<e>".into(), lstrip: false, rstrip: true }));
+        assert_eq!(
+            c.eos,
+            Some(SpecialToken {
+                content: "<e>".into(),
+                lstrip: false,
+                rstrip: true,
+                added_token: true,
+            })
+        );
         assert_eq!(c.bos, Some(SpecialToken::plain("<sop>")));
     }
 

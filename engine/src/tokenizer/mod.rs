@@ -52,13 +52,20 @@ impl ChatGlmTokenizer {
     /// 20000).
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
         let model_path = dir.join(MODEL_FILE);
-        let model = std::fs::read(&model_path)
-            .map_err(|source| TokenizerError::Io { path: model_path.clone(), source })?;
+        let model = std::fs::read(&model_path).map_err(|source| TokenizerError::Io {
+            path: model_path.clone(),
+            source,
+        })?;
         let config_path = dir.join(CONFIG_FILE);
         let config = match std::fs::read_to_string(&config_path) {
             Ok(s) => Some(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(TokenizerError::Io { path: config_path, source }),
+            Err(source) => {
+                return Err(TokenizerError::Io {
+                    path: config_path,
+                    source,
+                })
+            }
         };
         Self::load(
             &model,
@@ -70,7 +77,10 @@ impl ChatGlmTokenizer {
 
     /// Builds the tokenizer from the bytes of `ice_text.model` and the text of
     /// `tokenizer_config.json` (`None`: constructor defaults). Does no I/O.
-    pub fn from_bytes(model: &[u8], tokenizer_config_json: Option<&str>) -> Result<Self, TokenizerError> {
+    pub fn from_bytes(
+        model: &[u8],
+        tokenizer_config_json: Option<&str>,
+    ) -> Result<Self, TokenizerError> {
         Self::load(model, tokenizer_config_json, MODEL_FILE, CONFIG_FILE)
     }
 
@@ -80,19 +90,25 @@ impl ChatGlmTokenizer {
         model_name: &str,
         config_name: &str,
     ) -> Result<Self, TokenizerError> {
-        let malformed = |reason: String| TokenizerError::MalformedModel { file: model_name.to_string(), reason };
+        let malformed = |reason: String| TokenizerError::MalformedModel {
+            file: model_name.to_string(),
+            reason,
+        };
         let proto = proto::parse_model(model).map_err(malformed)?;
         if proto.pieces.is_empty() {
             return Err(malformed("it holds no pieces".to_string()));
         }
         let sp = sentencepiece::SentencePiece::new(&proto).map_err(|e| match e {
             sentencepiece::LoadError::Malformed(reason) => malformed(reason),
-            sentencepiece::LoadError::Unsupported(reason) => {
-                TokenizerError::UnsupportedModel { file: model_name.to_string(), reason }
-            }
+            sentencepiece::LoadError::Unsupported(reason) => TokenizerError::UnsupportedModel {
+                file: model_name.to_string(),
+                reason,
+            },
         })?;
-        let config = config::parse(config)
-            .map_err(|reason| TokenizerError::MalformedConfig { file: config_name.to_string(), reason })?;
+        let config = config::parse(config).map_err(|reason| TokenizerError::MalformedConfig {
+            file: config_name.to_string(),
+            reason,
+        })?;
         Ok(Self::build(sp, config))
     }
 }

@@ -43,7 +43,10 @@ impl CharsMap {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        Ok(Self { units, normalized: blob[4 + trie_size..].to_vec() })
+        Ok(Self {
+            units,
+            normalized: blob[4 + trie_size..].to_vec(),
+        })
     }
 
     /// Darts `commonPrefixSearch`, keeping only the longest hit: `(length, value)`.
@@ -188,7 +191,11 @@ impl Normalizer {
         }
 
         if self.remove_extra_whitespaces {
-            let space: &[u8] = if self.escape_whitespaces { SPACE_SYMBOL.as_bytes() } else { b" " };
+            let space: &[u8] = if self.escape_whitespaces {
+                SPACE_SYMBOL.as_bytes()
+            } else {
+                b" "
+            };
             while out.ends_with(space) {
                 out.truncate(out.len() - space.len());
             }

@@ -119,7 +119,12 @@ impl<'a> Reader<'a> {
     }
 
     fn err(&self, msg: &str) -> String {
-        format!("{} at byte {} of {}: {msg}", self.what, self.pos, self.buf.len())
+        format!(
+            "{} at byte {} of {}: {msg}",
+            self.what,
+            self.pos,
+            self.buf.len()
+        )
     }
 
     fn varint(&mut self) -> Result<u64, String> {
@@ -185,7 +190,11 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String, String> {
 
 fn parse_piece(buf: &[u8], index: usize) -> Result<Piece, String> {
     let mut r = Reader::new(buf, "SentencePiece");
-    let mut p = Piece { piece: String::new(), score: 0.0, kind: PieceType::Normal };
+    let mut p = Piece {
+        piece: String::new(),
+        score: 0.0,
+        kind: PieceType::Normal,
+    };
     while let Some((field, value)) = r.next_field()? {
         match (field, value) {
             (1, Value::Bytes(b)) => p.piece = utf8(b, &format!("piece #{index}"))?,
@@ -249,9 +258,12 @@ pub(crate) fn parse_model(buf: &[u8]) -> Result<ModelProto, String> {
             }
             (2, Value::Bytes(b)) => parse_trainer(b, &mut model.trainer)?,
             (3, Value::Bytes(b)) => parse_normalizer(b, &mut model.normalizer)?,
-            (5, Value::Bytes(b)) => {
-                parse_normalizer(b, model.denormalizer.get_or_insert_with(NormalizerSpec::default))?
-            }
+            (5, Value::Bytes(b)) => parse_normalizer(
+                b,
+                model
+                    .denormalizer
+                    .get_or_insert_with(NormalizerSpec::default),
+            )?,
             _ => {}
         }
     }

@@ -58,9 +58,15 @@ impl Vocab {
             if p.piece.contains('\0') {
                 return Err(format!("piece #{i} contains a NUL character"));
             }
-            let is_normal =
-                matches!(p.kind, PieceType::Normal | PieceType::UserDefined | PieceType::Unused);
-            let map = if is_normal { &mut normal } else { &mut reserved };
+            let is_normal = matches!(
+                p.kind,
+                PieceType::Normal | PieceType::UserDefined | PieceType::Unused
+            );
+            let map = if is_normal {
+                &mut normal
+            } else {
+                &mut reserved
+            };
             if map.insert(p.piece.as_bytes().to_vec(), id).is_some() {
                 return Err(format!("piece {:?} is defined twice", p.piece));
             }
@@ -77,28 +83,43 @@ impl Vocab {
                             p.piece
                         ));
                     }
-                    let b = *byte_pieces
-                        .get(&p.piece)
-                        .ok_or_else(|| format!("byte piece {:?} is not of the form <0xXX>", p.piece))?;
+                    let b = *byte_pieces.get(&p.piece).ok_or_else(|| {
+                        format!("byte piece {:?} is not of the form <0xXX>", p.piece)
+                    })?;
                     bytes_found[usize::from(b)] = true;
                     byte = Some(b);
                 }
                 _ => {}
             }
-            entries.push(Entry { piece: p.piece.clone(), score: p.score, kind: p.kind, byte });
+            entries.push(Entry {
+                piece: p.piece.clone(),
+                score: p.score,
+                kind: p.kind,
+                byte,
+            });
         }
         let unk_id = unk_id.ok_or("no piece of type UNKNOWN")?;
         if model.trainer.byte_fallback {
             if let Some(b) = bytes_found.iter().position(|&f| !f) {
-                return Err(format!("byte_fallback is set but piece <0x{b:02X}> is missing"));
+                return Err(format!(
+                    "byte_fallback is set but piece <0x{b:02X}> is missing"
+                ));
             }
         }
-        Ok(Self { entries, normal, reserved, unk_id })
+        Ok(Self {
+            entries,
+            normal,
+            reserved,
+            unk_id,
+        })
     }
 
     /// `PieceToId` without the unknown fallback.
     pub(crate) fn lookup(&self, piece: &[u8]) -> Option<u32> {
-        self.reserved.get(piece).or_else(|| self.normal.get(piece)).copied()
+        self.reserved
+            .get(piece)
+            .or_else(|| self.normal.get(piece))
+            .copied()
     }
 
     /// `PieceToId`: unknown strings map to the unknown piece.
@@ -217,12 +238,18 @@ impl SentencePiece {
     }
 
     pub(crate) fn id_to_piece(&self, id: u32) -> Option<&str> {
-        self.vocab.entries.get(id as usize).map(|e| e.piece.as_str())
+        self.vocab
+            .entries
+            .get(id as usize)
+            .map(|e| e.piece.as_str())
     }
 
     /// `EncodeAsPieces`.
     pub(crate) fn encode_pieces(&self, text: &str) -> Vec<Cow<'_, str>> {
-        self.encode(text).into_iter().map(|(piece, _)| piece).collect()
+        self.encode(text)
+            .into_iter()
+            .map(|(piece, _)| piece)
+            .collect()
     }
 
     /// `EncodeAsIds`. Not always `PieceToId` of the pieces: a piece whose string is also
@@ -248,7 +275,10 @@ impl SentencePiece {
             if is_unknown && self.byte_fallback {
                 out.extend(surface.iter().map(|&b| {
                     let piece = self.byte_pieces[usize::from(b)].as_str();
-                    (Cow::Borrowed(piece), self.vocab.piece_to_id(piece.as_bytes()))
+                    (
+                        Cow::Borrowed(piece),
+                        self.vocab.piece_to_id(piece.as_bytes()),
+                    )
                 }));
             } else if is_unknown {
                 let s = String::from_utf8_lossy(surface);

@@ -18,7 +18,10 @@ pub(crate) fn py_rstrip(s: &str) -> &str {
 
 /// `" ".join(s.strip().split())`.
 pub(crate) fn collapse_spaces(s: &str) -> String {
-    s.split(is_py_space).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    s.split(is_py_space)
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) const NEWLINE_TOKEN: &str = "<n>";
@@ -103,7 +106,9 @@ fn blank_token(s: &str, max_len: usize) -> Option<(usize, &str)> {
         return None;
     }
     let n: usize = digits.parse().ok()?;
-    (2..=max_len).contains(&n).then(|| (n, &digits_and_rest[end + 2..]))
+    (2..=max_len)
+        .contains(&n)
+        .then(|| (n, &digits_and_rest[end + 2..]))
 }
 
 /// transformers' `clean_up_tokenization`, applied by `decode` by default in 4.33.
@@ -120,7 +125,13 @@ pub(crate) fn clean_up_tokenization(s: String) -> String {
         (" 've", "'ve"),
         (" 're", "'re"),
     ];
-    RULES.iter().fold(s, |acc, (from, to)| if acc.contains(from) { acc.replace(from, to) } else { acc })
+    RULES.iter().fold(s, |acc, (from, to)| {
+        if acc.contains(from) {
+            acc.replace(from, to)
+        } else {
+            acc
+        }
+    })
 }
 
 #[cfg(test)]
@@ -148,13 +159,19 @@ mod tests {
     fn whitespace_round_trip() {
         let s = "x  y\t\tz\n   ".to_string() + &" ".repeat(170);
         assert_eq!(decode_whitespaces(&encode_whitespaces(&s, 80), 80), s);
-        assert_eq!(decode_whitespaces("<|blank_1|><|blank_81|><|blank_02|><", 80), "<|blank_1|><|blank_81|><|blank_02|><");
+        assert_eq!(
+            decode_whitespaces("<|blank_1|><|blank_81|><|blank_02|><", 80),
+            "<|blank_1|><|blank_81|><|blank_02|><"
+        );
     }
 
     #[test]
     fn python_whitespace() {
         assert_eq!(collapse_spaces("\u{1F} a \u{3000}b\n"), "a b");
         assert_eq!(py_lstrip("\u{1C}\u{A0}x "), "x ");
-        assert_eq!(clean_up_tokenization("a . b ' c do n't".into()), "a. b'c don't");
+        assert_eq!(
+            clean_up_tokenization("a . b ' c do n't".into()),
+            "a. b'c don't"
+        );
     }
 }

@@ -69,15 +69,20 @@ impl Trie {
     }
 
     /// Every key that is a prefix of `text`, as `(byte length, value)`, shortest first.
-    pub(crate) fn prefixes<'t>(&'t self, text: &'t [u8]) -> impl Iterator<Item = (usize, u32)> + 't {
+    pub(crate) fn prefixes<'t>(
+        &'t self,
+        text: &'t [u8],
+    ) -> impl Iterator<Item = (usize, u32)> + 't {
         let mut node = Some(0u32);
-        text.iter().enumerate().map_while(move |(i, &b)| {
-            let next = self.child(node?, b)?;
-            node = Some(next);
-            let value = self.values.get(next as usize).copied().unwrap_or(NO_VALUE);
-            Some((i + 1, value))
-        })
-        .filter(|&(_, v)| v != NO_VALUE)
+        text.iter()
+            .enumerate()
+            .map_while(move |(i, &b)| {
+                let next = self.child(node?, b)?;
+                node = Some(next);
+                let value = self.values.get(next as usize).copied().unwrap_or(NO_VALUE);
+                Some((i + 1, value))
+            })
+            .filter(|&(_, v)| v != NO_VALUE)
     }
 
     /// Byte length of the longest key that is a prefix of `text`.

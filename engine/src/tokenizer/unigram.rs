@@ -44,14 +44,25 @@ impl Unigram {
             min_score = min_score.min(e.score);
             max_score = max_score.max(e.score);
         }
-        Ok(Self { trie, min_score, max_score })
+        Ok(Self {
+            trie,
+            min_score,
+            max_score,
+        })
     }
 
     /// Segments normalized text into `(byte range, id)`; unknown characters get the unknown id.
     pub(crate) fn encode(&self, vocab: &Vocab, normalized: &[u8]) -> Vec<(Range<usize>, u32)> {
         let size = normalized.len();
         let unk_score = self.min_score - UNK_PENALTY;
-        let mut best = vec![Best { id: vocab.unk_id, score: 0.0, starts_at: None }; size + 1];
+        let mut best = vec![
+            Best {
+                id: vocab.unk_id,
+                score: 0.0,
+                starts_at: None
+            };
+            size + 1
+        ];
         let mut starts_at = 0;
         while starts_at < size {
             let till_here = best[starts_at].score;
@@ -71,7 +82,11 @@ impl Unigram {
                 let candidate = score + f64::from(till_here);
                 let target = &mut best[starts_at + length];
                 if target.starts_at.is_none() || candidate > f64::from(target.score) {
-                    *target = Best { id, score: candidate as f32, starts_at: Some(starts_at) };
+                    *target = Best {
+                        id,
+                        score: candidate as f32,
+                        starts_at: Some(starts_at),
+                    };
                 }
                 if length == mblen {
                     has_single_node = true;
@@ -81,7 +96,11 @@ impl Unigram {
                 let candidate = unk_score + till_here;
                 let target = &mut best[starts_at + mblen];
                 if target.starts_at.is_none() || candidate > target.score {
-                    *target = Best { id: vocab.unk_id, score: candidate, starts_at: Some(starts_at) };
+                    *target = Best {
+                        id: vocab.unk_id,
+                        score: candidate,
+                        starts_at: Some(starts_at),
+                    };
                 }
             }
             starts_at += mblen;
@@ -91,7 +110,9 @@ impl Unigram {
         let mut end = size;
         while end > 0 {
             // Every position a character ends at was reached (at worst by an unknown node).
-            let Some(start) = best[end].starts_at else { break };
+            let Some(start) = best[end].starts_at else {
+                break;
+            };
             out.push((start..end, best[end].id));
             end = start;
         }
