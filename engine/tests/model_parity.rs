@@ -24,29 +24,27 @@ fn logits_of(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) 
     model.logits(&hidden).unwrap().squeeze(0).unwrap()
 }
 
+/// Every fixture case against `{key}.{i}` in logits.safetensors.
+fn check_cases(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, key: &str) {
+    let reference = reference_logits("logits.safetensors");
+    for (i, case) in expected()["cases"].as_array().unwrap().iter().enumerate() {
+        let ids = ids_of(&case["ids"]);
+        let error = relative_error(&logits_of(model, prefix, &ids), &reference[&format!("{key}.{i}")]);
+        assert!(error < TOLERANCE, "{key} case {i}: relative error {error}");
+        eprintln!("{key}.{i}: relative error {error:.2e}");
+    }
+}
+
 #[test]
 fn base_logits_match_reference() {
-    let model = model();
-    let expected = expected();
-    let reference = reference_logits("logits.safetensors");
-    for (i, case) in expected["cases"].as_array().unwrap().iter().enumerate() {
-        let ids = ids_of(&case["ids"]);
-        let error = relative_error(&logits_of(&model, None, &ids), &reference[&format!("base.{i}")]);
-        assert!(error < TOLERANCE, "case {i}: relative error {error}");
-    }
+    check_cases(&model(), None, "base");
 }
 
 #[test]
 fn ptuned_logits_match_reference() {
     let model = model();
     let prefix = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
-    let expected = expected();
-    let reference = reference_logits("logits.safetensors");
-    for (i, case) in expected["cases"].as_array().unwrap().iter().enumerate() {
-        let ids = ids_of(&case["ids"]);
-        let error = relative_error(&logits_of(&model, Some(&prefix), &ids), &reference[&format!("ptuned.{i}")]);
-        assert!(error < TOLERANCE, "case {i}: relative error {error}");
-    }
+    check_cases(&model, Some(&prefix), "ptuned");
 }
 
 #[test]
@@ -63,4 +61,5 @@ fn trained_adapter_reproduces_logits_after_training() {
     let reference = reference_logits("logits_after_training.safetensors");
     let error = relative_error(&logits_of(&model, Some(&prefix), &prompt), &reference["after.0"]);
     assert!(error < TOLERANCE, "relative error {error}");
+    eprintln!("after.0: relative error {error:.2e}");
 }

@@ -5,9 +5,9 @@
 //! and sentencepiece 0.2: the same ids for `tokenizer(text)` and the same text from
 //! `tokenizer.decode(ids)`. Loading from bytes does no I/O, so it also runs in wasm.
 //!
-//! Layers, bottom up: [`proto`] reads the model file, [`normalizer`] applies its
-//! normalization rules, [`unigram`] / [`bpe`] segment, [`sentencepiece`] ties them into
-//! pieces in and out, and [`chatglm`] adds ChatGLM's whitespace tokens, special tokens and
+//! Layers, bottom up: `proto` reads the model file, `normalizer` applies its
+//! normalization rules, `unigram` / `bpe` segment, `sentencepiece` ties them into
+//! pieces in and out, and `chatglm` adds ChatGLM's whitespace tokens, special tokens and
 //! image-token offset.
 
 mod bpe;
