@@ -108,6 +108,17 @@ fn streamed_text_equals_json_text() {
 }
 
 #[test]
+fn max_length_counts_the_prompt() {
+    let case = &expected()["cases"][0];
+    let prompt_len = case["ids"].as_array().unwrap().len();
+    let limit = (prompt_len + 4).to_string();
+    let output = stdout_json(&glmtune(&[
+        "generate", "--model", &fixture("model"), "--prompt", case["text"].as_str().unwrap(), "--max-length", &limit, "--json",
+    ]));
+    assert_eq!(output["ids"].as_array().unwrap()[..], case["greedy_base"].as_array().unwrap()[..4]);
+}
+
+#[test]
 fn sampling_is_reproducible_with_a_seed() {
     let run = |seed: &str| {
         stdout_json(&glmtune(&[

@@ -18,6 +18,9 @@ pub struct GenerateArgs {
     /// New tokens at most.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
+    /// Prompt plus new tokens at most (the official `max_length`); replaces --max-new-tokens.
+    #[arg(long, conflicts_with = "max_new_tokens")]
+    max_length: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Print one JSON object {"ids": [...], "text": "..."} instead of streaming.
@@ -29,8 +32,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
     let prompt = loaded.tokenizer.encode(&args.prompt);
     let options = GenerationOptions {
-        max_new_tokens: Some(args.max_new_tokens),
-        max_length: None,
+        max_new_tokens: if args.max_length.is_some() { None } else { Some(args.max_new_tokens) },
+        max_length: args.max_length,
         sampling: args.sampling.sampling(),
         repetition_penalty: args.sampling.repetition_penalty,
         stop_at_eos: true,
