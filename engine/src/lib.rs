@@ -8,10 +8,12 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod generation;
 pub mod model;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::{AdapterConfig, ChatGlmConfig, PrefixConfig};
 pub use error::{EngineError, Result};

@@ -168,23 +168,25 @@ impl PrefixEncoder {
     /// Per-layer `(key, value)`, each `[batch, heads, pre_seq_len, head_dim]` in `dtype` (the
     /// official model casts the encoder output to the embeddings' dtype).
     pub fn key_values(&self, model: &ChatGlmConfig, batch: usize, dtype: DType) -> Result<Vec<(Tensor, Tensor)>> {
-        let (p, l, nh, hd) = (
-            self.config.pre_seq_len,
-            model.num_layers,
-            model.num_attention_heads,
-            model.head_dim(),
-        );
-        let encoded = self.encode()?.to_dtype(dtype)?;
-        // [p, 2l, nh, hd] → [2l, nh, p, hd]
-        let per_layer = encoded.reshape((p, 2 * l, nh, hd))?.permute((1, 2, 0, 3))?;
-        (0..l)
-            .map(|layer| {
-                let take = |i: usize| -> Result<Tensor> {
-                    let t = per_layer.get(i)?.unsqueeze(0)?;
-                    Ok(t.broadcast_as((batch, nh, p, hd))?.contiguous()?)
-                };
-                Ok((take(2 * layer)?, take(2 * layer + 1)?))
-            })
-            .collect()
+        let encoded = self.encode()?.to_dtype(dtype)?.unsqueeze(0)?;
+        let encoded = encoded.broadcast_as((batch, encoded.dim(1)?, encoded.dim(2)?))?;
+        split_key_values(&encoded, model)
     }
+}
+
+/// Splits batched encoder output `[batch, pre_seq_len, 2 · layers · hidden]` into per-layer
+/// `(key, value)` of `[batch, heads, pre_seq_len, head_dim]`: layer i's key is slot 2i and its
+/// value slot 2i + 1 of the `2 · layers` axis, as the official `get_prompt` splits them.
+pub fn split_key_values(encoded: &Tensor, model: &ChatGlmConfig) -> Result<Vec<(Tensor, Tensor)>> {
+    let (batch, p, _) = encoded.dims3()?;
+    let (l, nh, hd) = (model.num_layers, model.num_attention_heads, model.head_dim());
+    // [b, p, 2l, nh, hd] → [2l, b, nh, p, hd]
+    let per_layer = encoded.reshape((batch, p, 2 * l, nh, hd))?.permute((2, 0, 3, 1, 4))?;
+    (0..l)
+        .map(|layer| {
+            let key = per_layer.get(2 * layer)?.contiguous()?;
+            let value = per_layer.get(2 * layer + 1)?.contiguous()?;
+            Ok((key, value))
+        })
+        .collect()
 }

@@ -1,0 +1,15 @@
+//! P-Tuning v2 training: the prefix encoder learns, the model stays frozen.
+//!
+//! The loop follows the Hugging Face Trainer that THUDM's `ptuning/main.py` runs: epochs of
+//! micro-batches, gradient accumulation counted across epochs, global-norm clipping, `adamw_hf` and
+//! a linear schedule.
+
+pub mod loss;
+pub mod optimizer;
+pub mod prefix_params;
+pub mod trainer;
+
+pub use loss::{causal_lm_loss, IGNORE_INDEX};
+pub use optimizer::{AdamW, AdamWConfig};
+pub use prefix_params::PrefixParams;
+pub use trainer::{Example, StepLog, TrainOptions, Trainer};

@@ -1,0 +1,139 @@
+//! The Hugging Face Trainer's default optimizer (`adamw_hf`, transformers' own `AdamW`), global-norm
+//! gradient clipping and the linear learning-rate schedule, on f32 master weights.
+//!
+//! The prefix is small (at most a few hundred thousand values per layer), so the update runs as
+//! plain loops over host vectors: bitwise deterministic, and identical to torch's elementwise order.
+
+/// `adamw_hf` hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Moments of one parameter tensor.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Moments {
+    pub exp_avg: Vec<f32>,
+    pub exp_avg_sq: Vec<f32>,
+}
+
+/// transformers' `AdamW` with `correct_bias=True`: ε is added to the uncorrected √v and the bias
+/// correction is folded into the step size; decoupled weight decay comes after the update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdamW {
+    pub config: AdamWConfig,
+    pub step: u64,
+    pub moments: Vec<Moments>,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig, sizes: &[usize]) -> Self {
+        Self {
+            config,
+            step: 0,
+            moments: sizes
+                .iter()
+                .map(|&n| Moments {
+                    exp_avg: vec![0.0; n],
+                    exp_avg_sq: vec![0.0; n],
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies one update with learning rate `lr` to each parameter given its gradient.
+    pub fn update(&mut self, lr: f64, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
+        self.step += 1;
+        let c = self.config;
+        let (beta1, beta2) = (c.beta1 as f32, c.beta2 as f32);
+        let bias_correction1 = 1.0 - c.beta1.powi(self.step as i32);
+        let bias_correction2 = 1.0 - c.beta2.powi(self.step as i32);
+        let step_size = (lr * bias_correction2.sqrt() / bias_correction1) as f32;
+        let eps = c.eps as f32;
+        let decay = (lr * c.weight_decay) as f32;
+        for ((param, grad), moments) in params.iter_mut().zip(grads).zip(&mut self.moments) {
+            for i in 0..param.len() {
+                let g = grad[i];
+                let m = &mut moments.exp_avg[i];
+                *m = *m * beta1 + g * (1.0 - beta1);
+                let v = &mut moments.exp_avg_sq[i];
+                *v = *v * beta2 + g * g * (1.0 - beta2);
+                let denom = v.sqrt() + eps;
+                param[i] += -step_size * (*m / denom);
+                if decay > 0.0 {
+                    param[i] += param[i] * -decay;
+                }
+            }
+        }
+    }
+}
+
+/// The global L2 norm of all gradients, before clipping (what the Trainer logs as `grad_norm`).
+pub fn global_norm(grads: &[Vec<f32>]) -> f64 {
+    grads
+        .iter()
+        .flatten()
+        .map(|&g| (g as f64) * (g as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// torch's `clip_grad_norm_`: scale by `max_norm / (norm + 1e-6)` when that is below 1.
+pub fn clip(grads: &mut [Vec<f32>], norm: f64, max_norm: f64) {
+    let coefficient = max_norm / (norm + 1e-6);
+    if coefficient < 1.0 {
+        let coefficient = coefficient as f32;
+        for g in grads.iter_mut().flatten() {
+            *g *= coefficient;
+        }
+    }
+}
+
+/// `get_linear_schedule_with_warmup`: the learning rate of 0-based optimizer step `step`.
+pub fn linear_lr(base_lr: f64, step: u64, warmup_steps: u64, total_steps: u64) -> f64 {
+    if step < warmup_steps {
+        return base_lr * step as f64 / warmup_steps.max(1) as f64;
+    }
+    let remaining = total_steps.saturating_sub(step) as f64;
+    base_lr * (remaining / total_steps.saturating_sub(warmup_steps).max(1) as f64).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_step_moves_each_weight_by_about_lr() {
+        let mut adam = AdamW::new(AdamWConfig::default(), &[2]);
+        let mut params = vec![vec![1.0f32, -1.0]];
+        adam.update(0.1, &mut params, &[vec![0.5, -2.0]]);
+        // m̂/√v̂ = sign(g) on the first step.
+        assert!((params[0][0] - 0.9).abs() < 1e-5 && (params[0][1] + 0.9).abs() < 1e-5, "{params:?}");
+    }
+
+    #[test]
+    fn schedule_and_clipping() {
+        assert_eq!(linear_lr(0.02, 0, 0, 12), 0.02);
+        assert!((linear_lr(0.02, 11, 0, 12) - 0.02 / 12.0).abs() < 1e-12);
+        assert_eq!(linear_lr(1.0, 1, 4, 12), 0.25);
+        let mut grads = vec![vec![3.0f32, 4.0]];
+        let norm = global_norm(&grads);
+        assert_eq!(norm, 5.0);
+        clip(&mut grads, norm, 1.0);
+        assert!((global_norm(&grads) - 1.0).abs() < 1e-5);
+    }
+}

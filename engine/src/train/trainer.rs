@@ -1,0 +1,244 @@
+//! The training loop, step for step as the Hugging Face Trainer runs `ptuning/main.py`.
+//!
+//! Epochs walk the examples in file order (or a seeded shuffle), in micro-batches of
+//! `batch_size` (the last one of an epoch may be partial). Each micro-batch's loss is divided by
+//! `grad_accum` before backward; an optimizer step comes every `grad_accum` micro-batches, counted
+//! across epochs, and also at the end of an epoch shorter than `grad_accum`. Gradients are clipped
+//! to a global norm, then `adamw_hf` updates the prefix with the linear schedule's rate.
+
+use candle_core::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{EngineError, Result};
+use crate::model::prefix::split_key_values;
+use crate::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
+use crate::train::loss::{causal_lm_loss, IGNORE_INDEX};
+use crate::train::optimizer::{clip, global_norm, linear_lr, AdamW, AdamWConfig};
+use crate::train::prefix_params::PrefixParams;
+
+/// One preprocessed training example (see `preprocess_function_train`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<i64>,
+}
+
+/// Hyper-parameters, named as the official flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub per_device_train_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub learning_rate: f64,
+    pub max_steps: u64,
+    pub warmup_steps: u64,
+    pub max_grad_norm: f64,
+    pub adam: AdamWConfig,
+    /// Dropout on the prefix keys and values (0.1 in the official model).
+    pub prefix_dropout: f32,
+    pub shuffle: bool,
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            per_device_train_batch_size: 1,
+            gradient_accumulation_steps: 16,
+            learning_rate: 2e-2,
+            max_steps: 3000,
+            warmup_steps: 0,
+            max_grad_norm: 1.0,
+            adam: AdamWConfig::default(),
+            prefix_dropout: 0.1,
+            shuffle: true,
+            seed: 42,
+        }
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLog {
+    /// 1-based optimizer step.
+    pub step: u64,
+    /// Mean of the step's micro-batch losses.
+    pub loss: f64,
+    pub learning_rate: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub micro_batches: usize,
+    /// Tokens fed through the model in this step (padding included).
+    pub tokens: usize,
+}
+
+/// Trains a prefix encoder against a frozen model.
+pub struct Trainer<'a> {
+    model: &'a ChatGlmModel,
+    params: PrefixParams,
+    optimizer: AdamW,
+    options: TrainOptions,
+    /// Micro-batches run so far, across epochs (the Trainer's `total_batched_samples`).
+    micro_batches_done: u64,
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(model: &'a ChatGlmModel, init: &PrefixEncoder, options: TrainOptions) -> Result<Self> {
+        if options.per_device_train_batch_size == 0 || options.gradient_accumulation_steps == 0 {
+            return Err(EngineError::Input(
+                "batch size and gradient accumulation steps must be at least 1".into(),
+            ));
+        }
+        let params = PrefixParams::from_encoder(init)?;
+        let optimizer = AdamW::new(options.adam, &params.sizes());
+        Ok(Self {
+            model,
+            params,
+            optimizer,
+            options,
+            micro_batches_done: 0,
+        })
+    }
+
+    /// A copy of the prefix as it stands, detached from the graph.
+    pub fn encoder(&self) -> Result<PrefixEncoder> {
+        let encoder = self.params.encoder();
+        Ok(PrefixEncoder {
+            config: encoder.config,
+            embedding: encoder.embedding.detach().copy()?,
+            projection: match encoder.projection {
+                Some(p) => Some(crate::model::prefix::Projection {
+                    in_weight: p.in_weight.detach().copy()?,
+                    in_bias: p.in_bias.detach().copy()?,
+                    out_weight: p.out_weight.detach().copy()?,
+                    out_bias: p.out_bias.detach().copy()?,
+                }),
+                None => None,
+            },
+        })
+    }
+
+    /// The order of example indices in `epoch`.
+    fn epoch_order(&self, epoch: u64, count: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..count).collect();
+        if self.options.shuffle {
+            order.shuffle(&mut StdRng::seed_from_u64(self.options.seed.wrapping_add(epoch)));
+        }
+        order
+    }
+
+    /// Runs until `max_steps` optimizer steps are done, calling `on_step` after each.
+    pub fn run(&mut self, examples: &[Example], mut on_step: impl FnMut(&StepLog)) -> Result<()> {
+        if examples.is_empty() {
+            return Err(EngineError::Input("no training examples".into()));
+        }
+        let options = self.options.clone();
+        let accumulation = options.gradient_accumulation_steps as u64;
+        let micro_per_epoch = examples.len().div_ceil(options.per_device_train_batch_size);
+        let mut step = self.optimizer.step;
+        let mut grads: Option<Vec<Vec<f32>>> = None;
+        let (mut losses, mut tokens) = (Vec::new(), 0usize);
+        let mut epoch = 0u64;
+        while step < options.max_steps {
+            let order = self.epoch_order(epoch, examples.len());
+            for (index_in_epoch, chunk) in order.chunks(options.per_device_train_batch_size).enumerate() {
+                let batch: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
+                let (loss, micro_grads, micro_tokens) = self.micro_batch(&batch, accumulation as f64)?;
+                losses.push(loss);
+                tokens += micro_tokens;
+                match &mut grads {
+                    Some(total) => total.iter_mut().zip(&micro_grads).for_each(|(t, g)| {
+                        t.iter_mut().zip(g).for_each(|(t, g)| *t += g);
+                    }),
+                    None => grads = Some(micro_grads),
+                }
+                self.micro_batches_done += 1;
+                let epoch_end = index_in_epoch + 1 == micro_per_epoch;
+                let short_epoch = micro_per_epoch as u64 <= accumulation;
+                if self.micro_batches_done % accumulation == 0 || (short_epoch && epoch_end) {
+                    let mut step_grads = grads.take().unwrap_or_default();
+                    let grad_norm = global_norm(&step_grads);
+                    clip(&mut step_grads, grad_norm, options.max_grad_norm);
+                    let learning_rate = linear_lr(options.learning_rate, step, options.warmup_steps, options.max_steps);
+                    let mut values = self.params.values()?;
+                    self.optimizer.update(learning_rate, &mut values, &step_grads);
+                    self.params.set_values(&values, self.model.device())?;
+                    step += 1;
+                    let log = StepLog {
+                        step,
+                        loss: losses.iter().sum::<f64>() / losses.len() as f64,
+                        learning_rate,
+                        grad_norm,
+                        micro_batches: losses.len(),
+                        tokens,
+                    };
+                    losses.clear();
+                    tokens = 0;
+                    on_step(&log);
+                    if step >= options.max_steps {
+                        return Ok(());
+                    }
+                }
+            }
+            epoch += 1;
+        }
+        Ok(())
+    }
+
+    /// Forward and backward of one micro-batch; returns its (undivided) loss, the gradients of
+    /// `loss / accumulation` per parameter, and the tokens it fed.
+    fn micro_batch(&self, batch: &[&Example], accumulation: f64) -> Result<(f64, Vec<Vec<f32>>, usize)> {
+        let model = self.model;
+        let config = model.config();
+        let sequences: Vec<Vec<u32>> = batch.iter().map(|e| e.input_ids.clone()).collect();
+        let labels: Vec<Vec<i64>> = batch
+            .iter()
+            .map(|e| {
+                // Shorter examples are left-padded by `Batch`; their labels get the same padding.
+                let width = sequences.iter().map(Vec::len).max().unwrap_or(0);
+                let mut row = vec![IGNORE_INDEX; width - e.labels.len()];
+                row.extend_from_slice(&e.labels);
+                row
+            })
+            .collect();
+        let encoder = self.params.encoder();
+        let prefix_len = encoder.config.pre_seq_len;
+        let inputs = Batch::new(&sequences, config, prefix_len, model.device())?;
+        let encoded = encoder.encode()?.to_dtype(model.dtype())?.unsqueeze(0)?;
+        let encoded = encoded.broadcast_as((batch.len(), encoded.dim(1)?, encoded.dim(2)?))?;
+        let encoded = self.prefix_dropout(&encoded)?;
+        let mut cache = KvCache::from_prefix(split_key_values(&encoded, config)?);
+        let hidden = model.forward(&inputs.ids, &inputs.positions, inputs.mask.as_ref(), &mut cache)?;
+        let logits = model.logits(&hidden)?;
+        let loss = causal_lm_loss(&logits, &labels)?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        let gradients = (loss / accumulation)?.backward()?;
+        let grads = self
+            .params
+            .vars()
+            .iter()
+            .map(|var| match gradients.get(var.as_tensor()) {
+                Some(g) => Ok(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+                None => Ok(vec![0.0; var.elem_count()]),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((loss_value, grads, sequences.len() * inputs.ids.dim(1)?))
+    }
+
+    /// Inverted dropout on the batched prefix output, seeded by the micro-batch count so a resumed
+    /// run draws the same masks.
+    fn prefix_dropout(&self, encoded: &Tensor) -> Result<Tensor> {
+        let p = self.options.prefix_dropout;
+        if p <= 0.0 {
+            return Ok(encoded.clone());
+        }
+        let mut rng = StdRng::seed_from_u64(self.options.seed ^ self.micro_batches_done.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let scale = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = (0..encoded.elem_count())
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
+            .collect();
+        let mask = Tensor::from_vec(mask, encoded.shape(), encoded.device())?.to_dtype(encoded.dtype())?;
+        Ok((encoded * mask)?)
+    }
+}

@@ -1,0 +1,73 @@
+//! P-Tuning v2 training against the official run recorded in the fixture: the same loss, gradient
+//! norm and learning rate at every step, and the same trained prefix.
+
+mod common;
+
+use candle_core::{DType, Device};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer};
+
+use common::*;
+
+fn examples(train: &serde_json::Value) -> Vec<Example> {
+    train["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| Example {
+            input_ids: ids_of(&f["input_ids"]),
+            labels: f["labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect(),
+        })
+        .collect()
+}
+
+fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+#[test]
+fn reproduces_the_official_trajectory_and_prefix() {
+    let expected = expected();
+    let train = &expected["train"];
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let init = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let options = TrainOptions {
+        per_device_train_batch_size: train["batch_size"].as_u64().unwrap() as usize,
+        gradient_accumulation_steps: train["grad_accum"].as_u64().unwrap() as usize,
+        learning_rate: train["lr"].as_f64().unwrap(),
+        max_steps: train["steps"].as_u64().unwrap(),
+        warmup_steps: 0,
+        max_grad_norm: train["max_grad_norm"].as_f64().unwrap(),
+        adam: AdamWConfig::default(),
+        prefix_dropout: 0.0,
+        shuffle: false,
+        seed: 42,
+    };
+    let mut trainer = Trainer::new(&model, &init, options).unwrap();
+    let mut logs: Vec<StepLog> = Vec::new();
+    trainer.run(&examples(train), |log| logs.push(log.clone())).unwrap();
+    let trajectory = train["trajectory"].as_array().unwrap();
+    assert_eq!(logs.len(), trajectory.len());
+    for (log, reference) in logs.iter().zip(trajectory) {
+        let step = log.step;
+        let loss = reference["loss"].as_f64().unwrap();
+        eprintln!(
+            "step {step}: loss {:.6} (ref {loss:.6}), grad_norm {:.6} (ref {:.6}), lr {:.6}",
+            log.loss,
+            log.grad_norm,
+            reference["grad_norm"].as_f64().unwrap(),
+            log.learning_rate
+        );
+        assert_eq!(step, reference["step"].as_u64().unwrap());
+        assert!(relative(log.loss, loss) < 2e-3, "step {step}: loss {} vs {loss}", log.loss);
+        assert!(relative(log.learning_rate, reference["lr"].as_f64().unwrap()) < 1e-9, "step {step}: lr");
+        assert!(relative(log.grad_norm, reference["grad_norm"].as_f64().unwrap()) < 1e-2, "step {step}: grad_norm");
+        assert_eq!(log.micro_batches as u64, reference["micro_batches"].as_u64().unwrap());
+    }
+    let trained = trainer.encoder().unwrap();
+    let reference = candle_core::safetensors::load(fixture_dir().join("trained_prefix.safetensors"), &Device::Cpu).unwrap();
+    let reference = &reference["embedding.weight"];
+    let error = relative_error(&trained.embedding, reference);
+    eprintln!("trained prefix relative error {error:.2e}");
+    assert!(error < 1e-3, "trained prefix relative error {error}");
+}
