@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::checkpoint::Checkpoint;
 use crate::config::ChatGlmConfig;
 use crate::error::{EngineError, Result};
-use crate::model::init;
+use crate::model::{gemv, init};
 use crate::model::rotary::{self, Rotary};
 
 /// Score written into masked attention slots, as the official code does (a fill, not an addition).
@@ -35,6 +35,12 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let single_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
+        if single_row && !x.track_op() {
+            if let Some(y) = gemv::row_times_transposed(x, &self.weight, self.bias.as_ref())? {
+                return Ok(y);
+            }
+        }
         let y = x.broadcast_matmul(&self.weight.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -369,6 +375,12 @@ impl ChatGlmModel {
 
     /// Logits `[batch, seq, vocab]` in f32 for final hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let single_row = hidden.elem_count() == hidden.dim(D::Minus1)?;
+        if single_row && !hidden.track_op() {
+            if let Some(y) = gemv::row_times_transposed(hidden, &self.lm_head, None)? {
+                return Ok(y.to_dtype(DType::F32)?);
+            }
+        }
         Ok(hidden.broadcast_matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?)
     }
 }

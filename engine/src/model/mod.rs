@@ -1,6 +1,7 @@
 //! The ChatGLM-6B network, its inputs and its P-Tuning v2 prefix.
 
 pub mod chatglm;
+mod gemv;
 pub mod init;
 pub mod inputs;
 pub mod prefix;
