@@ -4,6 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device};
+use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer};
 
@@ -45,7 +46,12 @@ fn reproduces_the_official_trajectory_and_prefix() {
     };
     let mut trainer = Trainer::new(&model, &init, options).unwrap();
     let mut logs: Vec<StepLog> = Vec::new();
-    trainer.run(&examples(train), |log| logs.push(log.clone())).unwrap();
+    trainer
+        .run(&examples(train), |log, _| {
+            logs.push(log.clone());
+            Ok(Flow::Continue)
+        })
+        .unwrap();
     let trajectory = train["trajectory"].as_array().unwrap();
     assert_eq!(logs.len(), trajectory.len());
     for (log, reference) in logs.iter().zip(trajectory) {
@@ -70,4 +76,51 @@ fn reproduces_the_official_trajectory_and_prefix() {
     let error = relative_error(&trained.embedding, reference);
     eprintln!("trained prefix relative error {error:.2e}");
     assert!(error < 1e-3, "trained prefix relative error {error}");
+}
+
+fn run_to_end(trainer: &mut Trainer, examples: &[Example], stop_after: Option<u64>) -> Vec<f64> {
+    let mut losses = Vec::new();
+    trainer
+        .run(examples, |log, _| {
+            losses.push(log.loss);
+            Ok(if Some(log.step) == stop_after { Flow::Stop } else { Flow::Continue })
+        })
+        .unwrap();
+    losses
+}
+
+#[test]
+fn resuming_from_a_checkpoint_gives_the_same_adapter_bitwise() {
+    let expected = expected();
+    let examples = examples(&expected["train"]);
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let init = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    // Dropout, shuffling, accumulation across epochs and a partial last batch all in play.
+    let options = TrainOptions {
+        per_device_train_batch_size: 3,
+        gradient_accumulation_steps: 2,
+        learning_rate: 0.01,
+        max_steps: 7,
+        warmup_steps: 2,
+        prefix_dropout: 0.1,
+        shuffle: true,
+        seed: 11,
+        ..TrainOptions::default()
+    };
+    let mut straight = Trainer::new(&model, &init, options.clone()).unwrap();
+    let straight_losses = run_to_end(&mut straight, &examples, None);
+
+    let dir = std::env::temp_dir().join(format!("glmtune-resume-{}", std::process::id()));
+    let mut first = Trainer::new(&model, &init, options.clone()).unwrap();
+    let mut losses = run_to_end(&mut first, &examples, Some(3));
+    first.save_checkpoint(&dir).unwrap();
+    let mut resumed = Trainer::new(&model, &init, options).unwrap();
+    resumed.restore_checkpoint(&dir).unwrap();
+    assert_eq!(resumed.step(), 3);
+    losses.extend(run_to_end(&mut resumed, &examples, None));
+
+    assert_eq!(losses, straight_losses);
+    let a = straight.encoder().unwrap().embedding.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = resumed.encoder().unwrap().embedding.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "adapters differ");
 }

@@ -212,3 +212,21 @@ impl Checkpoint {
             .map_err(|e| EngineError::tensor(path, name, format!("cannot be converted to {dtype:?}: {e}")))
     }
 }
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so a crash never
+/// leaves a half-written file under the real name.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        EngineError::io(path, e)
+    })
+}

@@ -138,6 +138,47 @@ impl PrefixEncoder {
         })
     }
 
+    /// Writes an adapter folder in the official layout: `config.json` (the model's architecture
+    /// with `pre_seq_len` and `prefix_projection`), `pytorch_model.bin` (only
+    /// `transformer.prefix_encoder.*`, f32, loadable by `torch.load` and `main.py
+    /// --ptuning_checkpoint`) and `adapter.safetensors` with the same tensors.
+    pub fn save_adapter(&self, dir: &Path, model: &ChatGlmConfig) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        let tensors: Vec<(String, Tensor)> = self
+            .named_tensors()
+            .into_iter()
+            .map(|(name, t)| Ok((name.to_owned(), t.to_dtype(DType::F32)?.contiguous()?)))
+            .collect::<Result<_>>()?;
+        crate::checkpoint::torch_writer::save(&dir.join("pytorch_model.bin"), &tensors)?;
+        let safetensors_path = dir.join("adapter.safetensors");
+        let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        candle_core::safetensors::save(&map, &safetensors_path)
+            .map_err(|e| EngineError::checkpoint(&safetensors_path, e.to_string()))?;
+        let config = serde_json::json!({
+            "architectures": ["ChatGLMModel"],
+            "model_type": "chatglm",
+            "vocab_size": model.vocab_size,
+            "hidden_size": model.hidden_size,
+            "num_layers": model.num_layers,
+            "num_attention_heads": model.num_attention_heads,
+            "inner_hidden_size": model.inner_hidden_size,
+            "layernorm_epsilon": model.layernorm_epsilon,
+            "max_sequence_length": model.max_sequence_length,
+            "position_encoding_2d": model.position_encoding_2d,
+            "bos_token_id": model.bos_token_id,
+            "eos_token_id": model.eos_token_id,
+            "mask_token_id": model.mask_token_id,
+            "gmask_token_id": model.gmask_token_id,
+            "pad_token_id": model.pad_token_id,
+            "pre_seq_len": self.config.pre_seq_len,
+            "prefix_projection": self.config.prefix_projection,
+            "torch_dtype": "float32",
+        });
+        let config_path = dir.join("config.json");
+        let text = serde_json::to_string_pretty(&config).map_err(|e| EngineError::checkpoint(&config_path, e.to_string()))?;
+        crate::checkpoint::write_atomically(&config_path, text.as_bytes())
+    }
+
     /// The named tensors, in the official names, for saving.
     pub fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
         let mut named = vec![(EMBEDDING, self.embedding.clone())];

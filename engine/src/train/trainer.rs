@@ -6,17 +6,26 @@
 //! across epochs, and also at the end of an epoch shorter than `grad_accum`. Gradients are clipped
 //! to a global norm, then `adamw_hf` updates the prefix with the linear schedule's rate.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
+use crate::generation::Flow;
 use crate::model::prefix::split_key_values;
 use crate::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
 use crate::train::loss::{causal_lm_loss, IGNORE_INDEX};
 use crate::train::optimizer::{clip, global_norm, linear_lr, AdamW, AdamWConfig};
 use crate::train::prefix_params::PrefixParams;
+
+/// Optimizer moments inside a checkpoint folder.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Step counters inside a checkpoint folder.
+pub const STATE_FILE: &str = "trainer_state.json";
 
 /// One preprocessed training example (see `preprocess_function_train`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +128,69 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// Saves what a resumed run needs into `dir`: the adapter (official layout), the optimizer
+    /// moments (`optimizer.safetensors`) and the counters (`trainer_state.json`).
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.encoder()?.save_adapter(dir, self.model.config())?;
+        let device = self.model.device();
+        let mut tensors = HashMap::new();
+        for (i, m) in self.optimizer.moments.iter().enumerate() {
+            tensors.insert(format!("exp_avg.{i}"), Tensor::from_slice(&m.exp_avg, m.exp_avg.len(), device)?);
+            tensors.insert(format!("exp_avg_sq.{i}"), Tensor::from_slice(&m.exp_avg_sq, m.exp_avg_sq.len(), device)?);
+        }
+        let optimizer_path = dir.join(OPTIMIZER_FILE);
+        candle_core::safetensors::save(&tensors, &optimizer_path)
+            .map_err(|e| EngineError::checkpoint(&optimizer_path, e.to_string()))?;
+        let state = serde_json::json!({
+            "global_step": self.optimizer.step,
+            "micro_batches_done": self.micro_batches_done,
+            "seed": self.options.seed,
+        });
+        crate::checkpoint::write_atomically(&dir.join(STATE_FILE), state.to_string().as_bytes())
+    }
+
+    /// Restores the prefix, the optimizer and the counters saved by [`Trainer::save_checkpoint`].
+    pub fn restore_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let device = self.model.device().clone();
+        let encoder = PrefixEncoder::load_adapter(dir, self.model.config(), &device)?;
+        if encoder.config != self.params.encoder().config {
+            return Err(EngineError::adapter(dir, "the checkpoint's prefix shape differs from this run's"));
+        }
+        let values = encoder
+            .named_tensors()
+            .into_iter()
+            .map(|(_, t)| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+            .collect::<Result<Vec<_>>>()?;
+        self.params.set_values(&values, &device)?;
+        let optimizer_path = dir.join(OPTIMIZER_FILE);
+        let tensors = candle_core::safetensors::load(&optimizer_path, &device)
+            .map_err(|e| EngineError::checkpoint(&optimizer_path, e.to_string()))?;
+        for (i, m) in self.optimizer.moments.iter_mut().enumerate() {
+            for (name, target) in [(format!("exp_avg.{i}"), &mut m.exp_avg), (format!("exp_avg_sq.{i}"), &mut m.exp_avg_sq)] {
+                let t = tensors
+                    .get(&name)
+                    .ok_or_else(|| EngineError::tensor(&optimizer_path, &name, "missing"))?;
+                let v = t.to_vec1::<f32>()?;
+                if v.len() != target.len() {
+                    return Err(EngineError::tensor(&optimizer_path, &name, format!("has {} values, expected {}", v.len(), target.len())));
+                }
+                *target = v;
+            }
+        }
+        let state_path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&state_path).map_err(|e| EngineError::io(&state_path, e))?;
+        let state: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| EngineError::checkpoint(&state_path, format!("invalid JSON: {e}")))?;
+        let field = |name: &str| {
+            state[name]
+                .as_u64()
+                .ok_or_else(|| EngineError::config(&state_path, name, "missing or not a non-negative integer"))
+        };
+        self.optimizer.step = field("global_step")?;
+        self.micro_batches_done = field("micro_batches_done")?;
+        Ok(())
+    }
+
     /// The order of example indices in `epoch`.
     fn epoch_order(&self, epoch: u64, count: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..count).collect();
@@ -128,8 +200,14 @@ impl<'a> Trainer<'a> {
         order
     }
 
-    /// Runs until `max_steps` optimizer steps are done, calling `on_step` after each.
-    pub fn run(&mut self, examples: &[Example], mut on_step: impl FnMut(&StepLog)) -> Result<()> {
+    /// Optimizer steps done so far.
+    pub fn step(&self) -> u64 {
+        self.optimizer.step
+    }
+
+    /// Runs until `max_steps` optimizer steps are done (resuming where a restored checkpoint left
+    /// off), calling `on_step` after each; [`Flow::Stop`] from it ends the run after that step.
+    pub fn run(&mut self, examples: &[Example], mut on_step: impl FnMut(&StepLog, &Trainer) -> Result<Flow>) -> Result<()> {
         if examples.is_empty() {
             return Err(EngineError::Input("no training examples".into()));
         }
@@ -139,10 +217,14 @@ impl<'a> Trainer<'a> {
         let mut step = self.optimizer.step;
         let mut grads: Option<Vec<Vec<f32>>> = None;
         let (mut losses, mut tokens) = (Vec::new(), 0usize);
-        let mut epoch = 0u64;
+        // Checkpoints fall on step boundaries, so a resumed run starts with no pending gradients.
+        let mut epoch = self.micro_batches_done / micro_per_epoch as u64;
+        let mut skip = (self.micro_batches_done % micro_per_epoch as u64) as usize;
         while step < options.max_steps {
             let order = self.epoch_order(epoch, examples.len());
-            for (index_in_epoch, chunk) in order.chunks(options.per_device_train_batch_size).enumerate() {
+            let chunks = order.chunks(options.per_device_train_batch_size).enumerate().skip(skip);
+            skip = 0;
+            for (index_in_epoch, chunk) in chunks {
                 let batch: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
                 let (loss, micro_grads, micro_tokens) = self.micro_batch(&batch, accumulation as f64)?;
                 losses.push(loss);
@@ -175,8 +257,7 @@ impl<'a> Trainer<'a> {
                     };
                     losses.clear();
                     tokens = 0;
-                    on_step(&log);
-                    if step >= options.max_steps {
+                    if on_step(&log, self)? == Flow::Stop || step >= options.max_steps {
                         return Ok(());
                     }
                 }
