@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod generation;
+pub mod metrics;
 pub mod model;
 pub mod tokenizer;
 pub mod train;

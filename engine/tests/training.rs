@@ -124,3 +124,25 @@ fn resuming_from_a_checkpoint_gives_the_same_adapter_bitwise() {
     let b = resumed.encoder().unwrap().embedding.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "adapters differ");
 }
+
+#[test]
+fn training_visibly_learns_a_small_domain_dataset() {
+    let expected = expected();
+    let examples = examples(&expected["train"]);
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let init = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let options = TrainOptions {
+        per_device_train_batch_size: 8,
+        gradient_accumulation_steps: 1,
+        learning_rate: 0.3,
+        max_steps: 40,
+        prefix_dropout: 0.0,
+        shuffle: true,
+        ..TrainOptions::default()
+    };
+    let mut trainer = Trainer::new(&model, &init, options).unwrap();
+    let losses = run_to_end(&mut trainer, &examples, None);
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    eprintln!("loss {first:.3} → {last:.3}");
+    assert!(last < first / 2.0, "loss {first} → {last}");
+}

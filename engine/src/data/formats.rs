@@ -72,7 +72,10 @@ impl std::fmt::Display for DatasetFormat {
 
 /// Picks the format from the first record's keys; `any_history` says whether any record of the
 /// file has a `history` key (as the `datasets` loader unifies columns over all rows).
-pub(crate) fn detect(first: &Map<String, Value>, any_history: bool) -> Result<DatasetFormat, String> {
+pub(crate) fn detect(
+    first: &Map<String, Value>,
+    any_history: bool,
+) -> Result<DatasetFormat, String> {
     let has = |k: &str| first.contains_key(k);
     let history = any_history.then(|| "history".to_string());
     if has("messages") || has("conversations") {
@@ -80,9 +83,17 @@ pub(crate) fn detect(first: &Map<String, Value>, any_history: bool) -> Result<Da
     } else if has("instruction") && has("output") {
         Ok(DatasetFormat::Alpaca)
     } else if has("content") && has("summary") {
-        Ok(DatasetFormat::columns("content", "summary", history.as_deref()))
+        Ok(DatasetFormat::columns(
+            "content",
+            "summary",
+            history.as_deref(),
+        ))
     } else if has("prompt") && has("response") {
-        Ok(DatasetFormat::columns("prompt", "response", history.as_deref()))
+        Ok(DatasetFormat::columns(
+            "prompt",
+            "response",
+            history.as_deref(),
+        ))
     } else {
         let keys: Vec<&str> = first.keys().map(String::as_str).collect();
         Err(format!(
@@ -104,7 +115,10 @@ pub(crate) struct Extracted {
 pub(crate) type FieldError = (String, String);
 
 /// Reads one record in `format` (which must not be `Auto`).
-pub(crate) fn extract(format: &DatasetFormat, obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
+pub(crate) fn extract(
+    format: &DatasetFormat,
+    obj: &Map<String, Value>,
+) -> Result<Extracted, FieldError> {
     match format {
         DatasetFormat::Columns {
             prompt,
@@ -173,15 +187,21 @@ fn messages(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
         "conversations"
     };
     let value = required(obj, key)?;
-    let list = value
-        .as_array()
-        .ok_or_else(|| (key.to_string(), format!("expected a list of messages, found {}", kind(value))))?;
+    let list = value.as_array().ok_or_else(|| {
+        (
+            key.to_string(),
+            format!("expected a list of messages, found {}", kind(value)),
+        )
+    })?;
     let mut turns: Vec<(Role, String, String)> = Vec::with_capacity(list.len());
     for (i, message) in list.iter().enumerate() {
         let path = format!("{key}[{i}]");
-        let m = message
-            .as_object()
-            .ok_or_else(|| (path.clone(), format!("expected an object, found {}", kind(message))))?;
+        let m = message.as_object().ok_or_else(|| {
+            (
+                path.clone(),
+                format!("expected an object, found {}", kind(message)),
+            )
+        })?;
         let (role_key, content_key) = if m.contains_key("from") {
             ("from", "value")
         } else {
@@ -202,10 +222,14 @@ fn messages(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
     let system: Vec<&str> = turns[..system_count].iter().map(|t| t.1.as_str()).collect();
     let rest = &turns[system_count..];
     for (j, (role, _, path)) in rest.iter().enumerate() {
-        let expected = if j % 2 == 0 { Role::User } else { Role::Assistant };
+        let expected = if j.is_multiple_of(2) {
+            Role::User
+        } else {
+            Role::Assistant
+        };
         if *role != expected {
             let field = path.rsplit_once('.').map_or(path.as_str(), |(p, _)| p);
-            let want = if j % 2 == 0 { "user" } else { "assistant" };
+            let want = if j.is_multiple_of(2) { "user" } else { "assistant" };
             return Err((
                 field.to_string(),
                 format!("expected a {want} message (after system messages, turns alternate user, assistant)"),
@@ -213,9 +237,15 @@ fn messages(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
         }
     }
     if rest.is_empty() || rest.len() % 2 == 1 {
-        return Err((key.to_string(), "the conversation must end with an assistant message".into()));
+        return Err((
+            key.to_string(),
+            "the conversation must end with an assistant message".into(),
+        ));
     }
-    let mut pairs: Vec<(String, String)> = rest.chunks(2).map(|c| (c[0].1.clone(), c[1].1.clone())).collect();
+    let mut pairs: Vec<(String, String)> = rest
+        .chunks(2)
+        .map(|c| (c[0].1.clone(), c[1].1.clone()))
+        .collect();
     if !system.is_empty() {
         pairs[0].0 = format!("{}\n{}", system.join("\n"), pairs[0].0);
     }
@@ -223,7 +253,10 @@ fn messages(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
     let prompt_field = rest[n - 2].2.clone();
     let response_field = rest[n - 1].2.clone();
     let Some((prompt, response)) = pairs.pop() else {
-        return Err((key.to_string(), "the conversation has no user message".into()));
+        return Err((
+            key.to_string(),
+            "the conversation has no user message".into(),
+        ));
     };
     Ok(Extracted {
         record: Record {
@@ -240,7 +273,11 @@ fn required<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a Value, Fie
     required_at(obj, key, key)
 }
 
-fn required_at<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a Value, FieldError> {
+fn required_at<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a Value, FieldError> {
     obj.get(key)
         .ok_or_else(|| (path.to_string(), "missing".to_string()))
 }
@@ -250,21 +287,37 @@ fn text(path: &str, value: &Value) -> Result<String, FieldError> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Null => Ok(String::new()),
-        other => Err((path.to_string(), format!("expected a string, found {}", kind(other)))),
+        other => Err((
+            path.to_string(),
+            format!("expected a string, found {}", kind(other)),
+        )),
     }
 }
 
 /// A history: a list of `[query, answer]` string pairs, as the official code unpacks them.
 fn pairs(path: &str, value: &Value) -> Result<Vec<(String, String)>, FieldError> {
-    let list = value
-        .as_array()
-        .ok_or_else(|| (path.to_string(), format!("expected a list of [query, answer] pairs, found {}", kind(value))))?;
+    let list = value.as_array().ok_or_else(|| {
+        (
+            path.to_string(),
+            format!(
+                "expected a list of [query, answer] pairs, found {}",
+                kind(value)
+            ),
+        )
+    })?;
     let mut out = Vec::with_capacity(list.len());
     for (i, pair) in list.iter().enumerate() {
         let at = format!("{path}[{i}]");
         match pair.as_array().map(Vec::as_slice) {
-            Some([q, a]) => out.push((text(&format!("{at}[0]"), q)?, text(&format!("{at}[1]"), a)?)),
-            _ => return Err((at, format!("expected a [query, answer] pair, found {}", describe(pair)))),
+            Some([q, a]) => {
+                out.push((text(&format!("{at}[0]"), q)?, text(&format!("{at}[1]"), a)?))
+            }
+            _ => {
+                return Err((
+                    at,
+                    format!("expected a [query, answer] pair, found {}", describe(pair)),
+                ))
+            }
         }
     }
     Ok(out)

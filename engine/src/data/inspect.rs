@@ -153,7 +153,11 @@ pub fn inspect(
             .filter_map(|&l| u32::try_from(l).ok())
             .collect();
         Example {
-            prompt: format!("{}{}", options.source_prefix, render_prompt(record, options.use_history)),
+            prompt: format!(
+                "{}{}",
+                options.source_prefix,
+                render_prompt(record, options.use_history)
+            ),
             response: record.response.clone(),
             input_ids: f.input_ids.clone(),
             labels: f.labels.clone(),
@@ -209,7 +213,12 @@ impl fmt::Display for InspectReport {
     }
 }
 
-fn truncation_line(f: &mut fmt::Formatter<'_>, what: &str, t: &Truncation, n: usize) -> fmt::Result {
+fn truncation_line(
+    f: &mut fmt::Formatter<'_>,
+    what: &str,
+    t: &Truncation,
+    n: usize,
+) -> fmt::Result {
     if t.count == 0 {
         return writeln!(f, "  no {what} truncated (limit {} tokens)", t.limit);
     }

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 
 pub use formats::DatasetFormat;
 pub use inspect::{inspect, Example, InspectReport, LengthStats, Truncation};
-pub use preprocess::{preprocess_record, preprocess_train, render_prompt, Features, PreprocessOptions, IGNORE_INDEX};
+pub use preprocess::{
+    preprocess_record, preprocess_train, render_prompt, Features, PreprocessOptions, IGNORE_INDEX,
+};
 pub use records::{parse_records, read_records, ReadReport, Record};
 
 /// Where a record sits in its file.
@@ -58,7 +60,11 @@ pub struct Issue {
 }
 
 impl Issue {
-    pub(crate) fn new(location: Location, field: Option<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        location: Location,
+        field: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             location,
             field,

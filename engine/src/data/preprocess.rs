@@ -70,10 +70,14 @@ impl PreprocessOptions {
     /// the end instead of truncating.
     pub fn validate(&self) -> Result<(), DataError> {
         if self.max_source_length < 1 {
-            return Err(DataError::Options("max_source_length must be at least 1".into()));
+            return Err(DataError::Options(
+                "max_source_length must be at least 1".into(),
+            ));
         }
         if self.max_target_length < 2 {
-            return Err(DataError::Options("max_target_length must be at least 2".into()));
+            return Err(DataError::Options(
+                "max_target_length must be at least 2".into(),
+            ));
         }
         Ok(())
     }
@@ -93,12 +97,14 @@ pub struct Features {
 impl Features {
     /// Prompt tokens cut off by `max_source_length - 1`.
     pub fn prompt_cut(&self, options: &PreprocessOptions) -> usize {
-        self.prompt_tokens.saturating_sub(options.max_source_length - 1)
+        self.prompt_tokens
+            .saturating_sub(options.max_source_length - 1)
     }
 
     /// Answer tokens cut off by `max_target_length - 2`.
     pub fn answer_cut(&self, options: &PreprocessOptions) -> usize {
-        self.answer_tokens.saturating_sub(options.max_target_length - 2)
+        self.answer_tokens
+            .saturating_sub(options.max_target_length - 2)
     }
 }
 
@@ -111,7 +117,11 @@ pub fn render_prompt(record: &Record, use_history: bool) -> String {
     for (i, (query, answer)) in record.history.iter().enumerate() {
         prompt.push_str(&format!("[Round {i}]\n问：{query}\n答：{answer}\n"));
     }
-    prompt.push_str(&format!("[Round {}]\n问：{}\n答：", record.history.len(), record.prompt));
+    prompt.push_str(&format!(
+        "[Round {}]\n问：{}\n答：",
+        record.history.len(),
+        record.prompt
+    ));
     prompt
 }
 
@@ -130,9 +140,17 @@ pub fn preprocess_train(
 }
 
 /// Features of one record; `options` must pass [`PreprocessOptions::validate`].
-pub fn preprocess_record(record: &Record, tokenizer: &ChatGlmTokenizer, options: &PreprocessOptions) -> Features {
+pub fn preprocess_record(
+    record: &Record,
+    tokenizer: &ChatGlmTokenizer,
+    options: &PreprocessOptions,
+) -> Features {
     let special = tokenizer.special_ids();
-    let prompt = format!("{}{}", options.source_prefix, render_prompt(record, options.use_history));
+    let prompt = format!(
+        "{}{}",
+        options.source_prefix,
+        render_prompt(record, options.use_history)
+    );
     let mut a = tokenizer.encode_plain(&prompt);
     let mut b = tokenizer.encode_plain(&record.response);
     let (prompt_tokens, answer_tokens) = (a.len(), b.len());

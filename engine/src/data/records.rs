@@ -124,9 +124,11 @@ pub fn parse_records(
         let extracted = match value {
             Ok(Value::Object(obj)) => {
                 if resolved == DatasetFormat::Auto {
-                    resolved = formats::detect(&obj, any_history).map_err(|m| file_error(format!("{location}: {m}")))?;
+                    resolved = formats::detect(&obj, any_history)
+                        .map_err(|m| file_error(format!("{location}: {m}")))?;
                 }
-                formats::extract(&resolved, &obj).map_err(|(field, message)| Issue::new(location, Some(field), message))
+                formats::extract(&resolved, &obj)
+                    .map_err(|(field, message)| Issue::new(location, Some(field), message))
             }
             Ok(other) => {
                 let message = format!("expected a JSON object, found {}", formats::kind(&other));
@@ -156,7 +158,9 @@ pub fn parse_records(
             None
         };
         match empty {
-            Some(field) => report.skipped_empty.push(Issue::new(location, Some(field), "empty")),
+            Some(field) => report
+                .skipped_empty
+                .push(Issue::new(location, Some(field), "empty")),
             None => records.push(extracted.record),
         }
     }
@@ -196,14 +200,21 @@ fn split_lines(bytes: &[u8]) -> (Parsed, usize) {
 
 fn parse_value(bytes: &[u8], location: Location) -> Result<Value, Issue> {
     if let Err(e) = std::str::from_utf8(bytes) {
-        let message = format!("invalid UTF-8 at byte {} of the record", e.valid_up_to() + 1);
+        let message = format!(
+            "invalid UTF-8 at byte {} of the record",
+            e.valid_up_to() + 1
+        );
         return Err(Issue::new(location, None, message));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         // serde's own text ends in "at line L column C", which would read as a file line.
         let text = e.to_string();
         let text = text.split(" at line ").next().unwrap_or(&text);
-        let message = format!("malformed JSON: {text} (line {}, column {} of the record)", e.line(), e.column());
+        let message = format!(
+            "malformed JSON: {text} (line {}, column {} of the record)",
+            e.line(),
+            e.column()
+        );
         Issue::new(location, None, message)
     })
 }
@@ -255,11 +266,21 @@ fn split_array(bytes: &[u8]) -> Result<Parsed, String> {
         }
     }
     let Some(close) = close else {
-        let what = if in_string { "an unterminated string" } else { "an unterminated array" };
+        let what = if in_string {
+            "an unterminated string"
+        } else {
+            "an unterminated array"
+        };
         return Err(format!("the JSON array ends in {what}"));
     };
-    if let Some(i) = bytes[close + 1..].iter().position(|b| !b.is_ascii_whitespace()) {
-        return Err(format!("line {}: text after the end of the JSON array", line_at(close + 1 + i)));
+    if let Some(i) = bytes[close + 1..]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+    {
+        return Err(format!(
+            "line {}: text after the end of the JSON array",
+            line_at(close + 1 + i)
+        ));
     }
     // Lines counted incrementally: the spans are in file order.
     let (mut line, mut counted) = (1, 0);

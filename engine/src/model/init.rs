@@ -25,3 +25,13 @@ pub fn normal(shape: impl Into<Shape>, std: f32, seed: u64, device: &Device) -> 
     }
     Ok(Tensor::from_vec(values, shape, device)?)
 }
+
+/// A tensor of uniform samples in `[-bound, bound)`, the same for a seed.
+pub fn uniform(shape: impl Into<Shape>, bound: f32, seed: u64, device: &Device) -> Result<Tensor> {
+    let shape = shape.into();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let values: Vec<f32> = (0..shape.elem_count())
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * bound)
+        .collect();
+    Ok(Tensor::from_vec(values, shape, device)?)
+}

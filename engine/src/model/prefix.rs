@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::config::{AdapterConfig, ChatGlmConfig, PrefixConfig};
 use crate::error::{EngineError, Result};
+use crate::model::init;
 
 /// Tensor names of the prefix encoder, as the official model names them.
 pub const EMBEDDING: &str = "transformer.prefix_encoder.embedding.weight";
@@ -50,6 +51,41 @@ impl PrefixEncoder {
         } else {
             vec![(EMBEDDING, vec![p, 2 * l * h])]
         }
+    }
+
+    /// A freshly initialised encoder, as torch initialises the official one: embedding rows
+    /// N(0, 1), linear layers U(±1/√fan_in).
+    pub fn random(prefix: PrefixConfig, model: &ChatGlmConfig, seed: u64, device: &Device) -> Result<Self> {
+        let shapes = Self::expected_shapes(prefix, model);
+        let mut tensors = Vec::with_capacity(shapes.len());
+        for (i, (name, shape)) in shapes.iter().enumerate() {
+            let seed = seed.wrapping_add(i as u64);
+            let tensor = if *name == EMBEDDING {
+                init::normal(shape.as_slice(), 1.0, seed, device)?
+            } else {
+                let fan_in = model.hidden_size as f32;
+                init::uniform(shape.as_slice(), 1.0 / fan_in.sqrt(), seed, device)?
+            };
+            tensors.push(tensor);
+        }
+        let mut tensors = tensors.into_iter();
+        let mut next = || tensors.next().ok_or_else(|| EngineError::Input("prefix shapes".into()));
+        let embedding = next()?;
+        let projection = if prefix.prefix_projection {
+            Some(Projection {
+                in_weight: next()?,
+                in_bias: next()?,
+                out_weight: next()?,
+                out_bias: next()?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            config: prefix,
+            embedding,
+            projection,
+        })
     }
 
     /// Loads an adapter folder written by the official `ptuning/main.py` (or by us).

@@ -128,6 +128,21 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// Mean loss over `examples` (weighted by example, as the Trainer's eval loop), no dropout.
+    pub fn evaluate(&self, examples: &[Example]) -> Result<f64> {
+        if examples.is_empty() {
+            return Err(EngineError::Input("no evaluation examples".into()));
+        }
+        let encoder = self.encoder()?;
+        let mut total = 0.0;
+        for batch in examples.chunks(self.options.per_device_train_batch_size) {
+            let batch: Vec<&Example> = batch.iter().collect();
+            let loss = batch_loss(self.model, &encoder, &batch, None)?;
+            total += loss.to_scalar::<f32>()? as f64 * batch.len() as f64;
+        }
+        Ok(total / examples.len() as f64)
+    }
+
     /// Saves what a resumed run needs into `dir`: the adapter (official layout), the optimizer
     /// moments (`optimizer.safetensors`) and the counters (`trainer_state.json`).
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
@@ -211,6 +226,9 @@ impl<'a> Trainer<'a> {
         if examples.is_empty() {
             return Err(EngineError::Input("no training examples".into()));
         }
+        if let Some(i) = examples.iter().position(|e| e.labels.len() != e.input_ids.len() || e.input_ids.is_empty()) {
+            return Err(EngineError::Input(format!("training example {i}: labels and input ids differ in length")));
+        }
         let options = self.options.clone();
         let accumulation = options.gradient_accumulation_steps as u64;
         let micro_per_epoch = examples.len().div_ceil(options.per_device_train_batch_size);
@@ -270,29 +288,8 @@ impl<'a> Trainer<'a> {
     /// Forward and backward of one micro-batch; returns its (undivided) loss, the gradients of
     /// `loss / accumulation` per parameter, and the tokens it fed.
     fn micro_batch(&self, batch: &[&Example], accumulation: f64) -> Result<(f64, Vec<Vec<f32>>, usize)> {
-        let model = self.model;
-        let config = model.config();
-        let sequences: Vec<Vec<u32>> = batch.iter().map(|e| e.input_ids.clone()).collect();
-        let labels: Vec<Vec<i64>> = batch
-            .iter()
-            .map(|e| {
-                // Shorter examples are left-padded by `Batch`; their labels get the same padding.
-                let width = sequences.iter().map(Vec::len).max().unwrap_or(0);
-                let mut row = vec![IGNORE_INDEX; width - e.labels.len()];
-                row.extend_from_slice(&e.labels);
-                row
-            })
-            .collect();
         let encoder = self.params.encoder();
-        let prefix_len = encoder.config.pre_seq_len;
-        let inputs = Batch::new(&sequences, config, prefix_len, model.device())?;
-        let encoded = encoder.encode()?.to_dtype(model.dtype())?.unsqueeze(0)?;
-        let encoded = encoded.broadcast_as((batch.len(), encoded.dim(1)?, encoded.dim(2)?))?;
-        let encoded = self.prefix_dropout(&encoded)?;
-        let mut cache = KvCache::from_prefix(split_key_values(&encoded, config)?);
-        let hidden = model.forward(&inputs.ids, &inputs.positions, inputs.mask.as_ref(), &mut cache)?;
-        let logits = model.logits(&hidden)?;
-        let loss = causal_lm_loss(&logits, &labels)?;
+        let loss = batch_loss(self.model, &encoder, batch, Some(&|encoded| self.prefix_dropout(encoded)))?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         let gradients = (loss / accumulation)?.backward()?;
         let grads = self
@@ -304,7 +301,8 @@ impl<'a> Trainer<'a> {
                 None => Ok(vec![0.0; var.elem_count()]),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((loss_value, grads, sequences.len() * inputs.ids.dim(1)?))
+        let width = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        Ok((loss_value, grads, batch.len() * width))
     }
 
     /// Inverted dropout on the batched prefix output, seeded by the micro-batch count so a resumed
@@ -322,4 +320,33 @@ impl<'a> Trainer<'a> {
         let mask = Tensor::from_vec(mask, encoded.shape(), encoded.device())?.to_dtype(encoded.dtype())?;
         Ok((encoded * mask)?)
     }
+}
+
+/// Transforms the batched prefix output before it reaches the layers (dropout in training).
+type PrefixTransform<'f> = &'f dyn Fn(&Tensor) -> Result<Tensor>;
+
+/// The loss of one batch under `encoder`'s prefix.
+fn batch_loss(model: &ChatGlmModel, encoder: &PrefixEncoder, batch: &[&Example], transform: Option<PrefixTransform>) -> Result<Tensor> {
+    let config = model.config();
+    let sequences: Vec<Vec<u32>> = batch.iter().map(|e| e.input_ids.clone()).collect();
+    let width = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let labels: Vec<Vec<i64>> = batch
+        .iter()
+        .map(|e| {
+            // Shorter examples are left-padded by `Batch`; their labels get the same padding.
+            let mut row = vec![IGNORE_INDEX; width - e.labels.len()];
+            row.extend_from_slice(&e.labels);
+            row
+        })
+        .collect();
+    let inputs = Batch::new(&sequences, config, encoder.config.pre_seq_len, model.device())?;
+    let encoded = encoder.encode()?.to_dtype(model.dtype())?.unsqueeze(0)?;
+    let encoded = encoded.broadcast_as((batch.len(), encoded.dim(1)?, encoded.dim(2)?))?;
+    let encoded = match transform {
+        Some(f) => f(&encoded)?,
+        None => encoded,
+    };
+    let mut cache = KvCache::from_prefix(split_key_values(&encoded, config)?);
+    let hidden = model.forward(&inputs.ids, &inputs.positions, inputs.mask.as_ref(), &mut cache)?;
+    causal_lm_loss(&model.logits(&hidden)?, &labels)
 }
