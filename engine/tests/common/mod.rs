@@ -24,13 +24,27 @@ pub fn ids_of(value: &serde_json::Value) -> Vec<u32> {
 }
 
 pub fn reference_logits(file: &str) -> std::collections::HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture_dir().join(file), &Device::Cpu).expect("reference logits")
+    candle_core::safetensors::load(fixture_dir().join(file), &Device::Cpu)
+        .expect("reference logits")
 }
 
 /// max |a − b| / max |b|, the parity measure the issue asks for.
 pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(actual.dims(), reference.dims(), "shapes differ");
-    let diff = (actual - reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    let scale = reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    let diff = (actual - reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let scale = reference
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
     diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
 }

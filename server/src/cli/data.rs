@@ -1,0 +1,124 @@
+//! `glmtune data`: training datasets, read and preprocessed as THUDM's `ptuning/main.py` does.
+//!
+//! `glmtune data inspect FILE --model DIR` reads the records, tokenizes them as training would
+//! and prints counts, token-length statistics, truncation and one rendered example.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use glmtune_engine::data::{inspect, read_records, DatasetFormat, PreprocessOptions};
+
+use super::model_args::load_tokenizer;
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Summarise a training file: record counts, token lengths, truncation, one example.
+    Inspect(InspectArgs),
+}
+
+/// Record layouts for `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Detect from the first record's keys (or use the columns given).
+    Auto,
+    /// The official prompt/response/history columns (give --prompt-column/--response-column).
+    Columns,
+    /// instruction / input / output / history.
+    Alpaca,
+    /// OpenAI `messages` (role/content) or ShareGPT `conversations` (from/value).
+    Messages,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The dataset: JSON lines, or one JSON array.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Checkpoint folder holding ice_text.model (and tokenizer_config.json).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Longest prompt, in tokens, with [gMASK] (the official --max_source_length).
+    #[arg(long, value_name = "S", default_value_t = 1024)]
+    pub max_source_length: usize,
+    /// Longest answer, in tokens, with <sop> and <eop> (the official --max_target_length).
+    #[arg(long, value_name = "T", default_value_t = 128)]
+    pub max_target_length: usize,
+    /// Column holding the prompt (the official --prompt_column).
+    #[arg(long, value_name = "NAME")]
+    pub prompt_column: Option<String>,
+    /// Column holding the response (the official --response_column).
+    #[arg(long, value_name = "NAME")]
+    pub response_column: Option<String>,
+    /// Column holding earlier [query, answer] turns (the official --history_column); with it
+    /// every prompt gets the `[Round i]` template.
+    #[arg(long, value_name = "NAME")]
+    pub history_column: Option<String>,
+    /// Record layout.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Text put before every prompt (the official --source_prefix).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub source_prefix: String,
+    /// Skip unusable records and list them, instead of stopping at the first.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+impl InspectArgs {
+    /// The format the flags ask for; column flags imply `columns`.
+    fn dataset_format(&self) -> anyhow::Result<DatasetFormat> {
+        let any_column = self.prompt_column.is_some()
+            || self.response_column.is_some()
+            || self.history_column.is_some();
+        match (self.format, any_column) {
+            (FormatArg::Auto, false) => Ok(DatasetFormat::Auto),
+            (FormatArg::Auto | FormatArg::Columns, _) => {
+                let (Some(prompt), Some(response)) = (&self.prompt_column, &self.response_column)
+                else {
+                    bail!("the columns format needs both --prompt-column and --response-column");
+                };
+                Ok(DatasetFormat::columns(
+                    prompt,
+                    response,
+                    self.history_column.as_deref(),
+                ))
+            }
+            (format, true) => {
+                let name = format!("{format:?}").to_lowercase();
+                bail!("--prompt-column/--response-column/--history-column go with --format columns, not {name}")
+            }
+            (FormatArg::Alpaca, false) => Ok(DatasetFormat::Alpaca),
+            (FormatArg::Messages, false) => Ok(DatasetFormat::Messages),
+        }
+    }
+}
+
+pub fn run(args: DataArgs) -> anyhow::Result<()> {
+    match args.command {
+        DataCommand::Inspect(args) => run_inspect(args),
+    }
+}
+
+fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let format = args.dataset_format()?;
+    let tokenizer = load_tokenizer(&args.model)?;
+    let (records, report) = read_records(&args.file, &format, args.skip_invalid)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let options = PreprocessOptions {
+        max_source_length: args.max_source_length,
+        max_target_length: args.max_target_length,
+        use_history: report.history_column,
+        source_prefix: args.source_prefix,
+        ..PreprocessOptions::default()
+    };
+    let summary = inspect(&records, &report, &tokenizer, &options)?;
+    print!("{summary}");
+    Ok(())
+}

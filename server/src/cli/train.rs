@@ -1,0 +1,276 @@
+//! `glmtune train`: P-Tuning v2 as `ptuning/main.py --do_train` runs it, with the official flag
+//! names, a JSON-lines log, `checkpoint-N/` folders, resume and a clean stop on Ctrl-C.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use glmtune_engine::data::{preprocess_train, read_records, PreprocessOptions};
+use glmtune_engine::generation::Flow;
+use glmtune_engine::model::PrefixEncoder;
+use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer};
+use glmtune_engine::PrefixConfig;
+
+use super::data::DatasetArgs;
+use super::model_args::{load_tokenizer, DTypeArg};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Base checkpoint folder (frozen).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Precision of the frozen base weights; the prefix always trains in f32.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
+    /// Training data (JSON lines or a JSON array).
+    #[arg(long, value_name = "FILE")]
+    train_file: PathBuf,
+    /// Validation data; its loss is logged every --eval-steps.
+    #[arg(long, value_name = "FILE")]
+    validation_file: Option<PathBuf>,
+    #[command(flatten)]
+    dataset: DatasetArgs,
+    #[arg(long, default_value_t = 64)]
+    max_source_length: usize,
+    #[arg(long, default_value_t = 64)]
+    max_target_length: usize,
+    /// Where the log, checkpoints and the final adapter go.
+    #[arg(long, value_name = "DIR")]
+    output_dir: PathBuf,
+    /// Prefix length (ignored with --init-adapter, which has its own).
+    #[arg(long, default_value_t = 128)]
+    pre_seq_len: usize,
+    /// Encode the prefix through a two-layer MLP.
+    #[arg(long)]
+    prefix_projection: bool,
+    /// Start from an existing adapter (incremental tuning on new data).
+    #[arg(long, value_name = "DIR")]
+    init_adapter: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    per_device_train_batch_size: usize,
+    #[arg(long, default_value_t = 16)]
+    gradient_accumulation_steps: usize,
+    #[arg(long, default_value_t = 2e-2)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Optimizer steps; replaces --num-train-epochs.
+    #[arg(long, conflicts_with = "num_train_epochs")]
+    max_steps: Option<u64>,
+    #[arg(long, default_value_t = 3.0)]
+    num_train_epochs: f64,
+    /// Dropout on the prefix keys and values, as the official model (0.1).
+    #[arg(long, default_value_t = 0.1)]
+    prefix_dropout: f32,
+    /// Keep the file order instead of shuffling each epoch.
+    #[arg(long)]
+    no_shuffle: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    logging_steps: u64,
+    #[arg(long, default_value_t = 500)]
+    save_steps: u64,
+    #[arg(long, default_value_t = 500)]
+    eval_steps: u64,
+    /// Continue from the newest checkpoint-N in --output-dir.
+    #[arg(long)]
+    resume: bool,
+}
+
+const LOG_FILE: &str = "trainer_log.jsonl";
+
+fn load_examples(args: &TrainArgs, path: &Path, tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer) -> anyhow::Result<Vec<Example>> {
+    let format = args.dataset.format()?;
+    let (records, report) = read_records(path, &format, args.dataset.skip_invalid)?;
+    for issue in report.skipped_invalid.iter().chain(&report.skipped_empty) {
+        eprintln!("glmtune: skipped {issue}");
+    }
+    let options = PreprocessOptions::new(args.max_source_length, args.max_target_length, report.history_column);
+    let features = preprocess_train(&records, tokenizer, &options)?;
+    if features.is_empty() {
+        bail!("{}: no usable records", path.display());
+    }
+    Ok(features
+        .into_iter()
+        .map(|f| Example {
+            input_ids: f.input_ids,
+            labels: f.labels,
+        })
+        .collect())
+}
+
+/// The newest `checkpoint-N` folder in `dir`, if any.
+fn newest_checkpoint(dir: &Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name.strip_prefix("checkpoint-").and_then(|n| n.parse::<u64>().ok()) {
+            let complete = entry.path().join(glmtune_engine::train::trainer::STATE_FILE).is_file();
+            if complete && best.as_ref().is_none_or(|(s, _)| step > *s) {
+                best = Some((step, entry.path()));
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Keeps the log rows up to `step` (a killed run may have logged past its last checkpoint).
+fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .collect();
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    std::fs::write(path, body).with_context(|| format!("rewriting {}", path.display()))
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let device = candle_core::Device::Cpu;
+    let model = glmtune_engine::model::ChatGlmModel::load(&args.model, args.dtype.into(), &device)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let tokenizer = load_tokenizer(&args.model)?;
+    let train = load_examples(&args, &args.train_file, &tokenizer)?;
+    let validation = match &args.validation_file {
+        Some(path) => Some(load_examples(&args, path, &tokenizer)?),
+        None => None,
+    };
+    let init = match &args.init_adapter {
+        Some(dir) => PrefixEncoder::load_adapter(dir, model.config(), &device)
+            .with_context(|| format!("loading adapter {}", dir.display()))?,
+        None => {
+            let prefix = PrefixConfig {
+                pre_seq_len: args.pre_seq_len,
+                prefix_projection: args.prefix_projection,
+            };
+            PrefixEncoder::random(prefix, model.config(), args.seed, &device)?
+        }
+    };
+    let micro_per_epoch = train.len().div_ceil(args.per_device_train_batch_size.max(1));
+    let updates_per_epoch = (micro_per_epoch / args.gradient_accumulation_steps.max(1)).max(1);
+    let max_steps = args
+        .max_steps
+        .unwrap_or_else(|| (args.num_train_epochs * updates_per_epoch as f64).ceil() as u64);
+    let options = TrainOptions {
+        per_device_train_batch_size: args.per_device_train_batch_size,
+        gradient_accumulation_steps: args.gradient_accumulation_steps,
+        learning_rate: args.learning_rate,
+        max_steps,
+        warmup_steps: args.warmup_steps,
+        max_grad_norm: args.max_grad_norm,
+        adam: AdamWConfig {
+            weight_decay: args.weight_decay,
+            ..AdamWConfig::default()
+        },
+        prefix_dropout: args.prefix_dropout,
+        shuffle: !args.no_shuffle,
+        seed: args.seed,
+    };
+    let mut trainer = Trainer::new(&model, &init, options)?;
+    std::fs::create_dir_all(&args.output_dir).with_context(|| format!("creating {}", args.output_dir.display()))?;
+    let log_path = args.output_dir.join(LOG_FILE);
+    if args.resume {
+        match newest_checkpoint(&args.output_dir)? {
+            Some((step, dir)) => {
+                trainer.restore_checkpoint(&dir)?;
+                truncate_log(&log_path, step)?;
+                eprintln!("glmtune: resuming from {} (step {step})", dir.display());
+            }
+            None => eprintln!("glmtune: no checkpoint in {}; starting afresh", args.output_dir.display()),
+        }
+    } else if log_path.exists() {
+        bail!("{} already holds a run; pass --resume to continue it or choose another --output-dir", args.output_dir.display());
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        // A second Ctrl-C while saving falls through to the default (immediate) exit.
+        let _ = ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst));
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let started = Instant::now();
+    let mut window = (Instant::now(), 0usize);
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_saved = trainer.step();
+    trainer.run(&train, |step: &StepLog, trainer: &Trainer| {
+        window.1 += step.tokens;
+        let is_last = step.step >= max_steps;
+        if step.step % args.logging_steps.max(1) == 0 || is_last {
+            let seconds = window.0.elapsed().as_secs_f64();
+            let row = serde_json::json!({
+                "step": step.step,
+                "loss": step.loss,
+                "learning_rate": step.learning_rate,
+                "grad_norm": step.grad_norm,
+                "tokens_per_second": window.1 as f64 / seconds.max(1e-9),
+                "elapsed_s": started.elapsed().as_secs_f64(),
+            });
+            writeln!(log, "{row}").map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display())))?;
+            let eta = started.elapsed().as_secs_f64() / step.step as f64 * (max_steps - step.step) as f64;
+            let line = format!(
+                "step {}/{max_steps}  loss {:.4}  lr {:.3e}  {:.0} tok/s  ETA {:.0}s",
+                step.step,
+                step.loss,
+                step.learning_rate,
+                window.1 as f64 / seconds.max(1e-9),
+                eta
+            );
+            if terminal {
+                eprint!("\r{line}   ");
+            } else {
+                eprintln!("{line}");
+            }
+            window = (Instant::now(), 0);
+        }
+        if let Some(validation) = &validation {
+            if step.step % args.eval_steps.max(1) == 0 || is_last {
+                let eval_loss = trainer.evaluate(validation)?;
+                let row = serde_json::json!({"step": step.step, "eval_loss": eval_loss});
+                writeln!(log, "{row}").map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display())))?;
+            }
+        }
+        let stop = interrupted.load(Ordering::SeqCst);
+        if step.step % args.save_steps.max(1) == 0 || stop {
+            trainer.save_checkpoint(&args.output_dir.join(format!("checkpoint-{}", step.step)))?;
+            last_saved = step.step;
+        }
+        Ok(if stop { Flow::Stop } else { Flow::Continue })
+    })?;
+    if terminal {
+        eprintln!();
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!("glmtune: interrupted; saved checkpoint-{last_saved}; continue with --resume");
+        return Ok(());
+    }
+    trainer.save_checkpoint(&args.output_dir)?;
+    eprintln!("glmtune: adapter written to {}", args.output_dir.display());
+    Ok(())
+}
