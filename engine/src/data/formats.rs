@@ -229,7 +229,11 @@ fn messages(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
         };
         if *role != expected {
             let field = path.rsplit_once('.').map_or(path.as_str(), |(p, _)| p);
-            let want = if j.is_multiple_of(2) { "user" } else { "assistant" };
+            let want = if j.is_multiple_of(2) {
+                "user"
+            } else {
+                "assistant"
+            };
             return Err((
                 field.to_string(),
                 format!("expected a {want} message (after system messages, turns alternate user, assistant)"),

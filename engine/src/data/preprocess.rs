@@ -98,13 +98,13 @@ impl Features {
     /// Prompt tokens cut off by `max_source_length - 1`.
     pub fn prompt_cut(&self, options: &PreprocessOptions) -> usize {
         self.prompt_tokens
-            .saturating_sub(options.max_source_length - 1)
+            .saturating_sub(options.max_source_length.saturating_sub(1))
     }
 
     /// Answer tokens cut off by `max_target_length - 2`.
     pub fn answer_cut(&self, options: &PreprocessOptions) -> usize {
         self.answer_tokens
-            .saturating_sub(options.max_target_length - 2)
+            .saturating_sub(options.max_target_length.saturating_sub(2))
     }
 }
 
@@ -139,7 +139,8 @@ pub fn preprocess_train(
         .collect())
 }
 
-/// Features of one record; `options` must pass [`PreprocessOptions::validate`].
+/// Features of one record. `options` should pass [`PreprocessOptions::validate`]: smaller
+/// lengths do not panic but cannot match Python, whose slices then count from the end.
 pub fn preprocess_record(
     record: &Record,
     tokenizer: &ChatGlmTokenizer,
@@ -154,8 +155,8 @@ pub fn preprocess_record(
     let mut a = tokenizer.encode_plain(&prompt);
     let mut b = tokenizer.encode_plain(&record.response);
     let (prompt_tokens, answer_tokens) = (a.len(), b.len());
-    a.truncate(options.max_source_length - 1);
-    b.truncate(options.max_target_length - 2);
+    a.truncate(options.max_source_length.saturating_sub(1));
+    b.truncate(options.max_target_length.saturating_sub(2));
 
     let mut input_ids = a;
     input_ids.extend([special.gmask, special.bos]);

@@ -29,7 +29,10 @@ fn ngram_counts(chars: &[char], n: usize) -> HashMap<&[char], usize> {
 fn modified_precision(hypothesis: &[char], reference: &[char], n: usize) -> (usize, usize) {
     let hyp = ngram_counts(hypothesis, n);
     let reference = ngram_counts(reference, n);
-    let matches = hyp.iter().map(|(gram, &count)| count.min(reference.get(gram).copied().unwrap_or(0))).sum();
+    let matches = hyp
+        .iter()
+        .map(|(gram, &count)| count.min(reference.get(gram).copied().unwrap_or(0)))
+        .sum();
     let total: usize = hyp.values().sum();
     (matches, total.max(1))
 }
@@ -88,7 +91,9 @@ pub(crate) fn fsum(values: &[f64]) -> f64 {
 pub fn sentence_bleu(hypothesis: &str, reference: &str) -> f64 {
     let hyp: Vec<char> = hypothesis.chars().collect();
     let reference: Vec<char> = reference.chars().collect();
-    let precisions: Vec<(usize, usize)> = (1..=ORDER).map(|n| modified_precision(&hyp, &reference, n)).collect();
+    let precisions: Vec<(usize, usize)> = (1..=ORDER)
+        .map(|n| modified_precision(&hyp, &reference, n))
+        .collect();
     if precisions[0].0 == 0 {
         return 0.0;
     }
@@ -135,7 +140,13 @@ mod tests {
     #[test]
     fn method3_smooths_missing_orders() {
         // One character, matching: p1 = 1, p2..p4 = 1/2, 1/4, 1/8 of denominator 1; bp = 1.
-        let expected = fsum(&[0.0, 0.25 * 0.5f64.ln(), 0.25 * 0.25f64.ln(), 0.25 * 0.125f64.ln()]).exp();
+        let expected = fsum(&[
+            0.0,
+            0.25 * 0.5f64.ln(),
+            0.25 * 0.25f64.ln(),
+            0.25 * 0.125f64.ln(),
+        ])
+        .exp();
         assert_eq!(sentence_bleu("好", "好"), expected);
     }
 }

@@ -8,8 +8,8 @@
 //! - BLEU-4: NLTK's `sentence_bleu` on characters with `SmoothingFunction().method3` ([`bleu`]).
 //!
 //! Each per-pair value ×100 is rounded to 4 decimals (`round(v * 100, 4)`) before averaging, as
-//! the official code does, and the mean is summed like NumPy's `np.mean` and rounded to 4
-//! decimals too.
+//! the official code does; the mean is summed like NumPy's `np.mean` (bit for bit) and then
+//! rounded to 4 decimals too (the official code leaves the mean unrounded).
 //!
 //! One deliberate difference: the official code crashes (`rouge_chinese` raises ValueError) on
 //! an empty or whitespace-only prediction or reference; here that pair scores 0 on all four
@@ -40,7 +40,10 @@ pub struct Scores {
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     #[error("{predictions} predictions but {references} references: they must pair up one to one")]
-    LengthMismatch { predictions: usize, references: usize },
+    LengthMismatch {
+        predictions: usize,
+        references: usize,
+    },
     #[error("no predictions to score")]
     NoExamples,
     #[error("invalid jieba dictionary: {0}")]
@@ -58,8 +61,10 @@ enum EmptySide {
 
 fn try_score_pair(prediction: &str, reference: &str) -> Result<Scores, EmptySide> {
     // `' '.join(jieba.cut(text))`: rouge_chinese then splits it on whitespace again.
-    let hypothesis = rouge::words(&segment::cut(prediction).join(" ")).ok_or(EmptySide::Prediction)?;
-    let reference_words = rouge::words(&segment::cut(reference).join(" ")).ok_or(EmptySide::Reference)?;
+    let hypothesis =
+        rouge::words(&segment::cut(prediction).join(" ")).ok_or(EmptySide::Prediction)?;
+    let reference_words =
+        rouge::words(&segment::cut(reference).join(" ")).ok_or(EmptySide::Reference)?;
     Ok(Scores {
         bleu_4: bleu::sentence_bleu(prediction, reference) * 100.0,
         rouge_1: rouge::rouge_n(&hypothesis, &reference_words, 1) * 100.0,
@@ -82,7 +87,12 @@ pub fn round4(value: f64) -> f64 {
 
 impl Scores {
     fn map(self, f: impl Fn(f64) -> f64) -> Scores {
-        Scores { bleu_4: f(self.bleu_4), rouge_1: f(self.rouge_1), rouge_2: f(self.rouge_2), rouge_l: f(self.rouge_l) }
+        Scores {
+            bleu_4: f(self.bleu_4),
+            rouge_1: f(self.rouge_1),
+            rouge_2: f(self.rouge_2),
+            rouge_l: f(self.rouge_l),
+        }
     }
 }
 
@@ -132,7 +142,10 @@ pub fn score_corpus(
     references: &[String],
 ) -> Result<(Scores, Vec<Scores>, Vec<String>), MetricsError> {
     if predictions.len() != references.len() {
-        return Err(MetricsError::LengthMismatch { predictions: predictions.len(), references: references.len() });
+        return Err(MetricsError::LengthMismatch {
+            predictions: predictions.len(),
+            references: references.len(),
+        });
     }
     if predictions.is_empty() {
         return Err(MetricsError::NoExamples);
@@ -156,7 +169,9 @@ pub fn score_corpus(
         };
         per_example.push(scores.map(round4));
     }
-    let column = |get: fn(&Scores) -> f64| round4(numpy_mean(&per_example.iter().map(get).collect::<Vec<_>>()));
+    let column = |get: fn(&Scores) -> f64| {
+        round4(numpy_mean(&per_example.iter().map(get).collect::<Vec<_>>()))
+    };
     let mean = Scores {
         bleu_4: column(|s| s.bleu_4),
         rouge_1: column(|s| s.rouge_1),

@@ -67,7 +67,11 @@ fn cut_sentences(text: &str) -> Vec<String> {
     let not_quote = |c: char| !CLOSING_QUOTES.contains(&c);
     let chars: Vec<char> = text.chars().collect();
     // ([。！？\?])([^”’])
-    let chars = insert_breaks(&chars, |s, i| SENTENCE_ENDS.contains(&s[i]).then_some(1), not_quote);
+    let chars = insert_breaks(
+        &chars,
+        |s, i| SENTENCE_ENDS.contains(&s[i]).then_some(1),
+        not_quote,
+    );
     // (\.{6})([^”’])
     let chars = insert_breaks(&chars, |s, i| repeated(s, i, '.', 6), not_quote);
     // (\…{2})([^”’])
@@ -76,13 +80,17 @@ fn cut_sentences(text: &str) -> Vec<String> {
     let chars = insert_breaks(
         &chars,
         |s, i| {
-            let quoted = SENTENCE_ENDS.contains(&s[i]) && s.get(i + 1).is_some_and(|c| CLOSING_QUOTES.contains(c));
+            let quoted = SENTENCE_ENDS.contains(&s[i])
+                && s.get(i + 1).is_some_and(|c| CLOSING_QUOTES.contains(c));
             quoted.then_some(2)
         },
         |c| c != '，' && !SENTENCE_ENDS.contains(&c),
     );
     let text: String = chars.into_iter().collect();
-    text.trim_end_matches(is_python_space).split('\n').map(str::to_owned).collect()
+    text.trim_end_matches(is_python_space)
+        .split('\n')
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The word list `rouge_chinese` scores: for each non-empty sentence,
@@ -90,7 +98,10 @@ fn cut_sentences(text: &str) -> Vec<String> {
 /// `None` where no sentence is left (the text was empty or whitespace), where `rouge_chinese`
 /// raises `ValueError`.
 pub(crate) fn words(text: &str) -> Option<Vec<String>> {
-    let sentences: Vec<String> = cut_sentences(text).into_iter().filter(|s| !s.is_empty()).collect();
+    let sentences: Vec<String> = cut_sentences(text)
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
     if sentences.is_empty() {
         return None;
     }
@@ -127,8 +138,16 @@ pub(crate) fn rouge_n(hypothesis: &[String], reference: &[String], n: usize) -> 
     let hyp = distinct_ngrams(hypothesis, n);
     let reference = distinct_ngrams(reference, n);
     let overlap = hyp.intersection(&reference).count() as f64;
-    let precision = if hyp.is_empty() { 0.0 } else { overlap / hyp.len() as f64 };
-    let recall = if reference.is_empty() { 0.0 } else { overlap / reference.len() as f64 };
+    let precision = if hyp.is_empty() {
+        0.0
+    } else {
+        overlap / hyp.len() as f64
+    };
+    let recall = if reference.is_empty() {
+        0.0
+    } else {
+        overlap / reference.len() as f64
+    };
     f_score(precision, recall)
 }
 
@@ -139,7 +158,11 @@ fn lcs_len(a: &[String], b: &[String]) -> usize {
         let mut diagonal = 0;
         for (j, y) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = if x == y { diagonal + 1 } else { above.max(row[j]) };
+            row[j + 1] = if x == y {
+                diagonal + 1
+            } else {
+                above.max(row[j])
+            };
             diagonal = above;
         }
     }

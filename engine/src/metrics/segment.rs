@@ -3,7 +3,7 @@
 //! The segmenter is built once and shared: loading jieba's dictionary (about 350,000 words)
 //! takes a noticeable fraction of a second, far more than scoring a line.
 //!
-//! `jieba-rs` departs from Python's jieba in two ways that change words, both undone here:
+//! `jieba-rs` departs from Python's jieba in three ways that change words, all undone here:
 //! - in the HMM fallback, Python splits non-Chinese runs with `[a-zA-Z0-9]+(?:\.\d+)?%?`, so
 //!   `ChatGLM-6B` is `ChatGLM`, `-`, `6B`; jieba-rs lets `.`, `_` and `-` join alphanumeric
 //!   runs (`ChatGLM-6B`, `example.com`) — such words are split again by Python's rule;
@@ -29,8 +29,11 @@ static SEGMENTER: OnceLock<Jieba> = OnceLock::new();
 /// Uses `dictionary` (jieba's `dict.txt` format: `word freq [tag]` a line) instead of the
 /// built-in one. It must come before the first segmentation: the segmenter is fixed once built.
 pub fn install_dictionary<R: BufRead>(dictionary: &mut R) -> Result<(), MetricsError> {
-    let jieba = Jieba::with_dict(dictionary).map_err(|e| MetricsError::Dictionary(e.to_string()))?;
-    SEGMENTER.set(jieba).map_err(|_| MetricsError::DictionaryAlreadySet)
+    let jieba =
+        Jieba::with_dict(dictionary).map_err(|e| MetricsError::Dictionary(e.to_string()))?;
+    SEGMENTER
+        .set(jieba)
+        .map_err(|_| MetricsError::DictionaryAlreadySet)
 }
 
 fn segmenter() -> &'static Jieba {
@@ -150,7 +153,10 @@ mod tests {
 
     #[test]
     fn characters_python_does_not_cut_stand_alone() {
-        assert_eq!(split_foreign("\u{9FD6}\u{9FD7}+&"), ["\u{9FD6}", "\u{9FD7}", "+&"]);
+        assert_eq!(
+            split_foreign("\u{9FD6}\u{9FD7}+&"),
+            ["\u{9FD6}", "\u{9FD7}", "+&"]
+        );
         assert_eq!(split_foreign("好人"), ["好人"]);
         assert_eq!(split_foreign("\r\n"), ["\r\n"]);
     }

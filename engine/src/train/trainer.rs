@@ -256,7 +256,7 @@ impl<'a> Trainer<'a> {
                 self.micro_batches_done += 1;
                 let epoch_end = index_in_epoch + 1 == micro_per_epoch;
                 let short_epoch = micro_per_epoch as u64 <= accumulation;
-                if self.micro_batches_done % accumulation == 0 || (short_epoch && epoch_end) {
+                if self.micro_batches_done.is_multiple_of(accumulation) || (short_epoch && epoch_end) {
                     let mut step_grads = grads.take().unwrap_or_default();
                     let grad_norm = global_norm(&step_grads);
                     clip(&mut step_grads, grad_norm, options.max_grad_norm);

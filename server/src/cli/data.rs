@@ -36,20 +36,9 @@ pub enum FormatArg {
     Messages,
 }
 
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// The dataset: JSON lines, or one JSON array.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// Checkpoint folder holding ice_text.model (and tokenizer_config.json).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
-    /// Longest prompt, in tokens, with [gMASK] (the official --max_source_length).
-    #[arg(long, value_name = "S", default_value_t = 1024)]
-    pub max_source_length: usize,
-    /// Longest answer, in tokens, with <sop> and <eop> (the official --max_target_length).
-    #[arg(long, value_name = "T", default_value_t = 128)]
-    pub max_target_length: usize,
+/// How to read a dataset's records: shared by `data inspect`, `train` and `eval`.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetArgs {
     /// Column holding the prompt (the official --prompt_column).
     #[arg(long, value_name = "NAME")]
     pub prompt_column: Option<String>,
@@ -63,17 +52,14 @@ pub struct InspectArgs {
     /// Record layout.
     #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
     pub format: FormatArg,
-    /// Text put before every prompt (the official --source_prefix).
-    #[arg(long, value_name = "TEXT", default_value = "")]
-    pub source_prefix: String,
     /// Skip unusable records and list them, instead of stopping at the first.
     #[arg(long)]
     pub skip_invalid: bool,
 }
 
-impl InspectArgs {
+impl DatasetArgs {
     /// The format the flags ask for; column flags imply `columns`.
-    fn dataset_format(&self) -> anyhow::Result<DatasetFormat> {
+    pub fn format(&self) -> anyhow::Result<DatasetFormat> {
         let any_column = self.prompt_column.is_some()
             || self.response_column.is_some()
             || self.history_column.is_some();
@@ -100,6 +86,27 @@ impl InspectArgs {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The dataset: JSON lines, or one JSON array.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Checkpoint folder holding ice_text.model (and tokenizer_config.json).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Longest prompt, in tokens, with [gMASK] (the official --max_source_length).
+    #[arg(long, value_name = "S", default_value_t = 1024)]
+    pub max_source_length: usize,
+    /// Longest answer, in tokens, with <sop> and <eop> (the official --max_target_length).
+    #[arg(long, value_name = "T", default_value_t = 128)]
+    pub max_target_length: usize,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    /// Text put before every prompt (the official --source_prefix).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub source_prefix: String,
+}
+
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Inspect(args) => run_inspect(args),
@@ -107,9 +114,9 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
 }
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
-    let format = args.dataset_format()?;
+    let format = args.dataset.format()?;
     let tokenizer = load_tokenizer(&args.model)?;
-    let (records, report) = read_records(&args.file, &format, args.skip_invalid)
+    let (records, report) = read_records(&args.file, &format, args.dataset.skip_invalid)
         .with_context(|| format!("reading {}", args.file.display()))?;
     let options = PreprocessOptions {
         max_source_length: args.max_source_length,

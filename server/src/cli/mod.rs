@@ -1,11 +1,13 @@
 //! Command-line interface: argument types and the dispatch to each subcommand.
 
 mod chat;
+mod data;
 mod encode;
 mod generate;
 mod logits;
 mod model_args;
 mod sampling_args;
+mod train;
 
 use std::process::ExitCode;
 
@@ -13,7 +15,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "glmtune", version, about = "ChatGLM-6B with P-Tuning v2: tokenize, generate, chat")]
+#[command(name = "glmtune", version, about = "ChatGLM-6B with P-Tuning v2: tokenize, generate, chat, train")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +31,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Chat interactively, with history and streaming.
     Chat(chat::ChatArgs),
+    /// Inspect training datasets.
+    Data(data::DataArgs),
+    /// Train a P-Tuning v2 prefix on a frozen model (the official ptuning/main.py recipe).
+    Train(Box<train::TrainArgs>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -37,6 +43,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(args) => logits::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Train(args) => train::run(*args),
     }
 }
 

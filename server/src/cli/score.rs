@@ -34,7 +34,12 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         .map(|(index, line)| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             String::from_utf8(line.to_vec()).map_err(|e| {
-                anyhow::anyhow!("{}: line {}: invalid UTF-8 ({})", path.display(), index + 1, e.utf8_error())
+                anyhow::anyhow!(
+                    "{}: line {}: invalid UTF-8 ({})",
+                    path.display(),
+                    index + 1,
+                    e.utf8_error()
+                )
             })
         })
         .collect()
@@ -69,9 +74,15 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let (mean, per_example, warnings) = score_corpus(&predictions, &references)
         .with_context(|| format!("cannot score {}", args.predictions.display()))?;
     for warning in &warnings {
-        eprintln!("glmtune: warning: {}: {warning}", args.predictions.display());
+        eprintln!(
+            "glmtune: warning: {}: {warning}",
+            args.predictions.display()
+        );
     }
-    println!("{}", render(&mean, args.per_example.then_some(&per_example[..]))?);
+    println!(
+        "{}",
+        render(&mean, args.per_example.then_some(&per_example[..]))?
+    );
     Ok(())
 }
 
@@ -80,7 +91,8 @@ mod tests {
     use super::*;
 
     fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("glmtune-score-{}-{name}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("glmtune-score-{}-{name}", std::process::id()));
         std::fs::write(&path, bytes).expect("write temp file");
         path
     }
@@ -102,28 +114,48 @@ mod tests {
         let path = temp_file("bad", b"ok\n\xff\xfe\n");
         let error = read_lines(&path).expect_err("invalid");
         let message = error.to_string();
-        assert!(message.contains(&path.display().to_string()) && message.contains("line 2"), "{message}");
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains("line 2"),
+            "{message}"
+        );
     }
 
     #[test]
     fn output_keeps_official_key_order() {
-        let scores = Scores { bleu_4: 1.5, rouge_1: 2.0, rouge_2: 3.0, rouge_l: 4.0 };
+        let scores = Scores {
+            bleu_4: 1.5,
+            rouge_1: 2.0,
+            rouge_2: 3.0,
+            rouge_l: 4.0,
+        };
         assert_eq!(
             render(&scores, None).expect("json"),
             r#"{"bleu-4":1.5,"rouge-1":2.0,"rouge-2":3.0,"rouge-l":4.0}"#
         );
         let with = render(&scores, Some(&[scores])).expect("json");
-        assert!(with.ends_with(r#""per_example":[{"bleu-4":1.5,"rouge-1":2.0,"rouge-2":3.0,"rouge-l":4.0}]}"#));
+        assert!(with.ends_with(
+            r#""per_example":[{"bleu-4":1.5,"rouge-1":2.0,"rouge-2":3.0,"rouge-l":4.0}]}"#
+        ));
     }
 
     #[test]
     fn mismatched_line_counts_name_both_files() {
         let predictions = temp_file("p", b"a\nb\n");
         let references = temp_file("r", b"a\n");
-        let error = run(ScoreArgs { predictions: predictions.clone(), references: references.clone(), per_example: false })
-            .expect_err("mismatch");
+        let error = run(ScoreArgs {
+            predictions: predictions.clone(),
+            references: references.clone(),
+            per_example: false,
+        })
+        .expect_err("mismatch");
         let message = error.to_string();
-        assert!(message.contains(&format!("{} has 2 lines", predictions.display())), "{message}");
-        assert!(message.contains(&format!("{} has 1", references.display())), "{message}");
+        assert!(
+            message.contains(&format!("{} has 2 lines", predictions.display())),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("{} has 1", references.display())),
+            "{message}"
+        );
     }
 }

@@ -222,7 +222,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     trainer.run(&train, |step: &StepLog, trainer: &Trainer| {
         window.1 += step.tokens;
         let is_last = step.step >= max_steps;
-        if step.step % args.logging_steps.max(1) == 0 || is_last {
+        if step.step.is_multiple_of(args.logging_steps.max(1)) || is_last {
             let seconds = window.0.elapsed().as_secs_f64();
             let row = serde_json::json!({
                 "step": step.step,
@@ -250,14 +250,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             window = (Instant::now(), 0);
         }
         if let Some(validation) = &validation {
-            if step.step % args.eval_steps.max(1) == 0 || is_last {
+            if step.step.is_multiple_of(args.eval_steps.max(1)) || is_last {
                 let eval_loss = trainer.evaluate(validation)?;
                 let row = serde_json::json!({"step": step.step, "eval_loss": eval_loss});
                 writeln!(log, "{row}").map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display())))?;
             }
         }
         let stop = interrupted.load(Ordering::SeqCst);
-        if step.step % args.save_steps.max(1) == 0 || stop {
+        if step.step.is_multiple_of(args.save_steps.max(1)) || stop {
             trainer.save_checkpoint(&args.output_dir.join(format!("checkpoint-{}", step.step)))?;
             last_saved = step.step;
         }
