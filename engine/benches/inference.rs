@@ -82,7 +82,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for dtype in [DType::F32, DType::F16] {
             let model = ChatGlmModel::random(shape.config.clone(), dtype, &Device::Cpu, 7)?;
             let config = model.config().clone();
-            let mut prompt: Vec<u32> = (0..PROMPT_TOKENS as u32 - 2).map(|i| 20 + i % 400).collect();
+            let mut prompt: Vec<u32> = (0..PROMPT_TOKENS as u32 - 2)
+                .map(|i| 20 + i % 400)
+                .collect();
             prompt.extend([config.gmask_token_id, config.bos_token_id]);
             let options = GenerationOptions {
                 max_new_tokens: Some(NEW_TOKENS),

@@ -25,7 +25,9 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn example(config: &ChatGlmConfig, seed: u32) -> Example {
-    let mut input_ids: Vec<u32> = (0..SOURCE as u32 - 1).map(|i| 20 + (i * 7 + seed) % 400).collect();
+    let mut input_ids: Vec<u32> = (0..SOURCE as u32 - 1)
+        .map(|i| 20 + (i * 7 + seed) % 400)
+        .collect();
     input_ids.extend([config.gmask_token_id, config.bos_token_id]);
     input_ids.extend((0..TARGET as u32 - 1).map(|i| 20 + (i * 13 + seed) % 400));
     let context = SOURCE;
@@ -52,9 +54,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Baseline: the forward pass alone over the same inputs.
     let start = Instant::now();
     for e in &examples {
-        let batch = Batch::new(std::slice::from_ref(&e.input_ids), &config, prefix.pre_seq_len, &device)?;
+        let batch = Batch::new(
+            std::slice::from_ref(&e.input_ids),
+            &config,
+            prefix.pre_seq_len,
+            &device,
+        )?;
         let mut cache = KvCache::from_prefix(init.key_values(&config, 1, DType::F32)?);
-        let hidden = model.forward(&batch.ids, &batch.positions, batch.mask.as_ref(), &mut cache)?;
+        let hidden = model.forward(
+            &batch.ids,
+            &batch.positions,
+            batch.mask.as_ref(),
+            &mut cache,
+        )?;
         model.logits(&hidden)?;
     }
     let forward_rate = (examples.len() * tokens_per_example) as f64 / start.elapsed().as_secs_f64();
@@ -74,15 +86,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(Flow::Continue)
     })?;
     let train_rate = tokens as f64 / start.elapsed().as_secs_f64();
-    println!("model h1024 L12 v64k f32, prefix 32, {SOURCE}+{TARGET} tokens, batch 1 × accumulation {}", examples.len());
+    println!(
+        "model h1024 L12 v64k f32, prefix 32, {SOURCE}+{TARGET} tokens, batch 1 × accumulation {}",
+        examples.len()
+    );
     println!();
     println!("| pass | tokens/s | ÷ forward |");
     println!("|---|---:|---:|");
     println!("| forward only | {forward_rate:.1} | 1.00 |");
-    println!("| training step (forward + backward + AdamW) | {train_rate:.1} | {:.2} |", train_rate / forward_rate);
+    println!(
+        "| training step (forward + backward + AdamW) | {train_rate:.1} | {:.2} |",
+        train_rate / forward_rate
+    );
     if let Some(peak) = peak_rss_mib() {
         println!();
-        println!("peak resident memory: {peak:.0} MiB (weights: {:.0} MiB)", weight_mib(&config));
+        println!(
+            "peak resident memory: {peak:.0} MiB (weights: {:.0} MiB)",
+            weight_mib(&config)
+        );
     }
     Ok(())
 }

@@ -119,7 +119,10 @@ impl ChatGlmConfig {
                 return Err(EngineError::config(
                     path,
                     field,
-                    format!("{id} is outside the vocabulary (vocab_size {})", self.vocab_size),
+                    format!(
+                        "{id} is outside the vocabulary (vocab_size {})",
+                        self.vocab_size
+                    ),
                 ));
             }
         }
@@ -245,7 +248,9 @@ impl Fields {
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| self.error(field, format!("expected a non-negative integer, found {v}"))),
+                .ok_or_else(|| {
+                    self.error(field, format!("expected a non-negative integer, found {v}"))
+                }),
         }
     }
 
@@ -259,7 +264,8 @@ impl Fields {
 
     fn token_id(&self, field: &str, default: u32) -> Result<u32> {
         let value = self.usize(field, Some(default as usize))?;
-        u32::try_from(value).map_err(|_| self.error(field, format!("{value} does not fit a token id")))
+        u32::try_from(value)
+            .map_err(|_| self.error(field, format!("{value} does not fit a token id")))
     }
 
     fn f64(&self, field: &str, default: Option<f64>) -> Result<f64> {
@@ -323,7 +329,10 @@ mod tests {
         let wrong_type = parse(&TINY.replace("\"num_layers\":3", "\"num_layers\":\"3\""))
             .unwrap_err()
             .to_string();
-        assert!(wrong_type.contains("`num_layers`") && wrong_type.contains("integer"), "{wrong_type}");
+        assert!(
+            wrong_type.contains("`num_layers`") && wrong_type.contains("integer"),
+            "{wrong_type}"
+        );
         let v2 = parse(&TINY.replace("\"pre_seq_len\":null", "\"multi_query_attention\":true"))
             .unwrap_err()
             .to_string();
@@ -337,6 +346,9 @@ mod tests {
             .to_string();
         assert!(quantized.contains("`quantization_bit`"), "{quantized}");
         let bad_json = parse("{").unwrap_err().to_string();
-        assert!(bad_json.contains("config.json") && bad_json.contains("line 1"), "{bad_json}");
+        assert!(
+            bad_json.contains("config.json") && bad_json.contains("line 1"),
+            "{bad_json}"
+        );
     }
 }

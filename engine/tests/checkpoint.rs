@@ -35,7 +35,11 @@ fn fixture_tensors() -> Vec<(String, Tensor)> {
 }
 
 fn copy_config(dir: &Path) {
-    std::fs::copy(fixture_dir().join("model/config.json"), dir.join("config.json")).unwrap();
+    std::fs::copy(
+        fixture_dir().join("model/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
 }
 
 fn save(path: &Path, tensors: &[(String, Tensor)]) {
@@ -72,7 +76,10 @@ fn sharded_safetensors_with_index_matches() {
     let tensors = fixture_tensors();
     let (first, second) = tensors.split_at(tensors.len() / 2);
     let mut weight_map = serde_json::Map::new();
-    for (shard, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
         save(&dir.join(shard), part);
         for (name, _) in part {
             weight_map.insert(name.clone(), shard.into());
@@ -90,7 +97,10 @@ fn sharded_torch_pickles_with_index_match() {
     let tensors = fixture_tensors();
     let (first, second) = tensors.split_at(tensors.len() / 3);
     let mut weight_map = serde_json::Map::new();
-    for (shard, part) in [("pytorch_model-00001-of-00002.bin", first), ("pytorch_model-00002-of-00002.bin", second)] {
+    for (shard, part) in [
+        ("pytorch_model-00001-of-00002.bin", first),
+        ("pytorch_model-00002-of-00002.bin", second),
+    ] {
         glmtune_engine::checkpoint::torch_writer::save(&dir.join(shard), part).unwrap();
         for (name, _) in part {
             weight_map.insert(name.clone(), shard.into());
@@ -126,18 +136,28 @@ fn missing_lm_head_ties_to_the_embeddings() {
     let dir = scratch("tied");
     copy_config(&dir);
     let mut tensors = fixture_tensors();
-    let embeddings = tensors.iter().find(|(n, _)| n == "transformer.word_embeddings.weight").unwrap().1.clone();
+    let embeddings = tensors
+        .iter()
+        .find(|(n, _)| n == "transformer.word_embeddings.weight")
+        .unwrap()
+        .1
+        .clone();
     tensors.retain(|(n, _)| n != "lm_head.weight");
     save(&dir.join("model.safetensors"), &tensors);
     let model = ChatGlmModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
     let logits = sequence_logits(&model, None, &case_ids()).unwrap();
     // With a tied head, logits are the final hidden states against the embedding rows.
     assert_eq!(logits.dim(1).unwrap(), embeddings.dim(0).unwrap());
-    assert!(relative_error(&logits, &reference()) > 1e-2, "the head must have changed");
+    assert!(
+        relative_error(&logits, &reference()) > 1e-2,
+        "the head must have changed"
+    );
 }
 
 fn load_error(dir: &Path) -> String {
-    ChatGlmModel::load(dir, DType::F32, &Device::Cpu).unwrap_err().to_string()
+    ChatGlmModel::load(dir, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -148,7 +168,11 @@ fn missing_tensor_is_named() {
     tensors.retain(|(n, _)| n != "transformer.layers.1.mlp.dense_4h_to_h.weight");
     save(&dir.join("model.safetensors"), &tensors);
     let error = load_error(&dir);
-    assert!(error.contains("transformer.layers.1.mlp.dense_4h_to_h.weight") && error.contains("missing"), "{error}");
+    assert!(
+        error.contains("transformer.layers.1.mlp.dense_4h_to_h.weight")
+            && error.contains("missing"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -164,14 +188,23 @@ fn wrong_shape_is_named_with_both_shapes() {
     save(&dir.join("model.safetensors"), &tensors);
     let error = load_error(&dir);
     assert!(
-        error.contains("model.safetensors") && error.contains("attention.dense.weight") && error.contains("[32, 64]") && error.contains("[64, 64]"),
+        error.contains("model.safetensors")
+            && error.contains("attention.dense.weight")
+            && error.contains("[32, 64]")
+            && error.contains("[64, 64]"),
         "{error}"
     );
 }
 
 #[test]
 fn truncated_files_are_errors_naming_the_file() {
-    for (name, source) in [("pytorch_model.bin", fixture_dir().join("model/pytorch_model.bin")), ("model.safetensors", PathBuf::new())] {
+    for (name, source) in [
+        (
+            "pytorch_model.bin",
+            fixture_dir().join("model/pytorch_model.bin"),
+        ),
+        ("model.safetensors", PathBuf::new()),
+    ] {
         let dir = scratch(&format!("truncated-{name}"));
         copy_config(&dir);
         let bytes = if name == "model.safetensors" {
@@ -208,12 +241,23 @@ fn missing_files_are_reported() {
     assert!(error.contains("config.json"), "{error}");
     copy_config(&dir);
     let error = load_error(&dir);
-    assert!(error.contains("no weights found") && error.contains("pytorch_model.bin"), "{error}");
-    let index = serde_json::json!({"weight_map": {"lm_head.weight": "pytorch_model-00002-of-00002.bin"}});
+    assert!(
+        error.contains("no weights found") && error.contains("pytorch_model.bin"),
+        "{error}"
+    );
+    let index =
+        serde_json::json!({"weight_map": {"lm_head.weight": "pytorch_model-00002-of-00002.bin"}});
     std::fs::write(dir.join("pytorch_model.bin.index.json"), index.to_string()).unwrap();
     let error = load_error(&dir);
-    assert!(error.contains("pytorch_model-00002-of-00002.bin") && error.contains("not found"), "{error}");
-    std::fs::write(dir.join("pytorch_model.bin.index.json"), "{\"weight_map\": 3}").unwrap();
+    assert!(
+        error.contains("pytorch_model-00002-of-00002.bin") && error.contains("not found"),
+        "{error}"
+    );
+    std::fs::write(
+        dir.join("pytorch_model.bin.index.json"),
+        "{\"weight_map\": 3}",
+    )
+    .unwrap();
     let error = load_error(&dir);
     assert!(error.contains("weight_map"), "{error}");
 }
@@ -227,7 +271,9 @@ fn adapter_dir(name: &str, config: serde_json::Value, tensors: &[(String, Tensor
 
 fn adapter_error(dir: &Path) -> String {
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    PrefixEncoder::load_adapter(dir, model.config(), &Device::Cpu).unwrap_err().to_string()
+    PrefixEncoder::load_adapter(dir, model.config(), &Device::Cpu)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -239,7 +285,10 @@ fn adapter_pre_seq_len_mismatch_shows_both_values() {
         &[("transformer.prefix_encoder.embedding.weight".into(), rows)],
     );
     let error = adapter_error(&dir);
-    assert!(error.contains("pre_seq_len=128") && error.contains("pre_seq_len=4"), "{error}");
+    assert!(
+        error.contains("pre_seq_len=128") && error.contains("pre_seq_len=4"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -251,7 +300,10 @@ fn adapter_projection_mismatch_is_explained() {
         &[("transformer.prefix_encoder.embedding.weight".into(), rows)],
     );
     let error = adapter_error(&dir);
-    assert!(error.contains("prefix_projection") && error.contains("lack"), "{error}");
+    assert!(
+        error.contains("prefix_projection") && error.contains("lack"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -260,7 +312,10 @@ fn adapter_for_another_model_is_refused() {
     let dir = adapter_dir(
         "adapter-layers",
         serde_json::json!({"pre_seq_len": 4, "num_layers": 5}),
-        &[("transformer.prefix_encoder.embedding.weight".into(), rows.clone())],
+        &[(
+            "transformer.prefix_encoder.embedding.weight".into(),
+            rows.clone(),
+        )],
     );
     let error = adapter_error(&dir);
     assert!(error.contains("num_layers 5"), "{error}");
@@ -270,7 +325,10 @@ fn adapter_for_another_model_is_refused() {
         &[("transformer.prefix_encoder.embedding.weight".into(), rows)],
     );
     let error = adapter_error(&dir);
-    assert!(error.contains("[4, 640]") && error.contains("[4, 384]"), "{error}");
+    assert!(
+        error.contains("[4, 640]") && error.contains("[4, 384]"),
+        "{error}"
+    );
     let dir = scratch("adapter-no-config");
     let error = adapter_error(&dir);
     assert!(error.contains("config.json"), "{error}");
@@ -286,13 +344,32 @@ fn projection_adapter_loads_and_changes_logits() {
         glmtune_engine::model::init::normal(shape, 0.5, seed.get(), &device).unwrap()
     };
     let tensors = vec![
-        ("transformer.prefix_encoder.embedding.weight".to_owned(), randn(&[4, h])),
-        ("transformer.prefix_encoder.trans.0.weight".to_owned(), randn(&[h, h])),
-        ("transformer.prefix_encoder.trans.0.bias".to_owned(), randn(&[h])),
-        ("transformer.prefix_encoder.trans.2.weight".to_owned(), randn(&[width, h])),
-        ("transformer.prefix_encoder.trans.2.bias".to_owned(), randn(&[width])),
+        (
+            "transformer.prefix_encoder.embedding.weight".to_owned(),
+            randn(&[4, h]),
+        ),
+        (
+            "transformer.prefix_encoder.trans.0.weight".to_owned(),
+            randn(&[h, h]),
+        ),
+        (
+            "transformer.prefix_encoder.trans.0.bias".to_owned(),
+            randn(&[h]),
+        ),
+        (
+            "transformer.prefix_encoder.trans.2.weight".to_owned(),
+            randn(&[width, h]),
+        ),
+        (
+            "transformer.prefix_encoder.trans.2.bias".to_owned(),
+            randn(&[width]),
+        ),
     ];
-    let dir = adapter_dir("adapter-mlp", serde_json::json!({"pre_seq_len": 4, "prefix_projection": true}), &tensors);
+    let dir = adapter_dir(
+        "adapter-mlp",
+        serde_json::json!({"pre_seq_len": 4, "prefix_projection": true}),
+        &tensors,
+    );
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &device).unwrap();
     let prefix = PrefixEncoder::load_adapter(&dir, model.config(), &device).unwrap();
     assert!(prefix.projection.is_some());
@@ -300,8 +377,24 @@ fn projection_adapter_loads_and_changes_logits() {
     assert_eq!(encoded.dims(), &[4, width]);
     // Embedding → Linear → Tanh → Linear, computed by hand for the first row.
     let row = tensors[0].1.get(0).unwrap();
-    let hidden = (tensors[1].1.matmul(&row.unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap() + &tensors[2].1).unwrap().tanh().unwrap();
-    let expected_row = (tensors[3].1.matmul(&hidden.unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap() + &tensors[4].1).unwrap();
+    let hidden = (tensors[1]
+        .1
+        .matmul(&row.unsqueeze(1).unwrap())
+        .unwrap()
+        .squeeze(1)
+        .unwrap()
+        + &tensors[2].1)
+        .unwrap()
+        .tanh()
+        .unwrap();
+    let expected_row = (tensors[3]
+        .1
+        .matmul(&hidden.unsqueeze(1).unwrap())
+        .unwrap()
+        .squeeze(1)
+        .unwrap()
+        + &tensors[4].1)
+        .unwrap();
     assert!(relative_error(&encoded.get(0).unwrap(), &expected_row) < 1e-6);
     let with = sequence_logits(&model, Some(&prefix), &case_ids()).unwrap();
     assert!(relative_error(&with, &reference()) > 1e-3);

@@ -23,12 +23,23 @@ type Case = (Vec<u32>, Vec<u32>, Vec<u32>);
 
 fn setup() -> (ChatGlmModel, PrefixEncoder, Vec<Case>) {
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let prefix = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let prefix = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
     let cases = expected()["cases"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (ids_of(&c["ids"]), ids_of(&c["greedy_base"]), ids_of(&c["greedy_ptuned"])))
+        .map(|c| {
+            (
+                ids_of(&c["ids"]),
+                ids_of(&c["greedy_base"]),
+                ids_of(&c["greedy_ptuned"]),
+            )
+        })
         .collect();
     (model, prefix, cases)
 }
@@ -37,9 +48,23 @@ fn setup() -> (ChatGlmModel, PrefixEncoder, Vec<Case>) {
 fn greedy_ids_match_reference_one_by_one() {
     let (model, prefix, cases) = setup();
     for (i, (ids, base, ptuned)) in cases.iter().enumerate() {
-        let got = generate(&model, None, std::slice::from_ref(ids), &greedy(10), |_, _| Flow::Continue).unwrap();
+        let got = generate(
+            &model,
+            None,
+            std::slice::from_ref(ids),
+            &greedy(10),
+            |_, _| Flow::Continue,
+        )
+        .unwrap();
         assert_eq!(&got[0], base, "case {i} base");
-        let got = generate(&model, Some(&prefix), std::slice::from_ref(ids), &greedy(10), |_, _| Flow::Continue).unwrap();
+        let got = generate(
+            &model,
+            Some(&prefix),
+            std::slice::from_ref(ids),
+            &greedy(10),
+            |_, _| Flow::Continue,
+        )
+        .unwrap();
         assert_eq!(&got[0], ptuned, "case {i} ptuned");
     }
 }
@@ -49,9 +74,15 @@ fn left_padded_batch_generates_what_each_prompt_generates_alone() {
     let (model, prefix, cases) = setup();
     let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.0.clone()).collect();
     let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
-    assert!(lengths.iter().min() != lengths.iter().max(), "the batch must need padding");
+    assert!(
+        lengths.iter().min() != lengths.iter().max(),
+        "the batch must need padding"
+    );
     let base = generate(&model, None, &prompts, &greedy(10), |_, _| Flow::Continue).unwrap();
-    let ptuned = generate(&model, Some(&prefix), &prompts, &greedy(10), |_, _| Flow::Continue).unwrap();
+    let ptuned = generate(&model, Some(&prefix), &prompts, &greedy(10), |_, _| {
+        Flow::Continue
+    })
+    .unwrap();
     for (i, case) in cases.iter().enumerate() {
         assert_eq!(base[i], case.1, "case {i} base in a batch");
         assert_eq!(ptuned[i], case.2, "case {i} ptuned in a batch");
@@ -88,7 +119,10 @@ fn sampling_is_seeded() {
             },
             ..greedy(8)
         };
-        generate(&model, None, &[cases[1].0.clone()], &options, |_, _| Flow::Continue).unwrap()
+        generate(&model, None, &[cases[1].0.clone()], &options, |_, _| {
+            Flow::Continue
+        })
+        .unwrap()
     };
     assert_eq!(sample(1), sample(1));
 }

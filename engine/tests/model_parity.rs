@@ -13,14 +13,25 @@ fn model() -> ChatGlmModel {
     ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).expect("model loads")
 }
 
-fn logits_of(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> candle_core::Tensor {
+fn logits_of(
+    model: &ChatGlmModel,
+    prefix: Option<&PrefixEncoder>,
+    ids: &[u32],
+) -> candle_core::Tensor {
     let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
     let batch = Batch::new(&[ids.to_vec()], model.config(), prefix_len, &Device::Cpu).unwrap();
     let mut cache = match prefix {
         Some(p) => KvCache::from_prefix(p.key_values(model.config(), 1, model.dtype()).unwrap()),
         None => KvCache::new(model.config().num_layers),
     };
-    let hidden = model.forward(&batch.ids, &batch.positions, batch.mask.as_ref(), &mut cache).unwrap();
+    let hidden = model
+        .forward(
+            &batch.ids,
+            &batch.positions,
+            batch.mask.as_ref(),
+            &mut cache,
+        )
+        .unwrap();
     model.logits(&hidden).unwrap().squeeze(0).unwrap()
 }
 
@@ -29,7 +40,10 @@ fn check_cases(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, key: &str) 
     let reference = reference_logits("logits.safetensors");
     for (i, case) in expected()["cases"].as_array().unwrap().iter().enumerate() {
         let ids = ids_of(&case["ids"]);
-        let error = relative_error(&logits_of(model, prefix, &ids), &reference[&format!("{key}.{i}")]);
+        let error = relative_error(
+            &logits_of(model, prefix, &ids),
+            &reference[&format!("{key}.{i}")],
+        );
         assert!(error < TOLERANCE, "{key} case {i}: relative error {error}");
         eprintln!("{key}.{i}: relative error {error:.2e}");
     }
@@ -43,23 +57,40 @@ fn base_logits_match_reference() {
 #[test]
 fn ptuned_logits_match_reference() {
     let model = model();
-    let prefix = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let prefix = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
     check_cases(&model, Some(&prefix), "ptuned");
 }
 
 #[test]
 fn trained_adapter_reproduces_logits_after_training() {
     let model = model();
-    let prefix = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_trained"), model.config(), &Device::Cpu).unwrap();
+    let prefix = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_trained"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
     let expected = expected();
     let features = &expected["train"]["features"][0];
     let input_ids = ids_of(&features["input_ids"]);
     // The reference scored the first training prompt up to and including <sop>.
     let sop = model.config().bos_token_id;
     let end = input_ids.iter().position(|&id| id == sop).unwrap() + 1;
-    let prompt: Vec<u32> = input_ids[..end].iter().copied().filter(|&id| id != model.config().pad_token_id).collect();
+    let prompt: Vec<u32> = input_ids[..end]
+        .iter()
+        .copied()
+        .filter(|&id| id != model.config().pad_token_id)
+        .collect();
     let reference = reference_logits("logits_after_training.safetensors");
-    let error = relative_error(&logits_of(&model, Some(&prefix), &prompt), &reference["after.0"]);
+    let error = relative_error(
+        &logits_of(&model, Some(&prefix), &prompt),
+        &reference["after.0"],
+    );
     assert!(error < TOLERANCE, "relative error {error}");
     eprintln!("after.0: relative error {error:.2e}");
 }

@@ -17,7 +17,12 @@ fn examples(train: &serde_json::Value) -> Vec<Example> {
         .iter()
         .map(|f| Example {
             input_ids: ids_of(&f["input_ids"]),
-            labels: f["labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect(),
+            labels: f["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect(),
         })
         .collect()
 }
@@ -31,7 +36,12 @@ fn reproduces_the_official_trajectory_and_prefix() {
     let expected = expected();
     let train = &expected["train"];
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let init = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
     let options = TrainOptions {
         per_device_train_batch_size: train["batch_size"].as_u64().unwrap() as usize,
         gradient_accumulation_steps: train["grad_accum"].as_u64().unwrap() as usize,
@@ -65,13 +75,30 @@ fn reproduces_the_official_trajectory_and_prefix() {
             log.learning_rate
         );
         assert_eq!(step, reference["step"].as_u64().unwrap());
-        assert!(relative(log.loss, loss) < 2e-3, "step {step}: loss {} vs {loss}", log.loss);
-        assert!(relative(log.learning_rate, reference["lr"].as_f64().unwrap()) < 1e-9, "step {step}: lr");
-        assert!(relative(log.grad_norm, reference["grad_norm"].as_f64().unwrap()) < 1e-2, "step {step}: grad_norm");
-        assert_eq!(log.micro_batches as u64, reference["micro_batches"].as_u64().unwrap());
+        assert!(
+            relative(log.loss, loss) < 2e-3,
+            "step {step}: loss {} vs {loss}",
+            log.loss
+        );
+        assert!(
+            relative(log.learning_rate, reference["lr"].as_f64().unwrap()) < 1e-9,
+            "step {step}: lr"
+        );
+        assert!(
+            relative(log.grad_norm, reference["grad_norm"].as_f64().unwrap()) < 1e-2,
+            "step {step}: grad_norm"
+        );
+        assert_eq!(
+            log.micro_batches as u64,
+            reference["micro_batches"].as_u64().unwrap()
+        );
     }
     let trained = trainer.encoder().unwrap();
-    let reference = candle_core::safetensors::load(fixture_dir().join("trained_prefix.safetensors"), &Device::Cpu).unwrap();
+    let reference = candle_core::safetensors::load(
+        fixture_dir().join("trained_prefix.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     let reference = &reference["embedding.weight"];
     let error = relative_error(&trained.embedding, reference);
     eprintln!("trained prefix relative error {error:.2e}");
@@ -83,7 +110,11 @@ fn run_to_end(trainer: &mut Trainer, examples: &[Example], stop_after: Option<u6
     trainer
         .run(examples, |log, _| {
             losses.push(log.loss);
-            Ok(if Some(log.step) == stop_after { Flow::Stop } else { Flow::Continue })
+            Ok(if Some(log.step) == stop_after {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
         })
         .unwrap();
     losses
@@ -94,7 +125,12 @@ fn resuming_from_a_checkpoint_gives_the_same_adapter_bitwise() {
     let expected = expected();
     let examples = examples(&expected["train"]);
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let init = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
     // Dropout, shuffling, accumulation across epochs and a partial last batch all in play.
     let options = TrainOptions {
         per_device_train_batch_size: 3,
@@ -120,9 +156,26 @@ fn resuming_from_a_checkpoint_gives_the_same_adapter_bitwise() {
     losses.extend(run_to_end(&mut resumed, &examples, None));
 
     assert_eq!(losses, straight_losses);
-    let a = straight.encoder().unwrap().embedding.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = resumed.encoder().unwrap().embedding.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "adapters differ");
+    let a = straight
+        .encoder()
+        .unwrap()
+        .embedding
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = resumed
+        .encoder()
+        .unwrap()
+        .embedding
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "adapters differ"
+    );
 }
 
 #[test]
@@ -130,7 +183,12 @@ fn training_visibly_learns_a_small_domain_dataset() {
     let expected = expected();
     let examples = examples(&expected["train"]);
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(&fixture_dir().join("adapter_init"), model.config(), &Device::Cpu).unwrap();
+    let init = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
     let options = TrainOptions {
         per_device_train_batch_size: 8,
         gradient_accumulation_steps: 1,

@@ -16,17 +16,28 @@ fn expected() -> serde_json::Value {
 }
 
 fn glmtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glmtune")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout_json(output: &Output) -> serde_json::Value {
-    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn stderr_line(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
     stderr
 }
 
@@ -45,18 +56,40 @@ fn encode_gives_official_ids() {
 }
 
 fn max_relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
-    let diff = (actual - reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    let scale = reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    let diff = (actual - reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let scale = reference
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
     diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
 }
 
 #[test]
 fn logits_file_matches_reference_with_and_without_adapter() {
-    let reference = candle_core::safetensors::load(fixture("logits.safetensors"), &Device::Cpu).unwrap();
+    let reference =
+        candle_core::safetensors::load(fixture("logits.safetensors"), &Device::Cpu).unwrap();
     let case = &expected()["cases"][1];
-    let ids: Vec<String> = case["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let ids: Vec<String> = case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     let ids = ids.join(",");
-    for (adapter, key) in [(None, "base.1"), (Some(fixture("adapter_init")), "ptuned.1")] {
+    for (adapter, key) in [
+        (None, "base.1"),
+        (Some(fixture("adapter_init")), "ptuned.1"),
+    ] {
         let out = temp_path(key);
         let model = fixture("model");
         let mut args = vec!["logits", "--model", &model];
@@ -68,7 +101,11 @@ fn logits_file_matches_reference_with_and_without_adapter() {
         let out_arg = out.to_string_lossy().into_owned();
         args.extend(["--ids", &ids, "--out", &out_arg]);
         let output = glmtune(&args);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let written = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
         assert_eq!(written.len(), 1);
         let logits = &written["logits"];
@@ -82,15 +119,31 @@ fn greedy_generation_matches_reference_ids_and_text() {
     for case in expected()["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let base = stdout_json(&glmtune(&[
-            "generate", "--model", &fixture("model"), "--prompt", text, "--max-new-tokens", "10", "--greedy", "--json",
+            "generate",
+            "--model",
+            &fixture("model"),
+            "--prompt",
+            text,
+            "--max-new-tokens",
+            "10",
+            "--greedy",
+            "--json",
         ]));
         assert_eq!(base["ids"], case["greedy_base"], "{text:?}");
         if let Some(decoded) = case.get("decoded_greedy_base") {
             assert_eq!(&base["text"], decoded, "{text:?}");
         }
         let ptuned = stdout_json(&glmtune(&[
-            "generate", "--model", &fixture("model"), "--adapter", &fixture("adapter_init"),
-            "--prompt", text, "--max-new-tokens", "10", "--json",
+            "generate",
+            "--model",
+            &fixture("model"),
+            "--adapter",
+            &fixture("adapter_init"),
+            "--prompt",
+            text,
+            "--max-new-tokens",
+            "10",
+            "--json",
         ]));
         assert_eq!(ptuned["ids"], case["greedy_ptuned"], "{text:?}");
     }
@@ -99,12 +152,23 @@ fn greedy_generation_matches_reference_ids_and_text() {
 #[test]
 fn streamed_text_equals_json_text() {
     let text = expected()["cases"][0]["text"].as_str().unwrap().to_owned();
-    let args = ["generate", "--model", &fixture("model"), "--prompt", &text, "--max-new-tokens", "10"];
+    let args = [
+        "generate",
+        "--model",
+        &fixture("model"),
+        "--prompt",
+        &text,
+        "--max-new-tokens",
+        "10",
+    ];
     let streamed = glmtune(&args);
     assert!(streamed.status.success());
     let json = stdout_json(&glmtune(&[&args[..], &["--json"]].concat()));
     let streamed = String::from_utf8_lossy(&streamed.stdout).into_owned();
-    assert_eq!(streamed.strip_suffix('\n').unwrap(), json["text"].as_str().unwrap());
+    assert_eq!(
+        streamed.strip_suffix('\n').unwrap(),
+        json["text"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -113,17 +177,41 @@ fn max_length_counts_the_prompt() {
     let prompt_len = case["ids"].as_array().unwrap().len();
     let limit = (prompt_len + 4).to_string();
     let output = stdout_json(&glmtune(&[
-        "generate", "--model", &fixture("model"), "--prompt", case["text"].as_str().unwrap(), "--max-length", &limit, "--json",
+        "generate",
+        "--model",
+        &fixture("model"),
+        "--prompt",
+        case["text"].as_str().unwrap(),
+        "--max-length",
+        &limit,
+        "--json",
     ]));
-    assert_eq!(output["ids"].as_array().unwrap()[..], case["greedy_base"].as_array().unwrap()[..4]);
+    assert_eq!(
+        output["ids"].as_array().unwrap()[..],
+        case["greedy_base"].as_array().unwrap()[..4]
+    );
 }
 
 #[test]
 fn sampling_is_reproducible_with_a_seed() {
     let run = |seed: &str| {
         stdout_json(&glmtune(&[
-            "generate", "--model", &fixture("model"), "--prompt", "你好", "--max-new-tokens", "12",
-            "--temperature", "0.9", "--top-p", "0.8", "--top-k", "40", "--seed", seed, "--json",
+            "generate",
+            "--model",
+            &fixture("model"),
+            "--prompt",
+            "你好",
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "0.9",
+            "--top-p",
+            "0.8",
+            "--top-k",
+            "40",
+            "--seed",
+            seed,
+            "--json",
         ]))["ids"]
             .clone()
     };
@@ -133,15 +221,32 @@ fn sampling_is_reproducible_with_a_seed() {
 #[test]
 fn chat_answers_with_history_and_exits() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(["chat", "--model", &fixture("model"), "--adapter", &fixture("adapter_init"), "--max-length", "64"])
+        .args([
+            "chat",
+            "--model",
+            &fixture("model"),
+            "--adapter",
+            &fixture("adapter_init"),
+            "--max-length",
+            "64",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all("你好\n头痛怎么办\nclear\nexit\n".as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("你好\n头痛怎么办\nclear\nexit\n".as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.matches("ChatGLM：").count(), 2, "{stdout}");
     assert!(stdout.contains("history cleared"), "{stdout}");
@@ -151,11 +256,26 @@ fn chat_answers_with_history_and_exits() {
 fn bad_arguments_exit_2_with_one_line() {
     let model = fixture("model");
     for args in [
-        vec!["logits", "--model", &model, "--ids", "1,x,3", "--out", "/tmp/x"],
+        vec![
+            "logits", "--model", &model, "--ids", "1,x,3", "--out", "/tmp/x",
+        ],
         vec!["logits", "--model", &model, "--out", "/tmp/x"],
-        vec!["generate", "--model", &model, "--prompt", "hi", "--dtype", "f64"],
-        vec!["generate", "--model", &model, "--prompt", "hi", "--top-p", "1.5"],
-        vec!["generate", "--model", &model, "--prompt", "hi", "--greedy", "--temperature", "0.5"],
+        vec![
+            "generate", "--model", &model, "--prompt", "hi", "--dtype", "f64",
+        ],
+        vec![
+            "generate", "--model", &model, "--prompt", "hi", "--top-p", "1.5",
+        ],
+        vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "hi",
+            "--greedy",
+            "--temperature",
+            "0.5",
+        ],
         vec!["encode", "--model", &model],
         vec!["frobnicate"],
     ] {
@@ -171,19 +291,93 @@ fn every_subcommand_has_help() {
     for command in ["encode", "logits", "generate", "chat"] {
         let output = glmtune(&[command, "--help"]);
         assert!(output.status.success());
-        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: glmtune"), "{command}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage: glmtune"),
+            "{command}"
+        );
     }
 }
 
 #[test]
 fn runtime_errors_name_the_file_and_exit_1() {
-    let output = glmtune(&["logits", "--model", "/nonexistent/model", "--ids", "1,2", "--out", "/tmp/x"]);
+    let output = glmtune(&[
+        "logits",
+        "--model",
+        "/nonexistent/model",
+        "--ids",
+        "1,2",
+        "--out",
+        "/tmp/x",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr_line(&output).contains("/nonexistent/model/config.json"));
     let output = glmtune(&["encode", "--model", "/nonexistent/model", "hi"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr_line(&output).contains("/nonexistent/model"));
-    let output = glmtune(&["logits", "--model", &fixture("model"), "--ids", "1,99999", "--out", "/tmp/x"]);
+    let output = glmtune(&[
+        "logits",
+        "--model",
+        &fixture("model"),
+        "--ids",
+        "1,99999",
+        "--out",
+        "/tmp/x",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr_line(&output).contains("99999"));
+}
+
+#[test]
+fn score_reproduces_the_official_metrics() {
+    let metrics = expected()["metrics"].as_array().unwrap().clone();
+    let lines = |key: &str| {
+        metrics
+            .iter()
+            .map(|m| m[key].as_str().unwrap().to_owned() + "\n")
+            .collect::<String>()
+    };
+    let (predictions, references) = (temp_path("pred.txt"), temp_path("ref.txt"));
+    std::fs::write(&predictions, lines("pred")).unwrap();
+    std::fs::write(&references, lines("label")).unwrap();
+    let output = stdout_json(&glmtune(&[
+        "score",
+        "--predictions",
+        &predictions.to_string_lossy(),
+        "--references",
+        &references.to_string_lossy(),
+        "--per-example",
+    ]));
+    for key in ["bleu-4", "rouge-1", "rouge-2", "rouge-l"] {
+        let mean = metrics
+            .iter()
+            .map(|m| m[key].as_f64().unwrap())
+            .sum::<f64>()
+            / metrics.len() as f64;
+        assert!(
+            (output[key].as_f64().unwrap() - mean).abs() < 0.05,
+            "{key}: {} vs {mean}",
+            output[key]
+        );
+        for (got, want) in output["per_example"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&metrics)
+        {
+            assert!(
+                (got[key].as_f64().unwrap() - want[key].as_f64().unwrap()).abs() < 0.05,
+                "{key}"
+            );
+        }
+    }
+    std::fs::write(&references, "one line\n").unwrap();
+    let output = glmtune(&[
+        "score",
+        "--predictions",
+        &predictions.to_string_lossy(),
+        "--references",
+        &references.to_string_lossy(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr_line(&output).contains("ref.txt"));
 }

@@ -82,19 +82,29 @@ impl Checkpoint {
     }
 
     fn open_sharded(dir: &Path, index_path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index_path).map_err(|e| EngineError::io(index_path, e))?;
+        let text =
+            std::fs::read_to_string(index_path).map_err(|e| EngineError::io(index_path, e))?;
         let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            EngineError::checkpoint(index_path, format!("invalid JSON at line {}: {e}", e.line()))
+            EngineError::checkpoint(
+                index_path,
+                format!("invalid JSON at line {}: {e}", e.line()),
+            )
         })?;
         let weight_map = index
             .get("weight_map")
             .and_then(|m| m.as_object())
-            .ok_or_else(|| EngineError::config(index_path, "weight_map", "missing or not an object"))?;
+            .ok_or_else(|| {
+                EngineError::config(index_path, "weight_map", "missing or not an object")
+            })?;
         let mut checkpoint = Self::empty(dir);
         let mut shard_of_file: HashMap<String, usize> = HashMap::new();
         for (tensor, file) in weight_map {
             let file = file.as_str().ok_or_else(|| {
-                EngineError::config(index_path, format!("weight_map.{tensor}"), "expected a file name")
+                EngineError::config(
+                    index_path,
+                    format!("weight_map.{tensor}"),
+                    "expected a file name",
+                )
             })?;
             if file.contains('/') || file.contains('\\') || file == ".." {
                 return Err(EngineError::config(
@@ -117,7 +127,10 @@ impl Checkpoint {
                     return Err(EngineError::tensor(
                         dir.join(file),
                         tensor,
-                        format!("listed in {} but not stored in this shard", index_path.display()),
+                        format!(
+                            "listed in {} but not stored in this shard",
+                            index_path.display()
+                        ),
                     ))
                 }
             }
@@ -177,9 +190,19 @@ impl Checkpoint {
     }
 
     /// Loads `name` as `dtype` on `device`, checking its shape when `shape` is given.
-    pub fn load(&self, name: &str, shape: Option<&[usize]>, dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn load(
+        &self,
+        name: &str,
+        shape: Option<&[usize]>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let Some(&shard) = self.locations.get(name) else {
-            return Err(EngineError::tensor(&self.dir, name, "missing from the checkpoint"));
+            return Err(EngineError::tensor(
+                &self.dir,
+                name,
+                "missing from the checkpoint",
+            ));
         };
         let path = &self.shard_paths[shard];
         let tensor = match &self.shards[shard] {
@@ -207,16 +230,19 @@ impl Checkpoint {
                 format!("is stored as {stored:?}; only f32, f16 and bf16 weights are supported"),
             ));
         }
-        tensor
-            .to_dtype(dtype)
-            .map_err(|e| EngineError::tensor(path, name, format!("cannot be converted to {dtype:?}: {e}")))
+        tensor.to_dtype(dtype).map_err(|e| {
+            EngineError::tensor(path, name, format!("cannot be converted to {dtype:?}: {e}"))
+        })
     }
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so a crash never
 /// leaves a half-written file under the real name.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;

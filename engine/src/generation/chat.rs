@@ -16,7 +16,10 @@ pub fn build_prompt(query: &str, history: &[Turn]) -> String {
     }
     let mut prompt = String::new();
     for (i, turn) in history.iter().enumerate() {
-        prompt.push_str(&format!("[Round {i}]\n问：{}\n答：{}\n", turn.query, turn.response));
+        prompt.push_str(&format!(
+            "[Round {i}]\n问：{}\n答：{}\n",
+            turn.query, turn.response
+        ));
     }
     prompt.push_str(&format!("[Round {}]\n问：{query}\n答：", history.len()));
     prompt
@@ -30,7 +33,13 @@ fn is_cjk(c: char) -> bool {
 /// next to a CJK character turned into its full-width form.
 pub fn process_response(response: &str) -> String {
     let response = response.trim().replace("[[训练时间]]", "2023年");
-    const PAIRS: [(char, char); 5] = [(',', '，'), ('!', '！'), (':', '：'), (';', '；'), ('?', '？')];
+    const PAIRS: [(char, char); 5] = [
+        (',', '，'),
+        ('!', '！'),
+        (':', '：'),
+        (';', '；'),
+        ('?', '？'),
+    ];
     // The official code applies one regex substitution per punctuation mark and direction, each
     // over the output of the previous one; a single left-to-right pass per rule reproduces that.
     let mut chars: Vec<char> = response.chars().collect();
@@ -73,7 +82,10 @@ impl TextStream {
 
     /// Given the full decoded text so far, returns what has not been emitted yet.
     pub fn next_chunk(&mut self, decoded: &str) -> Option<String> {
-        if decoded.ends_with('\u{fffd}') || decoded.len() <= self.emitted || !decoded.is_char_boundary(self.emitted) {
+        if decoded.ends_with('\u{fffd}')
+            || decoded.len() <= self.emitted
+            || !decoded.is_char_boundary(self.emitted)
+        {
             return None;
         }
         let chunk = decoded[self.emitted..].to_owned();

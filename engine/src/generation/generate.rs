@@ -95,7 +95,12 @@ pub fn generate(
     let mut outputs = vec![Vec::new(); batch_size];
     let mut finished = vec![false; batch_size];
     let mut state = batch.next.clone();
-    let hidden = model.forward(&batch.ids, &batch.positions, batch.mask.as_ref(), &mut cache)?;
+    let hidden = model.forward(
+        &batch.ids,
+        &batch.positions,
+        batch.mask.as_ref(),
+        &mut cache,
+    )?;
     let mut last_hidden = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
     for _ in 0..budget {
         let logits = model.logits(&last_hidden)?.squeeze(1)?;
@@ -137,7 +142,11 @@ pub fn generate(
 }
 
 /// Logits `[seq, vocab]` (f32) for one unpadded sequence: the `glmtune logits` contract.
-pub fn sequence_logits(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> Result<Tensor> {
+pub fn sequence_logits(
+    model: &ChatGlmModel,
+    prefix: Option<&PrefixEncoder>,
+    ids: &[u32],
+) -> Result<Tensor> {
     let config = model.config();
     let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
     let batch = Batch::new(&[ids.to_vec()], config, prefix_len, model.device())?;
@@ -145,6 +154,11 @@ pub fn sequence_logits(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids
         Some(p) => KvCache::from_prefix(p.key_values(config, 1, model.dtype())?),
         None => KvCache::new(config.num_layers),
     };
-    let hidden = model.forward(&batch.ids, &batch.positions, batch.mask.as_ref(), &mut cache)?;
+    let hidden = model.forward(
+        &batch.ids,
+        &batch.positions,
+        batch.mask.as_ref(),
+        &mut cache,
+    )?;
     Ok(model.logits(&hidden)?.squeeze(0)?.contiguous()?)
 }

@@ -79,8 +79,14 @@ impl Sampler {
     }
 
     fn draw(&mut self, candidates: &[(u32, f32)]) -> u32 {
-        let max = candidates.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-        let weights: Vec<f64> = candidates.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
+        let max = candidates
+            .iter()
+            .map(|c| c.1)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f64> = candidates
+            .iter()
+            .map(|c| ((c.1 - max) as f64).exp())
+            .collect();
         let total: f64 = weights.iter().sum();
         let mut point = self.rng.random::<f64>() * total;
         for (candidate, weight) in candidates.iter().zip(&weights) {
@@ -98,7 +104,11 @@ impl Sampler {
 fn replace_invalid_scores(logits: &mut [f32]) {
     for l in logits.iter_mut() {
         if !l.is_finite() {
-            *l = if *l == f32::INFINITY { f32::MAX } else { f32::MIN };
+            *l = if *l == f32::INFINITY {
+                f32::MAX
+            } else {
+                f32::MIN
+            };
         }
     }
 }
@@ -131,7 +141,11 @@ fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f32) {
 
 /// The tokens that survive top-k then top-p, as `(id, logit)`, most likely first.
 fn filter_top_k_top_p(logits: &[f32], top_k: usize, top_p: f32) -> Vec<(u32, f32)> {
-    let mut sorted: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+    let mut sorted: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if top_k > 0 && top_k < sorted.len() {
         // Ties with the k-th score survive, as HF keeps every logit ≥ the k-th value.
@@ -180,12 +194,21 @@ mod tests {
     #[test]
     fn top_k_and_top_p_restrict_the_candidates() {
         let logits = [0.0, 5.0, 4.0, -10.0];
-        let ids: Vec<u32> = filter_top_k_top_p(&logits, 2, 1.0).iter().map(|c| c.0).collect();
+        let ids: Vec<u32> = filter_top_k_top_p(&logits, 2, 1.0)
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(ids, vec![1, 2]);
         // Token 1 alone holds ~73% of the mass: top_p 0.5 keeps only it, 0.9 adds token 2.
-        let ids: Vec<u32> = filter_top_k_top_p(&logits, 0, 0.5).iter().map(|c| c.0).collect();
+        let ids: Vec<u32> = filter_top_k_top_p(&logits, 0, 0.5)
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(ids, vec![1]);
-        let ids: Vec<u32> = filter_top_k_top_p(&logits, 0, 0.9).iter().map(|c| c.0).collect();
+        let ids: Vec<u32> = filter_top_k_top_p(&logits, 0, 0.9)
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(ids, vec![1, 2]);
     }
 
@@ -201,7 +224,9 @@ mod tests {
                 },
                 1.0,
             );
-            (0..20).map(|_| sampler.choose(&mut [0.0; 50], &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| sampler.choose(&mut [0.0; 50], &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));

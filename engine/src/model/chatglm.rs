@@ -16,8 +16,8 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::checkpoint::Checkpoint;
 use crate::config::ChatGlmConfig;
 use crate::error::{EngineError, Result};
-use crate::model::{gemv, init};
 use crate::model::rotary::{self, Rotary};
+use crate::model::{gemv, init};
 
 /// Score written into masked attention slots, as the official code does (a fill, not an addition).
 const MASKED_SCORE: f64 = -10000.0;
@@ -59,7 +59,12 @@ struct LayerNorm {
 impl LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if !x.track_op() && !self.weight.track_op() {
-            return Ok(candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)?);
+            return Ok(candle_nn::ops::layer_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?);
         }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
@@ -69,7 +74,10 @@ impl LayerNorm {
         let normed = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
         let weight = self.weight.to_dtype(DType::F32)?;
         let bias = self.bias.to_dtype(DType::F32)?;
-        Ok(normed.broadcast_mul(&weight)?.broadcast_add(&bias)?.to_dtype(dtype)?)
+        Ok(normed
+            .broadcast_mul(&weight)?
+            .broadcast_add(&bias)?
+            .to_dtype(dtype)?)
     }
 }
 
@@ -138,15 +146,26 @@ impl ChatGlmModel {
     }
 
     /// Builds the model from an open checkpoint, checking every tensor's shape.
-    pub fn from_checkpoint(config: ChatGlmConfig, checkpoint: &Checkpoint, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn from_checkpoint(
+        config: ChatGlmConfig,
+        checkpoint: &Checkpoint,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         // Exports of the bare `ChatGLMModel` omit the `transformer.` prefix.
         let prefix = if checkpoint.contains("transformer.word_embeddings.weight") {
             "transformer."
         } else {
             ""
         };
-        let (h, inner, vocab) = (config.hidden_size, config.inner_hidden_size, config.vocab_size);
-        let load = |name: &str, shape: &[usize]| checkpoint.load(&format!("{prefix}{name}"), Some(shape), dtype, device);
+        let (h, inner, vocab) = (
+            config.hidden_size,
+            config.inner_hidden_size,
+            config.vocab_size,
+        );
+        let load = |name: &str, shape: &[usize]| {
+            checkpoint.load(&format!("{prefix}{name}"), Some(shape), dtype, device)
+        };
         let load_norm = |name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
                 weight: load(&format!("{name}.weight"), &[h])?,
@@ -166,7 +185,11 @@ impl ChatGlmModel {
                 let p = format!("layers.{i}");
                 Ok(Block {
                     input_layernorm: load_norm(&format!("{p}.input_layernorm"))?,
-                    query_key_value: load_linear(&format!("{p}.attention.query_key_value"), 3 * h, h)?,
+                    query_key_value: load_linear(
+                        &format!("{p}.attention.query_key_value"),
+                        3 * h,
+                        h,
+                    )?,
                     dense: load_linear(&format!("{p}.attention.dense"), h, h)?,
                     post_attention_layernorm: load_norm(&format!("{p}.post_attention_layernorm"))?,
                     dense_h_to_4h: load_linear(&format!("{p}.mlp.dense_h_to_4h"), inner, h)?,
@@ -180,7 +203,15 @@ impl ChatGlmModel {
         } else {
             word_embeddings.clone()
         };
-        Self::from_parts(config, word_embeddings, blocks, final_layernorm, lm_head, dtype, device)
+        Self::from_parts(
+            config,
+            word_embeddings,
+            blocks,
+            final_layernorm,
+            lm_head,
+            dtype,
+            device,
+        )
     }
 
     fn from_parts(
@@ -214,7 +245,11 @@ impl ChatGlmModel {
 
     /// A model of random weights (normal, std 0.02; LayerNorms at identity), for benchmarks.
     pub fn random(config: ChatGlmConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
-        let (h, inner, vocab) = (config.hidden_size, config.inner_hidden_size, config.vocab_size);
+        let (h, inner, vocab) = (
+            config.hidden_size,
+            config.inner_hidden_size,
+            config.vocab_size,
+        );
         let counter = std::cell::Cell::new(seed);
         let normal = |shape: &[usize]| -> Result<Tensor> {
             counter.set(counter.get().wrapping_add(1));
@@ -248,7 +283,15 @@ impl ChatGlmModel {
         let word_embeddings = normal(&[vocab, h])?;
         let lm_head = word_embeddings.clone();
         let final_layernorm = norm()?;
-        Self::from_parts(config, word_embeddings, blocks, final_layernorm, lm_head, dtype, device)
+        Self::from_parts(
+            config,
+            word_embeddings,
+            blocks,
+            final_layernorm,
+            lm_head,
+            dtype,
+            device,
+        )
     }
 
     pub fn config(&self) -> &ChatGlmConfig {
@@ -266,7 +309,13 @@ impl ChatGlmModel {
     /// Runs the blocks over `ids` (`[batch, seq]`), appending to `cache`; returns the final hidden
     /// states `[batch, seq, hidden]`. `positions` is `[batch, n_dims, seq]`; `mask` (u8, 1 =
     /// forbidden) is `[batch, 1, seq, cache.len() + seq]`.
-    pub fn forward(&self, ids: &Tensor, positions: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let (batch, seq) = ids.dims2()?;
         if cache.layers.len() != self.blocks.len() {
             return Err(EngineError::Input(format!(
@@ -287,7 +336,9 @@ impl ChatGlmModel {
             .map(|d| self.rotary.gather(&positions.get_on_dim(1, d)?))
             .collect::<Result<Vec<_>>>()?;
         let mask = match mask {
-            Some(m) => Some(m.broadcast_as((batch, self.config.num_attention_heads, seq, m.dim(3)?))?),
+            Some(m) => {
+                Some(m.broadcast_as((batch, self.config.num_attention_heads, seq, m.dim(3)?))?)
+            }
             None => None,
         };
         let mut hidden = self
@@ -297,10 +348,19 @@ impl ChatGlmModel {
         let alpha = RESIDUAL_ALPHA;
         for (layer, block) in self.blocks.iter().enumerate() {
             let attention_input = block.input_layernorm.forward(&hidden)?;
-            let attention = self.attention(block, layer, &attention_input, &rotations, mask.as_ref(), &mut cache.layers[layer])?;
+            let attention = self.attention(
+                block,
+                layer,
+                &attention_input,
+                &rotations,
+                mask.as_ref(),
+                &mut cache.layers[layer],
+            )?;
             let residual = ((&attention_input * alpha)? + attention)?;
             let mlp_input = block.post_attention_layernorm.forward(&residual)?;
-            let mlp = block.dense_4h_to_h.forward(&block.dense_h_to_4h.forward(&mlp_input)?.gelu()?)?;
+            let mlp = block
+                .dense_4h_to_h
+                .forward(&block.dense_h_to_4h.forward(&mlp_input)?.gelu()?)?;
             hidden = ((&mlp_input * alpha)? + mlp)?;
         }
         self.final_layernorm.forward(&hidden)
@@ -317,7 +377,10 @@ impl ChatGlmModel {
     ) -> Result<Tensor> {
         let (batch, seq, hidden) = x.dims3()?;
         let (heads, head_dim) = (self.config.num_attention_heads, self.config.head_dim());
-        let qkv = block.query_key_value.forward(x)?.reshape((batch, seq, heads, 3 * head_dim))?;
+        let qkv = block
+            .query_key_value
+            .forward(x)?
+            .reshape((batch, seq, heads, 3 * head_dim))?;
         let query = qkv.narrow(D::Minus1, 0, head_dim)?;
         let key = qkv.narrow(D::Minus1, head_dim, head_dim)?;
         let value = qkv.narrow(D::Minus1, 2 * head_dim, head_dim)?;
@@ -359,18 +422,37 @@ impl ChatGlmModel {
 
     /// Applies the rotary embedding: with 2D encoding, the first half of each head by the position
     /// and the second half by the block position.
-    fn rotate(&self, query: &Tensor, key: &Tensor, rotations: &[(Tensor, Tensor)]) -> Result<(Tensor, Tensor)> {
+    fn rotate(
+        &self,
+        query: &Tensor,
+        key: &Tensor,
+        rotations: &[(Tensor, Tensor)],
+    ) -> Result<(Tensor, Tensor)> {
         if let [(cos, sin)] = rotations {
-            return Ok((rotary::apply(query, cos, sin)?, rotary::apply(key, cos, sin)?));
+            return Ok((
+                rotary::apply(query, cos, sin)?,
+                rotary::apply(key, cos, sin)?,
+            ));
         }
         let half = self.config.head_dim() / 2;
         let mut queries = Vec::with_capacity(2);
         let mut keys = Vec::with_capacity(2);
         for (i, (cos, sin)) in rotations.iter().enumerate() {
-            queries.push(rotary::apply(&query.narrow(D::Minus1, i * half, half)?, cos, sin)?);
-            keys.push(rotary::apply(&key.narrow(D::Minus1, i * half, half)?, cos, sin)?);
+            queries.push(rotary::apply(
+                &query.narrow(D::Minus1, i * half, half)?,
+                cos,
+                sin,
+            )?);
+            keys.push(rotary::apply(
+                &key.narrow(D::Minus1, i * half, half)?,
+                cos,
+                sin,
+            )?);
         }
-        Ok((Tensor::cat(&queries, D::Minus1)?, Tensor::cat(&keys, D::Minus1)?))
+        Ok((
+            Tensor::cat(&queries, D::Minus1)?,
+            Tensor::cat(&keys, D::Minus1)?,
+        ))
     }
 
     /// Logits `[batch, seq, vocab]` in f32 for final hidden states.
@@ -381,6 +463,8 @@ impl ChatGlmModel {
                 return Ok(y.to_dtype(DType::F32)?);
             }
         }
-        Ok(hidden.broadcast_matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?)
+        Ok(hidden
+            .broadcast_matmul(&self.lm_head.t()?)?
+            .to_dtype(DType::F32)?)
     }
 }

@@ -18,30 +18,44 @@ const BLOCK: usize = 256;
 
 /// `x · Wᵀ (+ bias)` for `x` holding one row, when the weights are a contiguous CPU matrix;
 /// `None` when this fast path does not apply (the caller then uses the general matmul).
-pub fn row_times_transposed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
-    if !matches!(weight.device(), Device::Cpu) || x.elem_count() != weight.dim(1)? || weight.rank() != 2 {
+pub fn row_times_transposed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    if !matches!(weight.device(), Device::Cpu)
+        || x.elem_count() != weight.dim(1)?
+        || weight.rank() != 2
+    {
         return Ok(None);
     }
     let (out_dim, in_dim) = weight.dims2()?;
-    let input: Vec<f32> = x.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+    let input: Vec<f32> = x
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?;
     let (storage, layout) = weight.storage_and_layout();
     let Some((start, end)) = layout.contiguous_offsets() else {
         return Ok(None);
     };
     let mut output = vec![0f32; out_dim];
     match &*storage {
-        Storage::Cpu(CpuStorage::F32(w)) => run(&mut output, in_dim, |row, out| {
+        Storage::Cpu(CpuStorage::F32(w)) => run(&mut output, |row, out| {
             *out = dot(&w[start + row * in_dim..start + (row + 1) * in_dim], &input)
         }),
-        Storage::Cpu(CpuStorage::F16(w)) => run(&mut output, in_dim, |row, out| {
-            *out = dot_widened(&w[start..end][row * in_dim..(row + 1) * in_dim], &input, |s, d| {
-                <[f16]>::convert_to_f32_slice(s, d)
-            })
+        Storage::Cpu(CpuStorage::F16(w)) => run(&mut output, |row, out| {
+            *out = dot_widened(
+                &w[start..end][row * in_dim..(row + 1) * in_dim],
+                &input,
+                <[f16]>::convert_to_f32_slice,
+            )
         }),
-        Storage::Cpu(CpuStorage::BF16(w)) => run(&mut output, in_dim, |row, out| {
-            *out = dot_widened(&w[start..end][row * in_dim..(row + 1) * in_dim], &input, |s, d| {
-                <[bf16]>::convert_to_f32_slice(s, d)
-            })
+        Storage::Cpu(CpuStorage::BF16(w)) => run(&mut output, |row, out| {
+            *out = dot_widened(
+                &w[start..end][row * in_dim..(row + 1) * in_dim],
+                &input,
+                <[bf16]>::convert_to_f32_slice,
+            )
         }),
         _ => return Ok(None),
     }
@@ -58,7 +72,7 @@ pub fn row_times_transposed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) 
 }
 
 /// Fills `output[row]` with `kernel(row)`, spread over the CPU's cores.
-fn run(output: &mut [f32], _in_dim: usize, kernel: impl Fn(usize, &mut f32) + Sync) {
+fn run(output: &mut [f32], kernel: impl Fn(usize, &mut f32) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
@@ -115,16 +129,40 @@ mod tests {
         let weight = crate::model::init::normal((37, 300), 1.0, 1, &device).unwrap();
         let bias = crate::model::init::normal(37, 1.0, 2, &device).unwrap();
         let x = crate::model::init::normal((1, 1, 300), 1.0, 3, &device).unwrap();
-        let expected = x.broadcast_matmul(&weight.t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
+        let expected = x
+            .broadcast_matmul(&weight.t().unwrap())
+            .unwrap()
+            .broadcast_add(&bias)
+            .unwrap();
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let w = weight.to_dtype(dtype).unwrap();
             let got = row_times_transposed(&x, &w, Some(&bias)).unwrap().unwrap();
-            let reference = x.broadcast_matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap()).unwrap().broadcast_add(&bias).unwrap();
-            let diff = (got - &reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let reference = x
+                .broadcast_matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap())
+                .unwrap()
+                .broadcast_add(&bias)
+                .unwrap();
+            let diff = (got - &reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-3, "{dtype:?}: {diff}");
         }
-        let got = row_times_transposed(&x, &weight, Some(&bias)).unwrap().unwrap();
-        let diff = (got - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let got = row_times_transposed(&x, &weight, Some(&bias))
+            .unwrap()
+            .unwrap();
+        let diff = (got - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-4, "{diff}");
     }
 }

@@ -46,7 +46,13 @@ pub fn position_ids(ids: &[u32], config: &ChatGlmConfig) -> (Vec<Vec<u32>>, usiz
         return (vec![positions], context_length);
     }
     let block: Vec<u32> = (0..len)
-        .map(|i| if i < context_length { 0 } else { (i - context_length + 1) as u32 })
+        .map(|i| {
+            if i < context_length {
+                0
+            } else {
+                (i - context_length + 1) as u32
+            }
+        })
         .collect();
     (vec![positions, block], context_length)
 }
@@ -68,13 +74,22 @@ pub struct Batch {
 
 impl Batch {
     /// Builds a batch from unpadded sequences; `prefix_len` prefix columns are always visible.
-    pub fn new(sequences: &[Vec<u32>], config: &ChatGlmConfig, prefix_len: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        sequences: &[Vec<u32>],
+        config: &ChatGlmConfig,
+        prefix_len: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let batch = sequences.len();
         let seq = sequences.iter().map(Vec::len).max().unwrap_or(0);
         if batch == 0 || seq == 0 {
             return Err(EngineError::Input("empty input: no token ids".into()));
         }
-        if let Some(&id) = sequences.iter().flatten().find(|&&id| id as usize >= config.vocab_size) {
+        if let Some(&id) = sequences
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= config.vocab_size)
+        {
             return Err(EngineError::Input(format!(
                 "token id {id} is outside the vocabulary (vocab_size {})",
                 config.vocab_size
@@ -103,7 +118,8 @@ impl Batch {
                 last_block_position: dims.get(1).and_then(|d| d.last().copied()).unwrap_or(0),
                 length: sequence.len(),
                 has_gmask: sequence.contains(&config.gmask_token_id),
-                anchored: sequence.contains(&config.gmask_token_id) || sequence.contains(&config.mask_token_id),
+                anchored: sequence.contains(&config.gmask_token_id)
+                    || sequence.contains(&config.mask_token_id),
             });
             for row in 0..seq {
                 let row_mask = &mut mask[(b * seq + row) * total..(b * seq + row + 1) * total];
@@ -221,7 +237,13 @@ mod tests {
         let config = tiny();
         let batch = Batch::new(&[vec![20, 5, 8], vec![5, 8]], &config, 2, &Device::Cpu).unwrap();
         assert_eq!(batch.padding, vec![0, 1]);
-        let mask = batch.mask.unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let mask = batch
+            .mask
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<u8>()
+            .unwrap();
         // Second sequence, 3 rows × (2 prefix + 3) columns; its first row and column are padding.
         let second = &mask[15..];
         assert_eq!(&second[0..5], &[0, 0, 1, 1, 1]);

@@ -38,7 +38,10 @@ pub struct PrefixEncoder {
 
 impl PrefixEncoder {
     /// The tensor shapes an encoder of `prefix` must have for `model`, by official name.
-    pub fn expected_shapes(prefix: PrefixConfig, model: &ChatGlmConfig) -> Vec<(&'static str, Vec<usize>)> {
+    pub fn expected_shapes(
+        prefix: PrefixConfig,
+        model: &ChatGlmConfig,
+    ) -> Vec<(&'static str, Vec<usize>)> {
         let (p, h, l) = (prefix.pre_seq_len, model.hidden_size, model.num_layers);
         if prefix.prefix_projection {
             vec![
@@ -55,7 +58,12 @@ impl PrefixEncoder {
 
     /// A freshly initialised encoder, as torch initialises the official one: embedding rows
     /// N(0, 1), linear layers U(±1/√fan_in).
-    pub fn random(prefix: PrefixConfig, model: &ChatGlmConfig, seed: u64, device: &Device) -> Result<Self> {
+    pub fn random(
+        prefix: PrefixConfig,
+        model: &ChatGlmConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let shapes = Self::expected_shapes(prefix, model);
         let mut tensors = Vec::with_capacity(shapes.len());
         for (i, (name, shape)) in shapes.iter().enumerate() {
@@ -69,7 +77,11 @@ impl PrefixEncoder {
             tensors.push(tensor);
         }
         let mut tensors = tensors.into_iter();
-        let mut next = || tensors.next().ok_or_else(|| EngineError::Input("prefix shapes".into()));
+        let mut next = || {
+            tensors
+                .next()
+                .ok_or_else(|| EngineError::Input("prefix shapes".into()))
+        };
         let embedding = next()?;
         let projection = if prefix.prefix_projection {
             Some(Projection {
@@ -100,7 +112,9 @@ impl PrefixEncoder {
                 if theirs != ours {
                     return Err(EngineError::adapter(
                         dir,
-                        format!("was trained for {field} {theirs}, but the model has {field} {ours}"),
+                        format!(
+                            "was trained for {field} {theirs}, but the model has {field} {ours}"
+                        ),
                     ));
                 }
             }
@@ -211,7 +225,8 @@ impl PrefixEncoder {
             "torch_dtype": "float32",
         });
         let config_path = dir.join("config.json");
-        let text = serde_json::to_string_pretty(&config).map_err(|e| EngineError::checkpoint(&config_path, e.to_string()))?;
+        let text = serde_json::to_string_pretty(&config)
+            .map_err(|e| EngineError::checkpoint(&config_path, e.to_string()))?;
         crate::checkpoint::write_atomically(&config_path, text.as_bytes())
     }
 
@@ -239,12 +254,19 @@ impl PrefixEncoder {
             .matmul(&p.in_weight.t()?)?
             .broadcast_add(&p.in_bias)?
             .tanh()?;
-        Ok(hidden.matmul(&p.out_weight.t()?)?.broadcast_add(&p.out_bias)?)
+        Ok(hidden
+            .matmul(&p.out_weight.t()?)?
+            .broadcast_add(&p.out_bias)?)
     }
 
     /// Per-layer `(key, value)`, each `[batch, heads, pre_seq_len, head_dim]` in `dtype` (the
     /// official model casts the encoder output to the embeddings' dtype).
-    pub fn key_values(&self, model: &ChatGlmConfig, batch: usize, dtype: DType) -> Result<Vec<(Tensor, Tensor)>> {
+    pub fn key_values(
+        &self,
+        model: &ChatGlmConfig,
+        batch: usize,
+        dtype: DType,
+    ) -> Result<Vec<(Tensor, Tensor)>> {
         let encoded = self.encode()?.to_dtype(dtype)?.unsqueeze(0)?;
         let encoded = encoded.broadcast_as((batch, encoded.dim(1)?, encoded.dim(2)?))?;
         split_key_values(&encoded, model)
@@ -256,9 +278,15 @@ impl PrefixEncoder {
 /// value slot 2i + 1 of the `2 · layers` axis, as the official `get_prompt` splits them.
 pub fn split_key_values(encoded: &Tensor, model: &ChatGlmConfig) -> Result<Vec<(Tensor, Tensor)>> {
     let (batch, p, _) = encoded.dims3()?;
-    let (l, nh, hd) = (model.num_layers, model.num_attention_heads, model.head_dim());
+    let (l, nh, hd) = (
+        model.num_layers,
+        model.num_attention_heads,
+        model.head_dim(),
+    );
     // [b, p, 2l, nh, hd] → [2l, b, nh, p, hd]
-    let per_layer = encoded.reshape((batch, p, 2 * l, nh, hd))?.permute((2, 0, 3, 1, 4))?;
+    let per_layer = encoded
+        .reshape((batch, p, 2 * l, nh, hd))?
+        .permute((2, 0, 3, 1, 4))?;
     (0..l)
         .map(|layer| {
             let key = per_layer.get(2 * layer)?.contiguous()?;

@@ -29,7 +29,12 @@ fn round_to(dtype: DType, x: f32) -> f32 {
 
 impl Rotary {
     /// Tables for `rotary_dim` channels and positions `0..max_positions`, in `dtype`.
-    pub fn new(rotary_dim: usize, max_positions: usize, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        rotary_dim: usize,
+        max_positions: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let inv_freq: Vec<f32> = (0..rotary_dim)
             .step_by(2)
             .map(|i| {
@@ -65,8 +70,14 @@ impl Rotary {
     pub fn gather(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
         let (batch, seq) = positions.dims2()?;
         let flat = positions.flatten_all()?;
-        let cos = self.cos.index_select(&flat, 0)?.reshape((batch, seq, 1, ()))?;
-        let sin = self.sin.index_select(&flat, 0)?.reshape((batch, seq, 1, ()))?;
+        let cos = self
+            .cos
+            .index_select(&flat, 0)?
+            .reshape((batch, seq, 1, ()))?;
+        let sin = self
+            .sin
+            .index_select(&flat, 0)?
+            .reshape((batch, seq, 1, ()))?;
         Ok((cos, sin))
     }
 }

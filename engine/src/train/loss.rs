@@ -26,20 +26,26 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
                 continue;
             }
             if label < 0 || label as usize >= vocab {
-                return Err(EngineError::Input(format!("label {label} is outside the vocabulary ({vocab})")));
+                return Err(EngineError::Input(format!(
+                    "label {label} is outside the vocabulary ({vocab})"
+                )));
             }
             rows.push((b * seq + t) as u32);
             targets.push(label as u32);
         }
     }
     if rows.is_empty() {
-        return Err(EngineError::Input("no position has a label: every label is -100".into()));
+        return Err(EngineError::Input(
+            "no position has a label: every label is -100".into(),
+        ));
     }
     let device = logits.device();
     let count = rows.len();
     let rows = Tensor::from_vec(rows, count, device)?;
     let targets = Tensor::from_vec(targets, (count, 1), device)?;
-    let picked = logits.reshape((batch * seq, vocab))?.index_select(&rows, 0)?;
+    let picked = logits
+        .reshape((batch * seq, vocab))?
+        .index_select(&rows, 0)?;
     let log_probs = candle_nn::ops::log_softmax(&picked, D::Minus1)?;
     Ok(log_probs.gather(&targets, 1)?.mean_all()?.neg()?)
 }

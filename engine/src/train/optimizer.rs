@@ -122,7 +122,10 @@ mod tests {
         let mut params = vec![vec![1.0f32, -1.0]];
         adam.update(0.1, &mut params, &[vec![0.5, -2.0]]);
         // m̂/√v̂ = sign(g) on the first step.
-        assert!((params[0][0] - 0.9).abs() < 1e-5 && (params[0][1] + 0.9).abs() < 1e-5, "{params:?}");
+        assert!(
+            (params[0][0] - 0.9).abs() < 1e-5 && (params[0][1] + 0.9).abs() < 1e-5,
+            "{params:?}"
+        );
     }
 
     #[test]

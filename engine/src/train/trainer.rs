@@ -93,7 +93,11 @@ pub struct Trainer<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    pub fn new(model: &'a ChatGlmModel, init: &PrefixEncoder, options: TrainOptions) -> Result<Self> {
+    pub fn new(
+        model: &'a ChatGlmModel,
+        init: &PrefixEncoder,
+        options: TrainOptions,
+    ) -> Result<Self> {
         if options.per_device_train_batch_size == 0 || options.gradient_accumulation_steps == 0 {
             return Err(EngineError::Input(
                 "batch size and gradient accumulation steps must be at least 1".into(),
@@ -150,8 +154,14 @@ impl<'a> Trainer<'a> {
         let device = self.model.device();
         let mut tensors = HashMap::new();
         for (i, m) in self.optimizer.moments.iter().enumerate() {
-            tensors.insert(format!("exp_avg.{i}"), Tensor::from_slice(&m.exp_avg, m.exp_avg.len(), device)?);
-            tensors.insert(format!("exp_avg_sq.{i}"), Tensor::from_slice(&m.exp_avg_sq, m.exp_avg_sq.len(), device)?);
+            tensors.insert(
+                format!("exp_avg.{i}"),
+                Tensor::from_slice(&m.exp_avg, m.exp_avg.len(), device)?,
+            );
+            tensors.insert(
+                format!("exp_avg_sq.{i}"),
+                Tensor::from_slice(&m.exp_avg_sq, m.exp_avg_sq.len(), device)?,
+            );
         }
         let optimizer_path = dir.join(OPTIMIZER_FILE);
         candle_core::safetensors::save(&tensors, &optimizer_path)
@@ -169,7 +179,10 @@ impl<'a> Trainer<'a> {
         let device = self.model.device().clone();
         let encoder = PrefixEncoder::load_adapter(dir, self.model.config(), &device)?;
         if encoder.config != self.params.encoder().config {
-            return Err(EngineError::adapter(dir, "the checkpoint's prefix shape differs from this run's"));
+            return Err(EngineError::adapter(
+                dir,
+                "the checkpoint's prefix shape differs from this run's",
+            ));
         }
         let values = encoder
             .named_tensors()
@@ -181,25 +194,33 @@ impl<'a> Trainer<'a> {
         let tensors = candle_core::safetensors::load(&optimizer_path, &device)
             .map_err(|e| EngineError::checkpoint(&optimizer_path, e.to_string()))?;
         for (i, m) in self.optimizer.moments.iter_mut().enumerate() {
-            for (name, target) in [(format!("exp_avg.{i}"), &mut m.exp_avg), (format!("exp_avg_sq.{i}"), &mut m.exp_avg_sq)] {
+            for (name, target) in [
+                (format!("exp_avg.{i}"), &mut m.exp_avg),
+                (format!("exp_avg_sq.{i}"), &mut m.exp_avg_sq),
+            ] {
                 let t = tensors
                     .get(&name)
                     .ok_or_else(|| EngineError::tensor(&optimizer_path, &name, "missing"))?;
                 let v = t.to_vec1::<f32>()?;
                 if v.len() != target.len() {
-                    return Err(EngineError::tensor(&optimizer_path, &name, format!("has {} values, expected {}", v.len(), target.len())));
+                    return Err(EngineError::tensor(
+                        &optimizer_path,
+                        &name,
+                        format!("has {} values, expected {}", v.len(), target.len()),
+                    ));
                 }
                 *target = v;
             }
         }
         let state_path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&state_path).map_err(|e| EngineError::io(&state_path, e))?;
+        let text =
+            std::fs::read_to_string(&state_path).map_err(|e| EngineError::io(&state_path, e))?;
         let state: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| EngineError::checkpoint(&state_path, format!("invalid JSON: {e}")))?;
         let field = |name: &str| {
-            state[name]
-                .as_u64()
-                .ok_or_else(|| EngineError::config(&state_path, name, "missing or not a non-negative integer"))
+            state[name].as_u64().ok_or_else(|| {
+                EngineError::config(&state_path, name, "missing or not a non-negative integer")
+            })
         };
         self.optimizer.step = field("global_step")?;
         self.micro_batches_done = field("micro_batches_done")?;
@@ -210,7 +231,9 @@ impl<'a> Trainer<'a> {
     fn epoch_order(&self, epoch: u64, count: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..count).collect();
         if self.options.shuffle {
-            order.shuffle(&mut StdRng::seed_from_u64(self.options.seed.wrapping_add(epoch)));
+            order.shuffle(&mut StdRng::seed_from_u64(
+                self.options.seed.wrapping_add(epoch),
+            ));
         }
         order
     }
@@ -222,12 +245,21 @@ impl<'a> Trainer<'a> {
 
     /// Runs until `max_steps` optimizer steps are done (resuming where a restored checkpoint left
     /// off), calling `on_step` after each; [`Flow::Stop`] from it ends the run after that step.
-    pub fn run(&mut self, examples: &[Example], mut on_step: impl FnMut(&StepLog, &Trainer) -> Result<Flow>) -> Result<()> {
+    pub fn run(
+        &mut self,
+        examples: &[Example],
+        mut on_step: impl FnMut(&StepLog, &Trainer) -> Result<Flow>,
+    ) -> Result<()> {
         if examples.is_empty() {
             return Err(EngineError::Input("no training examples".into()));
         }
-        if let Some(i) = examples.iter().position(|e| e.labels.len() != e.input_ids.len() || e.input_ids.is_empty()) {
-            return Err(EngineError::Input(format!("training example {i}: labels and input ids differ in length")));
+        if let Some(i) = examples
+            .iter()
+            .position(|e| e.labels.len() != e.input_ids.len() || e.input_ids.is_empty())
+        {
+            return Err(EngineError::Input(format!(
+                "training example {i}: labels and input ids differ in length"
+            )));
         }
         let options = self.options.clone();
         let accumulation = options.gradient_accumulation_steps as u64;
@@ -240,11 +272,15 @@ impl<'a> Trainer<'a> {
         let mut skip = (self.micro_batches_done % micro_per_epoch as u64) as usize;
         while step < options.max_steps {
             let order = self.epoch_order(epoch, examples.len());
-            let chunks = order.chunks(options.per_device_train_batch_size).enumerate().skip(skip);
+            let chunks = order
+                .chunks(options.per_device_train_batch_size)
+                .enumerate()
+                .skip(skip);
             skip = 0;
             for (index_in_epoch, chunk) in chunks {
                 let batch: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
-                let (loss, micro_grads, micro_tokens) = self.micro_batch(&batch, accumulation as f64)?;
+                let (loss, micro_grads, micro_tokens) =
+                    self.micro_batch(&batch, accumulation as f64)?;
                 losses.push(loss);
                 tokens += micro_tokens;
                 match &mut grads {
@@ -256,13 +292,21 @@ impl<'a> Trainer<'a> {
                 self.micro_batches_done += 1;
                 let epoch_end = index_in_epoch + 1 == micro_per_epoch;
                 let short_epoch = micro_per_epoch as u64 <= accumulation;
-                if self.micro_batches_done.is_multiple_of(accumulation) || (short_epoch && epoch_end) {
+                if self.micro_batches_done.is_multiple_of(accumulation)
+                    || (short_epoch && epoch_end)
+                {
                     let mut step_grads = grads.take().unwrap_or_default();
                     let grad_norm = global_norm(&step_grads);
                     clip(&mut step_grads, grad_norm, options.max_grad_norm);
-                    let learning_rate = linear_lr(options.learning_rate, step, options.warmup_steps, options.max_steps);
+                    let learning_rate = linear_lr(
+                        options.learning_rate,
+                        step,
+                        options.warmup_steps,
+                        options.max_steps,
+                    );
                     let mut values = self.params.values()?;
-                    self.optimizer.update(learning_rate, &mut values, &step_grads);
+                    self.optimizer
+                        .update(learning_rate, &mut values, &step_grads);
                     self.params.set_values(&values, self.model.device())?;
                     step += 1;
                     let log = StepLog {
@@ -287,9 +331,18 @@ impl<'a> Trainer<'a> {
 
     /// Forward and backward of one micro-batch; returns its (undivided) loss, the gradients of
     /// `loss / accumulation` per parameter, and the tokens it fed.
-    fn micro_batch(&self, batch: &[&Example], accumulation: f64) -> Result<(f64, Vec<Vec<f32>>, usize)> {
+    fn micro_batch(
+        &self,
+        batch: &[&Example],
+        accumulation: f64,
+    ) -> Result<(f64, Vec<Vec<f32>>, usize)> {
         let encoder = self.params.encoder();
-        let loss = batch_loss(self.model, &encoder, batch, Some(&|encoded| self.prefix_dropout(encoded)))?;
+        let loss = batch_loss(
+            self.model,
+            &encoder,
+            batch,
+            Some(&|encoded| self.prefix_dropout(encoded)),
+        )?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         let gradients = (loss / accumulation)?.backward()?;
         let grads = self
@@ -312,12 +365,15 @@ impl<'a> Trainer<'a> {
         if p <= 0.0 {
             return Ok(encoded.clone());
         }
-        let mut rng = StdRng::seed_from_u64(self.options.seed ^ self.micro_batches_done.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = StdRng::seed_from_u64(
+            self.options.seed ^ self.micro_batches_done.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let scale = 1.0 / (1.0 - p);
         let mask: Vec<f32> = (0..encoded.elem_count())
             .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
             .collect();
-        let mask = Tensor::from_vec(mask, encoded.shape(), encoded.device())?.to_dtype(encoded.dtype())?;
+        let mask =
+            Tensor::from_vec(mask, encoded.shape(), encoded.device())?.to_dtype(encoded.dtype())?;
         Ok((encoded * mask)?)
     }
 }
@@ -326,7 +382,12 @@ impl<'a> Trainer<'a> {
 type PrefixTransform<'f> = &'f dyn Fn(&Tensor) -> Result<Tensor>;
 
 /// The loss of one batch under `encoder`'s prefix.
-fn batch_loss(model: &ChatGlmModel, encoder: &PrefixEncoder, batch: &[&Example], transform: Option<PrefixTransform>) -> Result<Tensor> {
+fn batch_loss(
+    model: &ChatGlmModel,
+    encoder: &PrefixEncoder,
+    batch: &[&Example],
+    transform: Option<PrefixTransform>,
+) -> Result<Tensor> {
     let config = model.config();
     let sequences: Vec<Vec<u32>> = batch.iter().map(|e| e.input_ids.clone()).collect();
     let width = sequences.iter().map(Vec::len).max().unwrap_or(0);
@@ -339,7 +400,12 @@ fn batch_loss(model: &ChatGlmModel, encoder: &PrefixEncoder, batch: &[&Example],
             row
         })
         .collect();
-    let inputs = Batch::new(&sequences, config, encoder.config.pre_seq_len, model.device())?;
+    let inputs = Batch::new(
+        &sequences,
+        config,
+        encoder.config.pre_seq_len,
+        model.device(),
+    )?;
     let encoded = encoder.encode()?.to_dtype(model.dtype())?.unsqueeze(0)?;
     let encoded = encoded.broadcast_as((batch.len(), encoded.dim(1)?, encoded.dim(2)?))?;
     let encoded = match transform {
@@ -347,6 +413,11 @@ fn batch_loss(model: &ChatGlmModel, encoder: &PrefixEncoder, batch: &[&Example],
         None => encoded,
     };
     let mut cache = KvCache::from_prefix(split_key_values(&encoded, config)?);
-    let hidden = model.forward(&inputs.ids, &inputs.positions, inputs.mask.as_ref(), &mut cache)?;
+    let hidden = model.forward(
+        &inputs.ids,
+        &inputs.positions,
+        inputs.mask.as_ref(),
+        &mut cache,
+    )?;
     causal_lm_loss(&model.logits(&hidden)?, &labels)
 }

@@ -5,7 +5,9 @@
 use std::io::{BufRead, Write};
 
 use clap::Args;
-use glmtune_engine::generation::{build_prompt, generate, process_response, Flow, GenerationOptions, TextStream, Turn};
+use glmtune_engine::generation::{
+    build_prompt, generate, process_response, Flow, GenerationOptions, TextStream, Turn,
+};
 
 use super::model_args::ModelArgs;
 use super::sampling_args::SamplingArgs;
@@ -28,7 +30,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let mut history: Vec<Turn> = Vec::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "glmtune chat — type a message; `clear` resets the history, `exit` quits.")?;
+    writeln!(
+        stdout,
+        "glmtune chat — type a message; `clear` resets the history, `exit` quits."
+    )?;
     let mut seed_offset = 0u64;
     loop {
         write!(stdout, "\n用户：")?;
@@ -66,16 +71,22 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         stdout.flush()?;
         let mut stream = TextStream::new();
         let mut new_ids = Vec::new();
-        let result = generate(&loaded.model, loaded.prefix.as_ref(), &[prompt], &options, |_, id| {
-            if id != eos {
-                new_ids.push(id);
-                let text = process_response(&loaded.tokenizer.decode(&new_ids));
-                if let Some(chunk) = stream.next_chunk(&text) {
-                    let _ = write!(stdout, "{chunk}").and_then(|_| stdout.flush());
+        let result = generate(
+            &loaded.model,
+            loaded.prefix.as_ref(),
+            &[prompt],
+            &options,
+            |_, id| {
+                if id != eos {
+                    new_ids.push(id);
+                    let text = process_response(&loaded.tokenizer.decode(&new_ids));
+                    if let Some(chunk) = stream.next_chunk(&text) {
+                        let _ = write!(stdout, "{chunk}").and_then(|_| stdout.flush());
+                    }
                 }
-            }
-            Flow::Continue
-        });
+                Flow::Continue
+            },
+        );
         if let Err(error) = result {
             writeln!(stdout, "\n(generation failed: {error})")?;
             continue;

@@ -32,7 +32,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
     let prompt = loaded.tokenizer.encode(&args.prompt);
     let options = GenerationOptions {
-        max_new_tokens: if args.max_length.is_some() { None } else { Some(args.max_new_tokens) },
+        max_new_tokens: if args.max_length.is_some() {
+            None
+        } else {
+            Some(args.max_new_tokens)
+        },
         max_length: args.max_length,
         sampling: args.sampling.sampling(),
         repetition_penalty: args.sampling.repetition_penalty,
@@ -42,22 +46,35 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut stream = TextStream::new();
     let mut new_ids = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    let outputs = generate(&loaded.model, loaded.prefix.as_ref(), &[prompt], &options, |_, id| {
-        if !args.json && id != eos {
-            new_ids.push(id);
-            if let Some(chunk) = stream.next_chunk(&loaded.tokenizer.decode(&new_ids)) {
-                // A closed stdout (e.g. `| head`) ends generation instead of failing it.
-                if write!(stdout, "{chunk}").and_then(|_| stdout.flush()).is_err() {
-                    return Flow::Stop;
+    let outputs = generate(
+        &loaded.model,
+        loaded.prefix.as_ref(),
+        &[prompt],
+        &options,
+        |_, id| {
+            if !args.json && id != eos {
+                new_ids.push(id);
+                if let Some(chunk) = stream.next_chunk(&loaded.tokenizer.decode(&new_ids)) {
+                    // A closed stdout (e.g. `| head`) ends generation instead of failing it.
+                    if write!(stdout, "{chunk}")
+                        .and_then(|_| stdout.flush())
+                        .is_err()
+                    {
+                        return Flow::Stop;
+                    }
                 }
             }
-        }
-        Flow::Continue
-    })?;
+            Flow::Continue
+        },
+    )?;
     let ids = outputs.into_iter().next().unwrap_or_default();
     if args.json {
         let text = loaded.tokenizer.decode(&ids);
-        writeln!(stdout, "{}", serde_json::json!({ "ids": ids, "text": text }))?;
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::json!({ "ids": ids, "text": text })
+        )?;
     } else {
         if let Some(chunk) = stream.finish(&loaded.tokenizer.decode(&new_ids)) {
             write!(stdout, "{chunk}")?;

@@ -7,6 +7,7 @@ mod generate;
 mod logits;
 mod model_args;
 mod sampling_args;
+mod score;
 mod train;
 
 use std::process::ExitCode;
@@ -15,7 +16,11 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "glmtune", version, about = "ChatGLM-6B with P-Tuning v2: tokenize, generate, chat, train")]
+#[command(
+    name = "glmtune",
+    version,
+    about = "ChatGLM-6B with P-Tuning v2: tokenize, generate, chat, train"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +38,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Inspect training datasets.
     Data(data::DataArgs),
+    /// Score predictions against references: BLEU-4 and ROUGE-1/2/L as ptuning/main.py.
+    Score(score::ScoreArgs),
     /// Train a P-Tuning v2 prefix on a frozen model (the official ptuning/main.py recipe).
     Train(Box<train::TrainArgs>),
 }
@@ -44,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Data(args) => data::run(args),
+        Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(*args),
     }
 }
@@ -52,7 +60,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// and exit code 2.
 pub fn report_usage_error(error: clap::Error) -> ExitCode {
     match error.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = error.print();
             if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 ExitCode::from(2)

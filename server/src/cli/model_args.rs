@@ -75,5 +75,6 @@ impl ModelArgs {
 }
 
 pub fn load_tokenizer(model_dir: &Path) -> anyhow::Result<ChatGlmTokenizer> {
-    ChatGlmTokenizer::from_dir(model_dir).with_context(|| format!("loading the tokenizer of {}", model_dir.display()))
+    ChatGlmTokenizer::from_dir(model_dir)
+        .with_context(|| format!("loading the tokenizer of {}", model_dir.display()))
 }

@@ -51,7 +51,9 @@ impl SamplingArgs {
 
 /// Parses a probability in (0, 1].
 pub fn parse_probability(text: &str) -> Result<f32, String> {
-    let value: f32 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let value: f32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
     if value > 0.0 && value <= 1.0 {
         Ok(value)
     } else {
@@ -61,7 +63,9 @@ pub fn parse_probability(text: &str) -> Result<f32, String> {
 
 /// Parses a positive number.
 pub fn parse_positive(text: &str) -> Result<f32, String> {
-    let value: f32 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let value: f32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
     if value > 0.0 && value.is_finite() {
         Ok(value)
     } else {

@@ -88,13 +88,21 @@ pub struct TrainArgs {
 
 const LOG_FILE: &str = "trainer_log.jsonl";
 
-fn load_examples(args: &TrainArgs, path: &Path, tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer) -> anyhow::Result<Vec<Example>> {
+fn load_examples(
+    args: &TrainArgs,
+    path: &Path,
+    tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
+) -> anyhow::Result<Vec<Example>> {
     let format = args.dataset.format()?;
     let (records, report) = read_records(path, &format, args.dataset.skip_invalid)?;
     for issue in report.skipped_invalid.iter().chain(&report.skipped_empty) {
         eprintln!("glmtune: skipped {issue}");
     }
-    let options = PreprocessOptions::new(args.max_source_length, args.max_target_length, report.history_column);
+    let options = PreprocessOptions::new(
+        args.max_source_length,
+        args.max_target_length,
+        report.history_column,
+    );
     let features = preprocess_train(&records, tokenizer, &options)?;
     if features.is_empty() {
         bail!("{}: no usable records", path.display());
@@ -117,8 +125,14 @@ fn newest_checkpoint(dir: &Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(step) = name.strip_prefix("checkpoint-").and_then(|n| n.parse::<u64>().ok()) {
-            let complete = entry.path().join(glmtune_engine::train::trainer::STATE_FILE).is_file();
+        if let Some(step) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            let complete = entry
+                .path()
+                .join(glmtune_engine::train::trainer::STATE_FILE)
+                .is_file();
             if complete && best.as_ref().is_none_or(|(s, _)| step > *s) {
                 best = Some((step, entry.path()));
             }
@@ -169,7 +183,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             PrefixEncoder::random(prefix, model.config(), args.seed, &device)?
         }
     };
-    let micro_per_epoch = train.len().div_ceil(args.per_device_train_batch_size.max(1));
+    let micro_per_epoch = train
+        .len()
+        .div_ceil(args.per_device_train_batch_size.max(1));
     let updates_per_epoch = (micro_per_epoch / args.gradient_accumulation_steps.max(1)).max(1);
     let max_steps = args
         .max_steps
@@ -190,7 +206,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let mut trainer = Trainer::new(&model, &init, options)?;
-    std::fs::create_dir_all(&args.output_dir).with_context(|| format!("creating {}", args.output_dir.display()))?;
+    std::fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("creating {}", args.output_dir.display()))?;
     let log_path = args.output_dir.join(LOG_FILE);
     if args.resume {
         match newest_checkpoint(&args.output_dir)? {
@@ -199,10 +216,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 truncate_log(&log_path, step)?;
                 eprintln!("glmtune: resuming from {} (step {step})", dir.display());
             }
-            None => eprintln!("glmtune: no checkpoint in {}; starting afresh", args.output_dir.display()),
+            None => eprintln!(
+                "glmtune: no checkpoint in {}; starting afresh",
+                args.output_dir.display()
+            ),
         }
     } else if log_path.exists() {
-        bail!("{} already holds a run; pass --resume to continue it or choose another --output-dir", args.output_dir.display());
+        bail!(
+            "{} already holds a run; pass --resume to continue it or choose another --output-dir",
+            args.output_dir.display()
+        );
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -232,8 +255,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 "tokens_per_second": window.1 as f64 / seconds.max(1e-9),
                 "elapsed_s": started.elapsed().as_secs_f64(),
             });
-            writeln!(log, "{row}").map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display())))?;
-            let eta = started.elapsed().as_secs_f64() / step.step as f64 * (max_steps - step.step) as f64;
+            writeln!(log, "{row}").map_err(|e| {
+                glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display()))
+            })?;
+            let eta =
+                started.elapsed().as_secs_f64() / step.step as f64 * (max_steps - step.step) as f64;
             let line = format!(
                 "step {}/{max_steps}  loss {:.4}  lr {:.3e}  {:.0} tok/s  ETA {:.0}s",
                 step.step,
@@ -253,7 +279,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             if step.step.is_multiple_of(args.eval_steps.max(1)) || is_last {
                 let eval_loss = trainer.evaluate(validation)?;
                 let row = serde_json::json!({"step": step.step, "eval_loss": eval_loss});
-                writeln!(log, "{row}").map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display())))?;
+                writeln!(log, "{row}").map_err(|e| {
+                    glmtune_engine::EngineError::Input(format!(
+                        "writing {}: {e}",
+                        log_path.display()
+                    ))
+                })?;
             }
         }
         let stop = interrupted.load(Ordering::SeqCst);

@@ -1,0 +1,293 @@
+//! `glmtune train` and `glmtune data` as a user runs them: the official trajectory through the CLI,
+//! a run killed with SIGKILL and resumed, and bad datasets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+fn fixture(path: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
+    dir.join(path).to_string_lossy().into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glmtune-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn glmtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The fixture's recipe: `expected.json` → `train`.
+fn fixture_run_args(output_dir: &Path) -> Vec<String> {
+    [
+        "train",
+        "--model",
+        &fixture("model"),
+        "--train-file",
+        &fixture("train.jsonl"),
+        "--init-adapter",
+        &fixture("adapter_init"),
+        "--prefix-dropout",
+        "0",
+        "--no-shuffle",
+        "--logging-steps",
+        "1",
+        "--max-source-length",
+        "24",
+        "--max-target-length",
+        "16",
+        "--per-device-train-batch-size",
+        "2",
+        "--gradient-accumulation-steps",
+        "1",
+        "--learning-rate",
+        "0.02",
+        "--max-steps",
+        "12",
+        "--output-dir",
+        &output_dir.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn log_rows(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("trainer_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn cli_reproduces_the_official_trajectory() {
+    let dir = scratch("trajectory");
+    let args = fixture_run_args(&dir);
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
+    let rows = log_rows(&dir);
+    let trajectory = expected["train"]["trajectory"].as_array().unwrap();
+    assert_eq!(rows.len(), trajectory.len());
+    for (row, reference) in rows.iter().zip(trajectory) {
+        let (loss, reference_loss) = (
+            row["loss"].as_f64().unwrap(),
+            reference["loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (loss - reference_loss).abs() / reference_loss < 2e-3,
+            "{row} vs {reference}"
+        );
+        for field in [
+            "learning_rate",
+            "grad_norm",
+            "tokens_per_second",
+            "elapsed_s",
+        ] {
+            assert!(row[field].is_number(), "{field} missing from {row}");
+        }
+    }
+    let ours =
+        candle_core::safetensors::load(dir.join("adapter.safetensors"), &Device::Cpu).unwrap();
+    let reference =
+        candle_core::safetensors::load(fixture("trained_prefix.safetensors"), &Device::Cpu)
+            .unwrap();
+    let (a, b) = (
+        &ours["transformer.prefix_encoder.embedding.weight"],
+        &reference["embedding.weight"],
+    );
+    let error = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        / b.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+    assert!(error < 1e-3, "{error}");
+    for file in ["config.json", "pytorch_model.bin", "adapter.safetensors"] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    // The trained adapter is an adapter: generation loads it.
+    let generated = glmtune(&[
+        "generate",
+        "--model",
+        &fixture("model"),
+        "--adapter",
+        &dir.to_string_lossy(),
+        "--prompt",
+        "你好",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+}
+
+/// A longer run with dropout and shuffling, checkpointing every 10 steps.
+fn long_run_args(output_dir: &Path) -> Vec<String> {
+    let mut args = fixture_run_args(output_dir);
+    for (flag, value) in [
+        ("--max-steps", "120"),
+        ("--prefix-dropout", "0.1"),
+        ("--logging-steps", "10"),
+    ] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = value.into();
+    }
+    args.retain(|a| a != "--no-shuffle");
+    args.extend(["--save-steps".into(), "10".into()]);
+    args
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_adapter() {
+    let straight = scratch("straight");
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(long_run_args(&straight))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let killed = scratch("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(long_run_args(&killed))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !killed.join("checkpoint-20/trainer_state.json").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("adapter.safetensors").exists(),
+        "the run finished before it was killed"
+    );
+
+    let mut resume = long_run_args(&killed);
+    resume.push("--resume".into());
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&resume)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("resuming from"));
+    for file in ["adapter.safetensors", "pytorch_model.bin"] {
+        let a = std::fs::read(straight.join(file)).unwrap();
+        let b = std::fs::read(killed.join(file)).unwrap();
+        assert!(a == b, "{file} differs after resume");
+    }
+    let steps: Vec<u64> = log_rows(&killed)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=12).map(|i| i * 10).collect::<Vec<_>>(),
+        "log rows after resume"
+    );
+}
+
+#[test]
+fn an_existing_run_is_not_overwritten() {
+    let dir = scratch("twice");
+    let args = fixture_run_args(&dir);
+    assert!(Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let again = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+}
+
+#[test]
+fn bad_training_data_names_file_line_and_field() {
+    let dir = scratch("bad-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"content\": \"a\", \"summary\": \"b\"}\n{\"content\": \"c\"}\n",
+    )
+    .unwrap();
+    let mut args = fixture_run_args(&dir.join("out"));
+    let i = args.iter().position(|a| a == "--train-file").unwrap();
+    args[i + 1] = data.to_string_lossy().into_owned();
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.jsonl") && stderr.contains("line 2") && stderr.contains("summary"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn data_inspect_reports_lengths_and_truncation() {
+    let output = glmtune(&[
+        "data",
+        "inspect",
+        &fixture("train.jsonl"),
+        "--model",
+        &fixture("model"),
+        "--max-source-length",
+        "24",
+        "--max-target-length",
+        "16",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains('8'), "{stdout}");
+    assert!(stdout.to_lowercase().contains("truncat"), "{stdout}");
+}
