@@ -3,6 +3,7 @@
 mod chat;
 mod data;
 mod encode;
+mod eval;
 mod generate;
 mod logits;
 mod model_args;
@@ -38,6 +39,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Inspect training datasets.
     Data(data::DataArgs),
+    /// Answer every validation record and score the answers (BLEU-4, ROUGE).
+    Eval(Box<eval::EvalArgs>),
     /// Score predictions against references: BLEU-4 and ROUGE-1/2/L as ptuning/main.py.
     Score(score::ScoreArgs),
     /// Train a P-Tuning v2 prefix on a frozen model (the official ptuning/main.py recipe).
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Data(args) => data::run(args),
+        Command::Eval(args) => eval::run(*args),
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(*args),
     }
