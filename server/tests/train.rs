@@ -375,3 +375,83 @@ fn eval_writes_predictions_and_scores_them() {
         );
     }
 }
+
+#[test]
+fn validation_loss_is_logged_every_eval_steps() {
+    let dir = scratch("validation");
+    let mut args = fixture_run_args(&dir);
+    args.extend([
+        "--validation-file".into(),
+        fixture("train.jsonl"),
+        "--eval-steps".into(),
+        "6".into(),
+    ]);
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let evals: Vec<(u64, f64)> = log_rows(&dir)
+        .iter()
+        .filter(|r| r.get("eval_loss").is_some())
+        .map(|r| {
+            (
+                r["step"].as_u64().unwrap(),
+                r["eval_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), vec![6, 12]);
+    assert!(
+        evals[1].1 < evals[0].1,
+        "validation loss should fall on the training data: {evals:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes() {
+    let dir = scratch("interrupted");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(long_run_args(&dir))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !dir.join("checkpoint-10/trainer_state.json").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !dir.join("adapter.safetensors").exists(),
+        "the run finished before the interrupt"
+    );
+    let mut resume = long_run_args(&dir);
+    resume.push("--resume".into());
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&resume)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.join("adapter.safetensors").is_file());
+}
