@@ -41,9 +41,9 @@ pub struct TrainArgs {
     /// Where the log, checkpoints and the final adapter go.
     #[arg(long, value_name = "DIR")]
     output_dir: PathBuf,
-    /// Prefix length (ignored with --init-adapter, which has its own).
-    #[arg(long, default_value_t = 128)]
-    pre_seq_len: usize,
+    /// Prefix length (128 unless given; with --init-adapter it must match the adapter's).
+    #[arg(long)]
+    pre_seq_len: Option<usize>,
     /// Encode the prefix through a two-layer MLP.
     #[arg(long)]
     prefix_projection: bool,
@@ -173,11 +173,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         None => None,
     };
     let init = match &args.init_adapter {
-        Some(dir) => PrefixEncoder::load_adapter(dir, model.config(), &device)
-            .with_context(|| format!("loading adapter {}", dir.display()))?,
+        Some(dir) => {
+            let init = PrefixEncoder::load_adapter(dir, model.config(), &device)
+                .with_context(|| format!("loading adapter {}", dir.display()))?;
+            let theirs = init.config;
+            if args.pre_seq_len.is_some_and(|p| p != theirs.pre_seq_len) || (args.prefix_projection && !theirs.prefix_projection) {
+                bail!(
+                    "--init-adapter {}: pre_seq_len mismatch or prefix_projection mismatch: the adapter has pre_seq_len={} prefix_projection={}, the flags ask for pre_seq_len={} prefix_projection={}",
+                    dir.display(),
+                    theirs.pre_seq_len,
+                    theirs.prefix_projection,
+                    args.pre_seq_len.unwrap_or(theirs.pre_seq_len),
+                    args.prefix_projection
+                );
+            }
+            init
+        }
         None => {
             let prefix = PrefixConfig {
-                pre_seq_len: args.pre_seq_len,
+                pre_seq_len: args.pre_seq_len.unwrap_or(128),
                 prefix_projection: args.prefix_projection,
             };
             PrefixEncoder::random(prefix, model.config(), args.seed, &device)?
