@@ -12,6 +12,7 @@ use half::{bf16, f16};
 use crate::error::Result;
 
 /// Rows handed to one task: large enough to amortise scheduling, small enough to balance cores.
+#[cfg(not(target_arch = "wasm32"))]
 const ROWS_PER_TASK: usize = 64;
 /// Width of the f32 scratch block used to widen half-precision weights.
 const BLOCK: usize = 256;
