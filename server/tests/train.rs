@@ -455,3 +455,35 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
     );
     assert!(dir.join("adapter.safetensors").is_file());
 }
+
+#[test]
+fn flags_can_come_from_a_json_config_file() {
+    let dir = scratch("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = serde_json::json!({
+        "model": fixture("model"), "train_file": fixture("train.jsonl"), "init_adapter": fixture("adapter_init"),
+        "prefix_dropout": 0, "no_shuffle": true, "logging_steps": 1, "max_source_length": 24, "max_target_length": 16,
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.02, "max_steps": 40,
+    });
+    let path = dir.join("run.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = dir.join("out");
+    // The typed --max-steps overrides the file's.
+    let output = glmtune(&[
+        "train",
+        "--config",
+        &path.to_string_lossy(),
+        "--max-steps",
+        "12",
+        "--output-dir",
+        &out.to_string_lossy(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = log_rows(&out);
+    assert_eq!(rows.len(), 12);
+    assert!((rows[0]["loss"].as_f64().unwrap() - 13.715119361877441).abs() < 1e-3);
+}

@@ -1,6 +1,7 @@
 //! Command-line interface: argument types and the dispatch to each subcommand.
 
 mod chat;
+pub mod config_file;
 mod data;
 mod encode;
 mod eval;
@@ -44,6 +45,7 @@ enum Command {
     /// Score predictions against references: BLEU-4 and ROUGE-1/2/L as ptuning/main.py.
     Score(score::ScoreArgs),
     /// Train a P-Tuning v2 prefix on a frozen model (the official ptuning/main.py recipe).
+    #[command(args_override_self = true)]
     Train(Box<train::TrainArgs>),
 }
 

@@ -1,5 +1,6 @@
 //! `glmtune train`: P-Tuning v2 as `ptuning/main.py --do_train` runs it, with the official flag
-//! names, a JSON-lines log, `checkpoint-N/` folders, resume and a clean stop on Ctrl-C.
+//! names, a JSON-lines log, `checkpoint-N/` folders, resume and a clean stop on Ctrl-C. Flags may
+//! also come from a TOML or JSON file with `--config FILE` (see `config_file`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ use super::model_args::{load_tokenizer, DTypeArg};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
+    /// Read flags from a TOML or JSON file (keys are flag names); flags typed after it win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Base checkpoint folder (frozen).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
@@ -177,7 +181,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             let init = PrefixEncoder::load_adapter(dir, model.config(), &device)
                 .with_context(|| format!("loading adapter {}", dir.display()))?;
             let theirs = init.config;
-            if args.pre_seq_len.is_some_and(|p| p != theirs.pre_seq_len) || (args.prefix_projection && !theirs.prefix_projection) {
+            if args.pre_seq_len.is_some_and(|p| p != theirs.pre_seq_len)
+                || (args.prefix_projection && !theirs.prefix_projection)
+            {
                 bail!(
                     "--init-adapter {}: pre_seq_len mismatch or prefix_projection mismatch: the adapter has pre_seq_len={} prefix_projection={}, the flags ask for pre_seq_len={} prefix_projection={}",
                     dir.display(),
