@@ -415,7 +415,7 @@ fn validation_loss_is_logged_every_eval_steps() {
 #[test]
 fn ctrl_c_saves_a_checkpoint_that_resumes() {
     let dir = scratch("interrupted");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+    let child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
         .args(long_run_args(&dir))
         .stderr(std::process::Stdio::piped())
         .spawn()
