@@ -167,6 +167,19 @@ fn long_run_args(output_dir: &Path) -> Vec<String> {
     args
 }
 
+/// Polls until `path` exists (a checkpoint being written by a running child).
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_adapter() {
     let straight = scratch("straight");
@@ -186,11 +199,7 @@ fn a_killed_run_resumes_to_the_same_adapter() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !killed.join("checkpoint-20/trainer_state.json").exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for(&killed.join("checkpoint-20/trainer_state.json"));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
@@ -420,11 +429,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !dir.join("checkpoint-10/trainer_state.json").exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for(&dir.join("checkpoint-10/trainer_state.json"));
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -68,10 +68,7 @@ pub fn generate(
     let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
     let batch = Batch::new(prompts, config, prefix_len, device)?;
     let budget = options.new_token_budget(batch.ids.dim(1)?)?;
-    let mut cache = match prefix {
-        Some(p) => KvCache::from_prefix(p.key_values(config, batch_size, model.dtype())?),
-        None => KvCache::new(config.num_layers),
-    };
+    let mut cache = initial_cache(model, prefix, batch_size)?;
     let mut samplers: Vec<Sampler> = (0..batch_size)
         .map(|i| {
             let sampling = match &options.sampling {
@@ -150,10 +147,7 @@ pub fn sequence_logits(
     let config = model.config();
     let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
     let batch = Batch::new(&[ids.to_vec()], config, prefix_len, model.device())?;
-    let mut cache = match prefix {
-        Some(p) => KvCache::from_prefix(p.key_values(config, 1, model.dtype())?),
-        None => KvCache::new(config.num_layers),
-    };
+    let mut cache = initial_cache(model, prefix, 1)?;
     let hidden = model.forward(
         &batch.ids,
         &batch.positions,
@@ -161,4 +155,16 @@ pub fn sequence_logits(
         &mut cache,
     )?;
     Ok(model.logits(&hidden)?.squeeze(0)?.contiguous()?)
+}
+
+/// An empty cache, or one holding the adapter's prefix keys and values for `batch` sequences.
+fn initial_cache(
+    model: &ChatGlmModel,
+    prefix: Option<&PrefixEncoder>,
+    batch: usize,
+) -> Result<KvCache> {
+    Ok(match prefix {
+        Some(p) => KvCache::from_prefix(p.key_values(model.config(), batch, model.dtype())?),
+        None => KvCache::new(model.config().num_layers),
+    })
 }

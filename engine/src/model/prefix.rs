@@ -76,28 +76,7 @@ impl PrefixEncoder {
             };
             tensors.push(tensor);
         }
-        let mut tensors = tensors.into_iter();
-        let mut next = || {
-            tensors
-                .next()
-                .ok_or_else(|| EngineError::Input("prefix shapes".into()))
-        };
-        let embedding = next()?;
-        let projection = if prefix.prefix_projection {
-            Some(Projection {
-                in_weight: next()?,
-                in_bias: next()?,
-                out_weight: next()?,
-                out_bias: next()?,
-            })
-        } else {
-            None
-        };
-        Ok(Self {
-            config: prefix,
-            embedding,
-            projection,
-        })
+        Self::from_ordered(prefix, tensors)
     }
 
     /// Loads an adapter folder written by the official `ptuning/main.py` (or by us).
@@ -164,28 +143,7 @@ impl PrefixEncoder {
         for (name, shape) in Self::expected_shapes(prefix, model) {
             tensors.push(checkpoint.load(name, Some(&shape), DType::F32, device)?);
         }
-        let mut tensors = tensors.into_iter();
-        let mut next = || {
-            tensors
-                .next()
-                .ok_or_else(|| EngineError::adapter(dir, "internal: missing prefix tensor"))
-        };
-        let embedding = next()?;
-        let projection = if prefix.prefix_projection {
-            Some(Projection {
-                in_weight: next()?,
-                in_bias: next()?,
-                out_weight: next()?,
-                out_bias: next()?,
-            })
-        } else {
-            None
-        };
-        Ok(Self {
-            config: prefix,
-            embedding,
-            projection,
-        })
+        Self::from_ordered(prefix, tensors)
     }
 
     /// Writes an adapter folder in the official layout: `config.json` (the model's architecture
@@ -228,6 +186,45 @@ impl PrefixEncoder {
         let text = serde_json::to_string_pretty(&config)
             .map_err(|e| EngineError::checkpoint(&config_path, e.to_string()))?;
         crate::checkpoint::write_atomically(&config_path, text.as_bytes())
+    }
+
+    /// Assembles an encoder from tensors in the order of [`PrefixEncoder::expected_shapes`].
+    fn from_ordered(prefix: PrefixConfig, tensors: Vec<Tensor>) -> Result<Self> {
+        let expected = if prefix.prefix_projection { 5 } else { 1 };
+        if tensors.len() != expected {
+            return Err(EngineError::Input(format!(
+                "a prefix encoder needs {expected} tensors, got {}",
+                tensors.len()
+            )));
+        }
+        let mut tensors = tensors.into_iter();
+        let embedding = tensors.next();
+        let projection = if prefix.prefix_projection {
+            match (
+                tensors.next(),
+                tensors.next(),
+                tensors.next(),
+                tensors.next(),
+            ) {
+                (Some(in_weight), Some(in_bias), Some(out_weight), Some(out_bias)) => {
+                    Some(Projection {
+                        in_weight,
+                        in_bias,
+                        out_weight,
+                        out_bias,
+                    })
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(Self {
+            config: prefix,
+            embedding: embedding
+                .ok_or_else(|| EngineError::Input("prefix embedding missing".into()))?,
+            projection,
+        })
     }
 
     /// The named tensors, in the official names, for saving.
