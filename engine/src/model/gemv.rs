@@ -42,14 +42,10 @@ pub fn row_times_transposed(
     let mut output = vec![0f32; out_dim];
     match &*storage {
         Storage::Cpu(CpuStorage::F32(w)) => run(&mut output, |row, out| {
-            *out = dot(&w[start + row * in_dim..start + (row + 1) * in_dim], &input)
+            *out = dot_f32(&w[start + row * in_dim..start + (row + 1) * in_dim], &input)
         }),
         Storage::Cpu(CpuStorage::F16(w)) => run(&mut output, |row, out| {
-            *out = dot_widened(
-                &w[start..end][row * in_dim..(row + 1) * in_dim],
-                &input,
-                <[f16]>::convert_to_f32_slice,
-            )
+            *out = dot_f16(&w[start..end][row * in_dim..(row + 1) * in_dim], &input)
         }),
         Storage::Cpu(CpuStorage::BF16(w)) => run(&mut output, |row, out| {
             *out = dot_widened(
@@ -92,6 +88,26 @@ fn run(output: &mut [f32], kernel: impl Fn(usize, &mut f32) + Sync) {
     }
 }
 
+/// f32 weights · input, with AVX2/FMA when the CPU has them.
+fn dot_f32(row: &[f32], input: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: `available` checked the CPU features the kernel is compiled for.
+        return unsafe { x86::dot_f32(row, input) };
+    }
+    dot(row, input)
+}
+
+/// f16 weights · input, widened with F16C when the CPU has it.
+fn dot_f16(row: &[f16], input: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: `available` checked the CPU features the kernel is compiled for.
+        return unsafe { x86::dot_f16(row, input) };
+    }
+    dot_widened(row, input, <[f16]>::convert_to_f32_slice)
+}
+
 /// Dot product with eight independent accumulators, so the compiler vectorises it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -117,6 +133,103 @@ fn dot_widened<T>(row: &[T], input: &[f32], widen: impl Fn(&[T], &mut [f32])) ->
         sum += dot(block, x);
     }
     sum
+}
+
+/// AVX2 + FMA (+ F16C) kernels: baseline x86-64 builds only vectorise with SSE2, and widening f16
+/// one element at a time costs more than reading it.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    use half::f16;
+
+    pub fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn horizontal_sum(v: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let pair = _mm_hadd_ps(pair, pair);
+        _mm_cvtss_f32(_mm_hadd_ps(pair, pair))
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA ([`available`]).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load reads 8 floats at an offset + 8 ≤ n of both slices.
+        unsafe {
+            while i + 32 <= n {
+                for (k, lane) in acc.iter_mut().enumerate() {
+                    let offset = i + 8 * k;
+                    *lane = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(pa.add(offset)),
+                        _mm256_loadu_ps(pb.add(offset)),
+                        *lane,
+                    );
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i)),
+                    _mm256_loadu_ps(pb.add(i)),
+                    acc[0],
+                );
+                i += 8;
+            }
+        }
+        let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut sum = horizontal_sum(total);
+        for j in i..n {
+            sum += a[j] * b[j];
+        }
+        sum
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C ([`available`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load reads 8 halves / 8 floats at an offset + 8 ≤ n of both slices.
+        unsafe {
+            while i + 32 <= n {
+                for (k, lane) in acc.iter_mut().enumerate() {
+                    let offset = i + 8 * k;
+                    let weights =
+                        _mm256_cvtph_ps(_mm_loadu_si128(pa.add(offset) as *const __m128i));
+                    *lane = _mm256_fmadd_ps(weights, _mm256_loadu_ps(pb.add(offset)), *lane);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let weights = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i) as *const __m128i));
+                acc[0] = _mm256_fmadd_ps(weights, _mm256_loadu_ps(pb.add(i)), acc[0]);
+                i += 8;
+            }
+        }
+        let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut sum = horizontal_sum(total);
+        for j in i..n {
+            sum += a[j].to_f32() * b[j];
+        }
+        sum
+    }
 }
 
 #[cfg(test)]
