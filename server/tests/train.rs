@@ -180,6 +180,19 @@ fn wait_for(path: &Path) {
     }
 }
 
+/// Continues the long run in `dir` with `--resume` and checks it picked up a checkpoint.
+fn resume_long_run(dir: &Path) {
+    let mut resume = long_run_args(dir);
+    resume.push("--resume".into());
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&resume)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_adapter() {
     let straight = scratch("straight");
@@ -207,18 +220,7 @@ fn a_killed_run_resumes_to_the_same_adapter() {
         "the run finished before it was killed"
     );
 
-    let mut resume = long_run_args(&killed);
-    resume.push("--resume".into());
-    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(&resume)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("resuming from"));
+    resume_long_run(&killed);
     for file in ["adapter.safetensors", "pytorch_model.bin"] {
         let a = std::fs::read(straight.join(file)).unwrap();
         let b = std::fs::read(killed.join(file)).unwrap();
@@ -447,17 +449,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes() {
         !dir.join("adapter.safetensors").exists(),
         "the run finished before the interrupt"
     );
-    let mut resume = long_run_args(&dir);
-    resume.push("--resume".into());
-    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(&resume)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    resume_long_run(&dir);
     assert!(dir.join("adapter.safetensors").is_file());
 }
 
