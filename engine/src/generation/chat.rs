@@ -69,10 +69,11 @@ pub fn process_response(response: &str) -> String {
 }
 
 /// Emits the text of a growing id list piece by piece, holding back an incomplete UTF-8 character
-/// (decoded as U+FFFD) until the bytes that complete it arrive.
+/// (decoded as U+FFFD) until the bytes that complete it arrive, and never re-emitting: text that
+/// no longer extends what was shown waits for the next call.
 #[derive(Debug, Default)]
 pub struct TextStream {
-    emitted: usize,
+    emitted: String,
 }
 
 impl TextStream {
@@ -82,25 +83,40 @@ impl TextStream {
 
     /// Given the full decoded text so far, returns what has not been emitted yet.
     pub fn next_chunk(&mut self, decoded: &str) -> Option<String> {
-        if decoded.ends_with('\u{fffd}')
-            || decoded.len() <= self.emitted
-            || !decoded.is_char_boundary(self.emitted)
-        {
+        if decoded.ends_with('\u{fffd}') {
             return None;
         }
-        let chunk = decoded[self.emitted..].to_owned();
-        self.emitted = decoded.len();
-        Some(chunk)
+        let rest = decoded.strip_prefix(self.emitted.as_str())?;
+        if rest.is_empty() {
+            return None;
+        }
+        self.emitted.push_str(rest);
+        Some(rest.to_owned())
     }
 
-    /// The rest of the text once generation is over.
+    /// The rest of the text once generation is over. If the final text rewrote part of what was
+    /// shown (tokenizer clean-up can), what follows the common beginning is emitted, so no text
+    /// is lost.
     pub fn finish(&mut self, decoded: &str) -> Option<String> {
-        if decoded.len() <= self.emitted || !decoded.is_char_boundary(self.emitted) {
-            return None;
-        }
-        let chunk = decoded[self.emitted..].to_owned();
-        self.emitted = decoded.len();
-        Some(chunk)
+        let common = self
+            .emitted
+            .char_indices()
+            .zip(decoded.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(self.emitted.len().min(decoded.len()), |((i, _), _)| i);
+        let rest = &decoded[common..];
+        self.emitted = decoded.to_owned();
+        (!rest.is_empty()).then(|| rest.to_owned())
+    }
+}
+
+/// The streamable part of a chat response: [`process_response`] of the text so far, without a
+/// trailing ASCII mark that the next character may still turn full-width.
+pub fn stable_response(decoded: &str) -> String {
+    let processed = process_response(decoded);
+    match processed.strip_suffix([',', '!', ':', ';', '?']) {
+        Some(stable) => stable.to_owned(),
+        None => processed,
     }
 }
 
@@ -136,5 +152,26 @@ mod tests {
         assert_eq!(stream.next_chunk("你\u{fffd}"), None);
         assert_eq!(stream.next_chunk("你好").as_deref(), Some("好"));
         assert_eq!(stream.finish("你好").as_deref(), None);
+        // A rewrite of what was shown is not re-emitted while streaming; the end shows what
+        // follows the common beginning.
+        assert_eq!(stream.next_chunk("你们").as_deref(), None);
+        assert_eq!(stream.finish("你们好").as_deref(), Some("们好"));
+    }
+
+    #[test]
+    fn streamed_chat_text_never_needs_rewriting() {
+        let mut stream = TextStream::new();
+        let mut shown = String::new();
+        let steps = ["好", "好,", "好,的", "好,的!", "好,的!  "];
+        for step in steps {
+            if let Some(chunk) = stream.next_chunk(&stable_response(step)) {
+                shown.push_str(&chunk);
+            }
+        }
+        if let Some(chunk) = stream.finish(&process_response(steps[steps.len() - 1])) {
+            shown.push_str(&chunk);
+        }
+        assert_eq!(shown, process_response("好,的!"));
+        assert_eq!(shown, "好，的！");
     }
 }

@@ -6,7 +6,8 @@ use std::io::{BufRead, Write};
 
 use clap::Args;
 use glmtune_engine::generation::{
-    build_prompt, generate, process_response, Flow, GenerationOptions, TextStream, Turn,
+    build_prompt, generate, process_response, stable_response, Flow, GenerationOptions, TextStream,
+    Turn,
 };
 
 use super::model_args::ModelArgs;
@@ -79,7 +80,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             |_, id| {
                 if id != eos {
                     new_ids.push(id);
-                    let text = process_response(&loaded.tokenizer.decode(&new_ids));
+                    let text = stable_response(&loaded.tokenizer.decode(&new_ids));
                     if let Some(chunk) = stream.next_chunk(&text) {
                         let _ = write!(stdout, "{chunk}").and_then(|_| stdout.flush());
                     }
