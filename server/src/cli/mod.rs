@@ -7,7 +7,7 @@ mod encode;
 mod eval;
 mod generate;
 mod logits;
-mod model_args;
+pub mod model_args;
 mod sampling_args;
 mod score;
 mod train;
@@ -40,6 +40,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Inspect training datasets.
     Data(data::DataArgs),
+    /// Serve the OpenAI-compatible chat API over registered models.
+    Serve(crate::serve::ServeArgs),
     /// Answer every validation record and score the answers (BLEU-4, ROUGE).
     Eval(Box<eval::EvalArgs>),
     /// Score predictions against references: BLEU-4 and ROUGE-1/2/L as ptuning/main.py.
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Serve(args) => crate::serve::run(args),
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(*args),
     }

@@ -1,0 +1,135 @@
+//! `glmtune serve`: the HTTP server. This first part serves the OpenAI-compatible chat API over
+//! the models registered with `--model NAME=DIR` (each with its optional adapter), `/healthz`, and
+//! JSON errors everywhere.
+
+mod error;
+mod openai;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use axum::extract::rejection::JsonRejection;
+use axum::routing::{get, post};
+use axum::Router;
+use clap::Args;
+
+use crate::cli::model_args::{DTypeArg, Loaded, ModelArgs};
+pub use error::ApiError;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the address is printed at start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Register a model: NAME=DIR, or NAME=DIR:ADAPTER_DIR for a P-Tuning v2 expert. Repeatable.
+    #[arg(long = "model", value_name = "NAME=DIR[:ADAPTER]", value_parser = parse_model_spec)]
+    models: Vec<ModelSpec>,
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
+    /// Serve without authentication (allowed on a loopback address only). Users and API keys are
+    /// not implemented yet, so this is required for now.
+    #[arg(long)]
+    no_auth: bool,
+}
+
+#[derive(Debug, Clone)]
+struct ModelSpec {
+    name: String,
+    dir: PathBuf,
+    adapter: Option<PathBuf>,
+}
+
+fn parse_model_spec(text: &str) -> Result<ModelSpec, String> {
+    let (name, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=DIR[:ADAPTER]"))?;
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("{text:?}: expected NAME=DIR[:ADAPTER]"));
+    }
+    let (dir, adapter) = match path.split_once(':') {
+        Some((dir, adapter)) => (dir, Some(PathBuf::from(adapter))),
+        None => (path, None),
+    };
+    Ok(ModelSpec {
+        name: name.to_owned(),
+        dir: PathBuf::from(dir),
+        adapter,
+    })
+}
+
+/// One servable model; generation on the CPU runs one request at a time per model.
+pub struct Served {
+    pub loaded: Mutex<Loaded>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub models: Arc<BTreeMap<String, Arc<Served>>>,
+}
+
+/// Rejections of malformed JSON bodies as our JSON error.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::invalid(rejection.body_text())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.no_auth {
+        bail!("authentication (users and API keys) is not implemented yet: pass --no-auth on a loopback address");
+    }
+    if !args.bind.ip().is_loopback() {
+        bail!(
+            "--no-auth is allowed only on a loopback address, not {}",
+            args.bind
+        );
+    }
+    let mut models = BTreeMap::new();
+    for spec in &args.models {
+        let model_args = ModelArgs {
+            model: spec.dir.clone(),
+            adapter: spec.adapter.clone(),
+            dtype: args.dtype,
+        };
+        let loaded = model_args
+            .load()
+            .with_context(|| format!("registering model {}", spec.name))?;
+        models.insert(
+            spec.name.clone(),
+            Arc::new(Served {
+                loaded: Mutex::new(loaded),
+            }),
+        );
+    }
+    let state = AppState {
+        models: Arc::new(models),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("binding {}", args.bind))?;
+        let address = listener.local_addr()?;
+        println!("glmtune serve: listening on http://{address}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving")
+    })
+}

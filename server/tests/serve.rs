@@ -1,0 +1,198 @@
+//! `glmtune serve` over real HTTP on 127.0.0.1: the OpenAI-compatible chat API and JSON errors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn fixture(path: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
+    dir.join(path).to_string_lossy().into_owned()
+}
+
+/// A server on a free loopback port, stopped when dropped.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start() -> Self {
+        let tiny = format!("tiny={}", fixture("model"));
+        let expert = format!("expert={}:{}", fixture("model"), fixture("adapter_init"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--no-auth",
+                "--model",
+                &tiny,
+                "--model",
+                &expert,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().rsplit("http://").next().unwrap().to_owned();
+        Server { child, address }
+    }
+
+    /// Sends one HTTP/1.0 request (the server closes the connection after the body).
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.address,
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, body.to_owned())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
+}
+
+fn decoded(ids: &serde_json::Value) -> String {
+    // The fixture's greedy text, through the same CLI decode the server uses.
+    let ids: Vec<String> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args([
+            "generate",
+            "--model",
+            &fixture("model"),
+            "--prompt",
+            "你好",
+            "--max-new-tokens",
+            &ids.len().to_string(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    json["text"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn chat_completions_streamed_and_not() {
+    let server = Server::start();
+    let (status, body) = server.request("GET", "/healthz", None);
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, body) = server.request("GET", "/v1/models", None);
+    assert_eq!(status, 200);
+    let models: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["expert", "tiny"]);
+
+    let request = r#"{"model":"tiny","messages":[{"role":"user","content":"你好"}],"temperature":0,"max_tokens":10}"#;
+    let (status, body) = server.request("POST", "/v1/chat/completions", Some(request));
+    assert_eq!(status, 200, "{body}");
+    let completion: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let content = completion["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Greedy decoding of the bare query is the fixture's greedy continuation, cleaned up as chat().
+    let reference = decoded(&expected()["cases"][0]["greedy_base"]);
+    assert_eq!(content, reference.trim());
+    assert_eq!(completion["usage"]["prompt_tokens"], 9);
+    assert_eq!(completion["usage"]["completion_tokens"], 10);
+    assert_eq!(completion["choices"][0]["finish_reason"], "length");
+
+    let streamed_request =
+        request.replace("\"max_tokens\":10", "\"max_tokens\":10,\"stream\":true");
+    let (status, body) = server.request("POST", "/v1/chat/completions", Some(&streamed_request));
+    assert_eq!(status, 200);
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let mut text = String::new();
+    for event in &events[..events.len() - 1] {
+        let chunk: serde_json::Value = serde_json::from_str(event).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(piece);
+        }
+    }
+    assert_eq!(
+        text, content,
+        "streamed text equals the non-streamed answer"
+    );
+}
+
+#[test]
+fn errors_are_json_with_codes() {
+    let server = Server::start();
+    let cases = [
+        (
+            r#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#,
+            404,
+            "not_found",
+        ),
+        (
+            r#"{"model":"tiny","messages":[{"role":"assistant","content":"x"}]}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            r#"{"model":"tiny","messages":[{"role":"robot","content":"x"}]}"#,
+            400,
+            "invalid_request",
+        ),
+        ("{bad", 400, "invalid_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, response) = server.request("POST", "/v1/chat/completions", Some(body));
+        assert_eq!(got, status, "{body}: {response}");
+        let error: serde_json::Value = serde_json::from_str(&response).unwrap();
+        assert_eq!(error["error"]["code"], code, "{response}");
+    }
+    let (status, _) = server.request("GET", "/nowhere", None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn refuses_to_serve_without_auth_or_off_loopback() {
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(["serve", "--bind", "0.0.0.0:0", "--no-auth"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
