@@ -60,9 +60,11 @@ fn parse_model_spec(text: &str) -> Result<ModelSpec, String> {
     })
 }
 
-/// One servable model; generation on the CPU runs one request at a time per model.
+/// One servable model. The weights are read-only; `turn` makes requests take turns so that two
+/// generations do not split the CPU between them.
 pub struct Served {
-    pub loaded: Mutex<Loaded>,
+    pub loaded: Loaded,
+    pub turn: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -109,7 +111,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         models.insert(
             spec.name.clone(),
             Arc::new(Served {
-                loaded: Mutex::new(loaded),
+                loaded,
+                turn: Mutex::new(()),
             }),
         );
     }

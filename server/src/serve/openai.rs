@@ -151,10 +151,12 @@ fn run_job(
     job: &Job,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Outcome, ApiError> {
-    let loaded = served
-        .loaded
+    // A request that panicked left nothing half-written (the weights are read-only): go on.
+    let _turn = served
+        .turn
         .lock()
-        .map_err(|_| ApiError::internal("the model is unavailable after a failure"))?;
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let loaded = &served.loaded;
     let prompt = loaded
         .tokenizer
         .encode(&build_prompt(&job.query, &job.history));
