@@ -1,8 +1,9 @@
 //! `glmtune serve`: the HTTP server. This first part serves the OpenAI-compatible chat API over
-//! the models registered with `--model NAME=DIR` (each with its optional adapter), `/healthz`, and
-//! JSON errors everywhere.
+//! the models registered with `--model NAME=DIR` (each with its optional adapter), `/healthz`,
+//! `/metrics` (Prometheus) and JSON errors everywhere.
 
 mod error;
+mod metrics;
 mod openai;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,7 @@ pub struct Served {
 #[derive(Clone)]
 pub struct AppState {
     pub models: Arc<BTreeMap<String, Arc<Served>>>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Rejections of malformed JSON bodies as our JSON error.
@@ -84,7 +86,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/metrics", get(metrics::endpoint))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -118,6 +125,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let state = AppState {
         models: Arc::new(models),
+        metrics: Arc::default(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

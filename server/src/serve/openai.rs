@@ -24,6 +24,7 @@ use glmtune_shared::openai::{
 };
 use tokio_stream::StreamExt;
 
+use super::metrics::Metrics;
 use super::{ApiError, AppState, Served};
 
 fn now() -> u64 {
@@ -148,6 +149,7 @@ struct Outcome {
 /// Runs generation for `job`, calling `on_text` with each new piece of the answer.
 fn run_job(
     served: &Served,
+    metrics: &Metrics,
     job: &Job,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Outcome, ApiError> {
@@ -161,6 +163,7 @@ fn run_job(
         .tokenizer
         .encode(&build_prompt(&job.query, &job.history));
     let eos = loaded.model.config().eos_token_id;
+    let started = std::time::Instant::now();
     let mut new_ids = Vec::new();
     let mut stream = TextStream::new();
     let mut stopped_by_sequence = false;
@@ -199,6 +202,8 @@ fn run_job(
     if let Some(chunk) = stream.finish(&text) {
         on_text(&chunk);
     }
+    let completion_tokens = outputs.first().map_or(0, Vec::len);
+    metrics.observe_generation(completion_tokens, started.elapsed());
     let finish_reason = if produced_eos || stopped_by_sequence {
         "stop"
     } else {
@@ -208,7 +213,7 @@ fn run_job(
         text,
         finish_reason,
         prompt_tokens: prompt.len(),
-        completion_tokens: outputs.first().map_or(0, Vec::len),
+        completion_tokens,
     })
 }
 
@@ -227,12 +232,14 @@ pub async fn chat_completions(
     let serial = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("chatcmpl-{}-{serial}", now());
     let created = now();
+    let metrics = state.metrics.clone();
     if !streaming {
         let (job, served) = (Arc::new(job), served.clone());
         let task_job = job.clone();
-        let outcome = tokio::task::spawn_blocking(move || run_job(&served, &task_job, |_| true))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+        let outcome =
+            tokio::task::spawn_blocking(move || run_job(&served, &metrics, &task_job, |_| true))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??;
         let completion = ChatCompletion {
             id,
             object: "chat.completion".into(),
@@ -275,7 +282,7 @@ pub async fn chat_completions(
         if sender.blocking_send(chunk(first, None)).is_err() {
             return;
         }
-        let outcome = run_job(&served, &job, |text| {
+        let outcome = run_job(&served, &metrics, &job, |text| {
             let delta = Delta {
                 role: None,
                 content: Some(text.to_owned()),

@@ -1,0 +1,115 @@
+//! `/metrics` in the Prometheus text format: request latency histograms per route and status, and
+//! generation throughput.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// (route, status) → latency histogram.
+    requests: BTreeMap<(String, u16), Histogram>,
+    generated_tokens: u64,
+    generation_seconds: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<Counters>,
+}
+
+impl Metrics {
+    fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
+        // Counters stay consistent even if a holder panicked: every update is a few additions.
+        let mut counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut counters)
+    }
+
+    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        self.with(|c| {
+            let histogram = c.requests.entry((route.to_owned(), status)).or_default();
+            for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
+                if seconds <= *bound {
+                    *count += 1;
+                }
+            }
+            histogram.count += 1;
+            histogram.sum += seconds;
+        });
+    }
+
+    pub fn observe_generation(&self, tokens: usize, elapsed: Duration) {
+        self.with(|c| {
+            c.generated_tokens += tokens as u64;
+            c.generation_seconds += elapsed.as_secs_f64();
+        });
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        self.with(|c| {
+            let mut out = String::new();
+            out.push_str("# HELP glmtune_http_request_duration_seconds Request latency by route and status.\n");
+            out.push_str("# TYPE glmtune_http_request_duration_seconds histogram\n");
+            for ((route, status), h) in &c.requests {
+                let labels = format!("route=\"{route}\",status=\"{status}\"");
+                for (bound, count) in BUCKETS.iter().zip(h.counts) {
+                    let _ = writeln!(out, "glmtune_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
+                }
+                let _ = writeln!(out, "glmtune_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "glmtune_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
+                let _ = writeln!(out, "glmtune_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+            }
+            out.push_str("# HELP glmtune_generated_tokens_total Tokens generated for chat completions.\n");
+            out.push_str("# TYPE glmtune_generated_tokens_total counter\n");
+            let _ = writeln!(out, "glmtune_generated_tokens_total {}", c.generated_tokens);
+            out.push_str("# HELP glmtune_generation_tokens_per_second Generated tokens per second of generation time.\n");
+            out.push_str("# TYPE glmtune_generation_tokens_per_second gauge\n");
+            let rate = if c.generation_seconds > 0.0 { c.generated_tokens as f64 / c.generation_seconds } else { 0.0 };
+            let _ = writeln!(out, "glmtune_generation_tokens_per_second {rate}");
+            out
+        })
+    }
+}
+
+/// Middleware timing every request under its route pattern (never the raw path, which would let
+/// clients create unbounded label sets).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .observe_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+pub async fn endpoint(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}
