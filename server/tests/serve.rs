@@ -183,6 +183,19 @@ fn errors_are_json_with_codes() {
 }
 
 #[test]
+fn sigterm_shuts_down_cleanly() {
+    let mut server = Server::start();
+    assert_eq!(server.request("GET", "/healthz", None).0, 200);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
 fn refuses_to_serve_without_auth_or_off_loopback() {
     let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
         .args(["serve", "--bind", "127.0.0.1:0"])
