@@ -26,6 +26,8 @@ impl Server {
                 "--bind",
                 "127.0.0.1:0",
                 "--no-auth",
+                "--max-json-bytes",
+                "65536",
                 "--model",
                 &tiny,
                 "--model",
@@ -180,6 +182,14 @@ fn errors_are_json_with_codes() {
     }
     let (status, _) = server.request("GET", "/nowhere", None);
     assert_eq!(status, 404);
+    let huge = format!(
+        r#"{{"model":"tiny","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(100_000)
+    );
+    let (status, response) = server.request("POST", "/v1/chat/completions", Some(&huge));
+    assert_eq!(status, 413, "{response}");
+    let error: serde_json::Value = serde_json::from_str(&response).unwrap();
+    assert_eq!(error["error"]["code"], "payload_too_large");
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     models: Vec<ModelSpec>,
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// Largest JSON request body accepted, in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    max_json_bytes: usize,
     /// Serve without authentication (allowed on a loopback address only). Users and API keys are
     /// not implemented yet, so this is required for now.
     #[arg(long)]
@@ -74,20 +77,25 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
-/// Rejections of malformed JSON bodies as our JSON error.
+/// Rejections of malformed or oversized JSON bodies as our JSON error.
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        ApiError::invalid(rejection.body_text())
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(rejection.body_text())
+        } else {
+            ApiError::invalid(rejection.body_text())
+        }
     }
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, max_json_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/metrics", get(metrics::endpoint))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::extract::DefaultBodyLimit::max(max_json_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -136,7 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("glmtune serve: listening on http://{address}");
         use std::io::Write;
         std::io::stdout().flush()?;
-        axum::serve(listener, router(state))
+        axum::serve(listener, router(state, args.max_json_bytes))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving")
