@@ -91,6 +91,26 @@ struct Block {
     dense_4h_to_h: Linear,
 }
 
+impl Block {
+    /// One block's layout: the official sub-module names with their shapes, each made by
+    /// `norm(name)` or `linear(name, out, in)` (loaded from a checkpoint or drawn at random).
+    fn build(
+        config: &ChatGlmConfig,
+        norm: impl Fn(&str) -> Result<LayerNorm>,
+        linear: impl Fn(&str, usize, usize) -> Result<Linear>,
+    ) -> Result<Self> {
+        let (h, inner) = (config.hidden_size, config.inner_hidden_size);
+        Ok(Self {
+            input_layernorm: norm("input_layernorm")?,
+            query_key_value: linear("attention.query_key_value", 3 * h, h)?,
+            dense: linear("attention.dense", h, h)?,
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            dense_h_to_4h: linear("mlp.dense_h_to_4h", inner, h)?,
+            dense_4h_to_h: linear("mlp.dense_4h_to_h", h, inner)?,
+        })
+    }
+}
+
 /// Cached keys and values of every layer, each `[batch, heads, len, head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
@@ -158,11 +178,7 @@ impl ChatGlmModel {
         } else {
             ""
         };
-        let (h, inner, vocab) = (
-            config.hidden_size,
-            config.inner_hidden_size,
-            config.vocab_size,
-        );
+        let (h, vocab) = (config.hidden_size, config.vocab_size);
         let load = |name: &str, shape: &[usize]| {
             checkpoint.load(&format!("{prefix}{name}"), Some(shape), dtype, device)
         };
@@ -183,18 +199,11 @@ impl ChatGlmModel {
         let blocks = (0..config.num_layers)
             .map(|i| {
                 let p = format!("layers.{i}");
-                Ok(Block {
-                    input_layernorm: load_norm(&format!("{p}.input_layernorm"))?,
-                    query_key_value: load_linear(
-                        &format!("{p}.attention.query_key_value"),
-                        3 * h,
-                        h,
-                    )?,
-                    dense: load_linear(&format!("{p}.attention.dense"), h, h)?,
-                    post_attention_layernorm: load_norm(&format!("{p}.post_attention_layernorm"))?,
-                    dense_h_to_4h: load_linear(&format!("{p}.mlp.dense_h_to_4h"), inner, h)?,
-                    dense_4h_to_h: load_linear(&format!("{p}.mlp.dense_4h_to_h"), h, inner)?,
-                })
+                Block::build(
+                    &config,
+                    |name| load_norm(&format!("{p}.{name}")),
+                    |name, out_dim, in_dim| load_linear(&format!("{p}.{name}"), out_dim, in_dim),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let final_layernorm = load_norm("final_layernorm")?;
@@ -245,11 +254,7 @@ impl ChatGlmModel {
 
     /// A model of random weights (normal, std 0.02; LayerNorms at identity), for benchmarks.
     pub fn random(config: ChatGlmConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
-        let (h, inner, vocab) = (
-            config.hidden_size,
-            config.inner_hidden_size,
-            config.vocab_size,
-        );
+        let (h, vocab) = (config.hidden_size, config.vocab_size);
         let counter = std::cell::Cell::new(seed);
         let normal = |shape: &[usize]| -> Result<Tensor> {
             counter.set(counter.get().wrapping_add(1));
@@ -270,14 +275,11 @@ impl ChatGlmModel {
         };
         let blocks = (0..config.num_layers)
             .map(|_| {
-                Ok(Block {
-                    input_layernorm: norm()?,
-                    query_key_value: linear(3 * h, h)?,
-                    dense: linear(h, h)?,
-                    post_attention_layernorm: norm()?,
-                    dense_h_to_4h: linear(inner, h)?,
-                    dense_4h_to_h: linear(h, inner)?,
-                })
+                Block::build(
+                    &config,
+                    |_| norm(),
+                    |_, out_dim, in_dim| linear(out_dim, in_dim),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let word_embeddings = normal(&[vocab, h])?;

@@ -3,11 +3,13 @@
 //! `glmtune data inspect FILE --model DIR` reads the records, tokenizes them as training would
 //! and prints counts, token-length statistics, truncation and one rendered example.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use glmtune_engine::data::{inspect, read_records, DatasetFormat, PreprocessOptions};
+use glmtune_engine::data::{
+    inspect, read_records, DatasetFormat, PreprocessOptions, ReadReport, Record,
+};
 
 use super::model_args::load_tokenizer;
 
@@ -58,6 +60,20 @@ pub struct DatasetArgs {
 }
 
 impl DatasetArgs {
+    /// Reads `path` as these flags say, lists every skipped record on stderr, and refuses a file
+    /// with no usable record.
+    pub fn read_usable(&self, path: &Path) -> anyhow::Result<(Vec<Record>, ReadReport)> {
+        let (records, report) = read_records(path, &self.format()?, self.skip_invalid)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for issue in report.skipped_invalid.iter().chain(&report.skipped_empty) {
+            eprintln!("glmtune: skipped {issue}");
+        }
+        if records.is_empty() {
+            bail!("{}: no usable records", path.display());
+        }
+        Ok((records, report))
+    }
+
     /// The format the flags ask for; column flags imply `columns`.
     pub fn format(&self) -> anyhow::Result<DatasetFormat> {
         let any_column = self.prompt_column.is_some()

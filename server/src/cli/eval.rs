@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use glmtune_engine::data::{read_records, render_prompt, Record};
+use glmtune_engine::data::{render_prompt, Record};
 use glmtune_engine::generation::{generate, Flow, GenerationOptions};
 use glmtune_engine::metrics::score_corpus;
 
@@ -54,18 +54,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         bail!("--max-source-length and --max-target-length must be at least 3");
     }
     let loaded = args.model.load()?;
-    let (records, report) = read_records(
-        &args.validation_file,
-        &args.dataset.format()?,
-        args.dataset.skip_invalid,
-    )
-    .with_context(|| format!("reading {}", args.validation_file.display()))?;
-    for issue in report.skipped_invalid.iter().chain(&report.skipped_empty) {
-        eprintln!("glmtune: skipped {issue}");
-    }
-    if records.is_empty() {
-        bail!("{}: no usable records", args.validation_file.display());
-    }
+    let (records, _) = args.dataset.read_usable(&args.validation_file)?;
     let tokenizer = &loaded.tokenizer;
     let special = tokenizer.special_ids();
     let prompts: Vec<Vec<u32>> = records

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use glmtune_engine::data::{preprocess_train, read_records, PreprocessOptions};
+use glmtune_engine::data::{preprocess_train, PreprocessOptions};
 use glmtune_engine::generation::Flow;
 use glmtune_engine::model::PrefixEncoder;
 use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer};
@@ -97,20 +97,13 @@ fn load_examples(
     path: &Path,
     tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
 ) -> anyhow::Result<Vec<Example>> {
-    let format = args.dataset.format()?;
-    let (records, report) = read_records(path, &format, args.dataset.skip_invalid)?;
-    for issue in report.skipped_invalid.iter().chain(&report.skipped_empty) {
-        eprintln!("glmtune: skipped {issue}");
-    }
+    let (records, report) = args.dataset.read_usable(path)?;
     let options = PreprocessOptions::new(
         args.max_source_length,
         args.max_target_length,
         report.history_column,
     );
     let features = preprocess_train(&records, tokenizer, &options)?;
-    if features.is_empty() {
-        bail!("{}: no usable records", path.display());
-    }
     Ok(features
         .into_iter()
         .map(|f| Example {
