@@ -303,10 +303,9 @@ fn data_inspect_reports_lengths_and_truncation() {
     assert!(stdout.to_lowercase().contains("truncat"), "{stdout}");
 }
 
-#[test]
-fn eval_writes_predictions_and_scores_them() {
-    let dir = scratch("eval");
-    let output = glmtune(&[
+/// `glmtune eval` of the trained fixture adapter over the training file, greedy.
+fn run_eval(dir: &Path, batch_size: &str) -> Output {
+    glmtune(&[
         "eval",
         "--model",
         &fixture("model"),
@@ -320,10 +319,16 @@ fn eval_writes_predictions_and_scores_them() {
         "16",
         "--greedy",
         "--per-device-eval-batch-size",
-        "3",
+        batch_size,
         "--output-dir",
         &dir.to_string_lossy(),
-    ]);
+    ])
+}
+
+#[test]
+fn eval_writes_predictions_and_scores_them() {
+    let dir = scratch("eval");
+    let output = run_eval(&dir, "3");
     assert!(
         output.status.success(),
         "{}",
@@ -347,24 +352,7 @@ fn eval_writes_predictions_and_scores_them() {
     // Batching does not change greedy answers; as in the official batched `generate`, the length
     // limit counts the padded prompt, so short prompts in a batch may stop sooner.
     let single = scratch("eval-single");
-    let output = glmtune(&[
-        "eval",
-        "--model",
-        &fixture("model"),
-        "--adapter",
-        &fixture("adapter_trained"),
-        "--validation-file",
-        &fixture("train.jsonl"),
-        "--max-source-length",
-        "24",
-        "--max-target-length",
-        "16",
-        "--greedy",
-        "--per-device-eval-batch-size",
-        "1",
-        "--output-dir",
-        &single.to_string_lossy(),
-    ]);
+    let output = run_eval(&single, "1");
     assert!(output.status.success());
     let predictions = |dir: &Path| -> Vec<String> {
         std::fs::read_to_string(dir.join("generated_predictions.jsonl"))
