@@ -27,6 +27,18 @@ fn examples(train: &serde_json::Value) -> Vec<Example> {
         .collect()
 }
 
+/// The fixture model and the adapter the official run started from.
+fn model_and_initial_adapter() -> (ChatGlmModel, PrefixEncoder) {
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let init = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    (model, init)
+}
+
 fn relative(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
 }
@@ -35,13 +47,7 @@ fn relative(a: f64, b: f64) -> f64 {
 fn reproduces_the_official_trajectory_and_prefix() {
     let expected = expected();
     let train = &expected["train"];
-    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(
-        &fixture_dir().join("adapter_init"),
-        model.config(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (model, init) = model_and_initial_adapter();
     let options = TrainOptions {
         per_device_train_batch_size: train["batch_size"].as_u64().unwrap() as usize,
         gradient_accumulation_steps: train["grad_accum"].as_u64().unwrap() as usize,
@@ -124,13 +130,7 @@ fn run_to_end(trainer: &mut Trainer, examples: &[Example], stop_after: Option<u6
 fn resuming_from_a_checkpoint_gives_the_same_adapter_bitwise() {
     let expected = expected();
     let examples = examples(&expected["train"]);
-    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(
-        &fixture_dir().join("adapter_init"),
-        model.config(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (model, init) = model_and_initial_adapter();
     // Dropout, shuffling, accumulation across epochs and a partial last batch all in play.
     let options = TrainOptions {
         per_device_train_batch_size: 3,
@@ -182,13 +182,7 @@ fn resuming_from_a_checkpoint_gives_the_same_adapter_bitwise() {
 fn training_visibly_learns_a_small_domain_dataset() {
     let expected = expected();
     let examples = examples(&expected["train"]);
-    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(
-        &fixture_dir().join("adapter_init"),
-        model.config(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (model, init) = model_and_initial_adapter();
     let options = TrainOptions {
         per_device_train_batch_size: 8,
         gradient_accumulation_steps: 1,
