@@ -2,6 +2,7 @@
 //! its P-Tuning v2 adapters.
 
 mod cli;
+mod db;
 mod serve;
 
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! Types on the wire between `glmtune serve` and its clients (the web app, scripts, the `openai`
 //! package). Kept free of server dependencies so the wasm web app can use them too.
 
+pub mod api;
 pub mod error;
 pub mod openai;

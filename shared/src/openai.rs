@@ -107,3 +107,100 @@ pub struct ModelList {
     pub object: String,
     pub data: Vec<Model>,
 }
+
+/// `/v1/files` entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileObject {
+    pub id: String,
+    pub object: String,
+    pub bytes: i64,
+    pub created_at: i64,
+    pub filename: String,
+    pub purpose: String,
+    pub status: String,
+}
+
+/// A list as OpenAI pages them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub object: String,
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    pub fn of(data: Vec<T>) -> Self {
+        Page {
+            object: "list".into(),
+            data,
+            has_more: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateFineTuningJob {
+    pub model: String,
+    pub training_file: String,
+    #[serde(default)]
+    pub validation_file: Option<String>,
+    /// `n_epochs`, `batch_size`, `learning_rate_multiplier`, and P-Tuning v2 settings by their
+    /// flag names (`pre_seq_len`, `learning_rate`, `max_steps`, ...).
+    #[serde(default)]
+    pub hyperparameters: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuningError {
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuningJob {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub model: String,
+    pub fine_tuned_model: Option<String>,
+    pub organization_id: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub hyperparameters: serde_json::Value,
+    pub result_files: Vec<String>,
+    pub trained_tokens: Option<i64>,
+    pub error: Option<FineTuningError>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuningJobEvent {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuningJobCheckpoint {
+    pub id: String,
+    pub object: String,
+    pub created_at: i64,
+    pub fine_tuned_model_checkpoint: String,
+    pub fine_tuning_job_id: String,
+    pub step_number: i64,
+    pub metrics: serde_json::Value,
+}

@@ -33,6 +33,9 @@ pub struct EvalArgs {
     max_source_length: usize,
     #[arg(long, default_value_t = 64)]
     max_target_length: usize,
+    /// Answer only the first N records (the official --max_predict_samples).
+    #[arg(long, value_name = "N")]
+    max_predict_samples: Option<usize>,
     /// Prompts generated together (left-padded).
     #[arg(long, default_value_t = 8)]
     per_device_eval_batch_size: usize,
@@ -54,7 +57,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         bail!("--max-source-length and --max-target-length must be at least 3");
     }
     let loaded = args.model.load()?;
-    let (records, _) = args.dataset.read_usable(&args.validation_file)?;
+    let (mut records, _) = args.dataset.read_usable(&args.validation_file)?;
+    if let Some(limit) = args.max_predict_samples {
+        records.truncate(limit.max(1));
+    }
     let tokenizer = &loaded.tokenizer;
     let special = tokenizer.special_ids();
     let prompts: Vec<Vec<u32>> = records

@@ -10,6 +10,7 @@ mod logits;
 pub mod model_args;
 mod sampling_args;
 mod score;
+mod token;
 mod train;
 
 use std::process::ExitCode;
@@ -40,12 +41,14 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Inspect training datasets.
     Data(data::DataArgs),
-    /// Serve the OpenAI-compatible chat API over registered models.
+    /// Serve the dashboard API, training runs and the OpenAI-compatible API.
     Serve(crate::serve::ServeArgs),
     /// Answer every validation record and score the answers (BLEU-4, ROUGE).
     Eval(Box<eval::EvalArgs>),
     /// Score predictions against references: BLEU-4 and ROUGE-1/2/L as ptuning/main.py.
     Score(score::ScoreArgs),
+    /// Create API keys for `glmtune serve`.
+    Token(token::TokenArgs),
     /// Train a P-Tuning v2 prefix on a frozen model (the official ptuning/main.py recipe).
     #[command(args_override_self = true)]
     Train(Box<train::TrainArgs>),
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => crate::serve::run(args),
         Command::Score(args) => score::run(args),
+        Command::Token(args) => token::run(args),
         Command::Train(args) => train::run(*args),
     }
 }

@@ -229,10 +229,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 truncate_log(&log_path, step)?;
                 eprintln!("glmtune: resuming from {} (step {step})", dir.display());
             }
-            None => eprintln!(
-                "glmtune: no checkpoint in {}; starting afresh",
-                args.output_dir.display()
-            ),
+            None => {
+                truncate_log(&log_path, 0)?;
+                eprintln!(
+                    "glmtune: no checkpoint in {}; starting afresh",
+                    args.output_dir.display()
+                );
+            }
         }
     } else if log_path.exists() {
         bail!(
@@ -266,6 +269,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 "learning_rate": step.learning_rate,
                 "grad_norm": step.grad_norm,
                 "tokens_per_second": window.1 as f64 / seconds.max(1e-9),
+                "tokens": window.1,
+                "max_steps": max_steps,
                 "elapsed_s": started.elapsed().as_secs_f64(),
             });
             writeln!(log, "{row}").map_err(|e| {

@@ -10,7 +10,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::AppState;
+use glmtune_shared::api::RunState;
+
+use super::{ApiError, AppState};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -30,6 +32,8 @@ struct Counters {
     requests: BTreeMap<(String, u16), Histogram>,
     generated_tokens: u64,
     generation_seconds: f64,
+    active_runs: usize,
+    training_tokens_per_second: f64,
 }
 
 #[derive(Debug, Default)]
@@ -68,8 +72,16 @@ impl Metrics {
         });
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    pub fn set_active_runs(&self, runs: usize) {
+        self.with(|c| c.active_runs = runs);
+    }
+
+    pub fn set_training_rate(&self, tokens_per_second: f64) {
+        self.with(|c| c.training_tokens_per_second = tokens_per_second);
+    }
+
+    /// The exposition text; `runs` counts runs by state (queued runs are the queue depth).
+    pub fn render(&self, runs: &[(RunState, i64)]) -> String {
         self.with(|c| {
             let mut out = String::new();
             out.push_str("# HELP glmtune_http_request_duration_seconds Request latency by route and status.\n");
@@ -90,6 +102,21 @@ impl Metrics {
             out.push_str("# TYPE glmtune_generation_tokens_per_second gauge\n");
             let rate = if c.generation_seconds > 0.0 { c.generated_tokens as f64 / c.generation_seconds } else { 0.0 };
             let _ = writeln!(out, "glmtune_generation_tokens_per_second {rate}");
+            out.push_str("# HELP glmtune_runs Training runs by state.\n");
+            out.push_str("# TYPE glmtune_runs gauge\n");
+            for (state, count) in runs {
+                let _ = writeln!(out, "glmtune_runs{{state=\"{}\"}} {count}", state.as_str());
+            }
+            let queued = runs.iter().find(|(s, _)| *s == RunState::Queued).map_or(0, |r| r.1);
+            out.push_str("# HELP glmtune_queue_depth Runs waiting for a slot.\n");
+            out.push_str("# TYPE glmtune_queue_depth gauge\n");
+            let _ = writeln!(out, "glmtune_queue_depth {queued}");
+            out.push_str("# HELP glmtune_active_runs Runs training now.\n");
+            out.push_str("# TYPE glmtune_active_runs gauge\n");
+            let _ = writeln!(out, "glmtune_active_runs {}", c.active_runs);
+            out.push_str("# HELP glmtune_training_tokens_per_second Training throughput of the latest logged step.\n");
+            out.push_str("# TYPE glmtune_training_tokens_per_second gauge\n");
+            let _ = writeln!(out, "glmtune_training_tokens_per_second {}", c.training_tokens_per_second);
             out
         })
     }
@@ -110,6 +137,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-pub async fn endpoint(State(state): State<AppState>) -> String {
-    state.metrics.render()
+pub async fn endpoint(State(state): State<AppState>) -> Result<String, ApiError> {
+    let runs = state.db.count_runs_by_state().await?;
+    Ok(state.metrics.render(&runs))
 }

@@ -1,40 +1,83 @@
-//! `glmtune serve`: the HTTP server. This first part serves the OpenAI-compatible chat API over
-//! the models registered with `--model NAME=DIR` (each with its optional adapter), `/healthz`,
-//! `/metrics` (Prometheus) and JSON errors everywhere.
+//! `glmtune serve`: the HTTP server. The dashboard API under `/api/v1` (users and keys, models,
+//! datasets, runs with live progress, chats), the OpenAI-compatible API under `/v1`, `/healthz`
+//! and `/metrics`; state in SQLite (default) or PostgreSQL; training runs as supervised child
+//! processes.
 
+mod answer;
+mod api;
+mod auth;
+mod blobs;
 mod error;
+mod events;
 mod metrics;
 mod openai;
+mod openapi;
+mod registry;
+mod supervisor;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::extract::rejection::JsonRejection;
-use axum::routing::{get, post};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
+use candle_core::DType;
 use clap::Args;
+use glmtune_shared::api::Role;
 
-use crate::cli::model_args::{DTypeArg, Loaded, ModelArgs};
+use crate::cli::model_args::DTypeArg;
+use crate::db::Db;
 pub use error::ApiError;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Read flags from a TOML or JSON file (keys are flag names); flags typed after it win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free one; the address is printed at start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
-    /// Register a model: NAME=DIR, or NAME=DIR:ADAPTER_DIR for a P-Tuning v2 expert. Repeatable.
+    /// Where the database (SQLite), uploads and runs live.
+    #[arg(long, value_name = "DIR", default_value = "glmtune-data")]
+    data_dir: PathBuf,
+    /// `postgres://USER:PASSWORD@HOST/DB` for a shared server; SQLite under --data-dir if absent.
+    #[arg(long, value_name = "URL", env = "GLMTUNE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Register a model: NAME=DIR, or NAME=DIR:ADAPTER_DIR for a P-Tuning v2 expert. Repeatable;
+    /// registering the same name again re-points it.
     #[arg(long = "model", value_name = "NAME=DIR[:ADAPTER]", value_parser = parse_model_spec)]
     models: Vec<ModelSpec>,
+    /// Precision of served base weights.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
     /// Largest JSON request body accepted, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     max_json_bytes: usize,
-    /// Serve without authentication (allowed on a loopback address only). Users and API keys are
-    /// not implemented yet, so this is required for now.
+    /// Largest dataset upload accepted, in bytes.
+    #[arg(long, default_value_t = 512 * 1024 * 1024)]
+    max_upload_bytes: u64,
+    /// Seconds a request may take before it is answered 504 (streams: until the first byte).
+    #[arg(long, default_value_t = 600)]
+    request_timeout_s: u64,
+    /// Requests per minute per API key or user (0: no limit).
+    #[arg(long, default_value_t = 600)]
+    rate_limit: u32,
+    /// Training runs at once.
+    #[arg(long, default_value_t = 1)]
+    max_concurrent_runs: usize,
+    /// Seconds without a training step before a run's stream gets a `stall` event.
+    #[arg(long, default_value_t = 300)]
+    stall_seconds: u64,
+    /// Password of the first admin (user `admin`), made when the database has no users.
+    #[arg(long, env = "GLMTUNE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Serve without authentication, every caller an admin (loopback addresses only).
     #[arg(long)]
     no_auth: bool,
 }
@@ -50,8 +93,10 @@ fn parse_model_spec(text: &str) -> Result<ModelSpec, String> {
     let (name, path) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?}: expected NAME=DIR[:ADAPTER]"))?;
-    if name.is_empty() || path.is_empty() {
-        return Err(format!("{text:?}: expected NAME=DIR[:ADAPTER]"));
+    if name.is_empty() || path.is_empty() || name.starts_with("ft:") {
+        return Err(format!(
+            "{text:?}: expected NAME=DIR[:ADAPTER] (names starting with ft: are for fine-tuned models)"
+        ));
     }
     let (dir, adapter) = match path.split_once(':') {
         Some((dir, adapter)) => (dir, Some(PathBuf::from(adapter))),
@@ -64,17 +109,40 @@ fn parse_model_spec(text: &str) -> Result<ModelSpec, String> {
     })
 }
 
-/// One servable model. The weights are read-only; `turn` makes requests take turns so that two
-/// generations do not split the CPU between them.
-pub struct Served {
-    pub loaded: Loaded,
-    pub turn: Mutex<()>,
+/// Settings fixed at start.
+#[derive(Debug)]
+pub struct Settings {
+    pub no_auth: bool,
+    pub dtype: DType,
+    pub data_dir: PathBuf,
+    pub max_upload_bytes: u64,
+    pub request_timeout: Duration,
+    pub max_concurrent_runs: usize,
+    pub stall: Duration,
 }
 
 #[derive(Clone)]
 pub struct AppState {
-    pub models: Arc<BTreeMap<String, Arc<Served>>>,
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub registry: Arc<registry::Registry>,
     pub metrics: Arc<metrics::Metrics>,
+    pub rate_limiter: Arc<auth::RateLimiter>,
+    pub blobs: blobs::Blobs,
+    /// The one-time token that creates the first admin, while there is none.
+    pub setup_token: Arc<Mutex<Option<String>>>,
+    pub supervisor: Arc<supervisor::Handle>,
+}
+
+impl AppState {
+    /// A run's folder: its log, checkpoints and final adapter.
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        run_dir(&self.settings.data_dir, run_id)
+    }
+}
+
+pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
+    data_dir.join("runs").join(run_id)
 }
 
 /// Rejections of malformed or oversized JSON bodies as our JSON error.
@@ -88,14 +156,34 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.settings.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout(format!(
+            "no answer within {} s (--request-timeout-s)",
+            state.settings.request_timeout.as_secs()
+        ))
+        .into_response(),
+    }
+}
+
 pub fn router(state: AppState, max_json_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/models", get(openai::list_models))
-        .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/metrics", get(metrics::endpoint))
+        .route("/api/openapi.json", get(openapi::document))
+        .merge(api::routes(state.settings.max_upload_bytes))
+        .merge(openai::routes(state.settings.max_upload_bytes))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_json_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -103,52 +191,131 @@ pub fn router(state: AppState, max_json_bytes: usize) -> Router {
         .with_state(state)
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if !args.no_auth {
-        bail!("authentication (users and API keys) is not implemented yet: pass --no-auth on a loopback address");
+/// Registers a checkpoint folder under `name`, after checking its config reads.
+pub async fn register_model(
+    db: &Db,
+    name: &str,
+    dir: &Path,
+    adapter: Option<&Path>,
+) -> Result<(), ApiError> {
+    let config = glmtune_engine::ChatGlmConfig::from_file(&dir.join("config.json"))
+        .map_err(|e| ApiError::invalid(format!("model {name}: {e}")))?;
+    if !dir.join("ice_text.model").is_file() {
+        return Err(ApiError::invalid(format!(
+            "model {name}: {} has no ice_text.model",
+            dir.display()
+        )));
     }
-    if !args.bind.ip().is_loopback() {
+    if let Some(adapter) = adapter {
+        if !adapter.is_dir() {
+            return Err(ApiError::invalid(format!(
+                "model {name}: adapter folder {} does not exist",
+                adapter.display()
+            )));
+        }
+    }
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let summary = crate::db::models::Summary {
+        hidden_size: config.hidden_size,
+        num_layers: config.num_layers,
+        num_attention_heads: config.num_attention_heads,
+        vocab_size: config.vocab_size,
+    };
+    db.upsert_model(
+        name,
+        &absolute(dir).to_string_lossy(),
+        adapter
+            .map(|a| absolute(a).to_string_lossy().into_owned())
+            .as_deref(),
+        summary,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A new API key's secret.
+pub fn new_api_secret() -> String {
+    auth::new_secret("glm-")
+}
+
+/// Opens the database a server with these flags uses (also for `glmtune token`).
+pub async fn open_database(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
+    let url = url.map_or_else(|| crate::db::default_url(data_dir), str::to_owned);
+    Ok(Db::open(&url).await?)
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.no_auth && !args.bind.ip().is_loopback() {
         bail!(
             "--no-auth is allowed only on a loopback address, not {}",
             args.bind
         );
     }
-    let mut models = BTreeMap::new();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let db = open_database(&args.data_dir, args.database_url.as_deref()).await?;
     for spec in &args.models {
-        let model_args = ModelArgs {
-            model: spec.dir.clone(),
-            adapter: spec.adapter.clone(),
-            dtype: args.dtype,
-        };
-        let loaded = model_args
-            .load()
-            .with_context(|| format!("registering model {}", spec.name))?;
-        models.insert(
-            spec.name.clone(),
-            Arc::new(Served {
-                loaded,
-                turn: Mutex::new(()),
-            }),
+        register_model(&db, &spec.name, &spec.dir, spec.adapter.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("--model {}: {e}", spec.name))?;
+    }
+    let mut setup_token = None;
+    if db.count_users().await? == 0 {
+        if let Some(password) = &args.admin_password {
+            let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            db.create_user("admin", &hash, Role::Admin).await?;
+            eprintln!("glmtune serve: created the admin user `admin`");
+        } else {
+            setup_token = Some(auth::new_secret("setup-"));
+        }
+    }
+    let data_dir = std::path::absolute(&args.data_dir).unwrap_or(args.data_dir.clone());
+    let settings = Arc::new(Settings {
+        no_auth: args.no_auth,
+        dtype: args.dtype.into(),
+        data_dir: data_dir.clone(),
+        max_upload_bytes: args.max_upload_bytes,
+        request_timeout: Duration::from_secs(args.request_timeout_s.max(1)),
+        max_concurrent_runs: args.max_concurrent_runs.max(1),
+        stall: Duration::from_secs(args.stall_seconds.max(1)),
+    });
+    let metrics: Arc<metrics::Metrics> = Arc::default();
+    let supervisor = supervisor::start(db.clone(), settings.clone(), metrics.clone()).await?;
+    let state = AppState {
+        db,
+        blobs: blobs::Blobs::new(&data_dir)
+            .with_context(|| format!("preparing {}", data_dir.display()))?,
+        settings,
+        registry: Arc::default(),
+        metrics,
+        rate_limiter: Arc::new(auth::RateLimiter::new(args.rate_limit)),
+        setup_token: Arc::new(Mutex::new(setup_token.clone())),
+        supervisor: supervisor.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let address = listener.local_addr()?;
+    println!("glmtune serve: listening on http://{address}");
+    if let Some(token) = setup_token {
+        println!(
+            "glmtune serve: no users yet; create the first admin with POST /api/v1/auth/setup and the one-time token {token}"
         );
     }
-    let state = AppState {
-        models: Arc::new(models),
-        metrics: Arc::default(),
-    };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.bind)
-            .await
-            .with_context(|| format!("binding {}", args.bind))?;
-        let address = listener.local_addr()?;
-        println!("glmtune serve: listening on http://{address}");
-        use std::io::Write;
-        std::io::stdout().flush()?;
-        axum::serve(listener, router(state, args.max_json_bytes))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")
-    })
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    axum::serve(listener, router(state, args.max_json_bytes))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    // Running jobs checkpoint, then stop; the next start resumes them.
+    supervisor.shutdown().await;
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM: stop accepting connections and let requests in flight finish.

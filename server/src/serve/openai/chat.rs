@@ -3,63 +3,57 @@
 //! Messages become ChatGLM's prompt: earlier user/assistant pairs are the `[Round i]` history, the
 //! last user message is the query, and system messages are put before the first query. Unset
 //! sampling parameters take the official `chat()` defaults (top-p 0.7, temperature 0.95);
-//! `temperature: 0` decodes greedily.
+//! `temperature: 0` decodes greedily. A fine-tuned job's `ft:MODEL:JOB` name is a model here.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use glmtune_engine::generation::{
-    build_prompt, generate, process_response, stable_response, Flow, GenerationOptions, Sampling,
-    TextStream, Turn,
-};
+use glmtune_engine::generation::Turn;
+use glmtune_shared::api::RunState;
 use glmtune_shared::openai::{
     ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage,
     ChunkChoice, Delta, Model, ModelList, Usage,
 };
 use tokio_stream::StreamExt;
 
-use super::metrics::Metrics;
-use super::{ApiError, AppState, Served};
+use crate::serve::answer::{answer, Question};
+use crate::serve::{registry, ApiError, AppState};
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
-    let data = state
-        .models
-        .keys()
-        .map(|name| Model {
-            id: name.clone(),
+pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let mut data: Vec<Model> = state
+        .db
+        .models()
+        .await?
+        .into_iter()
+        .map(|model| Model {
+            id: model.name,
             object: "model".into(),
-            created: 0,
+            created: model.created_at.max(0) as u64,
             owned_by: "glmtune".into(),
         })
         .collect();
-    Json(ModelList {
+    for run in state.db.runs_in_state(RunState::Succeeded).await? {
+        if let Some(name) = run.fine_tuned_model {
+            data.push(Model {
+                id: name,
+                object: "model".into(),
+                created: run.finished_at.unwrap_or(run.created_at).max(0) as u64,
+                owned_by: run.owner_id.unwrap_or_else(|| "glmtune".into()),
+            });
+        }
+    }
+    Ok(Json(ModelList {
         object: "list".into(),
         data,
-    })
+    }))
 }
 
-/// A request turned into what the engine needs.
-struct Job {
-    model: String,
-    query: String,
-    history: Vec<Turn>,
-    options: GenerationOptions,
-    stops: Vec<String>,
-}
-
-fn plan(request: ChatCompletionRequest) -> Result<Job, ApiError> {
+/// Splits OpenAI messages into ChatGLM's query and history.
+fn plan(request: &ChatCompletionRequest) -> Result<Question, ApiError> {
     let mut system = Vec::new();
     let mut turns: Vec<(String, Option<String>)> = Vec::new();
     for (i, message) in request.messages.iter().enumerate() {
@@ -102,118 +96,16 @@ fn plan(request: ChatCompletionRequest) -> Result<Job, ApiError> {
         }
         (None, false) => format!("{system}\n{query}"),
     };
-    let sampling = match request.temperature {
-        Some(t) if t <= 0.0 => Sampling::Greedy,
-        temperature => Sampling::Sample {
-            temperature: temperature.unwrap_or(0.95),
-            top_p: request.top_p.unwrap_or(0.7),
-            top_k: 0,
-            seed: request.seed.unwrap_or_else(now),
-        },
-    };
-    Ok(Job {
-        model: request.model,
+    let sampling = Question::sampling(request.temperature, request.top_p, request.seed);
+    Ok(Question {
         query,
         history,
-        options: GenerationOptions {
-            max_new_tokens: request.max_tokens,
-            max_length: Some(2048),
-            sampling,
-            repetition_penalty: 1.0,
-            stop_at_eos: true,
-        },
-        stops: request.stop.map(|s| s.sequences()).unwrap_or_default(),
-    })
-}
-
-/// The answer so far, cut at the first stop sequence (second value: whether one was found).
-fn cut_at_stop(text: &str, stops: &[String]) -> (String, bool) {
-    match stops
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
-        .min()
-    {
-        Some(at) => (text[..at].to_owned(), true),
-        None => (text.to_owned(), false),
-    }
-}
-
-struct Outcome {
-    text: String,
-    finish_reason: &'static str,
-    prompt_tokens: usize,
-    completion_tokens: usize,
-}
-
-/// Runs generation for `job`, calling `on_text` with each new piece of the answer.
-fn run_job(
-    served: &Served,
-    metrics: &Metrics,
-    job: &Job,
-    mut on_text: impl FnMut(&str) -> bool,
-) -> Result<Outcome, ApiError> {
-    // A request that panicked left nothing half-written (the weights are read-only): go on.
-    let _turn = served
-        .turn
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let loaded = &served.loaded;
-    let prompt = loaded
-        .tokenizer
-        .encode(&build_prompt(&job.query, &job.history));
-    let eos = loaded.model.config().eos_token_id;
-    let started = std::time::Instant::now();
-    let mut new_ids = Vec::new();
-    let mut stream = TextStream::new();
-    let mut stopped_by_sequence = false;
-    let mut produced_eos = false;
-    let outputs = generate(
-        &loaded.model,
-        loaded.prefix.as_ref(),
-        std::slice::from_ref(&prompt),
-        &job.options,
-        |_, id| {
-            if id == eos {
-                produced_eos = true;
-                return Flow::Continue;
-            }
-            new_ids.push(id);
-            let (text, stop) = cut_at_stop(
-                &stable_response(&loaded.tokenizer.decode(&new_ids)),
-                &job.stops,
-            );
-            stopped_by_sequence = stop;
-            let keep_going = match stream.next_chunk(&text) {
-                Some(chunk) => on_text(&chunk),
-                None => true,
-            };
-            if stop || !keep_going {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        },
-    )?;
-    let (text, _) = cut_at_stop(
-        &process_response(&loaded.tokenizer.decode(&new_ids)),
-        &job.stops,
-    );
-    if let Some(chunk) = stream.finish(&text) {
-        on_text(&chunk);
-    }
-    let completion_tokens = outputs.first().map_or(0, Vec::len);
-    metrics.observe_generation(completion_tokens, started.elapsed());
-    let finish_reason = if produced_eos || stopped_by_sequence {
-        "stop"
-    } else {
-        "length"
-    };
-    Ok(Outcome {
-        text,
-        finish_reason,
-        prompt_tokens: prompt.len(),
-        completion_tokens,
+        options: Question::options(request.max_tokens, sampling),
+        stops: request
+            .stop
+            .as_ref()
+            .map(|s| s.sequences())
+            .unwrap_or_default(),
     })
 }
 
@@ -223,28 +115,24 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let streaming = request.stream.unwrap_or(false);
-    let job = plan(request)?;
-    let served: Arc<Served> =
-        state.models.get(&job.model).cloned().ok_or_else(|| {
-            ApiError::not_found(format!("model {:?} is not registered", job.model))
-        })?;
+    let question = plan(&request)?;
+    let served = registry::serve(&state, &request.model).await?;
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let serial = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = format!("chatcmpl-{}-{serial}", now());
-    let created = now();
+    let created = crate::db::now().max(0) as u64;
+    let id = format!("chatcmpl-{created}-{serial}");
     let metrics = state.metrics.clone();
+    let model = request.model;
     if !streaming {
-        let (job, served) = (Arc::new(job), served.clone());
-        let task_job = job.clone();
         let outcome =
-            tokio::task::spawn_blocking(move || run_job(&served, &metrics, &task_job, |_| true))
+            tokio::task::spawn_blocking(move || answer(&served, &metrics, &question, |_| true))
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))??;
         let completion = ChatCompletion {
             id,
             object: "chat.completion".into(),
             created,
-            model: job.model.clone(),
+            model,
             choices: vec![ChatChoice {
                 index: 0,
                 message: ChatMessage {
@@ -259,10 +147,15 @@ pub async fn chat_completions(
                 total_tokens: outcome.prompt_tokens + outcome.completion_tokens,
             },
         };
-        return Ok(Json(completion).into_response());
+        let mut response = Json(completion).into_response();
+        if let Ok(value) = format!("{:.6}", outcome.model_seconds).parse() {
+            response
+                .headers_mut()
+                .insert("x-glmtune-model-seconds", value);
+        }
+        return Ok(response);
     }
     let (sender, receiver) = tokio::sync::mpsc::channel::<ChatCompletionChunk>(64);
-    let model = job.model.clone();
     let chunk = move |delta: Delta, finish_reason: Option<String>| ChatCompletionChunk {
         id: id.clone(),
         object: "chat.completion.chunk".into(),
@@ -282,7 +175,7 @@ pub async fn chat_completions(
         if sender.blocking_send(chunk(first, None)).is_err() {
             return;
         }
-        let outcome = run_job(&served, &metrics, &job, |text| {
+        let outcome = answer(&served, &metrics, &question, |text| {
             let delta = Delta {
                 role: None,
                 content: Some(text.to_owned()),

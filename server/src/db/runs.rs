@@ -1,0 +1,303 @@
+//! Training runs, their queue and their event log. A run's state only moves through the
+//! transitions written here, each one conditional on the state it leaves, so two servers or a
+//! late cancel cannot both win.
+
+use glmtune_shared::api::{Run, RunEvent, RunSettings, RunState};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{now, Db, DbError, DbResult};
+
+fn corrupt(column: &'static str, message: impl Into<String>) -> DbError {
+    DbError::Corrupt {
+        table: "runs",
+        column,
+        message: message.into(),
+    }
+}
+
+fn run_of(row: &AnyRow) -> DbResult<Run> {
+    let state: String = row.try_get("state")?;
+    let state = RunState::parse(&state).ok_or_else(|| corrupt("state", state.clone()))?;
+    let settings: String = row.try_get("settings")?;
+    let settings: RunSettings =
+        serde_json::from_str(&settings).map_err(|e| corrupt("settings", e.to_string()))?;
+    let id: String = row.try_get("id")?;
+    let model: String = row.try_get("model")?;
+    let fine_tuned_model = (state == RunState::Succeeded).then(|| fine_tuned_name(&model, &id));
+    Ok(Run {
+        model,
+        train_dataset: row.try_get("train_dataset")?,
+        validation_dataset: row.try_get("validation_dataset")?,
+        settings,
+        init_run: row.try_get("init_run")?,
+        state,
+        error: row.try_get("error")?,
+        owner_id: row.try_get("owner_id")?,
+        attempts: row.try_get("attempts")?,
+        step: row.try_get("step")?,
+        max_steps: row.try_get("max_steps")?,
+        trained_tokens: row.try_get("trained_tokens")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        fine_tuned_model,
+        id,
+    })
+}
+
+/// The model name a succeeded run answers to in chat completions.
+pub fn fine_tuned_name(model: &str, run_id: &str) -> String {
+    format!("ft:{model}:{run_id}")
+}
+
+/// The run id inside a fine-tuned model name.
+pub fn run_of_fine_tuned(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("ft:")?;
+    rest.rsplit_once(':').map(|(_, run)| run)
+}
+
+impl Db {
+    pub async fn insert_run(&self, run: &Run) -> DbResult<()> {
+        let settings =
+            serde_json::to_string(&run.settings).map_err(|e| corrupt("settings", e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, model, train_dataset, validation_dataset, settings, init_run, state, error, owner_id, attempts, step, max_steps, trained_tokens, cancel_requested, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, 0, 0, $9, 0, 0, $10)",
+        )
+        .bind(&run.id)
+        .bind(&run.model)
+        .bind(&run.train_dataset)
+        .bind(run.validation_dataset.clone())
+        .bind(settings)
+        .bind(run.init_run.clone())
+        .bind(run.state.as_str())
+        .bind(run.owner_id.clone())
+        .bind(run.max_steps)
+        .bind(run.created_at)
+        .execute(&mut *tx)
+        .await?;
+        append_event_in(
+            &mut tx,
+            &run.id,
+            "state",
+            "queued",
+            &serde_json::json!({"state": "queued"}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: &str) -> DbResult<Option<Run>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_of).transpose()
+    }
+
+    pub async fn runs(&self) -> DbResult<Vec<Run>> {
+        let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_of).collect()
+    }
+
+    pub async fn runs_in_state(&self, state: RunState) -> DbResult<Vec<Run>> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE state = $1 ORDER BY created_at, id")
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_of).collect()
+    }
+
+    pub async fn count_runs_by_state(&self) -> DbResult<Vec<(RunState, i64)>> {
+        let mut counts = Vec::new();
+        for state in RunState::ALL {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE state = $1")
+                .bind(state.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+            counts.push((state, row.try_get("n")?));
+        }
+        Ok(counts)
+    }
+
+    /// Moves a run from `from` to `to` with an event; false when it was not in `from`.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: RunState,
+        to: RunState,
+        error: Option<&str>,
+        message: &str,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let now = now();
+        let query = match to {
+            RunState::Running => sqlx::query(
+                "UPDATE runs SET state = $1, error = $2, attempts = attempts + 1, started_at = $3, finished_at = NULL, cancel_requested = 0 WHERE id = $4 AND state = $5",
+            )
+            .bind(to.as_str())
+            .bind(error.map(str::to_owned))
+            .bind(now),
+            RunState::Queued => sqlx::query(
+                "UPDATE runs SET state = $1, error = $2, finished_at = NULL, cancel_requested = 0 WHERE id = $3 AND state = $4",
+            )
+            .bind(to.as_str())
+            .bind(error.map(str::to_owned)),
+            _ => sqlx::query(
+                "UPDATE runs SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = $5",
+            )
+            .bind(to.as_str())
+            .bind(error.map(str::to_owned))
+            .bind(now),
+        };
+        let moved = query
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 1 {
+            let kind = if to == RunState::Failed {
+                "error"
+            } else {
+                "state"
+            };
+            let data = serde_json::json!({"state": to.as_str(), "error": error});
+            append_event_in(&mut tx, id, kind, message, &data).await?;
+            if kind == "error" {
+                append_event_in(
+                    &mut tx,
+                    id,
+                    "state",
+                    to.as_str(),
+                    &serde_json::json!({"state": to.as_str()}),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(moved == 1)
+    }
+
+    /// Asks the supervisor to stop a running run.
+    pub async fn request_cancel(&self, id: &str) -> DbResult<()> {
+        sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn cancel_requested(&self, id: &str) -> DbResult<bool> {
+        let row = sqlx::query("SELECT cancel_requested FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64, _>("cancel_requested")? != 0,
+            None => false,
+        })
+    }
+
+    pub async fn record_progress(
+        &self,
+        id: &str,
+        step: i64,
+        max_steps: i64,
+        trained_tokens: i64,
+    ) -> DbResult<()> {
+        sqlx::query("UPDATE runs SET step = $1, max_steps = $2, trained_tokens = $3 WHERE id = $4")
+            .bind(step)
+            .bind(max_steps)
+            .bind(trained_tokens)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn append_event(
+        &self,
+        run_id: &str,
+        kind: &str,
+        message: &str,
+        data: &serde_json::Value,
+    ) -> DbResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let seq = append_event_in(&mut tx, run_id, kind, message, data).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    pub async fn events_after(&self, run_id: &str, after: i64) -> DbResult<Vec<RunEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT 1000",
+        )
+        .bind(run_id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data")?;
+                Ok(RunEvent {
+                    id: row.try_get("seq")?,
+                    kind: row.try_get("kind")?,
+                    message: row.try_get("message")?,
+                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn append_event_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    run_id: &str,
+    kind: &str,
+    message: &str,
+    data: &serde_json::Value,
+) -> DbResult<i64> {
+    // Writing the run's row first serializes event writers: a row lock on PostgreSQL, the
+    // write lock on SQLite. Then the next number is free.
+    sqlx::query("UPDATE runs SET id = id WHERE id = $1")
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM run_events WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let seq: i64 = row.try_get::<i64, _>("last")? + 1;
+    sqlx::query(
+        "INSERT INTO run_events (run_id, seq, kind, message, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(run_id)
+    .bind(seq)
+    .bind(kind)
+    .bind(message)
+    .bind(data.to_string())
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fine_tuned_names_round_trip() {
+        let name = fine_tuned_name("tiny", "ftjob-abc");
+        assert_eq!(name, "ft:tiny:ftjob-abc");
+        assert_eq!(run_of_fine_tuned(&name), Some("ftjob-abc"));
+        assert_eq!(run_of_fine_tuned("tiny"), None);
+    }
+}

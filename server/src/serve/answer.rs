@@ -1,0 +1,153 @@
+//! One answer from a served model: the ChatGLM prompt from a query and its history, generation
+//! with streaming text, stop sequences and the finish reason. Both chat APIs use it.
+
+use glmtune_engine::generation::{
+    build_prompt, generate, process_response, stable_response, Flow, GenerationOptions, Sampling,
+    TextStream, Turn,
+};
+
+use super::metrics::Metrics;
+use super::registry::Served;
+use super::ApiError;
+
+/// What to answer and how.
+pub struct Question {
+    pub query: String,
+    pub history: Vec<Turn>,
+    pub options: GenerationOptions,
+    pub stops: Vec<String>,
+}
+
+impl Question {
+    /// The official `chat()` sampling (top-p 0.7, temperature 0.95) unless told otherwise;
+    /// temperature 0 decodes greedily.
+    pub fn sampling(temperature: Option<f32>, top_p: Option<f32>, seed: Option<u64>) -> Sampling {
+        match temperature {
+            Some(t) if t <= 0.0 => Sampling::Greedy,
+            temperature => Sampling::Sample {
+                temperature: temperature.unwrap_or(0.95),
+                top_p: top_p.unwrap_or(0.7),
+                top_k: 0,
+                seed: seed.unwrap_or_else(|| crate::db::now() as u64),
+            },
+        }
+    }
+
+    pub fn options(max_tokens: Option<usize>, sampling: Sampling) -> GenerationOptions {
+        GenerationOptions {
+            max_new_tokens: max_tokens,
+            max_length: Some(2048),
+            sampling,
+            repetition_penalty: 1.0,
+            stop_at_eos: true,
+        }
+    }
+}
+
+pub struct Answer {
+    pub text: String,
+    /// `stop` (end of answer or a stop sequence) or `length`.
+    pub finish_reason: &'static str,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Seconds spent generating (the model's own time, queueing excluded).
+    pub model_seconds: f64,
+}
+
+/// The answer so far, cut at the first stop sequence (second value: whether one was found).
+fn cut_at_stop(text: &str, stops: &[String]) -> (String, bool) {
+    match stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    {
+        Some(at) => (text[..at].to_owned(), true),
+        None => (text.to_owned(), false),
+    }
+}
+
+/// Generates the answer (blocking), calling `on_text` with each new piece; `on_text` returning
+/// false (a closed connection) stops generation.
+pub fn answer(
+    served: &Served,
+    metrics: &Metrics,
+    question: &Question,
+    mut on_text: impl FnMut(&str) -> bool,
+) -> Result<Answer, ApiError> {
+    let base = &served.base;
+    // A request that panicked left nothing half-written (the weights are read-only): go on.
+    let _turn = base
+        .turn
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tokenizer = &base.tokenizer;
+    let prompt = tokenizer.encode(&build_prompt(&question.query, &question.history));
+    let eos = base.model.config().eos_token_id;
+    let started = std::time::Instant::now();
+    let mut new_ids = Vec::new();
+    let mut stream = TextStream::new();
+    let mut stopped_by_sequence = false;
+    let mut produced_eos = false;
+    let outputs = generate(
+        &base.model,
+        served.prefix.as_deref(),
+        std::slice::from_ref(&prompt),
+        &question.options,
+        |_, id| {
+            if id == eos {
+                produced_eos = true;
+                return Flow::Continue;
+            }
+            new_ids.push(id);
+            let (text, stop) = cut_at_stop(
+                &stable_response(&tokenizer.decode(&new_ids)),
+                &question.stops,
+            );
+            stopped_by_sequence = stop;
+            let keep_going = match stream.next_chunk(&text) {
+                Some(chunk) => on_text(&chunk),
+                None => true,
+            };
+            if stop || !keep_going {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        },
+    )?;
+    let (text, _) = cut_at_stop(
+        &process_response(&tokenizer.decode(&new_ids)),
+        &question.stops,
+    );
+    if let Some(chunk) = stream.finish(&text) {
+        on_text(&chunk);
+    }
+    let completion_tokens = outputs.first().map_or(0, Vec::len);
+    let elapsed = started.elapsed();
+    metrics.observe_generation(completion_tokens, elapsed);
+    let finish_reason = if produced_eos || stopped_by_sequence {
+        "stop"
+    } else {
+        "length"
+    };
+    Ok(Answer {
+        text,
+        finish_reason,
+        prompt_tokens: prompt.len(),
+        completion_tokens,
+        model_seconds: elapsed.as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_cut_at_the_earliest_sequence() {
+        let stops = vec!["b".to_owned(), "cd".to_owned(), String::new()];
+        assert_eq!(cut_at_stop("abcde", &stops), ("a".to_owned(), true));
+        assert_eq!(cut_at_stop("xyz", &stops), ("xyz".to_owned(), false));
+    }
+}

@@ -1,0 +1,245 @@
+//! Signing in and out, first-run setup, users (admins) and API keys.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use glmtune_shared::api::{
+    ApiKey, CreateApiKey, CreateUser, CreatedApiKey, List, LoginRequest, Role, SessionInfo,
+    SetupRequest, User,
+};
+
+use crate::serve::auth::{self, Caller, SESSION_COOKIE};
+use crate::serve::{ApiError, AppState};
+
+/// Browser sessions last a week.
+const SESSION_SECONDS: i64 = 7 * 24 * 3600;
+
+fn session_cookie(token: &str, max_age: i64) -> String {
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}")
+}
+
+async fn start_session(state: &AppState, user: User) -> Result<Response, ApiError> {
+    let token = auth::new_secret("");
+    let csrf_token = auth::new_secret("");
+    state
+        .db
+        .create_session(&user.id, &token, &csrf_token, SESSION_SECONDS)
+        .await?;
+    Ok((
+        [(header::SET_COOKIE, session_cookie(&token, SESSION_SECONDS))],
+        Json(SessionInfo { user, csrf_token }),
+    )
+        .into_response())
+}
+
+fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
+    if username.trim().is_empty() || username.len() > 64 {
+        return Err(ApiError::invalid("username: 1 to 64 characters"));
+    }
+    if password.chars().count() < 8 {
+        return Err(ApiError::invalid("password: at least 8 characters"));
+    }
+    Ok(())
+}
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+pub async fn status(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let setup_needed = state.db.count_users().await? == 0;
+    Ok(Json(serde_json::json!({
+        "setup_needed": setup_needed,
+        "no_auth": state.settings.no_auth,
+    })))
+}
+
+pub async fn setup(
+    State(state): State<AppState>,
+    body: Result<Json<SetupRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let expected = state
+        .setup_token
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if expected.is_none() || state.db.count_users().await? > 0 {
+        return Err(ApiError::conflict("setup is done: sign in instead"));
+    }
+    if expected.as_deref() != Some(request.setup_token.as_str()) {
+        return Err(ApiError::forbidden(
+            "wrong setup token (it is printed at server start)",
+        ));
+    }
+    check_credentials(&request.username, &request.password)?;
+    let hash = hash(request.password).await?;
+    let user = state
+        .db
+        .create_user(&request.username, &hash, Role::Admin)
+        .await?
+        .ok_or_else(|| ApiError::conflict("that username is taken"))?;
+    *state
+        .setup_token
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    start_session(&state, user).await
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let found = state.db.user_by_name(&request.username).await?;
+    let password = request.password;
+    let verified = match found {
+        Some((user, hash)) => {
+            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            ok.then_some(user)
+        }
+        None => None,
+    };
+    match verified {
+        Some(user) => start_session(&state, user).await,
+        None => Err(ApiError::unauthorized("wrong username or password")),
+    }
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned());
+    if let Some(token) = token {
+        state.db.delete_session(&token).await?;
+    }
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session_cookie("", 0))],
+    )
+        .into_response())
+}
+
+pub async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = match &caller.user_id {
+        Some(id) => state.db.user(id).await?,
+        None => None,
+    };
+    Ok(Json(serde_json::json!({
+        "user": user,
+        "role": caller.role,
+        "principal": caller.principal,
+    })))
+}
+
+pub async fn list_users(State(state): State<AppState>) -> Result<Json<List<User>>, ApiError> {
+    Ok(Json(List {
+        data: state.db.users().await?,
+    }))
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    body: Result<Json<CreateUser>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    check_credentials(&request.username, &request.password)?;
+    let hash = hash(request.password).await?;
+    let user = state
+        .db
+        .create_user(&request.username, &hash, request.role)
+        .await?
+        .ok_or_else(|| ApiError::conflict(format!("username {:?} is taken", request.username)))?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if caller.user_id.as_deref() == Some(id.as_str()) {
+        return Err(ApiError::conflict("you cannot delete yourself"));
+    }
+    if state.db.delete_user(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("user {id} does not exist")))
+    }
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<ApiKey>>, ApiError> {
+    let owner = if caller.role == Role::Admin {
+        None
+    } else {
+        Some(caller.user_id.clone().unwrap_or_default())
+    };
+    Ok(Json(List {
+        data: state.db.api_keys(owner.as_deref()).await?,
+    }))
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateApiKey>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    if request.name.trim().is_empty() {
+        return Err(ApiError::invalid("name: must not be empty"));
+    }
+    let role = request.role.unwrap_or(caller.role);
+    if role > caller.role {
+        return Err(ApiError::forbidden(format!(
+            "role: a {} cannot make a {} key",
+            caller.role.as_str(),
+            role.as_str()
+        )));
+    }
+    let secret = auth::new_secret("glm-");
+    let key = state
+        .db
+        .create_api_key(&request.name, role, caller.user_id.as_deref(), &secret)
+        .await?;
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { key, secret })).into_response())
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let key = state
+        .db
+        .api_key(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("API key {id} does not exist")))?;
+    let own = key.user_id.is_some() && key.user_id == caller.user_id;
+    if !(own || caller.role == Role::Admin) {
+        return Err(ApiError::forbidden(format!(
+            "API key {id} belongs to another user"
+        )));
+    }
+    state.db.revoke_api_key(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

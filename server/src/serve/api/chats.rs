@@ -1,0 +1,188 @@
+//! Chats: sessions bound to a model (and optionally a succeeded run's adapter) whose messages are
+//! kept. A question is answered with the chat's history and stored with its answer, whole.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use glmtune_engine::generation::Turn;
+use glmtune_shared::api::{
+    Chat, ChatMessageRecord, ChatWithMessages, CreateChat, List, PostMessage, RunState,
+};
+
+use crate::db::runs::fine_tuned_name;
+use crate::db::{new_id, now};
+use crate::serve::answer::{answer, Question};
+use crate::serve::auth::Caller;
+use crate::serve::{registry, ApiError, AppState};
+
+/// The model name a chat answers with.
+fn served_name(chat: &Chat) -> String {
+    match &chat.run_id {
+        Some(run) => fine_tuned_name(&chat.model, run),
+        None => chat.model.clone(),
+    }
+}
+
+async fn own_chat(state: &AppState, caller: &Caller, id: &str) -> Result<Chat, ApiError> {
+    let chat = state
+        .db
+        .chat(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("chat {id} does not exist")))?;
+    // Chats are private: only their owner (and admins) see them.
+    if chat.owner_id.as_deref() != Some(caller.principal.as_str())
+        && caller.role != glmtune_shared::api::Role::Admin
+    {
+        return Err(ApiError::not_found(format!("chat {id} does not exist")));
+    }
+    Ok(chat)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateChat>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    if state.db.model(&request.model).await?.is_none() {
+        return Err(ApiError::invalid(format!(
+            "model: {:?} is not registered",
+            request.model
+        )));
+    }
+    if let Some(run_id) = &request.run_id {
+        let run = state.db.run(run_id).await?;
+        if !run.is_some_and(|r| r.state == RunState::Succeeded && r.model == request.model) {
+            return Err(ApiError::invalid(format!(
+                "run_id: {run_id} is not a succeeded run on model {}",
+                request.model
+            )));
+        }
+    }
+    let chat = Chat {
+        id: new_id("chat-"),
+        title: request.title.unwrap_or_else(|| "New chat".into()),
+        model: request.model,
+        run_id: request.run_id,
+        owner_id: Some(caller.principal.clone()),
+        created_at: now(),
+    };
+    state.db.insert_chat(&chat).await?;
+    Ok((StatusCode::CREATED, Json(chat)).into_response())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<Chat>>, ApiError> {
+    Ok(Json(List {
+        data: state.db.chats(Some(&caller.principal)).await?,
+    }))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ChatWithMessages>, ApiError> {
+    let chat = own_chat(&state, &caller, &id).await?;
+    let messages = state.db.chat_messages(&id).await?;
+    Ok(Json(ChatWithMessages { chat, messages }))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    own_chat(&state, &caller, &id).await?;
+    state.db.delete_chat(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn history_of(messages: &[ChatMessageRecord]) -> Vec<Turn> {
+    messages
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [question, answer] => Some(Turn {
+                query: question.content.clone(),
+                response: answer.content.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asks the chat a question: the answer as JSON, or streamed (`delta` events, then `done` with
+/// the stored message) when `stream` is set.
+pub async fn post_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<PostMessage>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    if request.content.trim().is_empty() {
+        return Err(ApiError::invalid("content: must not be empty"));
+    }
+    let chat = own_chat(&state, &caller, &id).await?;
+    let history = history_of(&state.db.chat_messages(&id).await?);
+    let served = registry::serve(&state, &served_name(&chat)).await?;
+    let question = Question {
+        query: request.content.clone(),
+        history,
+        options: Question::options(
+            request.max_tokens,
+            Question::sampling(request.temperature, None, request.seed),
+        ),
+        stops: Vec::new(),
+    };
+    let metrics = state.metrics.clone();
+    if !request.stream {
+        let outcome =
+            tokio::task::spawn_blocking(move || answer(&served, &metrics, &question, |_| true))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??;
+        state
+            .db
+            .append_turn(&id, &request.content, &outcome.text)
+            .await?;
+        return Ok(Json(ChatMessageRecord {
+            role: "assistant".into(),
+            content: outcome.text,
+            created_at: now(),
+        })
+        .into_response());
+    }
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(64);
+    let db = state.db.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let outcome = answer(&served, &metrics, &question, |text| {
+            let data = serde_json::json!({ "content": text }).to_string();
+            sender
+                .blocking_send(Event::default().event("delta").data(data))
+                .is_ok()
+        });
+        let last = match outcome {
+            Ok(outcome) => match runtime.block_on(db.append_turn(&id, &request.content, &outcome.text)) {
+                Ok(()) => Event::default().event("done").data(
+                    serde_json::json!({"role": "assistant", "content": outcome.text, "finish_reason": outcome.finish_reason}).to_string(),
+                ),
+                Err(e) => Event::default().event("error").data(serde_json::json!({"message": e.to_string()}).to_string()),
+            },
+            Err(e) => Event::default().event("error").data(serde_json::json!({"message": e.to_string()}).to_string()),
+        };
+        let _ = sender.blocking_send(last);
+    });
+    let events = futures_util::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+        Ok::<_, Infallible>,
+    );
+    Ok(Sse::new(events).into_response())
+}

@@ -1,0 +1,440 @@
+//! Datasets: uploads validated as `glmtune data` reads them (every bad record listed by line and
+//! field, nothing stored when any is bad), token statistics against a model's tokenizer, a
+//! preview, and deterministic train/validation splits. `/v1/files` stores through here too.
+
+use std::path::{Path as FsPath, PathBuf};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use glmtune_engine::data::{inspect, read_records, DatasetFormat, PreprocessOptions, Record};
+use glmtune_engine::tokenizer::ChatGlmTokenizer;
+use glmtune_shared::api::{Dataset, List, ReadOptions, SplitRequest, SplitResponse};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Deserialize;
+
+use crate::db::{new_id, now};
+use crate::serve::auth::Caller;
+use crate::serve::blobs::Upload;
+use crate::serve::{ApiError, AppState};
+
+/// How many records a dataset shows as its preview.
+const PREVIEW: usize = 5;
+/// How many bad records an error lists.
+const MAX_LISTED: usize = 100;
+
+pub fn format_of(options: &ReadOptions) -> Result<DatasetFormat, ApiError> {
+    let columns = options.prompt_column.is_some() || options.response_column.is_some();
+    match (options.format.as_str(), columns) {
+        ("auto", false) => Ok(DatasetFormat::Auto),
+        ("auto" | "columns", true) | ("columns", false) => {
+            match (&options.prompt_column, &options.response_column) {
+                (Some(prompt), Some(response)) => Ok(DatasetFormat::columns(
+                    prompt,
+                    response,
+                    options.history_column.as_deref(),
+                )),
+                _ => Err(ApiError::invalid(
+                    "format columns needs both prompt_column and response_column",
+                )),
+            }
+        }
+        ("alpaca", _) => Ok(DatasetFormat::Alpaca),
+        ("messages", _) => Ok(DatasetFormat::Messages),
+        (other, _) => Err(ApiError::invalid(format!(
+            "format: unknown format {other:?} (auto, columns, alpaca, messages)"
+        ))),
+    }
+}
+
+fn options_of(format: &DatasetFormat) -> ReadOptions {
+    match format {
+        DatasetFormat::Auto => ReadOptions {
+            format: "auto".into(),
+            ..ReadOptions::default()
+        },
+        DatasetFormat::Columns {
+            prompt,
+            response,
+            history,
+        } => ReadOptions {
+            format: "columns".into(),
+            prompt_column: Some(prompt.clone()),
+            response_column: Some(response.clone()),
+            history_column: history.clone(),
+        },
+        DatasetFormat::Alpaca => ReadOptions {
+            format: "alpaca".into(),
+            ..ReadOptions::default()
+        },
+        DatasetFormat::Messages => ReadOptions {
+            format: "messages".into(),
+            ..ReadOptions::default()
+        },
+    }
+}
+
+/// What a valid file yields.
+struct Validated {
+    records: Vec<Record>,
+    options: ReadOptions,
+    skipped_empty: usize,
+    history: bool,
+    stats: Option<serde_json::Value>,
+}
+
+fn record_json(record: &Record) -> serde_json::Value {
+    serde_json::json!({
+        "prompt": record.prompt,
+        "response": record.response,
+        "history": record.history,
+    })
+}
+
+/// Reads and checks a stored or uploaded file (blocking).
+fn validate(
+    path: &FsPath,
+    name: &str,
+    options: &ReadOptions,
+    tokenizer: Option<&ChatGlmTokenizer>,
+) -> Result<Validated, ApiError> {
+    let format = format_of(options)?;
+    let (records, report) = read_records(path, &format, true).map_err(|e| {
+        // Messages name the upload, never the server's temporary path.
+        ApiError::invalid(e.to_string().replace(&path.display().to_string(), name))
+    })?;
+    if !report.skipped_invalid.is_empty() {
+        let details: Vec<serde_json::Value> = report
+            .skipped_invalid
+            .iter()
+            .take(MAX_LISTED)
+            .map(|issue| {
+                let line = match issue.location {
+                    glmtune_engine::data::Location::Line(line) => Some(line),
+                    glmtune_engine::data::Location::Element { line, .. } => line,
+                };
+                serde_json::json!({
+                    "location": issue.location.to_string(),
+                    "line": line,
+                    "field": issue.field,
+                    "message": issue.message,
+                })
+            })
+            .collect();
+        let first = &report.skipped_invalid[0];
+        return Err(ApiError::invalid(format!(
+            "{name}: {} invalid record(s); the first: {first}",
+            report.skipped_invalid.len()
+        ))
+        .with_details(serde_json::json!({ "invalid_records": details })));
+    }
+    if records.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "{name}: no usable records ({} in the file, {} with an empty prompt or response)",
+            report.total,
+            report.skipped_empty.len()
+        )));
+    }
+    let stats = match tokenizer {
+        Some(tokenizer) => {
+            let options = PreprocessOptions::new(64, 64, report.history_column);
+            let inspected = inspect(&records, &report, tokenizer, &options)
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            let lengths = |s: &glmtune_engine::data::LengthStats| serde_json::json!({"count": s.count, "min": s.min, "mean": s.mean, "p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max, "histogram": s.histogram});
+            let cut = |t: &glmtune_engine::data::Truncation| serde_json::json!({"limit": t.limit, "count": t.count, "total_cut": t.total_cut, "max_cut": t.max_cut});
+            Some(serde_json::json!({
+                "max_source_length": 64,
+                "max_target_length": 64,
+                "prompt_tokens": lengths(&inspected.prompts),
+                "answer_tokens": lengths(&inspected.answers),
+                "prompt_truncation": cut(&inspected.prompt_truncation),
+                "answer_truncation": cut(&inspected.answer_truncation),
+            }))
+        }
+        None => None,
+    };
+    Ok(Validated {
+        options: options_of(&report.format),
+        skipped_empty: report.skipped_empty.len(),
+        history: report.history_column,
+        records,
+        stats,
+    })
+}
+
+/// Where to store an upload, and how to read it.
+pub struct Intake {
+    pub name: String,
+    pub options: ReadOptions,
+    pub purpose: String,
+    /// A registered model whose tokenizer measures the records.
+    pub model: Option<String>,
+}
+
+/// Validates a received upload, stores it under its hash and records it.
+pub async fn ingest(
+    state: &AppState,
+    caller: &Caller,
+    upload: Upload,
+    intake: Intake,
+) -> Result<Dataset, ApiError> {
+    let model_dir = match &intake.model {
+        Some(name) => Some(PathBuf::from(
+            state
+                .db
+                .model(name)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("model {name:?} is not registered")))?
+                .path,
+        )),
+        None => None,
+    };
+    let (name, options) = (intake.name.clone(), intake.options.clone());
+    let blobs = state.blobs.clone();
+    let (validated, upload, stored) = tokio::task::spawn_blocking(move || {
+        let tokenizer = match &model_dir {
+            Some(dir) => Some(
+                ChatGlmTokenizer::from_dir(dir).map_err(|e| ApiError::internal(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let validated = validate(&upload.temp, &name, &options, tokenizer.as_ref())?;
+        let (sha256, bytes) = (upload.sha256.clone(), upload.bytes);
+        blobs.commit(upload)?;
+        Ok::<_, ApiError>((validated, (sha256, bytes), ()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let _ = stored;
+    let dataset = Dataset {
+        id: new_id("file-"),
+        name: intake.name,
+        sha256: upload.0,
+        bytes: upload.1 as i64,
+        format: validated.options.format.clone(),
+        read_options: validated.options,
+        records: validated.records.len() as i64,
+        skipped_empty: validated.skipped_empty as i64,
+        purpose: intake.purpose,
+        owner_id: Some(caller.principal.clone()),
+        created_at: now(),
+        stats: validated.stats,
+        preview: validated
+            .records
+            .iter()
+            .take(PREVIEW)
+            .map(record_json)
+            .collect(),
+    };
+    let _ = validated.history;
+    state.db.insert_dataset(&dataset).await?;
+    Ok(dataset)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    name: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    prompt_column: Option<String>,
+    response_column: Option<String>,
+    history_column: Option<String>,
+    model: Option<String>,
+}
+
+/// `POST /api/v1/datasets?name=…&format=…&model=…` with the file as the body.
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<UploadQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let upload = state
+        .blobs
+        .receive(body.into_data_stream(), state.settings.max_upload_bytes)
+        .await?;
+    let intake = Intake {
+        name: query.name.unwrap_or_else(|| "dataset.jsonl".into()),
+        options: ReadOptions {
+            format: query.format.unwrap_or_else(|| "auto".into()),
+            prompt_column: query.prompt_column,
+            response_column: query.response_column,
+            history_column: query.history_column,
+        },
+        purpose: "fine-tune".into(),
+        model: query.model,
+    };
+    let dataset = ingest(&state, &caller, upload, intake).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(dataset)).into_response())
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<List<Dataset>>, ApiError> {
+    Ok(Json(List {
+        data: state.db.datasets().await?,
+    }))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Dataset>, ApiError> {
+    Ok(Json(find(&state, &id).await?))
+}
+
+pub async fn find(state: &AppState, id: &str) -> Result<Dataset, ApiError> {
+    state
+        .db
+        .dataset(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("dataset {id} does not exist")))
+}
+
+/// The stored bytes, as uploaded.
+pub async fn content(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let dataset = find(&state, &id).await?;
+    let file = tokio::fs::File::open(state.blobs.path(&dataset.sha256)).await?;
+    let body = Body::from_stream(tokio_util_stream(file));
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
+    futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 64 * 1024];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buffer)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let dataset = find(&state, &id).await?;
+    caller.check_owner(dataset.owner_id.as_deref(), &format!("dataset {id}"))?;
+    let in_use = state
+        .db
+        .runs()
+        .await?
+        .into_iter()
+        .any(|r| r.train_dataset == id || r.validation_dataset.as_deref() == Some(&id));
+    if in_use {
+        return Err(ApiError::conflict(format!(
+            "dataset {id} is used by a run; runs keep their data"
+        )));
+    }
+    state.db.delete_dataset(&id).await?;
+    if state.db.datasets_using_blob(&dataset.sha256).await? == 0 {
+        let _ = std::fs::remove_file(state.blobs.path(&dataset.sha256));
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Splits a dataset into two new ones (records shuffled with the seed), written as JSON lines
+/// with prompt/response(/history) columns.
+pub async fn split(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<SplitRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    if !(request.validation_fraction > 0.0 && request.validation_fraction < 1.0) {
+        return Err(ApiError::invalid(
+            "validation_fraction: must be between 0 and 1 (exclusive)",
+        ));
+    }
+    let dataset = find(&state, &id).await?;
+    let path = state.blobs.path(&dataset.sha256);
+    let blobs = state.blobs.clone();
+    let source = dataset.clone();
+    let parts = tokio::task::spawn_blocking(move || {
+        let validated = validate(&path, &source.name, &source.read_options, None)?;
+        let mut order: Vec<usize> = (0..validated.records.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(request.seed));
+        let count = validated.records.len();
+        let validation = ((count as f64 * request.validation_fraction).round() as usize)
+            .clamp(1, count.saturating_sub(1).max(1));
+        if count < 2 {
+            return Err(ApiError::invalid(format!(
+                "dataset {}: {count} record(s) cannot be split",
+                source.id
+            )));
+        }
+        let (validation_part, train_part) = order.split_at(validation);
+        let mut parts = Vec::new();
+        for (label, indices) in [("train", train_part), ("validation", validation_part)] {
+            let mut text = String::new();
+            for &i in indices {
+                let record = &validated.records[i];
+                let mut row =
+                    serde_json::json!({"prompt": record.prompt, "response": record.response});
+                if validated.history {
+                    row["history"] = serde_json::json!(record.history);
+                }
+                text.push_str(&row.to_string());
+                text.push('\n');
+            }
+            let (sha256, _) = blobs.store(text.as_bytes())?;
+            let records: Vec<Record> = indices
+                .iter()
+                .map(|&i| validated.records[i].clone())
+                .collect();
+            parts.push((label, sha256, text.len(), records));
+        }
+        Ok::<_, ApiError>((parts, validated.history))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (parts, history) = parts;
+    let mut made = Vec::new();
+    for (label, sha256, bytes, records) in parts {
+        let part = Dataset {
+            id: new_id("file-"),
+            name: format!("{} ({label})", dataset.name),
+            sha256,
+            bytes: bytes as i64,
+            format: "columns".into(),
+            read_options: ReadOptions {
+                format: "columns".into(),
+                prompt_column: Some("prompt".into()),
+                response_column: Some("response".into()),
+                history_column: history.then(|| "history".into()),
+            },
+            records: records.len() as i64,
+            skipped_empty: 0,
+            purpose: dataset.purpose.clone(),
+            owner_id: Some(caller.principal.clone()),
+            created_at: now(),
+            stats: None,
+            preview: records.iter().take(PREVIEW).map(record_json).collect(),
+        };
+        state.db.insert_dataset(&part).await?;
+        made.push(part);
+    }
+    let validation = made.pop();
+    let train = made.pop();
+    match (train, validation) {
+        (Some(train), Some(validation)) => Ok((
+            axum::http::StatusCode::CREATED,
+            Json(SplitResponse { train, validation }),
+        )
+            .into_response()),
+        _ => Err(ApiError::internal("the split made no datasets")),
+    }
+}

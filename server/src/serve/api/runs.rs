@@ -1,0 +1,429 @@
+//! Training runs: create (hyper-parameters over a preset), list, cancel, resume, and what a run
+//! leaves: logs, checkpoints, evaluation, the adapter as a zip in the official layout.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunSettings, RunState};
+
+use crate::db::{new_id, now};
+use crate::serve::auth::Caller;
+use crate::serve::{ApiError, AppState};
+
+/// Files of an adapter folder that make up the official layout (and ours).
+const ADAPTER_FILES: [&str; 4] = [
+    "config.json",
+    "generation_config.json",
+    "pytorch_model.bin",
+    "adapter.safetensors",
+];
+
+/// The preset's settings under the ones given.
+pub fn resolve_settings(
+    preset: Option<&str>,
+    given: &RunSettings,
+) -> Result<RunSettings, ApiError> {
+    let base = match preset.unwrap_or("official") {
+        // THUDM's ptuning/train.sh.
+        "official" => RunSettings {
+            pre_seq_len: Some(128),
+            learning_rate: Some(2e-2),
+            max_steps: Some(3000),
+            per_device_train_batch_size: Some(1),
+            gradient_accumulation_steps: Some(16),
+            max_source_length: Some(64),
+            max_target_length: Some(64),
+            logging_steps: Some(10),
+            save_steps: Some(1000),
+            eval_steps: Some(500),
+            ..RunSettings::default()
+        },
+        // A few steps to try a dataset end to end.
+        "quick" => RunSettings {
+            pre_seq_len: Some(16),
+            learning_rate: Some(2e-2),
+            max_steps: Some(20),
+            per_device_train_batch_size: Some(1),
+            gradient_accumulation_steps: Some(1),
+            max_source_length: Some(64),
+            max_target_length: Some(64),
+            logging_steps: Some(1),
+            save_steps: Some(10),
+            eval_steps: Some(10),
+            ..RunSettings::default()
+        },
+        other => {
+            return Err(ApiError::invalid(format!(
+                "preset: unknown preset {other:?} (official, quick)"
+            )))
+        }
+    };
+    let mut merged = serde_json::to_value(&base).map_err(|e| ApiError::internal(e.to_string()))?;
+    let given = serde_json::to_value(given).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let (Some(merged), Some(given)) = (merged.as_object_mut(), given.as_object()) {
+        for (key, value) in given {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    let mut settings: RunSettings =
+        serde_json::from_value(merged).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if given.get("num_train_epochs").is_some() && given.get("max_steps").is_none() {
+        settings.max_steps = None;
+    }
+    check(&settings)?;
+    Ok(settings)
+}
+
+fn check(s: &RunSettings) -> Result<(), ApiError> {
+    let positive = [
+        ("pre_seq_len", s.pre_seq_len),
+        ("max_steps", s.max_steps),
+        ("per_device_train_batch_size", s.per_device_train_batch_size),
+        ("gradient_accumulation_steps", s.gradient_accumulation_steps),
+        ("logging_steps", s.logging_steps),
+        ("save_steps", s.save_steps),
+        ("eval_steps", s.eval_steps),
+    ];
+    for (field, value) in positive {
+        if value == Some(0) {
+            return Err(ApiError::invalid(format!(
+                "settings.{field}: must be at least 1"
+            )));
+        }
+    }
+    for (field, value) in [
+        ("max_source_length", s.max_source_length),
+        ("max_target_length", s.max_target_length),
+    ] {
+        if value.is_some_and(|v| !(3..=8192).contains(&v)) {
+            return Err(ApiError::invalid(format!(
+                "settings.{field}: must be between 3 and 8192"
+            )));
+        }
+    }
+    if s.learning_rate.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+        return Err(ApiError::invalid(
+            "settings.learning_rate: must be a positive number",
+        ));
+    }
+    if s.num_train_epochs
+        .is_some_and(|v| !(v.is_finite() && v > 0.0))
+    {
+        return Err(ApiError::invalid(
+            "settings.num_train_epochs: must be a positive number",
+        ));
+    }
+    if s.prefix_dropout.is_some_and(|v| !(0.0..1.0).contains(&v)) {
+        return Err(ApiError::invalid(
+            "settings.prefix_dropout: must be in [0, 1)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks and queues a run (shared with `/v1/fine_tuning/jobs`).
+pub async fn create_run(
+    state: &AppState,
+    caller: &Caller,
+    request: CreateRun,
+) -> Result<Run, ApiError> {
+    if state.db.model(&request.model).await?.is_none() {
+        return Err(ApiError::invalid(format!(
+            "model: {:?} is not a registered base model",
+            request.model
+        )));
+    }
+    let train = state
+        .db
+        .dataset(&request.train_dataset)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "train_dataset: {} does not exist",
+                request.train_dataset
+            ))
+        })?;
+    if let Some(id) = &request.validation_dataset {
+        let validation =
+            state.db.dataset(id).await?.ok_or_else(|| {
+                ApiError::invalid(format!("validation_dataset: {id} does not exist"))
+            })?;
+        if validation.read_options != train.read_options {
+            return Err(ApiError::invalid(format!(
+                "validation_dataset: {id} is in format {} but the training data is in format {}; runs read both alike",
+                validation.format, train.format
+            )));
+        }
+    }
+    if let Some(init) = &request.init_run {
+        let run = state.db.run(init).await?;
+        if !run.is_some_and(|r| r.state == RunState::Succeeded && r.model == request.model) {
+            return Err(ApiError::invalid(format!(
+                "init_run: {init} is not a succeeded run on model {}",
+                request.model
+            )));
+        }
+    }
+    let mut settings = resolve_settings(request.preset.as_deref(), &request.settings)?;
+    if request.validation_dataset.is_some() && settings.eval_samples.is_none() {
+        settings.eval_samples = Some(20);
+    }
+    let run = Run {
+        id: new_id("ftjob-"),
+        model: request.model,
+        train_dataset: request.train_dataset,
+        validation_dataset: request.validation_dataset,
+        max_steps: settings.max_steps.map(|v| v as i64),
+        settings,
+        init_run: request.init_run,
+        state: RunState::Queued,
+        error: None,
+        owner_id: Some(caller.principal.clone()),
+        attempts: 0,
+        step: 0,
+        trained_tokens: 0,
+        created_at: now(),
+        started_at: None,
+        finished_at: None,
+        fine_tuned_model: None,
+    };
+    state.db.insert_run(&run).await?;
+    state.supervisor.wake();
+    Ok(run)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateRun>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let run = create_run(&state, &caller, request).await?;
+    Ok((StatusCode::CREATED, Json(run)).into_response())
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<List<Run>>, ApiError> {
+    Ok(Json(List {
+        data: state.db.runs().await?,
+    }))
+}
+
+pub async fn find(state: &AppState, id: &str) -> Result<Run, ApiError> {
+    state
+        .db
+        .run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    Ok(Json(find(&state, &id).await?))
+}
+
+/// Cancels a queued or running run (shared with `/v1/fine_tuning/jobs/{id}/cancel`).
+pub async fn cancel_run(state: &AppState, caller: &Caller, id: &str) -> Result<Run, ApiError> {
+    let run = find(state, id).await?;
+    caller.check_owner(run.owner_id.as_deref(), &format!("run {id}"))?;
+    match run.state {
+        RunState::Queued => {
+            state
+                .db
+                .transition(id, RunState::Queued, RunState::Cancelled, None, "cancelled")
+                .await?;
+        }
+        RunState::Running => {
+            state.db.request_cancel(id).await?;
+            state.supervisor.wake();
+            // The supervisor stops the child within a tick or two.
+            for _ in 0..100 {
+                if find(state, id).await?.state != RunState::Running {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        final_state => {
+            return Err(ApiError::conflict(format!(
+                "run {id} is already {}",
+                final_state.as_str()
+            )))
+        }
+    }
+    state.supervisor.events.notify_waiters();
+    find(state, id).await
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    Ok(Json(cancel_run(&state, &caller, &id).await?))
+}
+
+/// Puts a failed or cancelled run back in the queue; it continues from its last checkpoint.
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    let run = find(&state, &id).await?;
+    caller.check_owner(run.owner_id.as_deref(), &format!("run {id}"))?;
+    if !matches!(run.state, RunState::Failed | RunState::Cancelled) {
+        return Err(ApiError::conflict(format!(
+            "run {id} is {}; only failed or cancelled runs resume",
+            run.state.as_str()
+        )));
+    }
+    state
+        .db
+        .transition(
+            &id,
+            run.state,
+            RunState::Queued,
+            None,
+            "resumed: queued again",
+        )
+        .await?;
+    state.supervisor.wake();
+    Ok(Json(find(&state, &id).await?))
+}
+
+/// The trainer's stderr and log, as text.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    find(&state, &id).await?;
+    let dir = state.run_dir(&id);
+    let mut text = String::new();
+    for name in ["train.stderr.log", "eval.stderr.log"] {
+        if let Ok(part) = tokio::fs::read_to_string(dir.join(name)).await {
+            text.push_str(&part);
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+pub async fn checkpoints(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<List<Checkpoint>>, ApiError> {
+    find(&state, &id).await?;
+    Ok(Json(List {
+        data: list_checkpoints(&state, &id),
+    }))
+}
+
+/// Complete `checkpoint-N` folders of a run, oldest first.
+pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
+    let mut found: Vec<Checkpoint> = std::fs::read_dir(state.run_dir(id))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("checkpoint-")?.parse::<i64>().ok()?;
+            let state_file = entry
+                .path()
+                .join(glmtune_engine::train::trainer::STATE_FILE);
+            let created_at = state_file
+                .metadata()
+                .ok()?
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs() as i64;
+            Some(Checkpoint {
+                step,
+                name,
+                created_at,
+            })
+        })
+        .collect();
+    found.sort_by_key(|c| c.step);
+    found
+}
+
+pub async fn evaluation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Evaluation>, ApiError> {
+    find(&state, &id).await?;
+    let eval = state.run_dir(&id).join("eval");
+    let scores = tokio::fs::read_to_string(eval.join("scores.json"))
+        .await
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "run {id} has no evaluation (it needs validation data and eval_samples > 0)"
+            ))
+        })?;
+    let samples = tokio::fs::read_to_string(eval.join("generated_predictions.jsonl"))
+        .await
+        .unwrap_or_default()
+        .lines()
+        .take(20)
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok(Json(Evaluation { scores, samples }))
+}
+
+/// The final adapter as a zip: `config.json` and `pytorch_model.bin` as the official scripts
+/// write them (plus `adapter.safetensors`).
+pub async fn adapter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let run = find(&state, &id).await?;
+    if run.state != RunState::Succeeded {
+        return Err(ApiError::conflict(format!(
+            "run {id} is {}; its adapter is ready once it succeeded",
+            run.state.as_str()
+        )));
+    }
+    let dir = state.run_dir(&id);
+    let bytes = tokio::task::spawn_blocking(move || zip_adapter(&dir))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}-adapter.zip\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+fn zip_adapter(dir: &std::path::Path) -> Result<Vec<u8>, ApiError> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for name in ADAPTER_FILES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        writer
+            .start_file(name, options)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        writer.write_all(&bytes)?;
+    }
+    let cursor = writer
+        .finish()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(cursor.into_inner())
+}

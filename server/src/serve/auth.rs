@@ -1,0 +1,317 @@
+//! Who is calling, and may they? Every request but `/healthz` and the sign-in routes names its
+//! caller: an API key (`Authorization: Bearer KEY`), a browser session cookie (with the CSRF
+//! header on anything that changes state), or the implicit local admin of `--no-auth`.
+//!
+//! What a route needs is decided from its method and path in [`required`], one table the auth
+//! matrix test walks route by route.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use glmtune_shared::api::Role;
+use rand::Rng;
+
+use super::{ApiError, AppState};
+
+pub const SESSION_COOKIE: &str = "glmtune_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The least a route asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// Anyone (health, sign-in).
+    Public,
+    /// Any signed-in caller: reads, and inference (which changes nothing stored).
+    Read,
+    /// A member or admin: creates and changes resources.
+    Write,
+    /// An admin: users and the server's own disk.
+    Admin,
+}
+
+pub fn required(method: &Method, path: &str) -> Need {
+    let reads = *method == Method::GET || *method == Method::HEAD;
+    match path {
+        "/healthz" | "/api/v1/auth/login" | "/api/v1/auth/setup" | "/api/v1/auth/status" => {
+            Need::Public
+        }
+        // Signing out and asking for an answer change nothing another caller sees.
+        "/api/v1/auth/logout" | "/v1/chat/completions" => Need::Read,
+        p if p.starts_with("/api/v1/users") => Need::Admin,
+        "/api/v1/models" if !reads => Need::Admin,
+        _ if reads => Need::Read,
+        _ => Need::Write,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The signed-in user, if the caller is one (keys made by `glmtune token create` are not).
+    pub user_id: Option<String>,
+    pub role: Role,
+    /// Who owns what the caller creates, and the rate-limit bucket: the user's id, else the
+    /// key's id, else `local`.
+    pub principal: String,
+}
+
+impl Caller {
+    pub fn allows(&self, need: Need) -> bool {
+        match need {
+            Need::Public | Need::Read => true,
+            Need::Write => self.role >= Role::Member,
+            Need::Admin => self.role == Role::Admin,
+        }
+    }
+
+    /// Members change what they own; admins change anything.
+    pub fn may_change(&self, owner: Option<&str>) -> bool {
+        self.role == Role::Admin || (self.role == Role::Member && owner == Some(&self.principal))
+    }
+
+    pub fn check_owner(&self, owner: Option<&str>, what: &str) -> Result<(), ApiError> {
+        if self.may_change(owner) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{what} belongs to another user"
+            )))
+        }
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn identify(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, ApiError> {
+    if let Some(secret) = bearer(headers) {
+        let key = state
+            .db
+            .api_key_by_secret(secret)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        return Ok(Some(Caller {
+            principal: key.user_id.clone().unwrap_or(key.id),
+            user_id: key.user_id,
+            role: key.role,
+        }));
+    }
+    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+        let (user, csrf) = state
+            .db
+            .session(&token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the session has expired; sign in again"))?;
+        let safe = matches!(*method, Method::GET | Method::HEAD);
+        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if !safe && sent != Some(csrf.as_str()) {
+            return Err(ApiError::forbidden(
+                "missing or wrong X-CSRF-Token header for a cookie-authenticated change",
+            ));
+        }
+        return Ok(Some(Caller {
+            user_id: Some(user.id.clone()),
+            role: user.role,
+            principal: user.id,
+        }));
+    }
+    if state.settings.no_auth {
+        return Ok(Some(Caller {
+            user_id: None,
+            role: Role::Admin,
+            principal: "local".into(),
+        }));
+    }
+    Ok(None)
+}
+
+/// The middleware: identify, check the route's need, apply the rate limit.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let need = required(request.method(), request.uri().path());
+    let (method, headers) = (request.method().clone(), request.headers().clone());
+    let caller = match identify(&state, &method, &headers).await {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    match (need, caller) {
+        (Need::Public, caller) => {
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+        }
+        (_, None) => {
+            return ApiError::unauthorized(
+                "authentication required: send Authorization: Bearer KEY or sign in",
+            )
+            .into_response()
+        }
+        (need, Some(caller)) => {
+            if !caller.allows(need) {
+                let what = match need {
+                    Need::Admin => "an admin",
+                    _ => "a member or admin",
+                };
+                return ApiError::forbidden(format!(
+                    "this needs {what}; the caller is a {}",
+                    caller.role.as_str()
+                ))
+                .into_response();
+            }
+            if let Err(error) = state.rate_limiter.admit(&caller.principal) {
+                return error.into_response();
+            }
+            request.extensions_mut().insert(caller);
+        }
+    }
+    next.run(request).await
+}
+
+/// The caller, as a handler argument.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("authentication required"))
+    }
+}
+
+/// Requests per minute per caller, as a token bucket (a burst of a minute's worth, refilled
+/// continuously).
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter {
+            per_minute,
+            buckets: Mutex::default(),
+        }
+    }
+
+    pub fn admit(&self, bucket: &str) -> Result<(), ApiError> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let (tokens, last) = buckets.entry(bucket.to_owned()).or_insert((capacity, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * capacity / 60.0).min(capacity);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - *tokens) * 60.0 / capacity).ceil() as u64;
+            Err(ApiError::rate_limited(wait.max(1)))
+        }
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::encode_b64(&rand::rng().random::<[u8; 16]>())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A random secret: `prefix` and 64 hex digits.
+pub fn new_secret(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::rng().random::<[u8; 32]>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_and_differ_in_salt() {
+        let a = hash_password("correct horse").unwrap();
+        let b = hash_password("correct horse").unwrap();
+        assert_ne!(a, b);
+        assert!(verify_password("correct horse", &a));
+        assert!(!verify_password("wrong", &a));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn rate_limit_refuses_past_the_burst() {
+        let limiter = RateLimiter::new(3);
+        for _ in 0..3 {
+            assert!(limiter.admit("k").is_ok());
+        }
+        assert!(limiter.admit("k").is_err());
+        assert!(limiter.admit("other").is_ok());
+    }
+
+    #[test]
+    fn routes_need_what_the_roles_allow() {
+        assert_eq!(required(&Method::GET, "/healthz"), Need::Public);
+        assert_eq!(required(&Method::GET, "/api/v1/runs"), Need::Read);
+        assert_eq!(required(&Method::POST, "/api/v1/runs"), Need::Write);
+        assert_eq!(required(&Method::GET, "/api/v1/users"), Need::Admin);
+        assert_eq!(required(&Method::POST, "/api/v1/models"), Need::Admin);
+        assert_eq!(required(&Method::POST, "/v1/chat/completions"), Need::Read);
+        let viewer = Caller {
+            user_id: Some("u".into()),
+            role: Role::Viewer,
+            principal: "u".into(),
+        };
+        assert!(viewer.allows(Need::Read) && !viewer.allows(Need::Write));
+        assert!(!viewer.may_change(Some("u")));
+    }
+}

@@ -1,0 +1,138 @@
+//! Model names to loaded weights. Base models are loaded once, on first use, and shared by every
+//! adapter served over them; a fine-tuned model `ft:BASE:RUN` is the base plus that run's prefix.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+use glmtune_engine::tokenizer::ChatGlmTokenizer;
+use glmtune_shared::api::RunState;
+
+use super::{ApiError, AppState};
+use crate::db::runs::run_of_fine_tuned;
+
+/// A base model in memory. `turn` makes generations over it take turns, so that two requests do
+/// not split the CPU between them.
+pub struct Base {
+    pub model: ChatGlmModel,
+    pub tokenizer: ChatGlmTokenizer,
+    pub turn: Mutex<()>,
+}
+
+/// What answers a chat: a base model and, for an expert, its prefix.
+#[derive(Clone)]
+pub struct Served {
+    pub base: Arc<Base>,
+    pub prefix: Option<Arc<PrefixEncoder>>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    bases: Mutex<HashMap<PathBuf, Arc<Base>>>,
+    prefixes: Mutex<HashMap<PathBuf, Arc<PrefixEncoder>>>,
+}
+
+/// Where a model name's files are.
+pub struct Resolved {
+    pub base_dir: PathBuf,
+    pub adapter_dir: Option<PathBuf>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Registry {
+    fn base(&self, dir: &PathBuf, dtype: DType) -> Result<Arc<Base>, ApiError> {
+        if let Some(base) = lock(&self.bases).get(dir) {
+            return Ok(base.clone());
+        }
+        let model = ChatGlmModel::load(dir, dtype, &Device::Cpu)
+            .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
+        let tokenizer = ChatGlmTokenizer::from_dir(dir)
+            .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
+        let base = Arc::new(Base {
+            model,
+            tokenizer,
+            turn: Mutex::new(()),
+        });
+        Ok(lock(&self.bases).entry(dir.clone()).or_insert(base).clone())
+    }
+
+    /// Loads what `resolved` names (blocking: call off the async threads).
+    pub fn load(&self, resolved: &Resolved, dtype: DType) -> Result<Served, ApiError> {
+        let base = self.base(&resolved.base_dir, dtype)?;
+        let prefix = match &resolved.adapter_dir {
+            None => None,
+            Some(dir) => {
+                let cached = lock(&self.prefixes).get(dir).cloned();
+                match cached {
+                    Some(prefix) => Some(prefix),
+                    None => {
+                        let prefix =
+                            PrefixEncoder::load_adapter(dir, base.model.config(), &Device::Cpu)
+                                .map_err(|e| {
+                                    ApiError::internal(format!(
+                                        "loading adapter {}: {e}",
+                                        dir.display()
+                                    ))
+                                })?;
+                        let prefix = Arc::new(prefix);
+                        lock(&self.prefixes).insert(dir.clone(), prefix.clone());
+                        Some(prefix)
+                    }
+                }
+            }
+        };
+        Ok(Served { base, prefix })
+    }
+}
+
+/// Finds the files of a model name: a registered model, or a succeeded run's `ft:` name.
+pub async fn resolve(state: &AppState, name: &str) -> Result<Resolved, ApiError> {
+    if let Some(run_id) = run_of_fine_tuned(name) {
+        let run = state
+            .db
+            .run(run_id)
+            .await?
+            .filter(|run| crate::db::runs::fine_tuned_name(&run.model, &run.id) == name)
+            .ok_or_else(|| ApiError::not_found(format!("model {name:?} does not exist")))?;
+        if run.state != RunState::Succeeded {
+            return Err(ApiError::conflict(format!(
+                "model {name:?} is not ready: its fine-tuning job is {}",
+                run.state.as_str()
+            )));
+        }
+        let base =
+            state.db.model(&run.model).await?.ok_or_else(|| {
+                ApiError::not_found(format!("base model {:?} is gone", run.model))
+            })?;
+        return Ok(Resolved {
+            base_dir: PathBuf::from(base.path),
+            adapter_dir: Some(state.run_dir(&run.id)),
+        });
+    }
+    let model = state
+        .db
+        .model(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {name:?} is not registered")))?;
+    Ok(Resolved {
+        base_dir: PathBuf::from(model.path),
+        adapter_dir: model.adapter.map(PathBuf::from),
+    })
+}
+
+/// Resolves and loads `name` for generation.
+pub async fn serve(state: &AppState, name: &str) -> Result<Served, ApiError> {
+    let resolved = resolve(state, name).await?;
+    let registry = state.registry.clone();
+    let dtype = state.settings.dtype;
+    tokio::task::spawn_blocking(move || registry.load(&resolved, dtype))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}

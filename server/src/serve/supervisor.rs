@@ -1,0 +1,699 @@
+//! The job supervisor: takes queued runs from the database and trains each as a child process
+//! (`glmtune train …`, then `glmtune eval …` when the run has validation data), turning the
+//! run's `trainer_log.jsonl` and stderr into events.
+//!
+//! It lives on one dedicated thread. Children are started from that thread with
+//! `PR_SET_PDEATHSIG`, so a server killed outright takes its children with it; the next start
+//! finds their runs `running`, puts them back in the queue and resumes them from their last
+//! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glmtune_shared::api::{Run, RunSettings, RunState};
+use tokio::runtime::Handle as Runtime;
+
+use super::metrics::Metrics;
+use super::{run_dir, Settings};
+use crate::db::{Db, DbResult};
+
+const TICK: Duration = Duration::from_millis(200);
+/// How long a stopping child may take to write its checkpoint.
+const CHECKPOINT_GRACE: Duration = Duration::from_secs(120);
+
+enum Message {
+    Wake,
+    Shutdown(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The server's side of the supervisor.
+pub struct Handle {
+    sender: Mutex<mpsc::Sender<Message>>,
+    /// Set when the server stops: event streams end.
+    pub stopping: AtomicBool,
+    /// Rung whenever events were written, so that streams need not poll fast.
+    pub events: tokio::sync::Notify,
+}
+
+impl Handle {
+    /// A new run was queued or a run changed: look now rather than at the next tick.
+    pub fn wake(&self) {
+        let _ = self.lock().send(Message::Wake);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, mpsc::Sender<Message>> {
+        self.sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops every child at its next step with a checkpoint, and returns once they are down.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.events.notify_waiters();
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.lock().send(Message::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Puts runs that a previous server left `running` back in the queue and starts the thread.
+pub async fn start(
+    db: Db,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+) -> DbResult<Arc<Handle>> {
+    for run in db.runs_in_state(RunState::Running).await? {
+        db.transition(
+            &run.id,
+            RunState::Running,
+            RunState::Queued,
+            None,
+            "the server restarted: the run resumes from its last checkpoint",
+        )
+        .await?;
+    }
+    let (sender, receiver) = mpsc::channel();
+    let handle = Arc::new(Handle {
+        sender: Mutex::new(sender),
+        stopping: AtomicBool::new(false),
+        events: tokio::sync::Notify::new(),
+    });
+    let supervisor = Supervisor {
+        db,
+        settings,
+        metrics,
+        runtime: Runtime::current(),
+        handle: handle.clone(),
+        children: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name("glmtune-supervisor".into())
+        .spawn(move || supervisor.run(receiver))
+        .map_err(|e| crate::db::DbError::Connect {
+            url: "supervisor".into(),
+            message: e.to_string(),
+        })?;
+    Ok(handle)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Train,
+    Eval,
+}
+
+/// A file read as it grows, line by line.
+struct Tail {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl Tail {
+    fn new(path: PathBuf) -> Self {
+        Tail { path, offset: 0 }
+    }
+
+    /// Complete lines written since the last call. A file that shrank (a resumed run rewrote
+    /// its log) is read again from the start.
+    fn lines(&mut self) -> Vec<String> {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        let length = file.metadata().map_or(0, |m| m.len());
+        if length < self.offset {
+            self.offset = 0;
+        }
+        let mut text = Vec::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut text).is_err()
+        {
+            return Vec::new();
+        }
+        let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        self.offset += end as u64 + 1;
+        String::from_utf8_lossy(&text[..end])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+struct Running {
+    run: Run,
+    process: Child,
+    phase: Phase,
+    log: Tail,
+    stderr: Tail,
+    /// Training rows up to this step were turned into events by an earlier attempt.
+    emitted_step: i64,
+    trained_tokens: i64,
+    last_progress: Instant,
+    stalled: bool,
+    /// Last lines of stderr, for the error message of a failed child.
+    last_errors: Vec<String>,
+}
+
+struct Supervisor {
+    db: Db,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    runtime: Runtime,
+    handle: Arc<Handle>,
+    children: Vec<Running>,
+}
+
+impl Supervisor {
+    fn run(mut self, receiver: mpsc::Receiver<Message>) {
+        loop {
+            match receiver.recv_timeout(TICK) {
+                Ok(Message::Shutdown(done)) => {
+                    self.stop_all();
+                    let _ = done.send(());
+                    return;
+                }
+                Ok(Message::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.stop_all();
+                    return;
+                }
+            }
+            if let Err(error) = self.tick() {
+                eprintln!("glmtune serve: supervisor: {error}");
+            }
+        }
+    }
+
+    fn block<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(future)
+    }
+
+    fn event(&self, run_id: &str, kind: &str, message: &str, data: serde_json::Value) {
+        if let Err(error) = self.block(self.db.append_event(run_id, kind, message, &data)) {
+            eprintln!("glmtune serve: recording an event of {run_id}: {error}");
+        }
+        self.handle.events.notify_waiters();
+    }
+
+    fn finish(&self, run_id: &str, to: RunState, error: Option<&str>, message: &str) {
+        if let Err(e) =
+            self.block(
+                self.db
+                    .transition(run_id, RunState::Running, to, error, message),
+            )
+        {
+            eprintln!("glmtune serve: finishing {run_id}: {e}");
+        }
+        self.handle.events.notify_waiters();
+    }
+
+    fn tick(&mut self) -> anyhow::Result<()> {
+        let mut index = 0;
+        while index < self.children.len() {
+            if self.watch(index)? {
+                self.children.remove(index);
+            } else {
+                index += 1;
+            }
+        }
+        self.metrics.set_active_runs(self.children.len());
+        while self.children.len() < self.settings.max_concurrent_runs {
+            let queued = self.block(self.db.runs_in_state(RunState::Queued))?;
+            let Some(run) = queued.into_iter().next() else {
+                break;
+            };
+            let claimed = self.block(self.db.transition(
+                &run.id,
+                RunState::Queued,
+                RunState::Running,
+                None,
+                "running",
+            ))?;
+            if !claimed {
+                continue;
+            }
+            self.handle.events.notify_waiters();
+            match self.spawn_training(&run) {
+                Ok(child) => self.children.push(child),
+                Err(error) => self.finish(
+                    &run.id,
+                    RunState::Failed,
+                    Some(&error.to_string()),
+                    &format!("could not start: {error}"),
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows one child; true once it is done with.
+    fn watch(&mut self, index: usize) -> anyhow::Result<bool> {
+        self.read_progress(index);
+        let run_id = self.children[index].run.id.clone();
+        if self.block(self.db.cancel_requested(&run_id))? {
+            let child = &mut self.children[index];
+            let _ = child.process.kill();
+            let _ = child.process.wait();
+            self.finish(&run_id, RunState::Cancelled, None, "cancelled");
+            return Ok(true);
+        }
+        let status = self.children[index].process.try_wait()?;
+        let Some(status) = status else {
+            self.check_stall(index);
+            return Ok(false);
+        };
+        self.read_progress(index);
+        let child = &self.children[index];
+        let dir = run_dir(&self.settings.data_dir, &run_id);
+        let reason = child
+            .last_errors
+            .last()
+            .cloned()
+            .unwrap_or_else(|| status.to_string());
+        match child.phase {
+            Phase::Train if status.success() && dir.join("pytorch_model.bin").is_file() => {
+                let samples = child.run.settings.eval_samples.unwrap_or(0);
+                if child.run.validation_dataset.is_some() && samples > 0 {
+                    let run = child.run.clone();
+                    match self.spawn_eval(&run) {
+                        Ok(process) => {
+                            let child = &mut self.children[index];
+                            child.process = process;
+                            child.phase = Phase::Eval;
+                            child.stderr = Tail::new(dir.join("eval.stderr.log"));
+                            self.event(
+                                &run_id,
+                                "info",
+                                "training done; evaluating",
+                                serde_json::json!({}),
+                            );
+                            return Ok(false);
+                        }
+                        Err(error) => self.event(
+                            &run_id,
+                            "warning",
+                            &format!("evaluation could not start: {error}"),
+                            serde_json::json!({}),
+                        ),
+                    }
+                }
+                self.finish(&run_id, RunState::Succeeded, None, "succeeded");
+            }
+            Phase::Train => {
+                let message = if status.success() {
+                    "training stopped before its last step".to_owned()
+                } else {
+                    reason
+                };
+                self.finish(&run_id, RunState::Failed, Some(&message), &message);
+            }
+            Phase::Eval => {
+                let scores = std::fs::read_to_string(dir.join("eval").join("scores.json"))
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+                match (status.success(), scores) {
+                    (true, Some(scores)) => self.event(
+                        &run_id,
+                        "info",
+                        "evaluation scores",
+                        serde_json::json!({"scores": scores}),
+                    ),
+                    _ => self.event(
+                        &run_id,
+                        "warning",
+                        &format!("evaluation failed: {reason}"),
+                        serde_json::json!({}),
+                    ),
+                }
+                self.finish(&run_id, RunState::Succeeded, None, "succeeded");
+            }
+        }
+        Ok(true)
+    }
+
+    fn read_progress(&mut self, index: usize) {
+        let child = &mut self.children[index];
+        let run_id = child.run.id.clone();
+        let mut events = Vec::new();
+        if child.phase == Phase::Train {
+            for line in child.log.lines() {
+                let Ok(row) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let step = row["step"].as_i64().unwrap_or(0);
+                if step <= child.emitted_step && child.emitted_step > 0 {
+                    continue;
+                }
+                child.last_progress = Instant::now();
+                child.stalled = false;
+                let message = match (row["loss"].as_f64(), row["eval_loss"].as_f64()) {
+                    (Some(loss), _) => {
+                        child.trained_tokens += row["tokens"].as_i64().unwrap_or(0);
+                        if let Some(rate) = row["tokens_per_second"].as_f64() {
+                            self.metrics.set_training_rate(rate);
+                        }
+                        format!("step {step}: loss {loss:.4}")
+                    }
+                    (None, Some(loss)) => format!("step {step}: eval_loss {loss:.4}"),
+                    _ => continue,
+                };
+                let max_steps = row["max_steps"].as_i64().or(child.run.max_steps);
+                child.run.max_steps = max_steps;
+                child.run.step = child.run.step.max(step);
+                events.push(("metrics", message, row));
+            }
+        }
+        for line in child.stderr.lines() {
+            let line = line.trim_end_matches('\r').trim().to_owned();
+            if line.is_empty() || line.starts_with("step ") {
+                continue;
+            }
+            let text = line.strip_prefix("glmtune: ").unwrap_or(&line).to_owned();
+            let kind = if text.starts_with("skipped") {
+                "warning"
+            } else if line.starts_with("glmtune: ") && !is_routine(&text) {
+                child.last_errors.push(text.clone());
+                if child.last_errors.len() > 5 {
+                    child.last_errors.remove(0);
+                }
+                "info"
+            } else {
+                "info"
+            };
+            events.push((kind, text, serde_json::json!({})));
+        }
+        let (step, max_steps, tokens) = (child.run.step, child.run.max_steps, child.trained_tokens);
+        let had_metrics = events.iter().any(|e| e.0 == "metrics");
+        for (kind, message, data) in events {
+            self.event(&run_id, kind, &message, data);
+        }
+        if had_metrics {
+            if let Err(error) =
+                self.block(
+                    self.db
+                        .record_progress(&run_id, step, max_steps.unwrap_or(0), tokens),
+                )
+            {
+                eprintln!("glmtune serve: progress of {run_id}: {error}");
+            }
+        }
+    }
+
+    fn check_stall(&mut self, index: usize) {
+        let child = &mut self.children[index];
+        if child.phase != Phase::Train
+            || child.stalled
+            || child.last_progress.elapsed() < self.settings.stall
+        {
+            return;
+        }
+        child.stalled = true;
+        let seconds = child.last_progress.elapsed().as_secs();
+        let (run_id, step) = (child.run.id.clone(), child.run.step);
+        self.event(
+            &run_id,
+            "stall",
+            &format!("no training step for {seconds} s (at step {step})"),
+            serde_json::json!({"seconds": seconds, "step": step}),
+        );
+    }
+
+    fn spawn_training(&self, run: &Run) -> anyhow::Result<Running> {
+        let dir = run_dir(&self.settings.data_dir, &run.id);
+        std::fs::create_dir_all(&dir)?;
+        let model = self
+            .block(self.db.model(&run.model))?
+            .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
+        let train = self.dataset_path(&run.train_dataset)?;
+        let mut args: Vec<String> = vec![
+            "train".into(),
+            "--model".into(),
+            model.path.clone(),
+            "--train-file".into(),
+            train.0.to_string_lossy().into_owned(),
+            "--output-dir".into(),
+            dir.to_string_lossy().into_owned(),
+            "--dtype".into(),
+            "f32".into(),
+        ];
+        args.extend(train.1);
+        if let Some(validation) = &run.validation_dataset {
+            args.push("--validation-file".into());
+            args.push(
+                self.dataset_path(validation)?
+                    .0
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        if let Some(init) = &run.init_run {
+            args.push("--init-adapter".into());
+            args.push(
+                run_dir(&self.settings.data_dir, init)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        args.extend(training_flags(&run.settings));
+        let resuming = dir.join("trainer_log.jsonl").exists();
+        if resuming {
+            args.push("--resume".into());
+        }
+        let stderr_path = dir.join("train.stderr.log");
+        // Lines an earlier attempt wrote were turned into events then.
+        let mut stderr = Tail::new(stderr_path.clone());
+        stderr.offset = std::fs::metadata(&stderr_path).map_or(0, |m| m.len());
+        let process = spawn_child(&args, &stderr_path, None)?;
+        let log = Tail::new(dir.join("trainer_log.jsonl"));
+        let current = self
+            .block(self.db.run(&run.id))?
+            .unwrap_or_else(|| run.clone());
+        Ok(Running {
+            emitted_step: current.step,
+            trained_tokens: current.trained_tokens,
+            run: current,
+            process,
+            phase: Phase::Train,
+            log,
+            stderr,
+            last_progress: Instant::now(),
+            stalled: false,
+            last_errors: Vec::new(),
+        })
+    }
+
+    fn spawn_eval(&self, run: &Run) -> anyhow::Result<Child> {
+        let dir = run_dir(&self.settings.data_dir, &run.id);
+        let eval_dir = dir.join("eval");
+        std::fs::create_dir_all(&eval_dir)?;
+        let model = self
+            .block(self.db.model(&run.model))?
+            .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
+        let validation = run
+            .validation_dataset
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no validation dataset"))?;
+        let (path, read_flags) = self.dataset_path(validation)?;
+        let settings = &run.settings;
+        let mut args: Vec<String> = vec![
+            "eval".into(),
+            "--model".into(),
+            model.path,
+            "--adapter".into(),
+            dir.to_string_lossy().into_owned(),
+            "--validation-file".into(),
+            path.to_string_lossy().into_owned(),
+            "--output-dir".into(),
+            eval_dir.to_string_lossy().into_owned(),
+            "--greedy".into(),
+            "--max-predict-samples".into(),
+            settings.eval_samples.unwrap_or(0).to_string(),
+        ];
+        args.extend(read_flags);
+        for (flag, value) in [
+            ("--max-source-length", settings.max_source_length),
+            ("--max-target-length", settings.max_target_length),
+        ] {
+            if let Some(value) = value {
+                args.push(flag.into());
+                args.push(value.to_string());
+            }
+        }
+        spawn_child(
+            &args,
+            &dir.join("eval.stderr.log"),
+            Some(&eval_dir.join("scores.json")),
+        )
+    }
+
+    /// The stored file of a dataset and the flags that read it.
+    fn dataset_path(&self, id: &str) -> anyhow::Result<(PathBuf, Vec<String>)> {
+        let dataset = self
+            .block(self.db.dataset(id))?
+            .ok_or_else(|| anyhow::anyhow!("dataset {id} does not exist"))?;
+        let path =
+            super::blobs::Blobs::new(&self.settings.data_dir).map(|b| b.path(&dataset.sha256))?;
+        let options = &dataset.read_options;
+        let mut flags = vec!["--format".to_owned(), options.format.clone()];
+        for (flag, value) in [
+            ("--prompt-column", &options.prompt_column),
+            ("--response-column", &options.response_column),
+            ("--history-column", &options.history_column),
+        ] {
+            if let Some(value) = value {
+                flags.push(flag.into());
+                flags.push(value.clone());
+            }
+        }
+        Ok((path, flags))
+    }
+
+    /// Server shutdown: each child checkpoints at its next step and exits; its run goes back
+    /// to the queue for the next start.
+    fn stop_all(&mut self) {
+        for child in &self.children {
+            // SIGINT: the trainer saves a checkpoint and exits.
+            unsafe {
+                libc::kill(child.process.id() as libc::pid_t, libc::SIGINT);
+            }
+        }
+        let deadline = Instant::now() + CHECKPOINT_GRACE;
+        for index in 0..self.children.len() {
+            loop {
+                match self.children[index].process.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = self.children[index].process.kill();
+                        let _ = self.children[index].process.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            self.read_progress(index);
+            let run_id = self.children[index].run.id.clone();
+            let dir = run_dir(&self.settings.data_dir, &run_id);
+            let finished = self.children[index].phase == Phase::Train
+                && dir.join("pytorch_model.bin").is_file();
+            let (to, message) = if finished {
+                (RunState::Succeeded, "succeeded")
+            } else {
+                (
+                    RunState::Queued,
+                    "the server stopped: the run resumes from its checkpoint at the next start",
+                )
+            };
+            self.finish(&run_id, to, None, message);
+        }
+        self.children.clear();
+    }
+}
+
+/// Lines of the trainer's stderr that are progress, not trouble.
+fn is_routine(text: &str) -> bool {
+    [
+        "resuming",
+        "no checkpoint",
+        "adapter written",
+        "interrupted",
+        "generated",
+        "skipped",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
+}
+
+/// The `glmtune train` flags of a run's settings.
+pub fn training_flags(settings: &RunSettings) -> Vec<String> {
+    let mut flags = Vec::new();
+    let mut put = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            flags.push(format!("--{flag}"));
+            flags.push(value);
+        }
+    };
+    let s = settings;
+    put("pre-seq-len", s.pre_seq_len.map(|v| v.to_string()));
+    put("learning-rate", s.learning_rate.map(|v| v.to_string()));
+    put("max-steps", s.max_steps.map(|v| v.to_string()));
+    if s.max_steps.is_none() {
+        put(
+            "num-train-epochs",
+            s.num_train_epochs.map(|v| v.to_string()),
+        );
+    }
+    put(
+        "per-device-train-batch-size",
+        s.per_device_train_batch_size.map(|v| v.to_string()),
+    );
+    put(
+        "gradient-accumulation-steps",
+        s.gradient_accumulation_steps.map(|v| v.to_string()),
+    );
+    put(
+        "max-source-length",
+        s.max_source_length.map(|v| v.to_string()),
+    );
+    put(
+        "max-target-length",
+        s.max_target_length.map(|v| v.to_string()),
+    );
+    put("warmup-steps", s.warmup_steps.map(|v| v.to_string()));
+    put("weight-decay", s.weight_decay.map(|v| v.to_string()));
+    put("max-grad-norm", s.max_grad_norm.map(|v| v.to_string()));
+    put("prefix-dropout", s.prefix_dropout.map(|v| v.to_string()));
+    put("seed", s.seed.map(|v| v.to_string()));
+    put("logging-steps", s.logging_steps.map(|v| v.to_string()));
+    put("save-steps", s.save_steps.map(|v| v.to_string()));
+    put("eval-steps", s.eval_steps.map(|v| v.to_string()));
+    if s.prefix_projection == Some(true) {
+        flags.push("--prefix-projection".into());
+    }
+    if s.shuffle == Some(false) {
+        flags.push("--no-shuffle".into());
+    }
+    flags
+}
+
+/// Starts `glmtune ARGS` with stderr appended to `stderr_path` (and stdout to `stdout_path`),
+/// bound to die with this thread's process.
+fn spawn_child(
+    args: &[String],
+    stderr_path: &Path,
+    stdout_path: Option<&Path>,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_path)?;
+    let stdout = match stdout_path {
+        Some(path) => Stdio::from(std::fs::File::create(path)?),
+        None => Stdio::null(),
+    };
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::from(stderr));
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    Ok(command.spawn()?)
+}

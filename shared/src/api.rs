@@ -1,0 +1,376 @@
+//! The dashboard API under `/api/v1`: users and keys, models, datasets, runs and their events,
+//! chats. Times are Unix seconds.
+
+use serde::{Deserialize, Serialize};
+
+/// What a user or an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only.
+    Viewer,
+    /// Creates datasets, runs and chats; changes its own.
+    Member,
+    /// Everything, users included.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// First-run setup: the one-time token printed at start makes the first admin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupRequest {
+    pub setup_token: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// A signed-in browser session. Requests that change anything send `csrf_token` back in the
+/// `X-CSRF-Token` header.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub user: User,
+    pub csrf_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateApiKey {
+    pub name: String,
+    /// At most the creator's own role; the creator's role when absent.
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The first characters of the key, to tell keys apart.
+    pub prefix: String,
+    pub user_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// A new key: the secret is shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedApiKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+/// A base checkpoint folder on the server's disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: String,
+    /// A fixed adapter served with the model (`--model NAME=DIR:ADAPTER`).
+    pub adapter: Option<String>,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_attention_heads: usize,
+    pub vocab_size: usize,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterModel {
+    pub name: String,
+    pub path: String,
+    #[serde(default)]
+    pub adapter: Option<String>,
+}
+
+/// How a dataset's records are laid out (the flags of `glmtune data`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOptions {
+    /// `auto`, `columns`, `alpaca` or `messages`.
+    #[serde(default = "auto")]
+    pub format: String,
+    #[serde(default)]
+    pub prompt_column: Option<String>,
+    #[serde(default)]
+    pub response_column: Option<String>,
+    #[serde(default)]
+    pub history_column: Option<String>,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 of the stored bytes: the content address.
+    pub sha256: String,
+    pub bytes: i64,
+    /// The format detected (or given).
+    pub format: String,
+    pub read_options: ReadOptions,
+    pub records: i64,
+    pub skipped_empty: i64,
+    pub purpose: String,
+    pub owner_id: Option<String>,
+    pub created_at: i64,
+    /// Token statistics against a model's tokenizer, when one was named.
+    pub stats: Option<serde_json::Value>,
+    /// The first records, as read.
+    pub preview: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitRequest {
+    /// Share of records that go to validation, in (0, 1).
+    pub validation_fraction: f64,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitResponse {
+    pub train: Dataset,
+    pub validation: Dataset,
+}
+
+/// Hyper-parameters of a run: the flags of `glmtune train`. Unset ones take the preset's value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_seq_len: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_projection: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_train_epochs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_device_train_batch_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_accumulation_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_source_length: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_target_length: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_dropout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffle: Option<bool>,
+    /// Validation records answered for BLEU/ROUGE after training (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_samples: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRun {
+    pub model: String,
+    pub train_dataset: String,
+    #[serde(default)]
+    pub validation_dataset: Option<String>,
+    /// `official` (ptuning/train.sh) or `quick`; settings override it.
+    #[serde(default)]
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub settings: RunSettings,
+    /// Start from an earlier run's adapter.
+    #[serde(default)]
+    pub init_run: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 5] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub model: String,
+    pub train_dataset: String,
+    pub validation_dataset: Option<String>,
+    /// The settings the run trains with, preset applied.
+    pub settings: RunSettings,
+    pub init_run: Option<String>,
+    pub state: RunState,
+    pub error: Option<String>,
+    pub owner_id: Option<String>,
+    /// Times the run was started (more than one after a resume).
+    pub attempts: i64,
+    pub step: i64,
+    pub max_steps: Option<i64>,
+    pub trained_tokens: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The name to chat with once the run succeeded (`ft:MODEL:RUN`).
+    pub fine_tuned_model: Option<String>,
+}
+
+/// One entry of a run's progress stream; `id` orders them and is the SSE event id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub id: i64,
+    /// `metrics`, `info`, `warning`, `error`, `state` or `stall`.
+    pub kind: String,
+    pub message: String,
+    pub data: serde_json::Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub step: i64,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// BLEU/ROUGE of a finished run on its validation set, with some predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub scores: serde_json::Value,
+    pub samples: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateChat {
+    pub model: String,
+    /// A succeeded run whose adapter answers.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chat {
+    pub id: String,
+    pub model: String,
+    pub run_id: Option<String>,
+    pub title: String,
+    pub owner_id: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessageRecord {
+    pub role: String,
+    pub content: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatWithMessages {
+    pub chat: Chat,
+    pub messages: Vec<ChatMessageRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostMessage {
+    pub content: String,
+    /// Stream the answer as server-sent events (`delta` events, then `done`).
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// A JSON list with its items under `data`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+}
