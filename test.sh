@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace (unit, fixture parity, CLI and training tests), checks that the
-# engine still builds for wasm32, and ends with one summary line: "tests: N passed, M failed".
+# Runs every test of the workspace (unit, fixture parity, CLI, training and server tests), checks
+# that the engine still builds for wasm32, and ends with one summary line: "tests: N passed, M failed".
+#
+# The server tests run on SQLite and on PostgreSQL: this script installs Debian's postgresql if it
+# is missing, starts a throwaway cluster (unless GLMTUNE_TEST_POSTGRES already names one), and
+# installs the official `openai` Python package for the client test (tests/setup-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+cluster=""
+cleanup() {
+    rm -f "$log"
+    if [[ -n "$cluster" ]]; then tests/postgres-cluster.sh stop "$cluster"; fi
+}
+trap cleanup EXIT
+GLMTUNE_TEST_PYTHON="${GLMTUNE_TEST_PYTHON:-$(tests/setup-deps.sh)}"
+export GLMTUNE_TEST_PYTHON
+if [[ -z "${GLMTUNE_TEST_POSTGRES:-}" ]]; then
+    cluster="$(mktemp -d /tmp/glmtune-pg.XXXXXX)"
+    chmod 755 "$cluster"
+    GLMTUNE_TEST_POSTGRES="$(tests/postgres-cluster.sh start "$cluster")"
+    export GLMTUNE_TEST_POSTGRES
+fi
 status=0
-cargo test --workspace --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 # The engine also runs in browsers: it must keep building for wasm32.
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo build -p glmtune-engine --lib --target wasm32-unknown-unknown || status=$?

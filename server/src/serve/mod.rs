@@ -270,7 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
             db.create_user("admin", &hash, Role::Admin).await?;
             eprintln!("glmtune serve: created the admin user `admin`");
-        } else {
+        } else if !args.no_auth {
             setup_token = Some(auth::new_secret("setup-"));
         }
     }
@@ -301,14 +301,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     let address = listener.local_addr()?;
-    println!("glmtune serve: listening on http://{address}");
+    // Not println!: a reader that went away must not take the server down.
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "glmtune serve: listening on http://{address}");
     if let Some(token) = setup_token {
-        println!(
+        let _ = writeln!(
+            stdout,
             "glmtune serve: no users yet; create the first admin with POST /api/v1/auth/setup and the one-time token {token}"
         );
     }
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    let _ = stdout.flush();
     axum::serve(listener, router(state, args.max_json_bytes))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -82,6 +82,7 @@ struct Validated {
     records: Vec<Record>,
     options: ReadOptions,
     skipped_empty: usize,
+    /// Whether prompts use the `[Round i]` template (a history column).
     history: bool,
     stats: Option<serde_json::Value>,
 }
@@ -194,7 +195,7 @@ pub async fn ingest(
     };
     let (name, options) = (intake.name.clone(), intake.options.clone());
     let blobs = state.blobs.clone();
-    let (validated, upload, stored) = tokio::task::spawn_blocking(move || {
+    let (validated, (sha256, bytes)) = tokio::task::spawn_blocking(move || {
         let tokenizer = match &model_dir {
             Some(dir) => Some(
                 ChatGlmTokenizer::from_dir(dir).map_err(|e| ApiError::internal(e.to_string()))?,
@@ -204,16 +205,15 @@ pub async fn ingest(
         let validated = validate(&upload.temp, &name, &options, tokenizer.as_ref())?;
         let (sha256, bytes) = (upload.sha256.clone(), upload.bytes);
         blobs.commit(upload)?;
-        Ok::<_, ApiError>((validated, (sha256, bytes), ()))
+        Ok::<_, ApiError>((validated, (sha256, bytes)))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    let _ = stored;
     let dataset = Dataset {
         id: new_id("file-"),
         name: intake.name,
-        sha256: upload.0,
-        bytes: upload.1 as i64,
+        sha256,
+        bytes: bytes as i64,
         format: validated.options.format.clone(),
         read_options: validated.options,
         records: validated.records.len() as i64,
@@ -229,7 +229,6 @@ pub async fn ingest(
             .map(record_json)
             .collect(),
     };
-    let _ = validated.history;
     state.db.insert_dataset(&dataset).await?;
     Ok(dataset)
 }

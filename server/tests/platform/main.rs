@@ -1,0 +1,9 @@
+//! `glmtune serve` as teams use it, over real HTTP on 127.0.0.1, on SQLite and on PostgreSQL:
+//! datasets, runs with live progress, chats, the OpenAI API, users and keys, restarts.
+
+mod harness;
+
+mod auth_matrix;
+mod lifecycle;
+mod openai_client;
+mod restart;
