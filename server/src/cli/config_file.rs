@@ -1,7 +1,7 @@
-//! `glmtune train --config FILE`: flags from a TOML or JSON file.
+//! `glmtune train --config FILE` (and `serve`): flags from a TOML or JSON file.
 //!
 //! Keys are the flag names (`learning_rate` or `learning-rate`); `true` switches a flag on, `false`
-//! leaves it off. The file's values come first on the command line, so a flag typed after them wins.
+//! leaves it off; a list repeats the flag. The file's values come first on the command line, so a flag typed after them wins.
 
 use std::path::Path;
 
@@ -52,8 +52,21 @@ fn flags_from_file(path: &Path) -> anyhow::Result<Vec<String>> {
             serde_json::Value::Bool(false) | serde_json::Value::Null => {}
             serde_json::Value::String(s) => flags.extend([flag, s]),
             serde_json::Value::Number(n) => flags.extend([flag, n.to_string()]),
+            // A repeatable flag, such as `model = ["a=DIR", "b=DIR"]` for `serve`.
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    match item {
+                        serde_json::Value::String(s) => flags.extend([flag.clone(), s]),
+                        serde_json::Value::Number(n) => flags.extend([flag.clone(), n.to_string()]),
+                        other => bail!(
+                            "{}: `{key}`: list items must be strings or numbers, found {other}",
+                            path.display()
+                        ),
+                    }
+                }
+            }
             other => bail!(
-                "{}: `{key}`: expected a string, number or boolean, found {other}",
+                "{}: `{key}`: expected a string, number, boolean or list, found {other}",
                 path.display()
             ),
         }
@@ -95,7 +108,11 @@ mod tests {
                 "3"
             ]
         );
-        std::fs::write(&path, "bad = [1, 2]\n").unwrap();
+        std::fs::write(&path, "model = [\"a=x\", \"b=y\"]\n").unwrap();
+        let expanded =
+            expand(vec!["--config".into(), path.to_string_lossy().into_owned()]).unwrap();
+        assert_eq!(expanded, ["--model", "a=x", "--model", "b=y"]);
+        std::fs::write(&path, "bad = [[1], 2]\n").unwrap();
         let error =
             expand(vec!["--config".into(), path.to_string_lossy().into_owned()]).unwrap_err();
         assert!(error.to_string().contains("`bad`"));

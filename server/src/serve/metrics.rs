@@ -98,6 +98,9 @@ impl Metrics {
             out.push_str("# HELP glmtune_generated_tokens_total Tokens generated for chat completions.\n");
             out.push_str("# TYPE glmtune_generated_tokens_total counter\n");
             let _ = writeln!(out, "glmtune_generated_tokens_total {}", c.generated_tokens);
+            out.push_str("# HELP glmtune_generation_seconds_total Time spent generating (queueing excluded).\n");
+            out.push_str("# TYPE glmtune_generation_seconds_total counter\n");
+            let _ = writeln!(out, "glmtune_generation_seconds_total {}", c.generation_seconds);
             out.push_str("# HELP glmtune_generation_tokens_per_second Generated tokens per second of generation time.\n");
             out.push_str("# TYPE glmtune_generation_tokens_per_second gauge\n");
             let rate = if c.generation_seconds > 0.0 { c.generated_tokens as f64 / c.generation_seconds } else { 0.0 };

@@ -7,3 +7,4 @@ mod auth_matrix;
 mod lifecycle;
 mod openai_client;
 mod restart;
+mod uploads;
