@@ -1,6 +1,9 @@
 //! One answer from a served model: the ChatGLM prompt from a query and its history, generation
 //! with streaming text, stop sequences and the finish reason. Both chat APIs use it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use glmtune_engine::generation::{
     build_prompt, generate, process_response, stable_response, Flow, GenerationOptions, Sampling,
     TextStream, Turn,
@@ -52,6 +55,36 @@ pub struct Answer {
     pub completion_tokens: usize,
     /// Seconds spent generating (the model's own time, queueing excluded).
     pub model_seconds: f64,
+}
+
+/// Set when the request that wanted an answer is gone (its handler was dropped, e.g. by the
+/// request timeout): generation stops at the next token instead of running on for nobody.
+#[derive(Default)]
+struct Abandoned(Arc<AtomicBool>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The whole answer, generated off the async threads; dropping the future stops generation.
+pub async fn answer_whole(
+    served: Served,
+    metrics: Arc<Metrics>,
+    question: Question,
+) -> Result<Answer, ApiError> {
+    let abandoned = Abandoned::default();
+    let gone = abandoned.0.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        answer(&served, &metrics, &question, |_| {
+            !gone.load(Ordering::Relaxed)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    drop(abandoned);
+    outcome
 }
 
 /// The answer so far, cut at the first stop sequence (second value: whether one was found).

@@ -230,7 +230,7 @@ fn auth_matrix(backend: Backend) {
 on_both_backends!(auth_matrix);
 
 #[test]
-fn no_auth_is_refused_off_loopback_and_rate_limits_apply() {
+fn no_auth_is_refused_off_loopback_and_limits_apply() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_glmtune"))
         .args(["serve", "--no-auth", "--bind", "0.0.0.0:0"])
         .output()
@@ -249,4 +249,16 @@ fn no_auth_is_refused_off_loopback_and_rate_limits_apply() {
     assert_eq!(limited.status, 429);
     assert!(limited.header("retry-after").is_some());
     assert_eq!(limited.json()["error"]["code"], "rate_limited");
+
+    // A request past --request-timeout-s is answered 504 (and its generation stops).
+    let slow = site.start(&["--request-timeout-s", "1", "--rate-limit", "0"]);
+    let started = std::time::Instant::now();
+    let timed_out = slow.post(
+        "/v1/chat/completions",
+        &key,
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1500, "temperature": 0}),
+    );
+    assert_eq!(timed_out.status, 504, "{}", timed_out.text());
+    assert_eq!(timed_out.json()["error"]["code"], "timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

@@ -16,7 +16,7 @@ use glmtune_shared::api::{
 
 use crate::db::runs::fine_tuned_name;
 use crate::db::{new_id, now};
-use crate::serve::answer::{answer, Question};
+use crate::serve::answer::{answer, answer_whole, Question};
 use crate::serve::auth::Caller;
 use crate::serve::{registry, ApiError, AppState};
 
@@ -144,10 +144,7 @@ pub async fn post_message(
     };
     let metrics = state.metrics.clone();
     if !request.stream {
-        let outcome =
-            tokio::task::spawn_blocking(move || answer(&served, &metrics, &question, |_| true))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))??;
+        let outcome = answer_whole(served, metrics, question).await?;
         state
             .db
             .append_turn(&id, &request.content, &outcome.text)

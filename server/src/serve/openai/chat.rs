@@ -20,7 +20,7 @@ use glmtune_shared::openai::{
 };
 use tokio_stream::StreamExt;
 
-use crate::serve::answer::{answer, Question};
+use crate::serve::answer::{answer, answer_whole, Question};
 use crate::serve::{registry, ApiError, AppState};
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
@@ -124,10 +124,7 @@ pub async fn chat_completions(
     let metrics = state.metrics.clone();
     let model = request.model;
     if !streaming {
-        let outcome =
-            tokio::task::spawn_blocking(move || answer(&served, &metrics, &question, |_| true))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))??;
+        let outcome = answer_whole(served, metrics, question).await?;
         let completion = ChatCompletion {
             id,
             object: "chat.completion".into(),
