@@ -312,8 +312,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let _ = stdout.flush();
+    let stopping = supervisor.clone();
     axum::serve(listener, router(state, args.max_json_bytes))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Event streams end now, so that open dashboards do not hold the shutdown.
+            stopping.begin_stopping();
+        })
         .await
         .context("serving")?;
     // Running jobs checkpoint, then stop; the next start resumes them.

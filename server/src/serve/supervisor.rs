@@ -52,10 +52,15 @@ impl Handle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Stops every child at its next step with a checkpoint, and returns once they are down.
-    pub async fn shutdown(&self) {
+    /// Ends the event streams (the server is going down).
+    pub fn begin_stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.events.notify_waiters();
+    }
+
+    /// Stops every child at its next step with a checkpoint, and returns once they are down.
+    pub async fn shutdown(&self) {
+        self.begin_stopping();
         let (done, wait) = tokio::sync::oneshot::channel();
         if self.lock().send(Message::Shutdown(done)).is_ok() {
             let _ = wait.await;

@@ -314,6 +314,14 @@ fn cancel_and_resume(backend: Backend) {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Another member may see the run but not stop it.
+    let stranger = site.token("member");
+    let refused = server.post(&format!("/api/v1/runs/{id}/cancel"), &stranger, &json!({}));
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(
+        server.get(&format!("/api/v1/runs/{id}"), &stranger).json()["state"],
+        "running"
+    );
     let cancelled = server.post(&format!("/api/v1/runs/{id}/cancel"), &key, &json!({}));
     assert_eq!(cancelled.status, 200, "{}", cancelled.text());
     assert_eq!(cancelled.json()["state"], "cancelled");

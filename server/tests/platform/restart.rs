@@ -128,9 +128,27 @@ fn sigterm_checkpoints_running_jobs_then_stops() {
         .json();
     let id = start_run(&server, &key, &dataset);
     wait_for_step(&server, &key, &id, 3);
+    // A dashboard following the run must not hold the shutdown up.
+    let (address, auth) = (server.address.clone(), format!("Bearer {key}"));
+    let path = format!("/api/v1/runs/{id}/events");
+    let follower = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: {auth}\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        body
+    });
+    std::thread::sleep(Duration::from_millis(300));
     server.signal("TERM");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
+    let followed = follower.join().unwrap();
+    assert!(followed.contains("event: metrics"), "{followed}");
     let server = site.start(&[]);
     let run = server.get(&format!("/api/v1/runs/{id}"), &key).json();
     // Back in the queue (or already resumed by the new server), with a checkpoint past step 3.
