@@ -308,7 +308,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(token) = setup_token {
         let _ = writeln!(
             stdout,
-            "glmtune serve: no users yet; create the first admin with POST /api/v1/auth/setup and the one-time token {token}"
+            "glmtune serve: no users yet; create the first admin with POST /api/v1/auth/setup and the one-time token {token} (or make an API key: glmtune token create --role admin --name NAME)"
         );
     }
     let _ = stdout.flush();

@@ -52,7 +52,11 @@ fn lifecycle(backend: Backend) {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // A good upload, measured against the model's tokenizer; the same bytes twice share a blob.
-    let uploaded = server.upload("name=train.jsonl&model=tiny", &key, &train);
+    let uploaded = server.upload(
+        "name=train.jsonl&model=tiny&max_source_length=32",
+        &key,
+        &train,
+    );
     assert_eq!(uploaded.status, 201, "{}", uploaded.text());
     let dataset = uploaded.json();
     assert_eq!(
@@ -60,6 +64,9 @@ fn lifecycle(backend: Backend) {
         (json!(8), json!("columns"))
     );
     assert_eq!(dataset["stats"]["prompt_tokens"]["count"], 8);
+    // Three prompts are longer than 31 tokens (the fixture's own inspection: 26 to 81 tokens).
+    assert_eq!(dataset["stats"]["max_source_length"], 32);
+    assert_eq!(dataset["stats"]["prompt_truncation"]["count"], 3);
     assert_eq!(dataset["preview"].as_array().unwrap().len(), 5);
     let again = server.upload("name=copy.jsonl", &key, &train).json();
     assert_eq!(again["sha256"], dataset["sha256"]);

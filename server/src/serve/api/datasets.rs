@@ -100,7 +100,7 @@ fn validate(
     path: &FsPath,
     name: &str,
     options: &ReadOptions,
-    tokenizer: Option<&ChatGlmTokenizer>,
+    measure: Option<(&ChatGlmTokenizer, Lengths)>,
 ) -> Result<Validated, ApiError> {
     let format = format_of(options)?;
     let (records, report) = read_records(path, &format, true).map_err(|e| {
@@ -139,18 +139,22 @@ fn validate(
             report.skipped_empty.len()
         )));
     }
-    let stats = match tokenizer {
-        Some(tokenizer) => {
-            let options = PreprocessOptions::new(64, 64, report.history_column);
+    let stats = match measure {
+        Some((tokenizer, lengths)) => {
+            let options = PreprocessOptions::new(
+                lengths.max_source_length,
+                lengths.max_target_length,
+                report.history_column,
+            );
             let inspected = inspect(&records, &report, tokenizer, &options)
                 .map_err(|e| ApiError::invalid(e.to_string()))?;
-            let lengths = |s: &glmtune_engine::data::LengthStats| serde_json::json!({"count": s.count, "min": s.min, "mean": s.mean, "p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max, "histogram": s.histogram});
+            let distribution = |s: &glmtune_engine::data::LengthStats| serde_json::json!({"count": s.count, "min": s.min, "mean": s.mean, "p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max, "histogram": s.histogram});
             let cut = |t: &glmtune_engine::data::Truncation| serde_json::json!({"limit": t.limit, "count": t.count, "total_cut": t.total_cut, "max_cut": t.max_cut});
             Some(serde_json::json!({
-                "max_source_length": 64,
-                "max_target_length": 64,
-                "prompt_tokens": lengths(&inspected.prompts),
-                "answer_tokens": lengths(&inspected.answers),
+                "max_source_length": lengths.max_source_length,
+                "max_target_length": lengths.max_target_length,
+                "prompt_tokens": distribution(&inspected.prompts),
+                "answer_tokens": distribution(&inspected.answers),
                 "prompt_truncation": cut(&inspected.prompt_truncation),
                 "answer_truncation": cut(&inspected.answer_truncation),
             }))
@@ -166,6 +170,22 @@ fn validate(
     })
 }
 
+/// The truncation limits statistics are measured against (the official defaults: 64/64).
+#[derive(Debug, Clone, Copy)]
+pub struct Lengths {
+    pub max_source_length: usize,
+    pub max_target_length: usize,
+}
+
+impl Default for Lengths {
+    fn default() -> Self {
+        Lengths {
+            max_source_length: 64,
+            max_target_length: 64,
+        }
+    }
+}
+
 /// Where to store an upload, and how to read it.
 pub struct Intake {
     pub name: String,
@@ -173,6 +193,7 @@ pub struct Intake {
     pub purpose: String,
     /// A registered model whose tokenizer measures the records.
     pub model: Option<String>,
+    pub lengths: Lengths,
 }
 
 /// Validates a received upload, stores it under its hash and records it.
@@ -193,7 +214,14 @@ pub async fn ingest(
         )),
         None => None,
     };
-    let (name, options) = (intake.name.clone(), intake.options.clone());
+    let (name, options, lengths) = (intake.name.clone(), intake.options.clone(), intake.lengths);
+    if !(3..=8192).contains(&lengths.max_source_length)
+        || !(3..=8192).contains(&lengths.max_target_length)
+    {
+        return Err(ApiError::invalid(
+            "max_source_length and max_target_length: must be between 3 and 8192",
+        ));
+    }
     let blobs = state.blobs.clone();
     let (validated, (sha256, bytes)) = tokio::task::spawn_blocking(move || {
         let tokenizer = match &model_dir {
@@ -202,7 +230,8 @@ pub async fn ingest(
             ),
             None => None,
         };
-        let validated = validate(&upload.temp, &name, &options, tokenizer.as_ref())?;
+        let measure = tokenizer.as_ref().map(|t| (t, lengths));
+        let validated = validate(&upload.temp, &name, &options, measure)?;
         let (sha256, bytes) = (upload.sha256.clone(), upload.bytes);
         blobs.commit(upload)?;
         Ok::<_, ApiError>((validated, (sha256, bytes)))
@@ -242,6 +271,8 @@ pub struct UploadQuery {
     response_column: Option<String>,
     history_column: Option<String>,
     model: Option<String>,
+    max_source_length: Option<usize>,
+    max_target_length: Option<usize>,
 }
 
 /// `POST /api/v1/datasets?name=…&format=…&model=…` with the file as the body.
@@ -265,6 +296,10 @@ pub async fn upload(
         },
         purpose: "fine-tune".into(),
         model: query.model,
+        lengths: Lengths {
+            max_source_length: query.max_source_length.unwrap_or(64),
+            max_target_length: query.max_target_length.unwrap_or(64),
+        },
     };
     let dataset = ingest(&state, &caller, upload, intake).await?;
     Ok((axum::http::StatusCode::CREATED, Json(dataset)).into_response())

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use glmtune_shared::api::{Dataset, ReadOptions};
 use glmtune_shared::openai::{FileObject, Page};
 
-use crate::serve::api::datasets::{self, ingest, Intake};
+use crate::serve::api::datasets::{self, ingest, Intake, Lengths};
 use crate::serve::auth::Caller;
 use crate::serve::{ApiError, AppState};
 
@@ -71,6 +71,7 @@ pub async fn upload(
         },
         purpose,
         model: None,
+        lengths: Lengths::default(),
     };
     Ok(Json(file_object(
         ingest(&state, &caller, upload, intake).await?,
