@@ -2,9 +2,10 @@
 # Runs every test of the workspace (unit, fixture parity, CLI, training and server tests), checks
 # that the engine still builds for wasm32, and ends with one summary line: "tests: N passed, M failed".
 #
-# The server tests run on SQLite and on PostgreSQL: this script installs Debian's postgresql if it
-# is missing, starts a throwaway cluster (unless GLMTUNE_TEST_POSTGRES already names one), and
-# installs the official `openai` Python package for the client test (tests/setup-deps.sh).
+# The server tests run on SQLite and on PostgreSQL, with the official `openai` Python package and
+# in headless Chromium: tests/setup-deps.sh installs what is missing (postgresql, chromium, openai,
+# playwright-core) and builds the dashboard; this script starts a throwaway PostgreSQL cluster
+# (unless GLMTUNE_TEST_POSTGRES already names one).
 set -euo pipefail
 cd "$(dirname "$0")"
 log="$(mktemp)"

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Installs what the server tests need beside Rust, once per machine: Debian's PostgreSQL server
-# (the tests start their own throwaway cluster) and a Python with the official `openai` package.
+# (the tests start their own throwaway cluster), a Python with the official `openai` package,
+# Debian's Chromium with playwright-core (the dashboard test), and builds the dashboard.
 # Prints the Python to use on stdout.
 set -euo pipefail
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    echo "setup: installing Debian's postgresql" >&2
-    if [[ $(id -u) == 0 ]]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 \
-            || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2; }
-    else
-        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2
-    fi
+cd "$(dirname "$0")/.."
+apt_install() {
+    echo "setup: installing Debian's $*" >&2
+    local sudo=""
+    [[ $(id -u) == 0 ]] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 \
+        || { $sudo apt-get update -q >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2; }
+}
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+[[ -x /usr/bin/chromium ]] || apt_install chromium
+if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
+    echo "setup: npm install in tests/e2e (playwright-core; no browser download)" >&2
+    (cd tests/e2e && npm install --no-audit --no-fund >&2)
 fi
+web/build.sh
 venv="${GLMTUNE_CACHE:-$HOME/.cache/glmtune}/venv"
 openai_version="1.109.1"
 if ! "$venv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$openai_version')" 2>/dev/null; then

@@ -38,7 +38,10 @@ pub enum Need {
 
 pub fn required(method: &Method, path: &str) -> Need {
     let reads = *method == Method::GET || *method == Method::HEAD;
+    let api = path.starts_with("/api/") || path.starts_with("/v1/") || path == "/metrics";
     match path {
+        // The dashboard's files: the app itself must load to show the sign-in page.
+        _ if !api => Need::Public,
         "/healthz" | "/api/v1/auth/login" | "/api/v1/auth/setup" | "/api/v1/auth/status" => {
             Need::Public
         }
@@ -56,6 +59,8 @@ pub struct Caller {
     /// The signed-in user, if the caller is one (keys made by `glmtune token create` are not).
     pub user_id: Option<String>,
     pub role: Role,
+    /// The session's CSRF token, for a signed-in browser.
+    pub csrf: Option<String>,
     /// Who owns what the caller creates, and the rate-limit bucket: the user's id, else the
     /// key's id, else `local`.
     pub principal: String,
@@ -118,6 +123,7 @@ async fn identify(
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
         return Ok(Some(Caller {
+            csrf: None,
             principal: key.user_id.clone().unwrap_or(key.id),
             user_id: key.user_id,
             role: key.role,
@@ -137,6 +143,7 @@ async fn identify(
             ));
         }
         return Ok(Some(Caller {
+            csrf: Some(csrf),
             user_id: Some(user.id.clone()),
             role: user.role,
             principal: user.id,
@@ -144,6 +151,7 @@ async fn identify(
     }
     if state.settings.no_auth {
         return Ok(Some(Caller {
+            csrf: None,
             user_id: None,
             role: Role::Admin,
             principal: "local".into(),
@@ -301,12 +309,15 @@ mod tests {
     #[test]
     fn routes_need_what_the_roles_allow() {
         assert_eq!(required(&Method::GET, "/healthz"), Need::Public);
+        assert_eq!(required(&Method::GET, "/pkg/glmtune_web.js"), Need::Public);
+        assert_eq!(required(&Method::GET, "/metrics"), Need::Read);
         assert_eq!(required(&Method::GET, "/api/v1/runs"), Need::Read);
         assert_eq!(required(&Method::POST, "/api/v1/runs"), Need::Write);
         assert_eq!(required(&Method::GET, "/api/v1/users"), Need::Admin);
         assert_eq!(required(&Method::POST, "/api/v1/models"), Need::Admin);
         assert_eq!(required(&Method::POST, "/v1/chat/completions"), Need::Read);
         let viewer = Caller {
+            csrf: None,
             user_id: Some("u".into()),
             role: Role::Viewer,
             principal: "u".into(),

@@ -14,6 +14,7 @@ mod openai;
 mod openapi;
 mod registry;
 mod supervisor;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,9 @@ pub struct ServeArgs {
     /// Password of the first admin (user `admin`), made when the database has no users.
     #[arg(long, env = "GLMTUNE_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// The dashboard's files (index.html and pkg/, built by web/build.sh).
+    #[arg(long, value_name = "DIR", default_value = "www")]
+    web_dir: PathBuf,
     /// Serve without authentication, every caller an admin (loopback addresses only).
     #[arg(long)]
     no_auth: bool,
@@ -119,6 +123,7 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub max_concurrent_runs: usize,
     pub stall: Duration,
+    pub web_dir: PathBuf,
 }
 
 #[derive(Clone)]
@@ -174,7 +179,7 @@ pub fn router(state: AppState, max_json_bytes: usize) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .merge(api::routes(state.settings.max_upload_bytes))
         .merge(openai::routes(state.settings.max_upload_bytes))
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(web::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(max_json_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -283,6 +288,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout_s.max(1)),
         max_concurrent_runs: args.max_concurrent_runs.max(1),
         stall: Duration::from_secs(args.stall_seconds.max(1)),
+        web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let supervisor = supervisor::start(db.clone(), settings.clone(), metrics.clone()).await?;

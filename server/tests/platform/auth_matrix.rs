@@ -84,7 +84,11 @@ fn auth_matrix(backend: Backend) {
     }
     assert!(checked > 100, "only {checked} checks");
     assert_eq!(call_as(&server, "GET", "/healthz", None), 200);
-    assert_eq!(call_as(&server, "GET", "/no/such/route", None), 401);
+    assert_eq!(call_as(&server, "GET", "/api/v1/no/such/route", None), 401);
+    assert_eq!(
+        call_as(&server, "GET", "/api/v1/no/such/route", Some(&admin)),
+        404
+    );
 
     // First-run setup with the printed token makes an admin and a session.
     let token = server

@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth_matrix;
+mod dashboard;
 mod lifecycle;
 mod openai_client;
 mod restart;

@@ -146,6 +146,7 @@ pub async fn me(
         "user": user,
         "role": caller.role,
         "principal": caller.principal,
+        "csrf_token": caller.csrf,
     })))
 }
 

@@ -1,0 +1,33 @@
+//! The dashboard's files (`--web-dir`, built by `web/build.sh`) at `/`. Paths the app routes
+//! itself fall back to `index.html`; unknown API paths stay JSON errors.
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
+
+use super::{ApiError, AppState};
+
+pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/api/") || path.starts_with("/v1/") {
+        return ApiError::not_found("no such route").into_response();
+    }
+    let dir = &state.settings.web_dir;
+    let index = dir.join("index.html");
+    if !index.is_file() || !dir.join("pkg").is_dir() {
+        return ApiError::not_found(format!(
+            "the dashboard is not built in {}: run web/build.sh (./run.sh does it), or pass --web-dir",
+            dir.display()
+        ))
+        .into_response();
+    }
+    match ServeDir::new(dir)
+        .not_found_service(ServeFile::new(index))
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(error) => ApiError::internal(error.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,95 @@
+//! The dashboard end to end in headless Chromium (tests/e2e/dashboard.mjs, playwright-core):
+//! setup, models, a bad and a good upload, a live run reloaded mid-way, a streamed chat, and base
+//! vs tuned side by side. Screenshots land in `target/dashboard-screenshots/`. Needs the built app
+//! (`web/build.sh`) and `npm install` in tests/e2e; `./test.sh` does both.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::{fixture, Backend, Site};
+
+#[test]
+fn dashboard_walkthrough_in_chromium() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let web_dir = root.join("www");
+    assert!(
+        web_dir.join("pkg/glmtune_web.js").is_file(),
+        "the dashboard is not built: run ./test.sh (it runs web/build.sh)"
+    );
+    let e2e = root.join("tests/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run ./test.sh (npm install in tests/e2e)"
+    );
+    let site = Site::new("dashboard", Backend::Sqlite);
+    let web = web_dir.to_string_lossy().into_owned();
+    let server = site.start(&["--web-dir", &web]);
+    let token = server.setup_token.clone().expect("a setup token");
+    let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let bad = site.data_dir.join("bad.jsonl");
+    let mut bytes = std::fs::read(fixture("train.jsonl")).unwrap();
+    bytes.extend_from_slice(b"{\"content\": \"x\", \"history\": []}\n");
+    std::fs::write(&bad, bytes).unwrap();
+    let output = Command::new("node")
+        .arg(e2e.join("dashboard.mjs"))
+        .env("BASE_URL", format!("http://{}", server.address))
+        .env("SETUP_TOKEN", token)
+        .env("BAD_FILE", &bad)
+        .env("GOOD_FILE", fixture("train.jsonl"))
+        .env("SCREENSHOTS", &screenshots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(seen.get("failure").is_none(), "{seen}");
+    assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
+    assert!(
+        seen["signed_in"].as_str().unwrap().contains("admin"),
+        "{seen}"
+    );
+    assert!(seen["demo_badge"]
+        .as_str()
+        .unwrap()
+        .contains("random weights"));
+    let bad_rows = seen["bad_rows"].as_array().unwrap();
+    assert_eq!(bad_rows.len(), 1, "{seen}");
+    assert!(
+        bad_rows[0].as_str().unwrap().contains("line 9")
+            && bad_rows[0].as_str().unwrap().contains("summary"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["histograms"],
+        serde_json::json!(["Prompt tokens", "Answer tokens"])
+    );
+    assert!(
+        seen["truncation"].as_str().unwrap().contains("3 prompts"),
+        "{seen}"
+    );
+    assert_eq!(seen["preview_rows"], 5);
+    let (before, after) = (
+        seen["points_before_reload"].as_u64().unwrap(),
+        seen["points_after_reload"].as_u64().unwrap(),
+    );
+    assert!(before >= 20 && after >= before, "{seen}");
+    assert_eq!(seen["final_points"], 300, "{seen}");
+    assert!(!seen["chat_answer"].as_str().unwrap().is_empty(), "{seen}");
+    let compared = seen["compare"].as_array().unwrap();
+    assert!(
+        compared.iter().any(|c| c == "tiny")
+            && compared
+                .iter()
+                .any(|c| c.as_str().unwrap().starts_with("ft:tiny:")),
+        "{seen}"
+    );
+    for name in ["1-setup", "4-dataset", "6-run-done", "8-compare"] {
+        assert!(screenshots.join(format!("{name}.png")).is_file(), "{name}");
+    }
+}

@@ -1,0 +1,108 @@
+// The dashboard as a user walks it, in headless Chromium: first-run setup, models, a bad and a good
+// upload, a run watched live and reloaded mid-run, a streamed chat, base vs tuned side by side.
+// Run by server/tests/platform/dashboard.rs with BASE_URL, SETUP_TOKEN, BAD_FILE, GOOD_FILE and
+// SCREENSHOTS set; prints one JSON line of what it saw.
+import { chromium } from "playwright-core";
+
+const base = process.env.BASE_URL;
+const shots = process.env.SCREENSHOTS;
+const seen = {};
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+page.setDefaultTimeout(60_000);
+const errors = [];
+page.on("pageerror", (e) => errors.push(String(e)));
+const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+
+try {
+  // First-run setup with the token the server printed.
+  await page.goto(base);
+  await page.getByRole("heading", { name: "Create the first admin" }).waitFor();
+  await shot("1-setup");
+  await page.locator("input[name=setup_token]").fill(process.env.SETUP_TOKEN);
+  await page.locator("input[name=password]").fill("a long password");
+  await page.getByRole("button", { name: "Create admin" }).click();
+  await page.getByRole("heading", { name: "Datasets", exact: true }).waitFor();
+  seen.signed_in = await page.locator(".user").innerText();
+
+  await page.goto(`${base}/#/models`);
+  await page.locator("td", { hasText: "tiny" }).first().waitFor();
+  seen.demo_badge = await page.locator(".badge").first().innerText();
+  await shot("2-models");
+
+  // Uploads: measured against the tiny model's tokenizer.
+  await page.goto(`${base}/#/datasets`);
+  await page.locator("select").first().selectOption("tiny");
+  await page.locator("input[type=file]").setInputFiles(process.env.BAD_FILE);
+  await page.locator(".error table.issues").waitFor();
+  seen.bad_rows = await page.locator(".error table.issues tbody tr").allInnerTexts();
+  await shot("3-bad-upload");
+  await page.locator("input[type=file]").setInputFiles(process.env.GOOD_FILE);
+  await page.locator("figure.histogram").first().waitFor();
+  seen.histograms = await page.locator("figure.histogram figcaption").allInnerTexts();
+  seen.truncation = await page.locator(".truncation").innerText();
+  seen.preview_rows = await page.locator("table.preview tbody tr").count();
+  await shot("4-dataset");
+
+  // A run, live; a reload mid-run shows the whole curve again.
+  await page.goto(`${base}/#/runs`);
+  await page.locator("select[name=model]").selectOption("tiny");
+  const trainOption = await page.locator("select[name=train] option").nth(1).getAttribute("value");
+  await page.locator("select[name=train]").selectOption(trainOption);
+  await page.locator("summary").click();
+  await page.locator("input[name=max_steps]").fill("300");
+  await page.locator("input[name=logging_steps]").fill("1");
+  await page.locator("input[name=pre_seq_len]").fill("4");
+  await page.getByRole("button", { name: "Start run" }).click();
+  await page.waitForURL(/#\/runs\/ftjob-/);
+  const points = async () => Number((await page.locator("figure[data-title=Loss] .points").textContent()).split(" ")[0]);
+  await page.waitForFunction(() => {
+    const t = document.querySelector("figure[data-title=Loss] .points");
+    return t && Number(t.textContent.split(" ")[0]) >= 20;
+  });
+  const before = await points();
+  await shot("5-run-live");
+  await page.reload();
+  await page.waitForFunction((n) => {
+    const t = document.querySelector("figure[data-title=Loss] .points");
+    return t && Number(t.textContent.split(" ")[0]) >= n;
+  }, before);
+  seen.points_before_reload = before;
+  seen.points_after_reload = await points();
+  await page.locator(".state.succeeded").first().waitFor({ timeout: 120_000 });
+  seen.final_points = await points();
+  seen.run_url = page.url();
+  await shot("6-run-done");
+
+  // A chat with the tuned model, streamed.
+  await page.goto(`${base}/#/chats`);
+  const tuned = await page.locator("select[name=target] option", { hasText: "ftjob-" }).first().getAttribute("value");
+  await page.locator("select[name=target]").selectOption(tuned);
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.locator("textarea[name=question]").fill("你好");
+  await page.locator("input[name=max_tokens]").fill("8");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.locator(".message.assistant:not(.streaming)").first().waitFor();
+  seen.chat_answer = await page.locator(".message.assistant").first().innerText();
+  await shot("7-chat");
+
+  // The same question to the base model and the adapter.
+  await page.locator("input[name=compare]").fill("你好");
+  await page.getByRole("button", { name: "Compare" }).click();
+  await page.waitForFunction(() => {
+    const answers = [...document.querySelectorAll(".compare .answer")];
+    return answers.length >= 2 && answers.every((a) => a.textContent.length > 0);
+  });
+  seen.compare = await page.locator(".compare h3").allInnerTexts();
+  await shot("8-compare");
+} catch (error) {
+  await shot("failure").catch(() => {});
+  seen.failure = String(error);
+} finally {
+  seen.page_errors = errors;
+  await browser.close();
+}
+console.log(JSON.stringify(seen));

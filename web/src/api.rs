@@ -1,0 +1,177 @@
+//! Calls to the server's `/api/v1` from the browser: same-origin `fetch` (the session cookie rides
+//! along), the CSRF header on every change, and the server's JSON errors turned into a message.
+
+use std::cell::RefCell;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Request, RequestInit, Response};
+
+thread_local! {
+    static CSRF: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+pub fn set_csrf(token: Option<String>) {
+    CSRF.with(|c| *c.borrow_mut() = token);
+}
+
+/// What went wrong, as the server said it (`{"error": {code, message, details}}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub status: u16,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+impl Failure {
+    fn local(message: impl Into<String>) -> Self {
+        Failure {
+            status: 0,
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
+impl From<JsValue> for Failure {
+    fn from(value: JsValue) -> Self {
+        Failure::local(
+            value.as_string().unwrap_or_else(|| {
+                "the server cannot be reached; is glmtune serve running?".into()
+            }),
+        )
+    }
+}
+
+/// Sends a request; `body` is JSON text or a file.
+pub async fn send(
+    method: &str,
+    path: &str,
+    body: Option<JsValue>,
+    json: bool,
+) -> Result<Response, Failure> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = &body {
+        init.set_body(body);
+    }
+    let request = Request::new_with_str_and_init(path, &init)?;
+    if json {
+        request.headers().set("Content-Type", "application/json")?;
+    }
+    if method != "GET" {
+        if let Some(token) = CSRF.with(|c| c.borrow().clone()) {
+            request.headers().set("X-CSRF-Token", &token)?;
+        }
+    }
+    let window = web_sys::window().ok_or_else(|| Failure::local("no window"))?;
+    let response: Response = JsFuture::from(window.fetch_with_request(&request))
+        .await?
+        .dyn_into()
+        .map_err(|_| Failure::local("fetch returned something else than a response"))?;
+    if response.ok() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let text = text_of(&response).await.unwrap_or_default();
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    Err(Failure {
+        status,
+        message: parsed["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {status}: {text}"), str::to_owned),
+        details: parsed["error"]["details"].clone(),
+    })
+}
+
+pub async fn text_of(response: &Response) -> Result<String, Failure> {
+    let text = JsFuture::from(response.text()?).await?;
+    Ok(text.as_string().unwrap_or_default())
+}
+
+async fn json_of<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
+    let text = text_of(&response).await?;
+    serde_json::from_str(&text).map_err(|e| Failure::local(format!("unexpected answer: {e}")))
+}
+
+pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, Failure> {
+    json_of(send("GET", path, None, false).await?).await
+}
+
+pub async fn post<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, Failure> {
+    let text = serde_json::to_string(body).map_err(|e| Failure::local(e.to_string()))?;
+    json_of(send("POST", path, Some(JsValue::from_str(&text)), true).await?).await
+}
+
+/// A POST whose answer has no body to read (204) or whose body does not matter.
+pub async fn post_empty<B: Serialize>(path: &str, body: &B) -> Result<(), Failure> {
+    let text = serde_json::to_string(body).map_err(|e| Failure::local(e.to_string()))?;
+    send("POST", path, Some(JsValue::from_str(&text)), true)
+        .await
+        .map(|_| ())
+}
+
+/// Uploads a file as the request body.
+pub async fn upload<T: DeserializeOwned>(path: &str, file: &web_sys::File) -> Result<T, Failure> {
+    json_of(send("POST", path, Some(file.into()), false).await?).await
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    js_sys::encode_uri_component(value).into()
+}
+
+/// POSTs JSON and reads the answer as Server-Sent Events as they arrive, calling
+/// `on_event(event, data)` for each (`event` is `message` when unnamed).
+pub async fn post_stream<B: Serialize>(
+    path: &str,
+    body: &B,
+    mut on_event: impl FnMut(&str, &str),
+) -> Result<(), Failure> {
+    let text = serde_json::to_string(body).map_err(|e| Failure::local(e.to_string()))?;
+    let response = send("POST", path, Some(JsValue::from_str(&text)), true).await?;
+    let stream = response
+        .body()
+        .ok_or_else(|| Failure::local("the answer has no body"))?;
+    let reader: web_sys::ReadableStreamDefaultReader = stream
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| Failure::local("cannot read the answer stream"))?;
+    let decoder = js_sys::eval("new TextDecoder()").map_err(Failure::from)?;
+    let decode = js_sys::Reflect::get(&decoder, &JsValue::from_str("decode"))?
+        .dyn_into::<js_sys::Function>()
+        .map_err(|_| Failure::local("no TextDecoder"))?;
+    let options = js_sys::Object::new();
+    js_sys::Reflect::set(&options, &JsValue::from_str("stream"), &JsValue::TRUE)?;
+    let mut pending = String::new();
+    loop {
+        let chunk = JsFuture::from(reader.read()).await?;
+        let done = js_sys::Reflect::get(&chunk, &JsValue::from_str("done"))?
+            .as_bool()
+            .unwrap_or(true);
+        if done {
+            break;
+        }
+        let value = js_sys::Reflect::get(&chunk, &JsValue::from_str("value"))?;
+        let piece = decode.call2(&decoder, &value, &options)?;
+        pending.push_str(&piece.as_string().unwrap_or_default());
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            let mut event = "message".to_owned();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if !data.is_empty() {
+                on_event(&event, &data);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! One run, live: its events arrive over Server-Sent Events (the browser reconnects with
+//! `Last-Event-ID` by itself; a reload replays everything), drawn as loss, learning-rate and
+//! grad-norm charts with progress, ETA, tokens/s, a stall warning and the log.
+
+use glmtune_shared::api::{Checkpoint, List, Run, RunEvent};
+use leptos::prelude::*;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
+
+use crate::api;
+use crate::chart::{LineChart, Series};
+use crate::pages::ErrorNote;
+
+/// What the events so far say.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Progress {
+    loss: Vec<(f64, f64)>,
+    eval_loss: Vec<(f64, f64)>,
+    learning_rate: Vec<(f64, f64)>,
+    grad_norm: Vec<(f64, f64)>,
+    state: String,
+    step: i64,
+    max_steps: i64,
+    tokens_per_second: f64,
+    elapsed_s: f64,
+    stalled: Option<String>,
+    log: Vec<(String, String)>,
+    scores: Option<serde_json::Value>,
+}
+
+impl Progress {
+    fn apply(&mut self, event: &RunEvent) {
+        let data = &event.data;
+        let step = data["step"].as_f64().unwrap_or(0.0);
+        match event.kind.as_str() {
+            "metrics" => {
+                self.stalled = None;
+                if let Some(loss) = data["loss"].as_f64() {
+                    self.loss.push((step, loss));
+                    self.step = step as i64;
+                    if let Some(v) = data["learning_rate"].as_f64() {
+                        self.learning_rate.push((step, v));
+                    }
+                    if let Some(v) = data["grad_norm"].as_f64() {
+                        self.grad_norm.push((step, v));
+                    }
+                    self.max_steps = data["max_steps"].as_i64().unwrap_or(self.max_steps);
+                    self.tokens_per_second = data["tokens_per_second"].as_f64().unwrap_or(0.0);
+                    self.elapsed_s = data["elapsed_s"].as_f64().unwrap_or(self.elapsed_s);
+                }
+                if let Some(loss) = data["eval_loss"].as_f64() {
+                    self.eval_loss.push((step, loss));
+                }
+            }
+            "state" => {
+                self.state = data["state"].as_str().unwrap_or("").to_owned();
+                self.log.push((event.kind.clone(), event.message.clone()));
+            }
+            "stall" => {
+                self.stalled = Some(event.message.clone());
+                self.log.push((event.kind.clone(), event.message.clone()));
+            }
+            _ => {
+                if data.get("scores").is_some() {
+                    self.scores = Some(data["scores"].clone());
+                }
+                self.log.push((event.kind.clone(), event.message.clone()));
+            }
+        }
+    }
+
+    fn eta(&self) -> Option<f64> {
+        (self.step > 0 && self.max_steps > self.step)
+            .then(|| self.elapsed_s / self.step as f64 * (self.max_steps - self.step) as f64)
+    }
+}
+
+#[component]
+pub fn RunPage(id: String) -> impl IntoView {
+    let progress = RwSignal::new(Progress::default());
+    let run_id = id.clone();
+    let run = LocalResource::new(move || {
+        let id = run_id.clone();
+        async move { api::get::<Run>(&format!("/api/v1/runs/{id}")).await }
+    });
+    let checkpoints_id = id.clone();
+    let checkpoints = LocalResource::new(move || {
+        let id = checkpoints_id.clone();
+        // Refetched when the state changes.
+        let _ = progress.with(|p| p.state.clone());
+        async move { api::get::<List<Checkpoint>>(&format!("/api/v1/runs/{id}/checkpoints")).await }
+    });
+    let error = RwSignal::new(None::<api::Failure>);
+
+    if let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/runs/{id}/events")) {
+        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+            move |message: web_sys::MessageEvent| {
+                if let Some(event) = message
+                    .data()
+                    .as_string()
+                    .and_then(|text| serde_json::from_str::<RunEvent>(&text).ok())
+                {
+                    progress.update(|p| p.apply(&event));
+                }
+            },
+        );
+        for kind in ["metrics", "info", "warning", "error", "state", "stall"] {
+            let _ =
+                source.add_event_listener_with_callback(kind, on_event.as_ref().unchecked_ref());
+        }
+        on_event.forget();
+        let finished = source.clone();
+        // The server ends the stream after the final state; don't let the browser reconnect then.
+        Effect::new(move |_| {
+            if matches!(
+                progress.with(|p| p.state.clone()).as_str(),
+                "succeeded" | "failed" | "cancelled"
+            ) {
+                finished.close();
+            }
+        });
+        let source = send_wrapper::SendWrapper::new(source);
+        on_cleanup(move || source.close());
+    }
+
+    let act = move |action: &'static str| {
+        let id = id.clone();
+        move |_| {
+            let id = id.clone();
+            leptos::task::spawn_local(async move {
+                match api::post::<_, Run>(
+                    &format!("/api/v1/runs/{id}/{action}"),
+                    &serde_json::json!({}),
+                )
+                .await
+                {
+                    Ok(_) => {
+                        run.refetch();
+                        if action == "resume" {
+                            // A resumed run streams again: reload to follow it.
+                            if let Some(window) = web_sys::window() {
+                                let _ = window.location().reload();
+                            }
+                        }
+                    }
+                    Err(failure) => error.set(Some(failure)),
+                }
+            });
+        }
+    };
+    let series = |pick: fn(&Progress) -> Vec<Series>| Signal::derive(move || progress.with(pick));
+    view! {
+        <section>
+            {move || run.get().map(|r| match r {
+                Err(e) => view! { <ErrorNote error=e /> }.into_any(),
+                Ok(r) => view! {
+                    <h1>{format!("Run {}", r.id)}</h1>
+                    <p class="muted settings">{format!("model {} · data {} · settings {}", r.model, r.train_dataset, serde_json::to_string(&r.settings).unwrap_or_default())}</p>
+                    {r.fine_tuned_model.clone().map(|m| view! { <p>"Chat with it as " <code>{m}</code> " in Chats, or download the "
+                        <a href=format!("/api/v1/runs/{}/adapter", r.id) download>"adapter (zip, official layout)"</a>"."</p> })}
+                }.into_any(),
+            })}
+            <div class="card status-line">
+                {move || progress.with(|p| view! {
+                    <span class=format!("state {}", p.state)>{if p.state.is_empty() { "connecting".to_owned() } else { p.state.clone() }}</span>
+                    <progress max=p.max_steps.max(1) value=p.step></progress>
+                    <span class="step">{format!("step {} / {}", p.step, p.max_steps)}</span>
+                    <span>{format!("{:.0} tokens/s", p.tokens_per_second)}</span>
+                    <span>{p.eta().map(|s| format!("ETA {s:.0} s")).unwrap_or_default()}</span>
+                })}
+                <button on:click=act("cancel")>"Cancel"</button>
+                <button on:click=act("resume")>"Resume"</button>
+            </div>
+            {move || progress.with(|p| p.stalled.clone()).map(|m| view! { <div class="warning" role="alert">{format!("Stalled: {m}")}</div> })}
+            {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
+            <div class="charts">
+                <LineChart title="Loss" series=series(|p| vec![("train".into(), p.loss.clone()), ("validation".into(), p.eval_loss.clone())]) />
+                <LineChart title="Learning rate" series=series(|p| vec![("learning rate".into(), p.learning_rate.clone())]) />
+                <LineChart title="Gradient norm" series=series(|p| vec![("grad norm".into(), p.grad_norm.clone())]) />
+            </div>
+            {move || progress.with(|p| p.scores.clone()).map(|s| view! {
+                <div class="card"><h2>"Evaluation"</h2><pre>{serde_json::to_string_pretty(&s).unwrap_or_default()}</pre></div>
+            })}
+            <h2>"Checkpoints"</h2>
+            {move || checkpoints.get().and_then(Result::ok).map(|list| view! {
+                <ul class="checkpoints">{list.data.into_iter().map(|c| view! { <li>{c.name}</li> }).collect_view()}</ul>
+            })}
+            <h2>"Log"</h2>
+            <ol class="log">
+                {move || progress.with(|p| p.log.iter().map(|(kind, message)| view! {
+                    <li class=kind.clone()>{message.clone()}</li>
+                }).collect_view())}
+            </ol>
+        </section>
+    }
+}

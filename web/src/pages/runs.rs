@@ -1,0 +1,169 @@
+//! Runs: the list, and a new-run form with presets and every official flag under "Advanced".
+
+use glmtune_shared::api::{CreateRun, Dataset, List, ModelInfo, Run, RunSettings};
+use leptos::prelude::*;
+
+use crate::api;
+use crate::pages::ErrorNote;
+
+/// A number field of the advanced settings, empty for "the preset's value".
+fn parsed<T: std::str::FromStr>(text: &str) -> Option<T> {
+    text.trim().parse().ok()
+}
+
+#[component]
+pub fn Runs() -> impl IntoView {
+    let runs = LocalResource::new(|| api::get::<List<Run>>("/api/v1/runs"));
+    let models = LocalResource::new(|| api::get::<List<ModelInfo>>("/api/v1/models"));
+    let datasets = LocalResource::new(|| api::get::<List<Dataset>>("/api/v1/datasets"));
+    let model = RwSignal::new(String::new());
+    let train = RwSignal::new(String::new());
+    let validation = RwSignal::new(String::new());
+    let preset = RwSignal::new("quick".to_owned());
+    let fields: Vec<(&'static str, RwSignal<String>)> = [
+        "pre_seq_len",
+        "learning_rate",
+        "max_steps",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_source_length",
+        "max_target_length",
+        "warmup_steps",
+        "weight_decay",
+        "max_grad_norm",
+        "prefix_dropout",
+        "seed",
+        "logging_steps",
+        "save_steps",
+        "eval_steps",
+        "eval_samples",
+    ]
+    .into_iter()
+    .map(|name| (name, RwSignal::new(String::new())))
+    .collect();
+    let error = RwSignal::new(None::<api::Failure>);
+    let values = fields.clone();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let value = |name: &str| {
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| s.get_untracked())
+                .unwrap_or_default()
+        };
+        let settings = RunSettings {
+            pre_seq_len: parsed(&value("pre_seq_len")),
+            learning_rate: parsed(&value("learning_rate")),
+            max_steps: parsed(&value("max_steps")),
+            num_train_epochs: parsed(&value("num_train_epochs")),
+            per_device_train_batch_size: parsed(&value("per_device_train_batch_size")),
+            gradient_accumulation_steps: parsed(&value("gradient_accumulation_steps")),
+            max_source_length: parsed(&value("max_source_length")),
+            max_target_length: parsed(&value("max_target_length")),
+            warmup_steps: parsed(&value("warmup_steps")),
+            weight_decay: parsed(&value("weight_decay")),
+            max_grad_norm: parsed(&value("max_grad_norm")),
+            prefix_dropout: parsed(&value("prefix_dropout")),
+            seed: parsed(&value("seed")),
+            logging_steps: parsed(&value("logging_steps")),
+            save_steps: parsed(&value("save_steps")),
+            eval_steps: parsed(&value("eval_steps")),
+            eval_samples: parsed(&value("eval_samples")),
+            ..RunSettings::default()
+        };
+        let request = CreateRun {
+            model: model.get_untracked(),
+            train_dataset: train.get_untracked(),
+            validation_dataset: Some(validation.get_untracked()).filter(|v| !v.is_empty()),
+            preset: Some(preset.get_untracked()),
+            settings,
+            init_run: None,
+        };
+        leptos::task::spawn_local(async move {
+            match api::post::<_, Run>("/api/v1/runs", &request).await {
+                Ok(run) => crate::navigate(&format!("/runs/{}", run.id)),
+                Err(failure) => error.set(Some(failure)),
+            }
+        });
+    };
+    let dataset_options = move || {
+        datasets.get().and_then(Result::ok).map(|list| {
+            list.data
+                .into_iter()
+                .map(|d| {
+                    let label = format!("{} ({} records)", d.name, d.records);
+                    view! { <option value=d.id.clone()>{label}</option> }
+                })
+                .collect_view()
+        })
+    };
+    view! {
+        <section>
+            <h1>"Runs"</h1>
+            <form class="card" on:submit=submit>
+                <h2>"New run"</h2>
+                <div class="row">
+                    <label>"Model"
+                        <select name="model" required on:change=move |ev| model.set(event_target_value(&ev))>
+                            <option value="">"choose…"</option>
+                            {move || models.get().and_then(Result::ok).map(|list| list.data.into_iter().map(|m| {
+                                view! { <option value=m.name.clone()>{m.name.clone()}</option> }
+                            }).collect_view())}
+                        </select>
+                    </label>
+                    <label>"Training data"
+                        <select name="train" required on:change=move |ev| train.set(event_target_value(&ev))>
+                            <option value="">"choose…"</option>
+                            {dataset_options}
+                        </select>
+                    </label>
+                    <label>"Validation data"
+                        <select name="validation" on:change=move |ev| validation.set(event_target_value(&ev))>
+                            <option value="">"none"</option>
+                            {dataset_options}
+                        </select>
+                    </label>
+                    <label>"Preset"
+                        <select name="preset" on:change=move |ev| preset.set(event_target_value(&ev))>
+                            <option value="quick" selected>"Quick try (20 steps)"</option>
+                            <option value="official">"Official ChatGLM-6B recipe (pre_seq_len 128, lr 2e-2, 64/64 tokens, batch 1 × 16, 3000 steps)"</option>
+                        </select>
+                    </label>
+                </div>
+                <details>
+                    <summary>"Advanced (empty: the preset's value)"</summary>
+                    <div class="grid">
+                        {fields.iter().map(|(name, signal)| {
+                            let signal = *signal;
+                            view! { <label>{*name}<input name=*name bind:value=signal inputmode="decimal" /></label> }
+                        }).collect_view()}
+                    </div>
+                </details>
+                <button type="submit">"Start run"</button>
+                {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
+            </form>
+            <h2>"All runs"</h2>
+            {move || match runs.get() {
+                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+                Some(Err(e)) => view! { <ErrorNote error=e /> }.into_any(),
+                Some(Ok(list)) => view! {
+                    <table>
+                        <thead><tr><th>"Run"</th><th>"Model"</th><th>"State"</th><th>"Step"</th></tr></thead>
+                        <tbody>
+                            {list.data.into_iter().map(|r| view! {
+                                <tr>
+                                    <td><a href=format!("#/runs/{}", r.id)>{r.id.clone()}</a></td>
+                                    <td>{r.model.clone()}</td>
+                                    <td><span class=format!("state {}", r.state.as_str())>{r.state.as_str()}</span></td>
+                                    <td>{format!("{} / {}", r.step, r.max_steps.map_or("?".into(), |m| m.to_string()))}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any(),
+            }}
+        </section>
+    }
+}
