@@ -24,7 +24,7 @@ if [[ -z "${GLMTUNE_TEST_POSTGRES:-}" ]]; then
     export GLMTUNE_TEST_POSTGRES
 fi
 status=0
-cargo test --workspace --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --exclude glmtune-web --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 # The engine also runs in browsers: it must keep building for wasm32.
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo build -p glmtune-engine --lib --target wasm32-unknown-unknown || status=$?

@@ -28,10 +28,19 @@ try {
   await page.getByRole("heading", { name: "Datasets", exact: true }).waitFor();
   seen.signed_in = await page.locator(".user").innerText();
 
+  // An API key from the user menu; its secret is shown once.
+  await page.getByRole("link", { name: "API keys" }).click();
+  await page.locator("input[name=key_name]").fill("e2e script");
+  await page.getByRole("button", { name: "Create key" }).click();
+  seen.key_secret = await page.locator(".secret pre").innerText();
+  await page.locator("table tbody tr", { hasText: "e2e script" }).waitFor();
+  seen.key_rows = await page.locator("table tbody tr").count();
+  await shot("2-keys");
+
   await page.goto(`${base}/#/models`);
   await page.locator("td", { hasText: "tiny" }).first().waitFor();
   seen.demo_badge = await page.locator(".badge").first().innerText();
-  await shot("2-models");
+  await shot("2-models-list");
 
   // Uploads: measured against the tiny model's tokenizer.
   await page.goto(`${base}/#/datasets`);

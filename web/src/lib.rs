@@ -91,6 +91,7 @@ fn App() -> impl IntoView {
                         view! { <pages::run::RunPage id=id /> }.into_any()
                     }
                     ["chats"] => view! { <pages::chats::Chats /> }.into_any(),
+                    ["keys"] => view! { <pages::keys::Keys /> }.into_any(),
                     _ => view! { <pages::datasets::Datasets /> }.into_any(),
                 }
             }
@@ -131,6 +132,7 @@ fn App() -> impl IntoView {
             {move || match session.get() {
                 Session::SignedIn { name, role } => view! {
                     <span class="user">{format!("{name} ({role})")}
+                        <a href="#/keys">"API keys"</a>
                         <button class="link" on:click=sign_out>"Sign out"</button>
                     </span>
                 }.into_any(),

@@ -54,6 +54,11 @@ fn dashboard_walkthrough_in_chromium() {
         seen["signed_in"].as_str().unwrap().contains("admin"),
         "{seen}"
     );
+    assert!(
+        seen["key_secret"].as_str().unwrap().starts_with("glm-"),
+        "{seen}"
+    );
+    assert_eq!(seen["key_rows"], 1, "{seen}");
     assert!(seen["demo_badge"]
         .as_str()
         .unwrap()

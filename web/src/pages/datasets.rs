@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use crate::api;
 use crate::chart::Histogram;
-use crate::pages::ErrorNote;
+use crate::pages::{loaded, ErrorNote, Table};
 
 #[component]
 pub fn Datasets() -> impl IntoView {
@@ -125,13 +125,8 @@ pub fn Datasets() -> impl IntoView {
             </div>
             {move || selected.get().map(|d| view! { <DatasetDetail dataset=d /> })}
             <h2>"Stored datasets"</h2>
-            {move || match datasets.get() {
-                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(Err(e)) => view! { <ErrorNote error=e /> }.into_any(),
-                Some(Ok(list)) => view! {
-                    <table class="datasets">
-                        <thead><tr><th>"Name"</th><th>"Format"</th><th>"Records"</th><th>"Bytes"</th><th>"Id"</th><th></th></tr></thead>
-                        <tbody>
+            {loaded(datasets, move |list| view! {
+                    <Table class="datasets" headers=&["Name", "Format", "Records", "Bytes", "Id", ""]>
                             {list.data.into_iter().map(|d| {
                                 let (show, cut) = (d.clone(), d.clone());
                                 view! {
@@ -145,10 +140,8 @@ pub fn Datasets() -> impl IntoView {
                                     </tr>
                                 }
                             }).collect_view()}
-                        </tbody>
-                    </table>
-                }.into_any(),
-            }}
+                        </Table>
+                }.into_any())}
         </section>
     }
 }
@@ -185,9 +178,7 @@ fn DatasetDetail(dataset: Dataset) -> impl IntoView {
                     )}</p>
                 }
             })}
-            <table class="preview">
-                <thead><tr><th>"Prompt"</th><th>"Response"</th><th>"History turns"</th></tr></thead>
-                <tbody>
+            <Table class="preview" headers=&["Prompt", "Response", "History turns"]>
                     {dataset.preview.iter().map(|r| view! {
                         <tr>
                             <td>{r["prompt"].as_str().unwrap_or("").to_owned()}</td>
@@ -195,8 +186,7 @@ fn DatasetDetail(dataset: Dataset) -> impl IntoView {
                             <td>{r["history"].as_array().map_or(0, Vec::len)}</td>
                         </tr>
                     }).collect_view()}
-                </tbody>
-            </table>
+                </Table>
         </div>
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod chats;
 pub mod datasets;
+pub mod keys;
 pub mod login;
 pub mod models;
 pub mod run;
@@ -34,5 +35,32 @@ pub fn ErrorNote(error: crate::api::Failure) -> impl IntoView {
                 </table>
             })}
         </div>
+    }
+}
+
+/// A resource's view: "Loading…", its error, or `render` of its value.
+pub fn loaded<T: Clone + 'static>(
+    resource: LocalResource<Result<T, crate::api::Failure>>,
+    render: impl Fn(T) -> AnyView + 'static,
+) -> impl Fn() -> AnyView {
+    move || match resource.get() {
+        None => view! { <p class="muted">"Loading…"</p> }.into_any(),
+        Some(Err(error)) => view! { <ErrorNote error=error /> }.into_any(),
+        Some(Ok(value)) => render(value),
+    }
+}
+
+/// A table with a header row; the rows are its children.
+#[component]
+pub fn Table(
+    #[prop(optional)] class: &'static str,
+    headers: &'static [&'static str],
+    children: Children,
+) -> impl IntoView {
+    view! {
+        <table class=class>
+            <thead><tr>{headers.iter().map(|h| view! { <th>{*h}</th> }).collect_view()}</tr></thead>
+            <tbody>{children()}</tbody>
+        </table>
     }
 }

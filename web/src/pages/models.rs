@@ -4,7 +4,7 @@ use glmtune_shared::api::{List, ModelInfo};
 use leptos::prelude::*;
 
 use crate::api;
-use crate::pages::ErrorNote;
+use crate::pages::{loaded, Table};
 
 #[component]
 pub fn Models() -> impl IntoView {
@@ -12,20 +12,17 @@ pub fn Models() -> impl IntoView {
     view! {
         <section>
             <h1>"Models"</h1>
-            {move || match models.get() {
-                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(Err(e)) => view! { <ErrorNote error=e /> }.into_any(),
-                Some(Ok(list)) if list.data.is_empty() => view! {
+            {loaded(models, |list| if list.data.is_empty() {
+                view! {
                     <div class="card">
                         <p>"No model is registered yet. Start the server with a ChatGLM-6B folder (config.json, weights, ice_text.model):"</p>
                         <pre>"glmtune serve --model chatglm-6b=/path/to/chatglm-6b"</pre>
                         <p class="muted">"The repository ships a tiny demo checkpoint with random weights: --model tiny=tests/fixtures/chatglm6b-tiny/model"</p>
                     </div>
-                }.into_any(),
-                Some(Ok(list)) => view! {
-                    <table>
-                        <thead><tr><th>"Name"</th><th>"Layers"</th><th>"Hidden"</th><th>"Heads"</th><th>"Vocabulary"</th><th>"Folder"</th></tr></thead>
-                        <tbody>
+                }.into_any()
+            } else {
+                view! {
+                    <Table headers=&["Name", "Layers", "Hidden", "Heads", "Vocabulary", "Folder"]>
                             {list.data.into_iter().map(|m| {
                                 let demo = m.path.contains("chatglm6b-tiny");
                                 view! {
@@ -39,10 +36,9 @@ pub fn Models() -> impl IntoView {
                                     </tr>
                                 }
                             }).collect_view()}
-                        </tbody>
-                    </table>
-                }.into_any(),
-            }}
+                        </Table>
+                }.into_any()
+            })}
         </section>
     }
 }

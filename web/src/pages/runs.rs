@@ -4,7 +4,7 @@ use glmtune_shared::api::{CreateRun, Dataset, List, ModelInfo, Run, RunSettings}
 use leptos::prelude::*;
 
 use crate::api;
-use crate::pages::ErrorNote;
+use crate::pages::{loaded, ErrorNote, Table};
 
 /// A number field of the advanced settings, empty for "the preset's value".
 fn parsed<T: std::str::FromStr>(text: &str) -> Option<T> {
@@ -145,13 +145,8 @@ pub fn Runs() -> impl IntoView {
                 {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
             </form>
             <h2>"All runs"</h2>
-            {move || match runs.get() {
-                None => view! { <p class="muted">"Loading…"</p> }.into_any(),
-                Some(Err(e)) => view! { <ErrorNote error=e /> }.into_any(),
-                Some(Ok(list)) => view! {
-                    <table>
-                        <thead><tr><th>"Run"</th><th>"Model"</th><th>"State"</th><th>"Step"</th></tr></thead>
-                        <tbody>
+            {loaded(runs, |list| view! {
+                    <Table headers=&["Run", "Model", "State", "Step"]>
                             {list.data.into_iter().map(|r| view! {
                                 <tr>
                                     <td><a href=format!("#/runs/{}", r.id)>{r.id.clone()}</a></td>
@@ -160,10 +155,8 @@ pub fn Runs() -> impl IntoView {
                                     <td>{format!("{} / {}", r.step, r.max_steps.map_or("?".into(), |m| m.to_string()))}</td>
                                 </tr>
                             }).collect_view()}
-                        </tbody>
-                    </table>
-                }.into_any(),
-            }}
+                        </Table>
+                }.into_any())}
         </section>
     }
 }
