@@ -7,20 +7,22 @@
 //! finds their runs `running`, puts them back in the queue and resumes them from their last
 //! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod child;
+
+use std::path::PathBuf;
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glmtune_shared::api::{Run, RunSettings, RunState};
+use glmtune_shared::api::{Run, RunState};
 use tokio::runtime::Handle as Runtime;
 
 use super::metrics::Metrics;
 use super::{run_dir, Settings};
 use crate::db::{Db, DbResult};
+use child::{is_routine, spawn_child, training_flags, Tail};
 
 const TICK: Duration = Duration::from_millis(200);
 /// How long a stopping child may take to write its checkpoint.
@@ -112,43 +114,6 @@ pub async fn start(
 enum Phase {
     Train,
     Eval,
-}
-
-/// A file read as it grows, line by line.
-struct Tail {
-    path: PathBuf,
-    offset: u64,
-}
-
-impl Tail {
-    fn new(path: PathBuf) -> Self {
-        Tail { path, offset: 0 }
-    }
-
-    /// Complete lines written since the last call. A file that shrank (a resumed run rewrote
-    /// its log) is read again from the start.
-    fn lines(&mut self) -> Vec<String> {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return Vec::new();
-        };
-        let length = file.metadata().map_or(0, |m| m.len());
-        if length < self.offset {
-            self.offset = 0;
-        }
-        let mut text = Vec::new();
-        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut text).is_err()
-        {
-            return Vec::new();
-        }
-        let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
-            return Vec::new();
-        };
-        self.offset += end as u64 + 1;
-        String::from_utf8_lossy(&text[..end])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 struct Running {
@@ -599,106 +564,4 @@ impl Supervisor {
         }
         self.children.clear();
     }
-}
-
-/// Lines of the trainer's stderr that are progress, not trouble.
-fn is_routine(text: &str) -> bool {
-    [
-        "resuming",
-        "no checkpoint",
-        "adapter written",
-        "interrupted",
-        "generated",
-        "skipped",
-    ]
-    .iter()
-    .any(|p| text.starts_with(p))
-}
-
-/// The `glmtune train` flags of a run's settings.
-pub fn training_flags(settings: &RunSettings) -> Vec<String> {
-    let mut flags = Vec::new();
-    let mut put = |flag: &str, value: Option<String>| {
-        if let Some(value) = value {
-            flags.push(format!("--{flag}"));
-            flags.push(value);
-        }
-    };
-    let s = settings;
-    put("pre-seq-len", s.pre_seq_len.map(|v| v.to_string()));
-    put("learning-rate", s.learning_rate.map(|v| v.to_string()));
-    put("max-steps", s.max_steps.map(|v| v.to_string()));
-    if s.max_steps.is_none() {
-        put(
-            "num-train-epochs",
-            s.num_train_epochs.map(|v| v.to_string()),
-        );
-    }
-    put(
-        "per-device-train-batch-size",
-        s.per_device_train_batch_size.map(|v| v.to_string()),
-    );
-    put(
-        "gradient-accumulation-steps",
-        s.gradient_accumulation_steps.map(|v| v.to_string()),
-    );
-    put(
-        "max-source-length",
-        s.max_source_length.map(|v| v.to_string()),
-    );
-    put(
-        "max-target-length",
-        s.max_target_length.map(|v| v.to_string()),
-    );
-    put("warmup-steps", s.warmup_steps.map(|v| v.to_string()));
-    put("weight-decay", s.weight_decay.map(|v| v.to_string()));
-    put("max-grad-norm", s.max_grad_norm.map(|v| v.to_string()));
-    put("prefix-dropout", s.prefix_dropout.map(|v| v.to_string()));
-    put("seed", s.seed.map(|v| v.to_string()));
-    put("logging-steps", s.logging_steps.map(|v| v.to_string()));
-    put("save-steps", s.save_steps.map(|v| v.to_string()));
-    put("eval-steps", s.eval_steps.map(|v| v.to_string()));
-    if s.prefix_projection == Some(true) {
-        flags.push("--prefix-projection".into());
-    }
-    if s.shuffle == Some(false) {
-        flags.push("--no-shuffle".into());
-    }
-    flags
-}
-
-/// Starts `glmtune ARGS` with stderr appended to `stderr_path` (and stdout to `stdout_path`),
-/// bound to die with this thread's process.
-fn spawn_child(
-    args: &[String],
-    stderr_path: &Path,
-    stdout_path: Option<&Path>,
-) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(stderr_path)?;
-    let stdout = match stdout_path {
-        Some(path) => Stdio::from(std::fs::File::create(path)?),
-        None => Stdio::null(),
-    };
-    let mut command = Command::new(exe);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::from(stderr));
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
-    Ok(command.spawn()?)
 }

@@ -1,0 +1,143 @@
+//! A run's child processes: the `glmtune train` flags of its settings, starting a child bound to
+//! the server's life, and following the files it writes.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use glmtune_shared::api::RunSettings;
+
+/// A file read as it grows, line by line.
+pub struct Tail {
+    path: PathBuf,
+    pub offset: u64,
+}
+
+impl Tail {
+    pub fn new(path: PathBuf) -> Self {
+        Tail { path, offset: 0 }
+    }
+
+    /// Complete lines written since the last call. A file that shrank (a resumed run rewrote
+    /// its log) is read again from the start.
+    pub fn lines(&mut self) -> Vec<String> {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        let length = file.metadata().map_or(0, |m| m.len());
+        if length < self.offset {
+            self.offset = 0;
+        }
+        let mut text = Vec::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut text).is_err()
+        {
+            return Vec::new();
+        }
+        let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        self.offset += end as u64 + 1;
+        String::from_utf8_lossy(&text[..end])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Lines of the trainer's stderr that are progress, not trouble.
+pub fn is_routine(text: &str) -> bool {
+    [
+        "resuming",
+        "no checkpoint",
+        "adapter written",
+        "interrupted",
+        "generated",
+        "skipped",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
+}
+
+/// The `glmtune train` flags of a run's settings.
+pub fn training_flags(settings: &RunSettings) -> Vec<String> {
+    let s = settings;
+    let text = |v: Option<u64>| v.map(|v| v.to_string());
+    let real = |v: Option<f64>| v.map(|v| v.to_string());
+    let epochs = if s.max_steps.is_none() {
+        real(s.num_train_epochs)
+    } else {
+        None
+    };
+    let valued = [
+        ("pre-seq-len", text(s.pre_seq_len)),
+        ("learning-rate", real(s.learning_rate)),
+        ("max-steps", text(s.max_steps)),
+        ("num-train-epochs", epochs),
+        (
+            "per-device-train-batch-size",
+            text(s.per_device_train_batch_size),
+        ),
+        (
+            "gradient-accumulation-steps",
+            text(s.gradient_accumulation_steps),
+        ),
+        ("max-source-length", text(s.max_source_length)),
+        ("max-target-length", text(s.max_target_length)),
+        ("warmup-steps", text(s.warmup_steps)),
+        ("weight-decay", real(s.weight_decay)),
+        ("max-grad-norm", real(s.max_grad_norm)),
+        ("prefix-dropout", real(s.prefix_dropout)),
+        ("seed", text(s.seed)),
+        ("logging-steps", text(s.logging_steps)),
+        ("save-steps", text(s.save_steps)),
+        ("eval-steps", text(s.eval_steps)),
+    ];
+    let mut flags: Vec<String> = valued
+        .into_iter()
+        .filter_map(|(flag, value)| Some([format!("--{flag}"), value?]))
+        .flatten()
+        .collect();
+    if s.prefix_projection == Some(true) {
+        flags.push("--prefix-projection".into());
+    }
+    if s.shuffle == Some(false) {
+        flags.push("--no-shuffle".into());
+    }
+    flags
+}
+
+/// Starts `glmtune ARGS` with stderr appended to `stderr_path` (and stdout to `stdout_path`),
+/// bound to die with this thread's process.
+pub fn spawn_child(
+    args: &[String],
+    stderr_path: &Path,
+    stdout_path: Option<&Path>,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_path)?;
+    let stdout = match stdout_path {
+        Some(path) => Stdio::from(std::fs::File::create(path)?),
+        None => Stdio::null(),
+    };
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::from(stderr));
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    Ok(command.spawn()?)
+}
