@@ -291,11 +291,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
-    let supervisor = supervisor::start(db.clone(), settings.clone(), metrics.clone()).await?;
+    let blobs = blobs::Blobs::new(&data_dir)
+        .with_context(|| format!("preparing {}", data_dir.display()))?;
+    let supervisor =
+        supervisor::start(db.clone(), settings.clone(), metrics.clone(), blobs.clone()).await?;
     let state = AppState {
         db,
-        blobs: blobs::Blobs::new(&data_dir)
-            .with_context(|| format!("preparing {}", data_dir.display()))?,
+        blobs,
         settings,
         registry: Arc::default(),
         metrics,

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use glmtune_shared::api::{Run, RunState};
 use tokio::runtime::Handle as Runtime;
 
+use super::blobs::Blobs;
 use super::metrics::Metrics;
 use super::{run_dir, Settings};
 use crate::db::{Db, DbResult};
@@ -75,6 +76,7 @@ pub async fn start(
     db: Db,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
+    blobs: Blobs,
 ) -> DbResult<Arc<Handle>> {
     for run in db.runs_in_state(RunState::Running).await? {
         db.transition(
@@ -96,6 +98,7 @@ pub async fn start(
         db,
         settings,
         metrics,
+        blobs,
         runtime: Runtime::current(),
         handle: handle.clone(),
         children: Vec::new(),
@@ -135,6 +138,8 @@ struct Supervisor {
     db: Db,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
+    /// Where datasets are stored (the server's store: making another would clear its uploads).
+    blobs: Blobs,
     runtime: Runtime,
     handle: Arc<Handle>,
     children: Vec<Running>,
@@ -508,8 +513,7 @@ impl Supervisor {
         let dataset = self
             .block(self.db.dataset(id))?
             .ok_or_else(|| anyhow::anyhow!("dataset {id} does not exist"))?;
-        let path =
-            super::blobs::Blobs::new(&self.settings.data_dir).map(|b| b.path(&dataset.sha256))?;
+        let path = self.blobs.path(&dataset.sha256);
         let options = &dataset.read_options;
         let mut flags = vec!["--format".to_owned(), options.format.clone()];
         for (flag, value) in [
