@@ -113,6 +113,17 @@ impl Db {
         rows.iter().map(run_of).collect()
     }
 
+    /// Runs that train or validate on a dataset.
+    pub async fn runs_using_dataset(&self, dataset: &str) -> DbResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM runs WHERE train_dataset = $1 OR validation_dataset = $1",
+        )
+        .bind(dataset)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     pub async fn count_runs_by_state(&self) -> DbResult<Vec<(RunState, i64)>> {
         let mut counts = Vec::new();
         for state in RunState::ALL {

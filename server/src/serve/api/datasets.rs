@@ -361,13 +361,7 @@ pub async fn delete(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let dataset = find(&state, &id).await?;
     caller.check_owner(dataset.owner_id.as_deref(), &format!("dataset {id}"))?;
-    let in_use = state
-        .db
-        .runs()
-        .await?
-        .into_iter()
-        .any(|r| r.train_dataset == id || r.validation_dataset.as_deref() == Some(&id));
-    if in_use {
+    if state.db.runs_using_dataset(&id).await? > 0 {
         return Err(ApiError::conflict(format!(
             "dataset {id} is used by a run; runs keep their data"
         )));
