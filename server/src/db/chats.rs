@@ -4,7 +4,7 @@ use glmtune_shared::api::{Chat, ChatMessageRecord};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{now, Db, DbResult};
+use super::{last_seq_locked, now, Db, DbResult};
 
 fn chat_of(row: &AnyRow) -> DbResult<Chat> {
     Ok(Chat {
@@ -93,17 +93,7 @@ impl Db {
     /// Appends a question and its answer together, so a chat never holds half a turn.
     pub async fn append_turn(&self, chat_id: &str, question: &str, answer: &str) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE chats SET id = id WHERE id = $1")
-            .bind(chat_id)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query(
-            "SELECT COALESCE(MAX(seq), 0) AS last FROM chat_messages WHERE chat_id = $1",
-        )
-        .bind(chat_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let last: i64 = row.try_get("last")?;
+        let last = last_seq_locked(&mut tx, "chats", "chat_messages", "chat_id", chat_id).await?;
         for (offset, (role, content)) in [("user", question), ("assistant", answer)]
             .into_iter()
             .enumerate()

@@ -109,6 +109,29 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The last `seq` of `child` rows under a parent (0 for none), with the parent's row locked for
+/// the rest of the transaction: a row lock on PostgreSQL, the write lock on SQLite. Writers of
+/// the same parent take turns, so `last + 1` is free to insert.
+async fn last_seq_locked(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    parent: &'static str,
+    child: &'static str,
+    parent_column: &'static str,
+    id: &str,
+) -> DbResult<i64> {
+    sqlx::query(&format!("UPDATE {parent} SET id = id WHERE id = $1"))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT COALESCE(MAX(seq), 0) AS last FROM {child} WHERE {parent_column} = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(sqlx::Row::try_get(&row, "last")?)
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

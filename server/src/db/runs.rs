@@ -6,7 +6,7 @@ use glmtune_shared::api::{Run, RunEvent, RunSettings, RunState};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{now, Db, DbError, DbResult};
+use super::{last_seq_locked, now, Db, DbError, DbResult};
 
 fn corrupt(column: &'static str, message: impl Into<String>) -> DbError {
     DbError::Corrupt {
@@ -275,17 +275,7 @@ async fn append_event_in(
     message: &str,
     data: &serde_json::Value,
 ) -> DbResult<i64> {
-    // Writing the run's row first serializes event writers: a row lock on PostgreSQL, the
-    // write lock on SQLite. Then the next number is free.
-    sqlx::query("UPDATE runs SET id = id WHERE id = $1")
-        .bind(run_id)
-        .execute(&mut **tx)
-        .await?;
-    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM run_events WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let seq: i64 = row.try_get::<i64, _>("last")? + 1;
+    let seq = last_seq_locked(tx, "runs", "run_events", "run_id", run_id).await? + 1;
     sqlx::query(
         "INSERT INTO run_events (run_id, seq, kind, message, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
