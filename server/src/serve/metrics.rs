@@ -95,34 +95,30 @@ impl Metrics {
                 let _ = writeln!(out, "glmtune_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
                 let _ = writeln!(out, "glmtune_http_request_duration_seconds_count{{{labels}}} {}", h.count);
             }
-            out.push_str("# HELP glmtune_generated_tokens_total Tokens generated for chat completions.\n");
-            out.push_str("# TYPE glmtune_generated_tokens_total counter\n");
-            let _ = writeln!(out, "glmtune_generated_tokens_total {}", c.generated_tokens);
-            out.push_str("# HELP glmtune_generation_seconds_total Time spent generating (queueing excluded).\n");
-            out.push_str("# TYPE glmtune_generation_seconds_total counter\n");
-            let _ = writeln!(out, "glmtune_generation_seconds_total {}", c.generation_seconds);
-            out.push_str("# HELP glmtune_generation_tokens_per_second Generated tokens per second of generation time.\n");
-            out.push_str("# TYPE glmtune_generation_tokens_per_second gauge\n");
             let rate = if c.generation_seconds > 0.0 { c.generated_tokens as f64 / c.generation_seconds } else { 0.0 };
-            let _ = writeln!(out, "glmtune_generation_tokens_per_second {rate}");
+            metric(&mut out, "glmtune_generated_tokens_total", "counter", "Tokens generated for chat completions.", c.generated_tokens);
+            metric(&mut out, "glmtune_generation_seconds_total", "counter", "Time spent generating (queueing excluded).", c.generation_seconds);
+            metric(&mut out, "glmtune_generation_tokens_per_second", "gauge", "Generated tokens per second of generation time.", rate);
             out.push_str("# HELP glmtune_runs Training runs by state.\n");
             out.push_str("# TYPE glmtune_runs gauge\n");
             for (state, count) in runs {
                 let _ = writeln!(out, "glmtune_runs{{state=\"{}\"}} {count}", state.as_str());
             }
             let queued = runs.iter().find(|(s, _)| *s == RunState::Queued).map_or(0, |r| r.1);
-            out.push_str("# HELP glmtune_queue_depth Runs waiting for a slot.\n");
-            out.push_str("# TYPE glmtune_queue_depth gauge\n");
-            let _ = writeln!(out, "glmtune_queue_depth {queued}");
-            out.push_str("# HELP glmtune_active_runs Runs training now.\n");
-            out.push_str("# TYPE glmtune_active_runs gauge\n");
-            let _ = writeln!(out, "glmtune_active_runs {}", c.active_runs);
-            out.push_str("# HELP glmtune_training_tokens_per_second Training throughput of the latest logged step.\n");
-            out.push_str("# TYPE glmtune_training_tokens_per_second gauge\n");
-            let _ = writeln!(out, "glmtune_training_tokens_per_second {}", c.training_tokens_per_second);
+            metric(&mut out, "glmtune_queue_depth", "gauge", "Runs waiting for a slot.", queued);
+            metric(&mut out, "glmtune_active_runs", "gauge", "Runs training now.", c.active_runs);
+            metric(&mut out, "glmtune_training_tokens_per_second", "gauge", "Training throughput of the latest logged step.", c.training_tokens_per_second);
             out
         })
     }
+}
+
+/// One unlabelled metric: its HELP and TYPE lines and its value.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 /// Middleware timing every request under its route pattern (never the raw path, which would let
