@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::harness::{fixture, Backend, Site};
+use crate::harness::{fixture, json_report, Backend, Site};
 
 #[test]
 fn dashboard_walkthrough_in_chromium() {
@@ -31,23 +31,15 @@ fn dashboard_walkthrough_in_chromium() {
     let mut bytes = std::fs::read(fixture("train.jsonl")).unwrap();
     bytes.extend_from_slice(b"{\"content\": \"x\", \"history\": []}\n");
     std::fs::write(&bad, bytes).unwrap();
-    let output = Command::new("node")
-        .arg(e2e.join("dashboard.mjs"))
-        .env("BASE_URL", format!("http://{}", server.address))
-        .env("SETUP_TOKEN", token)
-        .env("BAD_FILE", &bad)
-        .env("GOOD_FILE", fixture("train.jsonl"))
-        .env("SCREENSHOTS", &screenshots)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let seen = json_report(
+        Command::new("node")
+            .arg(e2e.join("dashboard.mjs"))
+            .env("BASE_URL", format!("http://{}", server.address))
+            .env("SETUP_TOKEN", token)
+            .env("BAD_FILE", &bad)
+            .env("GOOD_FILE", fixture("train.jsonl"))
+            .env("SCREENSHOTS", &screenshots),
     );
-    let seen: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert!(seen.get("failure").is_none(), "{seen}");
     assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
     assert!(

@@ -151,6 +151,19 @@ impl Site {
     }
 }
 
+/// Runs a client script that prints one JSON line of what it saw; fails with its output if it
+/// fails.
+pub fn json_report(command: &mut Command) -> serde_json::Value {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 impl Drop for Site {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
@@ -284,6 +297,41 @@ impl Server {
             &[("Authorization", &auth)],
             bytes,
         )
+    }
+
+    /// Uploads the fixture's `train.jsonl` and returns the dataset.
+    pub fn upload_fixture(&self, key: &str) -> serde_json::Value {
+        let bytes = std::fs::read(fixture("train.jsonl")).unwrap();
+        let uploaded = self.upload("name=train.jsonl", key, &bytes);
+        assert_eq!(uploaded.status, 201, "{}", uploaded.text());
+        uploaded.json()
+    }
+
+    /// Queues a run of the `quick` preset on the tiny model; returns its id.
+    pub fn start_run(
+        &self,
+        key: &str,
+        dataset: &serde_json::Value,
+        settings: serde_json::Value,
+    ) -> String {
+        let run = self.post(
+            "/api/v1/runs",
+            key,
+            &serde_json::json!({"model": "tiny", "train_dataset": dataset["id"], "preset": "quick", "settings": settings}),
+        );
+        assert_eq!(run.status, 201, "{}", run.text());
+        run.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The steps of a run's checkpoints, oldest first.
+    pub fn checkpoint_steps(&self, id: &str, key: &str) -> Vec<i64> {
+        self.get(&format!("/api/v1/runs/{id}/checkpoints"), key)
+            .json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["step"].as_i64().unwrap())
+            .collect()
     }
 
     /// Polls a run until it reaches a final state, and returns it.

@@ -168,16 +168,7 @@ fn lifecycle(backend: Backend) {
     );
     let fine_tuned = run["fine_tuned_model"].as_str().unwrap().to_owned();
     assert_eq!(fine_tuned, format!("ft:tiny:{run_id}"));
-    let checkpoints = server
-        .get(&format!("/api/v1/runs/{run_id}/checkpoints"), &key)
-        .json();
-    let checkpoint_steps: Vec<i64> = checkpoints["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["step"].as_i64().unwrap())
-        .collect();
-    assert_eq!(checkpoint_steps, [2, 4, 6]);
+    assert_eq!(server.checkpoint_steps(&run_id, &key), [2, 4, 6]);
     let evaluation = server
         .get(&format!("/api/v1/runs/{run_id}/evaluation"), &key)
         .json();
@@ -299,18 +290,9 @@ fn cancel_and_resume(backend: Backend) {
     let site = Site::new("cancel", backend);
     let key = site.token("member");
     let server = site.start(&[]);
-    let dataset = server
-        .upload(
-            "name=train.jsonl",
-            &key,
-            &std::fs::read(fixture("train.jsonl")).unwrap(),
-        )
-        .json();
+    let dataset = server.upload_fixture(&key);
     let settings = json!({"max_steps": 100000, "save_steps": 5, "pre_seq_len": 4});
-    let run = server
-        .post("/api/v1/runs", &key, &json!({"model": "tiny", "train_dataset": dataset["id"], "preset": "quick", "settings": settings}))
-        .json();
-    let id = run["id"].as_str().unwrap();
+    let id = &server.start_run(&key, &dataset, settings);
     // Wait until it trains.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while server.get(&format!("/api/v1/runs/{id}"), &key).json()["step"]

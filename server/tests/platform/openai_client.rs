@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::harness::{fixture, Backend, Site};
+use crate::harness::{fixture, json_report, Backend, Site};
 use crate::on_both_backends;
 
 fn openai_package(backend: Backend) {
@@ -15,20 +15,13 @@ fn openai_package(backend: Backend) {
     let key = site.token("member");
     let server = site.start(&[]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/openai_client.py");
-    let output = Command::new(python)
-        .arg(script)
-        .env("OPENAI_BASE_URL", format!("http://{}/v1", server.address))
-        .env("OPENAI_API_KEY", &key)
-        .env("TRAIN_FILE", fixture("train.jsonl"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let seen = json_report(
+        Command::new(python)
+            .arg(script)
+            .env("OPENAI_BASE_URL", format!("http://{}/v1", server.address))
+            .env("OPENAI_API_KEY", &key)
+            .env("TRAIN_FILE", fixture("train.jsonl")),
     );
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let job = seen["job"].as_str().unwrap();
     assert_eq!(seen["fine_tuned_model"], format!("ft:tiny:{job}"));
     assert_eq!(seen["jobs"], serde_json::json!([job]));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{fixture, Backend, Server, Site};
+use crate::harness::{Backend, Server, Site};
 use crate::on_both_backends;
 
 const FILES: [&str; 2] = ["pytorch_model.bin", "adapter.safetensors"];
@@ -14,13 +14,7 @@ const FILES: [&str; 2] = ["pytorch_model.bin", "adapter.safetensors"];
 fn start_run(server: &Server, key: &str, dataset: &serde_json::Value) -> String {
     // Dropout and shuffling on, so that resuming must restore the random state too.
     let settings = json!({"max_steps": 200, "save_steps": 10, "logging_steps": 1, "pre_seq_len": 4, "prefix_dropout": 0.1});
-    let run = server.post(
-        "/api/v1/runs",
-        key,
-        &json!({"model": "tiny", "train_dataset": dataset["id"], "preset": "quick", "settings": settings}),
-    );
-    assert_eq!(run.status, 201, "{}", run.text());
-    run.json()["id"].as_str().unwrap().to_owned()
+    server.start_run(key, dataset, settings)
 }
 
 fn wait_for_step(server: &Server, key: &str, id: &str, step: i64) {
@@ -43,13 +37,7 @@ fn killed_server_resumes_the_run(backend: Backend) {
     let site = Site::new("restart", backend);
     let key = site.token("member");
     let mut server = site.start(&[]);
-    let dataset = server
-        .upload(
-            "name=train.jsonl",
-            &key,
-            &std::fs::read(fixture("train.jsonl")).unwrap(),
-        )
-        .json();
+    let dataset = server.upload_fixture(&key);
     let interrupted = start_run(&server, &key, &dataset);
     wait_for_step(&server, &key, &interrupted, 25);
     server.signal("KILL");
@@ -119,13 +107,7 @@ fn sigterm_checkpoints_running_jobs_then_stops() {
     let site = Site::new("sigterm", Backend::Sqlite);
     let key = site.token("member");
     let mut server = site.start(&[]);
-    let dataset = server
-        .upload(
-            "name=train.jsonl",
-            &key,
-            &std::fs::read(fixture("train.jsonl")).unwrap(),
-        )
-        .json();
+    let dataset = server.upload_fixture(&key);
     let id = start_run(&server, &key, &dataset);
     wait_for_step(&server, &key, &id, 3);
     // A dashboard following the run must not hold the shutdown up.
@@ -152,15 +134,7 @@ fn sigterm_checkpoints_running_jobs_then_stops() {
     let server = site.start(&[]);
     let run = server.get(&format!("/api/v1/runs/{id}"), &key).json();
     // Back in the queue (or already resumed by the new server), with a checkpoint past step 3.
-    let checkpoints = server
-        .get(&format!("/api/v1/runs/{id}/checkpoints"), &key)
-        .json();
-    let steps: Vec<i64> = checkpoints["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["step"].as_i64().unwrap())
-        .collect();
+    let steps = server.checkpoint_steps(&id, &key);
     assert!(
         steps.iter().any(|&s| s >= 3),
         "no shutdown checkpoint: {steps:?} {run}"

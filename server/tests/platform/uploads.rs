@@ -177,15 +177,12 @@ fn a_run_without_steps_gets_a_stall_event() {
     let site = Site::new("stall", Backend::Sqlite);
     let key = site.token("member");
     let server = site.start(&["--stall-seconds", "1"]);
-    let dataset = server
-        .upload(
-            "name=train.jsonl",
-            &key,
-            &std::fs::read(fixture("train.jsonl")).unwrap(),
-        )
-        .json();
-    let run = server.post("/api/v1/runs", &key, &json!({"model": "tiny", "train_dataset": dataset["id"], "preset": "quick", "settings": {"max_steps": 100000, "pre_seq_len": 4}})).json();
-    let id = run["id"].as_str().unwrap().to_owned();
+    let dataset = server.upload_fixture(&key);
+    let id = server.start_run(
+        &key,
+        &dataset,
+        json!({"max_steps": 100000, "pre_seq_len": 4}),
+    );
     // Wait for the trainer, then freeze it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let trainer = loop {
