@@ -111,6 +111,13 @@ pub struct ModelInfo {
     pub created_at: i64,
 }
 
+/// A file in a model's folder, downloadable from `/api/v1/models/{name}/files/{file}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub name: String,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterModel {
     pub name: String,

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use super::preprocess::{preprocess_record, render_prompt, PreprocessOptions, IGNORE_INDEX};
 use super::records::{ReadReport, Record};
 use super::DataError;
@@ -17,7 +19,7 @@ const BAR_WIDTH: usize = 40;
 const BUCKETS: usize = 10;
 
 /// Distribution of token lengths.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct LengthStats {
     pub count: usize,
     pub min: usize,
@@ -78,7 +80,7 @@ impl fmt::Display for LengthStats {
 }
 
 /// How many examples a length limit cuts, and by how many tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Truncation {
     /// Tokens kept at most.
     pub limit: usize,
@@ -129,6 +131,31 @@ pub struct InspectReport {
     pub prompt_truncation: Truncation,
     pub answer_truncation: Truncation,
     pub example: Option<Example>,
+}
+
+/// The token-length part of a report: what the server stores with a dataset and the dashboard
+/// draws (computed there in the browser before an upload, with the same code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenStats {
+    pub max_source_length: usize,
+    pub max_target_length: usize,
+    pub prompt_tokens: LengthStats,
+    pub answer_tokens: LengthStats,
+    pub prompt_truncation: Truncation,
+    pub answer_truncation: Truncation,
+}
+
+impl InspectReport {
+    pub fn token_stats(&self) -> TokenStats {
+        TokenStats {
+            max_source_length: self.options.max_source_length,
+            max_target_length: self.options.max_target_length,
+            prompt_tokens: self.prompts.clone(),
+            answer_tokens: self.answers.clone(),
+            prompt_truncation: self.prompt_truncation,
+            answer_truncation: self.answer_truncation,
+        }
+    }
 }
 
 /// Preprocesses `records` (read with `read`) and summarises them.

@@ -21,7 +21,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use formats::DatasetFormat;
-pub use inspect::{inspect, Example, InspectReport, LengthStats, Truncation};
+pub use inspect::{inspect, Example, InspectReport, LengthStats, TokenStats, Truncation};
 pub use preprocess::{
     preprocess_record, preprocess_train, render_prompt, Features, PreprocessOptions, IGNORE_INDEX,
 };

@@ -46,6 +46,18 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "Register a checkpoint folder on the server",
         "admin",
     ),
+    (
+        "get",
+        "/api/v1/models/{name}/files",
+        "The files of a model's folder",
+        "read",
+    ),
+    (
+        "get",
+        "/api/v1/models/{name}/files/{file}",
+        "One file of a model's folder (range requests)",
+        "read",
+    ),
     ("get", "/api/v1/datasets", "List datasets", "read"),
     (
         "post",

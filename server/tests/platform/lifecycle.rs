@@ -68,6 +68,43 @@ fn lifecycle(backend: Backend) {
     assert_eq!(dataset["stats"]["max_source_length"], 32);
     assert_eq!(dataset["stats"]["prompt_truncation"]["count"], 3);
     assert_eq!(dataset["preview"].as_array().unwrap().len(), 5);
+    // The stored statistics are the engine's own type, which the dashboard reads and computes.
+    let stats: glmtune_engine::data::TokenStats =
+        serde_json::from_value(dataset["stats"].clone()).unwrap();
+    assert_eq!(stats.prompt_truncation.count, 3);
+
+    // The model's files, for the browser's tokenizer: listed, whole, by range, nothing outside.
+    let files = server.get("/api/v1/models/tiny/files", &key).json();
+    let names: Vec<&str> = files["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"ice_text.model") && names.contains(&"config.json"),
+        "{names:?}"
+    );
+    let vocabulary = std::fs::read(fixture("model/ice_text.model")).unwrap();
+    let whole = server.get("/api/v1/models/tiny/files/ice_text.model", &key);
+    assert_eq!((whole.status, whole.body.len()), (200, vocabulary.len()));
+    assert_eq!(whole.body, vocabulary);
+    let auth = format!("Bearer {key}");
+    let part = server.call(
+        "GET",
+        "/api/v1/models/tiny/files/ice_text.model",
+        &[("Authorization", &auth), ("Range", "bytes=10-19")],
+        b"",
+    );
+    assert_eq!(
+        (part.status, part.body.as_slice()),
+        (206, &vocabulary[10..20])
+    );
+    for outside in ["..%2Fconfig.json", "%2E%2E", "absent.bin"] {
+        let refused = server.get(&format!("/api/v1/models/tiny/files/{outside}"), &key);
+        assert_eq!(refused.status, 404, "{outside}: {}", refused.text());
+    }
+    assert_eq!(server.get("/api/v1/models/nope/files", &key).status, 404);
     let again = server.upload("name=copy.jsonl", &key, &train).json();
     assert_eq!(again["sha256"], dataset["sha256"]);
     assert_ne!(again["id"], dataset["id"]);

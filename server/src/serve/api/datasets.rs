@@ -148,16 +148,10 @@ fn validate(
             );
             let inspected = inspect(&records, &report, tokenizer, &options)
                 .map_err(|e| ApiError::invalid(e.to_string()))?;
-            let distribution = |s: &glmtune_engine::data::LengthStats| serde_json::json!({"count": s.count, "min": s.min, "mean": s.mean, "p50": s.p50, "p90": s.p90, "p99": s.p99, "max": s.max, "histogram": s.histogram});
-            let cut = |t: &glmtune_engine::data::Truncation| serde_json::json!({"limit": t.limit, "count": t.count, "total_cut": t.total_cut, "max_cut": t.max_cut});
-            Some(serde_json::json!({
-                "max_source_length": lengths.max_source_length,
-                "max_target_length": lengths.max_target_length,
-                "prompt_tokens": distribution(&inspected.prompts),
-                "answer_tokens": distribution(&inspected.answers),
-                "prompt_truncation": cut(&inspected.prompt_truncation),
-                "answer_truncation": cut(&inspected.answer_truncation),
-            }))
+            Some(
+                serde_json::to_value(inspected.token_stats())
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            )
         }
         None => None,
     };

@@ -32,6 +32,8 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         )
         .route("/api/v1/keys/{id}", delete(account::revoke_key))
         .route("/api/v1/models", get(models::list).post(models::register))
+        .route("/api/v1/models/{name}/files", get(models::files))
+        .route("/api/v1/models/{name}/files/{file}", get(models::file))
         .route(
             "/api/v1/datasets",
             get(datasets::list)
