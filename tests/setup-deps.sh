@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the server tests need beside Rust, once per machine: Debian's PostgreSQL server
 # (the tests start their own throwaway cluster), a Python with the official `openai` package,
-# Debian's Chromium with playwright-core (the dashboard test), and builds the dashboard.
+# Debian's Chromium with playwright-core and a CJK font (the dashboard test), and builds the dashboard.
 # Prints the Python to use on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ apt_install() {
 }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 [[ -x /usr/bin/chromium ]] || apt_install chromium
+# Chinese glyphs in the dashboard screenshots (the fixtures' records are Chinese).
+[[ -d /usr/share/fonts/truetype/wqy ]] || apt_install fonts-wqy-zenhei
 if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
     echo "setup: npm install in tests/e2e (playwright-core; no browser download)" >&2
     (cd tests/e2e && npm install --no-audit --no-fund >&2)

@@ -1,7 +1,7 @@
 // The dashboard as a user walks it, in headless Chromium: first-run setup, models, a bad and a good
-// upload, a run watched live and reloaded mid-run, a streamed chat, base vs tuned side by side.
-// Run by server/tests/platform/dashboard.rs with BASE_URL, SETUP_TOKEN, BAD_FILE, GOOD_FILE and
-// SCREENSHOTS set; prints one JSON line of what it saw.
+// upload (checked in the browser first, then sent with progress), a run watched live and reloaded mid-run, a streamed chat, base vs tuned side by side.
+// Run by server/tests/platform/dashboard.rs with BASE_URL, SETUP_TOKEN, BAD_FILE, GOOD_FILE,
+// BIG_FILE and SCREENSHOTS set; prints one JSON line of what it saw.
 import { chromium } from "playwright-core";
 
 const base = process.env.BASE_URL;
@@ -42,24 +42,49 @@ try {
   seen.demo_badge = await page.locator(".badge").first().innerText();
   await shot("2-models-list");
 
-  // Uploads: measured against the tiny model's tokenizer.
+  // A file is checked and measured in the browser before anything is uploaded.
   await page.goto(`${base}/#/datasets`);
   await page.locator("select").first().selectOption("tiny");
   await page.locator("input[type=file]").setInputFiles(process.env.BAD_FILE);
   await page.locator(".error table.issues").waitFor();
   seen.bad_rows = await page.locator(".error table.issues tbody tr").allInnerTexts();
-  await shot("3-bad-upload");
+  seen.upload_enabled_when_bad = await page.locator("button[name=upload]").isEnabled();
+  await shot("3-bad-file");
   await page.locator("input[type=file]").setInputFiles(process.env.GOOD_FILE);
-  await page.locator("figure.histogram").first().waitFor();
-  seen.histograms = await page.locator("figure.histogram figcaption").allInnerTexts();
-  seen.truncation = await page.locator(".truncation").innerText();
+  await page.locator(".local-check figure.histogram").first().waitFor();
+  seen.local_truncation = await page.locator(".local-check .truncation").innerText();
+  seen.stored_before_upload = await page.locator("table.datasets tbody tr").count();
+  await page.locator("input[type=number]").first().fill("128");
+  await page.locator(".local-check .truncation", { hasText: "128" }).waitFor();
+  seen.local_truncation_128 = await page.locator(".local-check .truncation").innerText();
+  await page.locator("input[type=number]").first().fill("64");
+  await shot("4-checked-in-browser");
+  await page.locator("button[name=upload]").click();
+  await page.locator(".detail figure.histogram").first().waitFor();
+  seen.histograms = await page.locator(".detail figure.histogram figcaption").allInnerTexts();
+  seen.truncation = await page.locator(".detail .truncation").innerText();
   seen.preview_rows = await page.locator("table.preview tbody tr").count();
   await shot("4-dataset");
+
+  // A larger upload over a slow link shows its progress.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Network.enable");
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 512 * 1024 });
+  await page.locator("input[type=file]").setInputFiles(process.env.BIG_FILE);
+  await page.locator(".local-check figure.histogram").first().waitFor();
+  await page.locator("button[name=upload]").click();
+  seen.progress_seen = await page.waitForFunction(() => {
+    const bar = document.querySelector("progress");
+    return bar && bar.value > 0 && bar.value < 100 ? bar.value : null;
+  }, null, { polling: 50 }).then((v) => v.jsonValue());
+  await shot("4-upload-progress");
+  await page.locator(".detail h2", { hasText: "big.jsonl" }).waitFor();
+  await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
 
   // A run, live; a reload mid-run shows the whole curve again.
   await page.goto(`${base}/#/runs`);
   await page.locator("select[name=model]").selectOption("tiny");
-  const trainOption = await page.locator("select[name=train] option").nth(1).getAttribute("value");
+  const trainOption = await page.locator("select[name=train] option", { hasText: "train.jsonl" }).first().getAttribute("value");
   await page.locator("select[name=train]").selectOption(trainOption);
   await page.locator("summary").click();
   await page.locator("input[name=max_steps]").fill("300");

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
@@ -17,6 +18,10 @@ pub fn set_csrf(token: Option<String>) {
     CSRF.with(|c| *c.borrow_mut() = token);
 }
 
+fn csrf() -> Option<String> {
+    CSRF.with(|c| c.borrow().clone())
+}
+
 /// What went wrong, as the server said it (`{"error": {code, message, details}}`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
@@ -26,11 +31,23 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn local(message: impl Into<String>) -> Self {
+    pub fn local(message: impl Into<String>) -> Self {
         Failure {
             status: 0,
             message: message.into(),
             details: serde_json::Value::Null,
+        }
+    }
+
+    /// A failure from an answer's status and body text (JSON when the server wrote it).
+    fn of_answer(status: u16, text: &str) -> Self {
+        let parsed: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        Failure {
+            status,
+            message: parsed["error"]["message"]
+                .as_str()
+                .map_or_else(|| format!("HTTP {status}: {text}"), str::to_owned),
+            details: parsed["error"]["details"].clone(),
         }
     }
 }
@@ -62,7 +79,7 @@ pub async fn send(
         request.headers().set("Content-Type", "application/json")?;
     }
     if method != "GET" {
-        if let Some(token) = CSRF.with(|c| c.borrow().clone()) {
+        if let Some(token) = csrf() {
             request.headers().set("X-CSRF-Token", &token)?;
         }
     }
@@ -74,16 +91,8 @@ pub async fn send(
     if response.ok() {
         return Ok(response);
     }
-    let status = response.status();
     let text = text_of(&response).await.unwrap_or_default();
-    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    Err(Failure {
-        status,
-        message: parsed["error"]["message"]
-            .as_str()
-            .map_or_else(|| format!("HTTP {status}: {text}"), str::to_owned),
-        details: parsed["error"]["details"].clone(),
-    })
+    Err(Failure::of_answer(response.status(), &text))
 }
 
 pub async fn text_of(response: &Response) -> Result<String, Failure> {
@@ -92,8 +101,23 @@ pub async fn text_of(response: &Response) -> Result<String, Failure> {
 }
 
 async fn json_of<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
-    let text = text_of(&response).await?;
-    serde_json::from_str(&text).map_err(|e| Failure::local(format!("unexpected answer: {e}")))
+    parse(&text_of(&response).await?)
+}
+
+fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
+    serde_json::from_str(text).map_err(|e| Failure::local(format!("unexpected answer: {e}")))
+}
+
+/// The body of a GET as bytes (model files).
+pub async fn get_bytes(path: &str) -> Result<Vec<u8>, Failure> {
+    let response = send("GET", path, None, false).await?;
+    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// The body of a GET as text.
+pub async fn get_text(path: &str) -> Result<String, Failure> {
+    text_of(&send("GET", path, None, false).await?).await
 }
 
 pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, Failure> {
@@ -113,9 +137,40 @@ pub async fn post_empty<B: Serialize>(path: &str, body: &B) -> Result<(), Failur
         .map(|_| ())
 }
 
-/// Uploads a file as the request body.
-pub async fn upload<T: DeserializeOwned>(path: &str, file: &web_sys::File) -> Result<T, Failure> {
-    json_of(send("POST", path, Some(file.into()), false).await?).await
+/// Uploads a file as the request body, calling `on_progress(sent, total)` as bytes leave (the
+/// fetch API cannot report that, XMLHttpRequest can).
+pub async fn upload<T: DeserializeOwned>(
+    path: &str,
+    file: &web_sys::File,
+    on_progress: impl Fn(f64, f64) + 'static,
+) -> Result<T, Failure> {
+    let request = web_sys::XmlHttpRequest::new()?;
+    request.open("POST", path)?;
+    if let Some(token) = csrf() {
+        request.set_request_header("X-CSRF-Token", &token)?;
+    }
+    let progress =
+        Closure::<dyn Fn(web_sys::ProgressEvent)>::new(move |event: web_sys::ProgressEvent| {
+            if event.length_computable() {
+                on_progress(event.loaded(), event.total());
+            }
+        });
+    request
+        .upload()?
+        .set_onprogress(Some(progress.as_ref().unchecked_ref()));
+    let finished = js_sys::Promise::new(&mut |resolve, _| request.set_onloadend(Some(&resolve)));
+    request.send_with_opt_blob(Some(file))?;
+    JsFuture::from(finished).await?;
+    drop(progress);
+    let status = request.status()?;
+    let text = request.response_text()?.unwrap_or_default();
+    match status {
+        0 => Err(Failure::local(
+            "the upload was interrupted: is glmtune serve still running? Try again.",
+        )),
+        200..=299 => parse(&text),
+        _ => Err(Failure::of_answer(status, &text)),
+    }
 }
 
 /// Percent-encodes a query value.

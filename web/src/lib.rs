@@ -4,6 +4,7 @@
 
 mod api;
 mod chart;
+mod measure;
 mod pages;
 
 use leptos::prelude::*;

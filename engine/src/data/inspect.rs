@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::preprocess::{preprocess_record, render_prompt, PreprocessOptions, IGNORE_INDEX};
 use super::records::{ReadReport, Record};
-use super::DataError;
+use super::{DataError, Issue};
 use crate::tokenizer::ChatGlmTokenizer;
 
 /// Width of the histogram bars, in characters.
@@ -156,6 +156,59 @@ impl InspectReport {
             answer_truncation: self.answer_truncation,
         }
     }
+}
+
+/// Why a read file cannot become a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// Records that do not fit the format: every one, by line and field.
+    Invalid(Vec<Issue>),
+    /// No record is left once those with an empty prompt or answer are skipped.
+    NoRecords { total: usize, empty: usize },
+    /// The truncation limits asked for are not usable.
+    Limits(String),
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unusable::Invalid(issues) => match issues.first() {
+                Some(first) => write!(f, "{} invalid record(s); the first: {first}", issues.len()),
+                None => write!(f, "invalid records"),
+            },
+            Unusable::NoRecords { total, empty } => write!(
+                f,
+                "no usable records ({total} in the file, {empty} with an empty prompt or response)"
+            ),
+            Unusable::Limits(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// What the server and the dashboard require of a dataset before storing it: no invalid record
+/// and at least one usable one. With a tokenizer and `(max_source_length, max_target_length)`,
+/// also its token lengths.
+pub fn check_dataset(
+    records: &[Record],
+    read: &ReadReport,
+    measure: Option<(&ChatGlmTokenizer, usize, usize)>,
+) -> Result<Option<TokenStats>, Unusable> {
+    if !read.skipped_invalid.is_empty() {
+        return Err(Unusable::Invalid(read.skipped_invalid.clone()));
+    }
+    if records.is_empty() {
+        return Err(Unusable::NoRecords {
+            total: read.total,
+            empty: read.skipped_empty.len(),
+        });
+    }
+    let Some((tokenizer, max_source_length, max_target_length)) = measure else {
+        return Ok(None);
+    };
+    let options = PreprocessOptions::new(max_source_length, max_target_length, read.history_column);
+    let report =
+        inspect(records, read, tokenizer, &options).map_err(|e| Unusable::Limits(e.to_string()))?;
+    Ok(Some(report.token_stats()))
 }
 
 /// Preprocesses `records` (read with `read`) and summarises them.

@@ -21,7 +21,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use formats::DatasetFormat;
-pub use inspect::{inspect, Example, InspectReport, LengthStats, TokenStats, Truncation};
+pub use inspect::{
+    check_dataset, inspect, Example, InspectReport, LengthStats, TokenStats, Truncation, Unusable,
+};
 pub use preprocess::{
     preprocess_record, preprocess_train, render_prompt, Features, PreprocessOptions, IGNORE_INDEX,
 };
@@ -70,6 +72,30 @@ impl Issue {
             field,
             message: message.into(),
         }
+    }
+}
+
+impl Issue {
+    /// The 1-based line the record starts on, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self.location {
+            Location::Line(line) => Some(line),
+            Location::Element { line, .. } => line,
+        }
+    }
+}
+
+/// `{"location", "line", "field", "message"}`: how the server's error details and the dashboard
+/// list a bad record.
+impl serde::Serialize for Issue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Issue", 4)?;
+        s.serialize_field("location", &self.location.to_string())?;
+        s.serialize_field("line", &self.line())?;
+        s.serialize_field("field", &self.field)?;
+        s.serialize_field("message", &self.message)?;
+        s.end()
     }
 }
 

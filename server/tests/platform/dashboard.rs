@@ -31,6 +31,13 @@ fn dashboard_walkthrough_in_chromium() {
     let mut bytes = std::fs::read(fixture("train.jsonl")).unwrap();
     bytes.extend_from_slice(b"{\"content\": \"x\", \"history\": []}\n");
     std::fs::write(&bad, bytes).unwrap();
+    // About 2 MB: long enough on a throttled link for the progress bar to show.
+    let big = site.data_dir.join("big.jsonl");
+    std::fs::write(
+        &big,
+        std::fs::read(fixture("train.jsonl")).unwrap().repeat(1500),
+    )
+    .unwrap();
     let seen = json_report(
         Command::new("node")
             .arg(e2e.join("dashboard.mjs"))
@@ -38,6 +45,7 @@ fn dashboard_walkthrough_in_chromium() {
             .env("SETUP_TOKEN", token)
             .env("BAD_FILE", &bad)
             .env("GOOD_FILE", fixture("train.jsonl"))
+            .env("BIG_FILE", &big)
             .env("SCREENSHOTS", &screenshots),
     );
     assert!(seen.get("failure").is_none(), "{seen}");
@@ -62,14 +70,30 @@ fn dashboard_walkthrough_in_chromium() {
             && bad_rows[0].as_str().unwrap().contains("summary"),
         "{seen}"
     );
+    assert_eq!(seen["upload_enabled_when_bad"], false, "{seen}");
+    // Measured in the browser, before the upload, and again at other limits.
+    assert_eq!(seen["stored_before_upload"], 0, "{seen}");
+    assert!(
+        seen["local_truncation"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 of 8 prompts"),
+        "{seen}"
+    );
+    assert!(
+        seen["local_truncation_128"]
+            .as_str()
+            .unwrap()
+            .starts_with("0 of 8 prompts"),
+        "{seen}"
+    );
+    let progress = seen["progress_seen"].as_f64().unwrap();
+    assert!(progress > 0.0 && progress < 100.0, "{seen}");
     assert_eq!(
         seen["histograms"],
         serde_json::json!(["Prompt tokens", "Answer tokens"])
     );
-    assert!(
-        seen["truncation"].as_str().unwrap().contains("3 prompts"),
-        "{seen}"
-    );
+    assert!(seen["truncation"] == seen["local_truncation"], "{seen}");
     assert_eq!(seen["preview_rows"], 5);
     let (before, after) = (
         seen["points_before_reload"].as_u64().unwrap(),
@@ -86,7 +110,14 @@ fn dashboard_walkthrough_in_chromium() {
                 .any(|c| c.as_str().unwrap().starts_with("ft:tiny:")),
         "{seen}"
     );
-    for name in ["1-setup", "4-dataset", "6-run-done", "8-compare"] {
+    for name in [
+        "1-setup",
+        "4-checked-in-browser",
+        "4-dataset",
+        "4-upload-progress",
+        "6-run-done",
+        "8-compare",
+    ] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "{name}");
     }
 }

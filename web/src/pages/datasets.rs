@@ -1,31 +1,128 @@
-//! Datasets: upload (file picker or drag and drop), every bad record listed by line and field,
-//! token-length histograms against the truncation limits, a preview, and a train/validation split.
+//! Datasets: a file picked or dropped is checked and measured in the browser first (the engine's
+//! reader and the model's tokenizer, compiled to wasm), every bad record listed by line and field,
+//! token-length histograms against the truncation limits; then uploaded with progress, previewed,
+//! and split into training and validation.
 
+use std::sync::Arc;
+
+use glmtune_engine::data::TokenStats;
 use glmtune_shared::api::{Dataset, List, ModelInfo, SplitRequest, SplitResponse};
 use leptos::prelude::*;
+use wasm_bindgen_futures::JsFuture;
 
 use crate::api;
 use crate::chart::Histogram;
+use crate::measure::{self, Checked, MAX_LOCAL_BYTES};
 use crate::pages::{loaded, ErrorNote, Table};
+
+/// A file chosen for upload, with its bytes once read.
+#[derive(Clone)]
+struct Picked {
+    file: web_sys::File,
+    bytes: Option<Arc<Vec<u8>>>,
+}
 
 #[component]
 pub fn Datasets() -> impl IntoView {
     let datasets = LocalResource::new(|| api::get::<List<Dataset>>("/api/v1/datasets"));
     let models = LocalResource::new(|| api::get::<List<ModelInfo>>("/api/v1/models"));
     let model = RwSignal::new(String::new());
+    // The first registered model measures by default; "" means no statistics.
+    let chosen_default = StoredValue::new(false);
+    Effect::new(move |_| {
+        if let Some(Ok(list)) = models.get() {
+            if !chosen_default.get_value() {
+                chosen_default.set_value(true);
+                if let Some(first) = list.data.first() {
+                    model.set(first.name.clone());
+                }
+            }
+        }
+    });
+    let tokenizer = LocalResource::new(move || {
+        let name = model.get();
+        async move {
+            if name.is_empty() {
+                return Ok(None);
+            }
+            measure::tokenizer(&name).await.map(Some)
+        }
+    });
     let source_length = RwSignal::new("64".to_owned());
     let target_length = RwSignal::new("64".to_owned());
+    let picked = RwSignal::new_local(None::<Picked>);
     let selected = RwSignal::new(None::<Dataset>);
     let error = RwSignal::new(None::<api::Failure>);
     let status = RwSignal::new(String::new());
+    let progress = RwSignal::new(None::<(f64, f64)>);
 
-    let send = move |file: web_sys::File| {
+    let limit = |text: String| text.trim().parse::<usize>().ok();
+    let checked = Memo::new(move |_| -> Option<Result<Checked, api::Failure>> {
+        let picked = picked.get()?;
+        let bytes = picked.bytes?;
+        let tokenizer = match tokenizer.get()? {
+            Ok(tokenizer) => tokenizer,
+            Err(failure) => return Some(Err(failure)),
+        };
+        let (Some(source), Some(target)) = (limit(source_length.get()), limit(target_length.get()))
+        else {
+            return Some(Err(api::Failure::local(
+                "max_source_length and max_target_length must be whole numbers",
+            )));
+        };
+        Some(measure::check(
+            &bytes,
+            &picked.file.name(),
+            tokenizer.as_deref(),
+            source,
+            target,
+        ))
+    });
+
+    let pick = move |file: web_sys::File| {
         error.set(None);
-        status.set(format!(
-            "Uploading {} ({} bytes)…",
-            file.name(),
-            file.size()
-        ));
+        progress.set(None);
+        let large = file.size() > MAX_LOCAL_BYTES;
+        status.set(if large {
+            format!(
+                "{} is {:.0} MB: too large to check in this tab; the server checks it on upload.",
+                file.name(),
+                file.size() / 1e6
+            )
+        } else {
+            format!("Reading {}…", file.name())
+        });
+        picked.set(Some(Picked {
+            file: file.clone(),
+            bytes: None,
+        }));
+        if large {
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            match JsFuture::from(file.array_buffer()).await {
+                Ok(buffer) => {
+                    let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+                    status.set(format!(
+                        "Checked {} ({} bytes) in this browser; nothing is uploaded yet.",
+                        file.name(),
+                        bytes.len()
+                    ));
+                    picked.set(Some(Picked {
+                        file,
+                        bytes: Some(Arc::new(bytes)),
+                    }));
+                }
+                Err(e) => error.set(Some(e.into())),
+            }
+        });
+    };
+    let send = move |_| {
+        let Some(Picked { file, .. }) = picked.get_untracked() else {
+            return;
+        };
+        error.set(None);
+        progress.set(Some((0.0, file.size())));
         leptos::task::spawn_local(async move {
             let mut path = format!("/api/v1/datasets?name={}", api::encode(&file.name()));
             let model = model.get_untracked();
@@ -37,26 +134,26 @@ pub fn Datasets() -> impl IntoView {
                     api::encode(&target_length.get_untracked())
                 ));
             }
-            match api::upload::<Dataset>(&path, &file).await {
+            let on_progress = move |sent, total| progress.set(Some((sent, total)));
+            match api::upload::<Dataset>(&path, &file, on_progress).await {
                 Ok(dataset) => {
                     status.set(format!(
                         "Stored {} ({} records).",
                         dataset.name, dataset.records
                     ));
+                    picked.set(None);
                     selected.set(Some(dataset));
                     datasets.refetch();
                 }
-                Err(failure) => {
-                    status.set(String::new());
-                    error.set(Some(failure));
-                }
+                Err(failure) => error.set(Some(failure)),
             }
+            progress.set(None);
         });
     };
     let on_pick = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         if let Some(file) = input.files().and_then(|files| files.get(0)) {
-            send(file);
+            pick(file);
         }
         input.set_value("");
     };
@@ -69,8 +166,16 @@ pub fn Datasets() -> impl IntoView {
             .and_then(|d| d.files())
             .and_then(|f| f.get(0))
         {
-            send(file);
+            pick(file);
         }
+    };
+    // Valid, or too large to check here: the server has the last word either way.
+    let can_send = move || {
+        let unchecked_large = picked.with(|p| {
+            p.as_ref()
+                .is_some_and(|p| p.bytes.is_none() && p.file.size() > MAX_LOCAL_BYTES)
+        });
+        progress.get().is_none() && (unchecked_large || matches!(checked.get(), Some(Ok(_))))
     };
     let split = move |dataset: Dataset| {
         leptos::task::spawn_local(async move {
@@ -102,7 +207,7 @@ pub fn Datasets() -> impl IntoView {
             <div class="card">
                 <div class="row">
                     <label>"Measure tokens with"
-                        <select on:change=move |ev| model.set(event_target_value(&ev))>
+                        <select prop:value=move || model.get() on:change=move |ev| model.set(event_target_value(&ev))>
                             <option value="">"(no model: skip statistics)"</option>
                             {move || models.get().and_then(Result::ok).map(|list| list.data.into_iter().map(|m| {
                                 let name = m.name.clone();
@@ -117,10 +222,27 @@ pub fn Datasets() -> impl IntoView {
                     on:dragover=move |ev: leptos::ev::DragEvent| { ev.prevent_default(); dragging.set(true); }
                     on:dragleave=move |_| dragging.set(false)
                     on:drop=on_drop>
-                    "Drop a JSON-lines or JSON file here, or choose one"
+                    "Drop a JSON-lines or JSON file here, or choose one. It is checked in this browser before anything is uploaded."
                     <input type="file" name="dataset" accept=".json,.jsonl,application/json" on:change=on_pick />
                 </label>
                 <p class="status" aria-live="polite">{move || status.get()}</p>
+                {move || (!model.get().is_empty() && tokenizer.get().is_none()).then(|| view! {
+                    <p class="muted">"Loading the tokenizer…"</p>
+                })}
+                {move || checked.get().map(|result| match result {
+                    Ok(checked) => view! { <LocalCheck checked=checked /> }.into_any(),
+                    Err(failure) => view! { <ErrorNote error=failure /> }.into_any(),
+                })}
+                <div class="row">
+                    <button name="upload" disabled=move || !can_send() on:click=send>"Upload"</button>
+                    {move || progress.get().map(|(sent, total)| {
+                        let percent = if total > 0.0 { 100.0 * sent / total } else { 0.0 };
+                        view! {
+                            <progress max="100" value=percent></progress>
+                            <span class="muted">{format!("Uploading {percent:.0}% ({sent:.0} of {total:.0} bytes)")}</span>
+                        }
+                    })}
+                </div>
                 {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
             </div>
             {move || selected.get().map(|d| view! { <DatasetDetail dataset=d /> })}
@@ -146,38 +268,58 @@ pub fn Datasets() -> impl IntoView {
     }
 }
 
-fn buckets(stats: &serde_json::Value) -> Vec<(f64, f64, f64)> {
-    stats["histogram"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter_map(|r| Some((r[0].as_f64()?, r[1].as_f64()?, r[2].as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The histogram rows of a distribution.
+fn buckets(stats: &glmtune_engine::data::LengthStats) -> Vec<(f64, f64, f64)> {
+    stats
+        .histogram
+        .iter()
+        .map(|&(low, high, count)| (low as f64, high as f64, count as f64))
+        .collect()
+}
+
+/// Prompt and answer length histograms with the truncation limits marked.
+#[component]
+fn TokenCharts(stats: TokenStats) -> impl IntoView {
+    view! {
+        <div class="charts">
+            <Histogram title="Prompt tokens".into() buckets=buckets(&stats.prompt_tokens)
+                limit=Some(stats.prompt_truncation.limit as f64) />
+            <Histogram title="Answer tokens".into() buckets=buckets(&stats.answer_tokens)
+                limit=Some(stats.answer_truncation.limit as f64) />
+        </div>
+        <p class="truncation">{format!(
+            "{} of {} prompts and {} answers would be truncated (max_source_length {}, max_target_length {}).",
+            stats.prompt_truncation.count, stats.prompt_tokens.count, stats.answer_truncation.count,
+            stats.max_source_length, stats.max_target_length
+        )}</p>
+    }
+}
+
+/// What the browser found in a picked file.
+#[component]
+fn LocalCheck(checked: Checked) -> impl IntoView {
+    view! {
+        <div class="local-check">
+            <p>{format!(
+                "{} records in format {}; {} skipped as empty.",
+                checked.records, checked.format, checked.skipped_empty
+            )}</p>
+            {checked.stats.map(|stats| view! { <TokenCharts stats=stats /> })}
+        </div>
+    }
 }
 
 #[component]
 fn DatasetDetail(dataset: Dataset) -> impl IntoView {
-    let stats = dataset.stats.clone();
+    let stats = dataset
+        .stats
+        .clone()
+        .and_then(|s| serde_json::from_value::<TokenStats>(s).ok());
     view! {
         <div class="card detail">
             <h2>{dataset.name.clone()}</h2>
             <p>{format!("{} records in format {}; {} skipped as empty; sha256 {}", dataset.records, dataset.format, dataset.skipped_empty, &dataset.sha256[..12])}</p>
-            {stats.map(|s| {
-                let source = s["max_source_length"].as_f64();
-                let target = s["max_target_length"].as_f64();
-                view! {
-                    <div class="charts">
-                        <Histogram title="Prompt tokens".into() buckets=buckets(&s["prompt_tokens"]) limit=source.map(|l| l - 1.0) />
-                        <Histogram title="Answer tokens".into() buckets=buckets(&s["answer_tokens"]) limit=target.map(|l| l - 2.0) />
-                    </div>
-                    <p class="truncation">{format!(
-                        "{} prompts and {} answers would be truncated.",
-                        s["prompt_truncation"]["count"], s["answer_truncation"]["count"]
-                    )}</p>
-                }
-            })}
+            {stats.map(|stats| view! { <TokenCharts stats=stats /> })}
             <Table class="preview" headers=&["Prompt", "Response", "History turns"]>
                     {dataset.preview.iter().map(|r| view! {
                         <tr>

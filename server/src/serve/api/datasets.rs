@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use glmtune_engine::data::{inspect, read_records, DatasetFormat, PreprocessOptions, Record};
+use glmtune_engine::data::{check_dataset, read_records, DatasetFormat, Record, Unusable};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 use glmtune_shared::api::{Dataset, List, ReadOptions, SplitRequest, SplitResponse};
 use rand::seq::SliceRandom;
@@ -107,54 +107,26 @@ fn validate(
         // Messages name the upload, never the server's temporary path.
         ApiError::invalid(e.to_string().replace(&path.display().to_string(), name))
     })?;
-    if !report.skipped_invalid.is_empty() {
-        let details: Vec<serde_json::Value> = report
-            .skipped_invalid
-            .iter()
-            .take(MAX_LISTED)
-            .map(|issue| {
-                let line = match issue.location {
-                    glmtune_engine::data::Location::Line(line) => Some(line),
-                    glmtune_engine::data::Location::Element { line, .. } => line,
-                };
-                serde_json::json!({
-                    "location": issue.location.to_string(),
-                    "line": line,
-                    "field": issue.field,
-                    "message": issue.message,
-                })
-            })
-            .collect();
-        let first = &report.skipped_invalid[0];
-        return Err(ApiError::invalid(format!(
-            "{name}: {} invalid record(s); the first: {first}",
-            report.skipped_invalid.len()
-        ))
-        .with_details(serde_json::json!({ "invalid_records": details })));
-    }
-    if records.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "{name}: no usable records ({} in the file, {} with an empty prompt or response)",
-            report.total,
-            report.skipped_empty.len()
-        )));
-    }
-    let stats = match measure {
-        Some((tokenizer, lengths)) => {
-            let options = PreprocessOptions::new(
-                lengths.max_source_length,
-                lengths.max_target_length,
-                report.history_column,
-            );
-            let inspected = inspect(&records, &report, tokenizer, &options)
-                .map_err(|e| ApiError::invalid(e.to_string()))?;
-            Some(
-                serde_json::to_value(inspected.token_stats())
-                    .map_err(|e| ApiError::internal(e.to_string()))?,
-            )
+    let measure = measure.map(|(tokenizer, lengths)| {
+        (
+            tokenizer,
+            lengths.max_source_length,
+            lengths.max_target_length,
+        )
+    });
+    let stats = check_dataset(&records, &report, measure).map_err(|unusable| {
+        let error = ApiError::invalid(format!("{name}: {unusable}"));
+        match &unusable {
+            Unusable::Invalid(issues) => error.with_details(serde_json::json!({
+                "invalid_records": &issues[..issues.len().min(MAX_LISTED)]
+            })),
+            _ => error,
         }
-        None => None,
-    };
+    })?;
+    let stats = stats
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Validated {
         options: options_of(&report.format),
         skipped_empty: report.skipped_empty.len(),
