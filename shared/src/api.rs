@@ -218,9 +218,22 @@ pub struct RunSettings {
     pub eval_steps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shuffle: Option<bool>,
+    /// Text put before every prompt in training and evaluation (the official `--source_prefix`);
+    /// chats with the run's adapter use it as their system prompt unless given another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_prefix: Option<String>,
     /// Validation records answered for BLEU/ROUGE after training (0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_samples: Option<u64>,
+}
+
+/// Settings a run can start from (`/api/v1/presets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preset {
+    pub name: String,
+    pub label: String,
+    pub description: String,
+    pub settings: RunSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -337,6 +350,9 @@ pub struct CreateChat {
     pub run_id: Option<String>,
     #[serde(default)]
     pub title: Option<String>,
+    /// Put before every prompt; unset: the run's `source_prefix` (nothing for a base model).
+    #[serde(default)]
+    pub system: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -345,6 +361,9 @@ pub struct Chat {
     pub model: String,
     pub run_id: Option<String>,
     pub title: String,
+    /// The system prompt set when the chat was made (`None`: the model's own default).
+    #[serde(default)]
+    pub system: Option<String>,
     pub owner_id: Option<String>,
     pub created_at: i64,
 }

@@ -86,6 +86,13 @@ try {
   await page.locator("select[name=model]").selectOption("tiny");
   const trainOption = await page.locator("select[name=train] option", { hasText: "train.jsonl" }).first().getAttribute("value");
   await page.locator("select[name=train]").selectOption(trainOption);
+  // A domain template suggests a system prompt and its lengths; the quick try keeps the test short.
+  await page.locator("select[name=preset]").selectOption("medical");
+  await page.waitForFunction(() => document.querySelector("textarea[name=source_prefix]").value.includes("医生"));
+  seen.medical_system = await page.locator("textarea[name=source_prefix]").inputValue();
+  seen.medical_target_placeholder = await page.locator("input[name=max_target_length]").getAttribute("placeholder");
+  await page.locator("select[name=preset]").selectOption("quick");
+  await page.locator("textarea[name=source_prefix]").fill("你是医生。");
   await page.locator("summary").click();
   await page.locator("input[name=max_steps]").fill("300");
   await page.locator("input[name=logging_steps]").fill("1");
@@ -115,7 +122,9 @@ try {
   await page.goto(`${base}/#/chats`);
   const tuned = await page.locator("select[name=target] option", { hasText: "ftjob-" }).first().getAttribute("value");
   await page.locator("select[name=target]").selectOption(tuned);
+  seen.chat_system = await page.locator("textarea[name=system]").inputValue();
   await page.getByRole("button", { name: "New chat" }).click();
+  seen.conversation_system = await page.locator(".conversation .system").innerText();
   await page.locator("textarea[name=question]").fill("你好");
   await page.locator("input[name=max_tokens]").fill("8");
   await page.getByRole("button", { name: "Send" }).click();

@@ -2,7 +2,7 @@
 //! `ptuning/main.py --do_predict --predict_with_generate` does.
 //!
 //! Prompts follow `preprocess_function_eval`: the bare query when a record has no history, the
-//! `[Round i]` template otherwise, cut to `max_source_length` tokens with `[gMASK] <sop>`.
+//! `[Round i]` template otherwise, after `--source-prefix`, cut to `max_source_length` tokens with `[gMASK] <sop>`.
 //! Generation stops at `max_source_length + max_target_length + 1` tokens in all, sampling with
 //! top-p 0.7 and temperature 0.95 unless `--greedy`. References are the responses cut to
 //! `max_target_length` tokens, as the official labels are.
@@ -33,6 +33,9 @@ pub struct EvalArgs {
     max_source_length: usize,
     #[arg(long, default_value_t = 64)]
     max_target_length: usize,
+    /// Text put before every prompt, as in training (the official --source_prefix).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    source_prefix: String,
     /// Answer only the first N records (the official --max_predict_samples).
     #[arg(long, value_name = "N")]
     max_predict_samples: Option<usize>,
@@ -47,9 +50,12 @@ pub struct EvalArgs {
     output_dir: PathBuf,
 }
 
-/// The official evaluation prompt: no `[Round]` template without history.
-fn eval_prompt(record: &Record) -> String {
-    render_prompt(record, !record.history.is_empty())
+/// The official evaluation prompt: no `[Round]` template without history, `source_prefix` first.
+fn eval_prompt(record: &Record, source_prefix: &str) -> String {
+    format!(
+        "{source_prefix}{}",
+        render_prompt(record, !record.history.is_empty())
+    )
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -66,7 +72,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let prompts: Vec<Vec<u32>> = records
         .iter()
         .map(|record| {
-            let mut ids = tokenizer.encode_plain(&eval_prompt(record));
+            let mut ids = tokenizer.encode_plain(&eval_prompt(record, &args.source_prefix));
             ids.truncate(args.max_source_length - 2);
             ids.extend([special.gmask, special.bos]);
             ids

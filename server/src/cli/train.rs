@@ -42,6 +42,10 @@ pub struct TrainArgs {
     max_source_length: usize,
     #[arg(long, default_value_t = 64)]
     max_target_length: usize,
+    /// Text put before every prompt (the official --source_prefix); give the same to
+    /// `glmtune eval`, and as the system prompt when chatting with the adapter.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    source_prefix: String,
     /// Where the log, checkpoints and the final adapter go.
     #[arg(long, value_name = "DIR")]
     output_dir: PathBuf,
@@ -98,11 +102,14 @@ fn load_examples(
     tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
 ) -> anyhow::Result<Vec<Example>> {
     let (records, report) = args.dataset.read_usable(path)?;
-    let options = PreprocessOptions::new(
-        args.max_source_length,
-        args.max_target_length,
-        report.history_column,
-    );
+    let options = PreprocessOptions {
+        source_prefix: args.source_prefix.clone(),
+        ..PreprocessOptions::new(
+            args.max_source_length,
+            args.max_target_length,
+            report.history_column,
+        )
+    };
     let features = preprocess_train(&records, tokenizer, &options)?;
     Ok(features
         .into_iter()

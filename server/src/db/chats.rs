@@ -12,6 +12,7 @@ fn chat_of(row: &AnyRow) -> DbResult<Chat> {
         model: row.try_get("model")?,
         run_id: row.try_get("run_id")?,
         title: row.try_get("title")?,
+        system: row.try_get("system")?,
         owner_id: row.try_get("owner_id")?,
         created_at: row.try_get("created_at")?,
     })
@@ -20,7 +21,7 @@ fn chat_of(row: &AnyRow) -> DbResult<Chat> {
 impl Db {
     pub async fn insert_chat(&self, chat: &Chat) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO chats (id, model, run_id, title, owner_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO chats (id, model, run_id, title, owner_id, created_at, system) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&chat.id)
         .bind(&chat.model)
@@ -28,6 +29,7 @@ impl Db {
         .bind(&chat.title)
         .bind(chat.owner_id.clone())
         .bind(chat.created_at)
+        .bind(chat.system.clone())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -2,9 +2,10 @@
 
 use super::{now, Db, DbResult};
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
@@ -97,7 +98,14 @@ CREATE TABLE chat_messages (
     PRIMARY KEY (chat_id, seq)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE chats ADD COLUMN system TEXT;
+"#,
+    ),
+];
 
 pub async fn run(db: &Db) -> DbResult<()> {
     sqlx::query(

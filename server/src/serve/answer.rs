@@ -15,6 +15,9 @@ use super::ApiError;
 
 /// What to answer and how.
 pub struct Question {
+    /// Text put before the rendered prompt, as `--source-prefix` in training; `None`: the served
+    /// model's own (a run's source prefix, or nothing).
+    pub system: Option<String>,
     pub query: String,
     pub history: Vec<Turn>,
     pub options: GenerationOptions,
@@ -115,7 +118,15 @@ pub fn answer(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let tokenizer = &base.tokenizer;
-    let prompt = tokenizer.encode(&build_prompt(&question.query, &question.history));
+    let system = question
+        .system
+        .as_deref()
+        .or(served.source_prefix.as_deref())
+        .unwrap_or_default();
+    let prompt = tokenizer.encode(&format!(
+        "{system}{}",
+        build_prompt(&question.query, &question.history)
+    ));
     let eos = base.model.config().eos_token_id;
     let started = std::time::Instant::now();
     let mut new_ids = Vec::new();

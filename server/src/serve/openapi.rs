@@ -89,6 +89,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "Split into train and validation datasets",
         "write",
     ),
+    (
+        "get",
+        "/api/v1/presets",
+        "Run presets and domain templates",
+        "read",
+    ),
     ("get", "/api/v1/runs", "List runs", "read"),
     ("post", "/api/v1/runs", "Queue a training run", "write"),
     ("get", "/api/v1/runs/{id}", "A run", "read"),

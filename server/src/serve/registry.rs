@@ -26,6 +26,8 @@ pub struct Base {
 pub struct Served {
     pub base: Arc<Base>,
     pub prefix: Option<Arc<PrefixEncoder>>,
+    /// The text the adapter was trained with before every prompt (its run's `source_prefix`).
+    pub source_prefix: Option<String>,
 }
 
 #[derive(Default)]
@@ -38,6 +40,7 @@ pub struct Registry {
 pub struct Resolved {
     pub base_dir: PathBuf,
     pub adapter_dir: Option<PathBuf>,
+    pub source_prefix: Option<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -88,7 +91,11 @@ impl Registry {
                 }
             }
         };
-        Ok(Served { base, prefix })
+        Ok(Served {
+            base,
+            prefix,
+            source_prefix: resolved.source_prefix.clone(),
+        })
     }
 }
 
@@ -114,6 +121,7 @@ pub async fn resolve(state: &AppState, name: &str) -> Result<Resolved, ApiError>
         return Ok(Resolved {
             base_dir: PathBuf::from(base.path),
             adapter_dir: Some(state.run_dir(&run.id)),
+            source_prefix: run.settings.source_prefix.clone(),
         });
     }
     let model = state
@@ -124,6 +132,7 @@ pub async fn resolve(state: &AppState, name: &str) -> Result<Resolved, ApiError>
     Ok(Resolved {
         base_dir: PathBuf::from(model.path),
         adapter_dir: model.adapter.map(PathBuf::from),
+        source_prefix: None,
     })
 }
 

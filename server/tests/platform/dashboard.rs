@@ -101,6 +101,14 @@ fn dashboard_walkthrough_in_chromium() {
     );
     assert!(before >= 20 && after >= before, "{seen}");
     assert_eq!(seen["final_points"], 300, "{seen}");
+    assert!(
+        seen["medical_system"].as_str().unwrap().contains("医生"),
+        "{seen}"
+    );
+    assert_eq!(seen["medical_target_placeholder"], "256", "{seen}");
+    // The run's source prefix is the tuned model's system prompt in chats.
+    assert_eq!(seen["chat_system"], "你是医生。", "{seen}");
+    assert_eq!(seen["conversation_system"], "System: 你是医生。", "{seen}");
     assert!(!seen["chat_answer"].as_str().unwrap().is_empty(), "{seen}");
     let compared = seen["compare"].as_array().unwrap();
     assert!(

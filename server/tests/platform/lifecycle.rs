@@ -141,7 +141,7 @@ fn lifecycle(backend: Backend) {
             "train_dataset": split["train"]["id"],
             "validation_dataset": split["validation"]["id"],
             "preset": "quick",
-            "settings": {"max_steps": 6, "save_steps": 2, "eval_steps": 3, "eval_samples": 2, "pre_seq_len": 4}
+            "settings": {"max_steps": 6, "save_steps": 2, "eval_steps": 3, "eval_samples": 2, "pre_seq_len": 4, "source_prefix": "你是医生。"}
         }),
     );
     assert_eq!(created.status, 201, "{}", created.text());
@@ -295,6 +295,38 @@ fn lifecycle(backend: Backend) {
         completion.json()["choices"][0]["message"]["content"],
         kept["messages"][1]["content"]
     );
+    // The run's source prefix is the adapter's default system prompt; another one replaces it.
+    let ask = |system: Option<&str>| {
+        let mut messages = vec![json!({"role": "user", "content": "你好"})];
+        if let Some(system) = system {
+            messages.insert(0, json!({"role": "system", "content": system}));
+        }
+        let response = server.post(
+            "/v1/chat/completions",
+            &key,
+            &json!({"model": fine_tuned, "messages": messages, "max_tokens": 5, "temperature": 0}),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()["choices"][0]["message"]["content"].clone()
+    };
+    assert_eq!(ask(Some("你是医生。")), kept["messages"][1]["content"]);
+    let plain_chat = server
+        .post(
+            "/api/v1/chats",
+            &key,
+            &json!({"model": "tiny", "run_id": run_id, "system": ""}),
+        )
+        .json();
+    assert_eq!(plain_chat["system"], "");
+    let plain = server.post(
+        &format!(
+            "/api/v1/chats/{}/messages",
+            plain_chat["id"].as_str().unwrap()
+        ),
+        &key,
+        &json!({"content": "你好", "max_tokens": 5, "temperature": 0}),
+    );
+    assert_eq!(plain.json()["content"], ask(Some("")));
     let missing = server.post(
         "/v1/chat/completions",
         &key,

@@ -16,6 +16,8 @@ pub fn Chats() -> impl IntoView {
     let models = LocalResource::new(|| api::get::<List<ModelInfo>>("/api/v1/models"));
     let runs = LocalResource::new(|| api::get::<List<Run>>("/api/v1/runs"));
     let choice = RwSignal::new(String::new());
+    // Filled with a run's source_prefix when its adapter is chosen: the prompt it was trained with.
+    let system = RwSignal::new(String::new());
     let open = RwSignal::new(None::<String>);
     let error = RwSignal::new(None::<api::Failure>);
     // "MODEL" or "MODEL|RUN".
@@ -54,6 +56,7 @@ pub fn Chats() -> impl IntoView {
                 model,
                 run_id: run,
                 title: None,
+                system: Some(system.get_untracked()).filter(|s| !s.is_empty()),
             };
             match api::post::<_, Chat>("/api/v1/chats", &request).await {
                 Ok(chat) => {
@@ -69,10 +72,23 @@ pub fn Chats() -> impl IntoView {
             <h1>"Chats"</h1>
             <div class="card row">
                 <label>"Model and adapter"
-                    <select name="target" on:change=move |ev| choice.set(event_target_value(&ev))>
+                    <select name="target" on:change=move |ev| {
+                        let picked = event_target_value(&ev);
+                        let trained = picked.split_once('|').and_then(|(_, run)| {
+                            runs.get_untracked()
+                                .and_then(Result::ok)
+                                .and_then(|list| list.data.into_iter().find(|r| r.id == run))
+                                .and_then(|r| r.settings.source_prefix)
+                        });
+                        system.set(trained.unwrap_or_default());
+                        choice.set(picked);
+                    }>
                         <option value="">"choose…"</option>
                         {move || targets().into_iter().map(|(value, label)| view! { <option value=value>{label}</option> }).collect_view()}
                     </select>
+                </label>
+                <label class="wide">"System prompt (put before every question; an adapter's own by default)"
+                    <textarea name="system" rows="1" bind:value=system placeholder="none"></textarea>
                 </label>
                 <button on:click=create disabled=move || choice.get().is_empty()>"New chat"</button>
             </div>
@@ -103,10 +119,14 @@ fn Conversation(id: String) -> impl IntoView {
     let max_tokens = RwSignal::new("64".to_owned());
     let temperature = RwSignal::new("0.95".to_owned());
     let error = RwSignal::new(None::<api::Failure>);
+    let system = RwSignal::new(None::<String>);
     let load_id = id.clone();
     leptos::task::spawn_local(async move {
         match api::get::<ChatWithMessages>(&format!("/api/v1/chats/{load_id}")).await {
-            Ok(chat) => messages.set(chat.messages),
+            Ok(chat) => {
+                system.set(chat.chat.system);
+                messages.set(chat.messages);
+            }
             Err(failure) => error.set(Some(failure)),
         }
     });
@@ -177,6 +197,7 @@ fn Conversation(id: String) -> impl IntoView {
     };
     view! {
         <div class="conversation card">
+            {move || system.get().map(|s| view! { <p class="system muted">"System: "{s}</p> })}
             <ol class="messages">
                 {move || messages.get().into_iter().map(|m| view! {
                     <li class=format!("message {}", m.role)>{m.content}</li>

@@ -1,6 +1,7 @@
-//! Runs: the list, and a new-run form with presets and every official flag under "Advanced".
+//! Runs: the list, and a new-run form with the server's presets (the official recipe, a quick
+//! try, domain templates with a suggested system prompt) and every official flag under "Advanced".
 
-use glmtune_shared::api::{CreateRun, Dataset, List, ModelInfo, Run, RunSettings};
+use glmtune_shared::api::{CreateRun, Dataset, List, ModelInfo, Preset, Run, RunSettings};
 use leptos::prelude::*;
 
 use crate::api;
@@ -19,7 +20,28 @@ pub fn Runs() -> impl IntoView {
     let model = RwSignal::new(String::new());
     let train = RwSignal::new(String::new());
     let validation = RwSignal::new(String::new());
+    let presets = LocalResource::new(|| api::get::<List<Preset>>("/api/v1/presets"));
     let preset = RwSignal::new("quick".to_owned());
+    let system = RwSignal::new(String::new());
+    // The chosen preset's settings as JSON: the placeholders of the advanced fields.
+    let chosen = move || -> Option<Preset> {
+        let name = preset.get();
+        presets
+            .get()
+            .and_then(Result::ok)
+            .and_then(|list| list.data.into_iter().find(|p| p.name == name))
+    };
+    Effect::new(move |_| {
+        if let Some(p) = chosen() {
+            system.set(p.settings.source_prefix.unwrap_or_default());
+        }
+    });
+    let preset_value = move |field: &str| {
+        chosen()
+            .and_then(|p| serde_json::to_value(p.settings).ok())
+            .and_then(|v| v.get(field).map(|v| v.to_string()))
+            .unwrap_or_default()
+    };
     let fields: Vec<(&'static str, RwSignal<String>)> = [
         "pre_seq_len",
         "learning_rate",
@@ -71,6 +93,7 @@ pub fn Runs() -> impl IntoView {
             save_steps: parsed(&value("save_steps")),
             eval_steps: parsed(&value("eval_steps")),
             eval_samples: parsed(&value("eval_samples")),
+            source_prefix: Some(system.get_untracked()),
             ..RunSettings::default()
         };
         let request = CreateRun {
@@ -127,17 +150,24 @@ pub fn Runs() -> impl IntoView {
                     </label>
                     <label>"Preset"
                         <select name="preset" on:change=move |ev| preset.set(event_target_value(&ev))>
-                            <option value="quick" selected>"Quick try (20 steps)"</option>
-                            <option value="official">"Official ChatGLM-6B recipe (pre_seq_len 128, lr 2e-2, 64/64 tokens, batch 1 × 16, 3000 steps)"</option>
+                            {move || presets.get().and_then(Result::ok).map(|list| list.data.into_iter().map(|p| {
+                                let selected = p.name == preset.get_untracked();
+                                view! { <option value=p.name.clone() selected=selected>{p.label.clone()}</option> }
+                            }).collect_view())}
                         </select>
                     </label>
                 </div>
+                <p class="muted">{move || chosen().map(|p| p.description)}</p>
+                <label>"System prompt, put before every prompt in training and chats (source_prefix)"
+                    <textarea name="source_prefix" rows="2" bind:value=system placeholder="none"></textarea>
+                </label>
                 <details>
                     <summary>"Advanced (empty: the preset's value)"</summary>
                     <div class="grid">
                         {fields.iter().map(|(name, signal)| {
                             let signal = *signal;
-                            view! { <label>{*name}<input name=*name bind:value=signal inputmode="decimal" /></label> }
+                            let field = *name;
+                            view! { <label>{field}<input name=field bind:value=signal inputmode="decimal" placeholder=move || preset_value(field) /></label> }
                         }).collect_view()}
                     </div>
                 </details>

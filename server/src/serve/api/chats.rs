@@ -69,6 +69,7 @@ pub async fn create(
         title: request.title.unwrap_or_else(|| "New chat".into()),
         model: request.model,
         run_id: request.run_id,
+        system: request.system,
         owner_id: Some(caller.principal.clone()),
         created_at: now(),
     };
@@ -134,6 +135,7 @@ pub async fn post_message(
     let history = history_of(&state.db.chat_messages(&id).await?);
     let served = registry::serve(&state, &served_name(&chat)).await?;
     let question = Question {
+        system: chat.system.clone(),
         query: request.content.clone(),
         history,
         options: Question::options(

@@ -4,6 +4,7 @@ mod account;
 pub mod chats;
 pub mod datasets;
 mod models;
+mod presets;
 pub mod runs;
 
 use axum::extract::DefaultBodyLimit;
@@ -46,6 +47,7 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         )
         .route("/api/v1/datasets/{id}/content", get(datasets::content))
         .route("/api/v1/datasets/{id}/split", post(datasets::split))
+        .route("/api/v1/presets", get(presets::list))
         .route("/api/v1/runs", get(runs::list).post(runs::create))
         .route("/api/v1/runs/{id}", get(runs::get_one))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))

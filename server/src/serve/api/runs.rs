@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunSettings, RunState};
 
+use super::presets::resolve_settings;
 use crate::db::{new_id, now};
 use crate::serve::auth::Caller;
 use crate::serve::{ApiError, AppState};
@@ -19,109 +20,6 @@ const ADAPTER_FILES: [&str; 4] = [
     "pytorch_model.bin",
     "adapter.safetensors",
 ];
-
-/// The preset's settings under the ones given.
-pub fn resolve_settings(
-    preset: Option<&str>,
-    given: &RunSettings,
-) -> Result<RunSettings, ApiError> {
-    let base = match preset.unwrap_or("official") {
-        // THUDM's ptuning/train.sh.
-        "official" => RunSettings {
-            pre_seq_len: Some(128),
-            learning_rate: Some(2e-2),
-            max_steps: Some(3000),
-            per_device_train_batch_size: Some(1),
-            gradient_accumulation_steps: Some(16),
-            max_source_length: Some(64),
-            max_target_length: Some(64),
-            logging_steps: Some(10),
-            save_steps: Some(1000),
-            eval_steps: Some(500),
-            ..RunSettings::default()
-        },
-        // A few steps to try a dataset end to end.
-        "quick" => RunSettings {
-            pre_seq_len: Some(16),
-            learning_rate: Some(2e-2),
-            max_steps: Some(20),
-            per_device_train_batch_size: Some(1),
-            gradient_accumulation_steps: Some(1),
-            max_source_length: Some(64),
-            max_target_length: Some(64),
-            logging_steps: Some(1),
-            save_steps: Some(10),
-            eval_steps: Some(10),
-            ..RunSettings::default()
-        },
-        other => {
-            return Err(ApiError::invalid(format!(
-                "preset: unknown preset {other:?} (official, quick)"
-            )))
-        }
-    };
-    let mut merged = serde_json::to_value(&base).map_err(|e| ApiError::internal(e.to_string()))?;
-    let given = serde_json::to_value(given).map_err(|e| ApiError::internal(e.to_string()))?;
-    if let (Some(merged), Some(given)) = (merged.as_object_mut(), given.as_object()) {
-        for (key, value) in given {
-            merged.insert(key.clone(), value.clone());
-        }
-    }
-    let mut settings: RunSettings =
-        serde_json::from_value(merged).map_err(|e| ApiError::invalid(e.to_string()))?;
-    if given.get("num_train_epochs").is_some() && given.get("max_steps").is_none() {
-        settings.max_steps = None;
-    }
-    check(&settings)?;
-    Ok(settings)
-}
-
-fn check(s: &RunSettings) -> Result<(), ApiError> {
-    let positive = [
-        ("pre_seq_len", s.pre_seq_len),
-        ("max_steps", s.max_steps),
-        ("per_device_train_batch_size", s.per_device_train_batch_size),
-        ("gradient_accumulation_steps", s.gradient_accumulation_steps),
-        ("logging_steps", s.logging_steps),
-        ("save_steps", s.save_steps),
-        ("eval_steps", s.eval_steps),
-    ];
-    for (field, value) in positive {
-        if value == Some(0) {
-            return Err(ApiError::invalid(format!(
-                "settings.{field}: must be at least 1"
-            )));
-        }
-    }
-    for (field, value) in [
-        ("max_source_length", s.max_source_length),
-        ("max_target_length", s.max_target_length),
-    ] {
-        if value.is_some_and(|v| !(3..=8192).contains(&v)) {
-            return Err(ApiError::invalid(format!(
-                "settings.{field}: must be between 3 and 8192"
-            )));
-        }
-    }
-    if s.learning_rate.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-        return Err(ApiError::invalid(
-            "settings.learning_rate: must be a positive number",
-        ));
-    }
-    if s.num_train_epochs
-        .is_some_and(|v| !(v.is_finite() && v > 0.0))
-    {
-        return Err(ApiError::invalid(
-            "settings.num_train_epochs: must be a positive number",
-        ));
-    }
-    if s.prefix_dropout.is_some_and(|v| !(0.0..1.0).contains(&v)) {
-        return Err(ApiError::invalid(
-            "settings.prefix_dropout: must be in [0, 1)",
-        ));
-    }
-    Ok(())
-}
 
 /// Checks and queues a run (shared with `/v1/fine_tuning/jobs`).
 pub async fn create_run(

@@ -1,7 +1,9 @@
 //! `/v1/models` and `/v1/chat/completions`, as the official `openai` client expects them.
 //!
 //! Messages become ChatGLM's prompt: earlier user/assistant pairs are the `[Round i]` history, the
-//! last user message is the query, and system messages are put before the first query. Unset
+//! last user message is the query, and the system messages (joined by newlines) are put before
+//! the whole prompt, as `--source-prefix` is in training; without one, a fine-tuned model uses its
+//! run's source prefix. Unset
 //! sampling parameters take the official `chat()` defaults (top-p 0.7, temperature 0.95);
 //! `temperature: 0` decodes greedily. A fine-tuned job's `ft:MODEL:JOB` name is a model here.
 
@@ -80,24 +82,17 @@ fn plan(request: &ChatCompletionRequest) -> Result<Question, ApiError> {
             "messages: the last message must come from the user",
         ));
     };
-    let mut history: Vec<Turn> = turns
+    let history: Vec<Turn> = turns
         .into_iter()
         .map(|(query, response)| Turn {
             query,
             response: response.unwrap_or_default(),
         })
         .collect();
-    let system = system.join("\n");
-    let query = match (&mut history.first_mut(), system.is_empty()) {
-        (_, true) => query,
-        (Some(first), false) => {
-            first.query = format!("{system}\n{}", first.query);
-            query
-        }
-        (None, false) => format!("{system}\n{query}"),
-    };
+    let system = (!system.is_empty()).then(|| system.join("\n"));
     let sampling = Question::sampling(request.temperature, request.top_p, request.seed);
     Ok(Question {
+        system,
         query,
         history,
         options: Question::options(request.max_tokens, sampling),

@@ -91,6 +91,7 @@ pub fn training_flags(settings: &RunSettings) -> Vec<String> {
         ("logging-steps", text(s.logging_steps)),
         ("save-steps", text(s.save_steps)),
         ("eval-steps", text(s.eval_steps)),
+        ("source-prefix", s.source_prefix.clone()),
     ];
     let mut flags: Vec<String> = valued
         .into_iter()
@@ -140,4 +141,29 @@ pub fn spawn_child(
         }
     }
     Ok(command.spawn()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_become_train_flags_with_text_kept_whole() {
+        let settings = RunSettings {
+            max_steps: Some(6),
+            source_prefix: Some("你是医生。 Answer briefly".into()),
+            shuffle: Some(false),
+            ..RunSettings::default()
+        };
+        assert_eq!(
+            training_flags(&settings),
+            [
+                "--max-steps",
+                "6",
+                "--source-prefix",
+                "你是医生。 Answer briefly",
+                "--no-shuffle"
+            ]
+        );
+    }
 }

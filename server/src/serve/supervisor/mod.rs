@@ -501,6 +501,9 @@ impl Supervisor {
                 args.push(value.to_string());
             }
         }
+        if let Some(prefix) = &settings.source_prefix {
+            args.extend(["--source-prefix".into(), prefix.clone()]);
+        }
         spawn_child(
             &args,
             &dir.join("eval.stderr.log"),
