@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunSettings, RunState};
+use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunState};
 
 use super::presets::resolve_settings;
 use crate::db::{new_id, now};
