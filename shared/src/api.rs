@@ -333,6 +333,14 @@ pub struct Checkpoint {
     pub step: i64,
     pub name: String,
     pub created_at: i64,
+    /// The last training loss logged at or before the checkpoint's step.
+    #[serde(default)]
+    pub loss: Option<f64>,
+    /// The validation loss of the last evaluation at or before the checkpoint's step, and that step.
+    #[serde(default)]
+    pub eval_loss: Option<f64>,
+    #[serde(default)]
+    pub eval_step: Option<i64>,
 }
 
 /// BLEU/ROUGE of a finished run on its validation set, with some predictions.

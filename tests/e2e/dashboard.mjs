@@ -118,9 +118,33 @@ try {
   seen.run_url = page.url();
   await shot("6-run-done");
 
+  // A second run with another learning rate, then both compared.
+  const firstRun = seen.run_url.split("/").pop();
+  await page.goto(`${base}/#/runs`);
+  await page.locator("select[name=model]").selectOption("tiny");
+  await page.locator("select[name=train]").selectOption(trainOption);
+  await page.locator("summary").click();
+  await page.locator("input[name=max_steps]").fill("30");
+  await page.locator("input[name=logging_steps]").fill("1");
+  await page.locator("input[name=pre_seq_len]").fill("4");
+  await page.locator("input[name=learning_rate]").fill("0.01");
+  await page.getByRole("button", { name: "Start run" }).click();
+  await page.waitForURL((url) => /#\/runs\/ftjob-/.test(url.href) && !url.href.endsWith(firstRun));
+  await page.locator(".state.succeeded").first().waitFor({ timeout: 120_000 });
+  await page.goto(`${base}/#/runs`);
+  await page.locator("input[name=compare_run]").nth(1).waitFor();
+  for (const box of await page.locator("input[name=compare_run]").all()) await box.check();
+  await page.getByRole("button", { name: "Compare selected runs" }).click();
+  await page.locator("table.metrics tbody tr").nth(1).waitFor();
+  seen.compared_rows = await page.locator("table.metrics tbody tr").count();
+  seen.compare_points = await page.locator("figure[data-title='Training loss'] .points").innerText();
+  seen.compare_legend = await page.locator("figure[data-title='Training loss'] .legend li").count();
+  seen.settings_differ = await page.locator("table.config-diff tbody th").allInnerTexts();
+  await shot("6-compare-runs");
+
   // A chat with the tuned model, streamed.
   await page.goto(`${base}/#/chats`);
-  const tuned = await page.locator("select[name=target] option", { hasText: "ftjob-" }).first().getAttribute("value");
+  const tuned = await page.locator("select[name=target] option", { hasText: firstRun }).first().getAttribute("value");
   await page.locator("select[name=target]").selectOption(tuned);
   seen.chat_system = await page.locator("textarea[name=system]").inputValue();
   await page.getByRole("button", { name: "New chat" }).click();
@@ -141,6 +165,22 @@ try {
   });
   seen.compare = await page.locator(".compare h3").allInnerTexts();
   await shot("8-compare");
+
+  // A phone's width: nothing wider than the screen; and the dark theme.
+  await page.setViewportSize({ width: 390, height: 844 });
+  seen.phone_overflow = [];
+  for (const [name, hash] of [["datasets", "#/datasets"], ["runs", "#/runs"], ["run", new URL(seen.run_url).hash], ["chats", "#/chats"]]) {
+    await page.goto(`${base}/${hash}`);
+    await page.locator("main h1").first().waitFor();
+    await page.waitForTimeout(300);
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (wide > 0) seen.phone_overflow.push(`${name}: ${wide}px too wide`);
+    await shot(`9-phone-${name}`);
+  }
+  await page.emulateMedia({ colorScheme: "dark" });
+  await page.goto(seen.run_url);
+  await page.locator(".state.succeeded").first().waitFor();
+  await shot("9-phone-run-dark");
 } catch (error) {
   await shot("failure").catch(() => {});
   seen.failure = String(error);

@@ -1,13 +1,27 @@
-//! SVG charts: a line chart for training curves and a bar histogram for token lengths. Plain SVG
-//! elements, so they scale with the page, print, and follow the theme's colours.
+//! Charts drawn by plotters into SVG text: line charts for training curves (one series per line,
+//! overlaid for a comparison) and bar histograms for token lengths. SVG scales with the page and
+//! prints; the palette's colours are remapped for the dark theme in `style.css`.
 
 use leptos::prelude::*;
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
-const WIDTH: f64 = 560.0;
-const HEIGHT: f64 = 220.0;
-const PAD: f64 = 36.0;
-/// Room for the value labels left of the vertical axis.
-const LEFT: f64 = 56.0;
+const SIZE: (u32, u32) = (560, 240);
+/// Series colours, in order; `style.css` gives each a dark-theme equivalent and uses them for legends.
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(0x24, 0x57, 0xc5),
+    RGBColor(0xc5, 0x46, 0x2a),
+    RGBColor(0x1f, 0x7a, 0x3a),
+    RGBColor(0x8a, 0x5a, 0x00),
+    RGBColor(0x7b, 0x3f, 0xbf),
+    RGBColor(0x00, 0x7c, 0x89),
+];
+const AXIS: RGBColor = RGBColor(0x5d, 0x64, 0x70);
+const GRID: RGBColor = RGBColor(0xd8, 0xdb, 0xe0);
+const LIMIT: RGBColor = RGBColor(0xb3, 0x26, 0x1e);
+
+/// A named line of `(x, y)` points.
+pub type Series = (String, Vec<(f64, f64)>);
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (low, high) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -22,68 +36,142 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     }
 }
 
-/// A named line of `(x, y)` points.
-pub type Series = (String, Vec<(f64, f64)>);
-
 /// A value with four significant digits (losses, learning rates and norms differ in scale).
 fn label(value: f64) -> String {
     if value != 0.0 && (value.abs() < 1e-2 || value.abs() >= 1e5) {
-        format!("{value:.3e}")
+        format!("{value:.2e}")
     } else {
         let digits = (3 - value.abs().log10().floor() as i32).clamp(0, 6) as usize;
         format!("{value:.digits$}")
     }
 }
 
-/// One or more series of `(x, y)` points over shared axes.
+/// Steps and token counts are whole numbers; anything else gets [`label`].
+fn whole_or_label(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        label(value)
+    }
+}
+
+fn text_style(size: u32) -> TextStyle<'static> {
+    ("sans-serif", size).into_font().color(&AXIS)
+}
+
+/// Renders `draw` onto an SVG canvas; a failure becomes a note instead of a chart.
+fn render(
+    draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), Box<dyn std::error::Error>>,
+) -> String {
+    let mut svg = String::new();
+    let outcome = {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root).and_then(|()| root.present().map_err(Into::into))
+    };
+    match outcome {
+        Ok(()) => svg,
+        Err(error) => format!("<p class=\"error\">cannot draw this chart: {error}</p>"),
+    }
+}
+
+fn line_svg(all: &[Series]) -> String {
+    render(|root| {
+        let (x0, x1) = bounds(all.iter().flat_map(|s| s.1.iter().map(|p| p.0)));
+        let (y0, y1) = bounds(all.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(24)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID.stroke_width(1))
+            .axis_style(AXIS)
+            .x_labels(6)
+            .y_labels(5)
+            .label_style(text_style(11))
+            .x_label_formatter(&|x| whole_or_label(*x))
+            .y_label_formatter(&|y| label(*y))
+            .draw()?;
+        for (i, (_, points)) in all.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            chart.draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))?;
+        }
+        Ok(())
+    })
+}
+
+/// One or more series over shared axes, with a legend and the number of points drawn.
 #[component]
 pub fn LineChart(
     title: &'static str,
     /// `(name, points)` per series.
     series: Signal<Vec<Series>>,
 ) -> impl IntoView {
-    let drawing = move || {
-        let all = series.get();
-        let (x0, x1) = bounds(all.iter().flat_map(|s| s.1.iter().map(|p| p.0)));
-        let (y0, y1) = bounds(all.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
-        let sx = move |x: f64| LEFT + (x - x0) / (x1 - x0) * (WIDTH - LEFT - PAD);
-        let sy = move |y: f64| HEIGHT - PAD - (y - y0) / (y1 - y0) * (HEIGHT - 2.0 * PAD);
-        let lines = all
-            .iter()
-            .enumerate()
-            .map(|(i, (name, points))| {
-                let path: String = points
-                    .iter()
-                    .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                view! {
-                    <polyline class=format!("series series-{i}") points=path fill="none">
-                        <title>{name.clone()}</title>
-                    </polyline>
-                }
-            })
-            .collect_view();
-        let count: usize = all.iter().map(|s| s.1.len()).sum();
-        view! {
-            <line class="axis" x1=LEFT y1=HEIGHT - PAD x2=WIDTH - PAD y2=HEIGHT - PAD />
-            <line class="axis" x1=LEFT y1=PAD x2=LEFT y2=HEIGHT - PAD />
-            <text class="tick" x=LEFT - 4.0 y=PAD + 4.0 text-anchor="end">{label(y1)}</text>
-            <text class="tick" x=LEFT - 4.0 y=HEIGHT - PAD text-anchor="end">{label(y0)}</text>
-            <text class="tick" x=LEFT y=HEIGHT - PAD + 14.0>{format!("{x0}")}</text>
-            <text class="tick" x=WIDTH - PAD y=HEIGHT - PAD + 14.0 text-anchor="end">{format!("{x1}")}</text>
-            {lines}
-            <text class="points" x=WIDTH - PAD y=PAD - 8.0 text-anchor="end">{format!("{count} points")}</text>
-        }
-    };
+    let count = move || series.with(|all| all.iter().map(|s| s.1.len()).sum::<usize>());
     view! {
         <figure class="chart" data-title=title>
-            <figcaption>{title}</figcaption>
-            <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title>
-                {drawing}
-            </svg>
+            <figcaption>{title}<span class="points">{move || format!("{} points", count())}</span></figcaption>
+            {move || if count() == 0 {
+                view! { <p class="plot empty muted">"No points yet."</p> }.into_any()
+            } else {
+                view! { <div class="plot" role="img" aria-label=title inner_html=move || series.with(|all| line_svg(all))></div> }.into_any()
+            }}
+            <ul class="legend">
+                {move || series.get().into_iter().enumerate().map(|(i, (name, _))| view! {
+                    <li><span class=format!("swatch series-{}", i % PALETTE.len())></span>{name}</li>
+                }).collect_view()}
+            </ul>
         </figure>
     }
+}
+
+fn histogram_svg(buckets: &[(f64, f64, f64)], limit: Option<f64>) -> String {
+    render(|root| {
+        let (x0, x1) = bounds(buckets.iter().flat_map(|b| [b.0, b.1 + 1.0]));
+        let x1 = limit.map_or(x1, |l| x1.max(l + 1.0));
+        let top = buckets.iter().map(|b| b.2).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .margin_top(22)
+            .x_label_area_size(24)
+            .y_label_area_size(44)
+            .build_cartesian_2d(x0..x1, 0.0..top * 1.05)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID.stroke_width(1))
+            .axis_style(AXIS)
+            .x_desc("tokens")
+            .y_desc("records")
+            .label_style(text_style(11))
+            .axis_desc_style(text_style(11))
+            .x_label_formatter(&|x| whole_or_label(*x))
+            .y_label_formatter(&|y| whole_or_label(*y))
+            .draw()?;
+        chart.draw_series(buckets.iter().map(|&(low, high, count)| {
+            Rectangle::new([(low, 0.0), (high + 1.0, count)], PALETTE[0].filled())
+        }))?;
+        if let Some(limit) = limit {
+            chart.draw_series(DashedLineSeries::new(
+                [(limit, 0.0), (limit, top * 1.05)],
+                5,
+                4,
+                LIMIT.stroke_width(1),
+            ))?;
+            chart.draw_series(std::iter::once(Text::new(
+                format!("limit {limit}"),
+                (limit, top * 1.05),
+                ("sans-serif", 11).into_font().color(&LIMIT),
+            )))?;
+        }
+        Ok(())
+    })
 }
 
 /// Bars of `(low, high, count)` with a marker at `limit` (values past it are truncated).
@@ -93,39 +181,12 @@ pub fn Histogram(
     buckets: Vec<(f64, f64, f64)>,
     limit: Option<f64>,
 ) -> impl IntoView {
-    let (x0, x1) = bounds(buckets.iter().flat_map(|b| [b.0, b.1 + 1.0]));
-    let x1 = limit.map_or(x1, |l| x1.max(l + 1.0));
-    let top = buckets.iter().map(|b| b.2).fold(1.0, f64::max);
-    let sx = move |x: f64| PAD + (x - x0) / (x1 - x0) * (WIDTH - 2.0 * PAD);
-    let bars = buckets
-        .iter()
-        .map(|(low, high, count)| {
-            let height = count / top * (HEIGHT - 2.0 * PAD);
-            view! {
-                <rect class="bar" x=sx(*low) width=(sx(high + 1.0) - sx(*low) - 1.0).max(1.0)
-                    y=HEIGHT - PAD - height height=height>
-                    <title>{format!("{low}..{high}: {count}")}</title>
-                </rect>
-            }
-        })
-        .collect_view();
-    let marker = limit.map(|l| {
-        view! {
-            <line class="limit" x1=sx(l) x2=sx(l) y1=PAD - 6.0 y2=HEIGHT - PAD />
-            <text class="tick" x=sx(l) y=PAD - 10.0 text-anchor="middle">{format!("limit {l}")}</text>
-        }
-    });
+    let svg = histogram_svg(&buckets, limit);
     let (data_title, caption) = (title.clone(), title.clone());
     view! {
         <figure class="chart histogram" data-title=data_title>
             <figcaption>{caption}</figcaption>
-            <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title>
-                <line class="axis" x1=PAD y1=HEIGHT - PAD x2=WIDTH - PAD y2=HEIGHT - PAD />
-                {bars}
-                {marker}
-                <text class="tick" x=PAD y=HEIGHT - PAD + 14.0>{format!("{x0} tokens")}</text>
-                <text class="tick" x=WIDTH - PAD y=HEIGHT - PAD + 14.0 text-anchor="end">{format!("{}", x1 - 1.0)}</text>
-            </svg>
+            <div class="plot" role="img" aria-label=title inner_html=svg></div>
         </figure>
     }
 }

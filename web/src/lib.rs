@@ -91,6 +91,10 @@ fn App() -> impl IntoView {
                         let id = id.to_owned();
                         view! { <pages::run::RunPage id=id /> }.into_any()
                     }
+                    ["compare", ids] => {
+                        let ids = ids.split(',').map(str::to_owned).collect::<Vec<_>>();
+                        view! { <pages::compare::Compare ids=ids /> }.into_any()
+                    }
                     ["chats"] => view! { <pages::chats::Chats /> }.into_any(),
                     ["keys"] => view! { <pages::keys::Keys /> }.into_any(),
                     _ => view! { <pages::datasets::Datasets /> }.into_any(),
@@ -107,7 +111,10 @@ fn App() -> impl IntoView {
                 .next()
                 .unwrap_or("")
                 .to_owned();
-            if current == name || (name == "datasets" && current.is_empty()) {
+            if current == name
+                || (name == "datasets" && current.is_empty())
+                || (name == "runs" && current == "compare")
+            {
                 "active"
             } else {
                 ""

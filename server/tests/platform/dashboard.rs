@@ -101,6 +101,15 @@ fn dashboard_walkthrough_in_chromium() {
     );
     assert!(before >= 20 && after >= before, "{seen}");
     assert_eq!(seen["final_points"], 300, "{seen}");
+    // Two runs compared: both curves, both rows, and the settings told apart.
+    assert_eq!(seen["compared_rows"], 2, "{seen}");
+    assert_eq!(seen["compare_legend"], 2, "{seen}");
+    assert_eq!(seen["compare_points"], "330 points", "{seen}");
+    let differ = seen["settings_differ"].as_array().unwrap();
+    for key in ["learning_rate", "max_steps", "source_prefix"] {
+        assert!(differ.iter().any(|k| k == key), "{key}: {seen}");
+    }
+    assert_eq!(seen["phone_overflow"], serde_json::json!([]), "{seen}");
     assert!(
         seen["medical_system"].as_str().unwrap().contains("医生"),
         "{seen}"
@@ -124,7 +133,10 @@ fn dashboard_walkthrough_in_chromium() {
         "4-dataset",
         "4-upload-progress",
         "6-run-done",
+        "6-compare-runs",
         "8-compare",
+        "9-phone-run",
+        "9-phone-run-dark",
     ] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "{name}");
     }

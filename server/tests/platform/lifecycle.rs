@@ -206,6 +206,30 @@ fn lifecycle(backend: Backend) {
     let fine_tuned = run["fine_tuned_model"].as_str().unwrap().to_owned();
     assert_eq!(fine_tuned, format!("ft:tiny:{run_id}"));
     assert_eq!(server.checkpoint_steps(&run_id, &key), [2, 4, 6]);
+    // Each checkpoint with the losses logged up to it (evaluation every 3 steps).
+    let checkpoints = server
+        .get(&format!("/api/v1/runs/{run_id}/checkpoints"), &key)
+        .json();
+    let evaluated: Vec<_> = checkpoints["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["eval_step"].clone(),
+                c["loss"].is_f64(),
+                c["eval_loss"].is_f64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        evaluated,
+        [
+            (json!(null), true, false),
+            (json!(3), true, true),
+            (json!(6), true, true)
+        ]
+    );
     let evaluation = server
         .get(&format!("/api/v1/runs/{run_id}/evaluation"), &key)
         .json();

@@ -1,6 +1,7 @@
 //! One module per page.
 
 pub mod chats;
+pub mod compare;
 pub mod datasets;
 pub mod keys;
 pub mod login;
@@ -50,7 +51,8 @@ pub fn loaded<T: Clone + 'static>(
     }
 }
 
-/// A table with a header row; the rows are its children.
+/// A table with a header row; the rows are its children. It scrolls sideways on its own when
+/// wider than the screen, so the page never does.
 #[component]
 pub fn Table(
     #[prop(optional)] class: &'static str,
@@ -58,9 +60,11 @@ pub fn Table(
     children: Children,
 ) -> impl IntoView {
     view! {
-        <table class=class>
-            <thead><tr>{headers.iter().map(|h| view! { <th>{*h}</th> }).collect_view()}</tr></thead>
-            <tbody>{children()}</tbody>
-        </table>
+        <div class="table-scroll">
+            <table class=class>
+                <thead><tr>{headers.iter().map(|h| view! { <th>{*h}</th> }).collect_view()}</tr></thead>
+                <tbody>{children()}</tbody>
+            </table>
+        </div>
     }
 }

@@ -9,7 +9,7 @@ use wasm_bindgen::JsCast;
 
 use crate::api;
 use crate::chart::{LineChart, Series};
-use crate::pages::ErrorNote;
+use crate::pages::{ErrorNote, Table};
 
 /// What the events so far say.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -168,8 +168,15 @@ pub fn RunPage(id: String) -> impl IntoView {
                     <span>{format!("{:.0} tokens/s", p.tokens_per_second)}</span>
                     <span>{p.eta().map(|s| format!("ETA {s:.0} s")).unwrap_or_default()}</span>
                 })}
-                <button on:click=act("cancel")>"Cancel"</button>
-                <button on:click=act("resume")>"Resume"</button>
+                {move || {
+                    let state = progress.with(|p| p.state.clone());
+                    let live = matches!(state.as_str(), "queued" | "running" | "");
+                    let resumable = matches!(state.as_str(), "failed" | "cancelled");
+                    view! {
+                        <button on:click=act("cancel") hidden=!live>"Cancel"</button>
+                        <button on:click=act("resume") hidden=!resumable>"Resume"</button>
+                    }
+                }}
             </div>
             {move || progress.with(|p| p.stalled.clone()).map(|m| view! { <div class="warning" role="alert">{format!("Stalled: {m}")}</div> })}
             {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
@@ -179,11 +186,24 @@ pub fn RunPage(id: String) -> impl IntoView {
                 <LineChart title="Gradient norm" series=series(|p| vec![("grad norm".into(), p.grad_norm.clone())]) />
             </div>
             {move || progress.with(|p| p.scores.clone()).map(|s| view! {
-                <div class="card"><h2>"Evaluation"</h2><pre>{serde_json::to_string_pretty(&s).unwrap_or_default()}</pre></div>
+                <div class="card evaluation"><h2>"Evaluation of the final adapter"</h2>
+                    <dl class="scores">{s.as_object().into_iter().flatten().map(|(name, value)| view! {
+                        <dt>{name.clone()}</dt><dd>{value.as_f64().map_or_else(|| value.to_string(), |v| format!("{v:.4}"))}</dd>
+                    }).collect_view()}</dl>
+                </div>
             })}
             <h2>"Checkpoints"</h2>
             {move || checkpoints.get().and_then(Result::ok).map(|list| view! {
-                <ul class="checkpoints">{list.data.into_iter().map(|c| view! { <li>{c.name}</li> }).collect_view()}</ul>
+                <Table class="checkpoints" headers=&["Checkpoint", "Training loss", "Validation loss", "Evaluated at step"]>
+                    {list.data.into_iter().map(|c| view! {
+                        <tr>
+                            <td class="mono">{c.name}</td>
+                            <td>{c.loss.map(|v| format!("{v:.4}"))}</td>
+                            <td>{c.eval_loss.map(|v| format!("{v:.4}"))}</td>
+                            <td>{c.eval_step}</td>
+                        </tr>
+                    }).collect_view()}
+                </Table>
             })}
             <h2>"Log"</h2>
             <ol class="log">

@@ -65,6 +65,8 @@ pub fn Runs() -> impl IntoView {
     .map(|name| (name, RwSignal::new(String::new())))
     .collect();
     let error = RwSignal::new(None::<api::Failure>);
+    // Runs ticked for the compare view.
+    let picked = RwSignal::new(Vec::<String>::new());
     let values = fields.clone();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -175,18 +177,33 @@ pub fn Runs() -> impl IntoView {
                 {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
             </form>
             <h2>"All runs"</h2>
-            {loaded(runs, |list| view! {
-                    <Table headers=&["Run", "Model", "State", "Step"]>
-                            {list.data.into_iter().map(|r| view! {
+            {loaded(runs, move |list| view! {
+                    <Table headers=&["", "Run", "Model", "Preset", "State", "Step"]>
+                            {list.data.into_iter().map(|r| {
+                                let id = r.id.clone();
+                                let toggle = move |ev: leptos::ev::Event| {
+                                    let on = event_target_checked(&ev);
+                                    picked.update(|p| {
+                                        p.retain(|x| *x != id);
+                                        if on { p.push(id.clone()); }
+                                    });
+                                };
+                                view! {
                                 <tr>
+                                    <td><input type="checkbox" name="compare_run" aria-label=format!("compare {}", r.id) on:change=toggle /></td>
                                     <td><a href=format!("#/runs/{}", r.id)>{r.id.clone()}</a></td>
                                     <td>{r.model.clone()}</td>
+                                    <td>{r.settings.source_prefix.clone().filter(|s| !s.is_empty()).map(|s| format!("system: {s}"))}</td>
                                     <td><span class=format!("state {}", r.state.as_str())>{r.state.as_str()}</span></td>
                                     <td>{format!("{} / {}", r.step, r.max_steps.map_or("?".into(), |m| m.to_string()))}</td>
                                 </tr>
-                            }).collect_view()}
+                            }}).collect_view()}
                         </Table>
                 }.into_any())}
+            <button name="compare" disabled=move || picked.with(|p| p.len() < 2)
+                on:click=move |_| crate::navigate(&format!("/compare/{}", picked.get_untracked().join(",")))>
+                "Compare selected runs"
+            </button>
         </section>
     }
 }

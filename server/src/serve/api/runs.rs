@@ -218,9 +218,22 @@ pub async fn checkpoints(
     }))
 }
 
-/// Complete `checkpoint-N` folders of a run, oldest first.
+/// Complete `checkpoint-N` folders of a run, oldest first, with the losses logged up to each.
 pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
-    let mut found: Vec<Checkpoint> = std::fs::read_dir(state.run_dir(id))
+    let dir = state.run_dir(id);
+    let log = std::fs::read_to_string(dir.join("trainer_log.jsonl")).unwrap_or_default();
+    let rows: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    // The last row at or before `step` that has `field`: (its step, the value).
+    let last_until = |step: i64, field: &str| {
+        rows.iter()
+            .rev()
+            .filter_map(|row| Some((row["step"].as_i64()?, row[field].as_f64()?)))
+            .find(|(at, _)| *at <= step)
+    };
+    let mut found: Vec<Checkpoint> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -238,10 +251,14 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()?
                 .as_secs() as i64;
+            let evaluated = last_until(step, "eval_loss");
             Some(Checkpoint {
                 step,
                 name,
                 created_at,
+                loss: last_until(step, "loss").map(|(_, loss)| loss),
+                eval_loss: evaluated.map(|(_, loss)| loss),
+                eval_step: evaluated.map(|(at, _)| at),
             })
         })
         .collect();
