@@ -10,9 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 log="$(mktemp)"
 cluster=""
+# Every test's scratch files (std::env::temp_dir() follows TMPDIR) go in one folder, removed at the
+# end; GLMTUNE_KEEP_TMP=1 keeps it to look at a failure.
+scratch="$(mktemp -d /tmp/glmtune-tests.XXXXXX)"
 cleanup() {
     rm -f "$log"
     if [[ -n "$cluster" ]]; then tests/postgres-cluster.sh stop "$cluster"; fi
+    if [[ -z "${GLMTUNE_KEEP_TMP:-}" ]]; then rm -rf "$scratch"; else echo "scratch files kept in $scratch" >&2; fi
 }
 trap cleanup EXIT
 GLMTUNE_TEST_PYTHON="${GLMTUNE_TEST_PYTHON:-$(tests/setup-deps.sh)}"
@@ -24,7 +28,7 @@ if [[ -z "${GLMTUNE_TEST_POSTGRES:-}" ]]; then
     export GLMTUNE_TEST_POSTGRES
 fi
 status=0
-cargo test --workspace --exclude glmtune-web --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+TMPDIR="$scratch" cargo test --workspace --exclude glmtune-web --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 # The engine also runs in browsers: it must keep building for wasm32.
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo build -p glmtune-engine --lib --target wasm32-unknown-unknown || status=$?
