@@ -45,6 +45,16 @@ try {
   // A file is checked and measured in the browser before anything is uploaded.
   await page.goto(`${base}/#/datasets`);
   await page.locator("select").first().selectOption("tiny");
+  // By keyboard alone: Tab from the top of the page reaches the file picker.
+  await page.locator(".brand").focus();
+  seen.tabs_to_file_picker = null;
+  for (let tabs = 1; tabs <= 20; tabs++) {
+    await page.keyboard.press("Tab");
+    if (await page.evaluate(() => document.activeElement && document.activeElement.type === "file")) {
+      seen.tabs_to_file_picker = tabs;
+      break;
+    }
+  }
   await page.locator("input[type=file]").setInputFiles(process.env.BAD_FILE);
   await page.locator(".error table.issues").waitFor();
   seen.bad_rows = await page.locator(".error table.issues tbody tr").allInnerTexts();

@@ -1,5 +1,6 @@
-//! The dashboard's files (`--web-dir`, built by `web/build.sh`) at `/`. Paths the app routes
-//! itself fall back to `index.html`; unknown API paths stay JSON errors.
+//! The dashboard's files (`--web-dir`, built by `web/build.sh`) at `/`, the gzipped copies the
+//! build leaves beside them when the browser accepts gzip. Paths the app routes itself fall back
+//! to `index.html`; unknown API paths stay JSON errors.
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,7 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         .into_response();
     }
     match ServeDir::new(dir)
+        .precompressed_gzip()
         .not_found_service(ServeFile::new(index))
         .oneshot(request)
         .await

@@ -25,6 +25,13 @@ fn dashboard_walkthrough_in_chromium() {
     let web = web_dir.to_string_lossy().into_owned();
     let server = site.start(&["--web-dir", &web]);
     let token = server.setup_token.clone().expect("a setup token");
+    // The app's wasm goes gzipped to browsers that accept it, whole to those that do not.
+    let wasm = "/pkg/glmtune_web_bg.wasm";
+    let zipped = server.call("GET", wasm, &[("Accept-Encoding", "gzip")], b"");
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let plain = server.call("GET", wasm, &[], b"");
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(zipped.body.len() * 2 < plain.body.len() && plain.body.starts_with(b"\0asm"));
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../dashboard-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let bad = site.data_dir.join("bad.jsonl");
@@ -70,6 +77,7 @@ fn dashboard_walkthrough_in_chromium() {
             && bad_rows[0].as_str().unwrap().contains("summary"),
         "{seen}"
     );
+    assert!(seen["tabs_to_file_picker"].is_u64(), "{seen}");
     assert_eq!(seen["upload_enabled_when_bad"], false, "{seen}");
     // Measured in the browser, before the upload, and again at other limits.
     assert_eq!(seen["stored_before_upload"], 0, "{seen}");
