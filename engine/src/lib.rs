@@ -4,6 +4,7 @@
 //! - [`checkpoint`] finds tensors in torch pickles and safetensors, sharded or not;
 //! - [`tokenizer`] reads `ice_text.model` and tokenizes exactly as `tokenization_chatglm.py`;
 //! - [`model`] is the network, its masks and positions, and the prefix encoder;
+//! - [`quant`] writes and reads block-quantized (q8_0, q4_0) checkpoints;
 //! - [`generation`] decodes (greedy or sampled), streams, and holds the official chat prompt.
 
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod generation;
 pub mod metrics;
 pub mod model;
+pub mod quant;
 pub mod tokenizer;
 pub mod train;
 

@@ -11,13 +11,16 @@
 
 use std::path::Path;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ChatGlmConfig;
 use crate::error::{EngineError, Result};
+use crate::model::init;
 use crate::model::rotary::{self, Rotary};
-use crate::model::{gemv, init};
+use crate::model::weights::{DenseSource, Embedding, Linear, Matrix, WeightSource};
+use crate::quant::QuantizedFile;
 
 /// Score written into masked attention slots, as the official code does (a fill, not an addition).
 const MASKED_SCORE: f64 = -10000.0;
@@ -26,28 +29,6 @@ const MASKED_SCORE: f64 = -10000.0;
 /// that `ChatGLMModel` never overrides, so every ChatGLM-6B checkpoint, whatever its depth, was
 /// trained (and must run) with the 28-layer value.
 const RESIDUAL_ALPHA: f64 = 7.483314773547883;
-
-#[derive(Debug, Clone)]
-struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let single_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
-        if single_row && !x.track_op() {
-            if let Some(y) = gemv::row_times_transposed(x, &self.weight, self.bias.as_ref())? {
-                return Ok(y);
-            }
-        }
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
-    }
-}
 
 #[derive(Debug, Clone)]
 struct LayerNorm {
@@ -148,19 +129,23 @@ impl KvCache {
 #[derive(Debug, Clone)]
 pub struct ChatGlmModel {
     config: ChatGlmConfig,
-    word_embeddings: Tensor,
+    word_embeddings: Embedding,
     blocks: Vec<Block>,
     final_layernorm: LayerNorm,
-    lm_head: Tensor,
+    lm_head: Linear,
     rotary: Rotary,
     dtype: DType,
     device: Device,
 }
 
 impl ChatGlmModel {
-    /// Loads `config.json` and the weights of the checkpoint folder `dir` as `dtype`.
+    /// Loads `config.json` and the weights of the folder `dir`: the official checkpoint as
+    /// `dtype`, or, when the folder holds one, the block-quantized `model.gguf` of `glmtune quantize`.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let config = ChatGlmConfig::from_file(&dir.join("config.json"))?;
+        if let Some(quantized) = QuantizedFile::find(dir, dtype, device)? {
+            return Self::from_source(config, &quantized, dtype, device);
+        }
         let checkpoint = Checkpoint::open(dir)?;
         Self::from_checkpoint(config, &checkpoint, dtype, device)
     }
@@ -172,16 +157,29 @@ impl ChatGlmModel {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        let source = DenseSource {
+            checkpoint,
+            dtype,
+            device,
+        };
+        Self::from_source(config, &source, dtype, device)
+    }
+
+    /// Builds the model from any source of its official tensor names, checking every shape.
+    pub(crate) fn from_source(
+        config: ChatGlmConfig,
+        source: &dyn WeightSource,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         // Exports of the bare `ChatGLMModel` omit the `transformer.` prefix.
-        let prefix = if checkpoint.contains("transformer.word_embeddings.weight") {
+        let prefix = if source.contains("transformer.word_embeddings.weight") {
             "transformer."
         } else {
             ""
         };
         let (h, vocab) = (config.hidden_size, config.vocab_size);
-        let load = |name: &str, shape: &[usize]| {
-            checkpoint.load(&format!("{prefix}{name}"), Some(shape), dtype, device)
-        };
+        let load = |name: &str, shape: &[usize]| source.dense(&format!("{prefix}{name}"), shape);
         let load_norm = |name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm {
                 weight: load(&format!("{name}.weight"), &[h])?,
@@ -191,11 +189,12 @@ impl ChatGlmModel {
         };
         let load_linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear> {
             Ok(Linear {
-                weight: load(&format!("{name}.weight"), &[out_dim, in_dim])?,
+                weight: source.matrix(&format!("{prefix}{name}.weight"), out_dim, in_dim)?,
                 bias: Some(load(&format!("{name}.bias"), &[out_dim])?),
             })
         };
-        let word_embeddings = load("word_embeddings.weight", &[vocab, h])?;
+        let word_embeddings =
+            Embedding(source.matrix(&format!("{prefix}word_embeddings.weight"), vocab, h)?);
         let blocks = (0..config.num_layers)
             .map(|i| {
                 let p = format!("layers.{i}");
@@ -207,10 +206,13 @@ impl ChatGlmModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let final_layernorm = load_norm("final_layernorm")?;
-        let lm_head = if checkpoint.contains("lm_head.weight") {
-            checkpoint.load("lm_head.weight", Some(&[vocab, h]), dtype, device)?
+        let lm_head = if source.contains("lm_head.weight") {
+            Linear {
+                weight: source.matrix("lm_head.weight", vocab, h)?,
+                bias: None,
+            }
         } else {
-            word_embeddings.clone()
+            word_embeddings.as_linear()
         };
         Self::from_parts(
             config,
@@ -225,10 +227,10 @@ impl ChatGlmModel {
 
     fn from_parts(
         config: ChatGlmConfig,
-        word_embeddings: Tensor,
+        word_embeddings: Embedding,
         blocks: Vec<Block>,
         final_layernorm: LayerNorm,
-        lm_head: Tensor,
+        lm_head: Linear,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
@@ -268,10 +270,10 @@ impl ChatGlmModel {
             })
         };
         let linear = |out_dim: usize, in_dim: usize| -> Result<Linear> {
-            Ok(Linear {
-                weight: normal(&[out_dim, in_dim])?,
-                bias: Some(normal(&[out_dim])?),
-            })
+            Ok(Linear::dense(
+                normal(&[out_dim, in_dim])?,
+                Some(normal(&[out_dim])?),
+            ))
         };
         let blocks = (0..config.num_layers)
             .map(|_| {
@@ -282,8 +284,8 @@ impl ChatGlmModel {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let word_embeddings = normal(&[vocab, h])?;
-        let lm_head = word_embeddings.clone();
+        let word_embeddings = Embedding(Matrix::Dense(normal(&[vocab, h])?));
+        let lm_head = word_embeddings.as_linear();
         let final_layernorm = norm()?;
         Self::from_parts(
             config,
@@ -294,6 +296,47 @@ impl ChatGlmModel {
             dtype,
             device,
         )
+    }
+
+    /// This model with its linear layers block-quantized to `linear` and its word embeddings (and
+    /// the output layer tied to them) to `embeddings`, as `glmtune quantize` stores them.
+    pub fn quantized(&self, linear: GgmlDType, embeddings: GgmlDType) -> Result<Self> {
+        let quantize = |layer: &Linear, format: GgmlDType| -> Result<Linear> {
+            Ok(Linear {
+                weight: layer.weight.quantized(format)?,
+                bias: layer.bias.clone(),
+            })
+        };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(Block {
+                    query_key_value: quantize(&b.query_key_value, linear)?,
+                    dense: quantize(&b.dense, linear)?,
+                    dense_h_to_4h: quantize(&b.dense_h_to_4h, linear)?,
+                    dense_4h_to_h: quantize(&b.dense_4h_to_h, linear)?,
+                    ..b.clone()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let word_embeddings = Embedding(self.word_embeddings.0.quantized(embeddings)?);
+        let tied = match (&self.word_embeddings.0, &self.lm_head.weight) {
+            (Matrix::Dense(a), Matrix::Dense(b)) => a.id() == b.id(),
+            (Matrix::Quantized(a), Matrix::Quantized(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let lm_head = if tied {
+            word_embeddings.as_linear()
+        } else {
+            quantize(&self.lm_head, embeddings)?
+        };
+        Ok(Self {
+            lm_head,
+            word_embeddings,
+            blocks,
+            ..self.clone()
+        })
     }
 
     pub fn config(&self) -> &ChatGlmConfig {
@@ -343,10 +386,7 @@ impl ChatGlmModel {
             }
             None => None,
         };
-        let mut hidden = self
-            .word_embeddings
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((batch, seq, self.config.hidden_size))?;
+        let mut hidden = self.word_embeddings.gather(ids, self.dtype)?;
         let alpha = RESIDUAL_ALPHA;
         for (layer, block) in self.blocks.iter().enumerate() {
             let attention_input = block.input_layernorm.forward(&hidden)?;
@@ -459,14 +499,6 @@ impl ChatGlmModel {
 
     /// Logits `[batch, seq, vocab]` in f32 for final hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let single_row = hidden.elem_count() == hidden.dim(D::Minus1)?;
-        if single_row && !hidden.track_op() {
-            if let Some(y) = gemv::row_times_transposed(hidden, &self.lm_head, None)? {
-                return Ok(y.to_dtype(DType::F32)?);
-            }
-        }
-        Ok(hidden
-            .broadcast_matmul(&self.lm_head.t()?)?
-            .to_dtype(DType::F32)?)
+        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
     }
 }

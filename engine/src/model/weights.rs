@@ -1,0 +1,160 @@
+//! Weights as the model holds them: dense tensors (any float dtype; gradients flow through them to
+//! the activations), or GGML block-quantized matrices (q8_0, q4_0: 32 weights and one f16 scale a
+//! block) that are multiplied block by block without widening the matrix, for inference.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{DType, Module, Tensor};
+
+use candle_core::Device;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::model::gemv;
+
+/// A weight matrix `[out, in]`.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Matrix {
+    /// The matrix stored as `format` (dense ones are quantized; quantized ones stay as they are).
+    pub fn quantized(&self, format: GgmlDType) -> Result<Matrix> {
+        Ok(match self {
+            Matrix::Dense(t) => Matrix::Quantized(quantize(t, format)?),
+            Matrix::Quantized(q) => Matrix::Quantized(q.clone()),
+        })
+    }
+
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        Ok(match self {
+            Matrix::Dense(t) => t.dims2()?,
+            Matrix::Quantized(q) => q.shape().dims2()?,
+        })
+    }
+}
+
+/// `x · Wᵀ + b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Matrix,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear {
+            weight: Matrix::Dense(weight),
+            bias,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            Matrix::Dense(weight) => {
+                let single_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
+                if single_row && !x.track_op() {
+                    if let Some(y) = gemv::row_times_transposed(x, weight, self.bias.as_ref())? {
+                        return Ok(y);
+                    }
+                }
+                x.broadcast_matmul(&weight.t()?)?
+            }
+            // The quantized kernels take f32 activations (they quantize them to q8 blocks).
+            Matrix::Quantized(q) => QMatMul::QTensor(q.clone())
+                .forward(&x.to_dtype(DType::F32)?)?
+                .to_dtype(x.dtype())?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// Rows looked up by token id.
+#[derive(Debug, Clone)]
+pub struct Embedding(pub Matrix);
+
+impl Embedding {
+    /// The rows of `ids` (any shape), as `[..ids, hidden]` in `dtype`.
+    pub fn gather(&self, ids: &Tensor, dtype: DType) -> Result<Tensor> {
+        let mut shape = ids.dims().to_vec();
+        let flat = ids.flatten_all()?;
+        let rows = match &self.0 {
+            Matrix::Dense(table) => table.index_select(&flat, 0)?,
+            Matrix::Quantized(q) => quantized_rows(q, &flat.to_vec1::<u32>()?)?,
+        };
+        shape.push(rows.dim(1)?);
+        Ok(rows.reshape(shape)?.to_dtype(dtype)?)
+    }
+
+    /// The same table as an output projection (tied `lm_head`).
+    pub fn as_linear(&self) -> Linear {
+        Linear {
+            weight: self.0.clone(),
+            bias: None,
+        }
+    }
+}
+
+/// Dequantizes only the rows asked for: a block-quantized row is a contiguous run of blocks.
+fn quantized_rows(table: &QTensor, ids: &[u32]) -> Result<Tensor> {
+    let (rows, width) = table.shape().dims2()?;
+    let dtype = table.dtype();
+    let row_bytes = width / dtype.block_size() * dtype.type_size();
+    let data = table.data()?;
+    let mut picked = Vec::with_capacity(ids.len() * row_bytes);
+    for &id in ids {
+        let id = id as usize;
+        if id >= rows {
+            return Err(candle_core::Error::Msg(format!(
+                "token id {id} is outside the embedding table of {rows} rows"
+            ))
+            .into());
+        }
+        picked.extend_from_slice(&data[id * row_bytes..(id + 1) * row_bytes]);
+    }
+    let device = table.device();
+    let storage = QStorage::from_data(std::borrow::Cow::Owned(picked), &device, dtype)?;
+    Ok(QTensor::new(storage, (ids.len(), width))?.dequantize(&device)?)
+}
+
+/// Block-quantizes a dense matrix (its last dimension a multiple of 32).
+pub fn quantize(weight: &Tensor, format: GgmlDType) -> Result<Arc<QTensor>> {
+    Ok(Arc::new(QTensor::quantize(weight, format)?))
+}
+
+/// Where a model's tensors come from, by their official names: a checkpoint, or a quantized file.
+pub(crate) trait WeightSource {
+    fn contains(&self, name: &str) -> bool;
+    /// A tensor kept dense (LayerNorms, biases), with its shape checked.
+    fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// A weight matrix `[out_dim, in_dim]`, quantized when stored so.
+    fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix>;
+}
+
+/// An official checkpoint, every tensor as `dtype`.
+pub(crate) struct DenseSource<'a> {
+    pub checkpoint: &'a Checkpoint,
+    pub dtype: DType,
+    pub device: &'a Device,
+}
+
+impl WeightSource for DenseSource<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.checkpoint.contains(name)
+    }
+
+    fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.checkpoint
+            .load(name, Some(shape), self.dtype, self.device)
+    }
+
+    fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
+        Ok(Matrix::Dense(self.dense(name, &[out_dim, in_dim])?))
+    }
+}
