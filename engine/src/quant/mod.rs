@@ -133,7 +133,7 @@ impl WeightSource for Quantizing<'_> {
         } else {
             self.bits.format()
         };
-        if in_dim % format.block_size() != 0 {
+        if !in_dim.is_multiple_of(format.block_size()) {
             return Err(EngineError::tensor(
                 self.dense.checkpoint.path_of(name),
                 name,
