@@ -381,3 +381,63 @@ fn score_reproduces_the_official_metrics() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr_line(&output).contains("ref.txt"));
 }
+
+#[test]
+fn quantize_writes_a_folder_that_generates_and_refuses_bad_input() {
+    let out = temp_path("quantized-q4");
+    let _ = std::fs::remove_dir_all(&out);
+    let out_arg = out.to_string_lossy().into_owned();
+    let written = stdout_json(&glmtune(&[
+        "quantize",
+        "--model",
+        &fixture("model"),
+        "--bits",
+        "4",
+        "--out",
+        &out_arg,
+    ]));
+    assert_eq!(written["tensors"]["q4_0"], 12, "{written}");
+    // The embeddings and the fixture's own (untied) output layer.
+    assert_eq!(written["tensors"]["q8_0"], 2, "{written}");
+    assert!(written["file_bytes"].as_u64().unwrap() < written["f32_bytes"].as_u64().unwrap() / 4);
+    // The quantized folder is a model for every command that takes one, adapters included.
+    let text = expected()["cases"][0]["text"].as_str().unwrap().to_owned();
+    let generated = stdout_json(&glmtune(&[
+        "generate",
+        "--model",
+        &out_arg,
+        "--adapter",
+        &fixture("adapter_trained"),
+        "--prompt",
+        &text,
+        "--max-new-tokens",
+        "6",
+        "--greedy",
+        "--json",
+    ]));
+    assert_eq!(generated["ids"].as_array().unwrap().len(), 6, "{generated}");
+
+    let bad_bits = glmtune(&[
+        "quantize",
+        "--model",
+        &fixture("model"),
+        "--bits",
+        "3",
+        "--out",
+        &out_arg,
+    ]);
+    assert_eq!(bad_bits.status.code(), Some(2));
+    assert!(stderr_line(&bad_bits).contains("--bits"));
+    let missing = glmtune(&[
+        "quantize",
+        "--model",
+        "/nonexistent",
+        "--bits",
+        "8",
+        "--out",
+        &out_arg,
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr_line(&missing).contains("/nonexistent"));
+    std::fs::remove_dir_all(&out).unwrap();
+}

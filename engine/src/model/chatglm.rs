@@ -206,7 +206,10 @@ impl ChatGlmModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let final_layernorm = load_norm("final_layernorm")?;
-        let lm_head = if source.contains("lm_head.weight") {
+        let embeddings_name = format!("{prefix}word_embeddings.weight");
+        let lm_head = if source.contains("lm_head.weight")
+            && !source.identical("lm_head.weight", &embeddings_name)?
+        {
             Linear {
                 weight: source.matrix("lm_head.weight", vocab, h)?,
                 bias: None,

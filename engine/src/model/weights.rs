@@ -135,6 +135,9 @@ pub(crate) trait WeightSource {
     fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
     /// A weight matrix `[out_dim, in_dim]`, quantized when stored so.
     fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix>;
+    /// Whether two stored tensors hold the same values (an output layer tied to the embeddings,
+    /// which checkpoints save twice).
+    fn identical(&self, a: &str, b: &str) -> Result<bool>;
 }
 
 /// An official checkpoint, every tensor as `dtype`.
@@ -156,5 +159,16 @@ impl WeightSource for DenseSource<'_> {
 
     fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
         Ok(Matrix::Dense(self.dense(name, &[out_dim, in_dim])?))
+    }
+
+    fn identical(&self, a: &str, b: &str) -> Result<bool> {
+        let load = |name| self.checkpoint.load(name, None, self.dtype, self.device);
+        let (a, b) = (load(a)?, load(b)?);
+        if a.dims() != b.dims() {
+            return Ok(false);
+        }
+        // Counted in f32: a u8 sum of the differing places would wrap.
+        let differing = a.ne(&b)?.to_dtype(DType::F32)?.sum_all()?;
+        Ok(differing.to_scalar::<f32>()? == 0.0)
     }
 }

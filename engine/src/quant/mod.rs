@@ -147,6 +147,10 @@ impl WeightSource for Quantizing<'_> {
         self.record(name, quantized.clone());
         Ok(Matrix::Quantized(quantized))
     }
+
+    fn identical(&self, a: &str, b: &str) -> Result<bool> {
+        self.dense.identical(a, b)
+    }
 }
 
 /// Quantizes the checkpoint folder `source` into the folder `out`, returning what was written and
@@ -295,5 +299,10 @@ impl WeightSource for QuantizedFile {
             }
             _ => Matrix::Quantized(Arc::new(tensor)),
         })
+    }
+
+    fn identical(&self, _: &str, _: &str) -> Result<bool> {
+        // The file stores a tied output layer once, under the embeddings' name.
+        Ok(false)
     }
 }

@@ -8,6 +8,7 @@ mod eval;
 mod generate;
 mod logits;
 pub mod model_args;
+mod quantize;
 mod sampling_args;
 mod score;
 mod token;
@@ -45,6 +46,8 @@ enum Command {
     Serve(crate::serve::ServeArgs),
     /// Answer every validation record and score the answers (BLEU-4, ROUGE).
     Eval(Box<eval::EvalArgs>),
+    /// Write a block-quantized (q8_0 / q4_0) copy of a checkpoint folder.
+    Quantize(quantize::QuantizeArgs),
     /// Score predictions against references: BLEU-4 and ROUGE-1/2/L as ptuning/main.py.
     Score(score::ScoreArgs),
     /// Create API keys for `glmtune serve`.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::Serve(args) => crate::serve::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Score(args) => score::run(args),
         Command::Token(args) => token::run(args),
         Command::Train(args) => train::run(*args),
