@@ -27,6 +27,9 @@ if [[ -z "${GLMTUNE_TEST_POSTGRES:-}" ]]; then
     GLMTUNE_TEST_POSTGRES="$(tests/postgres-cluster.sh start "$cluster")"
     export GLMTUNE_TEST_POSTGRES
 fi
+# Mesa warns on stderr without a runtime folder.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$scratch/runtime}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 status=0
 TMPDIR="$scratch" cargo test --workspace --exclude glmtune-web --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
 # The engine also runs in browsers: it must keep building for wasm32.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the server tests need beside Rust, once per machine: Debian's PostgreSQL server
+# Installs what the tests need beside Rust, once per machine: Mesa's lavapipe (the wgpu tests),
+# Debian's PostgreSQL server
 # (the tests start their own throwaway cluster), a Python with the official `openai` package,
 # Debian's Chromium with playwright-core and a CJK font (the dashboard test), and builds the dashboard.
 # Prints the Python to use on stdout.
@@ -14,6 +15,8 @@ apt_install() {
 }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 [[ -x /usr/bin/chromium ]] || apt_install chromium
+# The wgpu backend's tests run on Mesa's lavapipe (Vulkan on the CPU) where there is no GPU.
+[[ -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json || -n "$(ls /usr/share/vulkan/icd.d/lvp_icd.*.json 2>/dev/null)" ]] || apt_install mesa-vulkan-drivers
 # Chinese glyphs in the dashboard screenshots (the fixtures' records are Chinese).
 [[ -d /usr/share/fonts/truetype/wqy ]] || apt_install fonts-wqy-zenhei
 if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then

@@ -1,5 +1,6 @@
 //! CPU inference throughput: prompt (prefill) and decode tokens/s for random models of the
-//! ChatGLM-6B architecture, f32 and f16, set against this machine's memory bandwidth measured in
+//! ChatGLM-6B architecture, f32, f16 and block-quantized (q8_0, q4_0 linear layers with q8_0
+//! embeddings, as `glmtune quantize` writes them), set against this machine's memory bandwidth measured in
 //! the same process (decoding reads every weight once per token, so bandwidth ÷ weight bytes is the
 //! ceiling).
 //!
@@ -9,6 +10,7 @@
 
 use std::time::Instant;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use glmtune_engine::generation::{generate, Flow, GenerationOptions, Sampling};
 use glmtune_engine::model::ChatGlmModel;
@@ -60,7 +62,42 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn weight_bytes(config: &ChatGlmConfig, dtype: DType) -> f64 {
+/// How the bench stores the weights.
+#[derive(Debug, Clone, Copy)]
+enum Weights {
+    Dense(DType),
+    Quantized(GgmlDType),
+}
+
+impl Weights {
+    fn label(self) -> String {
+        match self {
+            Weights::Dense(dtype) => format!("{dtype:?}").to_lowercase(),
+            Weights::Quantized(format) => format!("{format:?}").to_lowercase(),
+        }
+    }
+
+    /// Bytes a weight takes (a q8_0 block: 32 weights in 34 bytes; q4_0: in 18).
+    fn bytes_per_weight(self) -> f64 {
+        match self {
+            Weights::Dense(dtype) => dtype.size_in_bytes() as f64,
+            Weights::Quantized(GgmlDType::Q4_0) => 18.0 / 32.0,
+            Weights::Quantized(_) => 34.0 / 32.0,
+        }
+    }
+
+    fn model(self, config: &ChatGlmConfig) -> Result<ChatGlmModel, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Weights::Dense(dtype) => ChatGlmModel::random(config.clone(), dtype, &Device::Cpu, 7)?,
+            Weights::Quantized(format) => {
+                ChatGlmModel::random(config.clone(), DType::F32, &Device::Cpu, 7)?
+                    .quantized(format, GgmlDType::Q8_0)?
+            }
+        })
+    }
+}
+
+fn weight_bytes(config: &ChatGlmConfig, weights: Weights) -> f64 {
     let (h, inner, vocab, layers) = (
         config.hidden_size as f64,
         config.inner_hidden_size as f64,
@@ -69,18 +106,27 @@ fn weight_bytes(config: &ChatGlmConfig, dtype: DType) -> f64 {
     );
     let per_layer = 3.0 * h * h + h * h + 2.0 * h * inner;
     // Decoding reads the blocks and the LM head; embedding rows are only gathered.
-    (layers * per_layer + vocab * h) * dtype.size_in_bytes() as f64
+    let head = match weights {
+        Weights::Quantized(_) => vocab * h * 34.0 / 32.0,
+        dense => vocab * h * dense.bytes_per_weight(),
+    };
+    layers * per_layer * weights.bytes_per_weight() + head
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bandwidth = memory_bandwidth();
     println!("memory read bandwidth: {bandwidth:.1} GB/s; prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} greedy new tokens, median of {RUNS}");
     println!();
-    println!("| model | dtype | prompt tok/s | decode tok/s | decode ÷ bandwidth bound |");
+    println!("| model | weights | prompt tok/s | decode tok/s | decode ÷ bandwidth bound |");
     println!("|---|---|---:|---:|---:|");
     for shape in shapes() {
-        for dtype in [DType::F32, DType::F16] {
-            let model = ChatGlmModel::random(shape.config.clone(), dtype, &Device::Cpu, 7)?;
+        for weights in [
+            Weights::Dense(DType::F32),
+            Weights::Dense(DType::F16),
+            Weights::Quantized(GgmlDType::Q8_0),
+            Weights::Quantized(GgmlDType::Q4_0),
+        ] {
+            let model = weights.model(&shape.config)?;
             let config = model.config().clone();
             let mut prompt: Vec<u32> = (0..PROMPT_TOKENS as u32 - 2)
                 .map(|i| 20 + i % 400)
@@ -111,11 +157,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let decode = median(decode_rates);
-            let bound = bandwidth * 1e9 / weight_bytes(&config, dtype);
+            let bound = bandwidth * 1e9 / weight_bytes(&config, weights);
             println!(
-                "| {} | {:?} | {:.1} | {:.2} | {:.0} % |",
+                "| {} | {} | {:.1} | {:.2} | {:.0} % |",
                 shape.name,
-                dtype,
+                weights.label(),
                 median(prompt_rates),
                 decode,
                 100.0 * decode / bound

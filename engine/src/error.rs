@@ -35,6 +35,8 @@ pub enum EngineError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error("GPU: {0}")]
+    Gpu(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -5,6 +5,7 @@
 //! - [`tokenizer`] reads `ice_text.model` and tokenizes exactly as `tokenization_chatglm.py`;
 //! - [`model`] is the network, its masks and positions, and the prefix encoder;
 //! - [`quant`] writes and reads block-quantized (q8_0, q4_0) checkpoints;
+//! - `gpu` (feature `gpu`) runs the forward in WGSL on wgpu;
 //! - [`generation`] decodes (greedy or sampled), streams, and holds the official chat prompt.
 
 pub mod checkpoint;
@@ -12,6 +13,8 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod generation;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod quant;

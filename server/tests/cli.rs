@@ -441,3 +441,57 @@ fn quantize_writes_a_folder_that_generates_and_refuses_bad_input() {
     assert!(stderr_line(&missing).contains("/nonexistent"));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn wgpu_backend_gives_the_cpu_answers() {
+    let case = &expected()["cases"][0];
+    let text = case["text"].as_str().unwrap();
+    let generated = stdout_json(&glmtune(&[
+        "generate",
+        "--model",
+        &fixture("model"),
+        "--prompt",
+        text,
+        "--max-new-tokens",
+        "10",
+        "--greedy",
+        "--json",
+        "--backend",
+        "wgpu",
+    ]));
+    assert_eq!(generated["ids"], case["greedy_base"], "{generated}");
+    let out = temp_path("wgpu-logits.safetensors");
+    let ids: Vec<String> = ids_of_case(case);
+    let out_arg = out.to_string_lossy().into_owned();
+    let written = glmtune(&[
+        "logits",
+        "--model",
+        &fixture("model"),
+        "--ids",
+        &ids.join(","),
+        "--out",
+        &out_arg,
+        "--backend",
+        "wgpu",
+    ]);
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let logits = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let reference =
+        candle_core::safetensors::load(fixture("logits.safetensors"), &Device::Cpu).unwrap();
+    let error = max_relative_error(&logits["logits"], &reference["base.0"]);
+    assert!(error < 1e-4, "relative error {error}");
+    std::fs::remove_file(&out).unwrap();
+}
+
+fn ids_of_case(case: &serde_json::Value) -> Vec<String> {
+    case["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect()
+}

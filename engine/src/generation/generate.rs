@@ -33,7 +33,7 @@ impl Default for GenerationOptions {
 }
 
 impl GenerationOptions {
-    fn new_token_budget(&self, padded_prompt_len: usize) -> Result<usize> {
+    pub(crate) fn new_token_budget(&self, padded_prompt_len: usize) -> Result<usize> {
         match (self.max_new_tokens, self.max_length) {
             (Some(n), _) => Ok(n),
             (None, Some(max_length)) if max_length > padded_prompt_len => Ok(max_length - padded_prompt_len),

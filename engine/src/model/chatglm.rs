@@ -28,13 +28,13 @@ const MASKED_SCORE: f64 = -10000.0;
 /// The residual scale `√(2·28)`. The official `GLMBlock` takes `num_layers` with a default of 28
 /// that `ChatGLMModel` never overrides, so every ChatGLM-6B checkpoint, whatever its depth, was
 /// trained (and must run) with the 28-layer value.
-const RESIDUAL_ALPHA: f64 = 7.483314773547883;
+pub(crate) const RESIDUAL_ALPHA: f64 = 7.483314773547883;
 
 #[derive(Debug, Clone)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+pub(crate) struct LayerNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) eps: f64,
 }
 
 impl LayerNorm {
@@ -63,13 +63,13 @@ impl LayerNorm {
 }
 
 #[derive(Debug, Clone)]
-struct Block {
-    input_layernorm: LayerNorm,
-    query_key_value: Linear,
-    dense: Linear,
-    post_attention_layernorm: LayerNorm,
-    dense_h_to_4h: Linear,
-    dense_4h_to_h: Linear,
+pub(crate) struct Block {
+    pub(crate) input_layernorm: LayerNorm,
+    pub(crate) query_key_value: Linear,
+    pub(crate) dense: Linear,
+    pub(crate) post_attention_layernorm: LayerNorm,
+    pub(crate) dense_h_to_4h: Linear,
+    pub(crate) dense_4h_to_h: Linear,
 }
 
 impl Block {
@@ -129,11 +129,11 @@ impl KvCache {
 #[derive(Debug, Clone)]
 pub struct ChatGlmModel {
     config: ChatGlmConfig,
-    word_embeddings: Embedding,
-    blocks: Vec<Block>,
-    final_layernorm: LayerNorm,
-    lm_head: Linear,
-    rotary: Rotary,
+    pub(crate) word_embeddings: Embedding,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) final_layernorm: LayerNorm,
+    pub(crate) lm_head: Linear,
+    pub(crate) rotary: Rotary,
     dtype: DType,
     device: Device,
 }
@@ -304,9 +304,25 @@ impl ChatGlmModel {
     /// This model with its linear layers block-quantized to `linear` and its word embeddings (and
     /// the output layer tied to them) to `embeddings`, as `glmtune quantize` stores them.
     pub fn quantized(&self, linear: GgmlDType, embeddings: GgmlDType) -> Result<Self> {
-        let quantize = |layer: &Linear, format: GgmlDType| -> Result<Linear> {
+        self.map_matrices(|m| m.quantized(linear), |m| m.quantized(embeddings))
+    }
+
+    /// This model with every block-quantized matrix widened back to dense f32: the same numbers,
+    /// multiplied without rounding the activations (a reference for other backends).
+    pub fn dequantized(&self) -> Result<Self> {
+        self.map_matrices(Matrix::dequantized, Matrix::dequantized)
+    }
+
+    /// This model with `linear` applied to the blocks' matrices and `embedding` to the word
+    /// embeddings and the output layer (once when they are tied).
+    fn map_matrices(
+        &self,
+        linear: impl Fn(&Matrix) -> Result<Matrix>,
+        embedding: impl Fn(&Matrix) -> Result<Matrix>,
+    ) -> Result<Self> {
+        let map = |layer: &Linear, f: &dyn Fn(&Matrix) -> Result<Matrix>| -> Result<Linear> {
             Ok(Linear {
-                weight: layer.weight.quantized(format)?,
+                weight: f(&layer.weight)?,
                 bias: layer.bias.clone(),
             })
         };
@@ -315,15 +331,15 @@ impl ChatGlmModel {
             .iter()
             .map(|b| {
                 Ok(Block {
-                    query_key_value: quantize(&b.query_key_value, linear)?,
-                    dense: quantize(&b.dense, linear)?,
-                    dense_h_to_4h: quantize(&b.dense_h_to_4h, linear)?,
-                    dense_4h_to_h: quantize(&b.dense_4h_to_h, linear)?,
+                    query_key_value: map(&b.query_key_value, &linear)?,
+                    dense: map(&b.dense, &linear)?,
+                    dense_h_to_4h: map(&b.dense_h_to_4h, &linear)?,
+                    dense_4h_to_h: map(&b.dense_4h_to_h, &linear)?,
                     ..b.clone()
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let word_embeddings = Embedding(self.word_embeddings.0.quantized(embeddings)?);
+        let word_embeddings = Embedding(embedding(&self.word_embeddings.0)?);
         let tied = match (&self.word_embeddings.0, &self.lm_head.weight) {
             (Matrix::Dense(a), Matrix::Dense(b)) => a.id() == b.id(),
             (Matrix::Quantized(a), Matrix::Quantized(b)) => std::sync::Arc::ptr_eq(a, b),
@@ -332,7 +348,7 @@ impl ChatGlmModel {
         let lm_head = if tied {
             word_embeddings.as_linear()
         } else {
-            quantize(&self.lm_head, embeddings)?
+            map(&self.lm_head, &embedding)?
         };
         Ok(Self {
             lm_head,

@@ -13,8 +13,8 @@ use crate::error::Result;
 /// cos/sin tables indexed by position, for one rotary width.
 #[derive(Debug, Clone)]
 pub struct Rotary {
-    cos: Tensor,
-    sin: Tensor,
+    pub(crate) cos: Tensor,
+    pub(crate) sin: Tensor,
     max_positions: usize,
 }
 

@@ -29,6 +29,14 @@ impl Matrix {
         })
     }
 
+    /// The matrix as dense f32 (quantized ones dequantized).
+    pub fn dequantized(&self) -> Result<Matrix> {
+        Ok(match self {
+            Matrix::Dense(t) => Matrix::Dense(t.clone()),
+            Matrix::Quantized(q) => Matrix::Dense(q.dequantize(&q.device())?),
+        })
+    }
+
     pub fn dims2(&self) -> Result<(usize, usize)> {
         Ok(match self {
             Matrix::Dense(t) => t.dims2()?,

@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::Args;
 use glmtune_engine::generation::{generate, Flow, GenerationOptions, TextStream};
 
-use super::model_args::ModelArgs;
+use super::model_args::{upload_to_gpu, BackendArg, ModelArgs};
 use super::sampling_args::SamplingArgs;
 
 #[derive(Debug, Args)]
@@ -26,6 +26,8 @@ pub struct GenerateArgs {
     /// Print one JSON object {"ids": [...], "text": "..."} instead of streaming.
     #[arg(long)]
     json: bool,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -46,28 +48,34 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut stream = TextStream::new();
     let mut new_ids = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    let outputs = generate(
-        &loaded.model,
-        loaded.prefix.as_ref(),
-        &[prompt],
-        &options,
-        |_, id| {
-            if !args.json && id != eos {
-                new_ids.push(id);
-                if let Some(chunk) = stream.next_chunk(&loaded.tokenizer.decode(&new_ids)) {
-                    // A closed stdout (e.g. `| head`) ends generation instead of failing it.
-                    if write!(stdout, "{chunk}")
-                        .and_then(|_| stdout.flush())
-                        .is_err()
-                    {
-                        return Flow::Stop;
-                    }
+    let mut on_token = |id| {
+        if !args.json && id != eos {
+            new_ids.push(id);
+            if let Some(chunk) = stream.next_chunk(&loaded.tokenizer.decode(&new_ids)) {
+                // A closed stdout (e.g. `| head`) ends generation instead of failing it.
+                if write!(stdout, "{chunk}")
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+                {
+                    return Flow::Stop;
                 }
             }
-            Flow::Continue
-        },
-    )?;
-    let ids = outputs.into_iter().next().unwrap_or_default();
+        }
+        Flow::Continue
+    };
+    let prefix = loaded.prefix.as_ref();
+    let ids = match args.backend {
+        BackendArg::Cpu => generate(&loaded.model, prefix, &[prompt], &options, |_, id| {
+            on_token(id)
+        })?
+        .into_iter()
+        .next()
+        .unwrap_or_default(),
+        BackendArg::Wgpu => {
+            let gpu = upload_to_gpu(&loaded.model)?;
+            pollster::block_on(gpu.generate(prefix, &prompt, &options, on_token))?
+        }
+    };
     if args.json {
         let text = loaded.tokenizer.decode(&ids);
         writeln!(

@@ -26,6 +26,23 @@ impl From<DTypeArg> for DType {
     }
 }
 
+/// Where the forward runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// candle on the CPU.
+    Cpu,
+    /// WGSL kernels on wgpu (Vulkan, Metal, DX12, GL), f32 arithmetic, quantized weights kept packed.
+    Wgpu,
+}
+
+/// Opens the first GPU adapter and uploads `model` to it.
+pub fn upload_to_gpu(model: &ChatGlmModel) -> anyhow::Result<glmtune_engine::gpu::GpuModel> {
+    let gpu = glmtune_engine::gpu::Gpu::blocking()?;
+    let description = gpu.description.clone();
+    glmtune_engine::gpu::GpuModel::upload(gpu, model)
+        .with_context(|| format!("uploading the model to {description}"))
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Checkpoint folder in the Hugging Face layout (config.json, weights, ice_text.model).

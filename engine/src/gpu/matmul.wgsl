@@ -1,0 +1,152 @@
+// Matrix products with the weights dequantized in the kernel, f32 arithmetic throughout (no
+// shader-f16 needed). Weight matrices `[rows, cols]` come in four layouts (see gpu/weights.rs): f32,
+// f16 packed two to a u32, and GGML's q8_0 / q4_0 with their 32-weight blocks split into one f32
+// scale per block (`scales`) and the packed quants (`quants`: q8_0 four i8 a word, q4_0 eight nibbles
+// a word, byte j of a block holding weight j in its low nibble and weight j + 16 in its high one).
+// Activations are `[tokens, cols]` row-major; outputs `[tokens, out_stride]`.
+
+struct MatParams {
+    rows: u32,
+    cols: u32,
+    tokens: u32,
+    has_bias: u32,
+    // Rows of this chunk start at this row of the whole output (matrices split across buffers).
+    row_offset: u32,
+    out_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> mp: MatParams;
+@group(0) @binding(1) var<storage, read> mat_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> mat_y: array<f32>;
+@group(0) @binding(3) var<storage, read> scales: array<f32>;
+@group(0) @binding(4) var<storage, read> quants: array<u32>;
+@group(0) @binding(5) var<storage, read> mat_bias: array<f32>;
+
+const LANES: u32 = 64u;
+// Workgroups along x at most (the limit is 65535); larger row counts go on along y.
+const GRID_X: u32 = 32768u;
+var<workgroup> partial: array<f32, 64>;
+
+fn reduce_sum(lane: u32, value: f32) -> f32 {
+    partial[lane] = value;
+    workgroupBarrier();
+    for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
+        if (lane < stride) {
+            partial[lane] = partial[lane] + partial[lane + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn reduce_max(lane: u32, value: f32) -> f32 {
+    partial[lane] = value;
+    workgroupBarrier();
+    for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
+        if (lane < stride) {
+            partial[lane] = max(partial[lane], partial[lane + stride]);
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn finish_row(lane: u32, row: u32, t: u32, sum: f32) {
+    let total = reduce_sum(lane, sum);
+    if (lane == 0u) {
+        var value = total;
+        if (mp.has_bias == 1u) {
+            value = value + mat_bias[mp.row_offset + row];
+        }
+        mat_y[t * mp.out_stride + mp.row_offset + row] = value;
+    }
+}
+
+// One workgroup per (output row, token).
+@compute @workgroup_size(64)
+fn matmul_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let row = wg.x + wg.y * GRID_X;
+    let t = wg.z;
+    if (row >= mp.rows) {
+        return;
+    }
+    var sum = 0.0;
+    for (var k = lane; k < mp.cols; k = k + LANES) {
+        sum = sum + scales[row * mp.cols + k] * mat_x[t * mp.cols + k];
+    }
+    finish_row(lane, row, t, sum);
+}
+
+@compute @workgroup_size(64)
+fn matmul_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let row = wg.x + wg.y * GRID_X;
+    let t = wg.z;
+    if (row >= mp.rows) {
+        return;
+    }
+    let pairs = mp.cols / 2u;
+    var sum = 0.0;
+    for (var k = lane; k < pairs; k = k + LANES) {
+        let w = unpack2x16float(quants[row * pairs + k]);
+        let xi = t * mp.cols + 2u * k;
+        sum = sum + w.x * mat_x[xi] + w.y * mat_x[xi + 1u];
+    }
+    finish_row(lane, row, t, sum);
+}
+
+@compute @workgroup_size(64)
+fn matmul_q8_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let row = wg.x + wg.y * GRID_X;
+    let t = wg.z;
+    if (row >= mp.rows) {
+        return;
+    }
+    let blocks = mp.cols / 32u;
+    var sum = 0.0;
+    for (var b = lane; b < blocks; b = b + LANES) {
+        let block = row * blocks + b;
+        let xb = t * mp.cols + b * 32u;
+        var acc = 0.0;
+        for (var w = 0u; w < 8u; w = w + 1u) {
+            let word = bitcast<i32>(quants[block * 8u + w]);
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                acc = acc + f32(extractBits(word, i * 8u, 8u)) * mat_x[xb + w * 4u + i];
+            }
+        }
+        sum = sum + scales[block] * acc;
+    }
+    finish_row(lane, row, t, sum);
+}
+
+@compute @workgroup_size(64)
+fn matmul_q4_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let row = wg.x + wg.y * GRID_X;
+    let t = wg.z;
+    if (row >= mp.rows) {
+        return;
+    }
+    let blocks = mp.cols / 32u;
+    var sum = 0.0;
+    for (var b = lane; b < blocks; b = b + LANES) {
+        let block = row * blocks + b;
+        let xb = t * mp.cols + b * 32u;
+        var acc = 0.0;
+        for (var w = 0u; w < 4u; w = w + 1u) {
+            let word = quants[block * 4u + w];
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let byte = (word >> (i * 8u)) & 0xffu;
+                let j = w * 4u + i;
+                acc = acc + (f32(byte & 0xfu) - 8.0) * mat_x[xb + j]
+                    + (f32(byte >> 4u) - 8.0) * mat_x[xb + j + 16u];
+            }
+        }
+        sum = sum + scales[block] * acc;
+    }
+    finish_row(lane, row, t, sum);
+}

@@ -1,0 +1,513 @@
+//! ChatGLM-6B's forward on the GPU, the same computation as `model::chatglm` (LayerNorm, the
+//! query/key/value product, 2D rotary, attention with the official scaling and -10000 fill, the
+//! α-scaled residuals, tanh GeLU, the final LayerNorm and the output layer), for one sequence.
+//!
+//! Weights are uploaded from a loaded [`ChatGlmModel`] one matrix at a time. The key/value cache
+//! lives on the GPU and starts with the P-Tuning prefix; only the last token's logits come back.
+
+use candle_core::{DType, Tensor};
+
+use super::params::{AttnParams, GatherParams, MatParams, RowParams};
+use super::weights::GpuMatrix;
+use super::{gpu_error, grid, Gpu};
+use crate::config::ChatGlmConfig;
+use crate::error::Result;
+use crate::model::chatglm::{LayerNorm, RESIDUAL_ALPHA};
+use crate::model::weights::Linear;
+use crate::model::{ChatGlmModel, PrefixEncoder};
+
+struct GpuLinear {
+    weight: GpuMatrix,
+    bias: Option<wgpu::Buffer>,
+}
+
+struct GpuNorm {
+    weight: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    eps: f32,
+}
+
+struct GpuBlock {
+    input_layernorm: GpuNorm,
+    query_key_value: GpuLinear,
+    dense: GpuLinear,
+    post_attention_layernorm: GpuNorm,
+    dense_h_to_4h: GpuLinear,
+    dense_4h_to_h: GpuLinear,
+}
+
+/// A model whose weights live on the GPU.
+pub struct GpuModel {
+    gpu: Gpu,
+    pub(crate) config: ChatGlmConfig,
+    word_embeddings: GpuMatrix,
+    blocks: Vec<GpuBlock>,
+    final_layernorm: GpuNorm,
+    lm_head: GpuMatrix,
+    cos: wgpu::Buffer,
+    sin: wgpu::Buffer,
+    rotary_dim: usize,
+    max_positions: usize,
+    pub(crate) vocab: usize,
+    /// Bound where a kernel's optional input is absent.
+    empty: wgpu::Buffer,
+}
+
+/// Keys and values of every layer, `[heads, capacity, head_dim]` each, on the GPU.
+pub struct GpuCache {
+    keys: Vec<wgpu::Buffer>,
+    values: Vec<wgpu::Buffer>,
+    capacity: usize,
+    pub(crate) len: usize,
+}
+
+impl GpuCache {
+    /// Positions filled so far (the prefix included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn floats(tensor: &Tensor) -> Result<Vec<f32>> {
+    Ok(tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+}
+
+impl GpuModel {
+    /// Uploads `model`'s weights to `gpu`, one matrix at a time.
+    pub fn upload(gpu: Gpu, model: &ChatGlmModel) -> Result<Self> {
+        let vector = |label: &str, tensor: &Tensor| -> Result<wgpu::Buffer> {
+            Ok(gpu.storage(label, bytemuck::cast_slice(&floats(tensor)?)))
+        };
+        let norm = |label: &str, n: &LayerNorm| -> Result<GpuNorm> {
+            Ok(GpuNorm {
+                weight: vector(label, &n.weight)?,
+                bias: vector(label, &n.bias)?,
+                eps: n.eps as f32,
+            })
+        };
+        let linear = |label: &str, l: &Linear| -> Result<GpuLinear> {
+            Ok(GpuLinear {
+                weight: GpuMatrix::upload(&gpu, label, &l.weight)?,
+                bias: l.bias.as_ref().map(|b| vector(label, b)).transpose()?,
+            })
+        };
+        let blocks = model
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(GpuBlock {
+                    input_layernorm: norm("input_layernorm", &b.input_layernorm)?,
+                    query_key_value: linear("query_key_value", &b.query_key_value)?,
+                    dense: linear("dense", &b.dense)?,
+                    post_attention_layernorm: norm(
+                        "post_attention_layernorm",
+                        &b.post_attention_layernorm,
+                    )?,
+                    dense_h_to_4h: linear("dense_h_to_4h", &b.dense_h_to_4h)?,
+                    dense_4h_to_h: linear("dense_4h_to_h", &b.dense_4h_to_h)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (max_positions, rotary_dim) = model.rotary.cos.dims2()?;
+        if model.lm_head.bias.is_some() {
+            return Err(gpu_error("an output layer with a bias is not supported"));
+        }
+        Ok(GpuModel {
+            word_embeddings: GpuMatrix::upload(&gpu, "word_embeddings", &model.word_embeddings.0)?,
+            lm_head: GpuMatrix::upload(&gpu, "lm_head", &model.lm_head.weight)?,
+            final_layernorm: norm("final_layernorm", &model.final_layernorm)?,
+            cos: vector("cos", &model.rotary.cos)?,
+            sin: vector("sin", &model.rotary.sin)?,
+            empty: gpu.storage("empty", &[0; 4]),
+            config: model.config().clone(),
+            blocks,
+            rotary_dim,
+            max_positions,
+            vocab: model.lm_head.weight.dims2()?.0,
+            gpu,
+        })
+    }
+
+    pub fn config(&self) -> &ChatGlmConfig {
+        &self.config
+    }
+
+    pub fn description(&self) -> &str {
+        &self.gpu.description
+    }
+
+    /// An empty cache for `capacity` positions, holding the prefix's keys and values first.
+    pub fn new_cache(&self, capacity: usize, prefix: Option<&PrefixEncoder>) -> Result<GpuCache> {
+        let (heads, head_dim) = (self.config.num_attention_heads, self.config.head_dim());
+        let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
+        let capacity = capacity.max(prefix_len + 1);
+        let mut cache = GpuCache {
+            keys: Vec::new(),
+            values: Vec::new(),
+            capacity,
+            len: prefix_len,
+        };
+        let prefix_values = match prefix {
+            Some(p) => Some(p.key_values(&self.config, 1, DType::F32)?),
+            None => None,
+        };
+        for layer in 0..self.config.num_layers {
+            let key = self.gpu.scratch("keys", heads * capacity * head_dim);
+            let value = self.gpu.scratch("values", heads * capacity * head_dim);
+            if let Some(kv) = &prefix_values {
+                let (k, v) = &kv[layer];
+                let (k, v) = (floats(k)?, floats(v)?);
+                // [1, heads, P, head_dim] into the first P rows of each head.
+                for h in 0..heads {
+                    let rows = h * prefix_len * head_dim..(h + 1) * prefix_len * head_dim;
+                    let at = (h * capacity * head_dim * 4) as u64;
+                    self.gpu
+                        .queue
+                        .write_buffer(&key, at, bytemuck::cast_slice(&k[rows.clone()]));
+                    self.gpu
+                        .queue
+                        .write_buffer(&value, at, bytemuck::cast_slice(&v[rows]));
+                }
+            }
+            cache.keys.push(key);
+            cache.values.push(value);
+        }
+        Ok(cache)
+    }
+
+    fn matmul(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        weight: &GpuMatrix,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        tokens: usize,
+    ) {
+        let pipeline = &self.gpu.kernels.matmul[weight.layout as usize];
+        for chunk in &weight.chunks {
+            let params = MatParams {
+                rows: chunk.rows as u32,
+                cols: weight.cols as u32,
+                tokens: tokens as u32,
+                has_bias: u32::from(bias.is_some()),
+                row_offset: chunk.start as u32,
+                out_stride: weight.rows as u32,
+                pad: [0; 2],
+            };
+            let mut buffers = vec![(1, x), (2, y)];
+            match weight.layout as usize {
+                0 => buffers.push((3, &chunk.scales)),
+                1 => buffers.push((4, &chunk.quants)),
+                _ => buffers.extend([(3, &chunk.scales), (4, &chunk.quants)]),
+            }
+            buffers.push((5, bias.unwrap_or(&self.empty)));
+            let x_groups = chunk.rows.min(32768) as u32;
+            let y_groups = chunk.rows.div_ceil(32768) as u32;
+            self.gpu.dispatch(
+                encoder,
+                pipeline,
+                bytemuck::bytes_of(&params),
+                &buffers,
+                (x_groups, y_groups, tokens as u32),
+            );
+        }
+    }
+
+    fn layer_norm(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        norm: &GpuNorm,
+        y: &wgpu::Buffer,
+        tokens: usize,
+    ) {
+        let params = RowParams {
+            cols: self.config.hidden_size as u32,
+            rows: tokens as u32,
+            eps: norm.eps,
+            alpha: 0.0,
+            pad: [0; 4],
+        };
+        self.gpu.dispatch(
+            encoder,
+            &self.gpu.kernels.layer_norm,
+            bytemuck::bytes_of(&params),
+            &[(1, x), (2, y), (3, &norm.weight), (4, &norm.bias)],
+            (tokens as u32, 1, 1),
+        );
+    }
+
+    /// `out = a·α + b` over `tokens` rows of the hidden size.
+    fn residual(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        tokens: usize,
+    ) {
+        let cols = self.config.hidden_size;
+        let params = RowParams {
+            cols: cols as u32,
+            rows: tokens as u32,
+            eps: 0.0,
+            alpha: RESIDUAL_ALPHA as f32,
+            pad: [0; 4],
+        };
+        self.gpu.dispatch(
+            encoder,
+            &self.gpu.kernels.scale_add,
+            bytemuck::bytes_of(&params),
+            &[(2, out), (3, a), (4, b)],
+            grid(tokens * cols),
+        );
+    }
+
+    /// Runs `ids` (positions `[segments][tokens]`, `mask` `[tokens][past + tokens]` with nonzero
+    /// meaning masked) through the model, appending to `cache`; returns the last token's logits.
+    pub async fn forward(
+        &self,
+        ids: &[u32],
+        positions: &[Vec<u32>],
+        mask: Option<&[u8]>,
+        cache: &mut GpuCache,
+    ) -> Result<Vec<f32>> {
+        self.run(ids, positions, mask, cache, false).await
+    }
+
+    /// [`GpuModel::forward`] returning the logits of every token, `[tokens × vocab]` row-major.
+    pub async fn forward_all(
+        &self,
+        ids: &[u32],
+        positions: &[Vec<u32>],
+        mask: Option<&[u8]>,
+        cache: &mut GpuCache,
+    ) -> Result<Vec<f32>> {
+        self.run(ids, positions, mask, cache, true).await
+    }
+
+    async fn run(
+        &self,
+        ids: &[u32],
+        positions: &[Vec<u32>],
+        mask: Option<&[u8]>,
+        cache: &mut GpuCache,
+        every_token: bool,
+    ) -> Result<Vec<f32>> {
+        let tokens = ids.len();
+        let config = &self.config;
+        let (h, inner) = (config.hidden_size, config.inner_hidden_size);
+        let (heads, head_dim) = (config.num_attention_heads, config.head_dim());
+        let past = cache.len;
+        let length = past + tokens;
+        if tokens == 0 {
+            return Err(gpu_error("no tokens to run"));
+        }
+        if length > cache.capacity {
+            return Err(gpu_error(format!(
+                "the cache holds {} positions; {length} are needed",
+                cache.capacity
+            )));
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+            return Err(gpu_error(format!(
+                "token id {id} is outside the vocabulary of {}",
+                config.vocab_size
+            )));
+        }
+        let segments = positions.len();
+        if positions.iter().any(|p| p.len() != tokens)
+            || positions
+                .iter()
+                .flatten()
+                .any(|&p| p as usize >= self.max_positions)
+        {
+            return Err(gpu_error(
+                "positions must give one value per token, within the rotary table",
+            ));
+        }
+        if mask.is_some_and(|m| m.len() != tokens * length) {
+            return Err(gpu_error(format!("the mask must be {tokens}×{length}")));
+        }
+        let gpu = &self.gpu;
+        let ids_buffer = gpu.storage("ids", bytemuck::cast_slice(ids));
+        let flat_positions: Vec<u32> = positions.concat();
+        let positions_buffer = gpu.storage("positions", bytemuck::cast_slice(&flat_positions));
+        let mask_buffer = match mask {
+            Some(m) => {
+                let words: Vec<u32> = m.iter().map(|&v| u32::from(v != 0)).collect();
+                gpu.storage("mask", bytemuck::cast_slice(&words))
+            }
+            None => gpu.storage("mask", &[0; 4]),
+        };
+        let hidden = gpu.scratch("hidden", tokens * h);
+        let normed = gpu.scratch("normed", tokens * h);
+        let qkv = gpu.scratch("qkv", tokens * 3 * h);
+        let context = gpu.scratch("context", tokens * h);
+        let attended = gpu.scratch("attended", tokens * h);
+        let mixed = gpu.scratch("mixed", tokens * h);
+        let wide = gpu.scratch("wide", tokens * inner);
+        let scores = gpu.scratch("scores", heads * tokens * cache.capacity);
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+
+        let table = &self.word_embeddings;
+        for chunk in &table.chunks {
+            let params = GatherParams {
+                cols: h as u32,
+                tokens: tokens as u32,
+                layout: table.layout as u32,
+                row_start: chunk.start as u32,
+                rows: chunk.rows as u32,
+                pad: [0; 3],
+            };
+            let mut buffers = vec![(1, &ids_buffer), (2, &hidden)];
+            buffers.extend([(3, &chunk.scales), (4, &chunk.quants)]);
+            gpu.dispatch(
+                &mut encoder,
+                &gpu.kernels.gather,
+                bytemuck::bytes_of(&params),
+                &buffers,
+                (h.div_ceil(64) as u32, tokens as u32, 1),
+            );
+        }
+
+        for (layer, block) in self.blocks.iter().enumerate() {
+            self.layer_norm(
+                &mut encoder,
+                &hidden,
+                &block.input_layernorm,
+                &normed,
+                tokens,
+            );
+            let qkv_layer = &block.query_key_value;
+            self.matmul(
+                &mut encoder,
+                &normed,
+                &qkv_layer.weight,
+                qkv_layer.bias.as_ref(),
+                &qkv,
+                tokens,
+            );
+            let coeff = (layer + 1) as f32;
+            let params = AttnParams {
+                tokens: tokens as u32,
+                heads: heads as u32,
+                head_dim: head_dim as u32,
+                rotary_dim: self.rotary_dim as u32,
+                segments: segments as u32,
+                past: past as u32,
+                capacity: cache.capacity as u32,
+                has_mask: u32::from(mask.is_some()),
+                query_scale: 1.0 / ((head_dim as f32).sqrt() * coeff),
+                score_scale: coeff,
+                pad: [0; 2],
+            };
+            let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
+            gpu.dispatch(
+                &mut encoder,
+                &gpu.kernels.rotate_and_cache,
+                bytemuck::bytes_of(&params),
+                &[
+                    (1, &qkv),
+                    (2, &positions_buffer),
+                    (3, &self.cos),
+                    (4, &self.sin),
+                    (5, keys),
+                    (6, values),
+                ],
+                grid(tokens * heads * segments * self.rotary_dim / 2),
+            );
+            gpu.dispatch(
+                &mut encoder,
+                &gpu.kernels.attend,
+                bytemuck::bytes_of(&params),
+                &[
+                    (1, &qkv),
+                    (2, &mask_buffer),
+                    (3, keys),
+                    (4, values),
+                    (5, &scores),
+                    (6, &context),
+                ],
+                (tokens as u32, heads as u32, 1),
+            );
+            self.matmul(
+                &mut encoder,
+                &context,
+                &block.dense.weight,
+                block.dense.bias.as_ref(),
+                &attended,
+                tokens,
+            );
+            self.residual(&mut encoder, &normed, &attended, &mixed, tokens);
+            self.layer_norm(
+                &mut encoder,
+                &mixed,
+                &block.post_attention_layernorm,
+                &normed,
+                tokens,
+            );
+            let up = &block.dense_h_to_4h;
+            self.matmul(
+                &mut encoder,
+                &normed,
+                &up.weight,
+                up.bias.as_ref(),
+                &wide,
+                tokens,
+            );
+            let params = RowParams {
+                cols: inner as u32,
+                rows: tokens as u32,
+                eps: 0.0,
+                alpha: 0.0,
+                pad: [0; 4],
+            };
+            gpu.dispatch(
+                &mut encoder,
+                &gpu.kernels.gelu,
+                bytemuck::bytes_of(&params),
+                &[(2, &wide)],
+                grid(tokens * inner),
+            );
+            let down = &block.dense_4h_to_h;
+            self.matmul(
+                &mut encoder,
+                &wide,
+                &down.weight,
+                down.bias.as_ref(),
+                &attended,
+                tokens,
+            );
+            self.residual(&mut encoder, &normed, &attended, &hidden, tokens);
+        }
+        self.layer_norm(
+            &mut encoder,
+            &hidden,
+            &self.final_layernorm,
+            &normed,
+            tokens,
+        );
+        let vocab = self.lm_head.rows;
+        let (rows, logits) = if every_token {
+            let logits = gpu.scratch("logits", tokens * vocab);
+            self.matmul(&mut encoder, &normed, &self.lm_head, None, &logits, tokens);
+            (tokens, logits)
+        } else {
+            let last = gpu.scratch("last", h);
+            let at = ((tokens - 1) * h * 4) as u64;
+            encoder.copy_buffer_to_buffer(&normed, at, &last, 0, (h * 4) as u64);
+            let logits = gpu.scratch("logits", vocab);
+            self.matmul(&mut encoder, &last, &self.lm_head, None, &logits, 1);
+            (1, logits)
+        };
+        gpu.queue.submit([encoder.finish()]);
+        cache.len = length;
+        gpu.read(&logits, 0, rows * vocab).await
+    }
+}

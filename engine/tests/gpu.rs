@@ -1,0 +1,123 @@
+//! The wgpu backend against the CPU model on the tiny fixture: logits at every position of every
+//! case without and with the trained adapter, and greedy ids, at f32 and block-quantized. Runs on whatever adapter
+//! wgpu finds (Mesa's lavapipe in CI: `tests/setup-deps.sh` installs it).
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor};
+use glmtune_engine::generation::{generate, Flow, GenerationOptions};
+use glmtune_engine::gpu::{Gpu, GpuModel};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+
+use common::*;
+
+fn cpu_model() -> ChatGlmModel {
+    ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap()
+}
+
+fn adapter(model: &ChatGlmModel) -> PrefixEncoder {
+    PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_trained"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// Logits of every position, on the GPU and on the CPU.
+fn gpu_logits(gpu: &GpuModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> Tensor {
+    pollster::block_on(gpu.sequence_logits(prefix, ids)).unwrap()
+}
+
+fn cpu_logits(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> Tensor {
+    glmtune_engine::generation::sequence_logits(model, prefix, ids).unwrap()
+}
+
+fn cases() -> Vec<Vec<u32>> {
+    expected()["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| ids_of(&c["ids"]))
+        .collect()
+}
+
+fn greedy(options_tokens: usize) -> GenerationOptions {
+    GenerationOptions {
+        max_new_tokens: Some(options_tokens),
+        stop_at_eos: false,
+        ..GenerationOptions::default()
+    }
+}
+
+/// `model` on the GPU: logits within `tolerance` of `reference` on the CPU and the same greedy
+/// ids, without and with the adapter.
+fn check(model: &ChatGlmModel, reference: &ChatGlmModel, tolerance: f32, label: &str) {
+    let gpu = GpuModel::upload(Gpu::blocking().unwrap(), model).unwrap();
+    eprintln!("{label} on {}", gpu.description());
+    let prefix = adapter(model);
+    for (i, ids) in cases().iter().enumerate() {
+        for p in [None, Some(&prefix)] {
+            let error = relative_error(&gpu_logits(&gpu, p, ids), &cpu_logits(reference, p, ids));
+            eprintln!(
+                "{label} case {i} adapter {}: relative error {error:.2e}",
+                p.is_some()
+            );
+            assert!(
+                error < tolerance,
+                "{label} case {i}: relative error {error}"
+            );
+            let expected = generate(
+                reference,
+                p,
+                std::slice::from_ref(ids),
+                &greedy(8),
+                |_, _| Flow::Continue,
+            )
+            .unwrap()
+            .remove(0);
+            let ours =
+                pollster::block_on(gpu.generate(p, ids, &greedy(8), |_| Flow::Continue)).unwrap();
+            assert_eq!(ours, expected, "{label} case {i}: greedy ids");
+        }
+    }
+}
+
+#[test]
+fn f32_model_matches_the_cpu() {
+    let model = cpu_model();
+    check(&model, &model, 1e-4, "f32");
+}
+
+#[test]
+fn quantized_models_match_the_cpu_with_the_same_weights() {
+    // The CPU's quantized product also rounds the activations to 8 bits; the GPU keeps them in
+    // f32, so the reference is the CPU on the dequantized weights: the same numbers exactly.
+    for format in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+        let quantized = cpu_model().quantized(format, GgmlDType::Q8_0).unwrap();
+        check(
+            &quantized,
+            &quantized.dequantized().unwrap(),
+            1e-4,
+            &format!("{format:?}"),
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_refused() {
+    let gpu = GpuModel::upload(Gpu::blocking().unwrap(), &cpu_model()).unwrap();
+    let mut cache = gpu.new_cache(4, None).unwrap();
+    let positions = vec![vec![0u32], vec![0u32]];
+    let error = pollster::block_on(gpu.forward(&[100_000], &positions, None, &mut cache))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("outside the vocabulary"), "{error}");
+    let long: Vec<u32> = vec![5; 8];
+    let error = pollster::block_on(gpu.forward(&long, &[vec![0; 8], vec![0; 8]], None, &mut cache))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cache holds"), "{error}");
+}
