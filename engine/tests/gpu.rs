@@ -35,15 +35,6 @@ fn cpu_logits(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32])
     glmtune_engine::generation::sequence_logits(model, prefix, ids).unwrap()
 }
 
-fn cases() -> Vec<Vec<u32>> {
-    expected()["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| ids_of(&c["ids"]))
-        .collect()
-}
-
 fn greedy(options_tokens: usize) -> GenerationOptions {
     GenerationOptions {
         max_new_tokens: Some(options_tokens),

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device};
-use glmtune_engine::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 
 use common::*;
 
@@ -11,28 +11,6 @@ const TOLERANCE: f32 = 1e-4;
 
 fn model() -> ChatGlmModel {
     ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).expect("model loads")
-}
-
-fn logits_of(
-    model: &ChatGlmModel,
-    prefix: Option<&PrefixEncoder>,
-    ids: &[u32],
-) -> candle_core::Tensor {
-    let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
-    let batch = Batch::new(&[ids.to_vec()], model.config(), prefix_len, &Device::Cpu).unwrap();
-    let mut cache = match prefix {
-        Some(p) => KvCache::from_prefix(p.key_values(model.config(), 1, model.dtype()).unwrap()),
-        None => KvCache::new(model.config().num_layers),
-    };
-    let hidden = model
-        .forward(
-            &batch.ids,
-            &batch.positions,
-            batch.mask.as_ref(),
-            &mut cache,
-        )
-        .unwrap();
-    model.logits(&hidden).unwrap().squeeze(0).unwrap()
 }
 
 /// Every fixture case against `{key}.{i}` in logits.safetensors.

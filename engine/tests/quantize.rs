@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{DType, Device, Tensor, D};
-use glmtune_engine::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::quant::{quantize_checkpoint, Bits, EmbeddingFormat, QUANTIZED_FILE};
 use glmtune_engine::ChatGlmConfig;
 
@@ -17,24 +17,6 @@ fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("glmtune-quantize-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn logits_of(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> Tensor {
-    let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
-    let batch = Batch::new(&[ids.to_vec()], model.config(), prefix_len, &Device::Cpu).unwrap();
-    let mut cache = match prefix {
-        Some(p) => KvCache::from_prefix(p.key_values(model.config(), 1, model.dtype()).unwrap()),
-        None => KvCache::new(model.config().num_layers),
-    };
-    let hidden = model
-        .forward(
-            &batch.ids,
-            &batch.positions,
-            batch.mask.as_ref(),
-            &mut cache,
-        )
-        .unwrap();
-    model.logits(&hidden).unwrap().squeeze(0).unwrap()
 }
 
 /// Perplexity of each case's own tokens (position t predicts token t + 1), over every case.
@@ -56,15 +38,6 @@ fn perplexity(model: &ChatGlmModel, cases: &[Vec<u32>]) -> f64 {
         }
     }
     (total / count as f64).exp()
-}
-
-fn cases() -> Vec<Vec<u32>> {
-    expected()["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| ids_of(&c["ids"]))
-        .collect()
 }
 
 /// The largest relative logit error over every case, without and with the trained adapter.

@@ -24,38 +24,8 @@ struct MatParams {
 @group(0) @binding(4) var<storage, read> quants: array<u32>;
 @group(0) @binding(5) var<storage, read> mat_bias: array<f32>;
 
-const LANES: u32 = 64u;
 // Workgroups along x at most (the limit is 65535); larger row counts go on along y.
 const GRID_X: u32 = 32768u;
-var<workgroup> partial: array<f32, 64>;
-
-fn reduce_sum(lane: u32, value: f32) -> f32 {
-    partial[lane] = value;
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
-        if (lane < stride) {
-            partial[lane] = partial[lane] + partial[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
-fn reduce_max(lane: u32, value: f32) -> f32 {
-    partial[lane] = value;
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
-        if (lane < stride) {
-            partial[lane] = max(partial[lane], partial[lane + stride]);
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 fn finish_row(lane: u32, row: u32, t: u32, sum: f32) {
     let total = reduce_sum(lane, sum);
@@ -68,75 +38,44 @@ fn finish_row(lane: u32, row: u32, t: u32, sum: f32) {
     }
 }
 
-// One workgroup per (output row, token).
-@compute @workgroup_size(64)
-fn matmul_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row = wg.x + wg.y * GRID_X;
-    let t = wg.z;
-    if (row >= mp.rows) {
-        return;
-    }
+fn row_dot(kind: u32, row: u32, t: u32, lane: u32) -> f32 {
     var sum = 0.0;
-    for (var k = lane; k < mp.cols; k = k + LANES) {
-        sum = sum + scales[row * mp.cols + k] * mat_x[t * mp.cols + k];
+    switch kind {
+        case 0u: {
+            for (var k = lane; k < mp.cols; k = k + LANES) {
+                sum = sum + scales[row * mp.cols + k] * mat_x[t * mp.cols + k];
+            }
+        }
+        case 1u: {
+            let pairs = mp.cols / 2u;
+            for (var k = lane; k < pairs; k = k + LANES) {
+                let w = unpack2x16float(quants[row * pairs + k]);
+                let xi = t * mp.cols + 2u * k;
+                sum = sum + w.x * mat_x[xi] + w.y * mat_x[xi + 1u];
+            }
+        }
+        default: {
+            let blocks = mp.cols / 32u;
+            for (var b = lane; b < blocks; b = b + LANES) {
+                let block = row * blocks + b;
+                sum = sum + scales[block] * block_dot(kind, block, t * mp.cols + b * 32u);
+            }
+        }
     }
-    finish_row(lane, row, t, sum);
+    return sum;
 }
 
-@compute @workgroup_size(64)
-fn matmul_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row = wg.x + wg.y * GRID_X;
-    let t = wg.z;
-    if (row >= mp.rows) {
-        return;
-    }
-    let pairs = mp.cols / 2u;
-    var sum = 0.0;
-    for (var k = lane; k < pairs; k = k + LANES) {
-        let w = unpack2x16float(quants[row * pairs + k]);
-        let xi = t * mp.cols + 2u * k;
-        sum = sum + w.x * mat_x[xi] + w.y * mat_x[xi + 1u];
-    }
-    finish_row(lane, row, t, sum);
-}
-
-@compute @workgroup_size(64)
-fn matmul_q8_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row = wg.x + wg.y * GRID_X;
-    let t = wg.z;
-    if (row >= mp.rows) {
-        return;
-    }
-    let blocks = mp.cols / 32u;
-    var sum = 0.0;
-    for (var b = lane; b < blocks; b = b + LANES) {
-        let block = row * blocks + b;
-        let xb = t * mp.cols + b * 32u;
-        var acc = 0.0;
+// One 32-weight block against `mat_x[xb..xb + 32]`, before its scale.
+fn block_dot(kind: u32, block: u32, xb: u32) -> f32 {
+    var acc = 0.0;
+    if (kind == 2u) {
         for (var w = 0u; w < 8u; w = w + 1u) {
             let word = bitcast<i32>(quants[block * 8u + w]);
             for (var i = 0u; i < 4u; i = i + 1u) {
                 acc = acc + f32(extractBits(word, i * 8u, 8u)) * mat_x[xb + w * 4u + i];
             }
         }
-        sum = sum + scales[block] * acc;
-    }
-    finish_row(lane, row, t, sum);
-}
-
-@compute @workgroup_size(64)
-fn matmul_q4_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row = wg.x + wg.y * GRID_X;
-    let t = wg.z;
-    if (row >= mp.rows) {
-        return;
-    }
-    let blocks = mp.cols / 32u;
-    var sum = 0.0;
-    for (var b = lane; b < blocks; b = b + LANES) {
-        let block = row * blocks + b;
-        let xb = t * mp.cols + b * 32u;
-        var acc = 0.0;
+    } else {
         for (var w = 0u; w < 4u; w = w + 1u) {
             let word = quants[block * 4u + w];
             for (var i = 0u; i < 4u; i = i + 1u) {
@@ -146,7 +85,34 @@ fn matmul_q4_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                     + (f32(byte >> 4u) - 8.0) * mat_x[xb + j + 16u];
             }
         }
-        sum = sum + scales[block] * acc;
     }
-    finish_row(lane, row, t, sum);
+    return acc;
+}
+
+// One workgroup per (output row, token); one entry point per layout.
+fn matmul(kind: u32, wg: vec3<u32>, lane: u32) {
+    let row = wg.x + wg.y * GRID_X;
+    if (row < mp.rows) {
+        finish_row(lane, row, wg.z, row_dot(kind, row, wg.z, lane));
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul(0u, wg, lane);
+}
+
+@compute @workgroup_size(64)
+fn matmul_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul(1u, wg, lane);
+}
+
+@compute @workgroup_size(64)
+fn matmul_q8_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul(2u, wg, lane);
+}
+
+@compute @workgroup_size(64)
+fn matmul_q4_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul(3u, wg, lane);
 }

@@ -209,17 +209,23 @@ impl Gpu {
 
 impl Kernels {
     fn compile(device: &wgpu::Device) -> Self {
-        let module = |label: &str, source: &str| {
+        // Each file gets the shared reductions (and the attention kernels their parameters).
+        let module = |label: &str, sources: &[&str]| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                source: wgpu::ShaderSource::Wgsl(sources.concat().into()),
             })
         };
-        let matmul = module("matmul", include_str!("matmul.wgsl"));
-        let rows = module("rows", include_str!("rows.wgsl"));
-        let gather = module("gather", include_str!("gather.wgsl"));
-        let rotary = module("rotary", include_str!("rotary.wgsl"));
-        let attention = module("attention", include_str!("attention.wgsl"));
+        let common = include_str!("common.wgsl");
+        let attention_params = include_str!("attention_params.wgsl");
+        let matmul = module("matmul", &[common, include_str!("matmul.wgsl")]);
+        let rows = module("rows", &[common, include_str!("rows.wgsl")]);
+        let gather = module("gather", &[include_str!("gather.wgsl")]);
+        let rotary = module("rotary", &[attention_params, include_str!("rotary.wgsl")]);
+        let attention = module(
+            "attention",
+            &[common, attention_params, include_str!("attention.wgsl")],
+        );
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),

@@ -199,13 +199,13 @@ impl GpuModel {
                 out_stride: weight.rows as u32,
                 pad: [0; 2],
             };
-            let mut buffers = vec![(1, x), (2, y)];
-            match weight.layout as usize {
-                0 => buffers.push((3, &chunk.scales)),
-                1 => buffers.push((4, &chunk.quants)),
-                _ => buffers.extend([(3, &chunk.scales), (4, &chunk.quants)]),
-            }
-            buffers.push((5, bias.unwrap_or(&self.empty)));
+            let buffers = [
+                (1, x),
+                (2, y),
+                (3, &chunk.scales),
+                (4, &chunk.quants),
+                (5, bias.unwrap_or(&self.empty)),
+            ];
             let x_groups = chunk.rows.min(32768) as u32;
             let y_groups = chunk.rows.div_ceil(32768) as u32;
             self.gpu.dispatch(
@@ -226,13 +226,7 @@ impl GpuModel {
         y: &wgpu::Buffer,
         tokens: usize,
     ) {
-        let params = RowParams {
-            cols: self.config.hidden_size as u32,
-            rows: tokens as u32,
-            eps: norm.eps,
-            alpha: 0.0,
-            pad: [0; 4],
-        };
+        let params = RowParams::new(self.config.hidden_size as u32, tokens as u32, norm.eps, 0.0);
         self.gpu.dispatch(
             encoder,
             &self.gpu.kernels.layer_norm,
@@ -252,13 +246,7 @@ impl GpuModel {
         tokens: usize,
     ) {
         let cols = self.config.hidden_size;
-        let params = RowParams {
-            cols: cols as u32,
-            rows: tokens as u32,
-            eps: 0.0,
-            alpha: RESIDUAL_ALPHA as f32,
-            pad: [0; 4],
-        };
+        let params = RowParams::new(cols as u32, tokens as u32, 0.0, RESIDUAL_ALPHA as f32);
         self.gpu.dispatch(
             encoder,
             &self.gpu.kernels.scale_add,
@@ -461,13 +449,7 @@ impl GpuModel {
                 &wide,
                 tokens,
             );
-            let params = RowParams {
-                cols: inner as u32,
-                rows: tokens as u32,
-                eps: 0.0,
-                alpha: 0.0,
-                pad: [0; 4],
-            };
+            let params = RowParams::new(inner as u32, tokens as u32, 0.0, 0.0);
             gpu.dispatch(
                 &mut encoder,
                 &gpu.kernels.gelu,

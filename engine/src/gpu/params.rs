@@ -50,3 +50,15 @@ pub(crate) struct AttnParams {
     pub(crate) score_scale: f32,
     pub(crate) pad: [u32; 2],
 }
+
+impl RowParams {
+    pub(crate) fn new(cols: u32, rows: u32, eps: f32, alpha: f32) -> Self {
+        RowParams {
+            cols,
+            rows,
+            eps,
+            alpha,
+            pad: [0; 4],
+        }
+    }
+}

@@ -17,23 +17,6 @@ struct RowParams {
 @group(0) @binding(3) var<storage, read> row_a: array<f32>;
 @group(0) @binding(4) var<storage, read> row_b: array<f32>;
 
-const LANES: u32 = 64u;
-var<workgroup> partial: array<f32, 64>;
-
-fn reduce_sum(lane: u32, value: f32) -> f32 {
-    partial[lane] = value;
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
-        if (lane < stride) {
-            partial[lane] = partial[lane] + partial[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 // One workgroup per row: `(x - mean) / sqrt(var + eps) · weight (row_a) + bias (row_b)`.
 @compute @workgroup_size(64)
 fn layer_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use glmtune_engine::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
 
 pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny")
@@ -47,4 +48,33 @@ pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
         .max(0)
         .unwrap();
     diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap()
+}
+
+/// The token ids of every fixture case.
+pub fn cases() -> Vec<Vec<u32>> {
+    expected()["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| ids_of(&c["ids"]))
+        .collect()
+}
+
+/// Logits `[seq, vocab]` of one sequence through a fresh cache (holding the prefix, if any).
+pub fn logits_of(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> Tensor {
+    let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
+    let batch = Batch::new(&[ids.to_vec()], model.config(), prefix_len, &Device::Cpu).unwrap();
+    let mut cache = match prefix {
+        Some(p) => KvCache::from_prefix(p.key_values(model.config(), 1, model.dtype()).unwrap()),
+        None => KvCache::new(model.config().num_layers),
+    };
+    let hidden = model
+        .forward(
+            &batch.ids,
+            &batch.positions,
+            batch.mask.as_ref(),
+            &mut cache,
+        )
+        .unwrap();
+    model.logits(&hidden).unwrap().squeeze(0).unwrap()
 }
