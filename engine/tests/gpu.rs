@@ -8,7 +8,7 @@ mod common;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use glmtune_engine::generation::{generate, Flow, GenerationOptions};
-use glmtune_engine::gpu::{Gpu, GpuModel};
+use glmtune_engine::gpu::{Gpu, GpuModel, Logits};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 
 use common::*;
@@ -102,13 +102,20 @@ fn bad_input_is_refused() {
     let gpu = GpuModel::upload(Gpu::blocking().unwrap(), &cpu_model()).unwrap();
     let mut cache = gpu.new_cache(4, None).unwrap();
     let positions = vec![vec![0u32], vec![0u32]];
-    let error = pollster::block_on(gpu.forward(&[100_000], &positions, None, &mut cache))
-        .unwrap_err()
-        .to_string();
+    let error =
+        pollster::block_on(gpu.forward(&[100_000], &positions, None, &mut cache, Logits::Last))
+            .unwrap_err()
+            .to_string();
     assert!(error.contains("outside the vocabulary"), "{error}");
     let long: Vec<u32> = vec![5; 8];
-    let error = pollster::block_on(gpu.forward(&long, &[vec![0; 8], vec![0; 8]], None, &mut cache))
-        .unwrap_err()
-        .to_string();
+    let error = pollster::block_on(gpu.forward(
+        &long,
+        &[vec![0; 8], vec![0; 8]],
+        None,
+        &mut cache,
+        Logits::Last,
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("cache holds"), "{error}");
 }

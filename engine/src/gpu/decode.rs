@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::model::GpuModel;
+use super::model::{GpuModel, Logits};
 use crate::error::Result;
 use crate::generation::sampling::Sampler;
 use crate::generation::{Flow, GenerationOptions};
@@ -28,19 +28,14 @@ impl GpuModel {
         let mut sampler = Sampler::new(options.sampling.clone(), options.repetition_penalty);
         let mut seen = prompt.to_vec();
         let mut state = batch.next.clone();
-        let positions =
-            |tensor: &Tensor| -> Result<Vec<Vec<u32>>> { Ok(tensor.squeeze(0)?.to_vec2::<u32>()?) };
-        let mask = batch
-            .mask
-            .as_ref()
-            .map(|m| m.flatten_all()?.to_vec1::<u8>())
-            .transpose()?;
+        let inputs = SequenceInputs::of(&batch)?;
         let mut logits = self
             .forward(
                 prompt,
-                &positions(&batch.positions)?,
-                mask.as_deref(),
+                &inputs.positions,
+                inputs.mask.as_deref(),
                 &mut cache,
+                Logits::Last,
             )
             .await?;
         let mut outputs = Vec::new();
@@ -64,7 +59,9 @@ impl GpuModel {
                 &device,
             )?;
             let positions = step.positions.squeeze(0)?.to_vec2::<u32>()?;
-            logits = self.forward(&[token], &positions, None, &mut cache).await?;
+            logits = self
+                .forward(&[token], &positions, None, &mut cache, Logits::Last)
+                .await?;
         }
         Ok(outputs)
     }
@@ -103,7 +100,13 @@ impl GpuModel {
         let inputs = SequenceInputs::of(&batch)?;
         let mut cache = self.new_cache(prefix_len + ids.len(), prefix)?;
         let logits = self
-            .forward_all(ids, &inputs.positions, inputs.mask.as_deref(), &mut cache)
+            .forward(
+                ids,
+                &inputs.positions,
+                inputs.mask.as_deref(),
+                &mut cache,
+                Logits::Every,
+            )
             .await?;
         Ok(Tensor::from_vec(
             logits,

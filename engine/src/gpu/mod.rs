@@ -20,7 +20,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{EngineError, Result};
 
 pub use decode::SequenceInputs;
-pub use model::{GpuCache, GpuModel};
+pub use model::{GpuCache, GpuModel, Logits};
 
 fn gpu_error(message: impl Into<String>) -> EngineError {
     EngineError::Gpu(message.into())

@@ -36,6 +36,15 @@ struct GpuBlock {
     dense_4h_to_h: GpuLinear,
 }
 
+/// Which tokens' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// The last token's only (decoding).
+    Last,
+    /// Every token's (`glmtune logits`).
+    Every,
+}
+
 /// A model whose weights live on the GPU.
 pub struct GpuModel {
     gpu: Gpu,
@@ -257,35 +266,15 @@ impl GpuModel {
     }
 
     /// Runs `ids` (positions `[segments][tokens]`, `mask` `[tokens][past + tokens]` with nonzero
-    /// meaning masked) through the model, appending to `cache`; returns the last token's logits.
+    /// meaning masked) through the model, appending to `cache`; returns the logits `logits` asks
+    /// for, `[rows × vocab]` row-major.
     pub async fn forward(
         &self,
         ids: &[u32],
         positions: &[Vec<u32>],
         mask: Option<&[u8]>,
         cache: &mut GpuCache,
-    ) -> Result<Vec<f32>> {
-        self.run(ids, positions, mask, cache, false).await
-    }
-
-    /// [`GpuModel::forward`] returning the logits of every token, `[tokens × vocab]` row-major.
-    pub async fn forward_all(
-        &self,
-        ids: &[u32],
-        positions: &[Vec<u32>],
-        mask: Option<&[u8]>,
-        cache: &mut GpuCache,
-    ) -> Result<Vec<f32>> {
-        self.run(ids, positions, mask, cache, true).await
-    }
-
-    async fn run(
-        &self,
-        ids: &[u32],
-        positions: &[Vec<u32>],
-        mask: Option<&[u8]>,
-        cache: &mut GpuCache,
-        every_token: bool,
+        logits: Logits,
     ) -> Result<Vec<f32>> {
         let tokens = ids.len();
         let config = &self.config;
@@ -476,7 +465,7 @@ impl GpuModel {
             tokens,
         );
         let vocab = self.lm_head.rows;
-        let (rows, logits) = if every_token {
+        let (rows, logits) = if logits == Logits::Every {
             let logits = gpu.scratch("logits", tokens * vocab);
             self.matmul(&mut encoder, &normed, &self.lm_head, None, &logits, tokens);
             (tokens, logits)
