@@ -230,11 +230,12 @@ impl Fields {
                 ));
             }
         }
+        // THUDM's int4/int8 checkpoints are read by the checkpoint loader (weights with scales).
         if let Some(bits) = self.present("quantization_bit") {
-            if bits.as_u64() != Some(0) {
+            if !matches!(bits.as_u64(), Some(0 | 4 | 8)) {
                 return Err(self.error(
                     "quantization_bit",
-                    format!("{bits}: THUDM's pre-quantized checkpoints are not supported; load the full-precision checkpoint"),
+                    format!("{bits}: THUDM's checkpoints are quantized to 4 or 8 bits, or not at all (0)"),
                 ));
             }
         }
@@ -341,7 +342,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(heads.contains("`num_attention_heads`"), "{heads}");
-        let quantized = parse(&TINY.replace("\"pre_seq_len\":null", "\"quantization_bit\":4"))
+        assert!(parse(&TINY.replace("\"pre_seq_len\":null", "\"quantization_bit\":4")).is_ok());
+        let quantized = parse(&TINY.replace("\"pre_seq_len\":null", "\"quantization_bit\":3"))
             .unwrap_err()
             .to_string();
         assert!(quantized.contains("`quantization_bit`"), "{quantized}");

@@ -4,6 +4,7 @@
 //! `pytorch_model.bin.index.json`, `model.safetensors` and its sharded index. Safetensors files are
 //! memory-mapped; torch pickles are read one tensor at a time, so the weights are never held twice.
 
+mod thudm_int;
 pub mod torch_writer;
 
 use std::collections::HashMap;
@@ -213,6 +214,7 @@ impl Checkpoint {
                 .and_then(|t| t.to_device(device)),
         }
         .map_err(|e| EngineError::tensor(path, name, format!("cannot be read: {e}")))?;
+        let tensor = self.widen_thudm_int(name, tensor, shape, device)?;
         if let Some(shape) = shape {
             if tensor.dims() != shape {
                 return Err(EngineError::tensor(
@@ -232,6 +234,36 @@ impl Checkpoint {
         }
         tensor.to_dtype(dtype).map_err(|e| {
             EngineError::tensor(path, name, format!("cannot be converted to {dtype:?}: {e}"))
+        })
+    }
+}
+
+impl Checkpoint {
+    /// An int8 tensor with a `_scale` beside it is one of THUDM's quantized weights: widened to
+    /// f32 here, so every caller sees an ordinary weight. Anything else passes through.
+    fn widen_thudm_int(
+        &self,
+        name: &str,
+        tensor: Tensor,
+        shape: Option<&[usize]>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let scale_name = thudm_int::scale_name(name);
+        if tensor.dtype() != DType::U8 || !self.contains(&scale_name) {
+            return Ok(tensor);
+        }
+        let path = self.path_of(name);
+        // The expected width tells one int8 weight a byte from two int4 ones.
+        let Some(&[_, cols]) = shape else {
+            return Err(EngineError::tensor(
+                path,
+                name,
+                "is a THUDM int4/int8 weight; its expected shape is needed to read it",
+            ));
+        };
+        let scale = self.load(&scale_name, None, DType::F32, device)?;
+        thudm_int::dequantize(&tensor, &scale, cols).map_err(|message| {
+            EngineError::tensor(path, name, format!("(THUDM int4/int8 layout) {message}"))
         })
     }
 }

@@ -79,11 +79,13 @@ impl StorageRecord {
             DType::F32 => "FloatStorage",
             DType::F16 => "HalfStorage",
             DType::BF16 => "BFloat16Storage",
+            // Raw bytes; THUDM's int8 weights are `CharStorage` of the same bytes.
+            DType::U8 => "ByteStorage",
             other => {
                 return Err(EngineError::tensor(
                     path,
                     name,
-                    format!("is {other:?}; only f32, f16 and bf16 tensors can be saved"),
+                    format!("is {other:?}; only f32, f16, bf16 and u8 tensors can be saved"),
                 ))
             }
         };
@@ -184,6 +186,7 @@ fn write_elements(dest: &Path, name: &str, tensor: &Tensor, out: &mut impl Write
         Storage::Cpu(CpuStorage::F32(v)) => write_le(&v[range], out, f32::to_le_bytes),
         Storage::Cpu(CpuStorage::F16(v)) => write_le(&v[range], out, |x| x.to_le_bytes()),
         Storage::Cpu(CpuStorage::BF16(v)) => write_le(&v[range], out, |x| x.to_le_bytes()),
+        Storage::Cpu(CpuStorage::U8(v)) => out.write_all(&v[range]),
         _ => {
             let dtype = tensor.dtype();
             return Err(EngineError::tensor(

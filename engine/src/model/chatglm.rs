@@ -208,7 +208,7 @@ impl ChatGlmModel {
         let final_layernorm = load_norm("final_layernorm")?;
         let embeddings_name = format!("{prefix}word_embeddings.weight");
         let lm_head = if source.contains("lm_head.weight")
-            && !source.identical("lm_head.weight", &embeddings_name)?
+            && !source.identical("lm_head.weight", &embeddings_name, &[vocab, h])?
         {
             Linear {
                 weight: source.matrix("lm_head.weight", vocab, h)?,

@@ -143,9 +143,9 @@ pub(crate) trait WeightSource {
     fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
     /// A weight matrix `[out_dim, in_dim]`, quantized when stored so.
     fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix>;
-    /// Whether two stored tensors hold the same values (an output layer tied to the embeddings,
-    /// which checkpoints save twice).
-    fn identical(&self, a: &str, b: &str) -> Result<bool>;
+    /// Whether two stored tensors of `shape` hold the same values (an output layer tied to the
+    /// embeddings, which checkpoints save twice).
+    fn identical(&self, a: &str, b: &str, shape: &[usize]) -> Result<bool>;
 }
 
 /// An official checkpoint, every tensor as `dtype`.
@@ -169,8 +169,11 @@ impl WeightSource for DenseSource<'_> {
         Ok(Matrix::Dense(self.dense(name, &[out_dim, in_dim])?))
     }
 
-    fn identical(&self, a: &str, b: &str) -> Result<bool> {
-        let load = |name| self.checkpoint.load(name, None, self.dtype, self.device);
+    fn identical(&self, a: &str, b: &str, shape: &[usize]) -> Result<bool> {
+        let load = |name| {
+            self.checkpoint
+                .load(name, Some(shape), self.dtype, self.device)
+        };
         let (a, b) = (load(a)?, load(b)?);
         if a.dims() != b.dims() {
             return Ok(false);

@@ -148,8 +148,8 @@ impl WeightSource for Quantizing<'_> {
         Ok(Matrix::Quantized(quantized))
     }
 
-    fn identical(&self, a: &str, b: &str) -> Result<bool> {
-        self.dense.identical(a, b)
+    fn identical(&self, a: &str, b: &str, shape: &[usize]) -> Result<bool> {
+        self.dense.identical(a, b, shape)
     }
 }
 
@@ -301,7 +301,7 @@ impl WeightSource for QuantizedFile {
         })
     }
 
-    fn identical(&self, _: &str, _: &str) -> Result<bool> {
+    fn identical(&self, _: &str, _: &str, _: &[usize]) -> Result<bool> {
         // The file stores a tied output layer once, under the embeddings' name.
         Ok(false)
     }

@@ -639,6 +639,8 @@ fn rebuild_args(args: Object) -> Result<(Layout, DType, String, usize)> {
         "HalfStorage" => DType::F16,
         "BFloat16Storage" => DType::BF16,
         "ByteStorage" => DType::U8,
+        // glmtune: int8 storages (THUDM's int4/int8 checkpoints) as their raw bytes.
+        "CharStorage" => DType::U8,
         "LongStorage" => DType::I64,
         other => {
             crate::bail!("unsupported storage type {other}")

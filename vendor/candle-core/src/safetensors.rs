@@ -290,6 +290,8 @@ impl Tensor {
 fn convert(view: &st::TensorView<'_>, device: &Device) -> Result<Tensor> {
     match view.dtype() {
         st::Dtype::U8 => convert_::<u8>(view, device),
+        // glmtune: int8 tensors as their raw bytes (there is no I8 dtype).
+        st::Dtype::I8 => convert_::<u8>(view, device),
         st::Dtype::U16 => {
             let conv = |x| Ok(u32::from(x));
             convert_with_cast_::<u16, u32, _>(view, device, conv)
