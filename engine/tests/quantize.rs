@@ -132,15 +132,24 @@ fn quantized_folder_keeps_official_names_and_loads_as_built() {
 
         // The folder loads as a model, and it is the one built while quantizing.
         let loaded = ChatGlmModel::load(&out, DType::F32, &Device::Cpu).unwrap();
+        // The file's bytes (what a browser downloads) build the same model.
+        let from_bytes = ChatGlmModel::from_quantized_bytes(
+            loaded.config().clone(),
+            QUANTIZED_FILE,
+            std::fs::read(out.join(QUANTIZED_FILE)).unwrap(),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         for ids in cases() {
-            let same = relative_error(
-                &logits_of(&loaded, None, &ids),
-                &logits_of(&built, None, &ids),
-            );
-            assert_eq!(
-                same, 0.0,
-                "{bits:?}: the loaded model differs from the built one"
-            );
+            let expected = logits_of(&built, None, &ids);
+            for model in [&loaded, &from_bytes] {
+                let same = relative_error(&logits_of(model, None, &ids), &expected);
+                assert_eq!(
+                    same, 0.0,
+                    "{bits:?}: a loaded model differs from the built one"
+                );
+            }
         }
 
         // The fixture's random weights are far from a trained model's scale (its f32 perplexity

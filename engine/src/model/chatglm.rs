@@ -150,6 +150,19 @@ impl ChatGlmModel {
         Self::from_checkpoint(config, &checkpoint, dtype, device)
     }
 
+    /// Builds the model from the bytes of a `model.gguf` written by `glmtune quantize` (a browser
+    /// that downloaded it); `name` names it in messages.
+    pub fn from_quantized_bytes(
+        config: ChatGlmConfig,
+        name: &str,
+        bytes: Vec<u8>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let file = QuantizedFile::from_bytes(name, bytes, dtype, device)?;
+        Self::from_source(config, &file, dtype, device)
+    }
+
     /// Builds the model from an open checkpoint, checking every tensor's shape.
     pub fn from_checkpoint(
         config: ChatGlmConfig,

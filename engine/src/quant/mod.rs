@@ -231,11 +231,15 @@ pub fn quantize_checkpoint(
     Ok((report, model))
 }
 
+/// Something a GGUF file is read from: the file, or its bytes in memory (a browser).
+trait Source: std::io::Read + std::io::Seek {}
+impl<T: std::io::Read + std::io::Seek> Source for T {}
+
 /// An open `model.gguf`, read tensor by tensor as the model asks for them.
 pub(crate) struct QuantizedFile {
     path: PathBuf,
     content: gguf_file::Content,
-    reader: RefCell<BufReader<File>>,
+    reader: RefCell<Box<dyn Source>>,
     dtype: DType,
     device: Device,
 }
@@ -248,22 +252,41 @@ impl QuantizedFile {
             return Ok(None);
         }
         let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-        let mut reader = BufReader::new(file);
+        Self::read(path, Box::new(BufReader::new(file)), dtype, device).map(Some)
+    }
+
+    /// A GGUF file's bytes (`name` only names it in messages).
+    pub(crate) fn from_bytes(
+        name: &str,
+        bytes: Vec<u8>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let reader = Box::new(std::io::Cursor::new(bytes));
+        Self::read(PathBuf::from(name), reader, dtype, device)
+    }
+
+    fn read(
+        path: PathBuf,
+        mut reader: Box<dyn Source>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let content =
             gguf_file::Content::read(&mut reader).map_err(|e| EngineError::Checkpoint {
                 path: path.clone(),
                 message: format!("not a readable GGUF file: {e}"),
             })?;
-        Ok(Some(Self {
+        Ok(Self {
             path,
             content,
             reader: RefCell::new(reader),
             dtype,
             device: device.clone(),
-        }))
+        })
     }
 
-    fn read(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
         let tensor = self
             .content
             .tensor(&mut *self.reader.borrow_mut(), name, &self.device)
@@ -286,13 +309,13 @@ impl WeightSource for QuantizedFile {
 
     fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         Ok(self
-            .read(name, shape)?
+            .tensor(name, shape)?
             .dequantize(&self.device)?
             .to_dtype(self.dtype)?)
     }
 
     fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
-        let tensor = self.read(name, &[out_dim, in_dim])?;
+        let tensor = self.tensor(name, &[out_dim, in_dim])?;
         Ok(match tensor.dtype() {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 Matrix::Dense(tensor.dequantize(&self.device)?.to_dtype(self.dtype)?)
