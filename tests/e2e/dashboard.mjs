@@ -9,7 +9,7 @@ const shots = process.env.SCREENSHOTS;
 const seen = {};
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
 });
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 page.setDefaultTimeout(60_000);
@@ -175,6 +175,28 @@ try {
   });
   seen.compare = await page.locator(".compare h3").allInnerTexts();
   await shot("8-compare");
+
+  // A quantized model answering in the browser, then again from the browser's cache after a reload.
+  const askLocally = async () => {
+    await page.locator("select[name=local_model]").selectOption("tiny-q4");
+    await page.getByRole("button", { name: "Download and load" }).click();
+    await page.locator(".local-chat").waitFor({ timeout: 120_000 });
+    await page.locator("textarea[name=local_question]").fill("你好");
+    await page.locator("input[name=local_max_tokens]").fill("8");
+    await page.locator(".local-chat button[type=submit]").click();
+    await page.locator(".local-chat .message.assistant:not(.streaming)").first().waitFor({ timeout: 120_000 });
+    return {
+      backend: await page.locator(".local-chat").getAttribute("data-backend"),
+      source: await page.locator(".local-chat").getAttribute("data-source"),
+      status: await page.locator(".status").first().innerText(),
+      answer: await page.locator(".local-chat .message.assistant").first().innerText(),
+    };
+  };
+  await page.goto(`${base}/#/local`);
+  seen.local_first = await askLocally();
+  await shot("8-in-browser");
+  await page.reload();
+  seen.local_after_reload = await askLocally();
 
   // A phone's width: nothing wider than the screen; and the dark theme.
   await page.setViewportSize({ width: 390, height: 844 });

@@ -137,6 +137,33 @@ pub async fn post_empty<B: Serialize>(path: &str, body: &B) -> Result<(), Failur
         .map(|_| ())
 }
 
+/// Sends `request` (already opened) with `body`, reporting progress through `target` (the upload
+/// or the request itself) as `on_progress(done, total)`; resolves when it ends, with its status.
+async fn exchange(
+    request: &web_sys::XmlHttpRequest,
+    target: &web_sys::XmlHttpRequestEventTarget,
+    body: Option<&web_sys::File>,
+    on_progress: impl Fn(f64, f64) + 'static,
+) -> Result<u16, Failure> {
+    let progress =
+        Closure::<dyn Fn(web_sys::ProgressEvent)>::new(move |event: web_sys::ProgressEvent| {
+            if event.length_computable() {
+                on_progress(event.loaded(), event.total());
+            }
+        });
+    target.set_onprogress(Some(progress.as_ref().unchecked_ref()));
+    let finished = js_sys::Promise::new(&mut |resolve, _| request.set_onloadend(Some(&resolve)));
+    request.send_with_opt_blob(body.map(|f| f.as_ref()))?;
+    JsFuture::from(finished).await?;
+    drop(progress);
+    match request.status()? {
+        0 => Err(Failure::local(
+            "the transfer was interrupted: is glmtune serve still running? Try again.",
+        )),
+        status => Ok(status),
+    }
+}
+
 /// Uploads a file as the request body, calling `on_progress(sent, total)` as bytes leave (the
 /// fetch API cannot report that, XMLHttpRequest can).
 pub async fn upload<T: DeserializeOwned>(
@@ -149,28 +176,31 @@ pub async fn upload<T: DeserializeOwned>(
     if let Some(token) = csrf() {
         request.set_request_header("X-CSRF-Token", &token)?;
     }
-    let progress =
-        Closure::<dyn Fn(web_sys::ProgressEvent)>::new(move |event: web_sys::ProgressEvent| {
-            if event.length_computable() {
-                on_progress(event.loaded(), event.total());
-            }
-        });
-    request
-        .upload()?
-        .set_onprogress(Some(progress.as_ref().unchecked_ref()));
-    let finished = js_sys::Promise::new(&mut |resolve, _| request.set_onloadend(Some(&resolve)));
-    request.send_with_opt_blob(Some(file))?;
-    JsFuture::from(finished).await?;
-    drop(progress);
-    let status = request.status()?;
+    let upload: web_sys::XmlHttpRequestEventTarget = request.upload()?.into();
+    let status = exchange(&request, &upload, Some(file), on_progress).await?;
     let text = request.response_text()?.unwrap_or_default();
     match status {
-        0 => Err(Failure::local(
-            "the upload was interrupted: is glmtune serve still running? Try again.",
-        )),
         200..=299 => parse(&text),
         _ => Err(Failure::of_answer(status, &text)),
     }
+}
+
+/// Downloads `path` as bytes, calling `on_progress(received, total)` as they arrive.
+pub async fn download(
+    path: &str,
+    on_progress: impl Fn(f64, f64) + 'static,
+) -> Result<Vec<u8>, Failure> {
+    let request = web_sys::XmlHttpRequest::new()?;
+    request.open("GET", path)?;
+    request.set_response_type(web_sys::XmlHttpRequestResponseType::Arraybuffer);
+    let status = exchange(&request, &request, None, on_progress).await?;
+    let response = request.response()?;
+    if !(200..=299).contains(&status) {
+        let text =
+            String::from_utf8_lossy(&js_sys::Uint8Array::new(&response).to_vec()).into_owned();
+        return Err(Failure::of_answer(status, &text));
+    }
+    Ok(js_sys::Uint8Array::new(&response).to_vec())
 }
 
 /// Percent-encodes a query value.

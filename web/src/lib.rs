@@ -96,6 +96,7 @@ fn App() -> impl IntoView {
                         view! { <pages::compare::Compare ids=ids /> }.into_any()
                     }
                     ["chats"] => view! { <pages::chats::Chats /> }.into_any(),
+                    ["local"] => view! { <pages::local::InBrowser /> }.into_any(),
                     ["keys"] => view! { <pages::keys::Keys /> }.into_any(),
                     _ => view! { <pages::datasets::Datasets /> }.into_any(),
                 }
@@ -136,6 +137,7 @@ fn App() -> impl IntoView {
                 <a href="#/models" class=active("models")>"Models"</a>
                 <a href="#/runs" class=active("runs")>"Runs"</a>
                 <a href="#/chats" class=active("chats")>"Chats"</a>
+                <a href="#/local" class=active("local")>"In this browser"</a>
             </nav>
             {move || match session.get() {
                 Session::SignedIn { name, role } => view! {

@@ -93,7 +93,11 @@ impl Gpu {
             queue,
             kernels,
             max_binding,
-            description: format!("{} ({:?})", info.name, info.backend),
+            description: if info.name.is_empty() {
+                format!("{:?}", info.backend)
+            } else {
+                format!("{} ({:?})", info.name, info.backend)
+            },
         })
     }
 

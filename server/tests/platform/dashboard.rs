@@ -23,7 +23,27 @@ fn dashboard_walkthrough_in_chromium() {
     );
     let site = Site::new("dashboard", Backend::Sqlite);
     let web = web_dir.to_string_lossy().into_owned();
-    let server = site.start(&["--web-dir", &web]);
+    // A q4_0 copy of the fixture for the in-browser chat.
+    let quantized = site.data_dir.join("tiny-q4");
+    let made = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args([
+            "quantize",
+            "--model",
+            &fixture("model"),
+            "--bits",
+            "4",
+            "--out",
+        ])
+        .arg(&quantized)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let local_model = format!("tiny-q4={}", quantized.display());
+    let server = site.start(&["--web-dir", &web, "--model", &local_model]);
     let token = server.setup_token.clone().expect("a setup token");
     // The app's wasm goes gzipped to browsers that accept it, whole to those that do not.
     let wasm = "/pkg/glmtune_web_bg.wasm";
@@ -118,6 +138,35 @@ fn dashboard_walkthrough_in_chromium() {
         assert!(differ.iter().any(|k| k == key), "{key}: {seen}");
     }
     assert_eq!(seen["phone_overflow"], serde_json::json!([]), "{seen}");
+    // The in-browser chat ran on WebGPU, answered, and after a reload answered the same from the
+    // browser's cache.
+    let (first, again) = (&seen["local_first"], &seen["local_after_reload"]);
+    assert!(
+        first["backend"].as_str().unwrap().starts_with("WebGPU"),
+        "{seen}"
+    );
+    assert!(!first["answer"].as_str().unwrap().is_empty(), "{seen}");
+    assert_eq!(first["answer"], again["answer"], "{seen}");
+    // The same greedy answer as the server gives for that model on the CPU.
+    let key = site.token("member");
+    let served = server.post(
+        "/v1/chat/completions",
+        &key,
+        &serde_json::json!({"model": "tiny-q4", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(
+        first["answer"],
+        served.json()["choices"][0]["message"]["content"],
+        "{seen}"
+    );
+    assert!(
+        again["status"].as_str().unwrap().contains("cache")
+            || again["status"]
+                .as_str()
+                .unwrap()
+                .contains("answers in this browser"),
+        "{seen}"
+    );
     assert!(
         seen["medical_system"].as_str().unwrap().contains("医生"),
         "{seen}"
@@ -143,6 +192,7 @@ fn dashboard_walkthrough_in_chromium() {
         "6-run-done",
         "6-compare-runs",
         "8-compare",
+        "8-in-browser",
         "9-phone-run",
         "9-phone-run-dark",
     ] {

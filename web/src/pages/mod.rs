@@ -4,6 +4,7 @@ pub mod chats;
 pub mod compare;
 pub mod datasets;
 pub mod keys;
+pub mod local;
 pub mod login;
 pub mod models;
 pub mod run;
