@@ -25,8 +25,8 @@ const CACHE: &str = "glmtune-models";
 
 /// Where the forward runs.
 enum Engine {
-    Gpu(GpuModel),
-    Cpu(ChatGlmModel),
+    Gpu(Box<GpuModel>),
+    Cpu(Box<ChatGlmModel>),
 }
 
 struct Local {
@@ -127,12 +127,12 @@ async fn prepare(
         Ok(gpu) => {
             let backend = format!("WebGPU ({})", gpu.description);
             (
-                Engine::Gpu(GpuModel::upload(gpu, &model).map_err(local)?),
+                Engine::Gpu(Box::new(GpuModel::upload(gpu, &model).map_err(local)?)),
                 backend,
             )
         }
         Err(e) => (
-            Engine::Cpu(model),
+            Engine::Cpu(Box::new(model)),
             format!("CPU (wasm; no WebGPU here: {e})"),
         ),
     };
