@@ -6,6 +6,7 @@ pub mod init;
 pub mod inputs;
 pub mod prefix;
 pub mod rotary;
+mod storage;
 pub mod weights;
 
 pub use chatglm::{ChatGlmModel, KvCache};

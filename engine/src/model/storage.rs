@@ -1,0 +1,69 @@
+//! Whole-model changes of weight storage: a dense model block-quantized (what `glmtune quantize`
+//! stores, and what benchmarks measure without a file), or a quantized one widened back to dense
+//! f32 (the exact reference other backends are checked against).
+
+use candle_core::quantized::GgmlDType;
+
+use crate::error::Result;
+use crate::model::chatglm::Block;
+use crate::model::weights::{Embedding, Linear, Matrix};
+use crate::model::ChatGlmModel;
+
+impl ChatGlmModel {
+    /// This model with its linear layers block-quantized to `linear` and its word embeddings (and
+    /// the output layer tied to them) to `embeddings`, as `glmtune quantize` stores them.
+    pub fn quantized(&self, linear: GgmlDType, embeddings: GgmlDType) -> Result<Self> {
+        self.map_matrices(|m| m.quantized(linear), |m| m.quantized(embeddings))
+    }
+
+    /// This model with every block-quantized matrix widened back to dense f32: the same numbers,
+    /// multiplied without rounding the activations (a reference for other backends).
+    pub fn dequantized(&self) -> Result<Self> {
+        self.map_matrices(Matrix::dequantized, Matrix::dequantized)
+    }
+
+    /// This model with `linear` applied to the blocks' matrices and `embedding` to the word
+    /// embeddings and the output layer (once when they are tied).
+    fn map_matrices(
+        &self,
+        linear: impl Fn(&Matrix) -> Result<Matrix>,
+        embedding: impl Fn(&Matrix) -> Result<Matrix>,
+    ) -> Result<Self> {
+        let map = |layer: &Linear, f: &dyn Fn(&Matrix) -> Result<Matrix>| -> Result<Linear> {
+            Ok(Linear {
+                weight: f(&layer.weight)?,
+                bias: layer.bias.clone(),
+            })
+        };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(Block {
+                    query_key_value: map(&b.query_key_value, &linear)?,
+                    dense: map(&b.dense, &linear)?,
+                    dense_h_to_4h: map(&b.dense_h_to_4h, &linear)?,
+                    dense_4h_to_h: map(&b.dense_4h_to_h, &linear)?,
+                    ..b.clone()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let word_embeddings = Embedding(embedding(&self.word_embeddings.0)?);
+        let tied = match (&self.word_embeddings.0, &self.lm_head.weight) {
+            (Matrix::Dense(a), Matrix::Dense(b)) => a.id() == b.id(),
+            (Matrix::Quantized(a), Matrix::Quantized(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let lm_head = if tied {
+            word_embeddings.as_linear()
+        } else {
+            map(&self.lm_head, &embedding)?
+        };
+        Ok(Self {
+            lm_head,
+            word_embeddings,
+            blocks,
+            ..self.clone()
+        })
+    }
+}
