@@ -13,7 +13,7 @@ use wasm_bindgen_futures::JsFuture;
 use crate::api;
 use crate::chart::Histogram;
 use crate::measure::{self, Checked, MAX_LOCAL_BYTES};
-use crate::pages::{loaded, ErrorNote, Table};
+use crate::pages::{loaded, model_options, ErrorNote, Table};
 
 /// A file chosen for upload, with its bytes once read.
 #[derive(Clone)]
@@ -209,10 +209,7 @@ pub fn Datasets() -> impl IntoView {
                     <label>"Measure tokens with"
                         <select prop:value=move || model.get() on:change=move |ev| model.set(event_target_value(&ev))>
                             <option value="">"(no model: skip statistics)"</option>
-                            {move || models.get().and_then(Result::ok).map(|list| list.data.into_iter().map(|m| {
-                                let name = m.name.clone();
-                                view! { <option value=name.clone()>{name.clone()}</option> }
-                            }).collect_view())}
+                            {model_options(models)}
                         </select>
                     </label>
                     <label>"max_source_length"<input type="number" min="3" bind:value=source_length /></label>

@@ -19,7 +19,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::api::{self, Failure};
-use crate::pages::ErrorNote;
+use crate::pages::{model_options, ErrorNote};
 
 const CACHE: &str = "glmtune-models";
 
@@ -261,9 +261,7 @@ pub fn InBrowser() -> impl IntoView {
                     <label>"Quantized model"
                         <select name="local_model" on:change=move |ev| model.set(event_target_value(&ev))>
                             <option value="">"choose…"</option>
-                            {move || models.get().and_then(Result::ok).map(|list| list.data.into_iter().map(|m| {
-                                view! { <option value=m.name.clone()>{m.name.clone()}</option> }
-                            }).collect_view())}
+                            {model_options(models)}
                         </select>
                     </label>
                     <button name="load" disabled=move || model.get().is_empty() on:click=load>"Download and load"</button>

@@ -40,6 +40,23 @@ pub fn ErrorNote(error: crate::api::Failure) -> impl IntoView {
     }
 }
 
+/// The `<option>`s of every registered model, once the model list has loaded.
+pub fn model_options(
+    models: LocalResource<
+        Result<glmtune_shared::api::List<glmtune_shared::api::ModelInfo>, crate::api::Failure>,
+    >,
+) -> impl Fn() -> Option<AnyView> + Copy {
+    move || {
+        models.get().and_then(Result::ok).map(|list| {
+            list.data
+                .into_iter()
+                .map(|m| view! { <option value=m.name.clone()>{m.name.clone()}</option> })
+                .collect_view()
+                .into_any()
+        })
+    }
+}
+
 /// A resource's view: "Loading…", its error, or `render` of its value.
 pub fn loaded<T: Clone + 'static>(
     resource: LocalResource<Result<T, crate::api::Failure>>,

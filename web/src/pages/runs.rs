@@ -5,7 +5,7 @@ use glmtune_shared::api::{CreateRun, Dataset, List, ModelInfo, Preset, Run, RunS
 use leptos::prelude::*;
 
 use crate::api;
-use crate::pages::{loaded, ErrorNote, Table};
+use crate::pages::{loaded, model_options, ErrorNote, Table};
 
 /// A number field of the advanced settings, empty for "the preset's value".
 fn parsed<T: std::str::FromStr>(text: &str) -> Option<T> {
@@ -133,9 +133,7 @@ pub fn Runs() -> impl IntoView {
                     <label>"Model"
                         <select name="model" required on:change=move |ev| model.set(event_target_value(&ev))>
                             <option value="">"choose…"</option>
-                            {move || models.get().and_then(Result::ok).map(|list| list.data.into_iter().map(|m| {
-                                view! { <option value=m.name.clone()>{m.name.clone()}</option> }
-                            }).collect_view())}
+                            {model_options(models)}
                         </select>
                     </label>
                     <label>"Training data"
