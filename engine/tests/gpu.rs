@@ -8,8 +8,12 @@ mod common;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use glmtune_engine::generation::{generate, Flow, GenerationOptions};
-use glmtune_engine::gpu::{Gpu, GpuModel, Logits};
+use glmtune_engine::gpu::{Gpu, GpuModel, GpuModelBuilder, Logits};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+use glmtune_engine::quant::{
+    quantize_checkpoint, Bits, EmbeddingFormat, GgufIndex, QUANTIZED_FILE,
+};
+use glmtune_engine::ChatGlmConfig;
 
 use common::*;
 
@@ -118,4 +122,68 @@ fn bad_input_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("cache holds"), "{error}");
+}
+
+/// A browser's way in: the index from the first bytes of `model.gguf` (read in growing pieces),
+/// then each tensor from its own byte range straight to the GPU. Same logits as uploading the
+/// model loaded from that file, to the last bit.
+#[test]
+fn a_model_streamed_tensor_by_tensor_from_its_file_matches_the_loaded_one() {
+    let dir = std::env::temp_dir().join(format!("glmtune-gpu-stream-{}", std::process::id()));
+    quantize_checkpoint(
+        &fixture_dir().join("model"),
+        &dir,
+        Bits::Four,
+        EmbeddingFormat::Q8,
+    )
+    .unwrap();
+    let bytes = std::fs::read(dir.join(QUANTIZED_FILE)).unwrap();
+    let mut head = 64;
+    let index = loop {
+        match GgufIndex::parse(QUANTIZED_FILE, &bytes[..head], bytes.len() as u64).unwrap() {
+            Some(index) => break index,
+            None => head = (head * 2).min(bytes.len()),
+        }
+    };
+    assert!(head < bytes.len(), "the header alone needed the whole file");
+    let config = ChatGlmConfig::from_file(&dir.join("config.json")).unwrap();
+    let mut builder = GpuModelBuilder::new(Gpu::blocking().unwrap(), config.clone());
+    for entry in &index.tensors {
+        let range = entry.start as usize..(entry.start + entry.len) as usize;
+        builder
+            .add(&entry.name, entry.tensor(&bytes[range]).unwrap())
+            .unwrap();
+    }
+    let streamed = builder.finish().unwrap();
+    let loaded = ChatGlmModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let uploaded = GpuModel::upload(Gpu::blocking().unwrap(), &loaded).unwrap();
+    let prefix = adapter(&loaded);
+    for ids in cases() {
+        let a = gpu_logits(&streamed, Some(&prefix), &ids);
+        let b = gpu_logits(&uploaded, Some(&prefix), &ids);
+        assert_eq!(relative_error(&a, &b), 0.0);
+    }
+
+    // A file cut short, and a model missing a tensor, are refused by name.
+    let error = GgufIndex::parse(QUANTIZED_FILE, &bytes[..head], head as u64 + 10)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("past the end of the file"), "{error}");
+    let mut builder = GpuModelBuilder::new(Gpu::blocking().unwrap(), config);
+    for entry in index
+        .tensors
+        .iter()
+        .filter(|e| !e.name.contains("layers.1.mlp"))
+    {
+        let range = entry.start as usize..(entry.start + entry.len) as usize;
+        builder
+            .add(&entry.name, entry.tensor(&bytes[range]).unwrap())
+            .unwrap();
+    }
+    let error = builder.finish().err().unwrap().to_string();
+    assert!(
+        error.contains("layers.1.mlp.dense_h_to_4h.weight"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

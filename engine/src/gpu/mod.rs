@@ -5,12 +5,14 @@
 //! - [`Gpu`] opens an adapter and compiles the kernels (`*.wgsl` beside this file);
 //! - [`weights`] uploads weight matrices tensor by tensor in the kernels' layouts (f32, f16,
 //!   q8_0, q4_0), split across buffers where a matrix passes the adapter's binding limit;
+//! - `upload` puts a model there tensor by tensor, from a CPU model or straight from `model.gguf`;
 //! - [`model`] runs the forward over a GPU-resident key/value cache that starts with the prefix;
 //! - `decode` generates from it and gives whole-sequence logits.
 
 mod decode;
 pub mod model;
 mod params;
+mod upload;
 pub mod weights;
 
 use std::borrow::Cow;
@@ -21,6 +23,7 @@ use crate::error::{EngineError, Result};
 
 pub use decode::SequenceInputs;
 pub use model::{GpuCache, GpuModel, Logits};
+pub use upload::GpuModelBuilder;
 
 fn gpu_error(message: impl Into<String>) -> EngineError {
     EngineError::Gpu(message.into())

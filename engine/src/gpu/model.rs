@@ -12,28 +12,27 @@ use super::weights::GpuMatrix;
 use super::{gpu_error, grid, Gpu};
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
-use crate::model::chatglm::{LayerNorm, RESIDUAL_ALPHA};
-use crate::model::weights::Linear;
-use crate::model::{ChatGlmModel, PrefixEncoder};
+use crate::model::chatglm::RESIDUAL_ALPHA;
+use crate::model::PrefixEncoder;
 
-struct GpuLinear {
-    weight: GpuMatrix,
-    bias: Option<wgpu::Buffer>,
+pub(super) struct GpuLinear {
+    pub(super) weight: GpuMatrix,
+    pub(super) bias: Option<wgpu::Buffer>,
 }
 
-struct GpuNorm {
-    weight: wgpu::Buffer,
-    bias: wgpu::Buffer,
-    eps: f32,
+pub(super) struct GpuNorm {
+    pub(super) weight: wgpu::Buffer,
+    pub(super) bias: wgpu::Buffer,
+    pub(super) eps: f32,
 }
 
-struct GpuBlock {
-    input_layernorm: GpuNorm,
-    query_key_value: GpuLinear,
-    dense: GpuLinear,
-    post_attention_layernorm: GpuNorm,
-    dense_h_to_4h: GpuLinear,
-    dense_4h_to_h: GpuLinear,
+pub(super) struct GpuBlock {
+    pub(super) input_layernorm: GpuNorm,
+    pub(super) query_key_value: GpuLinear,
+    pub(super) dense: GpuLinear,
+    pub(super) post_attention_layernorm: GpuNorm,
+    pub(super) dense_h_to_4h: GpuLinear,
+    pub(super) dense_4h_to_h: GpuLinear,
 }
 
 /// Which tokens' logits a forward pass returns.
@@ -47,19 +46,20 @@ pub enum Logits {
 
 /// A model whose weights live on the GPU.
 pub struct GpuModel {
-    gpu: Gpu,
+    pub(super) gpu: Gpu,
     pub(crate) config: ChatGlmConfig,
-    word_embeddings: GpuMatrix,
-    blocks: Vec<GpuBlock>,
-    final_layernorm: GpuNorm,
-    lm_head: GpuMatrix,
-    cos: wgpu::Buffer,
-    sin: wgpu::Buffer,
-    rotary_dim: usize,
-    max_positions: usize,
+    pub(super) word_embeddings: GpuMatrix,
+    pub(super) blocks: Vec<GpuBlock>,
+    pub(super) final_layernorm: GpuNorm,
+    /// The word embeddings' buffers again when the output layer is tied to them.
+    pub(super) lm_head: GpuMatrix,
+    pub(super) cos: wgpu::Buffer,
+    pub(super) sin: wgpu::Buffer,
+    pub(super) rotary_dim: usize,
+    pub(super) max_positions: usize,
     pub(crate) vocab: usize,
     /// Bound where a kernel's optional input is absent.
-    empty: wgpu::Buffer,
+    pub(super) empty: wgpu::Buffer,
 }
 
 /// Keys and values of every layer, `[heads, capacity, head_dim]` each, on the GPU.
@@ -86,61 +86,6 @@ fn floats(tensor: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl GpuModel {
-    /// Uploads `model`'s weights to `gpu`, one matrix at a time.
-    pub fn upload(gpu: Gpu, model: &ChatGlmModel) -> Result<Self> {
-        let vector = |label: &str, tensor: &Tensor| -> Result<wgpu::Buffer> {
-            Ok(gpu.storage(label, bytemuck::cast_slice(&floats(tensor)?)))
-        };
-        let norm = |label: &str, n: &LayerNorm| -> Result<GpuNorm> {
-            Ok(GpuNorm {
-                weight: vector(label, &n.weight)?,
-                bias: vector(label, &n.bias)?,
-                eps: n.eps as f32,
-            })
-        };
-        let linear = |label: &str, l: &Linear| -> Result<GpuLinear> {
-            Ok(GpuLinear {
-                weight: GpuMatrix::upload(&gpu, label, &l.weight)?,
-                bias: l.bias.as_ref().map(|b| vector(label, b)).transpose()?,
-            })
-        };
-        let blocks = model
-            .blocks
-            .iter()
-            .map(|b| {
-                Ok(GpuBlock {
-                    input_layernorm: norm("input_layernorm", &b.input_layernorm)?,
-                    query_key_value: linear("query_key_value", &b.query_key_value)?,
-                    dense: linear("dense", &b.dense)?,
-                    post_attention_layernorm: norm(
-                        "post_attention_layernorm",
-                        &b.post_attention_layernorm,
-                    )?,
-                    dense_h_to_4h: linear("dense_h_to_4h", &b.dense_h_to_4h)?,
-                    dense_4h_to_h: linear("dense_4h_to_h", &b.dense_4h_to_h)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (max_positions, rotary_dim) = model.rotary.cos.dims2()?;
-        if model.lm_head.bias.is_some() {
-            return Err(gpu_error("an output layer with a bias is not supported"));
-        }
-        Ok(GpuModel {
-            word_embeddings: GpuMatrix::upload(&gpu, "word_embeddings", &model.word_embeddings.0)?,
-            lm_head: GpuMatrix::upload(&gpu, "lm_head", &model.lm_head.weight)?,
-            final_layernorm: norm("final_layernorm", &model.final_layernorm)?,
-            cos: vector("cos", &model.rotary.cos)?,
-            sin: vector("sin", &model.rotary.sin)?,
-            empty: gpu.storage("empty", &[0; 4]),
-            config: model.config().clone(),
-            blocks,
-            rotary_dim,
-            max_positions,
-            vocab: model.lm_head.weight.dims2()?.0,
-            gpu,
-        })
-    }
-
     pub fn config(&self) -> &ChatGlmConfig {
         &self.config
     }

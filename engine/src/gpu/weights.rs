@@ -33,6 +33,7 @@ impl Layout {
 }
 
 /// Rows `start..start + rows` of a matrix.
+#[derive(Clone)]
 pub struct Chunk {
     pub start: usize,
     pub rows: usize,
@@ -40,6 +41,7 @@ pub struct Chunk {
     pub quants: wgpu::Buffer,
 }
 
+#[derive(Clone)]
 pub struct GpuMatrix {
     pub layout: Layout,
     pub rows: usize,

@@ -249,14 +249,7 @@ impl ChatGlmModel {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let rotary_dim = if config.position_encoding_2d {
-            config.head_dim() / 2
-        } else {
-            config.head_dim()
-        };
-        // Generation moves only the block position, so positions stay below the sequence length.
-        let max_positions = config.max_sequence_length.max(2048) + 1;
-        let rotary = Rotary::new(rotary_dim, max_positions, dtype, device)?;
+        let rotary = Rotary::of(&config, dtype, device)?;
         Ok(Self {
             config,
             word_embeddings,

@@ -8,6 +8,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use half::{bf16, f16};
 
+use crate::config::ChatGlmConfig;
 use crate::error::Result;
 
 /// cos/sin tables indexed by position, for one rotary width.
@@ -28,6 +29,19 @@ fn round_to(dtype: DType, x: f32) -> f32 {
 }
 
 impl Rotary {
+    /// The tables `config`'s model uses: half the head for each of the two positions when the
+    /// encoding is 2D, up to the longest position generation can reach.
+    pub fn of(config: &ChatGlmConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let rotary_dim = if config.position_encoding_2d {
+            config.head_dim() / 2
+        } else {
+            config.head_dim()
+        };
+        // Generation moves only the block position, so positions stay below the sequence length.
+        let max_positions = config.max_sequence_length.max(2048) + 1;
+        Self::new(rotary_dim, max_positions, dtype, device)
+    }
+
     /// Tables for `rotary_dim` channels and positions `0..max_positions`, in `dtype`.
     pub fn new(
         rotary_dim: usize,

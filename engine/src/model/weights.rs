@@ -37,6 +37,15 @@ impl Matrix {
         })
     }
 
+    /// Whether both name the very same weights (a tied output layer).
+    pub fn same(&self, other: &Matrix) -> bool {
+        match (self, other) {
+            (Matrix::Dense(a), Matrix::Dense(b)) => a.id() == b.id(),
+            (Matrix::Quantized(a), Matrix::Quantized(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     pub fn dims2(&self) -> Result<(usize, usize)> {
         Ok(match self {
             Matrix::Dense(t) => t.dims2()?,

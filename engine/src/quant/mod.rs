@@ -9,6 +9,10 @@
 //!
 //! [`ChatGlmModel::load`]: crate::model::ChatGlmModel::load
 
+mod index;
+
+pub use index::{GgufIndex, TensorEntry};
+
 use std::cell::RefCell;
 use std::fmt;
 use std::fs::File;
