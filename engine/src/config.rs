@@ -169,7 +169,12 @@ pub struct AdapterConfig {
 impl AdapterConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        let fields = Fields::parse(&text, path)?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses an adapter's config from JSON text; `path` is only used in error messages.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let fields = Fields::parse(text, path)?;
         let prefix = fields.prefix()?.ok_or_else(|| {
             EngineError::config(
                 path,

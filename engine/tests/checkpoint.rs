@@ -399,3 +399,59 @@ fn projection_adapter_loads_and_changes_logits() {
     let with = sequence_logits(&model, Some(&prefix), &case_ids()).unwrap();
     assert!(relative_error(&with, &reference()) > 1e-3);
 }
+
+/// A browser holds an adapter's files as bytes: the same encoder as from the folder, and the same
+/// refusals, naming the adapter.
+#[test]
+fn adapter_from_bytes_matches_the_folder() {
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let trained = fixture_dir().join("adapter_trained");
+    let config = std::fs::read_to_string(trained.join("config.json")).unwrap();
+    let folder = PrefixEncoder::load_adapter(&trained, model.config(), &Device::Cpu).unwrap();
+    let dir = adapter_dir(
+        "adapter-bytes",
+        serde_json::from_str(&config).unwrap(),
+        &folder
+            .named_tensors()
+            .into_iter()
+            .map(|(name, t)| (name.to_owned(), t))
+            .collect::<Vec<_>>(),
+    );
+    let bytes = std::fs::read(dir.join("adapter.safetensors")).unwrap();
+    let loaded = PrefixEncoder::from_bytes(
+        "run-1",
+        &config,
+        bytes.clone(),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = case_ids();
+    let a = sequence_logits(&model, Some(&folder), &ids).unwrap();
+    let b = sequence_logits(&model, Some(&loaded), &ids).unwrap();
+    assert_eq!(relative_error(&a, &b), 0.0);
+
+    let error = PrefixEncoder::from_bytes(
+        "run-1",
+        &config,
+        bytes[..100].to_vec(),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("run-1/adapter.safetensors"), "{error}");
+    let error = PrefixEncoder::from_bytes(
+        "run-1",
+        "{\"pre_seq_len\": 4,",
+        bytes,
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("run-1/config.json") && error.contains("line 1"),
+        "{error}"
+    );
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::pickle::PthTensors;
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::safetensors::{BufferedSafetensors, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EngineError, Result};
@@ -25,6 +25,8 @@ const PTH_SINGLE: &str = "pytorch_model.bin";
 enum Shard {
     Pth(PthTensors),
     Safetensors(MmapedSafetensors),
+    /// A safetensors file's bytes (a browser that downloaded it).
+    Buffered(BufferedSafetensors),
 }
 
 /// The tensors of one checkpoint, found by name across its shards.
@@ -71,6 +73,17 @@ impl Checkpoint {
             dir,
             format!("no weights found: expected one of {}", expected.join(", ")),
         ))
+    }
+
+    /// A checkpoint of one safetensors file held in memory; `path` names it in messages.
+    pub fn from_safetensors_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let st = BufferedSafetensors::new(bytes).map_err(|e| {
+            EngineError::checkpoint(path, format!("not a valid safetensors file: {e}"))
+        })?;
+        let names: Vec<String> = st.tensors().into_iter().map(|(name, _)| name).collect();
+        let mut checkpoint = Self::empty(path.parent().unwrap_or(Path::new("")));
+        checkpoint.record_shard(Shard::Buffered(st), names, path);
+        Ok(checkpoint)
     }
 
     fn empty(dir: &Path) -> Self {
@@ -160,13 +173,17 @@ impl Checkpoint {
             let names = pth.tensor_infos().keys().cloned().collect();
             (Shard::Pth(pth), names)
         };
+        Ok(self.record_shard(shard, names, path))
+    }
+
+    fn record_shard(&mut self, shard: Shard, names: Vec<String>, path: &Path) -> usize {
         let index = self.shards.len();
         for name in names {
             self.locations.insert(name, index);
         }
         self.shards.push(shard);
         self.shard_paths.push(path.to_owned());
-        Ok(index)
+        index
     }
 
     pub fn dir(&self) -> &Path {
@@ -208,6 +225,7 @@ impl Checkpoint {
         let path = &self.shard_paths[shard];
         let tensor = match &self.shards[shard] {
             Shard::Safetensors(st) => st.load(name, device),
+            Shard::Buffered(st) => st.load(name, device),
             Shard::Pth(pth) => pth
                 .get(name)
                 .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("not a tensor".into())))

@@ -81,24 +81,26 @@ impl PrefixEncoder {
 
     /// Loads an adapter folder written by the official `ptuning/main.py` (or by us).
     pub fn load_adapter(dir: &Path, model: &ChatGlmConfig, device: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let adapter_config = AdapterConfig::from_file(&config_path)?;
-        for (field, ours, theirs) in [
-            ("hidden_size", model.hidden_size, adapter_config.hidden_size),
-            ("num_layers", model.num_layers, adapter_config.num_layers),
-        ] {
-            if let Some(theirs) = theirs {
-                if theirs != ours {
-                    return Err(EngineError::adapter(
-                        dir,
-                        format!(
-                            "was trained for {field} {theirs}, but the model has {field} {ours}"
-                        ),
-                    ));
-                }
-            }
-        }
+        let adapter_config = AdapterConfig::from_file(&dir.join("config.json"))?;
+        check_fits(&adapter_config, model, dir)?;
         let checkpoint = Checkpoint::open_with_extra(dir, &["adapter.safetensors"])?;
+        Self::from_checkpoint(&checkpoint, adapter_config.prefix, model, device)
+    }
+
+    /// An adapter from the bytes of its `config.json` and `adapter.safetensors` (a browser that
+    /// downloaded them); `name` names it in messages.
+    pub fn from_bytes(
+        name: &str,
+        config_json: &str,
+        safetensors: Vec<u8>,
+        model: &ChatGlmConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let dir = Path::new(name);
+        let adapter_config = AdapterConfig::from_json_str(config_json, &dir.join("config.json"))?;
+        check_fits(&adapter_config, model, dir)?;
+        let checkpoint =
+            Checkpoint::from_safetensors_bytes(&dir.join("adapter.safetensors"), safetensors)?;
         Self::from_checkpoint(&checkpoint, adapter_config.prefix, model, device)
     }
 
@@ -291,4 +293,22 @@ pub fn split_key_values(encoded: &Tensor, model: &ChatGlmConfig) -> Result<Vec<(
             Ok((key, value))
         })
         .collect()
+}
+
+/// Refuses an adapter trained for another architecture, naming the field.
+fn check_fits(adapter: &AdapterConfig, model: &ChatGlmConfig, dir: &Path) -> Result<()> {
+    for (field, ours, theirs) in [
+        ("hidden_size", model.hidden_size, adapter.hidden_size),
+        ("num_layers", model.num_layers, adapter.num_layers),
+    ] {
+        if let Some(theirs) = theirs {
+            if theirs != ours {
+                return Err(EngineError::adapter(
+                    dir,
+                    format!("was trained for {field} {theirs}, but the model has {field} {ours}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

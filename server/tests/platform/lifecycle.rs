@@ -258,6 +258,20 @@ fn lifecycle(backend: Backend) {
         std::fs::read(run_dir.join("pytorch_model.bin")).unwrap()
     );
     assert!(archive.by_name("config.json").is_ok());
+    // And file by file, for the in-browser chat; nothing outside the adapter's files.
+    let safetensors = server.get(
+        &format!("/api/v1/runs/{run_id}/adapter/adapter.safetensors"),
+        &key,
+    );
+    assert_eq!(safetensors.status, 200);
+    assert_eq!(
+        safetensors.body,
+        std::fs::read(run_dir.join("adapter.safetensors")).unwrap()
+    );
+    for other in ["events.jsonl", "..%2Fconfig.json", "checkpoint-2"] {
+        let refused = server.get(&format!("/api/v1/runs/{run_id}/adapter/{other}"), &key);
+        assert_eq!(refused.status, 404, "{other}");
+    }
 
     // The fine-tuned model answers in chats (kept) and in chat completions.
     let models = server.get("/v1/models", &key).json();

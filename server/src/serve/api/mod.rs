@@ -58,6 +58,7 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
         .route("/api/v1/runs/{id}/checkpoints", get(runs::checkpoints))
         .route("/api/v1/runs/{id}/evaluation", get(runs::evaluation))
         .route("/api/v1/runs/{id}/adapter", get(runs::adapter))
+        .route("/api/v1/runs/{id}/adapter/{file}", get(runs::adapter_file))
         .route("/api/v1/chats", get(chats::list).post(chats::create))
         .route(
             "/api/v1/chats/{id}",

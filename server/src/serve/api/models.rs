@@ -77,6 +77,11 @@ pub async fn file(
         return Err(missing());
     }
     let path = resolve(&dir, &file).ok_or_else(missing)?;
+    serve_file(path, request).await
+}
+
+/// `path` as the answer to `request`, ranges and conditional requests included.
+pub async fn serve_file(path: std::path::PathBuf, request: Request) -> Result<Response, ApiError> {
     let response = ServeFile::new(path)
         .oneshot(request)
         .await

@@ -321,6 +321,30 @@ pub async fn adapter(
         .into_response())
 }
 
+/// One file of a succeeded run's final adapter (`config.json`, `adapter.safetensors`, …), served
+/// as is with `Range` support: the in-browser chat fetches and caches them one by one.
+pub async fn adapter_file(
+    State(state): State<AppState>,
+    Path((id, file)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let run = find(&state, &id).await?;
+    if run.state != RunState::Succeeded {
+        return Err(ApiError::conflict(format!(
+            "run {id} is {}; its adapter is ready once it succeeded",
+            run.state.as_str()
+        )));
+    }
+    let path = state.run_dir(&id).join(&file);
+    if !ADAPTER_FILES.contains(&file.as_str()) || !path.is_file() {
+        return Err(ApiError::not_found(format!(
+            "run {id}'s adapter has no file {file} (it has {})",
+            ADAPTER_FILES.join(", ")
+        )));
+    }
+    super::models::serve_file(path, request).await
+}
+
 fn zip_adapter(dir: &std::path::Path) -> Result<Vec<u8>, ApiError> {
     use std::io::Write;
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
