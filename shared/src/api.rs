@@ -116,6 +116,10 @@ pub struct ModelInfo {
 pub struct ModelFile {
     pub name: String,
     pub bytes: u64,
+    /// Last modification, seconds since the Unix epoch (0 when unknown): browsers key cached
+    /// copies by it.
+    #[serde(default)]
+    pub modified: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -176,9 +176,13 @@ try {
   seen.compare = await page.locator(".compare h3").allInnerTexts();
   await shot("8-compare");
 
-  // A quantized model answering in the browser, then again from the browser's cache after a reload.
-  const askLocally = async () => {
+  // A quantized model answering in the browser (in a worker), then again from the browser's cache
+  // after a reload; a download cut short resumes with the missing piece only; and with a run's
+  // adapter.
+  const askLocally = async (adapter = "") => {
     await page.locator("select[name=local_model]").selectOption("tiny-q4");
+    await page.locator("select[name=local_adapter] option").nth(1).waitFor({ state: "attached" });
+    await page.locator("select[name=local_adapter]").selectOption(adapter);
     await page.getByRole("button", { name: "Download and load" }).click();
     await page.locator(".local-chat").waitFor({ timeout: 120_000 });
     await page.locator("textarea[name=local_question]").fill("你好");
@@ -197,6 +201,19 @@ try {
   await shot("8-in-browser");
   await page.reload();
   seen.local_after_reload = await askLocally();
+  seen.local_pieces = await page.evaluate(async () => {
+    const cache = await caches.open("glmtune-models");
+    const pieces = (await cache.keys()).map((r) => r.url).filter((u) => u.includes("model.gguf?version="));
+    const last = pieces.sort((a, b) => Number(a.split("piece=")[1]) - Number(b.split("piece=")[1])).pop();
+    await cache.delete(last);
+    return pieces.length + 1;
+  });
+  await page.reload();
+  seen.local_resumed = await askLocally();
+  await page.reload();
+  seen.local_adapter_run = await page.locator("select[name=local_adapter] option").nth(1).getAttribute("value");
+  seen.local_with_adapter = await askLocally(seen.local_adapter_run);
+  await shot("8-in-browser-adapter");
 
   // A phone's width: nothing wider than the screen; and the dark theme.
   await page.setViewportSize({ width: 390, height: 844 });

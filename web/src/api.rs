@@ -83,8 +83,7 @@ pub async fn send(
             request.headers().set("X-CSRF-Token", &token)?;
         }
     }
-    let window = web_sys::window().ok_or_else(|| Failure::local("no window"))?;
-    let response: Response = JsFuture::from(window.fetch_with_request(&request))
+    let response: Response = JsFuture::from(fetch(&request))
         .await?
         .dyn_into()
         .map_err(|_| Failure::local("fetch returned something else than a response"))?;
@@ -93,6 +92,58 @@ pub async fn send(
     }
     let text = text_of(&response).await.unwrap_or_default();
     Err(Failure::of_answer(response.status(), &text))
+}
+
+/// `fetch` on whatever global this runs in: the page's window, or a worker's scope.
+fn fetch(request: &Request) -> js_sys::Promise {
+    let global = js_sys::global();
+    match global.dyn_ref::<web_sys::Window>() {
+        Some(window) => window.fetch_with_request(request),
+        None => global
+            .unchecked_into::<web_sys::WorkerGlobalScope>()
+            .fetch_with_request(request),
+    }
+}
+
+/// The browser's Cache API storage, in a page or a worker (secure contexts only).
+pub fn caches() -> Option<web_sys::CacheStorage> {
+    let global = js_sys::global();
+    match global.dyn_ref::<web_sys::Window>() {
+        Some(window) => window.caches().ok(),
+        None => global
+            .unchecked_into::<web_sys::WorkerGlobalScope>()
+            .caches()
+            .ok(),
+    }
+}
+
+/// Bytes `start..end` of a file, by a `Range` request the server must honour.
+pub async fn get_range(path: &str, start: u64, end: u64) -> Result<Vec<u8>, Failure> {
+    let request = Request::new_with_str(path)?;
+    request
+        .headers()
+        .set("Range", &format!("bytes={start}-{}", end - 1))?;
+    let response: Response = JsFuture::from(fetch(&request))
+        .await?
+        .dyn_into()
+        .map_err(|_| Failure::local("fetch returned something else than a response"))?;
+    let whole = start == 0 && response.status() == 200;
+    if response.status() != 206 && !whole {
+        let text = text_of(&response).await.unwrap_or_default();
+        return Err(Failure::of_answer(response.status(), &text));
+    }
+    let buffer = JsFuture::from(response.array_buffer()?).await?;
+    let mut bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+    if whole {
+        bytes.truncate((end - start) as usize);
+    }
+    if bytes.len() as u64 != end - start {
+        return Err(Failure::local(format!(
+            "{path}: asked for bytes {start}..{end}, got {}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
 }
 
 pub async fn text_of(response: &Response) -> Result<String, Failure> {
@@ -183,24 +234,6 @@ pub async fn upload<T: DeserializeOwned>(
         200..=299 => parse(&text),
         _ => Err(Failure::of_answer(status, &text)),
     }
-}
-
-/// Downloads `path` as bytes, calling `on_progress(received, total)` as they arrive.
-pub async fn download(
-    path: &str,
-    on_progress: impl Fn(f64, f64) + 'static,
-) -> Result<Vec<u8>, Failure> {
-    let request = web_sys::XmlHttpRequest::new()?;
-    request.open("GET", path)?;
-    request.set_response_type(web_sys::XmlHttpRequestResponseType::Arraybuffer);
-    let status = exchange(&request, &request, None, on_progress).await?;
-    let response = request.response()?;
-    if !(200..=299).contains(&status) {
-        let text =
-            String::from_utf8_lossy(&js_sys::Uint8Array::new(&response).to_vec()).into_owned();
-        return Err(Failure::of_answer(status, &text));
-    }
-    Ok(js_sys::Uint8Array::new(&response).to_vec())
 }
 
 /// Percent-encodes a query value.

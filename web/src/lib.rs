@@ -4,6 +4,7 @@
 
 mod api;
 mod chart;
+pub mod local;
 mod measure;
 mod pages;
 
@@ -12,7 +13,10 @@ use wasm_bindgen::prelude::wasm_bindgen;
 
 #[wasm_bindgen(start)]
 pub fn start() {
-    leptos::mount::mount_to_body(App);
+    // The in-browser model's worker loads this module too; it has no page to mount.
+    if web_sys::window().is_some() {
+        leptos::mount::mount_to_body(App);
+    }
 }
 
 /// Who is signed in (`None` before the first answer from the server).

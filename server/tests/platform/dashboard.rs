@@ -159,12 +159,47 @@ fn dashboard_walkthrough_in_chromium() {
         served.json()["choices"][0]["message"]["content"],
         "{seen}"
     );
+    // The reload downloaded nothing; with one piece gone from the cache, only that one.
+    assert_eq!(first["source"], "network", "{seen}");
+    assert_eq!(again["source"], "cache", "{seen}");
+    let pieces = seen["local_pieces"].as_u64().unwrap();
+    assert!(pieces >= 2, "{seen}");
     assert!(
-        again["status"].as_str().unwrap().contains("cache")
-            || again["status"]
-                .as_str()
-                .unwrap()
-                .contains("answers in this browser"),
+        again["status"].as_str().unwrap().contains(&format!(
+            "0 pieces downloaded, {pieces} from this browser's cache"
+        )),
+        "{seen}"
+    );
+    let resumed = &seen["local_resumed"];
+    assert!(
+        resumed["status"].as_str().unwrap().contains(&format!(
+            "1 pieces downloaded, {} from this browser's cache",
+            pieces - 1
+        )),
+        "{seen}"
+    );
+    assert_eq!(resumed["answer"], first["answer"], "{seen}");
+    // With a run's adapter: the answer the server gives for the same quantized base and adapter.
+    let run = seen["local_adapter_run"].as_str().unwrap();
+    let admin = site.token("admin");
+    let registered = server.post(
+        "/api/v1/models",
+        &admin,
+        &serde_json::json!({
+            "name": "tiny-q4-tuned",
+            "path": quantized.display().to_string(),
+            "adapter": site.data_dir.join("runs").join(run).display().to_string(),
+        }),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    let tuned = server.post(
+        "/v1/chat/completions",
+        &key,
+        &serde_json::json!({"model": "tiny-q4-tuned", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(
+        seen["local_with_adapter"]["answer"],
+        tuned.json()["choices"][0]["message"]["content"],
         "{seen}"
     );
     assert!(
@@ -193,6 +228,7 @@ fn dashboard_walkthrough_in_chromium() {
         "6-compare-runs",
         "8-compare",
         "8-in-browser",
+        "8-in-browser-adapter",
         "9-phone-run",
         "9-phone-run-dark",
     ] {

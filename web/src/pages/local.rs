@@ -1,262 +1,197 @@
 //! "In this browser": a quantized model (a folder holding `model.gguf`, from `glmtune quantize`)
-//! downloaded once with progress into the browser's Cache API, then answering right here — on
-//! WebGPU when the browser has it, on the CPU (candle in wasm) when not — with no server involved
-//! after the download. A reload loads from the cache instead of the network.
+//! and, optionally, a finished run's adapter, downloaded once with progress into the browser's
+//! Cache API and then answering right here, in a Web Worker (on WebGPU when the browser has it,
+//! candle on the CPU when not), with no server involved after the download.
 
 use std::rc::Rc;
 
-use glmtune_engine::generation::{
-    build_prompt, generate, process_response, Flow, GenerationOptions, TextStream, Turn,
-};
-use glmtune_engine::gpu::{Gpu, GpuModel};
-use glmtune_engine::model::ChatGlmModel;
-use glmtune_engine::quant::QUANTIZED_FILE;
-use glmtune_engine::tokenizer::ChatGlmTokenizer;
-use glmtune_engine::ChatGlmConfig;
-use glmtune_shared::api::{List, ModelFile, ModelInfo};
+use glmtune_shared::api::{List, ModelInfo, Run, RunState};
 use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::api::{self, Failure};
+use crate::local::protocol::{FromWorker, ToWorker};
 use crate::pages::{model_options, ErrorNote};
 
-const CACHE: &str = "glmtune-models";
-
-/// Where the forward runs.
-enum Engine {
-    Gpu(Box<GpuModel>),
-    Cpu(Box<ChatGlmModel>),
+/// The worker with the handler that keeps its messages flowing into the page.
+struct Thread {
+    worker: web_sys::Worker,
+    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
 }
 
-struct Local {
-    tokenizer: ChatGlmTokenizer,
-    engine: Engine,
-    /// "WebGPU (…)" or "CPU (wasm)".
-    backend: String,
-    /// Whether the weights came from this browser's cache rather than the network.
-    from_cache: bool,
-}
-
-/// The browser's cache of model files, when it has one (secure contexts only).
-async fn cache() -> Option<web_sys::Cache> {
-    let caches = web_sys::window()?.caches().ok()?;
-    JsFuture::from(caches.open(CACHE))
-        .await
-        .ok()?
-        .dyn_into()
-        .ok()
-}
-
-/// `path`'s bytes from the cache, or downloaded (with progress) and then cached. Returns whether
-/// they came from the cache.
-async fn fetch_cached(
-    path: &str,
-    on_progress: impl Fn(f64, f64) + 'static,
-) -> Result<(Vec<u8>, bool), Failure> {
-    let cache = cache().await;
-    if let Some(cache) = &cache {
-        if let Ok(found) = JsFuture::from(cache.match_with_str(path)).await {
-            if let Ok(response) = found.dyn_into::<web_sys::Response>() {
-                let buffer = JsFuture::from(response.array_buffer()?).await?;
-                return Ok((js_sys::Uint8Array::new(&buffer).to_vec(), true));
-            }
-        }
+impl Drop for Thread {
+    fn drop(&mut self) {
+        self.worker.terminate();
     }
-    let bytes = api::download(path, on_progress).await?;
-    if let Some(cache) = &cache {
-        let mut copy = bytes.clone();
-        let response = web_sys::Response::new_with_opt_u8_array(Some(&mut copy))?;
-        // A full cache only costs the next visit a download.
-        let _ = JsFuture::from(cache.put_with_str(path, &response)).await;
-    }
-    Ok((bytes, false))
 }
 
-async fn prepare(
-    model: &str,
+/// The page's picture of the worker.
+#[derive(Clone, Copy)]
+struct Signals {
     progress: RwSignal<Option<(f64, f64)>>,
     status: RwSignal<String>,
-) -> Result<Local, Failure> {
-    let base = format!("/api/v1/models/{}/files", api::encode(model));
-    let files: List<ModelFile> = api::get(&base).await?;
-    let Some(weights) = files.data.iter().find(|f| f.name == QUANTIZED_FILE) else {
-        return Err(Failure::local(format!(
-            "{model} has no {QUANTIZED_FILE}: quantize it first (glmtune quantize --model DIR --bits 4 --out DIR) and register that folder"
-        )));
-    };
-    let total = weights.bytes as f64;
-    let (config_bytes, _) = fetch_cached(&format!("{base}/config.json"), |_, _| {}).await?;
-    let (vocabulary, _) = fetch_cached(&format!("{base}/ice_text.model"), |_, _| {}).await?;
-    let tokenizer_config = fetch_cached(&format!("{base}/tokenizer_config.json"), |_, _| {})
-        .await
-        .ok()
-        .map(|(bytes, _)| String::from_utf8_lossy(&bytes).into_owned());
-    status.set(format!(
-        "Downloading {QUANTIZED_FILE} ({:.1} MB)…",
-        total / 1e6
-    ));
-    let (gguf, cached) = fetch_cached(&format!("{base}/{QUANTIZED_FILE}"), move |done, all| {
-        progress.set(Some((done, all)))
-    })
-    .await?;
-    progress.set(Some((total, total)));
-    status.set(if cached {
-        format!("{QUANTIZED_FILE} loaded from this browser's cache; building the model…")
-    } else {
-        format!("Downloaded {QUANTIZED_FILE}; building the model…")
-    });
-    let local = |e: glmtune_engine::EngineError| Failure::local(e.to_string());
-    let config = ChatGlmConfig::from_json_str(
-        &String::from_utf8_lossy(&config_bytes),
-        std::path::Path::new("config.json"),
-    )
-    .map_err(local)?;
-    let tokenizer = ChatGlmTokenizer::from_bytes(&vocabulary, tokenizer_config.as_deref())
-        .map_err(|e| Failure::local(e.to_string()))?;
-    let device = candle_core::Device::Cpu;
-    let model = ChatGlmModel::from_quantized_bytes(
-        config,
-        QUANTIZED_FILE,
-        gguf,
-        candle_core::DType::F32,
-        &device,
-    )
-    .map_err(local)?;
-    let (engine, backend) = match Gpu::new().await {
-        Ok(gpu) => {
-            let backend = format!("WebGPU ({})", gpu.description);
-            (
-                Engine::Gpu(Box::new(GpuModel::upload(gpu, &model).map_err(local)?)),
+    error: RwSignal<Option<Failure>>,
+    /// (backend, "cache" or "network").
+    ready: RwSignal<Option<(String, &'static str)>>,
+    turns: RwSignal<Vec<(String, String)>>,
+    partial: RwSignal<Option<String>>,
+    /// The question being answered.
+    asked: RwSignal<Option<String>>,
+}
+
+impl Signals {
+    fn receive(
+        self,
+        message: FromWorker,
+        pending: &mut Option<ToWorker>,
+        worker: &web_sys::Worker,
+    ) {
+        match message {
+            FromWorker::Ready => {
+                if let Some(first) = pending.take() {
+                    let _ = worker.post_message(&JsValue::from_str(&first.to_text()));
+                }
+            }
+            FromWorker::Progress { done, total } => self.progress.set(Some((done, total))),
+            FromWorker::Status { text } => self.status.set(text),
+            FromWorker::Loaded {
                 backend,
-            )
+                from_cache,
+                downloaded,
+                cached,
+            } => {
+                let source = if from_cache { "cache" } else { "network" };
+                self.status.set(format!(
+                    "Answers in this browser on {backend}; weights: {downloaded} pieces downloaded, {cached} from this browser's cache."
+                ));
+                self.ready.set(Some((backend, source)));
+            }
+            FromWorker::Partial { text } => self.partial.set(Some(text)),
+            FromWorker::Answer { text } => {
+                if let Some(query) = self.asked.get_untracked() {
+                    self.turns.update(|t| t.push((query, text)));
+                }
+                self.asked.set(None);
+                self.partial.set(None);
+            }
+            FromWorker::Failed { message } => {
+                self.asked.set(None);
+                self.partial.set(None);
+                self.status.set(String::new());
+                self.error.set(Some(Failure::local(message)));
+            }
         }
-        Err(e) => (
-            Engine::Cpu(Box::new(model)),
-            format!("CPU (wasm; no WebGPU here: {e})"),
-        ),
-    };
-    Ok(Local {
-        tokenizer,
-        engine,
-        backend,
-        from_cache: cached,
+    }
+}
+
+/// Starts a worker that will load `first` once its module is up.
+fn start_worker(signals: Signals, first: ToWorker) -> Result<Thread, Failure> {
+    let options = web_sys::WorkerOptions::new();
+    options.set_type(web_sys::WorkerType::Module);
+    let worker = web_sys::Worker::new_with_options("/local-worker.js", &options)?;
+    let mut pending = Some(first);
+    let target = worker.clone();
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            let text = event.data().as_string().unwrap_or_default();
+            match serde_json::from_str::<FromWorker>(&text) {
+                Ok(message) => signals.receive(message, &mut pending, &target),
+                Err(e) => signals.error.set(Some(Failure::local(format!(
+                    "unreadable message from the worker: {e}"
+                )))),
+            }
+        });
+    worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    Ok(Thread {
+        worker,
+        _on_message: on_message,
     })
 }
 
-/// Answers `query` after `history`, calling `on_text` with the answer so far as it grows.
-async fn answer(
-    local: &Local,
-    query: &str,
-    history: &[Turn],
-    max_tokens: usize,
-    on_text: impl Fn(String),
-) -> Result<String, Failure> {
-    let prompt = local.tokenizer.encode(&build_prompt(query, history));
-    let options = GenerationOptions {
-        max_new_tokens: Some(max_tokens),
-        ..GenerationOptions::default()
-    };
-    let eos = local.tokenizer.special_ids().eos;
-    let mut new_ids = Vec::new();
-    let mut stream = TextStream::new();
-    let mut shown = String::new();
-    let mut on_token = |id: u32| {
-        if id != eos {
-            new_ids.push(id);
-            if let Some(chunk) = stream.next_chunk(&local.tokenizer.decode(&new_ids)) {
-                shown.push_str(&chunk);
-                on_text(shown.clone());
-            }
-        }
-        Flow::Continue
-    };
-    let failed = |e: glmtune_engine::EngineError| Failure::local(e.to_string());
-    let ids = match &local.engine {
-        Engine::Gpu(gpu) => gpu
-            .generate(None, &prompt, &options, &mut on_token)
-            .await
-            .map_err(failed)?,
-        Engine::Cpu(model) => generate(model, None, &[prompt], &options, |_, id| on_token(id))
-            .map_err(failed)?
-            .remove(0),
-    };
-    let ids: Vec<u32> = ids.into_iter().filter(|&id| id != eos).collect();
-    Ok(process_response(&local.tokenizer.decode(&ids)))
+/// Succeeded runs, whose adapters can join the model here.
+async fn finished_runs() -> Result<Vec<Run>, Failure> {
+    let runs: List<Run> = api::get("/api/v1/runs").await?;
+    Ok(runs
+        .data
+        .into_iter()
+        .filter(|r| r.state == RunState::Succeeded)
+        .collect())
 }
 
 #[component]
 pub fn InBrowser() -> impl IntoView {
     let models = LocalResource::new(|| api::get::<List<ModelInfo>>("/api/v1/models"));
+    let runs = LocalResource::new(finished_runs);
     let model = RwSignal::new(String::new());
-    let progress = RwSignal::new(None::<(f64, f64)>);
-    let status = RwSignal::new(String::new());
-    let error = RwSignal::new(None::<Failure>);
-    // (backend, "cache" or "network").
-    let ready = RwSignal::new(None::<(String, &'static str)>);
-    let local = StoredValue::new_local(None::<Rc<Local>>);
-    let turns = RwSignal::new(Vec::<(String, String)>::new());
-    let partial = RwSignal::new(None::<String>);
+    let adapter_run = RwSignal::new(String::new());
+    let signals = Signals {
+        progress: RwSignal::new(None),
+        status: RwSignal::new(String::new()),
+        error: RwSignal::new(None),
+        ready: RwSignal::new(None),
+        turns: RwSignal::new(Vec::new()),
+        partial: RwSignal::new(None),
+        asked: RwSignal::new(None),
+    };
+    let thread = StoredValue::new_local(None::<Rc<Thread>>);
     let question = RwSignal::new(String::new());
     let max_tokens = RwSignal::new("64".to_owned());
 
     let load = move |_| {
-        let name = model.get_untracked();
-        error.set(None);
-        ready.set(None);
-        leptos::task::spawn_local(async move {
-            match prepare(&name, progress, status).await {
-                Ok(prepared) => {
-                    let source = if prepared.from_cache {
-                        "cache"
-                    } else {
-                        "network"
-                    };
-                    ready.set(Some((prepared.backend.clone(), source)));
-                    status.set(format!(
-                        "{name} answers in this browser on {}.",
-                        prepared.backend
-                    ));
-                    local.set_value(Some(Rc::new(prepared)));
-                }
-                Err(failure) => {
-                    status.set(String::new());
-                    error.set(Some(failure));
-                }
-            }
-        });
+        signals.error.set(None);
+        signals.ready.set(None);
+        signals.progress.set(None);
+        signals.turns.set(Vec::new());
+        signals.status.set("Starting the model's worker…".into());
+        let adapter = adapter_run.get_untracked();
+        let request = ToWorker::Load {
+            model: model.get_untracked(),
+            adapter_run: (!adapter.is_empty()).then_some(adapter),
+        };
+        // A new model gets a new worker: the old one's GPU buffers go with it.
+        thread.set_value(None);
+        match start_worker(signals, request) {
+            Ok(started) => thread.set_value(Some(Rc::new(started))),
+            Err(failure) => signals.error.set(Some(failure)),
+        }
     };
     let ask = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let Some(prepared) = local.get_value() else {
+        let Some(worker) = thread.get_value() else {
             return;
         };
         let query = question.get_untracked();
-        if query.trim().is_empty() || partial.get_untracked().is_some() {
+        if query.trim().is_empty() || signals.asked.get_untracked().is_some() {
             return;
         }
         question.set(String::new());
-        let history: Vec<Turn> = turns
-            .get_untracked()
-            .into_iter()
-            .map(|(query, response)| Turn { query, response })
-            .collect();
-        let limit = max_tokens.get_untracked().trim().parse().unwrap_or(64);
-        partial.set(Some(String::new()));
-        leptos::task::spawn_local(async move {
-            let on_text = move |text: String| partial.set(Some(text));
-            match answer(&prepared, &query, &history, limit, on_text).await {
-                Ok(response) => turns.update(|t| t.push((query, response))),
-                Err(failure) => error.set(Some(failure)),
-            }
-            partial.set(None);
-        });
+        let request = ToWorker::Ask {
+            query: query.clone(),
+            history: signals.turns.get_untracked(),
+            max_tokens: max_tokens.get_untracked().trim().parse().unwrap_or(64),
+        };
+        signals.asked.set(Some(query));
+        signals.partial.set(Some(String::new()));
+        let _ = worker
+            .worker
+            .post_message(&JsValue::from_str(&request.to_text()));
+    };
+    let run_options = move || {
+        runs.get().and_then(Result::ok).map(|list| {
+            list.into_iter()
+                .map(|r| {
+                    let label = format!("run {} (tuned on {})", r.id, r.model);
+                    view! { <option value=r.id>{label}</option> }
+                })
+                .collect_view()
+        })
     };
     view! {
         <section>
             <h1>"In this browser"</h1>
             <div class="card">
-                <p class="muted">"A quantized model is downloaded once (then kept in this browser's cache) and answers here, on WebGPU or on the CPU, without the server."</p>
+                <p class="muted">"A quantized model is downloaded once (then kept in this browser's cache) and answers here, in a background thread on WebGPU or on the CPU, without the server. An interrupted download resumes where it stopped."</p>
                 <div class="row">
                     <label>"Quantized model"
                         <select name="local_model" on:change=move |ev| model.set(event_target_value(&ev))>
@@ -264,8 +199,14 @@ pub fn InBrowser() -> impl IntoView {
                             {model_options(models)}
                         </select>
                     </label>
+                    <label>"Adapter"
+                        <select name="local_adapter" on:change=move |ev| adapter_run.set(event_target_value(&ev))>
+                            <option value="">"none (base model)"</option>
+                            {run_options}
+                        </select>
+                    </label>
                     <button name="load" disabled=move || model.get().is_empty() on:click=load>"Download and load"</button>
-                    {move || progress.get().map(|(done, total)| {
+                    {move || signals.progress.get().map(|(done, total)| {
                         let percent = if total > 0.0 { 100.0 * done / total } else { 0.0 };
                         view! {
                             <progress max="100" value=percent></progress>
@@ -273,22 +214,23 @@ pub fn InBrowser() -> impl IntoView {
                         }
                     })}
                 </div>
-                <p class="status" aria-live="polite">{move || status.get()}</p>
-                {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
+                <p class="status" aria-live="polite">{move || signals.status.get()}</p>
+                {move || signals.error.get().map(|e| view! { <ErrorNote error=e /> })}
             </div>
-            {move || ready.get().map(|(backend, source)| view! {
+            {move || signals.ready.get().map(|(backend, source)| view! {
                 <div class="conversation card local-chat" data-backend=backend data-source=source>
                     <ol class="messages">
-                        {move || turns.get().into_iter().map(|(q, a)| view! {
+                        {move || signals.turns.get().into_iter().map(|(q, a)| view! {
                             <li class="message user">{q}</li>
                             <li class="message assistant">{a}</li>
                         }).collect_view()}
-                        {move || partial.get().map(|s| view! { <li class="message assistant streaming">{s}</li> })}
+                        {move || signals.asked.get().map(|q| view! { <li class="message user">{q}</li> })}
+                        {move || signals.partial.get().map(|s| view! { <li class="message assistant streaming">{s}</li> })}
                     </ol>
                     <form on:submit=ask class="ask">
                         <textarea name="local_question" bind:value=question placeholder="Ask…" rows="2"></textarea>
                         <label>"max tokens"<input name="local_max_tokens" bind:value=max_tokens size="4" /></label>
-                        <button type="submit" disabled=move || partial.get().is_some()>"Send"</button>
+                        <button type="submit" disabled=move || signals.asked.get().is_some()>"Send"</button>
                     </form>
                 </div>
             })}

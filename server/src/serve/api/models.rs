@@ -57,8 +57,17 @@ pub async fn files(
             continue;
         };
         if servable_name(&file) && resolve(&dir, &file).is_some() {
-            let bytes = tokio::fs::metadata(entry.path()).await?.len();
-            data.push(ModelFile { name: file, bytes });
+            let metadata = tokio::fs::metadata(entry.path()).await?;
+            let modified = metadata
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            data.push(ModelFile {
+                name: file,
+                bytes: metadata.len(),
+                modified,
+            });
         }
     }
     data.sort_by(|a, b| a.name.cmp(&b.name));
