@@ -6,7 +6,13 @@
 //!
 //! `cargo bench -p glmtune-engine --bench inference` runs the mid-size model (hidden 1024,
 //! 12 layers, vocab 64k); `GLMTUNE_BENCH_SHAPE=perf` adds the shape of `performance.md` (hidden
-//! 2048, 16 layers, inner 8192, vocab 512) to compare with chatglm.cpp's published figures.
+//! 2048, 16 layers, inner 8192, vocab 512) to compare with chatglm.cpp's published figures, and
+//! `GLMTUNE_BENCH_SHAPE=6b` runs ChatGLM-6B's own shape alone.
+//!
+//! With `--features gpu` the quantized models also decode on the wgpu backend in the same run,
+//! set against the device's copy bandwidth measured in the same process;
+//! `GLMTUNE_BENCH_BACKEND=wgpu` skips the CPU rows and `GLMTUNE_BENCH_WEIGHTS=q4_0` keeps one
+//! format (`scripts/bench-gpu-6b.sh` runs both on a GPU machine).
 
 use std::time::Instant;
 
@@ -26,11 +32,18 @@ struct Shape {
 }
 
 fn shapes() -> Vec<Shape> {
+    let chosen = std::env::var("GLMTUNE_BENCH_SHAPE").unwrap_or_default();
+    if chosen == "6b" {
+        return vec![Shape {
+            name: "ChatGLM-6B (h4096 L28 v130k)",
+            config: ChatGlmConfig::synthetic(130528, 4096, 28, 32, 16384),
+        }];
+    }
     let mut shapes = vec![Shape {
         name: "mid (h1024 L12 v64k)",
         config: ChatGlmConfig::synthetic(65024, 1024, 12, 16, 4096),
     }];
-    if std::env::var("GLMTUNE_BENCH_SHAPE").is_ok_and(|v| v == "perf" || v == "all") {
+    if chosen == "perf" || chosen == "all" {
         shapes.push(Shape {
             name: "perf.md (h2048 L16 v512)",
             config: ChatGlmConfig::synthetic(512, 2048, 16, 16, 8192),
@@ -113,12 +126,101 @@ fn weight_bytes(config: &ChatGlmConfig, weights: Weights) -> f64 {
     layers * per_layer * weights.bytes_per_weight() + head
 }
 
+/// (prompt tok/s, decode tok/s) of one greedy generation, from the times of its tokens: the
+/// first token ends the prompt, the rest are decode.
+fn rates(
+    start: Instant,
+    first: Option<Instant>,
+    end: Instant,
+    produced: usize,
+) -> (f64, Option<f64>) {
+    let first = first.unwrap_or(end);
+    let prompt = PROMPT_TOKENS as f64 / (first - start).as_secs_f64();
+    let decode = (produced > 1).then(|| (produced - 1) as f64 / (end - first).as_secs_f64());
+    (prompt, decode)
+}
+
+fn prompt_of(config: &ChatGlmConfig) -> Vec<u32> {
+    let mut prompt: Vec<u32> = (0..PROMPT_TOKENS as u32 - 2)
+        .map(|i| 20 + i % 400)
+        .collect();
+    prompt.extend([config.gmask_token_id, config.bos_token_id]);
+    prompt
+}
+
+fn options() -> GenerationOptions {
+    GenerationOptions {
+        max_new_tokens: Some(NEW_TOKENS),
+        max_length: None,
+        sampling: Sampling::Greedy,
+        repetition_penalty: 1.0,
+        stop_at_eos: false,
+    }
+}
+
+/// Median (prompt, decode) tok/s of `RUNS` generations on the CPU.
+fn cpu_rates(model: &ChatGlmModel) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let prompt = prompt_of(model.config());
+    let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let mut first = None;
+        let mut produced = 0usize;
+        generate(model, None, &[prompt.clone()], &options(), |_, _| {
+            first.get_or_insert_with(Instant::now);
+            produced += 1;
+            Flow::Continue
+        })?;
+        let (p, d) = rates(start, first, Instant::now(), produced);
+        prompt_rates.push(p);
+        decode_rates.extend(d);
+    }
+    Ok((median(prompt_rates), median(decode_rates)))
+}
+
+/// The same on the wgpu backend.
+#[cfg(feature = "gpu")]
+fn gpu_rates(
+    gpu: &glmtune_engine::gpu::GpuModel,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let prompt = prompt_of(gpu.config());
+    let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let mut first = None;
+        let mut produced = 0usize;
+        pollster::block_on(gpu.generate(None, &prompt, &options(), |_| {
+            first.get_or_insert_with(Instant::now);
+            produced += 1;
+            Flow::Continue
+        }))?;
+        let (p, d) = rates(start, first, Instant::now(), produced);
+        prompt_rates.push(p);
+        decode_rates.extend(d);
+    }
+    Ok((median(prompt_rates), median(decode_rates)))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cpu_rows = std::env::var("GLMTUNE_BENCH_BACKEND").map_or(true, |b| b != "wgpu");
+    let only = std::env::var("GLMTUNE_BENCH_WEIGHTS").ok();
     let bandwidth = memory_bandwidth();
     println!("memory read bandwidth: {bandwidth:.1} GB/s; prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} greedy new tokens, median of {RUNS}");
+    #[cfg(feature = "gpu")]
+    let gpu_bandwidth = {
+        let gpu = glmtune_engine::gpu::Gpu::blocking()?;
+        let measured = gpu.copy_bandwidth(1 << 30)?;
+        println!(
+            "wgpu device: {}, buffer copy bandwidth {measured:.1} GB/s",
+            gpu.description
+        );
+        measured
+    };
     println!();
-    println!("| model | weights | prompt tok/s | decode tok/s | decode ÷ bandwidth bound |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| model | weights | backend | prompt tok/s | decode tok/s | decode ÷ bandwidth bound |"
+    );
+    println!("|---|---|---|---:|---:|---:|");
     for shape in shapes() {
         for weights in [
             Weights::Dense(DType::F32),
@@ -126,46 +228,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Weights::Quantized(GgmlDType::Q8_0),
             Weights::Quantized(GgmlDType::Q4_0),
         ] {
-            let model = weights.model(&shape.config)?;
-            let config = model.config().clone();
-            let mut prompt: Vec<u32> = (0..PROMPT_TOKENS as u32 - 2)
-                .map(|i| 20 + i % 400)
-                .collect();
-            prompt.extend([config.gmask_token_id, config.bos_token_id]);
-            let options = GenerationOptions {
-                max_new_tokens: Some(NEW_TOKENS),
-                max_length: None,
-                sampling: Sampling::Greedy,
-                repetition_penalty: 1.0,
-                stop_at_eos: false,
-            };
-            let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
-            for _ in 0..RUNS {
-                let start = Instant::now();
-                let mut first_token_at = None;
-                let mut produced = 0usize;
-                generate(&model, None, &[prompt.clone()], &options, |_, _| {
-                    first_token_at.get_or_insert_with(Instant::now);
-                    produced += 1;
-                    Flow::Continue
-                })?;
-                let end = Instant::now();
-                let first = first_token_at.unwrap_or(end);
-                prompt_rates.push(PROMPT_TOKENS as f64 / (first - start).as_secs_f64());
-                if produced > 1 {
-                    decode_rates.push((produced - 1) as f64 / (end - first).as_secs_f64());
-                }
+            if only.as_ref().is_some_and(|w| *w != weights.label()) {
+                continue;
             }
-            let decode = median(decode_rates);
-            let bound = bandwidth * 1e9 / weight_bytes(&config, weights);
-            println!(
-                "| {} | {} | {:.1} | {:.2} | {:.0} % |",
-                shape.name,
-                weights.label(),
-                median(prompt_rates),
-                decode,
-                100.0 * decode / bound
-            );
+            let on_gpu = cfg!(feature = "gpu") && matches!(weights, Weights::Quantized(_));
+            if !cpu_rows && !on_gpu {
+                continue;
+            }
+            let model = weights.model(&shape.config)?;
+            let bytes = weight_bytes(model.config(), weights);
+            let row = |backend: &str, (prompt, decode): (f64, f64), bandwidth: f64| {
+                println!(
+                    "| {} | {} | {backend} | {prompt:.1} | {decode:.2} | {:.0} % |",
+                    shape.name,
+                    weights.label(),
+                    100.0 * decode / (bandwidth * 1e9 / bytes)
+                );
+            };
+            if cpu_rows {
+                row("candle CPU", cpu_rates(&model)?, bandwidth);
+            }
+            #[cfg(feature = "gpu")]
+            if on_gpu {
+                let gpu = glmtune_engine::gpu::GpuModel::upload(
+                    glmtune_engine::gpu::Gpu::blocking()?,
+                    &model,
+                )?;
+                drop(model);
+                row("wgpu", gpu_rates(&gpu)?, gpu_bandwidth);
+            }
         }
     }
     Ok(())

@@ -184,16 +184,27 @@ try {
     await page.locator("select[name=local_adapter] option").nth(1).waitFor({ state: "attached" });
     await page.locator("select[name=local_adapter]").selectOption(adapter);
     await page.getByRole("button", { name: "Download and load" }).click();
-    await page.locator(".local-chat").waitFor({ timeout: 120_000 });
+    await page.locator(".local-chat[data-history=loaded]").waitFor({ timeout: 120_000 });
+    // Earlier turns with this model and adapter come back from the browser's IndexedDB.
+    const kept = await page.locator(".local-chat .message.user").count();
+    // Cleared, so every answer here has the same prompt as the server's below. (With the turns
+    // kept, the GPU's f32 activations and the CPU's 8-bit ones can tip a near tie of the random
+    // model late in an answer.)
+    if (kept > 0) {
+      await page.locator("button[name=local_clear]").click();
+      await page.locator(".local-chat .message.user").first().waitFor({ state: "detached" });
+    }
     await page.locator("textarea[name=local_question]").fill("你好");
     await page.locator("input[name=local_max_tokens]").fill("8");
     await page.locator(".local-chat button[type=submit]").click();
-    await page.locator(".local-chat .message.assistant:not(.streaming)").first().waitFor({ timeout: 120_000 });
+    const answers = page.locator(".local-chat .message.assistant:not(.streaming)");
+    await answers.first().waitFor({ timeout: 120_000 });
     return {
       backend: await page.locator(".local-chat").getAttribute("data-backend"),
       source: await page.locator(".local-chat").getAttribute("data-source"),
       status: await page.locator(".status").first().innerText(),
-      answer: await page.locator(".local-chat .message.assistant").first().innerText(),
+      kept,
+      answer: await answers.first().innerText(),
     };
   };
   await page.goto(`${base}/#/local`);
@@ -230,6 +241,38 @@ try {
   await page.goto(seen.run_url);
   await page.locator(".state.succeeded").first().waitFor();
   await shot("9-phone-run-dark");
+
+  // What the server answers for the same model (and adapter), then the server stopped: the app,
+  // the model and the adapter come from this browser alone and give the same answer.
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.emulateMedia({ colorScheme: "light" });
+  const call = async (path, body) => {
+    const response = await fetch(`${base}${path}`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${seen.key_secret}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return { status: response.status, body: await response.json() };
+  };
+  const served = async (model) => {
+    const question = { model, messages: [{ role: "user", content: "你好" }], max_tokens: 8, temperature: 0 };
+    return (await call("/v1/chat/completions", question)).body.choices[0].message.content;
+  };
+  seen.served_base = await served("tiny-q4");
+  const registered = await call("/api/v1/models", {
+    name: "tiny-q4-tuned",
+    path: process.env.QUANTIZED_DIR,
+    adapter: `${process.env.RUNS_DIR}/${seen.local_adapter_run}`,
+  });
+  seen.registered_tuned = registered.status;
+  seen.served_tuned = await served("tiny-q4-tuned");
+  process.kill(Number(process.env.SERVER_PID));
+  for (let i = 0; i < 100; i++) {
+    try { await fetch(`${base}/api/v1/auth/status`); await new Promise((r) => setTimeout(r, 100)); } catch { break; }
+  }
+  await page.goto(`${base}/#/local`);
+  seen.local_offline = await askLocally(seen.local_adapter_run);
+  await shot("10-offline");
 } catch (error) {
   await shot("failure").catch(() => {});
   seen.failure = String(error);

@@ -130,6 +130,10 @@ fn App() -> impl IntoView {
         leptos::task::spawn_local(async move {
             let _ = api::post_empty("/api/v1/auth/logout", &serde_json::json!({})).await;
             api::set_csrf(None);
+            // The offline copies of API answers (www/sw.js) were this user's.
+            if let Some(caches) = api::caches() {
+                let _ = wasm_bindgen_futures::JsFuture::from(caches.delete("glmtune-shell")).await;
+            }
             check_session(session).await;
         });
     };

@@ -212,6 +212,34 @@ impl Gpu {
         staging.unmap();
         Ok(values)
     }
+
+    /// GB/s the device moves in a buffer-to-buffer copy of `bytes`, counting each byte read once
+    /// (best of three; native only): the ceiling for a decode that streams every weight.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn copy_bandwidth(&self, bytes: u64) -> Result<f64> {
+        let bytes = bytes.min(self.max_binding) / 4 * 4;
+        let buffer = |label| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let (from, to) = (buffer("copy source"), buffer("copy target"));
+        let mut best = 0.0f64;
+        for _ in 0..4 {
+            let start = std::time::Instant::now();
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&from, 0, &to, 0, bytes);
+            self.queue.submit([encoder.finish()]);
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| gpu_error(format!("waiting for the GPU: {e}")))?;
+            best = best.max(bytes as f64 / start.elapsed().as_secs_f64() / 1e9);
+        }
+        Ok(best)
+    }
 }
 
 impl Kernels {

@@ -73,7 +73,10 @@ fn dashboard_walkthrough_in_chromium() {
             .env("BAD_FILE", &bad)
             .env("GOOD_FILE", fixture("train.jsonl"))
             .env("BIG_FILE", &big)
-            .env("SCREENSHOTS", &screenshots),
+            .env("SCREENSHOTS", &screenshots)
+            .env("QUANTIZED_DIR", &quantized)
+            .env("RUNS_DIR", site.data_dir.join("runs"))
+            .env("SERVER_PID", server.child.id().to_string()),
     );
     assert!(seen.get("failure").is_none(), "{seen}");
     assert_eq!(seen["page_errors"], serde_json::json!([]), "{seen}");
@@ -138,27 +141,17 @@ fn dashboard_walkthrough_in_chromium() {
         assert!(differ.iter().any(|k| k == key), "{key}: {seen}");
     }
     assert_eq!(seen["phone_overflow"], serde_json::json!([]), "{seen}");
-    // The in-browser chat ran on WebGPU, answered, and after a reload answered the same from the
-    // browser's cache.
+    // The in-browser chat ran on WebGPU and answered as the server does; after a reload, from the
+    // browser's cache, with the conversation kept in IndexedDB, the same again.
     let (first, again) = (&seen["local_first"], &seen["local_after_reload"]);
     assert!(
         first["backend"].as_str().unwrap().starts_with("WebGPU"),
         "{seen}"
     );
     assert!(!first["answer"].as_str().unwrap().is_empty(), "{seen}");
-    assert_eq!(first["answer"], again["answer"], "{seen}");
+    assert_eq!(again["answer"], first["answer"], "{seen}");
     // The same greedy answer as the server gives for that model on the CPU.
-    let key = site.token("member");
-    let served = server.post(
-        "/v1/chat/completions",
-        &key,
-        &serde_json::json!({"model": "tiny-q4", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 8, "temperature": 0}),
-    );
-    assert_eq!(
-        first["answer"],
-        served.json()["choices"][0]["message"]["content"],
-        "{seen}"
-    );
+    assert_eq!(first["answer"], seen["served_base"], "{seen}");
     // The reload downloaded nothing; with one piece gone from the cache, only that one.
     assert_eq!(first["source"], "network", "{seen}");
     assert_eq!(again["source"], "cache", "{seen}");
@@ -180,28 +173,28 @@ fn dashboard_walkthrough_in_chromium() {
     );
     assert_eq!(resumed["answer"], first["answer"], "{seen}");
     // With a run's adapter: the answer the server gives for the same quantized base and adapter.
-    let run = seen["local_adapter_run"].as_str().unwrap();
-    let admin = site.token("admin");
-    let registered = server.post(
-        "/api/v1/models",
-        &admin,
-        &serde_json::json!({
-            "name": "tiny-q4-tuned",
-            "path": quantized.display().to_string(),
-            "adapter": site.data_dir.join("runs").join(run).display().to_string(),
-        }),
-    );
-    assert_eq!(registered.status, 201, "{}", registered.text());
-    let tuned = server.post(
-        "/v1/chat/completions",
-        &key,
-        &serde_json::json!({"model": "tiny-q4-tuned", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 8, "temperature": 0}),
-    );
+    assert_eq!(seen["registered_tuned"], 201, "{seen}");
     assert_eq!(
-        seen["local_with_adapter"]["answer"],
-        tuned.json()["choices"][0]["message"]["content"],
+        seen["local_with_adapter"]["answer"], seen["served_tuned"],
         "{seen}"
     );
+    // Each conversation came back from IndexedDB: one per model and adapter.
+    let kept: Vec<_> = [
+        first,
+        again,
+        resumed,
+        &seen["local_with_adapter"],
+        &seen["local_offline"],
+    ]
+    .iter()
+    .map(|s| s["kept"].as_u64().unwrap())
+    .collect();
+    // (Each step cleared the turns it found before asking.)
+    assert_eq!(kept, [0, 1, 1, 0, 1], "{seen}");
+    // With the server stopped, the app, model and adapter came from this browser.
+    let offline = &seen["local_offline"];
+    assert_eq!(offline["source"], "cache", "{seen}");
+    assert_eq!(offline["answer"], seen["served_tuned"], "{seen}");
     assert!(
         seen["medical_system"].as_str().unwrap().contains("医生"),
         "{seen}"
@@ -229,6 +222,7 @@ fn dashboard_walkthrough_in_chromium() {
         "8-compare",
         "8-in-browser",
         "8-in-browser-adapter",
+        "10-offline",
         "9-phone-run",
         "9-phone-run-dark",
     ] {

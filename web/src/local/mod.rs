@@ -1,8 +1,9 @@
 //! The in-browser model: a Web Worker (`www/local-worker.js` loads this same wasm module and
 //! calls [`local_worker`]) that downloads a quantized model piece by piece into the Cache API and
 //! answers on WebGPU, or candle on the CPU, so the page stays responsive while it computes. The
-//! page talks to it with [`protocol`] messages.
+//! page talks to it with [`protocol`] messages, and keeps its conversations in [`history`].
 
+pub mod history;
 mod model;
 mod pieces;
 pub mod protocol;

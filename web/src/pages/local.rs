@@ -1,7 +1,8 @@
 //! "In this browser": a quantized model (a folder holding `model.gguf`, from `glmtune quantize`)
 //! and, optionally, a finished run's adapter, downloaded once with progress into the browser's
 //! Cache API and then answering right here, in a Web Worker (on WebGPU when the browser has it,
-//! candle on the CPU when not), with no server involved after the download.
+//! candle on the CPU when not), with no server involved after the download. Conversations stay in
+//! this browser (IndexedDB), one per model and adapter.
 
 use std::rc::Rc;
 
@@ -11,6 +12,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::api::{self, Failure};
+use crate::local::history;
 use crate::local::protocol::{FromWorker, ToWorker};
 use crate::pages::{model_options, ErrorNote};
 
@@ -38,6 +40,9 @@ struct Signals {
     partial: RwSignal<Option<String>>,
     /// The question being answered.
     asked: RwSignal<Option<String>>,
+    /// The conversation's key in this browser's history, and whether it was read back.
+    conversation: RwSignal<String>,
+    restored: RwSignal<bool>,
 }
 
 impl Signals {
@@ -66,11 +71,22 @@ impl Signals {
                     "Answers in this browser on {backend}; weights: {downloaded} pieces downloaded, {cached} from this browser's cache."
                 ));
                 self.ready.set(Some((backend, source)));
+                let key = self.conversation.get_untracked();
+                leptos::task::spawn_local(async move {
+                    match history::load(&key).await {
+                        Ok(saved) => self.turns.set(saved),
+                        Err(e) => self.error.set(Some(Failure::local(format!(
+                            "the saved conversation cannot be read: {e}"
+                        )))),
+                    }
+                    self.restored.set(true);
+                });
             }
             FromWorker::Partial { text } => self.partial.set(Some(text)),
             FromWorker::Answer { text } => {
                 if let Some(query) = self.asked.get_untracked() {
                     self.turns.update(|t| t.push((query, text)));
+                    self.save();
                 }
                 self.asked.set(None);
                 self.partial.set(None);
@@ -82,6 +98,24 @@ impl Signals {
                 self.error.set(Some(Failure::local(message)));
             }
         }
+    }
+}
+
+impl Signals {
+    /// Keeps the conversation in this browser (IndexedDB).
+    fn save(self) {
+        let (key, turns, error) = (
+            self.conversation.get_untracked(),
+            self.turns.get_untracked(),
+            self.error,
+        );
+        leptos::task::spawn_local(async move {
+            if let Err(e) = history::save(&key, &turns).await {
+                error.set(Some(Failure::local(format!(
+                    "the conversation cannot be saved in this browser: {e}"
+                ))));
+            }
+        });
     }
 }
 
@@ -133,6 +167,8 @@ pub fn InBrowser() -> impl IntoView {
         turns: RwSignal::new(Vec::new()),
         partial: RwSignal::new(None),
         asked: RwSignal::new(None),
+        conversation: RwSignal::new(String::new()),
+        restored: RwSignal::new(false),
     };
     let thread = StoredValue::new_local(None::<Rc<Thread>>);
     let question = RwSignal::new(String::new());
@@ -143,8 +179,12 @@ pub fn InBrowser() -> impl IntoView {
         signals.ready.set(None);
         signals.progress.set(None);
         signals.turns.set(Vec::new());
+        signals.restored.set(false);
         signals.status.set("Starting the model's worker…".into());
         let adapter = adapter_run.get_untracked();
+        signals
+            .conversation
+            .set(history::key(&model.get_untracked(), &adapter));
         let request = ToWorker::Load {
             model: model.get_untracked(),
             adapter_run: (!adapter.is_empty()).then_some(adapter),
@@ -218,7 +258,8 @@ pub fn InBrowser() -> impl IntoView {
                 {move || signals.error.get().map(|e| view! { <ErrorNote error=e /> })}
             </div>
             {move || signals.ready.get().map(|(backend, source)| view! {
-                <div class="conversation card local-chat" data-backend=backend data-source=source>
+                <div class="conversation card local-chat" data-backend=backend data-source=source
+                    data-history=move || if signals.restored.get() { "loaded" } else { "loading" }>
                     <ol class="messages">
                         {move || signals.turns.get().into_iter().map(|(q, a)| view! {
                             <li class="message user">{q}</li>
@@ -231,6 +272,9 @@ pub fn InBrowser() -> impl IntoView {
                         <textarea name="local_question" bind:value=question placeholder="Ask…" rows="2"></textarea>
                         <label>"max tokens"<input name="local_max_tokens" bind:value=max_tokens size="4" /></label>
                         <button type="submit" disabled=move || signals.asked.get().is_some()>"Send"</button>
+                        <button type="button" name="local_clear" class="secondary"
+                            disabled=move || signals.turns.get().is_empty() || signals.asked.get().is_some()
+                            on:click=move |_| { signals.turns.set(Vec::new()); signals.save(); }>"Clear"</button>
                     </form>
                 </div>
             })}
