@@ -158,18 +158,19 @@ fn options() -> GenerationOptions {
     }
 }
 
-/// Median (prompt, decode) tok/s of `RUNS` generations on the CPU.
-fn cpu_rates(model: &ChatGlmModel) -> Result<(f64, f64), Box<dyn std::error::Error>> {
-    let prompt = prompt_of(model.config());
+/// Median (prompt, decode) tok/s of `RUNS` greedy generations; `run` generates once, calling
+/// its argument at every new token.
+fn measure(
+    mut run: impl FnMut(&mut dyn FnMut()) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let start = Instant::now();
         let mut first = None;
         let mut produced = 0usize;
-        generate(model, None, &[prompt.clone()], &options(), |_, _| {
+        run(&mut || {
             first.get_or_insert_with(Instant::now);
             produced += 1;
-            Flow::Continue
         })?;
         let (p, d) = rates(start, first, Instant::now(), produced);
         prompt_rates.push(p);
@@ -178,27 +179,35 @@ fn cpu_rates(model: &ChatGlmModel) -> Result<(f64, f64), Box<dyn std::error::Err
     Ok((median(prompt_rates), median(decode_rates)))
 }
 
-/// The same on the wgpu backend.
+fn cpu_rates(model: &ChatGlmModel) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let prompt = prompt_of(model.config());
+    measure(|token| {
+        generate(
+            model,
+            None,
+            std::slice::from_ref(&prompt),
+            &options(),
+            |_, _| {
+                token();
+                Flow::Continue
+            },
+        )?;
+        Ok(())
+    })
+}
+
 #[cfg(feature = "gpu")]
 fn gpu_rates(
     gpu: &glmtune_engine::gpu::GpuModel,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let prompt = prompt_of(gpu.config());
-    let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        let mut first = None;
-        let mut produced = 0usize;
+    measure(|token| {
         pollster::block_on(gpu.generate(None, &prompt, &options(), |_| {
-            first.get_or_insert_with(Instant::now);
-            produced += 1;
+            token();
             Flow::Continue
         }))?;
-        let (p, d) = rates(start, first, Instant::now(), produced);
-        prompt_rates.push(p);
-        decode_rates.extend(d);
-    }
-    Ok((median(prompt_rates), median(decode_rates)))
+        Ok(())
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -48,9 +48,18 @@ fn greedy(options_tokens: usize) -> GenerationOptions {
 }
 
 /// `model` on the GPU: logits within `tolerance` of `reference` on the CPU and the same greedy
-/// ids, without and with the adapter.
+/// ids, without and with the adapter, with either way of running matrix products.
 fn check(model: &ChatGlmModel, reference: &ChatGlmModel, tolerance: f32, label: &str) {
-    let gpu = GpuModel::upload(Gpu::blocking().unwrap(), model).unwrap();
+    for row_per_invocation in [false, true] {
+        let mut gpu = Gpu::blocking().unwrap();
+        gpu.row_per_invocation = row_per_invocation;
+        let label = format!("{label} (row per invocation: {row_per_invocation})");
+        check_on(gpu, model, reference, tolerance, &label);
+    }
+}
+
+fn check_on(gpu: Gpu, model: &ChatGlmModel, reference: &ChatGlmModel, tolerance: f32, label: &str) {
+    let gpu = GpuModel::upload(gpu, model).unwrap();
     eprintln!("{label} on {}", gpu.description());
     let prefix = adapter(model);
     for (i, ids) in cases().iter().enumerate() {

@@ -38,17 +38,19 @@ fn finish_row(lane: u32, row: u32, t: u32, sum: f32) {
     }
 }
 
-fn row_dot(kind: u32, row: u32, t: u32, lane: u32) -> f32 {
+// Row `row` against token `t`'s activations, over columns (or pairs, or blocks) first, first +
+// step, …: the lanes of a workgroup share a row, or one invocation takes it whole.
+fn row_dot(kind: u32, row: u32, t: u32, first: u32, step: u32) -> f32 {
     var sum = 0.0;
     switch kind {
         case 0u: {
-            for (var k = lane; k < mp.cols; k = k + LANES) {
+            for (var k = first; k < mp.cols; k = k + step) {
                 sum = sum + scales[row * mp.cols + k] * mat_x[t * mp.cols + k];
             }
         }
         case 1u: {
             let pairs = mp.cols / 2u;
-            for (var k = lane; k < pairs; k = k + LANES) {
+            for (var k = first; k < pairs; k = k + step) {
                 let w = unpack2x16float(quants[row * pairs + k]);
                 let xi = t * mp.cols + 2u * k;
                 sum = sum + w.x * mat_x[xi] + w.y * mat_x[xi + 1u];
@@ -56,7 +58,7 @@ fn row_dot(kind: u32, row: u32, t: u32, lane: u32) -> f32 {
         }
         default: {
             let blocks = mp.cols / 32u;
-            for (var b = lane; b < blocks; b = b + LANES) {
+            for (var b = first; b < blocks; b = b + step) {
                 let block = row * blocks + b;
                 sum = sum + scales[block] * block_dot(kind, block, t * mp.cols + b * 32u);
             }
@@ -93,7 +95,7 @@ fn block_dot(kind: u32, block: u32, xb: u32) -> f32 {
 fn matmul(kind: u32, wg: vec3<u32>, lane: u32) {
     let row = wg.x + wg.y * GRID_X;
     if (row < mp.rows) {
-        finish_row(lane, row, wg.z, row_dot(kind, row, wg.z, lane));
+        finish_row(lane, row, wg.z, row_dot(kind, row, wg.z, lane, LANES));
     }
 }
 
@@ -115,4 +117,37 @@ fn matmul_q8_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 @compute @workgroup_size(64)
 fn matmul_q4_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     matmul(3u, wg, lane);
+}
+
+// On CPU adapters (lavapipe, SwiftShader) a barrier costs more than reads that do not coalesce: one
+// invocation per (output row, token), the whole row in one loop, no reduction.
+fn matmul_by_row(kind: u32, wg: vec3<u32>, lane: u32) {
+    let row = (wg.x + wg.y * 65535u) * LANES + lane;
+    if (row < mp.rows) {
+        var value = row_dot(kind, row, wg.z, 0u, 1u);
+        if (mp.has_bias == 1u) {
+            value = value + mat_bias[mp.row_offset + row];
+        }
+        mat_y[wg.z * mp.out_stride + mp.row_offset + row] = value;
+    }
+}
+
+@compute @workgroup_size(64)
+fn matmul_rows_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul_by_row(0u, wg, lane);
+}
+
+@compute @workgroup_size(64)
+fn matmul_rows_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul_by_row(1u, wg, lane);
+}
+
+@compute @workgroup_size(64)
+fn matmul_rows_q8_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul_by_row(2u, wg, lane);
+}
+
+@compute @workgroup_size(64)
+fn matmul_rows_q4_0(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    matmul_by_row(3u, wg, lane);
 }

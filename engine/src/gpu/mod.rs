@@ -31,8 +31,9 @@ fn gpu_error(message: impl Into<String>) -> EngineError {
 
 /// The compiled kernels.
 struct Kernels {
-    /// By weight layout: f32, f16, q8_0, q4_0.
+    /// By weight layout: f32, f16, q8_0, q4_0; a workgroup a row, and an invocation a row.
     matmul: [wgpu::ComputePipeline; 4],
+    matmul_rows: [wgpu::ComputePipeline; 4],
     layer_norm: wgpu::ComputePipeline,
     scale_add: wgpu::ComputePipeline,
     gelu: wgpu::ComputePipeline,
@@ -50,6 +51,9 @@ pub struct Gpu {
     max_binding: u64,
     /// "llvmpipe (Vulkan)" and the like.
     pub description: String,
+    /// Whether matrix products give each output row one invocation rather than a workgroup
+    /// (chosen for adapters that run on the CPU).
+    pub row_per_invocation: bool,
 }
 
 impl Gpu {
@@ -96,6 +100,7 @@ impl Gpu {
             queue,
             kernels,
             max_binding,
+            row_per_invocation: info.device_type == wgpu::DeviceType::Cpu,
             description: if info.name.is_empty() {
                 format!("{:?}", info.backend)
             } else {
@@ -277,6 +282,12 @@ impl Kernels {
                 pipeline(&matmul, "matmul_f16"),
                 pipeline(&matmul, "matmul_q8_0"),
                 pipeline(&matmul, "matmul_q4_0"),
+            ],
+            matmul_rows: [
+                pipeline(&matmul, "matmul_rows_f32"),
+                pipeline(&matmul, "matmul_rows_f16"),
+                pipeline(&matmul, "matmul_rows_q8_0"),
+                pipeline(&matmul, "matmul_rows_q4_0"),
             ],
             layer_norm: pipeline(&rows, "layer_norm"),
             scale_add: pipeline(&rows, "scale_add"),

@@ -142,7 +142,12 @@ impl GpuModel {
         y: &wgpu::Buffer,
         tokens: usize,
     ) {
-        let pipeline = &self.gpu.kernels.matmul[weight.layout as usize];
+        let by_row = self.gpu.row_per_invocation;
+        let pipeline = if by_row {
+            &self.gpu.kernels.matmul_rows[weight.layout as usize]
+        } else {
+            &self.gpu.kernels.matmul[weight.layout as usize]
+        };
         for chunk in &weight.chunks {
             let params = MatParams {
                 rows: chunk.rows as u32,
@@ -160,8 +165,15 @@ impl GpuModel {
                 (4, &chunk.quants),
                 (5, bias.unwrap_or(&self.empty)),
             ];
-            let x_groups = chunk.rows.min(32768) as u32;
-            let y_groups = chunk.rows.div_ceil(32768) as u32;
+            let (x_groups, y_groups) = if by_row {
+                let (x, y, _) = grid(chunk.rows);
+                (x, y)
+            } else {
+                (
+                    chunk.rows.min(32768) as u32,
+                    chunk.rows.div_ceil(32768) as u32,
+                )
+            };
             self.gpu.dispatch(
                 encoder,
                 pipeline,

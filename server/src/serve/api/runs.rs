@@ -291,19 +291,25 @@ pub async fn evaluation(
     Ok(Json(Evaluation { scores, samples }))
 }
 
-/// The final adapter as a zip: `config.json` and `pytorch_model.bin` as the official scripts
-/// write them (plus `adapter.safetensors`).
-pub async fn adapter(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let run = find(&state, &id).await?;
+/// Refuses runs that have not succeeded: their final adapter does not exist yet.
+async fn adapter_ready(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let run = find(state, id).await?;
     if run.state != RunState::Succeeded {
         return Err(ApiError::conflict(format!(
             "run {id} is {}; its adapter is ready once it succeeded",
             run.state.as_str()
         )));
     }
+    Ok(())
+}
+
+/// The final adapter as a zip: `config.json` and `pytorch_model.bin` as the official scripts
+/// write them (plus `adapter.safetensors`).
+pub async fn adapter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    adapter_ready(&state, &id).await?;
     let dir = state.run_dir(&id);
     let bytes = tokio::task::spawn_blocking(move || zip_adapter(&dir))
         .await
@@ -328,13 +334,7 @@ pub async fn adapter_file(
     Path((id, file)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let run = find(&state, &id).await?;
-    if run.state != RunState::Succeeded {
-        return Err(ApiError::conflict(format!(
-            "run {id} is {}; its adapter is ready once it succeeded",
-            run.state.as_str()
-        )));
-    }
+    adapter_ready(&state, &id).await?;
     let path = state.run_dir(&id).join(&file);
     if !ADAPTER_FILES.contains(&file.as_str()) || !path.is_file() {
         return Err(ApiError::not_found(format!(
