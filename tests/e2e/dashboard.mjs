@@ -266,6 +266,35 @@ try {
   });
   seen.registered_tuned = registered.status;
   seen.served_tuned = await served("tiny-q4-tuned");
+  // A browser without WebGPU: the same model answers on the CPU (candle in wasm, simd128).
+  const plain = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-blink-features=WebGPU", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  try {
+    const cpuPage = await plain.newPage({ viewport: { width: 1280, height: 900 } });
+    cpuPage.setDefaultTimeout(120_000);
+    cpuPage.on("pageerror", (e) => errors.push(`without WebGPU: ${e}`));
+    await cpuPage.goto(`${base}/#/local`);
+    await cpuPage.locator("input[name=username]").fill("admin");
+    await cpuPage.locator("input[name=password]").fill("a long password");
+    await cpuPage.getByRole("button", { name: "Sign in" }).click();
+    await cpuPage.locator("select[name=local_model] option[value=tiny-q4]").waitFor({ state: "attached" });
+    await cpuPage.locator("select[name=local_model]").selectOption("tiny-q4");
+    await cpuPage.getByRole("button", { name: "Download and load" }).click();
+    await cpuPage.locator(".local-chat[data-history=loaded]").waitFor();
+    await cpuPage.locator("textarea[name=local_question]").fill("你好");
+    await cpuPage.locator("input[name=local_max_tokens]").fill("8");
+    await cpuPage.locator(".local-chat button[type=submit]").click();
+    await cpuPage.locator(".local-chat .message.assistant:not(.streaming)").first().waitFor();
+    seen.local_cpu = {
+      backend: await cpuPage.locator(".local-chat").getAttribute("data-backend"),
+      answer: await cpuPage.locator(".local-chat .message.assistant").first().innerText(),
+    };
+    await cpuPage.screenshot({ path: `${shots}/8-in-browser-cpu.png`, fullPage: true });
+  } finally {
+    await plain.close();
+  }
   process.kill(Number(process.env.SERVER_PID));
   for (let i = 0; i < 100; i++) {
     try { await fetch(`${base}/api/v1/auth/status`); await new Promise((r) => setTimeout(r, 100)); } catch { break; }

@@ -191,6 +191,13 @@ fn dashboard_walkthrough_in_chromium() {
     .collect();
     // (Each step cleared the turns it found before asking.)
     assert_eq!(kept, [0, 1, 1, 0, 1], "{seen}");
+    // Without WebGPU, candle in wasm: the server's answer again.
+    let cpu = &seen["local_cpu"];
+    assert!(
+        cpu["backend"].as_str().unwrap().starts_with("CPU"),
+        "{seen}"
+    );
+    assert_eq!(cpu["answer"], seen["served_base"], "{seen}");
     // With the server stopped, the app, model and adapter came from this browser.
     let offline = &seen["local_offline"];
     assert_eq!(offline["source"], "cache", "{seen}");
@@ -222,6 +229,7 @@ fn dashboard_walkthrough_in_chromium() {
         "8-compare",
         "8-in-browser",
         "8-in-browser-adapter",
+        "8-in-browser-cpu",
         "10-offline",
         "9-phone-run",
         "9-phone-run-dark",

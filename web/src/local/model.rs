@@ -125,7 +125,7 @@ pub async fn load(
             let model = builder.finish().map_err(engine_failure)?;
             (Engine::Gpu(Box::new(model)), backend)
         }
-        Err(e) => {
+        Err(_) => {
             // candle on the CPU needs the file whole in memory.
             let bytes = file.read(0, file.total).await?;
             let model = ChatGlmModel::from_quantized_bytes(
@@ -138,7 +138,7 @@ pub async fn load(
             .map_err(engine_failure)?;
             (
                 Engine::Cpu(Box::new(model)),
-                format!("CPU (wasm; no WebGPU here: {e})"),
+                "CPU (wasm, simd128: this browser offers no WebGPU adapter)".to_owned(),
             )
         }
     };
