@@ -25,6 +25,14 @@ pub use decode::SequenceInputs;
 pub use model::{GpuCache, GpuModel, Logits};
 pub use upload::GpuModelBuilder;
 
+/// A tensor's values as f32, flattened: what every kernel reads.
+fn floats(tensor: &candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(tensor
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
 fn gpu_error(message: impl Into<String>) -> EngineError {
     EngineError::Gpu(message.into())
 }

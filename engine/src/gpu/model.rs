@@ -5,11 +5,11 @@
 //! Weights are uploaded from a loaded [`ChatGlmModel`] one matrix at a time. The key/value cache
 //! lives on the GPU and starts with the P-Tuning prefix; only the last token's logits come back.
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 
 use super::params::{AttnParams, GatherParams, MatParams, RowParams};
 use super::weights::GpuMatrix;
-use super::{gpu_error, grid, Gpu};
+use super::{floats, gpu_error, grid, Gpu};
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
 use crate::model::chatglm::RESIDUAL_ALPHA;
@@ -79,10 +79,6 @@ impl GpuCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-fn floats(tensor: &Tensor) -> Result<Vec<f32>> {
-    Ok(tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
 
 impl GpuModel {

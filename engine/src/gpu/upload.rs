@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::model::{GpuBlock, GpuLinear, GpuModel, GpuNorm};
 use super::weights::GpuMatrix;
-use super::{gpu_error, Gpu};
+use super::{floats, gpu_error, Gpu};
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
 use crate::model::chatglm::LayerNorm;
@@ -31,10 +31,6 @@ pub struct GpuModelBuilder {
     matrices: HashMap<String, GpuMatrix>,
     /// f32 vectors (LayerNorms and biases) with their length.
     vectors: HashMap<String, (wgpu::Buffer, usize)>,
-}
-
-fn floats(tensor: &Tensor) -> Result<Vec<f32>> {
-    Ok(tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
 
 fn official(name: &str) -> &str {

@@ -70,7 +70,7 @@ fn pack_dense(tensor: &Tensor) -> Result<Packed> {
             quants: bytemuck::cast_slice(&values).to_vec(),
         });
     }
-    let values: Vec<f32> = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let values = super::floats(tensor)?;
     Ok(Packed {
         layout: Layout::F32,
         rows,
