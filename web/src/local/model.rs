@@ -12,7 +12,7 @@ use glmtune_engine::tokenizer::ChatGlmTokenizer;
 use glmtune_engine::ChatGlmConfig;
 use glmtune_shared::api::{List, ModelFile};
 
-use super::pieces::{open_cache, whole_file, PiecedFile};
+use super::pieces::{open_cache, versioned_key, whole_file, PiecedFile};
 use super::protocol::FromWorker;
 use crate::api::{self, Failure};
 
@@ -66,11 +66,12 @@ pub async fn load(
     // Small files by their URL and version, so a replaced file is fetched again.
     let small = |name: &str| {
         let (cache, base) = (cache.clone(), base.clone());
-        let version = find(name).map(|f| format!("{}-{}", f.bytes, f.modified));
+        let version = find(name).map(|f| (f.bytes, f.modified));
         let name = name.to_owned();
         async move {
             let url = format!("{base}/{name}");
-            let key = format!("{url}?version={}", version.unwrap_or_default());
+            let (bytes, modified) = version.unwrap_or_default();
+            let key = versioned_key(&url, bytes, modified);
             whole_file(cache.as_ref(), &url, &key).await
         }
     };

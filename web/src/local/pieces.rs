@@ -18,6 +18,12 @@ fn piece_size(total: u64) -> u64 {
 
 const CACHE: &str = "glmtune-models";
 
+/// The cache key of `url` as a file of `bytes` last modified at `modified`: a replaced file gets
+/// new keys.
+pub fn versioned_key(url: &str, bytes: u64, modified: u64) -> String {
+    format!("{url}?version={bytes}-{modified}")
+}
+
 /// The browser's cache of model files, when it has one.
 pub async fn open_cache() -> Option<web_sys::Cache> {
     let caches = api::caches()?;
@@ -65,7 +71,8 @@ pub async fn whole_file(
 pub struct PiecedFile {
     cache: Option<web_sys::Cache>,
     url: String,
-    version: String,
+    /// The file's versioned key; pieces add `&piece=N` to it.
+    versioned: String,
     pub total: u64,
     piece: u64,
     /// The piece read last, by index.
@@ -89,7 +96,7 @@ impl PiecedFile {
         Self {
             cache,
             url: url.to_owned(),
-            version: format!("{total}-{modified}"),
+            versioned: versioned_key(url, total, modified),
             total,
             piece: piece_size(total),
             current: None,
@@ -105,7 +112,7 @@ impl PiecedFile {
     }
 
     fn key(&self, index: u64) -> String {
-        format!("{}?version={}&piece={index}", self.url, self.version)
+        format!("{}&piece={index}", self.versioned)
     }
 
     async fn load_piece(&mut self, index: u64) -> Result<(), Failure> {
@@ -176,7 +183,7 @@ impl PiecedFile {
         let Ok(keys) = JsFuture::from(cache.keys()).await else {
             return;
         };
-        let ours = format!("?version={}&", self.version);
+        let ours = format!("{}&", self.versioned);
         for request in js_sys::Array::from(&keys).iter() {
             let Ok(request) = request.dyn_into::<web_sys::Request>() else {
                 continue;
