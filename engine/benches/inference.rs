@@ -155,6 +155,7 @@ fn options() -> GenerationOptions {
         sampling: Sampling::Greedy,
         repetition_penalty: 1.0,
         stop_at_eos: false,
+        stop_ids: Vec::new(),
     }
 }
 

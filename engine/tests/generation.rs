@@ -15,6 +15,7 @@ fn greedy(max_new_tokens: usize) -> GenerationOptions {
         sampling: Sampling::Greedy,
         repetition_penalty: 1.0,
         stop_at_eos: true,
+        stop_ids: Vec::new(),
     }
 }
 

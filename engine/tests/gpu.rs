@@ -43,6 +43,7 @@ fn greedy(options_tokens: usize) -> GenerationOptions {
     GenerationOptions {
         max_new_tokens: Some(options_tokens),
         stop_at_eos: false,
+        stop_ids: Vec::new(),
         ..GenerationOptions::default()
     }
 }

@@ -1,5 +1,8 @@
-//! The official `chat()` conventions: the `[Round i]` prompt with history, the response clean-up,
-//! and turning a growing list of ids into streamed text.
+//! The official `chat()` conventions of each generation: the prompt with history (ChatGLM-6B's
+//! `[Round i]\n问：…\n答：`, ChatGLM2's `[Round i]\n\n问：…\n\n答：`, ChatGLM3's role tokens), the
+//! response clean-up, and turning a growing list of ids into streamed text.
+
+use crate::tokenizer::{ChatGlmTokenizer, Family, Role};
 
 /// One finished exchange of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,134 @@ pub fn build_prompt(query: &str, history: &[Turn]) -> String {
     }
     prompt.push_str(&format!("[Round {}]\n问：{query}\n答：", history.len()));
     prompt
+}
+
+/// ChatGLM2's `build_prompt`: rounds counted from 1, blank lines between the parts.
+pub fn build_prompt_glm2(query: &str, history: &[Turn]) -> String {
+    let mut prompt = String::new();
+    for (i, turn) in history.iter().enumerate() {
+        prompt.push_str(&format!(
+            "[Round {}]\n\n问：{}\n\n答：{}\n\n",
+            i + 1,
+            turn.query,
+            turn.response
+        ));
+    }
+    prompt.push_str(&format!("[Round {}]\n\n问：{query}\n\n答：", history.len() + 1));
+    prompt
+}
+
+/// One message of a conversation, as `--history` and ChatGLM3 name them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// The model input for answering `query` after `history`, in the family's own chat format, with
+/// `system` as its system prompt: ChatGLM3's `build_chat_input` (a system message first), or for
+/// the earlier generations the `[Round i]` prompt with `system` put before it as text (as
+/// `--source_prefix` puts it in training).
+pub fn chat_prompt_ids(
+    tokenizer: &ChatGlmTokenizer,
+    system: Option<&str>,
+    history: &[Turn],
+    query: &str,
+) -> Vec<u32> {
+    let system = system.filter(|s| !s.is_empty());
+    match tokenizer.family() {
+        Family::ChatGlm => {
+            tokenizer.encode(&format!("{}{}", system.unwrap_or_default(), build_prompt(query, history)))
+        }
+        Family::ChatGlm2 => tokenizer.encode(&format!(
+            "{}{}",
+            system.unwrap_or_default(),
+            build_prompt_glm2(query, history)
+        )),
+        Family::ChatGlm3 => {
+            let mut messages = Vec::with_capacity(2 * history.len() + 2);
+            if let Some(system) = system {
+                messages.push(ChatMessage {
+                    role: Role::System,
+                    content: system.to_owned(),
+                });
+            }
+            for turn in history {
+                messages.push(ChatMessage {
+                    role: Role::User,
+                    content: turn.query.clone(),
+                });
+                messages.push(ChatMessage {
+                    role: Role::Assistant,
+                    content: turn.response.clone(),
+                });
+            }
+            messages.push(ChatMessage {
+                role: Role::User,
+                content: query.to_owned(),
+            });
+            glm3_chat_ids(tokenizer, &messages)
+        }
+    }
+}
+
+/// ChatGLM3's `build_chat_input`: `[gMASK] sop`, each message as `build_single_message`, then
+/// `<|assistant|>`.
+fn glm3_chat_ids(tokenizer: &ChatGlmTokenizer, messages: &[ChatMessage]) -> Vec<u32> {
+    let mut ids = tokenizer.prefix_ids();
+    for message in messages {
+        ids.extend(
+            tokenizer
+                .single_message(message.role, "", &message.content)
+                .unwrap_or_default(),
+        );
+    }
+    ids.extend(tokenizer.role_id(Role::Assistant));
+    ids
+}
+
+/// The model input for a conversation given as messages whose last one is the new query
+/// (`glmtune generate --chat --history`). ChatGLM3 takes the messages as they are; the earlier
+/// generations need leading system messages (their text goes before the prompt, joined by
+/// newlines), then user and assistant turns alternating, and a user message last.
+pub fn chat_ids(tokenizer: &ChatGlmTokenizer, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
+    match messages.last() {
+        Some(last) if last.role != Role::Assistant => {}
+        Some(_) => return Err("the last message must be the query, not an assistant message".into()),
+        None => return Err("no messages: there is no query to answer".into()),
+    }
+    if tokenizer.family() == Family::ChatGlm3 {
+        return Ok(glm3_chat_ids(tokenizer, messages));
+    }
+    let system_count = messages.iter().take_while(|m| m.role == Role::System).count();
+    let system: Vec<&str> = messages[..system_count].iter().map(|m| m.content.as_str()).collect();
+    let rest = &messages[system_count..];
+    let mut history = Vec::new();
+    for (i, pair) in rest[..rest.len() - 1].chunks(2).enumerate() {
+        match pair {
+            [q, a] if q.role == Role::User && a.role == Role::Assistant => history.push(Turn {
+                query: q.content.clone(),
+                response: a.content.clone(),
+            }),
+            _ => {
+                return Err(format!(
+                    "message {}: {} takes system messages first, then user and assistant turns alternating",
+                    system_count + 2 * i,
+                    tokenizer.family()
+                ))
+            }
+        }
+    }
+    let query = &rest[rest.len() - 1];
+    if query.role != Role::User || rest.len() % 2 == 0 {
+        return Err(format!(
+            "message {}: {} takes system messages first, then user and assistant turns alternating, ending with a user message",
+            messages.len() - 1,
+            tokenizer.family()
+        ));
+    }
+    let system = (!system.is_empty()).then(|| format!("{}\n", system.join("\n")));
+    Ok(chat_prompt_ids(tokenizer, system.as_deref(), &history, &query.content))
 }
 
 fn is_cjk(c: char) -> bool {

@@ -18,6 +18,16 @@ pub struct GenerationOptions {
     pub repetition_penalty: f32,
     /// End a sequence at `<eop>` (benchmarks turn this off to decode a fixed length).
     pub stop_at_eos: bool,
+    /// More ids that end a sequence like the config's eos does (ChatGLM3's `<|user|>` and
+    /// `<|observation|>`: [`ChatGlmTokenizer::stop_ids`](crate::tokenizer::ChatGlmTokenizer::stop_ids)).
+    pub stop_ids: Vec<u32>,
+}
+
+impl GenerationOptions {
+    /// Whether `token` ends a sequence under these options.
+    pub fn is_stop(&self, token: u32, eos_token_id: u32) -> bool {
+        self.stop_at_eos && (token == eos_token_id || self.stop_ids.contains(&token))
+    }
 }
 
 impl Default for GenerationOptions {
@@ -28,6 +38,7 @@ impl Default for GenerationOptions {
             sampling: Sampling::Greedy,
             repetition_penalty: 1.0,
             stop_at_eos: true,
+            stop_ids: Vec::new(),
         }
     }
 }
@@ -113,7 +124,7 @@ pub fn generate(
             seen[i].push(token);
             outputs[i].push(token);
             tokens.push(token);
-            if token == config.eos_token_id && options.stop_at_eos {
+            if options.is_stop(token, config.eos_token_id) {
                 finished[i] = true;
             }
             if on_token(i, token) == Flow::Stop {

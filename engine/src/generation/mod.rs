@@ -4,6 +4,9 @@ pub mod chat;
 pub mod generate;
 pub mod sampling;
 
-pub use chat::{build_prompt, process_response, stable_response, TextStream, Turn};
+pub use chat::{
+    build_prompt, build_prompt_glm2, chat_ids, chat_prompt_ids, process_response, stable_response,
+    ChatMessage, TextStream, Turn,
+};
 pub use generate::{generate, sequence_logits, Flow, GenerationOptions};
 pub use sampling::{Sampler, Sampling};

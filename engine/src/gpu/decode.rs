@@ -43,7 +43,7 @@ impl GpuModel {
             let token = sampler.choose(&mut logits, &seen);
             seen.push(token);
             outputs.push(token);
-            if (token == config.eos_token_id && options.stop_at_eos)
+            if options.is_stop(token, config.eos_token_id)
                 || on_token(token) == Flow::Stop
                 || outputs.len() == budget
             {

@@ -1,5 +1,7 @@
-//! ChatGLM-6B (GLM) as `modeling_chatglm.py` computes it.
+//! ChatGLM (all generations) as their `modeling_chatglm.py` compute it: the model, its loading and
+//! ChatGLM-6B's GLM block; ChatGLM2/3's block is in [`super::glm2`].
 //!
+//! ChatGLM-6B:
 //! Per block: `x₁ = LN(x)`, `h = x₁·α + Attn(x₁)`, `x₂ = LN(h)`, `out = x₂·α + MLP(x₂)` with
 //! `α = √56` (see [`RESIDUAL_ALPHA`]). Attention splits `query_key_value` per head (q, k, v interleaved by head),
 //! rotates the two halves of each head by the position and the block position, scales the query by
@@ -14,9 +16,10 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::ChatGlmConfig;
+use crate::config::{Architecture, ChatGlmConfig};
 use crate::error::{EngineError, Result};
 use crate::model::init;
+use crate::model::norm::Norm;
 use crate::model::rotary::{self, Rotary};
 use crate::model::weights::{DenseSource, Embedding, Linear, Matrix, WeightSource};
 use crate::quant::QuantizedFile;
@@ -30,71 +33,53 @@ const MASKED_SCORE: f64 = -10000.0;
 pub(crate) const RESIDUAL_ALPHA: f64 = 7.483314773547883;
 
 #[derive(Debug, Clone)]
-pub(crate) struct LayerNorm {
-    pub(crate) weight: Tensor,
-    pub(crate) bias: Tensor,
-    pub(crate) eps: f64,
-}
-
-impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !x.track_op() && !self.weight.track_op() {
-            return Ok(candle_nn::ops::layer_norm(
-                x,
-                &self.weight,
-                &self.bias,
-                self.eps as f32,
-            )?);
-        }
-        let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        let weight = self.weight.to_dtype(DType::F32)?;
-        let bias = self.bias.to_dtype(DType::F32)?;
-        Ok(normed
-            .broadcast_mul(&weight)?
-            .broadcast_add(&bias)?
-            .to_dtype(dtype)?)
-    }
-}
-
-#[derive(Debug, Clone)]
 pub(crate) struct Block {
-    pub(crate) input_layernorm: LayerNorm,
+    pub(crate) input_layernorm: Norm,
     pub(crate) query_key_value: Linear,
     pub(crate) dense: Linear,
-    pub(crate) post_attention_layernorm: LayerNorm,
+    pub(crate) post_attention_layernorm: Norm,
     pub(crate) dense_h_to_4h: Linear,
     pub(crate) dense_4h_to_h: Linear,
 }
 
 impl Block {
     /// One block's layout: the official sub-module names with their shapes, each made by
-    /// `norm(name)` or `linear(name, out, in)` (loaded from a checkpoint or drawn at random).
+    /// `norm(name)` or `linear(name, out, in, has_bias)` (loaded from a checkpoint or drawn at
+    /// random).
     fn build(
         config: &ChatGlmConfig,
-        norm: impl Fn(&str) -> Result<LayerNorm>,
-        linear: impl Fn(&str, usize, usize) -> Result<Linear>,
+        norm: impl Fn(&str) -> Result<Norm>,
+        linear: impl Fn(&str, usize, usize, bool) -> Result<Linear>,
     ) -> Result<Self> {
         let (h, inner) = (config.hidden_size, config.inner_hidden_size);
+        let Some(g) = config.glm2() else {
+            return Ok(Self {
+                input_layernorm: norm("input_layernorm")?,
+                query_key_value: linear("attention.query_key_value", 3 * h, h, true)?,
+                dense: linear("attention.dense", h, h, true)?,
+                post_attention_layernorm: norm("post_attention_layernorm")?,
+                dense_h_to_4h: linear("mlp.dense_h_to_4h", inner, h, true)?,
+                dense_4h_to_h: linear("mlp.dense_4h_to_h", h, inner, true)?,
+            });
+        };
+        let projection = config.num_attention_heads * config.head_dim();
+        let qkv = projection + 2 * config.kv_width();
         Ok(Self {
             input_layernorm: norm("input_layernorm")?,
-            query_key_value: linear("attention.query_key_value", 3 * h, h)?,
-            dense: linear("attention.dense", h, h)?,
+            query_key_value: linear("self_attention.query_key_value", qkv, h, g.add_qkv_bias)?,
+            dense: linear("self_attention.dense", h, projection, g.add_bias_linear)?,
             post_attention_layernorm: norm("post_attention_layernorm")?,
-            dense_h_to_4h: linear("mlp.dense_h_to_4h", inner, h)?,
-            dense_4h_to_h: linear("mlp.dense_4h_to_h", h, inner)?,
+            // SwiGLU: the gate and the up projection in one matrix.
+            dense_h_to_4h: linear("mlp.dense_h_to_4h", 2 * inner, h, g.add_bias_linear)?,
+            dense_4h_to_h: linear("mlp.dense_4h_to_h", h, inner, g.add_bias_linear)?,
         })
     }
 }
 
-/// Cached keys and values of every layer, each `[batch, heads, len, head_dim]`.
+/// Cached keys and values of every layer, each `[batch, kv_heads, len, head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
 }
 
 impl KvCache {
@@ -124,13 +109,14 @@ impl KvCache {
     }
 }
 
-/// The whole model: embeddings, GLM blocks, final LayerNorm and the LM head.
+/// The whole model: embeddings, blocks, final norm and the output layer.
 #[derive(Debug, Clone)]
 pub struct ChatGlmModel {
     pub(crate) config: ChatGlmConfig,
     pub(crate) word_embeddings: Embedding,
     pub(crate) blocks: Vec<Block>,
-    pub(crate) final_layernorm: LayerNorm,
+    /// `None` for a ChatGLM2/3 config with `post_layer_norm: false`.
+    pub(crate) final_layernorm: Option<Norm>,
     pub(crate) lm_head: Linear,
     pub(crate) rotary: Rotary,
     pub(crate) dtype: DType,
@@ -184,48 +170,50 @@ impl ChatGlmModel {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        // Exports of the bare `ChatGLMModel` omit the `transformer.` prefix.
-        let prefix = if source.contains("transformer.word_embeddings.weight") {
-            "transformer."
-        } else {
-            ""
-        };
+        let names = Names::of(&config, source);
         let (h, vocab) = (config.hidden_size, config.vocab_size);
-        let load = |name: &str, shape: &[usize]| source.dense(&format!("{prefix}{name}"), shape);
-        let load_norm = |name: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm {
-                weight: load(&format!("{name}.weight"), &[h])?,
-                bias: load(&format!("{name}.bias"), &[h])?,
-                eps: config.layernorm_epsilon,
-            })
-        };
-        let load_linear = |name: &str, out_dim: usize, in_dim: usize| -> Result<Linear> {
+        let load = |name: &str, shape: &[usize]| source.dense(name, shape);
+        let load_norm = |name: &str| -> Result<Norm> { names.norm(&config, name, &load) };
+        let load_linear = |name: &str, out_dim: usize, in_dim: usize, has_bias: bool| -> Result<Linear> {
             Ok(Linear {
-                weight: source.matrix(&format!("{prefix}{name}.weight"), out_dim, in_dim)?,
-                bias: Some(load(&format!("{name}.bias"), &[out_dim])?),
+                weight: source.matrix(&format!("{name}.weight"), out_dim, in_dim)?,
+                bias: if has_bias {
+                    Some(load(&format!("{name}.bias"), &[out_dim])?)
+                } else {
+                    None
+                },
             })
         };
-        let word_embeddings =
-            Embedding(source.matrix(&format!("{prefix}word_embeddings.weight"), vocab, h)?);
+        let word_embeddings = Embedding(source.matrix(&names.embeddings, vocab, h)?);
         let blocks = (0..config.num_layers)
             .map(|i| {
-                let p = format!("layers.{i}");
+                let p = format!("{}.{i}", names.layers);
                 Block::build(
                     &config,
                     |name| load_norm(&format!("{p}.{name}")),
-                    |name, out_dim, in_dim| load_linear(&format!("{p}.{name}"), out_dim, in_dim),
+                    |name, out_dim, in_dim, has_bias| {
+                        load_linear(&format!("{p}.{name}"), out_dim, in_dim, has_bias)
+                    },
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let final_layernorm = load_norm("final_layernorm")?;
-        let embeddings_name = format!("{prefix}word_embeddings.weight");
-        let lm_head = if source.contains("lm_head.weight")
-            && !source.identical("lm_head.weight", &embeddings_name, &[vocab, h])?
+        let final_layernorm = match config.glm2() {
+            Some(g) if !g.post_layer_norm => None,
+            _ => Some(load_norm(&names.final_norm)?),
+        };
+        let lm_head = if source.contains(&names.output)
+            && !source.identical(&names.output, &names.embeddings, &[vocab, h])?
         {
             Linear {
-                weight: source.matrix("lm_head.weight", vocab, h)?,
+                weight: source.matrix(&names.output, vocab, h)?,
                 bias: None,
             }
+        } else if config.glm2().is_some() {
+            return Err(EngineError::tensor(
+                Path::new("checkpoint"),
+                &names.output,
+                "missing: ChatGLM2/3 checkpoints have an output layer of their own",
+            ));
         } else {
             word_embeddings.as_linear()
         };
@@ -244,7 +232,7 @@ impl ChatGlmModel {
         config: ChatGlmConfig,
         word_embeddings: Embedding,
         blocks: Vec<Block>,
-        final_layernorm: LayerNorm,
+        final_layernorm: Option<Norm>,
         lm_head: Linear,
         dtype: DType,
         device: &Device,
@@ -262,7 +250,7 @@ impl ChatGlmModel {
         })
     }
 
-    /// A model of random weights (normal, std 0.02; LayerNorms at identity), for benchmarks.
+    /// A model of random weights (normal, std 0.02; norms at identity), for benchmarks.
     pub fn random(config: ChatGlmConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
         let (h, vocab) = (config.hidden_size, config.vocab_size);
         let counter = std::cell::Cell::new(seed);
@@ -270,31 +258,39 @@ impl ChatGlmModel {
             counter.set(counter.get().wrapping_add(1));
             Ok(init::normal(shape, 0.02, counter.get(), device)?.to_dtype(dtype)?)
         };
-        let norm = || -> Result<LayerNorm> {
-            Ok(LayerNorm {
+        let rms = config.glm2().is_some_and(|g| g.rmsnorm);
+        let norm = || -> Result<Norm> {
+            Ok(Norm {
                 weight: Tensor::ones(h, dtype, device)?,
-                bias: Tensor::zeros(h, dtype, device)?,
+                bias: if rms {
+                    None
+                } else {
+                    Some(Tensor::zeros(h, dtype, device)?)
+                },
                 eps: config.layernorm_epsilon,
+                rms,
             })
         };
-        let linear = |out_dim: usize, in_dim: usize| -> Result<Linear> {
-            Ok(Linear::dense(
-                normal(&[out_dim, in_dim])?,
-                Some(normal(&[out_dim])?),
-            ))
+        let linear = |out_dim: usize, in_dim: usize, has_bias: bool| -> Result<Linear> {
+            let bias = if has_bias {
+                Some(normal(&[out_dim])?)
+            } else {
+                None
+            };
+            Ok(Linear::dense(normal(&[out_dim, in_dim])?, bias))
         };
         let blocks = (0..config.num_layers)
-            .map(|_| {
-                Block::build(
-                    &config,
-                    |_| norm(),
-                    |_, out_dim, in_dim| linear(out_dim, in_dim),
-                )
-            })
+            .map(|_| Block::build(&config, |_| norm(), |_, o, i, b| linear(o, i, b)))
             .collect::<Result<Vec<_>>>()?;
         let word_embeddings = Embedding(Matrix::Dense(normal(&[vocab, h])?));
-        let lm_head = word_embeddings.as_linear();
-        let final_layernorm = norm()?;
+        let lm_head = match config.glm2() {
+            Some(_) => Linear::dense(normal(&[vocab, h])?, None),
+            None => word_embeddings.as_linear(),
+        };
+        let final_layernorm = match config.glm2() {
+            Some(g) if !g.post_layer_norm => None,
+            _ => Some(norm()?),
+        };
         Self::from_parts(
             config,
             word_embeddings,
@@ -354,6 +350,21 @@ impl ChatGlmModel {
             None => None,
         };
         let mut hidden = self.word_embeddings.gather(ids, self.dtype)?;
+        if self.config.glm2().is_some() {
+            for (layer, block) in self.blocks.iter().enumerate() {
+                hidden = self.glm2_block(
+                    block,
+                    &hidden,
+                    &rotations,
+                    mask.as_ref(),
+                    &mut cache.layers[layer],
+                )?;
+            }
+            return match &self.final_layernorm {
+                Some(norm) => norm.forward(&hidden),
+                None => Ok(hidden),
+            };
+        }
         let alpha = RESIDUAL_ALPHA;
         for (layer, block) in self.blocks.iter().enumerate() {
             let attention_input = block.input_layernorm.forward(&hidden)?;
@@ -372,7 +383,10 @@ impl ChatGlmModel {
                 .forward(&block.dense_h_to_4h.forward(&mlp_input)?.gelu()?)?;
             hidden = ((&mlp_input * alpha)? + mlp)?;
         }
-        self.final_layernorm.forward(&hidden)
+        match &self.final_layernorm {
+            Some(norm) => norm.forward(&hidden),
+            None => Ok(hidden),
+        }
     }
 
     fn attention(
@@ -467,5 +481,68 @@ impl ChatGlmModel {
     /// Logits `[batch, seq, vocab]` in f32 for final hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// Where a generation keeps its tensors in the checkpoint.
+struct Names {
+    embeddings: String,
+    layers: String,
+    final_norm: String,
+    output: String,
+}
+
+impl Names {
+    fn of(config: &ChatGlmConfig, source: &dyn WeightSource) -> Self {
+        match config.architecture {
+            Architecture::Glm => {
+                // Exports of the bare `ChatGLMModel` omit the `transformer.` prefix.
+                let t = if source.contains("transformer.word_embeddings.weight") {
+                    "transformer."
+                } else {
+                    ""
+                };
+                Self {
+                    embeddings: format!("{t}word_embeddings.weight"),
+                    layers: format!("{t}layers"),
+                    final_norm: format!("{t}final_layernorm"),
+                    output: "lm_head.weight".into(),
+                }
+            }
+            Architecture::Glm2(_) => {
+                let t = if source.contains("transformer.embedding.word_embeddings.weight") {
+                    "transformer."
+                } else {
+                    ""
+                };
+                Self {
+                    embeddings: format!("{t}embedding.word_embeddings.weight"),
+                    layers: format!("{t}encoder.layers"),
+                    final_norm: format!("{t}encoder.final_layernorm"),
+                    output: format!("{t}output_layer.weight"),
+                }
+            }
+        }
+    }
+
+    /// A LayerNorm (weight and bias) or, for ChatGLM2/3 with `rmsnorm`, an RMSNorm (weight only).
+    fn norm(
+        &self,
+        config: &ChatGlmConfig,
+        name: &str,
+        load: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
+    ) -> Result<Norm> {
+        let h = config.hidden_size;
+        let rms = config.glm2().is_some_and(|g| g.rmsnorm);
+        Ok(Norm {
+            weight: load(&format!("{name}.weight"), &[h])?,
+            bias: if rms {
+                None
+            } else {
+                Some(load(&format!("{name}.bias"), &[h])?)
+            },
+            eps: config.layernorm_epsilon,
+            rms,
+        })
     }
 }

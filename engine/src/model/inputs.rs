@@ -1,6 +1,6 @@
 //! Position ids and attention masks, as the official tokenizer's `_pad` and the model build them.
 //!
-//! Everything before `<sop>` (the context) sees the whole context; from `<sop>` on, attention is
+//! ChatGLM2/3 are causal with positions 0, 1, 2, … per sequence. For ChatGLM-6B, everything before `<sop>` (the context) sees the whole context; from `<sop>` on, attention is
 //! causal. Positions count up to the `[gMASK]`/`[MASK]` token and stay there from `<sop>` on, while
 //! the second ("block") position counts 1, 2, … from `<sop>`. Left padding gets position 0 and is
 //! masked out in both directions, so a padded sequence computes what it computes alone.
@@ -27,6 +27,9 @@ pub struct SequencePositions {
 /// Position ids (`[n_dims][seq]`, `n_dims` 2 for 2D encoding) and the context length of `ids`.
 pub fn position_ids(ids: &[u32], config: &ChatGlmConfig) -> (Vec<Vec<u32>>, usize) {
     let len = ids.len();
+    if config.glm2().is_some() {
+        return (vec![(0..len as u32).collect()], 0);
+    }
     let context_length = ids
         .iter()
         .position(|&id| id == config.bos_token_id)
@@ -113,13 +116,15 @@ impl Batch {
                 positions.extend(std::iter::repeat_n(0u32, pad));
                 positions.extend_from_slice(dim);
             }
+            let glm = config.glm2().is_none();
             next.push(SequencePositions {
                 last_position: *dims[0].last().unwrap_or(&0),
                 last_block_position: dims.get(1).and_then(|d| d.last().copied()).unwrap_or(0),
                 length: sequence.len(),
-                has_gmask: sequence.contains(&config.gmask_token_id),
-                anchored: sequence.contains(&config.gmask_token_id)
-                    || sequence.contains(&config.mask_token_id),
+                has_gmask: glm && sequence.contains(&config.gmask_token_id),
+                anchored: glm
+                    && (sequence.contains(&config.gmask_token_id)
+                        || sequence.contains(&config.mask_token_id)),
             });
             for row in 0..seq {
                 let row_mask = &mut mask[(b * seq + row) * total..(b * seq + row + 1) * total];
@@ -180,7 +185,7 @@ impl Step {
         for (s, &token) in state.iter_mut().zip(tokens) {
             // The official loop looks the mask token up again in the whole sequence each step, so a
             // generated [gMASK] in a [MASK] prompt becomes the new anchor.
-            if token == config.gmask_token_id && !s.has_gmask {
+            if config.glm2().is_none() && token == config.gmask_token_id && !s.has_gmask {
                 s.has_gmask = true;
                 s.anchored = true;
                 s.last_position = s.length as u32;

@@ -1,9 +1,11 @@
-//! The ChatGLM-6B network, its inputs and its P-Tuning v2 prefix.
+//! The ChatGLM networks (ChatGLM-6B, ChatGLM2/3), their inputs and their P-Tuning v2 prefix.
 
 pub mod chatglm;
 mod gemv;
+mod glm2;
 pub mod init;
 pub mod inputs;
+pub(crate) mod norm;
 pub mod prefix;
 pub mod rotary;
 mod storage;

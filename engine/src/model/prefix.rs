@@ -43,6 +43,22 @@ impl PrefixEncoder {
         model: &ChatGlmConfig,
     ) -> Vec<(&'static str, Vec<usize>)> {
         let (p, h, l) = (prefix.pre_seq_len, model.hidden_size, model.num_layers);
+        if model.glm2().is_some() {
+            // ChatGLM2/3: every width is `kv = 2 · layers · kv_heads · head_dim`; the projection
+            // goes kv → hidden → kv.
+            let kv = 2 * l * model.kv_width();
+            return if prefix.prefix_projection {
+                vec![
+                    (EMBEDDING, vec![p, kv]),
+                    (PROJECTION_IN_WEIGHT, vec![h, kv]),
+                    (PROJECTION_IN_BIAS, vec![h]),
+                    (PROJECTION_OUT_WEIGHT, vec![kv, h]),
+                    (PROJECTION_OUT_BIAS, vec![kv]),
+                ]
+            } else {
+                vec![(EMBEDDING, vec![p, kv])]
+            };
+        }
         if prefix.prefix_projection {
             vec![
                 (EMBEDDING, vec![p, h]),
@@ -71,7 +87,10 @@ impl PrefixEncoder {
             let tensor = if *name == EMBEDDING {
                 init::normal(shape.as_slice(), 1.0, seed, device)?
             } else {
-                let fan_in = model.hidden_size as f32;
+                let fan_in = match (*name, model.glm2()) {
+                    (PROJECTION_IN_WEIGHT | PROJECTION_IN_BIAS, Some(_)) => 2 * model.num_layers * model.kv_width(),
+                    _ => model.hidden_size,
+                } as f32;
                 init::uniform(shape.as_slice(), 1.0 / fan_in.sqrt(), seed, device)?
             };
             tensors.push(tensor);
@@ -164,26 +183,10 @@ impl PrefixEncoder {
         let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
         candle_core::safetensors::save(&map, &safetensors_path)
             .map_err(|e| EngineError::checkpoint(&safetensors_path, e.to_string()))?;
-        let config = serde_json::json!({
-            "architectures": ["ChatGLMModel"],
-            "model_type": "chatglm",
-            "vocab_size": model.vocab_size,
-            "hidden_size": model.hidden_size,
-            "num_layers": model.num_layers,
-            "num_attention_heads": model.num_attention_heads,
-            "inner_hidden_size": model.inner_hidden_size,
-            "layernorm_epsilon": model.layernorm_epsilon,
-            "max_sequence_length": model.max_sequence_length,
-            "position_encoding_2d": model.position_encoding_2d,
-            "bos_token_id": model.bos_token_id,
-            "eos_token_id": model.eos_token_id,
-            "mask_token_id": model.mask_token_id,
-            "gmask_token_id": model.gmask_token_id,
-            "pad_token_id": model.pad_token_id,
-            "pre_seq_len": self.config.pre_seq_len,
-            "prefix_projection": self.config.prefix_projection,
-            "torch_dtype": "float32",
-        });
+        let mut config = model.to_json();
+        config.insert("pre_seq_len".into(), self.config.pre_seq_len.into());
+        config.insert("prefix_projection".into(), self.config.prefix_projection.into());
+        let config = serde_json::Value::Object(config);
         let config_path = dir.join("config.json");
         let text = serde_json::to_string_pretty(&config)
             .map_err(|e| EngineError::checkpoint(&config_path, e.to_string()))?;
@@ -243,7 +246,7 @@ impl PrefixEncoder {
         named
     }
 
-    /// The encoder's output, `[pre_seq_len, 2 · num_layers · hidden]` in f32.
+    /// The encoder's output, `[pre_seq_len, 2 · num_layers · kv_heads · head_dim]` in f32.
     pub fn encode(&self) -> Result<Tensor> {
         let Some(p) = &self.projection else {
             return Ok(self.embedding.clone());
@@ -258,7 +261,7 @@ impl PrefixEncoder {
             .broadcast_add(&p.out_bias)?)
     }
 
-    /// Per-layer `(key, value)`, each `[batch, heads, pre_seq_len, head_dim]` in `dtype` (the
+    /// Per-layer `(key, value)`, each `[batch, kv_heads, pre_seq_len, head_dim]` in `dtype` (the
     /// official model casts the encoder output to the embeddings' dtype).
     pub fn key_values(
         &self,
@@ -272,16 +275,12 @@ impl PrefixEncoder {
     }
 }
 
-/// Splits batched encoder output `[batch, pre_seq_len, 2 · layers · hidden]` into per-layer
-/// `(key, value)` of `[batch, heads, pre_seq_len, head_dim]`: layer i's key is slot 2i and its
+/// Splits batched encoder output `[batch, pre_seq_len, 2 · layers · kv_heads · head_dim]` into
+/// per-layer `(key, value)` of `[batch, kv_heads, pre_seq_len, head_dim]`: layer i's key is slot 2i and its
 /// value slot 2i + 1 of the `2 · layers` axis, as the official `get_prompt` splits them.
 pub fn split_key_values(encoded: &Tensor, model: &ChatGlmConfig) -> Result<Vec<(Tensor, Tensor)>> {
     let (batch, p, _) = encoded.dims3()?;
-    let (l, nh, hd) = (
-        model.num_layers,
-        model.num_attention_heads,
-        model.head_dim(),
-    );
+    let (l, nh, hd) = (model.num_layers, model.kv_heads(), model.head_dim());
     // [b, p, 2l, nh, hd] → [2l, b, nh, p, hd]
     let per_layer = encoded
         .reshape((batch, p, 2 * l, nh, hd))?

@@ -1,6 +1,8 @@
-//! Rotary position tables as ChatGLM-6B computes them.
+//! Rotary position tables as ChatGLM-6B and ChatGLM2/3 compute them.
 //!
-//! The official `RotaryEmbedding` rounds `inv_freq` to float16 when it is built; the tables are
+//! ChatGLM2/3 build their tables in float32 (positions divided by `rope_ratio`) and cast them to
+//! the model's dtype; they rotate interleaved pairs ([`apply_interleaved`]). ChatGLM-6B's
+//! `RotaryEmbedding` rounds `inv_freq` to float16 when it is built; the tables are
 //! then computed in the dtype the model was cast to (`model.float()` gives float32 arithmetic on
 //! those rounded frequencies, `model.half()` float16 throughout). We reproduce each rounding so
 //! that logits match the reference to 1e-5 rather than 1e-3.
@@ -32,6 +34,9 @@ impl Rotary {
     /// The tables `config`'s model uses: half the head for each of the two positions when the
     /// encoding is 2D, up to the longest position generation can reach.
     pub fn of(config: &ChatGlmConfig, dtype: DType, device: &Device) -> Result<Self> {
+        if let Some(g) = config.glm2() {
+            return Self::glm2(config.head_dim() / 2, config.max_sequence_length.max(2048) + 1, g.rope_ratio, dtype, device);
+        }
         let rotary_dim = if config.position_encoding_2d {
             config.head_dim() / 2
         } else {
@@ -76,6 +81,38 @@ impl Rotary {
         })
     }
 
+    /// ChatGLM2/3's tables for `rotary_dim` channels: one column per rotated pair.
+    fn glm2(
+        rotary_dim: usize,
+        max_positions: usize,
+        rope_ratio: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let theta: Vec<f32> = (0..rotary_dim)
+            .step_by(2)
+            .map(|i| 1.0 / 10000f32.powf(i as f32 / rotary_dim as f32))
+            .collect();
+        let pairs = theta.len();
+        let mut cos = Vec::with_capacity(max_positions * pairs);
+        let mut sin = Vec::with_capacity(max_positions * pairs);
+        for position in 0..max_positions {
+            let t = position as f32 / rope_ratio as f32;
+            for f in &theta {
+                let angle = t * f;
+                cos.push(round_to(dtype, angle.cos()));
+                sin.push(round_to(dtype, angle.sin()));
+            }
+        }
+        let cos = Tensor::from_vec(cos, (max_positions, pairs), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (max_positions, pairs), device)?.to_dtype(dtype)?;
+        Ok(Self {
+            cos,
+            sin,
+            max_positions,
+        })
+    }
+
     pub fn max_positions(&self) -> usize {
         self.max_positions
     }
@@ -103,4 +140,16 @@ pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let second = x.narrow(D::Minus1, dim / 2, dim / 2)?;
     let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
     Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+/// ChatGLM2/3's rotation of pairs `(x₂ᵢ, x₂ᵢ₊₁)` by table column `i`, for `x` of shape
+/// `[batch, seq, heads, dim]` and tables `[batch, seq, 1, dim / 2]`.
+pub fn apply_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (batch, seq, heads, dim) = x.dims4()?;
+    let pairs = x.reshape((batch, seq, heads, dim / 2, 2))?;
+    let even = pairs.narrow(D::Minus1, 0, 1)?.squeeze(D::Minus1)?;
+    let odd = pairs.narrow(D::Minus1, 1, 1)?.squeeze(D::Minus1)?;
+    let rotated_even = (even.broadcast_mul(cos)? - odd.broadcast_mul(sin)?)?;
+    let rotated_odd = (odd.broadcast_mul(cos)? + even.broadcast_mul(sin)?)?;
+    Ok(Tensor::stack(&[&rotated_even, &rotated_odd], D::Minus1)?.reshape((batch, seq, heads, dim))?)
 }

@@ -33,7 +33,7 @@ pub struct SpecialIds {
 
 /// The ChatGLM-6B tokenizer, equal in ids and decoded text to the official Python one.
 #[derive(Debug)]
-pub struct ChatGlmTokenizer {
+pub(crate) struct Glm1Tokenizer {
     sp: SentencePiece,
     num_image_tokens: u32,
     do_lower_case: bool,
@@ -50,7 +50,7 @@ pub struct ChatGlmTokenizer {
     pad_id: Option<u32>,
 }
 
-impl ChatGlmTokenizer {
+impl Glm1Tokenizer {
     pub(crate) fn build(sp: SentencePiece, config: TokenizerConfig) -> Self {
         let specials: Vec<SpecialToken> = [
             &config.bos,

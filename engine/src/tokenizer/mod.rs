@@ -1,18 +1,21 @@
-//! The ChatGLM-6B tokenizer, in pure Rust and without the sentencepiece library.
+//! The ChatGLM tokenizers, in pure Rust and without the sentencepiece library.
 //!
-//! It loads `ice_text.model` (a sentencepiece `ModelProto`) and `tokenizer_config.json`
-//! and reproduces the official `tokenization_chatglm.py` as run under transformers 4.33
-//! and sentencepiece 0.2: the same ids for `tokenizer(text)` and the same text from
+//! It loads ChatGLM-6B's `ice_text.model` or ChatGLM2/3's `tokenizer.model` (sentencepiece
+//! `ModelProto`s) with `tokenizer_config.json`, and reproduces the official
+//! `tokenization_chatglm.py` of each generation as run under transformers 4.33 and
+//! sentencepiece 0.2: the same ids for `tokenizer(text)` and the same text from
 //! `tokenizer.decode(ids)`. Loading from bytes does no I/O, so it also runs in wasm.
 //!
 //! Layers, bottom up: `proto` reads the model file, `normalizer` applies its
 //! normalization rules, `unigram` / `bpe` segment, `sentencepiece` ties them into
-//! pieces in and out, and `chatglm` adds ChatGLM's whitespace tokens, special tokens and
-//! image-token offset.
+//! pieces in and out; `chatglm` adds ChatGLM-6B's whitespace tokens, special tokens and
+//! image-token offset, `glm2` the special tokens of ChatGLM2/3 after the vocabulary.
+//! [`ChatGlmTokenizer`] is either, chosen by the files; [`Family`] says which generation.
 
 mod bpe;
 mod chatglm;
 mod config;
+mod glm2;
 mod normalizer;
 mod proto;
 mod sentencepiece;
@@ -23,10 +26,19 @@ mod utf8;
 
 use std::path::{Path, PathBuf};
 
-pub use chatglm::{ChatGlmTokenizer, SpecialIds};
+pub use chatglm::SpecialIds;
+pub use crate::config::Family;
+
+use chatglm::Glm1Tokenizer;
+use glm2::Glm2Tokenizer;
 
 /// File name of the sentencepiece model in a ChatGLM-6B checkpoint directory.
 pub const MODEL_FILE: &str = "ice_text.model";
+/// File name of the sentencepiece model in a ChatGLM2-6B / ChatGLM3-6B checkpoint directory.
+pub const GLM2_MODEL_FILE: &str = "tokenizer.model";
+/// The official Python tokenizer shipped in Hugging Face folders; read only to tell ChatGLM2
+/// from ChatGLM3 (whose copy knows the role tokens).
+const PYTHON_TOKENIZER_FILE: &str = "tokenization_chatglm.py";
 /// File name of the tokenizer settings in a checkpoint directory.
 pub const CONFIG_FILE: &str = "tokenizer_config.json";
 
@@ -46,47 +58,85 @@ pub enum TokenizerError {
     MalformedConfig { file: String, reason: String },
 }
 
+/// A ChatGLM tokenizer of any generation, equal in ids and decoded text to the official one.
+#[derive(Debug)]
+pub struct ChatGlmTokenizer {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Glm1(Glm1Tokenizer),
+    Glm2(Glm2Tokenizer),
+}
+
+/// Who speaks a chat message, as ChatGLM3's role tokens name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Observation,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Observation => "observation",
+        }
+    }
+
+    fn token(self) -> &'static str {
+        glm2::ROLES[self as usize]
+    }
+}
+
 impl ChatGlmTokenizer {
-    /// Loads `ice_text.model` and, when present, `tokenizer_config.json` from `dir`.
-    /// Without the config the official constructor defaults apply (`num_image_tokens`
-    /// 20000).
+    /// Loads the sentencepiece model of `dir` (`ice_text.model` for ChatGLM-6B, `tokenizer.model`
+    /// for ChatGLM2/3) and, when present, `tokenizer_config.json`. Without the config the
+    /// official constructor defaults apply (for ChatGLM-6B, `num_image_tokens` 20000).
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
-        let model_path = dir.join(MODEL_FILE);
+        let glm1_path = dir.join(MODEL_FILE);
+        let glm2_path = dir.join(GLM2_MODEL_FILE);
+        let model_path = if !glm1_path.is_file() && glm2_path.is_file() {
+            glm2_path
+        } else {
+            glm1_path
+        };
         let model = std::fs::read(&model_path).map_err(|source| TokenizerError::Io {
             path: model_path.clone(),
             source,
         })?;
         let config_path = dir.join(CONFIG_FILE);
-        let config = match std::fs::read_to_string(&config_path) {
-            Ok(s) => Some(s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(TokenizerError::Io {
-                    path: config_path,
-                    source,
-                })
-            }
-        };
+        let config = read_optional(&config_path)?;
+        let python = read_optional(&dir.join(PYTHON_TOKENIZER_FILE))?;
         Self::load(
             &model,
             config.as_deref(),
+            python.as_deref(),
             &model_path.display().to_string(),
             &config_path.display().to_string(),
         )
     }
 
-    /// Builds the tokenizer from the bytes of `ice_text.model` and the text of
-    /// `tokenizer_config.json` (`None`: constructor defaults). Does no I/O.
+    /// Builds the tokenizer from the bytes of the sentencepiece model (either generation's) and
+    /// the text of `tokenizer_config.json` (`None`: constructor defaults). Does no I/O.
     pub fn from_bytes(
         model: &[u8],
         tokenizer_config_json: Option<&str>,
     ) -> Result<Self, TokenizerError> {
-        Self::load(model, tokenizer_config_json, MODEL_FILE, CONFIG_FILE)
+        let name = format!("sentencepiece model ({MODEL_FILE} or {GLM2_MODEL_FILE})");
+        Self::load(model, tokenizer_config_json, None, &name, CONFIG_FILE)
     }
 
     fn load(
         model: &[u8],
         config: Option<&str>,
+        python: Option<&str>,
         model_name: &str,
         config_name: &str,
     ) -> Result<Self, TokenizerError> {
@@ -105,10 +155,181 @@ impl ChatGlmTokenizer {
                 reason,
             },
         })?;
-        let config = config::parse(config).map_err(|reason| TokenizerError::MalformedConfig {
+        let bad_config = |reason: String| TokenizerError::MalformedConfig {
             file: config_name.to_string(),
             reason,
-        })?;
-        Ok(Self::build(sp, config))
+        };
+        // ChatGLM-6B's model holds its special tokens; ChatGLM2/3 append them after it.
+        if sp.lookup("[gMASK]").is_some() {
+            let config = config::parse(config).map_err(bad_config)?;
+            return Ok(Self {
+                inner: Inner::Glm1(Glm1Tokenizer::build(sp, config)),
+            });
+        }
+        let config: Option<serde_json::Value> = config
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| bad_config(format!("invalid JSON: {e}")))?;
+        let family = glm2_family(config.as_ref(), python);
+        Ok(Self {
+            inner: Inner::Glm2(Glm2Tokenizer::new(sp, family, config.as_ref())),
+        })
+    }
+
+    /// Which generation of ChatGLM this tokenizer belongs to.
+    pub fn family(&self) -> Family {
+        match &self.inner {
+            Inner::Glm1(_) => Family::ChatGlm,
+            Inner::Glm2(t) => t.family(),
+        }
+    }
+
+    /// Text ids without special tokens: `tokenizer.encode(text, add_special_tokens=False)`.
+    pub fn encode_plain(&self, text: &str) -> Vec<u32> {
+        match &self.inner {
+            Inner::Glm1(t) => t.encode_plain(text),
+            Inner::Glm2(t) => t.encode_plain(text),
+        }
+    }
+
+    /// Model input ids, `tokenizer(text)["input_ids"]`: ChatGLM-6B puts `[gMASK] <sop>` after
+    /// the text, ChatGLM2/3 put `[gMASK] sop` before it.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        match &self.inner {
+            Inner::Glm1(t) => t.encode(text),
+            Inner::Glm2(t) => {
+                let mut ids = t.prefix().to_vec();
+                ids.extend(t.encode_plain(text));
+                ids
+            }
+        }
+    }
+
+    /// The ids `tokenizer(text)` puts before the text (none for ChatGLM-6B, whose go after).
+    pub fn prefix_ids(&self) -> Vec<u32> {
+        match &self.inner {
+            Inner::Glm1(_) => Vec::new(),
+            Inner::Glm2(t) => t.prefix().to_vec(),
+        }
+    }
+
+    /// The raw sentencepiece ids of `text`, bypassing special tokens: ChatGLM-6B's
+    /// `SPTokenizer.encode(text, add_dummy_prefix)`, ChatGLM2/3's `SPTokenizer.encode(text)`
+    /// (which always adds sentencepiece's dummy prefix).
+    pub fn sp_encode(&self, text: &str, add_dummy_prefix: bool) -> Vec<u32> {
+        match &self.inner {
+            Inner::Glm1(t) => t.sp_encode(text, add_dummy_prefix),
+            Inner::Glm2(t) => t.sp_encode(text),
+        }
+    }
+
+    /// `tokenizer.decode(ids)`.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match &self.inner {
+            Inner::Glm1(t) => t.decode(ids),
+            Inner::Glm2(t) => t.decode(ids),
+        }
+    }
+
+    /// The id of a vocabulary piece or special token, `None` when it has none.
+    pub fn token_to_id(&self, piece: &str) -> Option<u32> {
+        match &self.inner {
+            Inner::Glm1(t) => t.token_to_id(piece),
+            Inner::Glm2(t) => t.token_to_id(piece),
+        }
+    }
+
+    /// The piece (or special token name) of an id.
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        match &self.inner {
+            Inner::Glm1(t) => t.id_to_token(id),
+            Inner::Glm2(t) => t.piece(id),
+        }
+    }
+
+    /// Ids the tokenizer can produce (the model's embedding may be padded past it).
+    pub fn vocab_size(&self) -> usize {
+        match &self.inner {
+            Inner::Glm1(t) => t.vocab_size(),
+            Inner::Glm2(t) => t.vocab_size(),
+        }
+    }
+
+    pub fn special_ids(&self) -> SpecialIds {
+        match &self.inner {
+            Inner::Glm1(t) => t.special_ids(),
+            Inner::Glm2(t) => t.special_ids(),
+        }
+    }
+
+    /// The offset of text ids (ChatGLM-6B: 0 in current configs, 20000 in older ones; 0 later).
+    pub fn num_image_tokens(&self) -> u32 {
+        match &self.inner {
+            Inner::Glm1(t) => t.num_image_tokens(),
+            Inner::Glm2(_) => 0,
+        }
+    }
+
+    /// The ids that end a generated answer: `<eop>` for ChatGLM-6B, `</s>` for ChatGLM2, and
+    /// also `<|user|>` and `<|observation|>` for ChatGLM3.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        match &self.inner {
+            Inner::Glm1(t) => vec![t.special_ids().eos],
+            Inner::Glm2(t) => t.stop_ids(),
+        }
+    }
+
+    /// The id of a role token, `None` before ChatGLM3.
+    pub fn role_id(&self, role: Role) -> Option<u32> {
+        match &self.inner {
+            Inner::Glm1(_) => None,
+            Inner::Glm2(t) => t.command(role.token()),
+        }
+    }
+
+    /// ChatGLM3's `build_single_message(role, metadata, content)`: the role token, the ids of
+    /// `metadata + "\n"`, then the ids of the content (sentencepiece ids, special names not
+    /// recognised in text). `None` before ChatGLM3.
+    pub fn single_message(&self, role: Role, metadata: &str, content: &str) -> Option<Vec<u32>> {
+        let Inner::Glm2(t) = &self.inner else {
+            return None;
+        };
+        let mut ids = vec![t.command(role.token())?];
+        ids.extend(t.sp_encode(&format!("{metadata}\n")));
+        ids.extend(t.sp_encode(content));
+        Some(ids)
+    }
+}
+
+/// Reads a file that may be absent.
+fn read_optional(path: &Path) -> Result<Option<String>, TokenizerError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TokenizerError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// ChatGLM2 or ChatGLM3: their configs and sentencepiece models are alike, so the evidence is
+/// the official Python tokenizer beside them (ChatGLM3's knows `<|observation|>`), a name in
+/// `tokenizer_config.json`, or role tokens it lists; without any, ChatGLM3, the current release.
+fn glm2_family(config: Option<&serde_json::Value>, python: Option<&str>) -> Family {
+    if let Some(code) = python {
+        return if code.contains("<|observation|>") {
+            Family::ChatGlm3
+        } else {
+            Family::ChatGlm2
+        };
+    }
+    let text = config.map(|c| c.to_string().to_lowercase()).unwrap_or_default();
+    if text.contains("<|observation|>") || text.contains("<|user|>") || text.contains("chatglm3") {
+        Family::ChatGlm3
+    } else if text.contains("chatglm2") || text.contains("codegeex2") {
+        Family::ChatGlm2
+    } else {
+        Family::ChatGlm3
     }
 }

@@ -1,0 +1,132 @@
+//! ChatGLM2-6B / ChatGLM3-6B's block as their `modeling_chatglm.py` computes it.
+//!
+//! Pre-norm: `h = x + Attn(Norm(x))`, `out = h + MLP(Norm(h))` (with
+//! `apply_residual_connection_post_layernorm` the residuals start from the normed inputs
+//! instead). With multi-query attention `query_key_value` yields, contiguously, the query heads
+//! then the key and the value of each group, and query head `i` reads group
+//! `i / (heads / groups)`; without it, q, k and v come interleaved per head. The first half
+//! of every query and key head is rotated in interleaved pairs; scores are scaled by `1/√d` and
+//! the softmax is float32. The MLP is SwiGLU: `dense_4h_to_h(silu(gate) · up)`.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::Result;
+use crate::model::chatglm::{Block, ChatGlmModel};
+use crate::model::rotary;
+
+/// Score of a masked slot: far below any real score, yet finite, so a fully masked row (left
+/// padding) averages instead of turning into NaN.
+const MASKED_SCORE: f32 = -1e30;
+
+impl ChatGlmModel {
+    pub(crate) fn glm2_block(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        rotations: &[(Tensor, Tensor)],
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let post_ln_residual = self
+            .config
+            .glm2()
+            .is_some_and(|g| g.apply_residual_connection_post_layernorm);
+        let normed = block.input_layernorm.forward(x)?;
+        let attention = self.glm2_attention(block, &normed, rotations, mask, cache)?;
+        let residual = if post_ln_residual { &normed } else { x };
+        let hidden = (residual + attention)?;
+        let normed = block.post_attention_layernorm.forward(&hidden)?;
+        let up = block.dense_h_to_4h.forward(&normed)?;
+        let inner = self.config.inner_hidden_size;
+        let gate = up.narrow(D::Minus1, 0, inner)?;
+        let up = up.narrow(D::Minus1, inner, inner)?;
+        let mlp = block.dense_4h_to_h.forward(&(gate.silu()? * up)?)?;
+        let residual = if post_ln_residual { &normed } else { &hidden };
+        Ok((residual + mlp)?)
+    }
+
+    fn glm2_attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        rotations: &[(Tensor, Tensor)],
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let (batch, seq, _) = x.dims3()?;
+        let config = &self.config;
+        let (heads, groups, d) = (
+            config.num_attention_heads,
+            config.kv_heads(),
+            config.head_dim(),
+        );
+        let qkv = block.query_key_value.forward(x)?;
+        let multi_query = config.glm2().is_some_and(|g| g.multi_query);
+        let (query, key, value) = if multi_query {
+            let part = |start: usize, n: usize| -> Result<Tensor> {
+                Ok(qkv.narrow(D::Minus1, start * d, n * d)?.reshape((batch, seq, n, d))?)
+            };
+            (part(0, heads)?, part(heads, groups)?, part(heads + groups, groups)?)
+        } else {
+            let per_head = qkv.reshape((batch, seq, heads, 3 * d))?;
+            (
+                per_head.narrow(D::Minus1, 0, d)?,
+                per_head.narrow(D::Minus1, d, d)?,
+                per_head.narrow(D::Minus1, 2 * d, d)?,
+            )
+        };
+        let (cos, sin) = &rotations[0];
+        let query = rotate_first_half(&query, cos, sin)?;
+        let key = rotate_first_half(&key, cos, sin)?;
+        // [batch, heads, seq, d]
+        let query = (query.transpose(1, 2)? / (d as f64).sqrt())?.contiguous()?;
+        let key = key.transpose(1, 2)?.contiguous()?;
+        let value = value.transpose(1, 2)?.contiguous()?;
+        let (key, value) = match cache.take() {
+            Some((past_key, past_value)) => (
+                Tensor::cat(&[&past_key, &key], 2)?,
+                Tensor::cat(&[&past_value, &value], 2)?,
+            ),
+            None => (key, value),
+        };
+        let total = key.dim(2)?;
+        // Query heads of one group share its key and value: fold them into the row axis, so the
+        // group's keys are read once instead of copied per head.
+        let per_group = heads / groups;
+        let grouped_query = query.reshape((batch, groups, per_group * seq, d))?;
+        let scores = grouped_query
+            .matmul(&key.t()?)?
+            .reshape((batch, heads, seq, total))?
+            .to_dtype(DType::F32)?;
+        let scores = match mask {
+            Some(mask) => {
+                let fill = Tensor::new(MASKED_SCORE, scores.device())?.broadcast_as(scores.shape())?;
+                mask.where_cond(&fill, &scores)?
+            }
+            None => scores,
+        };
+        let probs = if scores.track_op() {
+            let max = scores.max_keepdim(D::Minus1)?.detach();
+            let exp = scores.broadcast_sub(&max)?.exp()?;
+            exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let context = probs
+            .to_dtype(self.dtype)?
+            .reshape((batch, groups, per_group * seq, total))?
+            .matmul(&value)?
+            .reshape((batch, heads, seq, d))?;
+        *cache = Some((key, value));
+        let context = context.transpose(1, 2)?.reshape((batch, seq, heads * d))?;
+        block.dense.forward(&context)
+    }
+}
+
+/// Rotates the first half of each head of `x` (`[batch, seq, heads, d]`) in interleaved pairs
+/// `(x₂ᵢ, x₂ᵢ₊₁)`; the second half passes through.
+fn rotate_first_half(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let rotated = rotary::apply_interleaved(&x.narrow(D::Minus1, 0, d / 2)?, cos, sin)?;
+    Ok(Tensor::cat(&[&rotated, &x.narrow(D::Minus1, d / 2, d / 2)?], D::Minus1)?)
+}
