@@ -133,3 +133,110 @@ fn greedy_ids_match_reference() {
         assert_eq!(out, ids_of(&case["greedy_ptuned"]), "batched {}", case["query"]);
     }
 }
+
+/// A small medical conversation set in ChatGLM3's `conversations` format.
+const CONVERSATIONS: &str = r#"{"conversations":[{"role":"system","content":"你是医生"},{"role":"user","content":"头痛怎么办？"},{"role":"assistant","content":"多休息，多喝水。"}]}
+{"conversations":[{"role":"user","content":"感冒怎么办？"},{"role":"assistant","content":"多喝水。"},{"role":"user","content":"发烧呢？"},{"role":"assistant","content":"多休息，注意体温。"}]}
+{"conversations":[{"role":"user","content":"失眠怎么办？"},{"role":"assistant","content":"注意休息。"}]}
+{"conversations":[{"role":"user","content":"咳嗽怎么办？"},{"role":"assistant","content":"多喝水，多休息。"}]}
+"#;
+
+fn conversation_records() -> Vec<glmtune_engine::data::Record> {
+    let (records, report) = glmtune_engine::data::parse_records(
+        CONVERSATIONS.as_bytes(),
+        std::path::Path::new("conversations.jsonl"),
+        &glmtune_engine::data::DatasetFormat::Auto,
+        false,
+    )
+    .unwrap();
+    assert_eq!(report.kept, 4);
+    records
+}
+
+#[test]
+fn conversation_features_follow_finetune_hf() {
+    use glmtune_engine::data::{preprocess_record, PreprocessOptions, IGNORE_INDEX};
+    let tok = tokenizer();
+    let records = conversation_records();
+    let options = PreprocessOptions::new(64, 32, true);
+    let features = preprocess_record(&records[1], &tok, &options);
+    // [gMASK] sop, then each message as build_single_message, then </s>.
+    let message = |role, text: &str| tok.single_message(role, "", text).unwrap();
+    use glmtune_engine::tokenizer::Role::{Assistant, User};
+    let parts = [
+        (message(User, "感冒怎么办？"), false),
+        (message(Assistant, "多喝水。"), true),
+        (message(User, "发烧呢？"), false),
+        (message(Assistant, "多休息，注意体温。"), true),
+    ];
+    let mut ids = tok.prefix_ids();
+    let mut learned = vec![false; 2];
+    for (part, is_answer) in &parts {
+        ids.extend(part);
+        learned.extend(std::iter::repeat_n(*is_answer, part.len()));
+    }
+    ids.push(2);
+    assert_eq!(features.input_ids, ids);
+    // Labels: the ids shifted one right under the assistant messages' mask, so <|user|> after an
+    // answer and the final </s> are learned, the <|assistant|> tokens are not.
+    let expected: Vec<i64> = (0..ids.len())
+        .map(|i| if i > 0 && learned[i - 1] { ids[i] as i64 } else { IGNORE_INDEX })
+        .collect();
+    assert_eq!(features.labels, expected);
+    let user = tok.role_id(User).unwrap() as i64;
+    let assistant = tok.role_id(Assistant).unwrap() as i64;
+    assert!(features.labels.contains(&user) && !features.labels.contains(&assistant));
+    assert_eq!(*features.labels.last().unwrap(), 2);
+    // Truncation keeps max_source_length + max_target_length + 1 tokens.
+    let short = preprocess_record(&records[1], &tok, &PreprocessOptions::new(8, 4, true));
+    assert_eq!(short.input_ids, ids[..13]);
+    assert_eq!(short.answer_cut + short.prompt_cut, ids.len() - 13);
+}
+
+#[test]
+fn training_on_conversations_halves_the_loss() {
+    use glmtune_engine::data::{preprocess_train, PreprocessOptions};
+    use glmtune_engine::train::{Example, TrainOptions, Trainer};
+    let tok = tokenizer();
+    let features =
+        preprocess_train(&conversation_records(), &tok, &PreprocessOptions::new(64, 32, true))
+            .unwrap();
+    let examples: Vec<Example> = features
+        .into_iter()
+        .map(|f| Example {
+            input_ids: f.input_ids,
+            labels: f.labels,
+        })
+        .collect();
+    let model = model();
+    let init = adapter(&model);
+    let options = TrainOptions {
+        per_device_train_batch_size: 4,
+        gradient_accumulation_steps: 1,
+        learning_rate: 0.3,
+        max_steps: 30,
+        prefix_dropout: 0.0,
+        ..TrainOptions::default()
+    };
+    let mut trainer = Trainer::new(&model, &init, options).unwrap();
+    let mut losses = Vec::new();
+    trainer
+        .run(&examples, |log, _| {
+            losses.push(log.loss);
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    eprintln!("loss {first:.3} → {last:.3} over {} steps", losses.len());
+    assert!(last < first / 2.0, "loss {first} → {last}");
+    // The trained adapter is written in the official layout and loads back.
+    let dir = std::env::temp_dir().join(format!("glmtune-glm3-adapter-{}", std::process::id()));
+    trainer.encoder().unwrap().save_adapter(&dir, model.config()).unwrap();
+    let reloaded = PrefixEncoder::load_adapter(&dir, model.config(), &Device::Cpu).unwrap();
+    assert_eq!(reloaded.embedding.dims(), init.embedding.dims());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["multi_query_group_num"], 2);
+    assert_eq!(config["pre_seq_len"], 4);
+    std::fs::remove_dir_all(&dir).ok();
+}

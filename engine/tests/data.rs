@@ -38,6 +38,7 @@ fn record(prompt: &str, response: &str, history: &[(&str, &str)]) -> Record {
             .iter()
             .map(|(q, a)| (q.to_string(), a.to_string()))
             .collect(),
+        ..Record::default()
     }
 }
 

@@ -42,6 +42,7 @@ fn record(prompt: &str, response: &str, history: &[(&str, &str)]) -> Record {
             .iter()
             .map(|(q, a)| (q.to_string(), a.to_string()))
             .collect(),
+        ..Record::default()
     }
 }
 
@@ -313,13 +314,25 @@ fn messages_last_pair_is_the_example() {
     let (records, report) = parse(text.as_bytes(), &DatasetFormat::Auto, false).unwrap();
     assert_eq!(report.format, DatasetFormat::Messages);
     assert!(report.history_column);
+    let without_messages: Vec<Record> = records
+        .iter()
+        .map(|r| Record {
+            messages: Vec::new(),
+            ..r.clone()
+        })
+        .collect();
     assert_eq!(
-        records,
+        without_messages,
         [
             record("q1", "a1", &[("你是医生\nq0", "a0")]),
-            record("hi", "hello", &[])
+            record("hi", "hello", &[]),
         ]
     );
+    // The messages themselves are kept, the system one apart (ChatGLM3 trains on them).
+    let roles: Vec<&str> = records[0].messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
+    assert_eq!(records[0].messages[0].content, "你是医生");
+    assert_eq!(records[1].conversation(), records[1].messages);
 
     let bad: [(&str, &str, &str); 5] = [
         (

@@ -134,6 +134,7 @@ pub(crate) fn extract(
                     prompt: text(prompt, required(obj, prompt)?)?,
                     response: text(response, required(obj, response)?)?,
                     history,
+                    messages: Vec::new(),
                 },
                 prompt_field: prompt.clone(),
                 response_field: response.clone(),
@@ -167,6 +168,7 @@ fn alpaca(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
             prompt,
             response: text("output", required(obj, "output")?)?,
             history,
+            messages: Vec::new(),
         },
         prompt_field: "instruction".into(),
         response_field: "output".into(),
@@ -218,6 +220,17 @@ fn messages(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
         let content = text(&content_path, required_at(m, content_key, &content_path)?)?;
         turns.push((role, content, content_path));
     }
+    let messages = turns
+        .iter()
+        .map(|(role, content, _)| crate::generation::ChatMessage {
+            role: match role {
+                Role::System => crate::tokenizer::Role::System,
+                Role::User => crate::tokenizer::Role::User,
+                Role::Assistant => crate::tokenizer::Role::Assistant,
+            },
+            content: content.clone(),
+        })
+        .collect();
     let system_count = turns.iter().take_while(|t| t.0 == Role::System).count();
     let system: Vec<&str> = turns[..system_count].iter().map(|t| t.1.as_str()).collect();
     let rest = &turns[system_count..];
@@ -267,6 +280,7 @@ fn messages(obj: &Map<String, Value>) -> Result<Extracted, FieldError> {
             prompt,
             response,
             history: pairs,
+            messages,
         },
         prompt_field,
         response_field,

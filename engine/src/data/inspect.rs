@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::preprocess::{preprocess_record, render_prompt, PreprocessOptions, IGNORE_INDEX};
+use super::preprocess::{preprocess_record, rendered_prompt, PreprocessOptions, IGNORE_INDEX};
 use super::records::{ReadReport, Record};
 use super::{DataError, Issue};
 use crate::tokenizer::ChatGlmTokenizer;
@@ -233,11 +233,7 @@ pub fn inspect(
             .filter_map(|&l| u32::try_from(l).ok())
             .collect();
         Example {
-            prompt: format!(
-                "{}{}",
-                options.source_prefix,
-                render_prompt(record, options.use_history)
-            ),
+            prompt: rendered_prompt(record, tokenizer, options),
             response: record.response.clone(),
             input_ids: f.input_ids.clone(),
             labels: f.labels.clone(),
@@ -251,12 +247,12 @@ pub fn inspect(
         prompts: LengthStats::from_lengths(&prompt_lengths),
         answers: LengthStats::from_lengths(&answer_lengths),
         prompt_truncation: Truncation::from_cuts(
-            options.max_source_length - 1,
-            features.iter().map(|f| f.prompt_cut(options)),
+            features.first().map_or(0, |f| f.prompt_limit),
+            features.iter().map(|f| f.prompt_cut),
         ),
         answer_truncation: Truncation::from_cuts(
-            options.max_target_length - 2,
-            features.iter().map(|f| f.answer_cut(options)),
+            features.first().map_or(0, |f| f.answer_limit),
+            features.iter().map(|f| f.answer_cut),
         ),
         example,
     })

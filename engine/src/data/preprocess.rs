@@ -1,5 +1,17 @@
-//! Training features exactly as `preprocess_function_train` in THUDM's `ptuning/main.py`
-//! builds them:
+//! Training features exactly as THUDM's own fine-tuning code builds them, for the tokenizer's
+//! generation:
+//!
+//! - ChatGLM3: `process_batch` of `finetune_demo/finetune_hf.py` over the conversation
+//!   ([`Record::conversation`]): `[gMASK] sop`, every message as `build_single_message`, `</s>`;
+//!   labels are the ids of assistant messages shifted one place right (so the role token after an
+//!   assistant message and the final `</s>` are learned, the `<|assistant|>` token is not); both
+//!   cut at `max_source_length + max_target_length + 1`, not padded (batches pad on the left);
+//! - ChatGLM2: `preprocess_function_train` of its `ptuning/main.py`: the prompt is always the
+//!   `[Round i]\n\n问：…\n\n答：` template (after `source_prefix`),
+//!   `a = tokenizer(prompt)` cut to `max_source_length` (`[gMASK] sop` kept),
+//!   `b = encode(answer)[:max_target_length]`, `input_ids = a + b + [</s>]`, labels the same
+//!   with `a` as pad, padded to `max_source_length + max_target_length + 1`, pad labels -100;
+//! - ChatGLM-6B, `preprocess_function_train` of its `ptuning/main.py`:
 //!
 //! 1. with a history column configured, the prompt is rendered as
 //!    `[Round 0]\n问：{q0}\n答：{a0}\n` … `[Round n]\n问：{query}\n答：` — **even when the
@@ -18,7 +30,9 @@
 
 use super::records::Record;
 use super::DataError;
-use crate::tokenizer::ChatGlmTokenizer;
+use crate::generation::chat::build_prompt_glm2;
+use crate::generation::Turn;
+use crate::tokenizer::{ChatGlmTokenizer, Family, Role};
 
 /// The label value the loss ignores.
 pub const IGNORE_INDEX: i64 = -100;
@@ -92,20 +106,14 @@ pub struct Features {
     pub prompt_tokens: usize,
     /// Tokens of the answer before truncation.
     pub answer_tokens: usize,
-}
-
-impl Features {
-    /// Prompt tokens cut off by `max_source_length - 1`.
-    pub fn prompt_cut(&self, options: &PreprocessOptions) -> usize {
-        self.prompt_tokens
-            .saturating_sub(options.max_source_length.saturating_sub(1))
-    }
-
-    /// Answer tokens cut off by `max_target_length - 2`.
-    pub fn answer_cut(&self, options: &PreprocessOptions) -> usize {
-        self.answer_tokens
-            .saturating_sub(options.max_target_length.saturating_sub(2))
-    }
+    /// Prompt tokens the generation's rule keeps at most (ChatGLM-6B: `max_source_length - 1`).
+    pub prompt_limit: usize,
+    /// Prompt tokens cut off.
+    pub prompt_cut: usize,
+    /// Answer tokens the rule keeps at most (ChatGLM-6B: `max_target_length - 2`).
+    pub answer_limit: usize,
+    /// Answer tokens cut off.
+    pub answer_cut: usize,
 }
 
 /// The prompt text the model sees, before `source_prefix`.
@@ -139,9 +147,161 @@ pub fn preprocess_train(
         .collect())
 }
 
-/// Features of one record. `options` should pass [`PreprocessOptions::validate`]: smaller
-/// lengths do not panic but cannot match Python, whose slices then count from the end.
+/// Features of one record for the tokenizer's generation. `options` should pass
+/// [`PreprocessOptions::validate`]: smaller lengths do not panic but cannot match Python, whose
+/// slices then count from the end.
 pub fn preprocess_record(
+    record: &Record,
+    tokenizer: &ChatGlmTokenizer,
+    options: &PreprocessOptions,
+) -> Features {
+    match tokenizer.family() {
+        Family::ChatGlm => preprocess_glm(record, tokenizer, options),
+        Family::ChatGlm2 => preprocess_glm2(record, tokenizer, options),
+        Family::ChatGlm3 => preprocess_glm3(record, tokenizer, options),
+    }
+}
+
+/// The prompt as the generation's preprocessing renders it (`source_prefix` included), for
+/// showing; ChatGLM3's conversation is shown with its role tags.
+pub fn rendered_prompt(
+    record: &Record,
+    tokenizer: &ChatGlmTokenizer,
+    options: &PreprocessOptions,
+) -> String {
+    match tokenizer.family() {
+        Family::ChatGlm => format!(
+            "{}{}",
+            options.source_prefix,
+            render_prompt(record, options.use_history)
+        ),
+        Family::ChatGlm2 => format!("{}{}", options.source_prefix, glm2_prompt(record)),
+        Family::ChatGlm3 => {
+            let conversation = record.conversation();
+            let shown = conversation.len().saturating_sub(1);
+            conversation[..shown]
+                .iter()
+                .map(|m| format!("<|{}|>\n{}", m.role.as_str(), m.content))
+                .chain(std::iter::once("<|assistant|>".to_owned()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+}
+
+fn glm2_prompt(record: &Record) -> String {
+    let history: Vec<Turn> = record
+        .history
+        .iter()
+        .map(|(query, response)| Turn {
+            query: query.clone(),
+            response: response.clone(),
+        })
+        .collect();
+    build_prompt_glm2(&record.prompt, &history)
+}
+
+/// ChatGLM2's `preprocess_function_train`.
+fn preprocess_glm2(
+    record: &Record,
+    tokenizer: &ChatGlmTokenizer,
+    options: &PreprocessOptions,
+) -> Features {
+    let special = tokenizer.special_ids();
+    let prompt = format!("{}{}", options.source_prefix, glm2_prompt(record));
+    let text = tokenizer.encode_plain(&prompt);
+    let answer = tokenizer.encode_plain(&record.response);
+    // `encode(…, truncation=True, max_length=n)` keeps room for the two prefix tokens.
+    let prompt_limit = options.max_source_length.saturating_sub(2);
+    let answer_limit = options.max_target_length;
+    let mut input_ids = tokenizer.prefix_ids();
+    input_ids.extend(text.iter().take(prompt_limit));
+    let context_length = input_ids.len();
+    input_ids.extend(answer.iter().take(answer_limit));
+    input_ids.push(special.eos);
+    let pad = i64::from(special.pad);
+    let mut labels = vec![pad; context_length];
+    labels.extend(input_ids[context_length..].iter().map(|&id| i64::from(id)));
+    let len = options.max_source_length + options.max_target_length + 1;
+    input_ids.resize(len, special.pad);
+    labels.resize(len, pad);
+    if options.ignore_pad_token_for_loss {
+        for label in labels.iter_mut().filter(|l| **l == pad) {
+            *label = IGNORE_INDEX;
+        }
+    }
+    Features {
+        input_ids,
+        labels,
+        prompt_tokens: text.len(),
+        answer_tokens: answer.len(),
+        prompt_limit,
+        prompt_cut: text.len().saturating_sub(prompt_limit),
+        answer_limit,
+        answer_cut: answer.len().saturating_sub(answer_limit),
+    }
+}
+
+/// ChatGLM3's `process_batch` for one conversation (`source_prefix` becomes a leading system
+/// message when set, as a system prompt).
+fn preprocess_glm3(
+    record: &Record,
+    tokenizer: &ChatGlmTokenizer,
+    options: &PreprocessOptions,
+) -> Features {
+    let mut conversation = record.conversation();
+    if !options.source_prefix.is_empty() {
+        conversation.insert(
+            0,
+            crate::generation::ChatMessage {
+                role: Role::System,
+                content: options.source_prefix.clone(),
+            },
+        );
+    }
+    let mut input_ids = tokenizer.prefix_ids();
+    let mut learned = vec![false; input_ids.len()];
+    let mut last_answer_start = input_ids.len();
+    for message in &conversation {
+        let ids = tokenizer
+            .single_message(message.role, "", &message.content)
+            .unwrap_or_default();
+        let is_answer = !matches!(message.role, Role::System | Role::User);
+        if message.role == Role::Assistant {
+            last_answer_start = input_ids.len();
+        }
+        learned.extend(std::iter::repeat_n(is_answer, ids.len()));
+        input_ids.extend(ids);
+    }
+    input_ids.push(tokenizer.special_ids().eos);
+    // A token is a label when the token before it belongs to an answer.
+    let mut labels: Vec<i64> = Vec::with_capacity(input_ids.len());
+    labels.push(IGNORE_INDEX);
+    for (id, &before) in input_ids[1..].iter().zip(&learned) {
+        labels.push(if before { i64::from(*id) } else { IGNORE_INDEX });
+    }
+    let total = input_ids.len();
+    let limit = options.max_source_length + options.max_target_length + 1;
+    input_ids.truncate(limit);
+    labels.truncate(limit);
+    let prompt_tokens = last_answer_start;
+    let answer_tokens = total - last_answer_start;
+    let cut = total.saturating_sub(limit);
+    let answer_cut = cut.min(answer_tokens);
+    Features {
+        input_ids,
+        labels,
+        prompt_tokens,
+        answer_tokens,
+        prompt_limit: limit,
+        prompt_cut: cut - answer_cut,
+        answer_limit: limit.saturating_sub(prompt_tokens),
+        answer_cut,
+    }
+}
+
+/// ChatGLM-6B's `preprocess_function_train`.
+fn preprocess_glm(
     record: &Record,
     tokenizer: &ChatGlmTokenizer,
     options: &PreprocessOptions,
@@ -181,10 +341,16 @@ pub fn preprocess_record(
             }
         }
     }
+    let prompt_limit = options.max_source_length.saturating_sub(1);
+    let answer_limit = options.max_target_length.saturating_sub(2);
     Features {
         input_ids,
         labels,
         prompt_tokens,
         answer_tokens,
+        prompt_limit,
+        prompt_cut: prompt_tokens.saturating_sub(prompt_limit),
+        answer_limit,
+        answer_cut: answer_tokens.saturating_sub(answer_limit),
     }
 }

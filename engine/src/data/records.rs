@@ -24,6 +24,32 @@ pub struct Record {
     pub prompt: String,
     pub response: String,
     pub history: Vec<(String, String)>,
+    /// The messages as the file gave them (system messages kept apart), for the `messages` and
+    /// `conversations` formats; empty for the others. ChatGLM3 trains on these.
+    pub messages: Vec<crate::generation::ChatMessage>,
+}
+
+impl Record {
+    /// The conversation: the file's messages, or the history, prompt and response as turns.
+    pub fn conversation(&self) -> Vec<crate::generation::ChatMessage> {
+        use crate::generation::ChatMessage;
+        use crate::tokenizer::Role;
+        if !self.messages.is_empty() {
+            return self.messages.clone();
+        }
+        let message = |role, content: &str| ChatMessage {
+            role,
+            content: content.to_owned(),
+        };
+        let mut out = Vec::with_capacity(2 * self.history.len() + 2);
+        for (query, answer) in &self.history {
+            out.push(message(Role::User, query));
+            out.push(message(Role::Assistant, answer));
+        }
+        out.push(message(Role::User, &self.prompt));
+        out.push(message(Role::Assistant, &self.response));
+        out
+    }
 }
 
 /// What reading a file found, besides the records.
