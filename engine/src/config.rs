@@ -228,7 +228,10 @@ impl ChatGlmConfig {
     fn glm2_from_fields(fields: &Fields) -> Result<Self> {
         let hidden_size = fields.usize("hidden_size", Some(4096))?;
         let num_attention_heads = fields.usize("num_attention_heads", Some(32))?;
-        let kv_channels = fields.usize("kv_channels", Some(hidden_size / num_attention_heads.max(1)))?;
+        let kv_channels = fields.usize(
+            "kv_channels",
+            Some(hidden_size / num_attention_heads.max(1)),
+        )?;
         let multi_query = fields.bool("multi_query_attention", Some(false))?;
         let kv_groups = if multi_query {
             fields.usize("multi_query_group_num", Some(1))?
@@ -350,7 +353,10 @@ impl ChatGlmConfig {
         if self.eos_token_id as usize >= self.vocab_size {
             return fail(
                 "eos_token_id",
-                format!("{} is outside the vocabulary (padded_vocab_size {})", self.eos_token_id, self.vocab_size),
+                format!(
+                    "{} is outside the vocabulary (padded_vocab_size {})",
+                    self.eos_token_id, self.vocab_size
+                ),
             );
         }
         Ok(())
@@ -470,9 +476,14 @@ impl Fields {
 
     /// ChatGLM2/3 configs name fields ChatGLM-6B never had.
     fn is_glm2(&self) -> bool {
-        ["multi_query_attention", "kv_channels", "padded_vocab_size", "ffn_hidden_size"]
-            .iter()
-            .any(|marker| self.present(marker).is_some())
+        [
+            "multi_query_attention",
+            "kv_channels",
+            "padded_vocab_size",
+            "ffn_hidden_size",
+        ]
+        .iter()
+        .any(|marker| self.present(marker).is_some())
     }
 
     fn optional_usize(&self, field: &str) -> Result<Option<usize>> {
@@ -567,9 +578,12 @@ mod tests {
             wrong_type.contains("`num_layers`") && wrong_type.contains("integer"),
             "{wrong_type}"
         );
-        let v2 = parse(&TINY.replace("\"pre_seq_len\":null", "\"multi_query_attention\":true,\"multi_query_group_num\":3"))
-            .unwrap_err()
-            .to_string();
+        let v2 = parse(&TINY.replace(
+            "\"pre_seq_len\":null",
+            "\"multi_query_attention\":true,\"multi_query_group_num\":3",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(v2.contains("`multi_query_group_num`"), "{v2}");
         let heads = parse(&TINY.replace("\"num_attention_heads\":4", "\"num_attention_heads\":5"))
             .unwrap_err()

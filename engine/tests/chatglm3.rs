@@ -33,8 +33,12 @@ fn model() -> ChatGlmModel {
 }
 
 fn adapter(model: &ChatGlmModel) -> PrefixEncoder {
-    PrefixEncoder::load_adapter(&fixture().join("adapter_init"), model.config(), &Device::Cpu)
-        .expect("adapter loads")
+    PrefixEncoder::load_adapter(
+        &fixture().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .expect("adapter loads")
 }
 
 fn messages(case: &serde_json::Value) -> Vec<ChatMessage> {
@@ -53,14 +57,25 @@ fn tokenizer_matches_reference() {
     assert_eq!(tok.family(), Family::ChatGlm3);
     let expected = expected();
     for (name, id) in expected["special_ids"].as_object().unwrap() {
-        assert_eq!(tok.token_to_id(name), Some(id.as_u64().unwrap() as u32), "{name}");
+        assert_eq!(
+            tok.token_to_id(name),
+            Some(id.as_u64().unwrap() as u32),
+            "{name}"
+        );
     }
     assert_eq!(tok.stop_ids(), ids_of(&expected["eos_token_ids"]));
     for case in expected["tokenizer_cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         assert_eq!(tok.encode(text), ids_of(&case["ids"]), "ids of {text:?}");
-        assert_eq!(tok.encode_plain(text), ids_of(&case["plain_ids"]), "plain ids of {text:?}");
-        assert_eq!(tok.decode(&ids_of(&case["plain_ids"])), case["decoded"].as_str().unwrap());
+        assert_eq!(
+            tok.encode_plain(text),
+            ids_of(&case["plain_ids"]),
+            "plain ids of {text:?}"
+        );
+        assert_eq!(
+            tok.decode(&ids_of(&case["plain_ids"])),
+            case["decoded"].as_str().unwrap()
+        );
     }
 }
 
@@ -76,9 +91,17 @@ fn chat_inputs_match_build_chat_input() {
 fn check_logits(prefix: Option<&PrefixEncoder>, model: &ChatGlmModel, key: &str) {
     let reference: std::collections::HashMap<String, Tensor> =
         candle_core::safetensors::load(fixture().join("logits.safetensors"), &Device::Cpu).unwrap();
-    for (i, case) in expected()["chat_cases"].as_array().unwrap().iter().enumerate() {
+    for (i, case) in expected()["chat_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         let ids = ids_of(&case["chat_ids"]);
-        let error = relative_error(&logits_of(model, prefix, &ids), &reference[&format!("{key}.{i}")]);
+        let error = relative_error(
+            &logits_of(model, prefix, &ids),
+            &reference[&format!("{key}.{i}")],
+        );
         eprintln!("{key}.{i}: relative error {error:.2e}");
         assert!(error < TOLERANCE, "{key} case {i}: relative error {error}");
     }
@@ -101,9 +124,11 @@ fn greedy(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> 
         stop_ids: tokenizer().stop_ids(),
         ..GenerationOptions::default()
     };
-    generate(model, prefix, &[ids.to_vec()], &options, |_, _| Flow::Continue)
-        .unwrap()
-        .remove(0)
+    generate(model, prefix, &[ids.to_vec()], &options, |_, _| {
+        Flow::Continue
+    })
+    .unwrap()
+    .remove(0)
 }
 
 #[test]
@@ -113,7 +138,12 @@ fn greedy_ids_match_reference() {
     let cases = expected()["chat_cases"].as_array().unwrap().clone();
     for case in &cases {
         let ids = ids_of(&case["chat_ids"]);
-        assert_eq!(greedy(&model, None, &ids), ids_of(&case["greedy_base"]), "base {}", case["query"]);
+        assert_eq!(
+            greedy(&model, None, &ids),
+            ids_of(&case["greedy_base"]),
+            "base {}",
+            case["query"]
+        );
         assert_eq!(
             greedy(&model, Some(&prefix), &ids),
             ids_of(&case["greedy_ptuned"]),
@@ -128,9 +158,17 @@ fn greedy_ids_match_reference() {
         stop_ids: tokenizer().stop_ids(),
         ..GenerationOptions::default()
     };
-    let batched = generate(&model, Some(&prefix), &prompts, &options, |_, _| Flow::Continue).unwrap();
+    let batched = generate(&model, Some(&prefix), &prompts, &options, |_, _| {
+        Flow::Continue
+    })
+    .unwrap();
     for (case, out) in cases.iter().zip(batched) {
-        assert_eq!(out, ids_of(&case["greedy_ptuned"]), "batched {}", case["query"]);
+        assert_eq!(
+            out,
+            ids_of(&case["greedy_ptuned"]),
+            "batched {}",
+            case["query"]
+        );
     }
 }
 
@@ -180,7 +218,13 @@ fn conversation_features_follow_finetune_hf() {
     // Labels: the ids shifted one right under the assistant messages' mask, so <|user|> after an
     // answer and the final </s> are learned, the <|assistant|> tokens are not.
     let expected: Vec<i64> = (0..ids.len())
-        .map(|i| if i > 0 && learned[i - 1] { ids[i] as i64 } else { IGNORE_INDEX })
+        .map(|i| {
+            if i > 0 && learned[i - 1] {
+                ids[i] as i64
+            } else {
+                IGNORE_INDEX
+            }
+        })
         .collect();
     assert_eq!(features.labels, expected);
     let user = tok.role_id(User).unwrap() as i64;
@@ -198,9 +242,12 @@ fn training_on_conversations_halves_the_loss() {
     use glmtune_engine::data::{preprocess_train, PreprocessOptions};
     use glmtune_engine::train::{Example, TrainOptions, Trainer};
     let tok = tokenizer();
-    let features =
-        preprocess_train(&conversation_records(), &tok, &PreprocessOptions::new(64, 32, true))
-            .unwrap();
+    let features = preprocess_train(
+        &conversation_records(),
+        &tok,
+        &PreprocessOptions::new(64, 32, true),
+    )
+    .unwrap();
     let examples: Vec<Example> = features
         .into_iter()
         .map(|f| Example {
@@ -231,7 +278,11 @@ fn training_on_conversations_halves_the_loss() {
     assert!(last < first / 2.0, "loss {first} → {last}");
     // The trained adapter is written in the official layout and loads back.
     let dir = std::env::temp_dir().join(format!("glmtune-glm3-adapter-{}", std::process::id()));
-    trainer.encoder().unwrap().save_adapter(&dir, model.config()).unwrap();
+    trainer
+        .encoder()
+        .unwrap()
+        .save_adapter(&dir, model.config())
+        .unwrap();
     let reloaded = PrefixEncoder::load_adapter(&dir, model.config(), &Device::Cpu).unwrap();
     assert_eq!(reloaded.embedding.dims(), init.embedding.dims());
     let config: serde_json::Value =

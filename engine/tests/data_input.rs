@@ -329,7 +329,11 @@ fn messages_last_pair_is_the_example() {
         ]
     );
     // The messages themselves are kept, the system one apart (ChatGLM3 trains on them).
-    let roles: Vec<&str> = records[0].messages.iter().map(|m| m.role.as_str()).collect();
+    let roles: Vec<&str> = records[0]
+        .messages
+        .iter()
+        .map(|m| m.role.as_str())
+        .collect();
     assert_eq!(roles, ["system", "user", "assistant", "user", "assistant"]);
     assert_eq!(records[0].messages[0].content, "你是医生");
     assert_eq!(records[1].conversation(), records[1].messages);

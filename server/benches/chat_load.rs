@@ -42,6 +42,7 @@ fn model_seconds(runs: usize) -> f64 {
         sampling: Sampling::Greedy,
         repetition_penalty: 1.0,
         stop_at_eos: true,
+        stop_ids: Vec::new(),
     };
     let mut times = Vec::new();
     for _ in 0..runs {

@@ -39,7 +39,10 @@ pub fn build_prompt_glm2(query: &str, history: &[Turn]) -> String {
             turn.response
         ));
     }
-    prompt.push_str(&format!("[Round {}]\n\n问：{query}\n\n答：", history.len() + 1));
+    prompt.push_str(&format!(
+        "[Round {}]\n\n问：{query}\n\n答：",
+        history.len() + 1
+    ));
     prompt
 }
 
@@ -62,9 +65,11 @@ pub fn chat_prompt_ids(
 ) -> Vec<u32> {
     let system = system.filter(|s| !s.is_empty());
     match tokenizer.family() {
-        Family::ChatGlm => {
-            tokenizer.encode(&format!("{}{}", system.unwrap_or_default(), build_prompt(query, history)))
-        }
+        Family::ChatGlm => tokenizer.encode(&format!(
+            "{}{}",
+            system.unwrap_or_default(),
+            build_prompt(query, history)
+        )),
         Family::ChatGlm2 => tokenizer.encode(&format!(
             "{}{}",
             system.unwrap_or_default(),
@@ -116,17 +121,28 @@ fn glm3_chat_ids(tokenizer: &ChatGlmTokenizer, messages: &[ChatMessage]) -> Vec<
 /// (`glmtune generate --chat --history`). ChatGLM3 takes the messages as they are; the earlier
 /// generations need leading system messages (their text goes before the prompt, joined by
 /// newlines), then user and assistant turns alternating, and a user message last.
-pub fn chat_ids(tokenizer: &ChatGlmTokenizer, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
+pub fn chat_ids(
+    tokenizer: &ChatGlmTokenizer,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>, String> {
     match messages.last() {
         Some(last) if last.role != Role::Assistant => {}
-        Some(_) => return Err("the last message must be the query, not an assistant message".into()),
+        Some(_) => {
+            return Err("the last message must be the query, not an assistant message".into())
+        }
         None => return Err("no messages: there is no query to answer".into()),
     }
     if tokenizer.family() == Family::ChatGlm3 {
         return Ok(glm3_chat_ids(tokenizer, messages));
     }
-    let system_count = messages.iter().take_while(|m| m.role == Role::System).count();
-    let system: Vec<&str> = messages[..system_count].iter().map(|m| m.content.as_str()).collect();
+    let system_count = messages
+        .iter()
+        .take_while(|m| m.role == Role::System)
+        .count();
+    let system: Vec<&str> = messages[..system_count]
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
     let rest = &messages[system_count..];
     let mut history = Vec::new();
     for (i, pair) in rest[..rest.len() - 1].chunks(2).enumerate() {
@@ -153,7 +169,12 @@ pub fn chat_ids(tokenizer: &ChatGlmTokenizer, messages: &[ChatMessage]) -> Resul
         ));
     }
     let system = (!system.is_empty()).then(|| format!("{}\n", system.join("\n")));
-    Ok(chat_prompt_ids(tokenizer, system.as_deref(), &history, &query.content))
+    Ok(chat_prompt_ids(
+        tokenizer,
+        system.as_deref(),
+        &history,
+        &query.content,
+    ))
 }
 
 fn is_cjk(c: char) -> bool {
@@ -238,6 +259,34 @@ impl TextStream {
         let rest = &decoded[common..];
         self.emitted = decoded.to_owned();
         (!rest.is_empty()).then(|| rest.to_owned())
+    }
+}
+
+/// The answer of a chat as the family's `chat()` returns it: ChatGLM-6B's [`process_response`];
+/// ChatGLM2 trims and fills the training-date placeholder; ChatGLM3 also drops the metadata line
+/// its answers start with (empty for plain answers).
+pub fn response_text(family: Family, decoded: &str) -> String {
+    match family {
+        Family::ChatGlm => process_response(decoded),
+        Family::ChatGlm2 => decoded.trim().replace("[[训练时间]]", "2023年"),
+        Family::ChatGlm3 => {
+            let content = match decoded.split_once('\n') {
+                Some((metadata, content)) if metadata.trim().is_empty() => content,
+                _ => decoded,
+            };
+            content.trim().replace("[[训练时间]]", "2023年")
+        }
+    }
+}
+
+/// The streamable part of an answer so far: for ChatGLM-6B [`stable_response`]; later
+/// generations hold back only while the metadata line is not finished.
+pub fn stable_response_text(family: Family, decoded: &str) -> String {
+    match family {
+        Family::ChatGlm => stable_response(decoded),
+        Family::ChatGlm3 if !decoded.contains('\n') && decoded.trim().is_empty() => String::new(),
+        // Trailing whitespace may still be trimmed away by the final text.
+        _ => response_text(family, decoded).trim_end().to_owned(),
     }
 }
 

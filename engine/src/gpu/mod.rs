@@ -43,8 +43,11 @@ struct Kernels {
     matmul: [wgpu::ComputePipeline; 4],
     matmul_rows: [wgpu::ComputePipeline; 4],
     layer_norm: wgpu::ComputePipeline,
+    rms_norm: wgpu::ComputePipeline,
     scale_add: wgpu::ComputePipeline,
     gelu: wgpu::ComputePipeline,
+    swiglu: wgpu::ComputePipeline,
+    round_activations: wgpu::ComputePipeline,
     gather: wgpu::ComputePipeline,
     rotate_and_cache: wgpu::ComputePipeline,
     attend: wgpu::ComputePipeline,
@@ -62,6 +65,10 @@ pub struct Gpu {
     /// Whether matrix products give each output row one invocation rather than a workgroup
     /// (chosen for adapters that run on the CPU).
     pub row_per_invocation: bool,
+    /// Whether products with q8_0/q4_0 weights round the activations to q8_0 first, as GGML's
+    /// and candle's CPU kernels do (on by default: both backends then compute the same numbers
+    /// from one file). Off, the GPU multiplies the exact activations: the dequantized model.
+    pub round_activations: bool,
 }
 
 impl Gpu {
@@ -109,6 +116,7 @@ impl Gpu {
             kernels,
             max_binding,
             row_per_invocation: info.device_type == wgpu::DeviceType::Cpu,
+            round_activations: true,
             description: if info.name.is_empty() {
                 format!("{:?}", info.backend)
             } else {
@@ -298,8 +306,11 @@ impl Kernels {
                 pipeline(&matmul, "matmul_rows_q4_0"),
             ],
             layer_norm: pipeline(&rows, "layer_norm"),
+            rms_norm: pipeline(&rows, "rms_norm"),
             scale_add: pipeline(&rows, "scale_add"),
             gelu: pipeline(&rows, "gelu"),
+            swiglu: pipeline(&rows, "swiglu"),
+            round_activations: pipeline(&rows, "round_activations"),
             gather: pipeline(&gather, "gather"),
             rotate_and_cache: pipeline(&rotary, "rotate_and_cache"),
             attend: pipeline(&attention, "attend"),

@@ -1,14 +1,18 @@
-//! ChatGLM-6B's forward on the GPU, the same computation as `model::chatglm` (LayerNorm, the
-//! query/key/value product, 2D rotary, attention with the official scaling and -10000 fill, the
-//! α-scaled residuals, tanh GeLU, the final LayerNorm and the output layer), for one sequence.
+//! The forward on the GPU, the same computation as `model::chatglm` for one sequence: ChatGLM-6B's
+//! LayerNorm, query/key/value product, 2D rotary, attention with the official scaling and -10000
+//! fill, α-scaled residuals, tanh GeLU, final LayerNorm and output layer; or ChatGLM2/3's RMSNorm,
+//! grouped query/key/value with interleaved rotary on half of each head, multi-query attention,
+//! plain residuals and SwiGLU (`model::glm2`).
 //!
 //! Weights are uploaded from a loaded [`ChatGlmModel`] one matrix at a time. The key/value cache
 //! lives on the GPU and starts with the P-Tuning prefix; only the last token's logits come back.
 
 use candle_core::DType;
 
-use super::params::{AttnParams, GatherParams, MatParams, RowParams};
-use super::weights::GpuMatrix;
+use super::params::{
+    AttnParams, GatherParams, MatParams, RowParams, GROUPED_QKV, INTERLEAVED_ROTARY,
+};
+use super::weights::{GpuMatrix, Layout};
 use super::{floats, gpu_error, grid, Gpu};
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
@@ -22,7 +26,8 @@ pub(super) struct GpuLinear {
 
 pub(super) struct GpuNorm {
     pub(super) weight: wgpu::Buffer,
-    pub(super) bias: wgpu::Buffer,
+    /// LayerNorm's shift; `None` for RMSNorm.
+    pub(super) bias: Option<wgpu::Buffer>,
     pub(super) eps: f32,
 }
 
@@ -50,19 +55,22 @@ pub struct GpuModel {
     pub(crate) config: ChatGlmConfig,
     pub(super) word_embeddings: GpuMatrix,
     pub(super) blocks: Vec<GpuBlock>,
-    pub(super) final_layernorm: GpuNorm,
+    pub(super) final_layernorm: Option<GpuNorm>,
     /// The word embeddings' buffers again when the output layer is tied to them.
     pub(super) lm_head: GpuMatrix,
     pub(super) cos: wgpu::Buffer,
     pub(super) sin: wgpu::Buffer,
+    /// Channels each rotary segment turns.
     pub(super) rotary_dim: usize,
+    /// Columns of the cos/sin tables (ChatGLM-6B repeats each frequency; ChatGLM2/3 do not).
+    pub(super) table_width: usize,
     pub(super) max_positions: usize,
     pub(crate) vocab: usize,
     /// Bound where a kernel's optional input is absent.
     pub(super) empty: wgpu::Buffer,
 }
 
-/// Keys and values of every layer, `[heads, capacity, head_dim]` each, on the GPU.
+/// Keys and values of every layer, `[kv_heads, capacity, head_dim]` each, on the GPU.
 pub struct GpuCache {
     keys: Vec<wgpu::Buffer>,
     values: Vec<wgpu::Buffer>,
@@ -92,7 +100,7 @@ impl GpuModel {
 
     /// An empty cache for `capacity` positions, holding the prefix's keys and values first.
     pub fn new_cache(&self, capacity: usize, prefix: Option<&PrefixEncoder>) -> Result<GpuCache> {
-        let (heads, head_dim) = (self.config.num_attention_heads, self.config.head_dim());
+        let (heads, head_dim) = (self.config.kv_heads(), self.config.head_dim());
         let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
         let capacity = capacity.max(prefix_len + 1);
         let mut cache = GpuCache {
@@ -129,6 +137,10 @@ impl GpuModel {
         Ok(cache)
     }
 
+    /// `y = x · weightᵀ (+ bias)`. Block-quantized weights see the activations rounded to 8 bits
+    /// first (into `rounded`, at least `tokens × cols`), as the CPU's quantized products do, so
+    /// both backends compute the same numbers from the same file.
+    #[allow(clippy::too_many_arguments)]
     fn matmul(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -137,7 +149,22 @@ impl GpuModel {
         bias: Option<&wgpu::Buffer>,
         y: &wgpu::Buffer,
         tokens: usize,
+        rounded: &wgpu::Buffer,
     ) {
+        let quantized = matches!(weight.layout, Layout::Q8_0 | Layout::Q4_0);
+        let x = if quantized && self.gpu.round_activations {
+            let params = RowParams::new(weight.cols as u32, tokens as u32, 0.0, 0.0);
+            self.gpu.dispatch(
+                encoder,
+                &self.gpu.kernels.round_activations,
+                bytemuck::bytes_of(&params),
+                &[(1, x), (2, rounded)],
+                grid(tokens * weight.cols / 32),
+            );
+            rounded
+        } else {
+            x
+        };
         let by_row = self.gpu.row_per_invocation;
         let pipeline = if by_row {
             &self.gpu.kernels.matmul_rows[weight.layout as usize]
@@ -180,6 +207,7 @@ impl GpuModel {
         }
     }
 
+    /// LayerNorm, or RMSNorm when the norm has no bias.
     fn layer_norm(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -189,16 +217,26 @@ impl GpuModel {
         tokens: usize,
     ) {
         let params = RowParams::new(self.config.hidden_size as u32, tokens as u32, norm.eps, 0.0);
+        let (kernel, buffers) = match &norm.bias {
+            Some(bias) => (
+                &self.gpu.kernels.layer_norm,
+                vec![(1, x), (2, y), (3, &norm.weight), (4, bias)],
+            ),
+            None => (
+                &self.gpu.kernels.rms_norm,
+                vec![(1, x), (2, y), (3, &norm.weight)],
+            ),
+        };
         self.gpu.dispatch(
             encoder,
-            &self.gpu.kernels.layer_norm,
+            kernel,
             bytemuck::bytes_of(&params),
-            &[(1, x), (2, y), (3, &norm.weight), (4, &norm.bias)],
+            &buffers,
             (tokens as u32, 1, 1),
         );
     }
 
-    /// `out = a·α + b` over `tokens` rows of the hidden size.
+    /// `out = a·α + b` over `tokens` rows of the hidden size (α = √56 in ChatGLM-6B, 1 after).
     fn residual(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -208,7 +246,12 @@ impl GpuModel {
         tokens: usize,
     ) {
         let cols = self.config.hidden_size;
-        let params = RowParams::new(cols as u32, tokens as u32, 0.0, RESIDUAL_ALPHA as f32);
+        let alpha = if self.config.glm2().is_some() {
+            1.0
+        } else {
+            RESIDUAL_ALPHA as f32
+        };
+        let params = RowParams::new(cols as u32, tokens as u32, 0.0, alpha);
         self.gpu.dispatch(
             encoder,
             &self.gpu.kernels.scale_add,
@@ -233,6 +276,8 @@ impl GpuModel {
         let config = &self.config;
         let (h, inner) = (config.hidden_size, config.inner_hidden_size);
         let (heads, head_dim) = (config.num_attention_heads, config.head_dim());
+        let glm2 = config.glm2();
+        let kv_heads = config.kv_heads();
         let past = cache.len;
         let length = past + tokens;
         if tokens == 0 {
@@ -275,13 +320,17 @@ impl GpuModel {
             }
             None => gpu.storage("mask", &[0; 4]),
         };
+        let projection = heads * head_dim;
         let hidden = gpu.scratch("hidden", tokens * h);
         let normed = gpu.scratch("normed", tokens * h);
-        let qkv = gpu.scratch("qkv", tokens * 3 * h);
-        let context = gpu.scratch("context", tokens * h);
+        let qkv = gpu.scratch("qkv", tokens * (projection + 2 * kv_heads * head_dim));
+        let context = gpu.scratch("context", tokens * projection);
         let attended = gpu.scratch("attended", tokens * h);
         let mixed = gpu.scratch("mixed", tokens * h);
-        let wide = gpu.scratch("wide", tokens * inner);
+        // SwiGLU's gate and up projection side by side, then their product.
+        let wide = gpu.scratch("wide", tokens * inner * if glm2.is_some() { 2 } else { 1 });
+        let gated = gpu.scratch("gated", tokens * inner);
+        let rounded = gpu.scratch("rounded", tokens * h.max(inner).max(projection));
         let scores = gpu.scratch("scores", heads * tokens * cache.capacity);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
 
@@ -322,8 +371,21 @@ impl GpuModel {
                 qkv_layer.bias.as_ref(),
                 &qkv,
                 tokens,
+                &rounded,
             );
-            let coeff = (layer + 1) as f32;
+            // ChatGLM-6B scales the query by 1/(√d·(layer+1)) and the scores back by layer+1.
+            let coeff = if glm2.is_some() {
+                1.0
+            } else {
+                (layer + 1) as f32
+            };
+            let mut flags = 0;
+            if glm2.is_some_and(|g| g.multi_query) {
+                flags |= GROUPED_QKV;
+            }
+            if glm2.is_some() {
+                flags |= INTERLEAVED_ROTARY;
+            }
             let params = AttnParams {
                 tokens: tokens as u32,
                 heads: heads as u32,
@@ -335,7 +397,10 @@ impl GpuModel {
                 has_mask: u32::from(mask.is_some()),
                 query_scale: 1.0 / ((head_dim as f32).sqrt() * coeff),
                 score_scale: coeff,
-                pad: [0; 2],
+                kv_heads: kv_heads as u32,
+                flags,
+                table_width: self.table_width as u32,
+                pad: [0; 3],
             };
             let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
             gpu.dispatch(
@@ -373,8 +438,14 @@ impl GpuModel {
                 block.dense.bias.as_ref(),
                 &attended,
                 tokens,
+                &rounded,
             );
-            self.residual(&mut encoder, &normed, &attended, &mixed, tokens);
+            // ChatGLM-6B adds the attention to the normed input (scaled), ChatGLM2/3 to the input.
+            let residual_in = match glm2 {
+                Some(g) if !g.apply_residual_connection_post_layernorm => &hidden,
+                _ => &normed,
+            };
+            self.residual(&mut encoder, residual_in, &attended, &mixed, tokens);
             self.layer_norm(
                 &mut encoder,
                 &mixed,
@@ -390,44 +461,75 @@ impl GpuModel {
                 up.bias.as_ref(),
                 &wide,
                 tokens,
+                &rounded,
             );
             let params = RowParams::new(inner as u32, tokens as u32, 0.0, 0.0);
-            gpu.dispatch(
-                &mut encoder,
-                &gpu.kernels.gelu,
-                bytemuck::bytes_of(&params),
-                &[(2, &wide)],
-                grid(tokens * inner),
-            );
+            let activated = if glm2.is_some() {
+                gpu.dispatch(
+                    &mut encoder,
+                    &gpu.kernels.swiglu,
+                    bytemuck::bytes_of(&params),
+                    &[(1, &wide), (2, &gated)],
+                    grid(tokens * inner),
+                );
+                &gated
+            } else {
+                gpu.dispatch(
+                    &mut encoder,
+                    &gpu.kernels.gelu,
+                    bytemuck::bytes_of(&params),
+                    &[(2, &wide)],
+                    grid(tokens * inner),
+                );
+                &wide
+            };
             let down = &block.dense_4h_to_h;
             self.matmul(
                 &mut encoder,
-                &wide,
+                activated,
                 &down.weight,
                 down.bias.as_ref(),
                 &attended,
                 tokens,
+                &rounded,
             );
-            self.residual(&mut encoder, &normed, &attended, &hidden, tokens);
+            let residual_in = match glm2 {
+                Some(g) if !g.apply_residual_connection_post_layernorm => &mixed,
+                _ => &normed,
+            };
+            self.residual(&mut encoder, residual_in, &attended, &hidden, tokens);
         }
-        self.layer_norm(
-            &mut encoder,
-            &hidden,
-            &self.final_layernorm,
-            &normed,
-            tokens,
-        );
+        match &self.final_layernorm {
+            Some(norm) => self.layer_norm(&mut encoder, &hidden, norm, &normed, tokens),
+            None => encoder.copy_buffer_to_buffer(&hidden, 0, &normed, 0, (tokens * h * 4) as u64),
+        }
         let vocab = self.lm_head.rows;
         let (rows, logits) = if logits == Logits::Every {
             let logits = gpu.scratch("logits", tokens * vocab);
-            self.matmul(&mut encoder, &normed, &self.lm_head, None, &logits, tokens);
+            self.matmul(
+                &mut encoder,
+                &normed,
+                &self.lm_head,
+                None,
+                &logits,
+                tokens,
+                &rounded,
+            );
             (tokens, logits)
         } else {
             let last = gpu.scratch("last", h);
             let at = ((tokens - 1) * h * 4) as u64;
             encoder.copy_buffer_to_buffer(&normed, at, &last, 0, (h * 4) as u64);
             let logits = gpu.scratch("logits", vocab);
-            self.matmul(&mut encoder, &last, &self.lm_head, None, &logits, 1);
+            self.matmul(
+                &mut encoder,
+                &last,
+                &self.lm_head,
+                None,
+                &logits,
+                1,
+                &rounded,
+            );
             (1, logits)
         };
         gpu.queue.submit([encoder.finish()]);

@@ -48,8 +48,19 @@ pub(crate) struct AttnParams {
     pub(crate) has_mask: u32,
     pub(crate) query_scale: f32,
     pub(crate) score_scale: f32,
-    pub(crate) pad: [u32; 2],
+    pub(crate) kv_heads: u32,
+    /// [`GROUPED_QKV`] | [`INTERLEAVED_ROTARY`].
+    pub(crate) flags: u32,
+    /// Columns of the cos/sin tables.
+    pub(crate) table_width: u32,
+    pub(crate) pad: [u32; 3],
 }
+
+/// `query_key_value` yields all query heads, then the key groups, then the value groups
+/// (ChatGLM2/3 multi-query attention) instead of q, k, v side by side per head.
+pub(crate) const GROUPED_QKV: u32 = 1;
+/// Rotary pairs are `(2i, 2i + 1)` (ChatGLM2/3) instead of `(i, i + rotary_dim / 2)`.
+pub(crate) const INTERLEAVED_ROTARY: u32 = 2;
 
 impl RowParams {
     pub(crate) fn new(cols: u32, rows: u32, eps: f32, alpha: f32) -> Self {

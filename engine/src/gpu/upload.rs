@@ -2,9 +2,11 @@
 //! ([`GpuModel::upload`]), or straight from the tensors of `model.gguf` as a browser reads them
 //! ([`GpuModelBuilder`]), so that the whole model never sits in (wasm) memory.
 //!
-//! Tensors go by their official names, with or without the `transformer.` prefix; `finish` checks
-//! that every one the architecture needs arrived with its shape, and ties the output layer to the
-//! word embeddings (one copy on the GPU) when the file has no `lm_head.weight` of its own.
+//! Tensors go by their official names, with or without the `transformer.` prefix (ChatGLM2/3's
+//! `embedding.`, `encoder.`, `self_attention` and `output_layer` are read as ChatGLM-6B's names);
+//! `finish` checks that every one the architecture needs arrived with its shape, and ties the
+//! output layer to the word embeddings (one copy on the GPU) when the file has no
+//! `lm_head.weight` of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use super::weights::GpuMatrix;
 use super::{floats, gpu_error, Gpu};
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
-use crate::model::chatglm::LayerNorm;
+use crate::model::norm::Norm;
 use crate::model::rotary::Rotary;
 use crate::model::weights::{Linear, Matrix};
 use crate::model::ChatGlmModel;
@@ -33,8 +35,17 @@ pub struct GpuModelBuilder {
     vectors: HashMap<String, (wgpu::Buffer, usize)>,
 }
 
-fn official(name: &str) -> &str {
-    name.strip_prefix("transformer.").unwrap_or(name)
+/// The name a tensor goes by here: ChatGLM-6B's official one without `transformer.`.
+fn official(name: &str) -> String {
+    let name = name.strip_prefix("transformer.").unwrap_or(name);
+    let name = name
+        .strip_prefix("embedding.")
+        .or_else(|| name.strip_prefix("encoder."))
+        .unwrap_or(name);
+    if name == "output_layer.weight" {
+        return OUTPUT_LAYER.to_owned();
+    }
+    name.replace(".self_attention.", ".attention.")
 }
 
 impl GpuModelBuilder {
@@ -62,15 +73,14 @@ impl GpuModelBuilder {
 
     pub fn add_matrix(&mut self, name: &str, matrix: &Matrix) -> Result<()> {
         let uploaded = GpuMatrix::upload(&self.gpu, name, matrix)?;
-        self.matrices.insert(official(name).to_owned(), uploaded);
+        self.matrices.insert(official(name), uploaded);
         Ok(())
     }
 
     pub fn add_vector(&mut self, name: &str, vector: &Tensor) -> Result<()> {
         let values = floats(vector)?;
         let buffer = self.gpu.storage(name, bytemuck::cast_slice(&values));
-        self.vectors
-            .insert(official(name).to_owned(), (buffer, values.len()));
+        self.vectors.insert(official(name), (buffer, values.len()));
         Ok(())
     }
 
@@ -103,9 +113,14 @@ impl GpuModelBuilder {
 
     fn norm(&mut self, name: &str) -> Result<GpuNorm> {
         let h = self.config.hidden_size;
+        let rms = self.config.glm2().is_some_and(|g| g.rmsnorm);
         Ok(GpuNorm {
             weight: self.vector(&format!("{name}.weight"), h)?,
-            bias: self.vector(&format!("{name}.bias"), h)?,
+            bias: if rms {
+                None
+            } else {
+                Some(self.vector(&format!("{name}.bias"), h)?)
+            },
             eps: self.config.layernorm_epsilon as f32,
         })
     }
@@ -130,11 +145,15 @@ impl GpuModelBuilder {
             config.vocab_size,
         );
         let word_embeddings = self.matrix("word_embeddings.weight", vocab, h)?;
-        let lm_head = if self.matrices.contains_key(OUTPUT_LAYER) {
+        let lm_head = if self.matrices.contains_key(OUTPUT_LAYER) || config.glm2().is_some() {
             self.matrix(OUTPUT_LAYER, vocab, h)?
         } else {
             word_embeddings.clone()
         };
+        let glm2 = config.glm2().is_some();
+        let projection = config.num_attention_heads * config.head_dim();
+        let qkv_rows = projection + 2 * config.kv_width();
+        let up_rows = if glm2 { 2 * inner } else { inner };
         if self.vectors.contains_key("lm_head.bias") {
             return Err(gpu_error("an output layer with a bias is not supported"));
         }
@@ -145,20 +164,25 @@ impl GpuModelBuilder {
                     input_layernorm: self.norm(&format!("{p}.input_layernorm"))?,
                     query_key_value: self.linear(
                         &format!("{p}.attention.query_key_value"),
-                        3 * h,
+                        qkv_rows,
                         h,
                     )?,
-                    dense: self.linear(&format!("{p}.attention.dense"), h, h)?,
+                    dense: self.linear(&format!("{p}.attention.dense"), h, projection)?,
                     post_attention_layernorm: self
                         .norm(&format!("{p}.post_attention_layernorm"))?,
-                    dense_h_to_4h: self.linear(&format!("{p}.mlp.dense_h_to_4h"), inner, h)?,
+                    dense_h_to_4h: self.linear(&format!("{p}.mlp.dense_h_to_4h"), up_rows, h)?,
                     dense_4h_to_h: self.linear(&format!("{p}.mlp.dense_4h_to_h"), h, inner)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let final_layernorm = self.norm("final_layernorm")?;
+        let final_layernorm = match config.glm2() {
+            Some(g) if !g.post_layer_norm => None,
+            _ => Some(self.norm("final_layernorm")?),
+        };
         let rotary = Rotary::of(&config, DType::F32, &Device::Cpu)?;
-        let (max_positions, rotary_dim) = rotary.cos.dims2()?;
+        let (max_positions, table_width) = rotary.cos.dims2()?;
+        // ChatGLM2/3's tables have a column per rotated pair.
+        let rotary_dim = if glm2 { 2 * table_width } else { table_width };
         let gpu = self.gpu;
         Ok(GpuModel {
             cos: gpu.storage("cos", bytemuck::cast_slice(&floats(&rotary.cos)?)),
@@ -170,6 +194,7 @@ impl GpuModelBuilder {
             final_layernorm,
             lm_head,
             rotary_dim,
+            table_width,
             max_positions,
             vocab,
             gpu,
@@ -181,9 +206,12 @@ impl GpuModel {
     /// Uploads `model`'s weights to `gpu`, one matrix at a time.
     pub fn upload(gpu: Gpu, model: &ChatGlmModel) -> Result<Self> {
         let mut builder = GpuModelBuilder::new(gpu, model.config().clone());
-        let norm = |b: &mut GpuModelBuilder, name: &str, n: &LayerNorm| -> Result<()> {
+        let norm = |b: &mut GpuModelBuilder, name: &str, n: &Norm| -> Result<()> {
             b.add_vector(&format!("{name}.weight"), &n.weight)?;
-            b.add_vector(&format!("{name}.bias"), &n.bias)
+            match &n.bias {
+                Some(bias) => b.add_vector(&format!("{name}.bias"), bias),
+                None => Ok(()),
+            }
         };
         let linear = |b: &mut GpuModelBuilder, name: &str, l: &Linear| -> Result<()> {
             b.add_matrix(&format!("{name}.weight"), &l.weight)?;
@@ -222,7 +250,9 @@ impl GpuModel {
                 &block.dense_4h_to_h,
             )?;
         }
-        norm(&mut builder, "final_layernorm", &model.final_layernorm)?;
+        if let Some(final_layernorm) = &model.final_layernorm {
+            norm(&mut builder, "final_layernorm", final_layernorm)?;
+        }
         if !model.lm_head.weight.same(&model.word_embeddings.0) {
             linear(&mut builder, "lm_head", &model.lm_head)?;
         }

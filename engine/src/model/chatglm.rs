@@ -174,16 +174,17 @@ impl ChatGlmModel {
         let (h, vocab) = (config.hidden_size, config.vocab_size);
         let load = |name: &str, shape: &[usize]| source.dense(name, shape);
         let load_norm = |name: &str| -> Result<Norm> { names.norm(&config, name, &load) };
-        let load_linear = |name: &str, out_dim: usize, in_dim: usize, has_bias: bool| -> Result<Linear> {
-            Ok(Linear {
-                weight: source.matrix(&format!("{name}.weight"), out_dim, in_dim)?,
-                bias: if has_bias {
-                    Some(load(&format!("{name}.bias"), &[out_dim])?)
-                } else {
-                    None
-                },
-            })
-        };
+        let load_linear =
+            |name: &str, out_dim: usize, in_dim: usize, has_bias: bool| -> Result<Linear> {
+                Ok(Linear {
+                    weight: source.matrix(&format!("{name}.weight"), out_dim, in_dim)?,
+                    bias: if has_bias {
+                        Some(load(&format!("{name}.bias"), &[out_dim])?)
+                    } else {
+                        None
+                    },
+                })
+            };
         let word_embeddings = Embedding(source.matrix(&names.embeddings, vocab, h)?);
         let blocks = (0..config.num_layers)
             .map(|i| {

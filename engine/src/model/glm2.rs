@@ -64,9 +64,15 @@ impl ChatGlmModel {
         let multi_query = config.glm2().is_some_and(|g| g.multi_query);
         let (query, key, value) = if multi_query {
             let part = |start: usize, n: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(D::Minus1, start * d, n * d)?.reshape((batch, seq, n, d))?)
+                Ok(qkv
+                    .narrow(D::Minus1, start * d, n * d)?
+                    .reshape((batch, seq, n, d))?)
             };
-            (part(0, heads)?, part(heads, groups)?, part(heads + groups, groups)?)
+            (
+                part(0, heads)?,
+                part(heads, groups)?,
+                part(heads + groups, groups)?,
+            )
         } else {
             let per_head = qkv.reshape((batch, seq, heads, 3 * d))?;
             (
@@ -100,7 +106,8 @@ impl ChatGlmModel {
             .to_dtype(DType::F32)?;
         let scores = match mask {
             Some(mask) => {
-                let fill = Tensor::new(MASKED_SCORE, scores.device())?.broadcast_as(scores.shape())?;
+                let fill =
+                    Tensor::new(MASKED_SCORE, scores.device())?.broadcast_as(scores.shape())?;
                 mask.where_cond(&fill, &scores)?
             }
             None => scores,
@@ -128,5 +135,8 @@ impl ChatGlmModel {
 fn rotate_first_half(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let rotated = rotary::apply_interleaved(&x.narrow(D::Minus1, 0, d / 2)?, cos, sin)?;
-    Ok(Tensor::cat(&[&rotated, &x.narrow(D::Minus1, d / 2, d / 2)?], D::Minus1)?)
+    Ok(Tensor::cat(
+        &[&rotated, &x.narrow(D::Minus1, d / 2, d / 2)?],
+        D::Minus1,
+    )?)
 }

@@ -88,7 +88,9 @@ impl PrefixEncoder {
                 init::normal(shape.as_slice(), 1.0, seed, device)?
             } else {
                 let fan_in = match (*name, model.glm2()) {
-                    (PROJECTION_IN_WEIGHT | PROJECTION_IN_BIAS, Some(_)) => 2 * model.num_layers * model.kv_width(),
+                    (PROJECTION_IN_WEIGHT | PROJECTION_IN_BIAS, Some(_)) => {
+                        2 * model.num_layers * model.kv_width()
+                    }
                     _ => model.hidden_size,
                 } as f32;
                 init::uniform(shape.as_slice(), 1.0 / fan_in.sqrt(), seed, device)?
@@ -185,7 +187,10 @@ impl PrefixEncoder {
             .map_err(|e| EngineError::checkpoint(&safetensors_path, e.to_string()))?;
         let mut config = model.to_json();
         config.insert("pre_seq_len".into(), self.config.pre_seq_len.into());
-        config.insert("prefix_projection".into(), self.config.prefix_projection.into());
+        config.insert(
+            "prefix_projection".into(),
+            self.config.prefix_projection.into(),
+        );
         let config = serde_json::Value::Object(config);
         let config_path = dir.join("config.json");
         let text = serde_json::to_string_pretty(&config)

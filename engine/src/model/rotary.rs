@@ -35,7 +35,13 @@ impl Rotary {
     /// encoding is 2D, up to the longest position generation can reach.
     pub fn of(config: &ChatGlmConfig, dtype: DType, device: &Device) -> Result<Self> {
         if let Some(g) = config.glm2() {
-            return Self::glm2(config.head_dim() / 2, config.max_sequence_length.max(2048) + 1, g.rope_ratio, dtype, device);
+            return Self::glm2(
+                config.head_dim() / 2,
+                config.max_sequence_length.max(2048) + 1,
+                g.rope_ratio,
+                dtype,
+                device,
+            );
         }
         let rotary_dim = if config.position_encoding_2d {
             config.head_dim() / 2
@@ -151,5 +157,6 @@ pub fn apply_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tenso
     let odd = pairs.narrow(D::Minus1, 1, 1)?.squeeze(D::Minus1)?;
     let rotated_even = (even.broadcast_mul(cos)? - odd.broadcast_mul(sin)?)?;
     let rotated_odd = (odd.broadcast_mul(cos)? + even.broadcast_mul(sin)?)?;
-    Ok(Tensor::stack(&[&rotated_even, &rotated_odd], D::Minus1)?.reshape((batch, seq, heads, dim))?)
+    Ok(Tensor::stack(&[&rotated_even, &rotated_odd], D::Minus1)?
+        .reshape((batch, seq, heads, dim))?)
 }

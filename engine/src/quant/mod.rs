@@ -2,8 +2,9 @@
 //! `model.gguf`, beside its `config.json` and tokenizer.
 //!
 //! The four linear layers of every block take q8_0 or q4_0 (GGML's formats: 32 weights and one f16
-//! scale a block; q4_0 packs two weights a byte, low nibbles first); the word embeddings (tied to
-//! the output layer) take q8_0 or f16; LayerNorms and biases stay f32. Tensors keep their official
+//! scale a block; q4_0 packs two weights a byte, low nibbles first); the word embeddings and the
+//! output layer (tied to them in ChatGLM-6B, separate in ChatGLM2/3) take q8_0 or f16; norms and
+//! biases stay f32. Tensors keep their official
 //! names, so the file reads with any GGUF reader, and [`ChatGlmModel::load`] picks it up when the
 //! folder has one. Adapters are not part of it: many domain adapters share one quantized base.
 //!
@@ -34,11 +35,14 @@ use crate::model::ChatGlmModel;
 pub const QUANTIZED_FILE: &str = "model.gguf";
 
 /// Files copied beside it, when the source folder has them.
-const COPIED_FILES: [&str; 4] = [
+const COPIED_FILES: [&str; 6] = [
     "config.json",
     "generation_config.json",
     "ice_text.model",
+    "tokenizer.model",
     "tokenizer_config.json",
+    // ChatGLM2 and ChatGLM3 are told apart by it.
+    "tokenization_chatglm.py",
 ];
 
 /// How the linear layers are stored.
@@ -131,7 +135,9 @@ impl WeightSource for Quantizing<'_> {
 
     fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
         let tensor = self.dense.dense(name, &[out_dim, in_dim])?;
-        let embedding = name.ends_with("word_embeddings.weight") || name == "lm_head.weight";
+        let embedding = name.ends_with("word_embeddings.weight")
+            || name == "lm_head.weight"
+            || name.ends_with("output_layer.weight");
         let format = if embedding {
             self.embeddings.format()
         } else {

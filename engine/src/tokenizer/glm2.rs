@@ -19,12 +19,7 @@ use crate::config::Family;
 /// Special tokens of both generations, in id order after the vocabulary.
 const COMMON: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"];
 /// ChatGLM3's role tokens, after [`COMMON`].
-pub(crate) const ROLES: [&str; 4] = [
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|observation|>",
-];
+pub(crate) const ROLES: [&str; 4] = ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"];
 
 #[derive(Debug)]
 pub(crate) struct Glm2Tokenizer {
@@ -155,7 +150,10 @@ impl Glm2Tokenizer {
     /// vocabulary, the piece otherwise.
     fn id_to_token(&self, id: u32) -> &str {
         let n = self.sp.len() as u32;
-        if let Some(name) = id.checked_sub(n).and_then(|i| self.specials.get(i as usize)) {
+        if let Some(name) = id
+            .checked_sub(n)
+            .and_then(|i| self.specials.get(i as usize))
+        {
             return name;
         }
         if id == self.eos || Some(id) == self.bos || id == self.unk {
@@ -197,7 +195,11 @@ impl Glm2Tokenizer {
     /// (the next turn is not the model's).
     pub(crate) fn stop_ids(&self) -> Vec<u32> {
         let mut ids = vec![self.eos];
-        ids.extend(["<|user|>", "<|observation|>"].iter().filter_map(|n| self.command(n)));
+        ids.extend(
+            ["<|user|>", "<|observation|>"]
+                .iter()
+                .filter_map(|n| self.command(n)),
+        );
         ids
     }
 }

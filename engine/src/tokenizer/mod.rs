@@ -26,8 +26,8 @@ mod utf8;
 
 use std::path::{Path, PathBuf};
 
-pub use chatglm::SpecialIds;
 pub use crate::config::Family;
+pub use chatglm::SpecialIds;
 
 use chatglm::Glm1Tokenizer;
 use glm2::Glm2Tokenizer;
@@ -324,7 +324,9 @@ fn glm2_family(config: Option<&serde_json::Value>, python: Option<&str>) -> Fami
             Family::ChatGlm2
         };
     }
-    let text = config.map(|c| c.to_string().to_lowercase()).unwrap_or_default();
+    let text = config
+        .map(|c| c.to_string().to_lowercase())
+        .unwrap_or_default();
     if text.contains("<|observation|>") || text.contains("<|user|>") || text.contains("chatglm3") {
         Family::ChatGlm3
     } else if text.contains("chatglm2") || text.contains("codegeex2") {

@@ -6,8 +6,8 @@ use std::io::{BufRead, Write};
 
 use clap::Args;
 use glmtune_engine::generation::{
-    build_prompt, generate, process_response, stable_response, Flow, GenerationOptions, TextStream,
-    Turn,
+    chat_prompt_ids, generate, response_text, stable_response_text, Flow, GenerationOptions,
+    TextStream, Turn,
 };
 
 use super::model_args::ModelArgs;
@@ -28,6 +28,7 @@ pub struct ChatArgs {
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
     let eos = loaded.model.config().eos_token_id;
+    let family = loaded.tokenizer.family();
     let mut history: Vec<Turn> = Vec::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -55,7 +56,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        let prompt = loaded.tokenizer.encode(&build_prompt(query, &history));
+        let prompt = chat_prompt_ids(&loaded.tokenizer, None, &history, query);
         let mut sampling = args.sampling.sampling_or(true);
         if let glmtune_engine::generation::Sampling::Sample { seed, .. } = &mut sampling {
             *seed = seed.wrapping_add(seed_offset);
@@ -67,6 +68,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             sampling,
             repetition_penalty: args.sampling.repetition_penalty,
             stop_at_eos: true,
+            stop_ids: loaded.tokenizer.stop_ids(),
         };
         write!(stdout, "\nChatGLM：")?;
         stdout.flush()?;
@@ -78,9 +80,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             &[prompt],
             &options,
             |_, id| {
-                if id != eos {
+                if !options.is_stop(id, eos) {
                     new_ids.push(id);
-                    let text = stable_response(&loaded.tokenizer.decode(&new_ids));
+                    let text = stable_response_text(family, &loaded.tokenizer.decode(&new_ids));
                     if let Some(chunk) = stream.next_chunk(&text) {
                         let _ = write!(stdout, "{chunk}").and_then(|_| stdout.flush());
                     }
@@ -92,7 +94,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             writeln!(stdout, "\n(generation failed: {error})")?;
             continue;
         }
-        let response = process_response(&loaded.tokenizer.decode(&new_ids));
+        let response = response_text(family, &loaded.tokenizer.decode(&new_ids));
         if let Some(chunk) = stream.finish(&response) {
             write!(stdout, "{chunk}")?;
         }

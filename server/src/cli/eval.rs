@@ -92,6 +92,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         sampling: args.sampling.sampling_or(true),
         repetition_penalty: args.sampling.repetition_penalty,
         stop_at_eos: true,
+        stop_ids: Vec::new(),
     };
     let mut predictions = Vec::with_capacity(records.len());
     for (batch_index, batch) in prompts

@@ -1,9 +1,14 @@
-//! `glmtune generate`: continue one prompt, streaming the text or printing JSON.
+//! `glmtune generate`: continue one prompt, streaming the text or printing JSON. With `--chat`
+//! the prompt is the user's message in the model family's own chat format (`--history` gives
+//! the conversation before it).
 
 use std::io::Write;
 
 use clap::Args;
-use glmtune_engine::generation::{generate, Flow, GenerationOptions, TextStream};
+use glmtune_engine::generation::{
+    chat_ids, generate, ChatMessage, Flow, GenerationOptions, TextStream,
+};
+use glmtune_engine::tokenizer::Role;
 
 use super::model_args::{upload_to_gpu, BackendArg, ModelArgs};
 use super::sampling_args::SamplingArgs;
@@ -12,9 +17,18 @@ use super::sampling_args::SamplingArgs;
 pub struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The prompt, encoded as the official `tokenizer(TEXT)` ([gMASK] <sop> appended).
+    /// The prompt, encoded as the official `tokenizer(TEXT)` (ChatGLM-6B appends [gMASK] <sop>,
+    /// ChatGLM2/3 put [gMASK] sop first). With --chat, the user's message.
     #[arg(long)]
     prompt: String,
+    /// Build the model's own chat prompt around --prompt: ChatGLM3's role tokens
+    /// (`build_chat_input`), ChatGLM2's and ChatGLM-6B's `[Round i]` format.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat, the conversation so far as a JSON list of {"role", "content"} messages
+    /// (roles system, user, assistant, observation).
+    #[arg(long, requires = "chat")]
+    history: Option<String>,
     /// New tokens at most.
     #[arg(long, default_value_t = 256)]
     max_new_tokens: usize,
@@ -32,7 +46,23 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
-    let prompt = loaded.tokenizer.encode(&args.prompt);
+    let prompt = if args.chat {
+        let mut messages: Vec<ChatMessage> = match &args.history {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                anyhow::anyhow!(
+                    "--history: expected a JSON list of {{\"role\", \"content\"}} messages (roles system, user, assistant, observation): {e}"
+                )
+            })?,
+            None => Vec::new(),
+        };
+        messages.push(ChatMessage {
+            role: Role::User,
+            content: args.prompt.clone(),
+        });
+        chat_ids(&loaded.tokenizer, &messages).map_err(|e| anyhow::anyhow!("--history: {e}"))?
+    } else {
+        loaded.tokenizer.encode(&args.prompt)
+    };
     let options = GenerationOptions {
         max_new_tokens: if args.max_length.is_some() {
             None
@@ -43,13 +73,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         sampling: args.sampling.sampling(),
         repetition_penalty: args.sampling.repetition_penalty,
         stop_at_eos: true,
+        stop_ids: loaded.tokenizer.stop_ids(),
     };
     let eos = loaded.model.config().eos_token_id;
     let mut stream = TextStream::new();
     let mut new_ids = Vec::new();
     let mut stdout = std::io::stdout().lock();
     let mut on_token = |id| {
-        if !args.json && id != eos {
+        if !args.json && !options.is_stop(id, eos) {
             new_ids.push(id);
             if let Some(chunk) = stream.next_chunk(&loaded.tokenizer.decode(&new_ids)) {
                 // A closed stdout (e.g. `| head`) ends generation instead of failing it.

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use glmtune_engine::generation::{
-    build_prompt, generate, process_response, stable_response, Flow, GenerationOptions, Sampling,
-    TextStream, Turn,
+    chat_prompt_ids, generate, response_text, stable_response_text, Flow, GenerationOptions,
+    Sampling, TextStream, Turn,
 };
 
 use super::metrics::Metrics;
@@ -46,6 +46,7 @@ impl Question {
             sampling,
             repetition_penalty: 1.0,
             stop_at_eos: true,
+            stop_ids: Vec::new(),
         }
     }
 }
@@ -121,12 +122,13 @@ pub fn answer(
     let system = question
         .system
         .as_deref()
-        .or(served.source_prefix.as_deref())
-        .unwrap_or_default();
-    let prompt = tokenizer.encode(&format!(
-        "{system}{}",
-        build_prompt(&question.query, &question.history)
-    ));
+        .or(served.source_prefix.as_deref());
+    let prompt = chat_prompt_ids(tokenizer, system, &question.history, &question.query);
+    let family = tokenizer.family();
+    let options = GenerationOptions {
+        stop_ids: tokenizer.stop_ids(),
+        ..question.options.clone()
+    };
     let eos = base.model.config().eos_token_id;
     let started = std::time::Instant::now();
     let mut new_ids = Vec::new();
@@ -137,15 +139,15 @@ pub fn answer(
         &base.model,
         served.prefix.as_deref(),
         std::slice::from_ref(&prompt),
-        &question.options,
+        &options,
         |_, id| {
-            if id == eos {
+            if options.is_stop(id, eos) {
                 produced_eos = true;
                 return Flow::Continue;
             }
             new_ids.push(id);
             let (text, stop) = cut_at_stop(
-                &stable_response(&tokenizer.decode(&new_ids)),
+                &stable_response_text(family, &tokenizer.decode(&new_ids)),
                 &question.stops,
             );
             stopped_by_sequence = stop;
@@ -161,7 +163,7 @@ pub fn answer(
         },
     )?;
     let (text, _) = cut_at_stop(
-        &process_response(&tokenizer.decode(&new_ids)),
+        &response_text(family, &tokenizer.decode(&new_ids)),
         &question.stops,
     );
     if let Some(chunk) = stream.finish(&text) {
