@@ -104,11 +104,19 @@ pub struct ModelInfo {
     pub path: String,
     /// A fixed adapter served with the model (`--model NAME=DIR:ADAPTER`).
     pub adapter: Option<String>,
+    /// The generation, as its tokenizer and config tell it: "ChatGLM-6B", "ChatGLM2-6B" or
+    /// "ChatGLM3-6B".
+    #[serde(default = "default_family")]
+    pub family: String,
     pub hidden_size: usize,
     pub num_layers: usize,
     pub num_attention_heads: usize,
     pub vocab_size: usize,
     pub created_at: i64,
+}
+
+fn default_family() -> String {
+    "ChatGLM-6B".into()
 }
 
 /// A file in a model's folder, downloadable from `/api/v1/models/{name}/files/{file}`.

@@ -166,11 +166,6 @@ pub async fn get_bytes(path: &str) -> Result<Vec<u8>, Failure> {
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
-/// The body of a GET as text.
-pub async fn get_text(path: &str) -> Result<String, Failure> {
-    text_of(&send("GET", path, None, false).await?).await
-}
-
 pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, Failure> {
     json_of(send("GET", path, None, false).await?).await
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use glmtune_engine::data::{check_dataset, parse_records, DatasetFormat, TokenStats, Unusable};
-use glmtune_engine::tokenizer::ChatGlmTokenizer;
+use glmtune_engine::tokenizer::{self, ChatGlmTokenizer};
 
 use crate::api::{self, Failure};
 
@@ -29,13 +29,25 @@ pub struct Checked {
 /// Downloads a registered model's tokenizer files and builds the tokenizer.
 pub async fn tokenizer(model: &str) -> Result<Arc<ChatGlmTokenizer>, Failure> {
     let base = format!("/api/v1/models/{}/files", api::encode(model));
-    let vocabulary = api::get_bytes(&format!("{base}/ice_text.model")).await?;
-    let config = match api::get_text(&format!("{base}/tokenizer_config.json")).await {
-        Ok(text) => Some(text),
-        Err(failure) if failure.status == 404 => None,
-        Err(failure) => return Err(failure),
+    let optional = |name: &'static str| {
+        let url = format!("{base}/{name}");
+        async move {
+            match api::get_bytes(&url).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(failure) if failure.status == 404 => Ok(None),
+                Err(failure) => Err(failure),
+            }
+        }
     };
-    ChatGlmTokenizer::from_bytes(&vocabulary, config.as_deref())
+    // ChatGLM-6B's vocabulary, else ChatGLM2/3's.
+    let vocabulary = match optional(tokenizer::MODEL_FILE).await? {
+        Some(bytes) => bytes,
+        None => api::get_bytes(&format!("{base}/{}", tokenizer::GLM2_MODEL_FILE)).await?,
+    };
+    let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let config = text(optional(tokenizer::CONFIG_FILE).await?);
+    let python = text(optional(tokenizer::PYTHON_TOKENIZER_FILE).await?);
+    ChatGlmTokenizer::from_files(&vocabulary, config.as_deref(), python.as_deref())
         .map(Arc::new)
         .map_err(|e| Failure::local(format!("the tokenizer of {model}: {e}")))
 }

@@ -38,7 +38,7 @@ pub const MODEL_FILE: &str = "ice_text.model";
 pub const GLM2_MODEL_FILE: &str = "tokenizer.model";
 /// The official Python tokenizer shipped in Hugging Face folders; read only to tell ChatGLM2
 /// from ChatGLM3 (whose copy knows the role tokens).
-const PYTHON_TOKENIZER_FILE: &str = "tokenization_chatglm.py";
+pub const PYTHON_TOKENIZER_FILE: &str = "tokenization_chatglm.py";
 /// File name of the tokenizer settings in a checkpoint directory.
 pub const CONFIG_FILE: &str = "tokenizer_config.json";
 
@@ -100,13 +100,7 @@ impl ChatGlmTokenizer {
     /// for ChatGLM2/3) and, when present, `tokenizer_config.json`. Without the config the
     /// official constructor defaults apply (for ChatGLM-6B, `num_image_tokens` 20000).
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
-        let glm1_path = dir.join(MODEL_FILE);
-        let glm2_path = dir.join(GLM2_MODEL_FILE);
-        let model_path = if !glm1_path.is_file() && glm2_path.is_file() {
-            glm2_path
-        } else {
-            glm1_path
-        };
+        let model_path = dir.join(Self::model_file(dir));
         let model = std::fs::read(&model_path).map_err(|source| TokenizerError::Io {
             path: model_path.clone(),
             source,
@@ -129,8 +123,34 @@ impl ChatGlmTokenizer {
         model: &[u8],
         tokenizer_config_json: Option<&str>,
     ) -> Result<Self, TokenizerError> {
+        Self::from_files(model, tokenizer_config_json, None)
+    }
+
+    /// [`Self::from_bytes`] with the text of the folder's `tokenization_chatglm.py` when it has
+    /// one, which tells ChatGLM2 from ChatGLM3 as [`Self::from_dir`] does.
+    pub fn from_files(
+        model: &[u8],
+        tokenizer_config_json: Option<&str>,
+        python_tokenizer: Option<&str>,
+    ) -> Result<Self, TokenizerError> {
         let name = format!("sentencepiece model ({MODEL_FILE} or {GLM2_MODEL_FILE})");
-        Self::load(model, tokenizer_config_json, None, &name, CONFIG_FILE)
+        Self::load(
+            model,
+            tokenizer_config_json,
+            python_tokenizer,
+            &name,
+            CONFIG_FILE,
+        )
+    }
+
+    /// The sentencepiece model's file name in a checkpoint folder of either generation: the one
+    /// `dir` has, or ChatGLM-6B's when it has neither.
+    pub fn model_file(dir: &Path) -> &'static str {
+        if !dir.join(MODEL_FILE).is_file() && dir.join(GLM2_MODEL_FILE).is_file() {
+            GLM2_MODEL_FILE
+        } else {
+            MODEL_FILE
+        }
     }
 
     fn load(

@@ -7,12 +7,19 @@ use sqlx::Row;
 use super::{now, Db, DbError, DbResult};
 
 /// What the list shows of a model's `config.json`.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
+    /// Models registered before generations were told apart are ChatGLM-6B.
+    #[serde(default = "glm_family")]
+    pub family: String,
     pub hidden_size: usize,
     pub num_layers: usize,
     pub num_attention_heads: usize,
     pub vocab_size: usize,
+}
+
+fn glm_family() -> String {
+    glmtune_engine::config::Family::ChatGlm.name().into()
 }
 
 fn model_of(row: &AnyRow) -> DbResult<ModelInfo> {
@@ -26,6 +33,7 @@ fn model_of(row: &AnyRow) -> DbResult<ModelInfo> {
         name: row.try_get("name")?,
         path: row.try_get("path")?,
         adapter: row.try_get("adapter")?,
+        family: summary.family,
         hidden_size: summary.hidden_size,
         num_layers: summary.num_layers,
         num_attention_heads: summary.num_attention_heads,

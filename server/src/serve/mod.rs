@@ -205,12 +205,16 @@ pub async fn register_model(
 ) -> Result<(), ApiError> {
     let config = glmtune_engine::ChatGlmConfig::from_file(&dir.join("config.json"))
         .map_err(|e| ApiError::invalid(format!("model {name}: {e}")))?;
-    if !dir.join("ice_text.model").is_file() {
+    let vocabulary = glmtune_engine::tokenizer::ChatGlmTokenizer::model_file(dir);
+    if !dir.join(vocabulary).is_file() {
         return Err(ApiError::invalid(format!(
-            "model {name}: {} has no ice_text.model",
+            "model {name}: {} has no {vocabulary} (ChatGLM-6B's ice_text.model or ChatGLM2/3's tokenizer.model)",
             dir.display()
         )));
     }
+    let family = glmtune_engine::tokenizer::ChatGlmTokenizer::from_dir(dir)
+        .map_err(|e| ApiError::invalid(format!("model {name}: {e}")))?
+        .family();
     if let Some(adapter) = adapter {
         if !adapter.is_dir() {
             return Err(ApiError::invalid(format!(
@@ -221,6 +225,7 @@ pub async fn register_model(
     }
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let summary = crate::db::models::Summary {
+        family: family.name().into(),
         hidden_size: config.hidden_size,
         num_layers: config.num_layers,
         num_attention_heads: config.num_attention_heads,

@@ -3,12 +3,13 @@
 //! has no WebGPU; and the answers it gives.
 
 use glmtune_engine::generation::{
-    build_prompt, generate, process_response, Flow, GenerationOptions, TextStream, Turn,
+    chat_prompt_ids, generate, response_text, stable_response_text, Flow, GenerationOptions,
+    TextStream, Turn,
 };
 use glmtune_engine::gpu::{Gpu, GpuModel, GpuModelBuilder};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::quant::{GgufIndex, QUANTIZED_FILE};
-use glmtune_engine::tokenizer::ChatGlmTokenizer;
+use glmtune_engine::tokenizer::{self, ChatGlmTokenizer};
 use glmtune_engine::ChatGlmConfig;
 use glmtune_shared::api::{List, ModelFile};
 
@@ -81,15 +82,28 @@ pub async fn load(
         std::path::Path::new("config.json"),
     )
     .map_err(engine_failure)?;
-    let vocabulary = small("ice_text.model").await?;
-    let tokenizer_config = match find("tokenizer_config.json") {
-        Some(_) => {
-            Some(String::from_utf8_lossy(&small("tokenizer_config.json").await?).into_owned())
-        }
-        None => None,
+    // ChatGLM-6B's vocabulary, else ChatGLM2/3's (with the Python tokenizer that tells them apart).
+    let vocabulary = match find(tokenizer::MODEL_FILE) {
+        Some(_) => small(tokenizer::MODEL_FILE).await?,
+        None => small(tokenizer::GLM2_MODEL_FILE).await?,
     };
-    let tokenizer = ChatGlmTokenizer::from_bytes(&vocabulary, tokenizer_config.as_deref())
-        .map_err(|e| Failure::local(e.to_string()))?;
+    let optional_text = |name: &'static str| {
+        let present = find(name).is_some();
+        let fetch = small(name);
+        async move {
+            if !present {
+                return Ok(None);
+            }
+            fetch
+                .await
+                .map(|bytes| Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+    };
+    let tokenizer_config = optional_text(tokenizer::CONFIG_FILE).await?;
+    let python = optional_text(tokenizer::PYTHON_TOKENIZER_FILE).await?;
+    let tokenizer =
+        ChatGlmTokenizer::from_files(&vocabulary, tokenizer_config.as_deref(), python.as_deref())
+            .map_err(|e| Failure::local(e.to_string()))?;
 
     let progress = tell.clone();
     let mut file = PiecedFile::new(
@@ -195,19 +209,22 @@ impl LocalModel {
                 response: response.clone(),
             })
             .collect();
-        let prompt = self.tokenizer.encode(&build_prompt(query, &turns));
+        let prompt = chat_prompt_ids(&self.tokenizer, None, &turns, query);
+        let stop_ids = self.tokenizer.stop_ids();
         let options = GenerationOptions {
             max_new_tokens: Some(max_tokens),
+            stop_ids: stop_ids.clone(),
             ..GenerationOptions::default()
         };
-        let eos = self.tokenizer.special_ids().eos;
+        let family = self.tokenizer.family();
         let mut new_ids = Vec::new();
         let mut stream = TextStream::new();
         let mut shown = String::new();
         let mut on_token = |id: u32| {
-            if id != eos {
+            if !stop_ids.contains(&id) {
                 new_ids.push(id);
-                if let Some(chunk) = stream.next_chunk(&self.tokenizer.decode(&new_ids)) {
+                let text = stable_response_text(family, &self.tokenizer.decode(&new_ids));
+                if let Some(chunk) = stream.next_chunk(&text) {
                     shown.push_str(&chunk);
                     on_text(shown.clone());
                 }
@@ -226,7 +243,10 @@ impl LocalModel {
                     .remove(0)
             }
         };
-        let ids: Vec<u32> = ids.into_iter().filter(|&id| id != eos).collect();
-        Ok(process_response(&self.tokenizer.decode(&ids)))
+        let ids: Vec<u32> = ids
+            .into_iter()
+            .filter(|id| !stop_ids.contains(id))
+            .collect();
+        Ok(response_text(family, &self.tokenizer.decode(&ids)))
     }
 }

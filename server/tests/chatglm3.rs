@@ -1,0 +1,182 @@
+//! The `glmtune` commands on a ChatGLM3 checkpoint (the tiny fixture made by THUDM's code): chat
+//! prompts with history, greedy ids with and without the adapter, quantized on wgpu as on the CPU,
+//! and training on conversations.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(path: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm3-tiny");
+    dir.join(path).to_string_lossy().into_owned()
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glmtune-glm3-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn glmtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout_json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `glmtune generate --chat` for a fixture case: its query with its history.
+fn chat(model: &str, case: &serde_json::Value, extra: &[&str]) -> serde_json::Value {
+    let history = case["history"].to_string();
+    let mut args = vec![
+        "generate",
+        "--model",
+        model,
+        "--chat",
+        "--prompt",
+        case["query"].as_str().unwrap(),
+        "--history",
+        &history,
+        "--max-new-tokens",
+        "10",
+        "--greedy",
+        "--json",
+    ];
+    args.extend(extra);
+    stdout_json(&glmtune(&args))
+}
+
+#[test]
+fn chat_generation_matches_the_reference_ids() {
+    let model = fixture("model");
+    let adapter = fixture("adapter_init");
+    for case in expected()["chat_cases"].as_array().unwrap() {
+        let base = chat(&model, case, &[]);
+        assert_eq!(base["ids"], case["greedy_base"], "{}", case["query"]);
+        let tuned = chat(&model, case, &["--adapter", &adapter]);
+        assert_eq!(tuned["ids"], case["greedy_ptuned"], "{}", case["query"]);
+    }
+    // A history that is not a list of messages is refused with the flag's name.
+    let refused = glmtune(&[
+        "generate",
+        "--model",
+        &model,
+        "--chat",
+        "--prompt",
+        "hi",
+        "--history",
+        "[1]",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--history"));
+}
+
+#[test]
+fn quantized_chatglm3_answers_alike_on_wgpu_and_cpu() {
+    let out = scratch("q4");
+    let quantized = glmtune(&[
+        "quantize",
+        "--model",
+        &fixture("model"),
+        "--bits",
+        "4",
+        "--out",
+        &out.to_string_lossy(),
+    ]);
+    assert!(
+        quantized.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quantized.stderr)
+    );
+    let model = out.to_string_lossy().into_owned();
+    for case in expected()["chat_cases"].as_array().unwrap() {
+        let cpu = chat(&model, case, &[]);
+        let gpu = chat(&model, case, &["--backend", "wgpu"]);
+        assert_eq!(gpu["ids"], cpu["ids"], "{}", case["query"]);
+        let tuned_cpu = chat(&model, case, &["--adapter", &fixture("adapter_init")]);
+        let tuned_gpu = chat(
+            &model,
+            case,
+            &["--adapter", &fixture("adapter_init"), "--backend", "wgpu"],
+        );
+        assert_eq!(tuned_gpu["ids"], tuned_cpu["ids"], "{}", case["query"]);
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+const CONVERSATIONS: &str = r#"{"conversations":[{"role":"system","content":"你是医生"},{"role":"user","content":"头痛怎么办？"},{"role":"assistant","content":"多休息，多喝水。"}]}
+{"conversations":[{"role":"user","content":"感冒怎么办？"},{"role":"assistant","content":"多喝水。"},{"role":"user","content":"发烧呢？"},{"role":"assistant","content":"多休息，注意体温。"}]}
+{"messages":[{"role":"user","content":"失眠怎么办？"},{"role":"assistant","content":"注意休息。"}]}
+{"messages":[{"role":"user","content":"咳嗽怎么办？"},{"role":"assistant","content":"多喝水，多休息。"}]}
+"#;
+
+fn losses(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("trainer_log.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|row| row["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn training_on_conversations_learns_and_the_adapter_chats() {
+    let dir = scratch("train");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("conversations.jsonl");
+    std::fs::write(&data, CONVERSATIONS).unwrap();
+    let output = dir.join("run");
+    let trained = glmtune(&[
+        "train",
+        "--model",
+        &fixture("model"),
+        "--train-file",
+        &data.to_string_lossy(),
+        "--pre-seq-len",
+        "4",
+        "--prefix-dropout",
+        "0",
+        "--logging-steps",
+        "1",
+        "--max-source-length",
+        "64",
+        "--max-target-length",
+        "32",
+        "--per-device-train-batch-size",
+        "4",
+        "--learning-rate",
+        "0.3",
+        "--max-steps",
+        "30",
+        "--output-dir",
+        &output.to_string_lossy(),
+    ]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let losses = losses(&output);
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(last < first / 2.0, "loss {first} → {last}");
+    // The adapter, in the official layout, chats.
+    let case = &expected()["chat_cases"][0];
+    let answer = chat(
+        &fixture("model"),
+        case,
+        &["--adapter", &output.to_string_lossy()],
+    );
+    assert!(answer["ids"].as_array().is_some_and(|ids| !ids.is_empty()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
