@@ -21,6 +21,10 @@ impl Server {
     fn start() -> Self {
         let tiny = format!("tiny={}", fixture("model"));
         let expert = format!("expert={}:{}", fixture("model"), fixture("adapter_init"));
+        Self::start_with(&[tiny, expert])
+    }
+
+    fn start_with(models: &[String]) -> Self {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let data_dir = std::env::temp_dir().join(format!(
             "glmtune-serve-{}-{}",
@@ -36,11 +40,8 @@ impl Server {
                 "--no-auth",
                 "--max-json-bytes",
                 "65536",
-                "--model",
-                &tiny,
-                "--model",
-                &expert,
             ])
+            .args(models.iter().flat_map(|m| ["--model", m.as_str()]))
             .arg("--data-dir")
             .arg(&data_dir)
             .stdout(Stdio::piped())
@@ -218,4 +219,85 @@ fn sigterm_shuts_down_cleanly() {
     assert!(status.success());
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+fn glm3_fixture(path: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm3-tiny");
+    dir.join(path).to_string_lossy().into_owned()
+}
+
+#[test]
+fn chatglm3_checkpoints_are_served_in_their_chat_format() {
+    let glm3 = format!("glm3={}", glm3_fixture("model"));
+    let tuned = format!(
+        "glm3-tuned={}:{}",
+        glm3_fixture("model"),
+        glm3_fixture("adapter_init")
+    );
+    let server = Server::start_with(&[glm3, tuned]);
+    let (status, body) = server.request("GET", "/api/v1/models", None);
+    assert_eq!(status, 200, "{body}");
+    let models: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["family"] == "ChatGLM3-6B"));
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(glm3_fixture("expected.json")).unwrap())
+            .unwrap();
+    // The fixture's case with a system message: the OpenAI messages become ChatGLM3's roles.
+    let case = &expected["chat_cases"][3];
+    for (model, key) in [("glm3", "greedy_base"), ("glm3-tuned", "greedy_ptuned")] {
+        let request = serde_json::json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": case["history"][0]["content"]},
+                {"role": "user", "content": case["query"]},
+            ],
+            "temperature": 0,
+            "max_tokens": 10,
+        });
+        let (status, body) =
+            server.request("POST", "/v1/chat/completions", Some(&request.to_string()));
+        assert_eq!(status, 200, "{body}");
+        let completion: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            completion["usage"]["prompt_tokens"],
+            case["chat_ids"].as_array().unwrap().len()
+        );
+        // The same ids as THUDM's greedy generation, up to a stop token.
+        let ids: Vec<u64> = case[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let stop = expected["eos_token_ids"].as_array().unwrap();
+        let kept = ids
+            .iter()
+            .take_while(|id| !stop.contains(&serde_json::json!(id)))
+            .count();
+        let produced = if kept < ids.len() {
+            kept + 1
+        } else {
+            ids.len()
+        };
+        assert_eq!(
+            completion["usage"]["completion_tokens"].as_u64(),
+            Some(produced as u64)
+        );
+        let tokenizer = glmtune_engine::tokenizer::ChatGlmTokenizer::from_dir(
+            std::path::Path::new(&glm3_fixture("model")),
+        )
+        .unwrap();
+        let ids: Vec<u32> = ids[..kept].iter().map(|&id| id as u32).collect();
+        let answer =
+            glmtune_engine::generation::response_text(tokenizer.family(), &tokenizer.decode(&ids));
+        let content = completion["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap();
+        eprintln!("{model}: {content:?} ({produced} tokens)");
+        assert_eq!(content, answer, "{model}");
+    }
 }
