@@ -178,5 +178,24 @@ fn training_on_conversations_learns_and_the_adapter_chats() {
         &["--adapter", &output.to_string_lossy()],
     );
     assert!(answer["ids"].as_array().is_some_and(|ids| !ids.is_empty()));
+    // Evaluation generates each conversation's last answer from the turns before it.
+    let predictions = dir.join("eval");
+    let evaluated = glmtune(&[
+        "eval",
+        "--model",
+        &fixture("model"),
+        "--adapter",
+        &output.to_string_lossy(),
+        "--validation-file",
+        &data.to_string_lossy(),
+        "--greedy",
+        "--output-dir",
+        &predictions.to_string_lossy(),
+    ]);
+    let scores = stdout_json(&evaluated);
+    assert!(scores["rouge-l"].as_f64().is_some(), "{scores}");
+    let rows = std::fs::read_to_string(predictions.join("generated_predictions.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 4);
+    assert!(rows.contains("\"labels\":\"多喝水，多休息。\""), "{rows}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -25,7 +25,7 @@ pub use inspect::{
     check_dataset, inspect, Example, InspectReport, LengthStats, TokenStats, Truncation, Unusable,
 };
 pub use preprocess::{
-    preprocess_record, preprocess_train, render_prompt, rendered_prompt, Features,
+    eval_prompt_ids, preprocess_record, preprocess_train, render_prompt, rendered_prompt, Features,
     PreprocessOptions, IGNORE_INDEX,
 };
 pub use records::{parse_records, read_records, ReadReport, Record};

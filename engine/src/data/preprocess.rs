@@ -354,3 +354,68 @@ fn preprocess_glm(
         answer_cut: answer_tokens.saturating_sub(answer_limit),
     }
 }
+
+/// The prompt ids the family's evaluation generates from (the official `preprocess_function_eval`
+/// of ChatGLM-6B and ChatGLM2, and `process_batch_eval` of ChatGLM3 for the record's last answer):
+/// ChatGLM-6B `encode(prefix + prompt)[:max_source_length - 2] + [gMASK] <sop>` (the `[Round]`
+/// template only with history); ChatGLM2 `[gMASK] sop` + the `[Round]` prompt, cut to
+/// `max_source_length`; ChatGLM3 the conversation before the last answer cut to
+/// `max_source_length`, then `<|assistant|>`.
+pub fn eval_prompt_ids(
+    record: &Record,
+    tokenizer: &ChatGlmTokenizer,
+    options: &PreprocessOptions,
+) -> Vec<u32> {
+    let special = tokenizer.special_ids();
+    match tokenizer.family() {
+        Family::ChatGlm => {
+            let prompt = format!(
+                "{}{}",
+                options.source_prefix,
+                render_prompt(record, !record.history.is_empty())
+            );
+            let mut ids = tokenizer.encode_plain(&prompt);
+            ids.truncate(options.max_source_length.saturating_sub(2));
+            ids.extend([special.gmask, special.bos]);
+            ids
+        }
+        Family::ChatGlm2 => {
+            let prompt = format!("{}{}", options.source_prefix, glm2_prompt(record));
+            let mut ids = tokenizer.prefix_ids();
+            ids.extend(
+                tokenizer
+                    .encode_plain(&prompt)
+                    .into_iter()
+                    .take(options.max_source_length.saturating_sub(2)),
+            );
+            ids
+        }
+        Family::ChatGlm3 => {
+            let mut conversation = record.conversation();
+            if !options.source_prefix.is_empty() {
+                conversation.insert(
+                    0,
+                    crate::generation::ChatMessage {
+                        role: Role::System,
+                        content: options.source_prefix.clone(),
+                    },
+                );
+            }
+            let last_answer = conversation
+                .iter()
+                .rposition(|m| m.role == Role::Assistant)
+                .unwrap_or(conversation.len());
+            let mut ids = tokenizer.prefix_ids();
+            for message in &conversation[..last_answer] {
+                ids.extend(
+                    tokenizer
+                        .single_message(message.role, "", &message.content)
+                        .unwrap_or_default(),
+                );
+            }
+            ids.truncate(options.max_source_length);
+            ids.extend(tokenizer.role_id(Role::Assistant));
+            ids
+        }
+    }
+}

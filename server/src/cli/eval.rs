@@ -1,8 +1,9 @@
 //! `glmtune eval`: generate for every validation record and score the answers, as
 //! `ptuning/main.py --do_predict --predict_with_generate` does.
 //!
-//! Prompts follow `preprocess_function_eval`: the bare query when a record has no history, the
-//! `[Round i]` template otherwise, after `--source-prefix`, cut to `max_source_length` tokens with `[gMASK] <sop>`.
+//! Prompts follow the model family's own evaluation preprocessing
+//! ([`eval_prompt_ids`]: ChatGLM-6B's and ChatGLM2's `preprocess_function_eval`, ChatGLM3's
+//! `process_batch_eval` for the last answer), after `--source-prefix`, cut to `max_source_length`.
 //! Generation stops at `max_source_length + max_target_length + 1` tokens in all, sampling with
 //! top-p 0.7 and temperature 0.95 unless `--greedy`. References are the responses cut to
 //! `max_target_length` tokens, as the official labels are.
@@ -12,8 +13,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use glmtune_engine::data::{render_prompt, Record};
-use glmtune_engine::generation::{generate, Flow, GenerationOptions};
+use glmtune_engine::data::{eval_prompt_ids, PreprocessOptions};
+use glmtune_engine::generation::{generate, response_text, Flow, GenerationOptions};
 use glmtune_engine::metrics::score_corpus;
 
 use super::data::DatasetArgs;
@@ -50,14 +51,6 @@ pub struct EvalArgs {
     output_dir: PathBuf,
 }
 
-/// The official evaluation prompt: no `[Round]` template without history, `source_prefix` first.
-fn eval_prompt(record: &Record, source_prefix: &str) -> String {
-    format!(
-        "{source_prefix}{}",
-        render_prompt(record, !record.history.is_empty())
-    )
-}
-
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.max_source_length < 3 || args.max_target_length < 3 {
         bail!("--max-source-length and --max-target-length must be at least 3");
@@ -69,15 +62,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let tokenizer = &loaded.tokenizer;
     let special = tokenizer.special_ids();
+    let preprocess = PreprocessOptions {
+        source_prefix: args.source_prefix.clone(),
+        ..PreprocessOptions::new(args.max_source_length, args.max_target_length, false)
+    };
     let prompts: Vec<Vec<u32>> = records
         .iter()
-        .map(|record| {
-            let mut ids = tokenizer.encode_plain(&eval_prompt(record, &args.source_prefix));
-            ids.truncate(args.max_source_length - 2);
-            ids.extend([special.gmask, special.bos]);
-            ids
-        })
+        .map(|record| eval_prompt_ids(record, tokenizer, &preprocess))
         .collect();
+    let family = tokenizer.family();
     let references: Vec<String> = records
         .iter()
         .map(|record| {
@@ -92,7 +85,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         sampling: args.sampling.sampling_or(true),
         repetition_penalty: args.sampling.repetition_penalty,
         stop_at_eos: true,
-        stop_ids: Vec::new(),
+        stop_ids: tokenizer.stop_ids(),
     };
     let mut predictions = Vec::with_capacity(records.len());
     for (batch_index, batch) in prompts
@@ -109,9 +102,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         for ids in outputs {
             let kept: Vec<u32> = ids
                 .into_iter()
-                .filter(|&id| id != special.eos && id != special.pad)
+                .filter(|id| {
+                    !options.stop_ids.contains(id) && *id != special.eos && *id != special.pad
+                })
                 .collect();
-            predictions.push(tokenizer.decode(&kept).trim().to_owned());
+            let text = tokenizer.decode(&kept);
+            let prediction = match family {
+                // ChatGLM3 answers start with their (empty) metadata line.
+                glmtune_engine::config::Family::ChatGlm3 => response_text(family, &text),
+                _ => text.trim().to_owned(),
+            };
+            predictions.push(prediction);
         }
         eprintln!(
             "glmtune: generated {}/{}",
