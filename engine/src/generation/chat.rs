@@ -161,7 +161,7 @@ pub fn chat_ids(
         }
     }
     let query = &rest[rest.len() - 1];
-    if query.role != Role::User || rest.len() % 2 == 0 {
+    if query.role != Role::User || rest.len().is_multiple_of(2) {
         return Err(format!(
             "message {}: {} takes system messages first, then user and assistant turns alternating, ending with a user message",
             messages.len() - 1,

@@ -1,4 +1,4 @@
-//! The wgpu backend: ChatGLM-6B's forward in WGSL compute kernels (Vulkan, Metal, DX12 or GL
+//! The wgpu backend: the forward of every ChatGLM generation in WGSL compute kernels (Vulkan, Metal, DX12 or GL
 //! natively; WebGPU in browsers), with f32 arithmetic everywhere so that adapters without
 //! `shader-f16` (SwiftShader, many phones) run it.
 //!
@@ -6,9 +6,11 @@
 //! - [`weights`] uploads weight matrices tensor by tensor in the kernels' layouts (f32, f16,
 //!   q8_0, q4_0), split across buffers where a matrix passes the adapter's binding limit;
 //! - `upload` puts a model there tensor by tensor, from a CPU model or straight from `model.gguf`;
-//! - [`model`] runs the forward over a GPU-resident key/value cache that starts with the prefix;
+//! - [`model`] runs the forward over a GPU-resident key/value cache (`cache`) that starts with
+//!   the prefix;
 //! - `decode` generates from it and gives whole-sequence logits.
 
+mod cache;
 mod decode;
 pub mod model;
 mod params;
@@ -21,8 +23,9 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{EngineError, Result};
 
+pub use cache::GpuCache;
 pub use decode::SequenceInputs;
-pub use model::{GpuCache, GpuModel, Logits};
+pub use model::{GpuModel, Logits};
 pub use upload::GpuModelBuilder;
 
 /// A tensor's values as f32, flattened: what every kernel reads.

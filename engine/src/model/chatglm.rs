@@ -16,9 +16,10 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{Architecture, ChatGlmConfig};
+use crate::config::ChatGlmConfig;
 use crate::error::{EngineError, Result};
 use crate::model::init;
+use crate::model::names::Names;
 use crate::model::norm::Norm;
 use crate::model::rotary::{self, Rotary};
 use crate::model::weights::{DenseSource, Embedding, Linear, Matrix, WeightSource};
@@ -482,68 +483,5 @@ impl ChatGlmModel {
     /// Logits `[batch, seq, vocab]` in f32 for final hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
-    }
-}
-
-/// Where a generation keeps its tensors in the checkpoint.
-struct Names {
-    embeddings: String,
-    layers: String,
-    final_norm: String,
-    output: String,
-}
-
-impl Names {
-    fn of(config: &ChatGlmConfig, source: &dyn WeightSource) -> Self {
-        match config.architecture {
-            Architecture::Glm => {
-                // Exports of the bare `ChatGLMModel` omit the `transformer.` prefix.
-                let t = if source.contains("transformer.word_embeddings.weight") {
-                    "transformer."
-                } else {
-                    ""
-                };
-                Self {
-                    embeddings: format!("{t}word_embeddings.weight"),
-                    layers: format!("{t}layers"),
-                    final_norm: format!("{t}final_layernorm"),
-                    output: "lm_head.weight".into(),
-                }
-            }
-            Architecture::Glm2(_) => {
-                let t = if source.contains("transformer.embedding.word_embeddings.weight") {
-                    "transformer."
-                } else {
-                    ""
-                };
-                Self {
-                    embeddings: format!("{t}embedding.word_embeddings.weight"),
-                    layers: format!("{t}encoder.layers"),
-                    final_norm: format!("{t}encoder.final_layernorm"),
-                    output: format!("{t}output_layer.weight"),
-                }
-            }
-        }
-    }
-
-    /// A LayerNorm (weight and bias) or, for ChatGLM2/3 with `rmsnorm`, an RMSNorm (weight only).
-    fn norm(
-        &self,
-        config: &ChatGlmConfig,
-        name: &str,
-        load: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
-    ) -> Result<Norm> {
-        let h = config.hidden_size;
-        let rms = config.glm2().is_some_and(|g| g.rmsnorm);
-        Ok(Norm {
-            weight: load(&format!("{name}.weight"), &[h])?,
-            bias: if rms {
-                None
-            } else {
-                Some(load(&format!("{name}.bias"), &[h])?)
-            },
-            eps: config.layernorm_epsilon,
-            rms,
-        })
     }
 }

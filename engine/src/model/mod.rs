@@ -5,6 +5,7 @@ mod gemv;
 mod glm2;
 pub mod init;
 pub mod inputs;
+mod names;
 pub(crate) mod norm;
 pub mod prefix;
 pub mod rotary;
