@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::preprocess::{preprocess_record, rendered_prompt, PreprocessOptions, IGNORE_INDEX};
 use super::records::{ReadReport, Record};
 use super::{DataError, Issue};
-use crate::tokenizer::ChatGlmTokenizer;
+use crate::tokenizer::{ChatGlmTokenizer, Family};
 
 /// Width of the histogram bars, in characters.
 const BAR_WIDTH: usize = 40;
@@ -126,6 +126,8 @@ pub struct Example {
 pub struct InspectReport {
     pub read: ReadReport,
     pub options: PreprocessOptions,
+    /// The generation whose preprocessing was measured.
+    pub family: Family,
     pub prompts: LengthStats,
     pub answers: LengthStats,
     pub prompt_truncation: Truncation,
@@ -244,6 +246,7 @@ pub fn inspect(
     Ok(InspectReport {
         read: read.clone(),
         options: options.clone(),
+        family: tokenizer.family(),
         prompts: LengthStats::from_lengths(&prompt_lengths),
         answers: LengthStats::from_lengths(&answer_lengths),
         prompt_truncation: Truncation::from_cuts(
@@ -262,14 +265,24 @@ impl fmt::Display for InspectReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.read)?;
         let o = &self.options;
-        writeln!(
-            f,
-            "max_source_length {}, max_target_length {} (sequence length {}), history template {}",
-            o.max_source_length,
-            o.max_target_length,
-            o.max_seq_length(),
-            if o.use_history { "on" } else { "off" }
-        )?;
+        match self.family {
+            Family::ChatGlm => writeln!(
+                f,
+                "max_source_length {}, max_target_length {} (sequence length {}), history template {}",
+                o.max_source_length,
+                o.max_target_length,
+                o.max_seq_length(),
+                if o.use_history { "on" } else { "off" }
+            )?,
+            // Later generations always use their chat format, and keep one token more.
+            family => writeln!(
+                f,
+                "{family}: max_source_length {}, max_target_length {} (sequence length {})",
+                o.max_source_length,
+                o.max_target_length,
+                o.max_seq_length() + 1
+            )?,
+        }
         writeln!(f, "\nprompt tokens (rendered, before truncation):")?;
         write!(f, "{}", self.prompts)?;
         truncation_line(f, "prompts", &self.prompt_truncation, self.prompts.count)?;

@@ -284,6 +284,8 @@ fn preprocess_glm3(
     let limit = options.max_source_length + options.max_target_length + 1;
     input_ids.truncate(limit);
     labels.truncate(limit);
+    // The whole conversation shares one budget, cut from the end: the last answer loses tokens
+    // first, then what comes before it.
     let prompt_tokens = last_answer_start;
     let answer_tokens = total - last_answer_start;
     let cut = total.saturating_sub(limit);
@@ -295,7 +297,7 @@ fn preprocess_glm3(
         answer_tokens,
         prompt_limit: limit,
         prompt_cut: cut - answer_cut,
-        answer_limit: limit.saturating_sub(prompt_tokens),
+        answer_limit: limit,
         answer_cut,
     }
 }
