@@ -4,6 +4,7 @@
 //! `pytorch_model.bin.index.json`, `model.safetensors` and its sharded index. Safetensors files are
 //! memory-mapped; torch pickles are read one tensor at a time, so the weights are never held twice.
 
+mod bounds;
 mod thudm_int;
 pub mod torch_writer;
 
@@ -167,6 +168,7 @@ impl Checkpoint {
             let names = st.tensors().into_iter().map(|(name, _)| name).collect();
             (Shard::Safetensors(st), names)
         } else {
+            bounds::check_zip_entries(path)?;
             let pth = PthTensors::new(path, None).map_err(|e| {
                 EngineError::checkpoint(path, format!("not a valid torch checkpoint: {e}"))
             })?;

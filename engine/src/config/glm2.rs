@@ -22,10 +22,21 @@ pub struct Glm2Config {
     pub rmsnorm: bool,
     pub post_layer_norm: bool,
     pub apply_residual_connection_post_layernorm: bool,
-    /// Positions are divided by it before the rotary tables (ChatGLM3-6B-32k: 50).
+    /// The long-context factor of the rotary embedding (ChatGLM3-6B-32k: 50), applied as
+    /// [`rope_scaling`](Self::rope_scaling) says.
     pub rope_ratio: f64,
+    pub rope_scaling: RopeScaling,
     /// Read for completeness: the official `RotaryEmbedding` stores it and never reads it.
     pub original_rope: bool,
+}
+
+/// How `rope_ratio` stretches the rotary embedding: the two generations' code differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeScaling {
+    /// ChatGLM3's `RotaryEmbedding`: the base 10000 is multiplied by `rope_ratio`.
+    Base,
+    /// ChatGLM2-6B-32k's: positions are divided by `rope_ratio` (interpolation).
+    Positions,
 }
 
 impl Glm2Config {
@@ -88,6 +99,8 @@ impl ChatGlmConfig {
                 apply_residual_connection_post_layernorm: fields
                     .bool("apply_residual_connection_post_layernorm", Some(false))?,
                 rope_ratio: fields.f64("rope_ratio", Some(1.0))?,
+                // ChatGLM3 unless the folder says ChatGLM2 (see `ChatGlmConfig::for_family`).
+                rope_scaling: RopeScaling::Base,
                 original_rope: fields.bool("original_rope", Some(true))?,
             }),
             vocab_size: padded_vocab_size,

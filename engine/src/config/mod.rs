@@ -15,7 +15,7 @@ mod fields;
 mod glm2;
 
 use fields::Fields;
-pub use glm2::Glm2Config;
+pub use glm2::{Glm2Config, RopeScaling};
 
 /// A generation of ChatGLM. ChatGLM2 and ChatGLM3 share the network and differ in the tokenizer's
 /// special tokens and the chat format.
@@ -117,10 +117,29 @@ impl ChatGlmConfig {
         self.kv_heads() * self.head_dim()
     }
 
-    /// Reads and validates `config.json` at `path`.
+    /// Reads and validates `config.json` at `path`; for ChatGLM2/3, the files beside it tell
+    /// which of the two it is ([`Self::for_family`]).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        Self::from_json_str(&text, path)
+        let config = Self::from_json_str(&text, path)?;
+        match (&config.architecture, path.parent()) {
+            (Architecture::Glm2(_), Some(dir)) => {
+                Ok(config.for_family(crate::tokenizer::family_of_dir(dir)))
+            }
+            _ => Ok(config),
+        }
+    }
+
+    /// This config for a ChatGLM2 or ChatGLM3 checkpoint: they differ in how `rope_ratio`
+    /// stretches the rotary embedding. A config read from text alone is taken as ChatGLM3's.
+    pub fn for_family(mut self, family: Family) -> Self {
+        if let Architecture::Glm2(g) = &mut self.architecture {
+            g.rope_scaling = match family {
+                Family::ChatGlm2 => RopeScaling::Positions,
+                _ => RopeScaling::Base,
+            };
+        }
+        self
     }
 
     /// Parses a config from JSON text; `path` is only used in error messages.

@@ -1,7 +1,8 @@
 //! Rotary position tables as ChatGLM-6B and ChatGLM2/3 compute them.
 //!
-//! ChatGLM2/3 build their tables in float32 (positions divided by `rope_ratio`) and cast them to
-//! the model's dtype; they rotate interleaved pairs ([`apply_interleaved`]). ChatGLM-6B's
+//! ChatGLM2/3 build their tables in float32 (`rope_ratio` multiplying the base in ChatGLM3's code,
+//! dividing the positions in ChatGLM2-32k's) and cast them to the model's dtype; they rotate
+//! interleaved pairs ([`apply_interleaved`]). ChatGLM-6B's
 //! `RotaryEmbedding` rounds `inv_freq` to float16 when it is built; the tables are
 //! then computed in the dtype the model was cast to (`model.float()` gives float32 arithmetic on
 //! those rounded frequencies, `model.half()` float16 throughout). We reproduce each rounding so
@@ -10,7 +11,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use half::{bf16, f16};
 
-use crate::config::ChatGlmConfig;
+use crate::config::{ChatGlmConfig, Glm2Config, RopeScaling};
 use crate::error::Result;
 
 /// cos/sin tables indexed by position, for one rotary width.
@@ -38,7 +39,7 @@ impl Rotary {
             return Self::glm2(
                 config.head_dim() / 2,
                 config.max_sequence_length.max(2048) + 1,
-                g.rope_ratio,
+                g,
                 dtype,
                 device,
             );
@@ -91,19 +92,23 @@ impl Rotary {
     fn glm2(
         rotary_dim: usize,
         max_positions: usize,
-        rope_ratio: f64,
+        config: &Glm2Config,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        let (base, position_scale) = match config.rope_scaling {
+            RopeScaling::Base => (10000.0 * config.rope_ratio as f32, 1.0),
+            RopeScaling::Positions => (10000.0, config.rope_ratio as f32),
+        };
         let theta: Vec<f32> = (0..rotary_dim)
             .step_by(2)
-            .map(|i| 1.0 / 10000f32.powf(i as f32 / rotary_dim as f32))
+            .map(|i| 1.0 / base.powf(i as f32 / rotary_dim as f32))
             .collect();
         let pairs = theta.len();
         let mut cos = Vec::with_capacity(max_positions * pairs);
         let mut sin = Vec::with_capacity(max_positions * pairs);
         for position in 0..max_positions {
-            let t = position as f32 / rope_ratio as f32;
+            let t = position as f32 / position_scale;
             for f in &theta {
                 let angle = t * f;
                 cos.push(round_to(dtype, angle.cos()));

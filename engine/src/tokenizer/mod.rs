@@ -143,6 +143,30 @@ impl ChatGlmTokenizer {
         )
     }
 
+    /// [`Self::from_bytes`] for a known generation (ChatGLM2 and ChatGLM3 share a vocabulary
+    /// file); refused when the model is of the other kind.
+    pub fn from_bytes_for(
+        model: &[u8],
+        tokenizer_config_json: Option<&str>,
+        family: Family,
+    ) -> Result<Self, TokenizerError> {
+        let hint = match family {
+            Family::ChatGlm3 => Some("<|observation|>"),
+            _ => Some(""),
+        };
+        let tokenizer = Self::from_files(model, tokenizer_config_json, hint)?;
+        if tokenizer.family() != family {
+            return Err(TokenizerError::UnsupportedModel {
+                file: MODEL_FILE.into(),
+                reason: format!(
+                    "this is a {} vocabulary, not {family}'s",
+                    tokenizer.family()
+                ),
+            });
+        }
+        Ok(tokenizer)
+    }
+
     /// The sentencepiece model's file name in a checkpoint folder of either generation: the one
     /// `dir` has, or ChatGLM-6B's when it has neither.
     pub fn model_file(dir: &Path) -> &'static str {
@@ -319,6 +343,14 @@ impl ChatGlmTokenizer {
         ids.extend(t.sp_encode(content));
         Some(ids)
     }
+}
+
+/// The generation a ChatGLM2/3 checkpoint folder belongs to, from its `tokenization_chatglm.py`
+/// and `tokenizer_config.json` (without loading the vocabulary); unreadable files count as absent.
+pub fn family_of_dir(dir: &Path) -> Family {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let config = read(CONFIG_FILE).and_then(|text| serde_json::from_str(&text).ok());
+    glm2_family(config.as_ref(), read(PYTHON_TOKENIZER_FILE).as_deref())
 }
 
 /// Reads a file that may be absent.

@@ -104,6 +104,8 @@ pub async fn load(
     let tokenizer =
         ChatGlmTokenizer::from_files(&vocabulary, tokenizer_config.as_deref(), python.as_deref())
             .map_err(|e| Failure::local(e.to_string()))?;
+    // ChatGLM2 and ChatGLM3 share a config but stretch the rotary embedding differently.
+    let config = config.for_family(tokenizer.family());
 
     let progress = tell.clone();
     let mut file = PiecedFile::new(
