@@ -455,3 +455,23 @@ fn adapter_from_bytes_matches_the_folder() {
         "{error}"
     );
 }
+
+/// Found by `fuzz/fuzz_targets/torch_checkpoint.rs`: a zip whose central directory declares a
+/// petabyte-sized entry made the reader reserve it. Now every entry is checked (header and declared
+/// size against the file's length) before anything is read, and this file is refused by name.
+#[test]
+fn a_zip_entry_larger_than_its_file_is_refused_before_reading() {
+    let dir = std::env::temp_dir().join(format!("glmtune-zip-bomb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pytorch_model.bin"),
+        include_bytes!("../../fuzz/corpus/torch_checkpoint/regression-zip-entry-size"),
+    )
+    .unwrap();
+    let error = glmtune_engine::checkpoint::Checkpoint::open(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("pytorch_model.bin") && error.contains("zip entry"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
