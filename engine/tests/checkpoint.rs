@@ -472,6 +472,28 @@ fn a_zip_entry_larger_than_its_file_is_refused_before_reading() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(error.contains("pytorch_model.bin") && error.contains("zip entry"), "{error}");
+    assert!(
+        error.contains("pytorch_model.bin") && error.contains("zip entry"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Found by the same target: a pickle string declaring 4 GB made the unpickler reserve it before
+/// reading; its buffer now grows with the bytes that are there (vendor/candle-core/PATCHED.md).
+#[test]
+fn a_pickle_string_longer_than_its_file_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("glmtune-pickle-len-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pytorch_model.bin"),
+        include_bytes!("../../fuzz/corpus/torch_checkpoint/regression-pickle-string-length"),
+    )
+    .unwrap();
+    let error = glmtune_engine::checkpoint::Checkpoint::open(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("pytorch_model.bin"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

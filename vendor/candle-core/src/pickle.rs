@@ -4,7 +4,7 @@
 use crate::{Context, DType, Error as E, Layout, Result, Tensor};
 use byteorder::{LittleEndian, ReadBytesExt};
 use std::collections::HashMap;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 const VERBOSE: bool = false;
 
@@ -481,8 +481,13 @@ impl Stack {
             }
             OpCode::BinUnicode => {
                 let len = r.read_u32::<LittleEndian>()?;
-                let mut data = vec![0u8; len as usize];
-                r.read_exact(&mut data)?;
+                // The buffer grows with the bytes that arrive, not with the declared length: a
+                // pickle of a few bytes must not reserve 4 GB (glmtune patch).
+                let mut data = Vec::new();
+                r.by_ref().take(u64::from(len)).read_to_end(&mut data)?;
+                if data.len() != len as usize {
+                    crate::bail!("pickle: a string declares {len} bytes, {} follow", data.len())
+                }
                 let data = String::from_utf8(data).map_err(E::wrap)?;
                 self.push(Object::Unicode(data))
             }
