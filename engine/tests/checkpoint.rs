@@ -456,44 +456,41 @@ fn adapter_from_bytes_matches_the_folder() {
     );
 }
 
+/// The error opening a checkpoint folder whose `pytorch_model.bin` is `bytes`.
+fn refusal_of_torch_file(bytes: &[u8], name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("glmtune-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pytorch_model.bin"), bytes).unwrap();
+    let error = glmtune_engine::checkpoint::Checkpoint::open(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    error
+}
+
 /// Found by `fuzz/fuzz_targets/torch_checkpoint.rs`: a zip whose central directory declares a
 /// petabyte-sized entry made the reader reserve it. Now every entry is checked (header and declared
 /// size against the file's length) before anything is read, and this file is refused by name.
 #[test]
 fn a_zip_entry_larger_than_its_file_is_refused_before_reading() {
-    let dir = std::env::temp_dir().join(format!("glmtune-zip-bomb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("pytorch_model.bin"),
+    let error = refusal_of_torch_file(
         include_bytes!("../../fuzz/corpus/torch_checkpoint/regression-zip-entry-size"),
-    )
-    .unwrap();
-    let error = glmtune_engine::checkpoint::Checkpoint::open(&dir)
-        .err()
-        .expect("refused")
-        .to_string();
+        "zip-size",
+    );
     assert!(
         error.contains("pytorch_model.bin") && error.contains("zip entry"),
         "{error}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Found by the same target: a pickle string declaring 4 GB made the unpickler reserve it before
 /// reading; its buffer now grows with the bytes that are there (vendor/candle-core/PATCHED.md).
 #[test]
 fn a_pickle_string_longer_than_its_file_is_an_error() {
-    let dir = std::env::temp_dir().join(format!("glmtune-pickle-len-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("pytorch_model.bin"),
+    let error = refusal_of_torch_file(
         include_bytes!("../../fuzz/corpus/torch_checkpoint/regression-pickle-string-length"),
-    )
-    .unwrap();
-    let error = glmtune_engine::checkpoint::Checkpoint::open(&dir)
-        .err()
-        .expect("refused")
-        .to_string();
+        "pickle-len",
+    );
     assert!(error.contains("pytorch_model.bin"), "{error}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

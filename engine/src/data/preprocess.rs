@@ -242,13 +242,11 @@ fn preprocess_glm2(
     }
 }
 
-/// ChatGLM3's `process_batch` for one conversation (`source_prefix` becomes a leading system
-/// message when set, as a system prompt).
-fn preprocess_glm3(
+/// The record's conversation, with `source_prefix` (when set) as a leading system message.
+fn glm3_conversation(
     record: &Record,
-    tokenizer: &ChatGlmTokenizer,
     options: &PreprocessOptions,
-) -> Features {
+) -> Vec<crate::generation::ChatMessage> {
     let mut conversation = record.conversation();
     if !options.source_prefix.is_empty() {
         conversation.insert(
@@ -259,6 +257,17 @@ fn preprocess_glm3(
             },
         );
     }
+    conversation
+}
+
+/// ChatGLM3's `process_batch` for one conversation (`source_prefix` becomes a leading system
+/// message when set, as a system prompt).
+fn preprocess_glm3(
+    record: &Record,
+    tokenizer: &ChatGlmTokenizer,
+    options: &PreprocessOptions,
+) -> Features {
+    let conversation = glm3_conversation(record, options);
     let mut input_ids = tokenizer.prefix_ids();
     let mut learned = vec![false; input_ids.len()];
     let mut last_answer_start = input_ids.len();
@@ -393,16 +402,7 @@ pub fn eval_prompt_ids(
             ids
         }
         Family::ChatGlm3 => {
-            let mut conversation = record.conversation();
-            if !options.source_prefix.is_empty() {
-                conversation.insert(
-                    0,
-                    crate::generation::ChatMessage {
-                        role: Role::System,
-                        content: options.source_prefix.clone(),
-                    },
-                );
-            }
+            let conversation = glm3_conversation(record, options);
             let last_answer = conversation
                 .iter()
                 .rposition(|m| m.role == Role::Assistant)

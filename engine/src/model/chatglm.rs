@@ -414,13 +414,7 @@ impl ChatGlmModel {
         let query = (query.transpose(1, 2)? / ((head_dim as f64).sqrt() * coeff))?.contiguous()?;
         let key = key.transpose(1, 2)?.contiguous()?;
         let value = value.transpose(1, 2)?.contiguous()?;
-        let (key, value) = match cache.take() {
-            Some((past_key, past_value)) => (
-                Tensor::cat(&[&past_key, &key], 2)?,
-                Tensor::cat(&[&past_value, &value], 2)?,
-            ),
-            None => (key, value),
-        };
+        let (key, value) = with_cached(cache, key, value)?;
         let scores = query.matmul(&key.t()?)?;
         let scores = match mask {
             Some(mask) => {
@@ -432,13 +426,7 @@ impl ChatGlmModel {
             None => scores,
         };
         let scores = (scores.to_dtype(DType::F32)? * coeff)?;
-        let probs = if scores.track_op() {
-            let max = scores.max_keepdim(D::Minus1)?.detach();
-            let exp = scores.broadcast_sub(&max)?.exp()?;
-            exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
+        let probs = softmax(&scores)?;
         let context = probs.to_dtype(self.dtype)?.matmul(&value)?;
         *cache = Some((key, value));
         let context = context.transpose(1, 2)?.reshape((batch, seq, hidden))?;
@@ -484,4 +472,30 @@ impl ChatGlmModel {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
     }
+}
+
+/// The past keys and values of `cache` (if any) followed by the new ones, along the sequence axis.
+pub(crate) fn with_cached(
+    cache: &mut Option<(Tensor, Tensor)>,
+    key: Tensor,
+    value: Tensor,
+) -> Result<(Tensor, Tensor)> {
+    Ok(match cache.take() {
+        Some((past_key, past_value)) => (
+            Tensor::cat(&[&past_key, &key], 2)?,
+            Tensor::cat(&[&past_value, &value], 2)?,
+        ),
+        None => (key, value),
+    })
+}
+
+/// Softmax over the last axis: the fused kernel for inference, a differentiable composition
+/// (the fused one has no backward) when the scores track gradients.
+pub(crate) fn softmax(scores: &Tensor) -> Result<Tensor> {
+    if !scores.track_op() {
+        return Ok(candle_nn::ops::softmax_last_dim(scores)?);
+    }
+    let max = scores.max_keepdim(D::Minus1)?.detach();
+    let exp = scores.broadcast_sub(&max)?.exp()?;
+    Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
 }

@@ -11,7 +11,7 @@
 use candle_core::{DType, Tensor, D};
 
 use crate::error::Result;
-use crate::model::chatglm::{Block, ChatGlmModel};
+use crate::model::chatglm::{softmax, with_cached, Block, ChatGlmModel};
 use crate::model::rotary;
 
 /// Score of a masked slot: far below any real score, yet finite, so a fully masked row (left
@@ -88,13 +88,7 @@ impl ChatGlmModel {
         let query = (query.transpose(1, 2)? / (d as f64).sqrt())?.contiguous()?;
         let key = key.transpose(1, 2)?.contiguous()?;
         let value = value.transpose(1, 2)?.contiguous()?;
-        let (key, value) = match cache.take() {
-            Some((past_key, past_value)) => (
-                Tensor::cat(&[&past_key, &key], 2)?,
-                Tensor::cat(&[&past_value, &value], 2)?,
-            ),
-            None => (key, value),
-        };
+        let (key, value) = with_cached(cache, key, value)?;
         let total = key.dim(2)?;
         // Query heads of one group share its key and value: fold them into the row axis, so the
         // group's keys are read once instead of copied per head.
@@ -112,13 +106,7 @@ impl ChatGlmModel {
             }
             None => scores,
         };
-        let probs = if scores.track_op() {
-            let max = scores.max_keepdim(D::Minus1)?.detach();
-            let exp = scores.broadcast_sub(&max)?.exp()?;
-            exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
+        let probs = softmax(&scores)?;
         let context = probs
             .to_dtype(self.dtype)?
             .reshape((batch, groups, per_group * seq, total))?
