@@ -179,8 +179,9 @@ try {
   // A quantized model answering in the browser (in a worker), then again from the browser's cache
   // after a reload; a download cut short resumes with the missing piece only; and with a run's
   // adapter.
-  const askLocally = async (adapter = "") => {
-    await page.locator("select[name=local_model]").selectOption("tiny-q4");
+  const askLocally = async (adapter = "", model = "tiny-q4") => {
+    await page.locator(`select[name=local_model] option[value=${model}]`).waitFor({ state: "attached" });
+    await page.locator("select[name=local_model]").selectOption(model);
     await page.locator("select[name=local_adapter] option").nth(1).waitFor({ state: "attached" });
     await page.locator("select[name=local_adapter]").selectOption(adapter);
     await page.getByRole("button", { name: "Download and load" }).click();
@@ -225,6 +226,9 @@ try {
   seen.local_adapter_run = await page.locator("select[name=local_adapter] option").nth(1).getAttribute("value");
   seen.local_with_adapter = await askLocally(seen.local_adapter_run);
   await shot("8-in-browser-adapter");
+  // A quantized ChatGLM3 checkpoint in the browser: its tokenizer.model, chat format and stop ids.
+  await page.reload();
+  seen.local_glm3 = await askLocally("", "glm3-q4");
 
   // A phone's width: nothing wider than the screen; and the dark theme.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -259,6 +263,7 @@ try {
     return (await call("/v1/chat/completions", question)).body.choices[0].message.content;
   };
   seen.served_base = await served("tiny-q4");
+  seen.served_glm3 = await served("glm3-q4");
   const registered = await call("/api/v1/models", {
     name: "tiny-q4-tuned",
     path: process.env.QUANTIZED_DIR,

@@ -144,8 +144,11 @@ pub fn chat_ids(
         .map(|m| m.content.as_str())
         .collect();
     let rest = &messages[system_count..];
+    let Some((query, turns)) = rest.split_last() else {
+        return Err("only system messages: there is no query to answer".into());
+    };
     let mut history = Vec::new();
-    for (i, pair) in rest[..rest.len() - 1].chunks(2).enumerate() {
+    for (i, pair) in turns.chunks(2).enumerate() {
         match pair {
             [q, a] if q.role == Role::User && a.role == Role::Assistant => history.push(Turn {
                 query: q.content.clone(),
@@ -160,7 +163,6 @@ pub fn chat_ids(
             }
         }
     }
-    let query = &rest[rest.len() - 1];
     if query.role != Role::User || rest.len().is_multiple_of(2) {
         return Err(format!(
             "message {}: {} takes system messages first, then user and assistant turns alternating, ending with a user message",
@@ -314,6 +316,34 @@ mod tests {
         assert_eq!(
             build_prompt("头痛怎么办", &history),
             "[Round 0]\n问：你好\n答：你好！\n[Round 1]\n问：头痛怎么办\n答："
+        );
+    }
+
+    #[test]
+    fn chat_messages_in_the_wrong_order_are_errors_not_panics() {
+        let tokenizer = crate::tokenizer::ChatGlmTokenizer::from_bytes(
+            include_bytes!("../../../tests/fixtures/chatglm6b-tiny/model/ice_text.model"),
+            None,
+        )
+        .unwrap();
+        let message = |role, content: &str| ChatMessage {
+            role,
+            content: content.into(),
+        };
+        let cases = [
+            vec![],
+            vec![message(Role::System, "s")],
+            vec![message(Role::User, "q"), message(Role::Assistant, "a")],
+            vec![message(Role::Assistant, "a"), message(Role::User, "q")],
+            vec![message(Role::User, "q"), message(Role::User, "q")],
+        ];
+        for messages in cases {
+            assert!(chat_ids(&tokenizer, &messages).is_err(), "{messages:?}");
+        }
+        let ok = [message(Role::System, "s"), message(Role::User, "q")];
+        assert_eq!(
+            chat_ids(&tokenizer, &ok).unwrap(),
+            chat_prompt_ids(&tokenizer, Some("s\n"), &[], "q")
         );
     }
 

@@ -3,7 +3,7 @@
 //! vs tuned side by side. Screenshots land in `target/dashboard-screenshots/`. Needs the built app
 //! (`web/build.sh`) and `npm install` in tests/e2e; `./test.sh` does both.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{fixture, json_report, Backend, Site};
@@ -23,27 +23,35 @@ fn dashboard_walkthrough_in_chromium() {
     );
     let site = Site::new("dashboard", Backend::Sqlite);
     let web = web_dir.to_string_lossy().into_owned();
-    // A q4_0 copy of the fixture for the in-browser chat.
+    // q4_0 copies of the ChatGLM-6B and ChatGLM3 fixtures for the in-browser chat.
+    let quantize = |model: String, out: &Path| {
+        let made = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+            .args(["quantize", "--model", &model, "--bits", "4", "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
     let quantized = site.data_dir.join("tiny-q4");
-    let made = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args([
-            "quantize",
-            "--model",
-            &fixture("model"),
-            "--bits",
-            "4",
-            "--out",
-        ])
-        .arg(&quantized)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    quantize(fixture("model"), &quantized);
+    let glm3 = site.data_dir.join("glm3-q4");
+    let glm3_fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm3-tiny/model");
+    quantize(glm3_fixture.to_string_lossy().into_owned(), &glm3);
     let local_model = format!("tiny-q4={}", quantized.display());
-    let server = site.start(&["--web-dir", &web, "--model", &local_model]);
+    let glm3_model = format!("glm3-q4={}", glm3.display());
+    let server = site.start(&[
+        "--web-dir",
+        &web,
+        "--model",
+        &local_model,
+        "--model",
+        &glm3_model,
+    ]);
     let token = server.setup_token.clone().expect("a setup token");
     // The app's wasm goes gzipped to browsers that accept it, whole to those that do not.
     let wasm = "/pkg/glmtune_web_bg.wasm";
@@ -178,6 +186,11 @@ fn dashboard_walkthrough_in_chromium() {
         seen["local_with_adapter"]["answer"], seen["served_tuned"],
         "{seen}"
     );
+    // A quantized ChatGLM3 checkpoint answers in the browser as the server answers for it.
+    let glm3 = &seen["local_glm3"];
+    assert_eq!(glm3["backend"], first["backend"], "{seen}");
+    assert!(!seen["served_glm3"].as_str().unwrap().is_empty(), "{seen}");
+    assert_eq!(glm3["answer"], seen["served_glm3"], "{seen}");
     // Each conversation came back from IndexedDB: one per model and adapter.
     let kept: Vec<_> = [
         first,
