@@ -25,6 +25,10 @@ impl Server {
     }
 
     fn start_with(models: &[String]) -> Self {
+        Self::start_with_args(models, &[])
+    }
+
+    fn start_with_args(models: &[String], extra: &[&str]) -> Self {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let data_dir = std::env::temp_dir().join(format!(
             "glmtune-serve-{}-{}",
@@ -42,6 +46,7 @@ impl Server {
                 "65536",
             ])
             .args(models.iter().flat_map(|m| ["--model", m.as_str()]))
+            .args(extra)
             .arg("--data-dir")
             .arg(&data_dir)
             .stdout(Stdio::piped())
@@ -300,4 +305,37 @@ fn chatglm3_checkpoints_are_served_in_their_chat_format() {
         eprintln!("{model}: {content:?} ({produced} tokens)");
         assert_eq!(content, answer, "{model}");
     }
+}
+
+#[test]
+fn generation_beyond_the_configured_limits_is_refused() {
+    let tiny = format!("tiny={}", fixture("model"));
+    let server = Server::start_with_args(
+        &[tiny],
+        &["--max-new-tokens", "16", "--max-prompt-tokens", "12"],
+    );
+    let ask = |content: &str, max_tokens: u32| {
+        let request = serde_json::json!({
+            "model": "tiny",
+            "messages": [{"role": "user", "content": content}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        });
+        server.request("POST", "/v1/chat/completions", Some(&request.to_string()))
+    };
+    let (status, body) = ask("你好", 16);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = ask("你好", 17);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("max_tokens") && body.contains("--max-new-tokens"),
+        "{body}"
+    );
+    let (status, body) = ask(&"你好".repeat(20), 4);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("--max-prompt-tokens"), "{body}");
+    // A deeply nested body is refused as JSON, not followed down.
+    let nested = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let (status, body) = server.request("POST", "/v1/chat/completions", Some(&nested));
+    assert_eq!(status, 400, "{body}");
 }

@@ -13,6 +13,16 @@ use super::metrics::Metrics;
 use super::registry::Served;
 use super::ApiError;
 
+/// `chat(max_length=2048)`: prompt and answer together.
+const OFFICIAL_MAX_LENGTH: usize = 2048;
+
+/// What one chat request may ask for (`--max-new-tokens`, `--max-prompt-tokens`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_new_tokens: usize,
+    pub max_prompt_tokens: usize,
+}
+
 /// What to answer and how.
 pub struct Question {
     /// Text put before the rendered prompt, as `--source-prefix` in training; `None`: the served
@@ -39,15 +49,54 @@ impl Question {
         }
     }
 
-    pub fn options(max_tokens: Option<usize>, sampling: Sampling) -> GenerationOptions {
-        GenerationOptions {
-            max_new_tokens: max_tokens,
-            max_length: Some(2048),
+    /// The generation options of a request, `max_tokens` refused past the server's limit.
+    pub fn options(
+        max_tokens: Option<usize>,
+        sampling: Sampling,
+        limits: &Limits,
+    ) -> Result<GenerationOptions, ApiError> {
+        if let Some(n) = max_tokens.filter(|&n| n > limits.max_new_tokens) {
+            return Err(ApiError::invalid(format!(
+                "max_tokens: {n} is more than this server allows ({}, its --max-new-tokens)",
+                limits.max_new_tokens
+            )));
+        }
+        // Without max_tokens, the official chat()'s max_length of 2048 (prompt included), within
+        // the server's limit.
+        let (max_new_tokens, max_length) = match max_tokens {
+            Some(n) => (Some(n), None),
+            None if limits.max_new_tokens >= OFFICIAL_MAX_LENGTH => {
+                (None, Some(OFFICIAL_MAX_LENGTH))
+            }
+            None => (Some(limits.max_new_tokens), None),
+        };
+        Ok(GenerationOptions {
+            max_new_tokens,
+            max_length,
             sampling,
             repetition_penalty: 1.0,
             stop_at_eos: true,
             stop_ids: Vec::new(),
+        })
+    }
+
+    /// The model input for this question: the served model's chat format, with the question's
+    /// system prompt or the model's own.
+    fn prompt(&self, served: &Served) -> Vec<u32> {
+        let system = self.system.as_deref().or(served.source_prefix.as_deref());
+        chat_prompt_ids(&served.base.tokenizer, system, &self.history, &self.query)
+    }
+
+    /// Refuses a question whose prompt is longer than `limits` allow, before any generation.
+    pub fn check_prompt(&self, served: &Served, limits: &Limits) -> Result<(), ApiError> {
+        let tokens = self.prompt(served).len();
+        if tokens > limits.max_prompt_tokens {
+            return Err(ApiError::invalid(format!(
+                "messages: the prompt is {tokens} tokens, more than this server accepts ({}, its --max-prompt-tokens)",
+                limits.max_prompt_tokens
+            )));
         }
+        Ok(())
     }
 }
 
@@ -119,11 +168,7 @@ pub fn answer(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let tokenizer = &base.tokenizer;
-    let system = question
-        .system
-        .as_deref()
-        .or(served.source_prefix.as_deref());
-    let prompt = chat_prompt_ids(tokenizer, system, &question.history, &question.query);
+    let prompt = question.prompt(served);
     let family = tokenizer.family();
     let options = GenerationOptions {
         stop_ids: tokenizer.stop_ids(),

@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// Largest dataset upload accepted, in bytes.
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     max_upload_bytes: u64,
+    /// Largest `max_tokens` a chat request may ask for.
+    #[arg(long, default_value_t = 2048)]
+    max_new_tokens: usize,
+    /// Longest prompt a chat request may send, in tokens (history and system prompt included).
+    #[arg(long, default_value_t = 8192)]
+    max_prompt_tokens: usize,
     /// Seconds a request may take before it is answered 504 (streams: until the first byte).
     #[arg(long, default_value_t = 600)]
     request_timeout_s: u64,
@@ -120,6 +126,7 @@ pub struct Settings {
     pub dtype: DType,
     pub data_dir: PathBuf,
     pub max_upload_bytes: u64,
+    pub limits: answer::Limits,
     pub request_timeout: Duration,
     pub max_concurrent_runs: usize,
     pub stall: Duration,
@@ -290,6 +297,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dtype: args.dtype.into(),
         data_dir: data_dir.clone(),
         max_upload_bytes: args.max_upload_bytes,
+        limits: answer::Limits {
+            max_new_tokens: args.max_new_tokens.max(1),
+            max_prompt_tokens: args.max_prompt_tokens.max(1),
+        },
         request_timeout: Duration::from_secs(args.request_timeout_s.max(1)),
         max_concurrent_runs: args.max_concurrent_runs.max(1),
         stall: Duration::from_secs(args.stall_seconds.max(1)),

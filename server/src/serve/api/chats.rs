@@ -141,9 +141,11 @@ pub async fn post_message(
         options: Question::options(
             request.max_tokens,
             Question::sampling(request.temperature, None, request.seed),
-        ),
+            &state.settings.limits,
+        )?,
         stops: Vec::new(),
     };
+    question.check_prompt(&served, &state.settings.limits)?;
     let metrics = state.metrics.clone();
     if !request.stream {
         let outcome = answer_whole(served, metrics, question).await?;

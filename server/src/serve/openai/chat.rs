@@ -22,7 +22,7 @@ use glmtune_shared::openai::{
 };
 use tokio_stream::StreamExt;
 
-use crate::serve::answer::{answer, answer_whole, Question};
+use crate::serve::answer::{answer, answer_whole, Limits, Question};
 use crate::serve::{registry, ApiError, AppState};
 
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
@@ -55,7 +55,7 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList
 }
 
 /// Splits OpenAI messages into ChatGLM's query and history.
-fn plan(request: &ChatCompletionRequest) -> Result<Question, ApiError> {
+fn plan(request: &ChatCompletionRequest, limits: &Limits) -> Result<Question, ApiError> {
     let mut system = Vec::new();
     let mut turns: Vec<(String, Option<String>)> = Vec::new();
     for (i, message) in request.messages.iter().enumerate() {
@@ -95,7 +95,7 @@ fn plan(request: &ChatCompletionRequest) -> Result<Question, ApiError> {
         system,
         query,
         history,
-        options: Question::options(request.max_tokens, sampling),
+        options: Question::options(request.max_tokens, sampling, limits)?,
         stops: request
             .stop
             .as_ref()
@@ -110,8 +110,10 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let streaming = request.stream.unwrap_or(false);
-    let question = plan(&request)?;
+    let limits = state.settings.limits;
+    let question = plan(&request, &limits)?;
     let served = registry::serve(&state, &request.model).await?;
+    question.check_prompt(&served, &limits)?;
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let serial = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let created = crate::db::now().max(0) as u64;
