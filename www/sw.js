@@ -3,9 +3,9 @@
 // visit "In this browser" opens and answers with no server. The model's pieces and adapters are
 // cached by the model's worker itself (cache "glmtune-models").
 const SHELL = "glmtune-shell";
-const FILES = ["/", "/style.css", "/local-worker.js", "/pkg/glmtune_web.js", "/pkg/glmtune_web_bg.wasm"];
+const FILES = ["/", "/style.css", "/app.js", "/local-worker.js", "/pkg/glmtune_web.js", "/pkg/glmtune_web_bg.wasm"];
 const KEPT = [
-  /^\/$/, /^\/index\.html$/, /^\/style\.css$/, /^\/local-worker\.js$/, /^\/pkg\/[^/]+$/,
+  /^\/$/, /^\/index\.html$/, /^\/style\.css$/, /^\/app\.js$/, /^\/local-worker\.js$/, /^\/pkg\/[^/]+$/,
   /^\/api\/v1\/auth\/me$/, /^\/api\/v1\/models$/, /^\/api\/v1\/runs$/, /^\/api\/v1\/models\/[^/]+\/files$/,
 ];
 

@@ -252,7 +252,11 @@ pub async fn post_stream<B: Serialize>(
         .get_reader()
         .dyn_into()
         .map_err(|_| Failure::local("cannot read the answer stream"))?;
-    let decoder = js_sys::eval("new TextDecoder()").map_err(Failure::from)?;
+    // Constructed through the global rather than `eval`, which the Content-Security-Policy forbids.
+    let text_decoder = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("TextDecoder"))?
+        .dyn_into::<js_sys::Function>()
+        .map_err(|_| Failure::local("no TextDecoder"))?;
+    let decoder = js_sys::Reflect::construct(&text_decoder, &js_sys::Array::new())?;
     let decode = js_sys::Reflect::get(&decoder, &JsValue::from_str("decode"))?
         .dyn_into::<js_sys::Function>()
         .map_err(|_| Failure::local("no TextDecoder"))?;

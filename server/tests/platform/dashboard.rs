@@ -53,6 +53,18 @@ fn dashboard_walkthrough_in_chromium() {
         &glm3_model,
     ]);
     let token = server.setup_token.clone().expect("a setup token");
+    // Every page comes with a policy that allows only this server's scripts, workers and wasm
+    // (and no inline script), refuses framing and sniffing; the walk below runs under it.
+    let page = server.call("GET", "/", &[], b"");
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("script-src 'self' 'wasm-unsafe-eval'")
+            && policy.contains("frame-ancestors 'none'")
+            && !policy.contains("script-src 'self' 'unsafe-inline'"),
+        "{policy}"
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert!(!String::from_utf8_lossy(&page.body).contains("import init"));
     // The app's wasm goes gzipped to browsers that accept it, whole to those that do not.
     let wasm = "/pkg/glmtune_web_bg.wasm";
     let zipped = server.call("GET", wasm, &[("Accept-Encoding", "gzip")], b"");
