@@ -494,3 +494,24 @@ fn a_pickle_string_longer_than_its_file_is_an_error() {
     );
     assert!(error.contains("pytorch_model.bin"), "{error}");
 }
+
+/// Found by the same target in a longer run: a pickle whose tensor rebuild tuple is too short made
+/// the unpickler panic (`Vec::remove` out of range). Now that entry is an error the reader skips:
+/// the file opens, and every tensor it still names loads or is refused, without a panic.
+#[test]
+fn a_pickle_with_a_short_rebuild_tuple_does_not_panic() {
+    let dir = std::env::temp_dir().join(format!("glmtune-short-tuple-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pytorch_model.bin"),
+        include_bytes!("../../fuzz/corpus/torch_checkpoint/regression-short-rebuild-tuple"),
+    )
+    .unwrap();
+    if let Ok(checkpoint) = glmtune_engine::checkpoint::Checkpoint::open(&dir) {
+        let names: Vec<String> = checkpoint.names().map(str::to_owned).collect();
+        for name in names {
+            let _ = checkpoint.load(&name, None, DType::F32, &Device::Cpu);
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

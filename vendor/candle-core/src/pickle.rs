@@ -224,8 +224,8 @@ impl Object {
                 class_name,
             } if module_name == "torch._tensor" && class_name == "_rebuild_from_type_v2" => {
                 let mut args = args.tuple()?;
-                let callable = args.remove(0);
-                let args = args.remove(1);
+                let callable = take(&mut args, 0)?;
+                let args = take(&mut args, 1)?;
                 (callable, args)
             }
             Object::Class {
@@ -233,7 +233,7 @@ impl Object {
                 class_name,
             } if module_name == "torch._utils" && class_name == "_rebuild_parameter" => {
                 let mut args = args.tuple()?;
-                args.remove(0).reduce()?
+                take(&mut args, 0)?.reduce()?
             }
             _ => (callable, args),
         };
@@ -626,18 +626,27 @@ impl From<Object> for E {
     }
 }
 
+/// Removes and returns element `index`, or an error when the tuple is too short (a malformed
+/// pickle; `Vec::remove` would panic; glmtune patch).
+fn take(items: &mut Vec<Object>, index: usize) -> Result<Object> {
+    if index >= items.len() {
+        crate::bail!("pickle: a tuple of {} items has no item {index}", items.len())
+    }
+    Ok(items.remove(index))
+}
+
 // https://github.com/pytorch/pytorch/blob/4eac43d046ded0f0a5a5fa8db03eb40f45bf656e/torch/_utils.py#L198
 // Arguments: storage, storage_offset, size, stride, requires_grad, backward_hooks
 fn rebuild_args(args: Object) -> Result<(Layout, DType, String, usize)> {
     let mut args = args.tuple()?;
-    let stride = Vec::<usize>::try_from(args.remove(3))?;
-    let size = Vec::<usize>::try_from(args.remove(2))?;
-    let offset = args.remove(1).int_or_long()? as usize;
-    let storage = args.remove(0).persistent_load()?;
+    let stride = Vec::<usize>::try_from(take(&mut args, 3)?)?;
+    let size = Vec::<usize>::try_from(take(&mut args, 2)?)?;
+    let offset = take(&mut args, 1)?.int_or_long()? as usize;
+    let storage = take(&mut args, 0)?.persistent_load()?;
     let mut storage = storage.tuple()?;
-    let storage_size = storage.remove(4).int_or_long()? as usize;
-    let path = storage.remove(2).unicode()?;
-    let (_module_name, class_name) = storage.remove(1).class()?;
+    let storage_size = take(&mut storage, 4)?.int_or_long()? as usize;
+    let path = take(&mut storage, 2)?.unicode()?;
+    let (_module_name, class_name) = take(&mut storage, 1)?.class()?;
     let dtype = match class_name.as_str() {
         "FloatStorage" => DType::F32,
         "DoubleStorage" => DType::F64,
