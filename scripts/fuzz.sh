@@ -44,5 +44,7 @@ for target in "${targets[@]}"; do
     fi
     rm -f "$log"
 done
+# The server_requests target's data folders (one per fuzzing process).
+rm -rf "${TMPDIR:-/tmp}"/glmtune-fuzz-server-*
 printf '%s\n' "${summary[@]}"
 exit "${status:-0}"

@@ -515,3 +515,73 @@ fn a_pickle_with_a_short_rebuild_tuple_does_not_panic() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A zip archive of one entry, written by hand so that its headers can say what no zip writer
+/// would: `method` 0 (stored) or 8 (deflate), and `declared` as the entry's uncompressed size.
+fn zip_with_entry(name: &str, method: u16, data: &[u8], declared: u32) -> Vec<u8> {
+    let stored = u32::try_from(data.len()).unwrap();
+    let name_len = u16::try_from(name.len()).unwrap();
+    let mut zip = Vec::new();
+    zip.extend(0x0403_4b50u32.to_le_bytes());
+    zip.extend(20u16.to_le_bytes()); // version needed
+    zip.extend(0u16.to_le_bytes()); // flags
+    zip.extend(method.to_le_bytes());
+    zip.extend([0u8; 8]); // time, date, crc32
+    zip.extend(stored.to_le_bytes());
+    zip.extend(declared.to_le_bytes());
+    zip.extend(name_len.to_le_bytes());
+    zip.extend(0u16.to_le_bytes()); // extra field length
+    zip.extend(name.as_bytes());
+    zip.extend(data);
+    let directory = u32::try_from(zip.len()).unwrap();
+    zip.extend(0x0201_4b50u32.to_le_bytes());
+    zip.extend(20u16.to_le_bytes()); // version made by
+    zip.extend(20u16.to_le_bytes()); // version needed
+    zip.extend(0u16.to_le_bytes());
+    zip.extend(method.to_le_bytes());
+    zip.extend([0u8; 8]);
+    zip.extend(stored.to_le_bytes());
+    zip.extend(declared.to_le_bytes());
+    zip.extend(name_len.to_le_bytes());
+    zip.extend([0u8; 12]); // extra, comment, disk, internal and external attributes
+    zip.extend(0u32.to_le_bytes()); // the local header's offset
+    zip.extend(name.as_bytes());
+    let directory_len = u32::try_from(zip.len()).unwrap() - directory;
+    zip.extend(0x0605_4b50u32.to_le_bytes());
+    zip.extend([0u8; 4]); // this disk, the directory's disk
+    zip.extend(1u16.to_le_bytes());
+    zip.extend(1u16.to_le_bytes());
+    zip.extend(directory_len.to_le_bytes());
+    zip.extend(directory.to_le_bytes());
+    zip.extend(0u16.to_le_bytes()); // comment length
+    zip
+}
+
+/// A zip bomb: a compressed entry that says it expands 100 000 times (deflate reaches about 1 000)
+/// is refused before anything is inflated.
+#[test]
+fn a_compressed_entry_that_expands_past_the_limit_is_refused() {
+    let bomb = zip_with_entry("archive/data.pkl", 8, &[0x03, 0x00], 100_000 * 200);
+    let error = refusal_of_torch_file(&bomb, "zip-bomb");
+    assert!(
+        error.contains("zip entry \"archive/data.pkl\"") && error.contains("refused"),
+        "{error}"
+    );
+}
+
+/// Entry names are never used as paths, but a name that climbs out of the archive marks a crafted
+/// file: it is refused by name, whatever the entry holds.
+#[test]
+fn zip_entries_named_outside_the_archive_are_refused() {
+    for name in ["../../etc/passwd", "/etc/passwd", "archive/../../x"] {
+        let zip = zip_with_entry(name, 0, b"x", 1);
+        let error = refusal_of_torch_file(&zip, "zip-traversal");
+        assert!(
+            error.contains("outside the archive") && error.contains(name),
+            "{name}: {error}"
+        );
+    }
+    // The same file with a plain name gets past this check (and fails later, as no checkpoint).
+    let plain = refusal_of_torch_file(&zip_with_entry("archive/data.pkl", 0, b"x", 1), "zip-plain");
+    assert!(!plain.contains("outside the archive"), "{plain}");
+}

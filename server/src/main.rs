@@ -2,8 +2,6 @@
 //! its P-Tuning v2 adapters.
 
 mod cli;
-mod db;
-mod serve;
 
 use std::process::ExitCode;
 

@@ -4,6 +4,8 @@
 //! A torch checkpoint is a zip archive; its central directory declares every entry's size, and
 //! readers size their buffers by it. Entries torch writes are stored, so none can be larger than the
 //! file; a compressed entry may expand at most [`MAX_EXPANSION`] times (a zip bomb expands more).
+//! Nothing is ever extracted to disk, but an entry whose name climbs out of the archive (`../x`, `/x`)
+//! is no torch checkpoint either, and is refused by name.
 
 use std::fs::File;
 use std::path::Path;
@@ -26,6 +28,12 @@ pub(crate) fn check_zip_entries(path: &Path) -> Result<()> {
         let entry = archive
             .by_index_raw(index)
             .map_err(|e| bad(format!("zip entry {index} is unreadable: {e}")))?;
+        if entry.enclosed_name().is_none() {
+            return Err(bad(format!(
+                "zip entry {:?} names a path outside the archive: refused",
+                entry.name()
+            )));
+        }
         let limit = match entry.compression() {
             CompressionMethod::Stored => len,
             _ => len.saturating_mul(MAX_EXPANSION),

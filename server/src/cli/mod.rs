@@ -43,7 +43,7 @@ enum Command {
     /// Inspect training datasets.
     Data(data::DataArgs),
     /// Serve the dashboard API, training runs and the OpenAI-compatible API.
-    Serve(crate::serve::ServeArgs),
+    Serve(glmtune::serve::ServeArgs),
     /// Answer every validation record and score the answers (BLEU-4, ROUGE).
     Eval(Box<eval::EvalArgs>),
     /// Write a block-quantized (q8_0 / q4_0) copy of a checkpoint folder.
@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(*args),
-        Command::Serve(args) => crate::serve::run(args),
+        Command::Serve(args) => glmtune::serve::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Score(args) => score::run(args),
         Command::Token(args) => token::run(args),

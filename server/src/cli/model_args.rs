@@ -3,28 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::{Args, ValueEnum};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 
-/// Storage and compute precision of the base model's weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DTypeArg {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl From<DTypeArg> for DType {
-    fn from(value: DTypeArg) -> Self {
-        match value {
-            DTypeArg::F32 => DType::F32,
-            DTypeArg::F16 => DType::F16,
-            DTypeArg::Bf16 => DType::BF16,
-        }
-    }
-}
+pub use glmtune::precision::DTypeArg;
 
 /// Where the forward runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

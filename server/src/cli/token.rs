@@ -56,8 +56,9 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let secret = runtime.block_on(async {
-        let db = crate::serve::open_database(&args.data_dir, args.database_url.as_deref()).await?;
-        let secret = crate::serve::new_api_secret();
+        let db =
+            glmtune::serve::open_database(&args.data_dir, args.database_url.as_deref()).await?;
+        let secret = glmtune::serve::new_api_secret();
         let key = db.create_api_key(&args.name, role, None, &secret).await?;
         eprintln!(
             "glmtune: created API key {} ({}, role {})",

@@ -125,6 +125,11 @@ impl Db {
         csrf_token: &str,
         lifetime_s: i64,
     ) -> DbResult<()> {
+        // Expired sessions go as new ones come, so the table holds only live ones.
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )

@@ -3,7 +3,8 @@
 //! header on anything that changes state), or the implicit local admin of `--no-auth`.
 //!
 //! What a route needs is decided from its method and path in [`required`], one table the auth
-//! matrix test walks route by route.
+//! matrix test walks route by route. Callers are rate-limited per key or user, and sign-in
+//! attempts per client address.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,7 +12,9 @@ use std::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +24,8 @@ use rand::Rng;
 use super::{ApiError, AppState};
 
 pub const SESSION_COOKIE: &str = "glmtune_session";
+/// The routes that check a password or the setup token.
+const SIGN_IN_ROUTES: [&str; 2] = ["/api/v1/auth/login", "/api/v1/auth/setup"];
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The least a route asks of its caller.
@@ -168,8 +173,20 @@ pub async fn authenticate(
 ) -> Response {
     let need = required(request.method(), request.uri().path());
     let (method, headers) = (request.method().clone(), request.headers().clone());
+    // Password guessing: sign-in attempts are limited per client address, before any hashing.
+    if method == Method::POST && SIGN_IN_ROUTES.contains(&request.uri().path()) {
+        let address = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string());
+        if let Err(error) = state.sign_in_limiter.admit(&address) {
+            return error.into_response();
+        }
+    }
     let caller = match identify(&state, &method, &headers).await {
         Ok(caller) => caller,
+        // A stale cookie or a missing CSRF header must not lock anyone out of signing in again.
+        Err(_) if need == Need::Public => None,
         Err(error) => return error.into_response(),
     };
     match (need, caller) {
@@ -221,6 +238,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
     }
 }
 
+/// Buckets kept before full ones are forgotten.
+const MAX_BUCKETS: usize = 4096;
+
 /// Requests per minute per caller, as a token bucket (a burst of a minute's worth, refilled
 /// continuously).
 pub struct RateLimiter {
@@ -246,6 +266,14 @@ impl RateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
+        if buckets.len() >= MAX_BUCKETS {
+            // Callers by the thousand (addresses, most likely): forget those whose bucket has
+            // refilled, as they would start full anyway.
+            let per_second = capacity / 60.0;
+            buckets.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * per_second < capacity
+            });
+        }
         let (tokens, last) = buckets.entry(bucket.to_owned()).or_insert((capacity, now));
         *tokens =
             (*tokens + now.duration_since(*last).as_secs_f64() * capacity / 60.0).min(capacity);
@@ -304,6 +332,18 @@ mod tests {
         }
         assert!(limiter.admit("k").is_err());
         assert!(limiter.admit("other").is_ok());
+    }
+
+    #[test]
+    fn refilled_buckets_are_forgotten_past_the_limit() {
+        // A bucket refills in microseconds at this rate.
+        let limiter = RateLimiter::new(600_000_000);
+        for address in 0..MAX_BUCKETS {
+            assert!(limiter.admit(&address.to_string()).is_ok());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(limiter.admit("one more").is_ok());
+        assert_eq!(limiter.buckets.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -138,5 +138,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 
 pub async fn endpoint(State(state): State<AppState>) -> Result<String, ApiError> {
     let runs = state.db.count_runs_by_state().await?;
-    Ok(state.metrics.render(&runs))
+    let mut text = state.metrics.render(&runs);
+    metric(
+        &mut text,
+        "glmtune_cached_adapters",
+        "gauge",
+        "Adapters whose prefixes are in memory (at most --adapter-cache).",
+        state.registry.cached_adapters(),
+    );
+    Ok(text)
 }

@@ -32,8 +32,8 @@ use candle_core::DType;
 use clap::Args;
 use glmtune_shared::api::Role;
 
-use crate::cli::model_args::DTypeArg;
 use crate::db::Db;
+use crate::precision::DTypeArg;
 pub use error::ApiError;
 
 #[derive(Debug, Args)]
@@ -75,12 +75,21 @@ pub struct ServeArgs {
     /// Requests per minute per API key or user (0: no limit).
     #[arg(long, default_value_t = 600)]
     rate_limit: u32,
+    /// Sign-in attempts (login and first-run setup) per minute per client address (0: no limit).
+    #[arg(long, default_value_t = 10)]
+    sign_in_rate_limit: u32,
     /// Training runs at once.
     #[arg(long, default_value_t = 1)]
     max_concurrent_runs: usize,
     /// Seconds without a training step before a run's stream gets a `stall` event.
     #[arg(long, default_value_t = 300)]
     stall_seconds: u64,
+    /// Adapters whose prefixes stay in memory for chats (the least recently used go first).
+    #[arg(long, default_value_t = 8)]
+    adapter_cache: usize,
+    /// Seconds a browser session lasts after sign-in (default: a week).
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    session_seconds: i64,
     /// Password of the first admin (user `admin`), made when the database has no users.
     #[arg(long, env = "GLMTUNE_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
@@ -131,6 +140,7 @@ pub struct Settings {
     pub max_concurrent_runs: usize,
     pub stall: Duration,
     pub web_dir: PathBuf,
+    pub session_seconds: i64,
 }
 
 #[derive(Clone)]
@@ -140,6 +150,7 @@ pub struct AppState {
     pub registry: Arc<registry::Registry>,
     pub metrics: Arc<metrics::Metrics>,
     pub rate_limiter: Arc<auth::RateLimiter>,
+    pub sign_in_limiter: Arc<auth::RateLimiter>,
     pub blobs: blobs::Blobs,
     /// The one-time token that creates the first admin, while there is none.
     pub setup_token: Arc<Mutex<Option<String>>>,
@@ -301,7 +312,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The state a server starts with: the database opened and its models registered, the first
+/// admin made or a setup token drawn, the supervisor started.
+struct Prepared {
+    state: AppState,
+    setup_token: Option<String>,
+}
+
+async fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
     let db = open_database(&args.data_dir, args.database_url.as_deref()).await?;
     for spec in &args.models {
         register_model(&db, &spec.name, &spec.dir, spec.adapter.as_deref())
@@ -332,6 +350,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrent_runs: args.max_concurrent_runs.max(1),
         stall: Duration::from_secs(args.stall_seconds.max(1)),
         web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
+        session_seconds: args.session_seconds.max(1),
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let blobs = blobs::Blobs::new(&data_dir)
@@ -342,12 +361,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         db,
         blobs,
         settings,
-        registry: Arc::default(),
+        registry: Arc::new(registry::Registry::new(args.adapter_cache)),
         metrics,
         rate_limiter: Arc::new(auth::RateLimiter::new(args.rate_limit)),
+        sign_in_limiter: Arc::new(auth::RateLimiter::new(args.sign_in_rate_limit)),
         setup_token: Arc::new(Mutex::new(setup_token.clone())),
-        supervisor: supervisor.clone(),
+        supervisor,
     };
+    Ok(Prepared { state, setup_token })
+}
+
+/// The router of a server started with `args`, for callers in this process (no socket, no
+/// signals): the fuzz target drives it with hostile requests.
+pub async fn app(args: &ServeArgs) -> anyhow::Result<Router> {
+    Ok(router(prepare(args).await?.state, args.max_json_bytes))
+}
+
+/// `glmtune serve`'s flags from a list of them (as typed after `glmtune serve`).
+pub fn flags(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Standalone {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+    let argv = std::iter::once("serve").chain(flags.iter().copied());
+    <Standalone as clap::Parser>::try_parse_from(argv).map(|s| s.args)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let Prepared { state, setup_token } = prepare(&args).await?;
+    let supervisor = state.supervisor.clone();
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -363,8 +406,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let _ = stdout.flush();
+    return_freed_memory();
     let stopping = supervisor.clone();
-    axum::serve(listener, router(state, args.max_json_bytes))
+    let app =
+        router(state, args.max_json_bytes).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Event streams end now, so that open dashboards do not hold the shutdown.
@@ -375,6 +421,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Running jobs checkpoint, then stop; the next start resumes them.
     supervisor.shutdown().await;
     Ok(())
+}
+
+/// glibc keeps what the server's threads free in per-thread arenas rather than give it back, so a
+/// burst of large responses (a list of every run, say) would stay in the resident size for good.
+/// Trimming the heap every half minute returns it, and keeps the resident size a measure of what
+/// the server really holds.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim only releases free pages of the heap; it takes the allocator's
+            // own locks and has no other effect on live allocations.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
 }
 
 /// Ctrl-C or SIGTERM: stop accepting connections and let requests in flight finish.

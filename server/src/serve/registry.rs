@@ -1,5 +1,7 @@
 //! Model names to loaded weights. Base models are loaded once, on first use, and shared by every
 //! adapter served over them; a fine-tuned model `ft:BASE:RUN` is the base plus that run's prefix.
+//! Prefixes are kept for the most recently used adapters only (`--adapter-cache`): a server that
+//! trains all day makes new ones without end, and ChatGLM-6B's at `pre_seq_len` 128 is 117 MB.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,10 +32,33 @@ pub struct Served {
     pub source_prefix: Option<String>,
 }
 
-#[derive(Default)]
 pub struct Registry {
     bases: Mutex<HashMap<PathBuf, Arc<Base>>>,
-    prefixes: Mutex<HashMap<PathBuf, Arc<PrefixEncoder>>>,
+    prefixes: Mutex<RecentlyUsed<Arc<PrefixEncoder>>>,
+}
+
+/// At most `capacity` values by key, the least recently used dropped first.
+struct RecentlyUsed<T> {
+    capacity: usize,
+    /// Oldest first.
+    entries: Vec<(PathBuf, T)>,
+}
+
+impl<T: Clone> RecentlyUsed<T> {
+    fn get(&mut self, key: &PathBuf) -> Option<T> {
+        let at = self.entries.iter().position(|(k, _)| k == key)?;
+        let entry = self.entries.remove(at);
+        let value = entry.1.clone();
+        self.entries.push(entry);
+        Some(value)
+    }
+
+    fn insert(&mut self, key: PathBuf, value: T) {
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.push((key, value));
+        let excess = self.entries.len().saturating_sub(self.capacity);
+        self.entries.drain(..excess);
+    }
 }
 
 /// Where a model name's files are.
@@ -50,6 +75,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// A registry that keeps the prefixes of the `adapters` most recently used adapters.
+    pub fn new(adapters: usize) -> Self {
+        Registry {
+            bases: Mutex::default(),
+            prefixes: Mutex::new(RecentlyUsed {
+                capacity: adapters.max(1),
+                entries: Vec::new(),
+            }),
+        }
+    }
+
+    /// How many adapters' prefixes are in memory.
+    pub fn cached_adapters(&self) -> usize {
+        lock(&self.prefixes).entries.len()
+    }
+
     fn base(&self, dir: &PathBuf, dtype: DType) -> Result<Arc<Base>, ApiError> {
         if let Some(base) = lock(&self.bases).get(dir) {
             return Ok(base.clone());
@@ -72,7 +113,7 @@ impl Registry {
         let prefix = match &resolved.adapter_dir {
             None => None,
             Some(dir) => {
-                let cached = lock(&self.prefixes).get(dir).cloned();
+                let cached = lock(&self.prefixes).get(dir);
                 match cached {
                     Some(prefix) => Some(prefix),
                     None => {
@@ -144,4 +185,28 @@ pub async fn serve(state: &AppState, name: &str) -> Result<Served, ApiError> {
     tokio::task::spawn_blocking(move || registry.load(&resolved, dtype))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_goes_first() {
+        let mut cache = RecentlyUsed {
+            capacity: 2,
+            entries: Vec::new(),
+        };
+        let key = |k: &str| PathBuf::from(k);
+        cache.insert(key("a"), 1);
+        cache.insert(key("b"), 2);
+        assert_eq!(cache.get(&key("a")), Some(1));
+        cache.insert(key("c"), 3);
+        assert_eq!(cache.get(&key("b")), None, "b was the least recently used");
+        assert_eq!(cache.get(&key("a")), Some(1));
+        assert_eq!(cache.get(&key("c")), Some(3));
+        cache.insert(key("c"), 4);
+        assert_eq!(cache.entries.len(), 2);
+        assert_eq!(cache.get(&key("c")), Some(4));
+    }
 }

@@ -105,14 +105,34 @@ impl Site {
 
     /// A server with the tiny model registered as `tiny`.
     pub fn start(&self, extra: &[&str]) -> Server {
+        self.start_with(
+            env!("CARGO_BIN_EXE_glmtune").as_ref(),
+            extra,
+            Stdio::inherit(),
+        )
+    }
+
+    /// A server as [`Site::start`], its standard error written to `log`.
+    pub fn start_logged(&self, extra: &[&str], log: &std::path::Path) -> Server {
+        let stderr = std::fs::File::create(log).unwrap().into();
+        self.start_with(env!("CARGO_BIN_EXE_glmtune").as_ref(), extra, stderr)
+    }
+
+    /// A server as [`Site::start`], run from another copy of the binary.
+    pub fn start_binary(&self, binary: &std::path::Path, extra: &[&str]) -> Server {
+        self.start_with(binary, extra, Stdio::inherit())
+    }
+
+    fn start_with(&self, binary: &std::path::Path, extra: &[&str], stderr: Stdio) -> Server {
         let model = format!("tiny={}", fixture("model"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        let mut child = Command::new(binary)
             .args(["serve", "--bind", "127.0.0.1:0", "--model", &model])
             .args(self.site_args())
             .args(extra)
             .env_remove("GLMTUNE_ADMIN_PASSWORD")
             .env_remove("GLMTUNE_DATABASE_URL")
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let reader = BufReader::new(child.stdout.take().unwrap());
@@ -142,11 +162,18 @@ impl Site {
                     .find(|w| w.starts_with("setup-"))
                     .map(str::to_owned)
             });
-        std::thread::spawn(move || while receive.recv().is_ok() {});
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = printed.clone();
+        std::thread::spawn(move || {
+            while let Ok(line) = receive.recv() {
+                keep.lock().unwrap().push(line);
+            }
+        });
         Server {
             child,
             address,
             setup_token,
+            printed,
         }
     }
 }
@@ -221,6 +248,8 @@ pub struct Server {
     pub child: Child,
     pub address: String,
     pub setup_token: Option<String>,
+    /// What the server printed on standard output after its first lines.
+    pub printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {

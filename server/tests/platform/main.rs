@@ -1,5 +1,5 @@
 //! `glmtune serve` as teams use it, over real HTTP on 127.0.0.1, on SQLite and on PostgreSQL:
-//! datasets, runs with live progress, chats, the OpenAI API, users and keys, restarts.
+//! datasets, runs with live progress, chats, the OpenAI API, users and keys, restarts, and attacks.
 
 mod harness;
 
@@ -8,4 +8,6 @@ mod dashboard;
 mod lifecycle;
 mod openai_client;
 mod restart;
+mod security;
+mod soak;
 mod uploads;

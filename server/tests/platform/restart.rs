@@ -1,6 +1,6 @@
 //! A server killed with SIGKILL while a run trains, then restarted, resumes the run from its last
 //! checkpoint and ends with the same adapter as a run that was never interrupted. A server
-//! stopped with SIGTERM checkpoints its run first.
+//! stopped with SIGTERM checkpoints its run first. Runs still start after the binary is replaced.
 
 use std::time::{Duration, Instant};
 
@@ -147,4 +147,20 @@ fn sigterm_checkpoints_running_jobs_then_stops() {
         "{events}"
     );
     assert_eq!(server.wait_for_run(&id, &key)["state"], "succeeded");
+}
+
+/// An upgrade in place replaces the binary under a running server: the runs it starts afterwards
+/// still train with the binary it runs (not "No such file or directory", found by the soak).
+#[test]
+fn runs_train_after_the_binary_is_replaced() {
+    let site = Site::new("replaced-binary", Backend::Sqlite);
+    let key = site.token("member");
+    let binary = site.data_dir.join("glmtune-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_glmtune"), &binary).unwrap();
+    let server = site.start_binary(&binary, &[]);
+    std::fs::remove_file(&binary).unwrap();
+    let dataset = server.upload_fixture(&key);
+    let id = server.start_run(&key, &dataset, json!({"max_steps": 2, "pre_seq_len": 4}));
+    let run = server.wait_for_run(&id, &key);
+    assert_eq!(run["state"], "succeeded", "{run}");
 }

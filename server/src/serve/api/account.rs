@@ -13,22 +13,22 @@ use glmtune_shared::api::{
 use crate::serve::auth::{self, Caller, SESSION_COOKIE};
 use crate::serve::{ApiError, AppState};
 
-/// Browser sessions last a week.
-const SESSION_SECONDS: i64 = 7 * 24 * 3600;
-
 fn session_cookie(token: &str, max_age: i64) -> String {
     format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}")
 }
 
 async fn start_session(state: &AppState, user: User) -> Result<Response, ApiError> {
+    // Always a new token from the server: a session id planted before sign-in (fixation) is
+    // never the one that gets signed in.
     let token = auth::new_secret("");
     let csrf_token = auth::new_secret("");
+    let lifetime = state.settings.session_seconds;
     state
         .db
-        .create_session(&user.id, &token, &csrf_token, SESSION_SECONDS)
+        .create_session(&user.id, &token, &csrf_token, lifetime)
         .await?;
     Ok((
-        [(header::SET_COOKIE, session_cookie(&token, SESSION_SECONDS))],
+        [(header::SET_COOKIE, session_cookie(&token, lifetime))],
         Json(SessionInfo { user, csrf_token }),
     )
         .into_response())

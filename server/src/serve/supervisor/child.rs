@@ -114,7 +114,15 @@ pub fn spawn_child(
     stderr_path: &Path,
     stdout_path: Option<&Path>,
 ) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe()?;
+    // The binary this server runs, even after its file was replaced or removed (an upgrade in
+    // place): on Linux /proc/self/exe still names it, where the path would name the new file or
+    // nothing.
+    let proc_exe = Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe()?
+    };
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,0 +1,7 @@
+//! The glmtune server as a library: its database layer and `glmtune serve` (router, handlers,
+//! training supervisor). The `glmtune` binary's subcommands use it, and so do in-process callers
+//! such as the fuzz target that sends hostile requests through the whole router.
+
+pub mod db;
+pub mod precision;
+pub mod serve;
