@@ -401,21 +401,22 @@ def soak(server, address, key, args, duration):
         }
         for kind, values in sorted(stats.latency.items())
     }
-    # Growth: the last quarter's mean against the second quarter's (the first is warm-up: the
-    # model, the allocator's arenas and SQLite's cache fill then).
+    # Growth: the least resident size of the last quarter against that of the second (the first is
+    # warm-up: the model, the allocator's arenas and SQLite's caches fill then). The least, because
+    # the server returns freed memory every 30 s: the troughs are what it holds, the peaks are
+    # responses in flight.
     quarter = max(len(samples) // 4, 1)
-    early = [rss for _, rss in samples[quarter:2 * quarter]] or [samples[0][1]]
-    late = [rss for _, rss in samples[-quarter:]]
-    early_mean, late_mean = sum(early) / len(early), sum(late) / len(late)
-    growth = late_mean - early_mean
+    early = min(rss for _, rss in samples[quarter:2 * quarter]) if len(samples) > 1 else samples[0][1]
+    late = min(rss for _, rss in samples[-quarter:])
+    growth = late - early
     memory = {
         "start_mib": round(samples[0][1] / 1024, 1),
-        "after_warmup_mib": round(early_mean / 1024, 1),
+        "after_warmup_mib": round(early / 1024, 1),
         "end_mib": round(samples[-1][1] / 1024, 1),
         "max_mib": round(max(rss for _, rss in samples) / 1024, 1),
         "growth_mib": round(growth / 1024, 1),
-        # Growing: up by over a quarter and 64 MiB from the second quarter to the last.
-        "growing": growth > max(0.25 * early_mean, 64 * 1024),
+        # Growing: the troughs up by over a quarter and 64 MiB from the second quarter to the last.
+        "growing": growth > max(0.25 * early, 64 * 1024),
         "series": [(t, round(rss / 1024, 1)) for t, rss in samples[:: max(len(samples) // 40, 1)]],
     }
     return {
@@ -448,7 +449,7 @@ def print_report(report, server_log_tail):
         print(f"  {kind:24} {row['requests']:>8} {row['p50_ms']!s:>9} {row['p99_ms']!s:>9} {row['max_ms']!s:>9}")
     memory = report["memory"]
     print(f"  server RSS: start {memory['start_mib']} MiB, after warm-up {memory['after_warmup_mib']} MiB, "
-          f"end {memory['end_mib']} MiB, max {memory['max_mib']} MiB, growth {memory['growth_mib']} MiB"
+          f"end {memory['end_mib']} MiB, max {memory['max_mib']} MiB, growth of the troughs {memory['growth_mib']} MiB"
           f"{' (GROWING)' if memory['growing'] else ''}")
     print("  over time (s, MiB): " + " ".join(f"{t:.0f}:{m}" for t, m in memory["series"]))
     for kind, description in report["error_samples"]:

@@ -28,10 +28,13 @@ pub(crate) fn check_zip_entries(path: &Path) -> Result<()> {
         let entry = archive
             .by_index_raw(index)
             .map_err(|e| bad(format!("zip entry {index} is unreadable: {e}")))?;
-        if entry.enclosed_name().is_none() {
+        let (raw, name) = match entry.name() {
+            Ok(raw) => (raw.to_string(), format!("{raw:?}")),
+            Err(_) => (String::new(), format!("number {index}")),
+        };
+        if climbs_out(&raw) {
             return Err(bad(format!(
-                "zip entry {:?} names a path outside the archive: refused",
-                entry.name()
+                "zip entry {name} names a path outside the archive: refused"
             )));
         }
         let limit = match entry.compression() {
@@ -40,12 +43,43 @@ pub(crate) fn check_zip_entries(path: &Path) -> Result<()> {
         };
         if entry.size() > limit || entry.compressed_size() > len {
             return Err(bad(format!(
-                "zip entry {:?} declares {} bytes ({} stored) in a file of {len} bytes: refused before reading",
-                entry.name(),
+                "zip entry {name} declares {} bytes ({} stored) in a file of {len} bytes: refused before reading",
                 entry.size(),
                 entry.compressed_size()
             )));
         }
     }
     Ok(())
+}
+
+/// A name that is absolute or has a `..` part (torch writes neither): as a path it would leave the
+/// archive's folder.
+fn climbs_out(name: &str) -> bool {
+    name.starts_with(['/', '\\'])
+        || name.contains('\0')
+        || name.split(['/', '\\']).any(|part| part == "..")
+        || name.as_bytes().get(1) == Some(&b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::climbs_out;
+
+    #[test]
+    fn names_that_leave_the_archive() {
+        for name in [
+            "/etc/passwd",
+            "\\x",
+            "../x",
+            "a/../../x",
+            "a\\..\\x",
+            "C:x",
+            "a\0b",
+        ] {
+            assert!(climbs_out(name), "{name}");
+        }
+        for name in ["archive/data.pkl", "archive/data/0", "a..b/c", "version"] {
+            assert!(!climbs_out(name), "{name}");
+        }
+    }
 }

@@ -178,6 +178,20 @@ impl Site {
     }
 }
 
+/// Every file below `dir`, in every folder.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Runs a client script that prints one JSON line of what it saw; fails with its output if it
 /// fails.
 pub fn json_report(command: &mut Command) -> serde_json::Value {

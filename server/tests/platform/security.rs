@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::harness::{fixture, Backend, Response, Server, Site};
+use crate::harness::{files_under, fixture, Backend, Response, Server, Site};
 use crate::on_both_backends;
 
 fn post_json(server: &Server, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
@@ -40,6 +40,18 @@ struct Session {
     cookie: String,
     token: String,
     csrf: String,
+}
+
+impl Session {
+    /// A JSON POST as this signed-in browser, CSRF header included.
+    fn post(&self, server: &Server, path: &str, body: serde_json::Value) -> Response {
+        post_json(
+            server,
+            path,
+            &[("Cookie", &self.cookie), ("X-CSRF-Token", &self.csrf)],
+            &body.to_string(),
+        )
+    }
 }
 
 fn me(server: &Server, cookie: &str) -> Response {
@@ -144,16 +156,7 @@ fn sessions_are_fresh_and_end(backend: Backend) {
 
     // Deleting a user ends their live session and their keys.
     let live = sign_in(&server, &[], "ann", "ann's password");
-    let key = server.call(
-        "POST",
-        "/api/v1/keys",
-        &[
-            ("Cookie", &live.cookie),
-            ("X-CSRF-Token", &live.csrf),
-            ("Content-Type", "application/json"),
-        ],
-        json!({"name": "script"}).to_string().as_bytes(),
-    );
+    let key = live.post(&server, "/api/v1/keys", json!({"name": "script"}));
     assert_eq!(key.status, 201, "{}", key.text());
     let secret = key.json()["secret"].as_str().unwrap().to_owned();
     assert_eq!(server.get("/api/v1/runs", &secret).status, 200);
@@ -189,30 +192,14 @@ fn secrets_never_reach_the_disk_or_the_logs() {
     assert_eq!(setup.status, 200, "{}", setup.text());
     let root = sign_in(&server, &[], "root", root_password);
     let ann_password = "ann's secret password 91c2";
-    let created = server.call(
-        "POST",
+    let created = root.post(
+        &server,
         "/api/v1/users",
-        &[
-            ("Cookie", &root.cookie),
-            ("X-CSRF-Token", &root.csrf),
-            ("Content-Type", "application/json"),
-        ],
-        json!({"username": "ann", "password": ann_password, "role": "member"})
-            .to_string()
-            .as_bytes(),
+        json!({"username": "ann", "password": ann_password, "role": "member"}),
     );
     assert_eq!(created.status, 201, "{}", created.text());
     let ann = sign_in(&server, &[], "ann", ann_password);
-    let key = server.call(
-        "POST",
-        "/api/v1/keys",
-        &[
-            ("Cookie", &ann.cookie),
-            ("X-CSRF-Token", &ann.csrf),
-            ("Content-Type", "application/json"),
-        ],
-        json!({"name": "script"}).to_string().as_bytes(),
-    );
+    let key = ann.post(&server, "/api/v1/keys", json!({"name": "script"}));
     assert_eq!(key.status, 201, "{}", key.text());
     let secret = key.json()["secret"].as_str().unwrap().to_owned();
 
@@ -276,19 +263,6 @@ fn secrets_never_reach_the_disk_or_the_logs() {
         }
     }
     let _ = std::fs::remove_file(&log);
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// Names in paths, uploads and model folders cannot reach a file outside the folder they name.

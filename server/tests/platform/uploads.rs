@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{fixture, Backend, Server, Site};
+use crate::harness::{files_under, fixture, Backend, Server, Site};
 
 fn multipart(
     server: &Server,
@@ -46,20 +46,8 @@ fn nothing_left(site: &Site, server: &Server, key: &str) {
         .unwrap()
         .collect();
     assert!(temporary.is_empty(), "{temporary:?}");
-    let blobs = walk(&site.data_dir.join("blobs"));
+    let blobs = files_under(&site.data_dir.join("blobs"));
     assert!(blobs.is_empty(), "{blobs:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().is_dir() {
-            files.extend(walk(&entry.path()));
-        } else {
-            files.push(entry.path());
-        }
-    }
-    files
 }
 
 #[test]
