@@ -7,13 +7,12 @@
 //! attempts per client address.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
@@ -24,9 +23,9 @@ use rand::Rng;
 use super::{ApiError, AppState};
 
 pub const SESSION_COOKIE: &str = "glmtune_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The routes that check a password or the setup token.
 const SIGN_IN_ROUTES: [&str; 2] = ["/api/v1/auth/login", "/api/v1/auth/setup"];
-pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The least a route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
