@@ -32,19 +32,20 @@ for target in "${targets[@]}"; do
     work="fuzz/target/corpus/$target"
     mkdir -p "$work"
     log="$(mktemp)"
+    # Scratch files of this run alone (server_requests keeps its server's data folder there), so
+    # that two runs side by side never remove each other's.
+    scratch="$(mktemp -d)"
     # -rss_limit_mb: an input that makes the process reserve gigabytes is a bug too.
-    if cargo +nightly fuzz run -O --fuzz-dir fuzz "$target" "$work" "fuzz/corpus/$target" -- \
+    if TMPDIR="$scratch" cargo +nightly fuzz run -O --fuzz-dir fuzz "$target" "$work" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=262144 -timeout=20 >"$log" 2>&1; then
-        runs=$(grep -Eo 'Done [0-9]+ runs' "$log" | tail -1 | awk '{print $2}')
+        runs=$(grep -aEo 'Done [0-9]+ runs' "$log" | tail -1 | awk '{print $2}')
         summary+=("$target: ok, ${runs:-?} runs in ${seconds}s")
     else
         tail -40 "$log" >&2
         summary+=("$target: FAILED (see fuzz/artifacts/$target)")
         status=1
     fi
-    rm -f "$log"
+    rm -rf "$log" "$scratch"
 done
-# The server_requests target's data folders (one per fuzzing process).
-rm -rf "${TMPDIR:-/tmp}"/glmtune-fuzz-server-*
 printf '%s\n' "${summary[@]}"
 exit "${status:-0}"
