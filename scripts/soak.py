@@ -171,7 +171,7 @@ def multipart(fields):
 class Mix:
     """The shared state of the workers: datasets and runs made so far."""
 
-    def __init__(self, client, rng):
+    def __init__(self, client):
         self.client = client
         self.lock = threading.Lock()
         self.datasets = []
@@ -208,7 +208,7 @@ class Mix:
             return self.read(rng)
         try:
             settings = {"max_steps": rng.choice([8, 32, 96]), "pre_seq_len": 4, "save_steps": 8}
-            status, run = self.client.json("run_create", "POST", "/api/v1/runs", {"model": "tiny", "train_dataset": dataset, "preset": "quick", "settings": settings})
+            _, run = self.client.json("run_create", "POST", "/api/v1/runs", {"model": "tiny", "train_dataset": dataset, "preset": "quick", "settings": settings})
             if not run or "id" not in run:
                 return
             run_id = run["id"]
@@ -220,7 +220,7 @@ class Mix:
                 self.client.json("run_cancel", "POST", f"/api/v1/runs/{run_id}/cancel", {})
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                status, state = self.client.json("run_get", "GET", f"/api/v1/runs/{run_id}")
+                _, state = self.client.json("run_get", "GET", f"/api/v1/runs/{run_id}")
                 if not state:
                     return
                 if state.get("state") in ("succeeded", "failed", "cancelled"):
@@ -260,7 +260,7 @@ class Mix:
         else:
             with self.lock:
                 run_id = rng.choice(self.succeeded) if self.succeeded and rng.random() < 0.5 else None
-            status, chat = self.client.json("chat_create", "POST", "/api/v1/chats", {"model": "tiny", "run_id": run_id})
+            _, chat = self.client.json("chat_create", "POST", "/api/v1/chats", {"model": "tiny", "run_id": run_id})
             if not chat or "id" not in chat:
                 return
             for _ in range(rng.randint(1, 3)):
@@ -362,7 +362,7 @@ def main():
 def soak(server, address, key, args, duration):
     stats = Stats()
     client = Client(address, key, stats)
-    mix = Mix(client, random.Random(args.seed))
+    mix = Mix(client)
     started = time.monotonic()
     deadline = started + duration
     samples = []  # (seconds since start, RSS in KiB)

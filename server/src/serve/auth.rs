@@ -95,6 +95,11 @@ impl Caller {
     }
 }
 
+/// The browser's session token, if it sent one.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
@@ -133,7 +138,7 @@ async fn identify(
             role: key.role,
         }));
     }
-    if let Some(token) = cookie(headers, SESSION_COOKIE) {
+    if let Some(token) = session_token(headers) {
         let (user, csrf) = state
             .db
             .session(&token)
@@ -260,6 +265,7 @@ impl RateLimiter {
             return Ok(());
         }
         let capacity = f64::from(self.per_minute);
+        let per_second = capacity / 60.0;
         let mut buckets = self
             .buckets
             .lock()
@@ -268,20 +274,18 @@ impl RateLimiter {
         if buckets.len() >= MAX_BUCKETS {
             // Callers by the thousand (addresses, most likely): forget those whose bucket has
             // refilled, as they would start full anyway.
-            let per_second = capacity / 60.0;
             buckets.retain(|_, (tokens, last)| {
                 *tokens + now.duration_since(*last).as_secs_f64() * per_second < capacity
             });
         }
         let (tokens, last) = buckets.entry(bucket.to_owned()).or_insert((capacity, now));
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * capacity / 60.0).min(capacity);
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_second).min(capacity);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
-            let wait = ((1.0 - *tokens) * 60.0 / capacity).ceil() as u64;
+            let wait = ((1.0 - *tokens) / per_second).ceil() as u64;
             Err(ApiError::rate_limited(wait.max(1)))
         }
     }
