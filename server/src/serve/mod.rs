@@ -397,14 +397,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     // Not println!: a reader that went away must not take the server down.
     use std::io::Write;
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "glmtune serve: listening on http://{address}");
+    // One write: a reader of the first line has the setup token's line with it, however loaded
+    // the machine.
+    let mut banner = format!("glmtune serve: listening on http://{address}\n");
     if let Some(token) = setup_token {
-        let _ = writeln!(
-            stdout,
-            "glmtune serve: no users yet; create the first admin with POST /api/v1/auth/setup and the one-time token {token} (or make an API key: glmtune token create --role admin --name NAME)"
-        );
+        banner.push_str(&format!(
+            "glmtune serve: no users yet; create the first admin with POST /api/v1/auth/setup and the one-time token {token} (or make an API key: glmtune token create --role admin --name NAME)\n"
+        ));
     }
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(banner.as_bytes());
     let _ = stdout.flush();
     return_freed_memory();
     let stopping = supervisor.clone();
