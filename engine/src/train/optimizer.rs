@@ -32,19 +32,32 @@ pub struct Moments {
 }
 
 /// transformers' `AdamW` with `correct_bias=True`: ε is added to the uncorrected √v and the bias
-/// correction is folded into the step size; decoupled weight decay comes after the update.
+/// correction is folded into the step size; decoupled weight decay comes after the update, and only
+/// on the parameters the Trainer puts in its decay group (see [`decays`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdamW {
     pub config: AdamWConfig,
     pub step: u64,
     pub moments: Vec<Moments>,
+    /// Per parameter: whether `weight_decay` applies to it.
+    pub decay: Vec<bool>,
+}
+
+/// The Trainer's two parameter groups (`Trainer.create_optimizer`): weight decay applies to every
+/// trainable parameter except biases and LayerNorm weights. A projected prefix has two biases; the
+/// prefix encoder has no LayerNorm.
+pub fn decays(name: &str) -> bool {
+    !name.contains("bias") && !name.contains("layernorm")
 }
 
 impl AdamW {
-    pub fn new(config: AdamWConfig, sizes: &[usize]) -> Self {
+    /// `sizes` and `decay` have one entry per parameter tensor.
+    pub fn new(config: AdamWConfig, sizes: &[usize], decay: &[bool]) -> Self {
+        assert_eq!(sizes.len(), decay.len(), "one decay flag per parameter");
         Self {
             config,
             step: 0,
+            decay: decay.to_vec(),
             moments: sizes
                 .iter()
                 .map(|&n| Moments {
@@ -65,7 +78,13 @@ impl AdamW {
         let step_size = (lr * bias_correction2.sqrt() / bias_correction1) as f32;
         let eps = c.eps as f32;
         let decay = (lr * c.weight_decay) as f32;
-        for ((param, grad), moments) in params.iter_mut().zip(grads).zip(&mut self.moments) {
+        for (((param, grad), moments), &decays) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.moments)
+            .zip(&self.decay)
+        {
+            let decay = if decays { decay } else { 0.0 };
             for i in 0..param.len() {
                 let g = grad[i];
                 let m = &mut moments.exp_avg[i];
@@ -118,7 +137,7 @@ mod tests {
 
     #[test]
     fn first_step_moves_each_weight_by_about_lr() {
-        let mut adam = AdamW::new(AdamWConfig::default(), &[2]);
+        let mut adam = AdamW::new(AdamWConfig::default(), &[2], &[true]);
         let mut params = vec![vec![1.0f32, -1.0]];
         adam.update(0.1, &mut params, &[vec![0.5, -2.0]]);
         // m̂/√v̂ = sign(g) on the first step.
@@ -126,6 +145,22 @@ mod tests {
             (params[0][0] - 0.9).abs() < 1e-5 && (params[0][1] + 0.9).abs() < 1e-5,
             "{params:?}"
         );
+    }
+
+    #[test]
+    fn weight_decay_skips_the_no_decay_group() {
+        assert!(decays("transformer.prefix_encoder.trans.0.weight"));
+        assert!(!decays("transformer.prefix_encoder.trans.0.bias"));
+        let config = AdamWConfig {
+            weight_decay: 0.5,
+            ..AdamWConfig::default()
+        };
+        let mut adam = AdamW::new(config, &[1, 1], &[true, false]);
+        let mut params = vec![vec![1.0f32], vec![1.0f32]];
+        adam.update(0.1, &mut params, &[vec![0.0], vec![0.0]]);
+        // A zero gradient leaves only the decay: 1 - lr·wd on the decayed tensor, 1 on the other.
+        assert!((params[0][0] - 0.95).abs() < 1e-7, "{params:?}");
+        assert_eq!(params[1][0], 1.0);
     }
 
     #[test]

@@ -45,6 +45,15 @@ impl PrefixParams {
         &self.vars
     }
 
+    /// Per parameter, whether the Trainer's weight decay applies to it (not to biases).
+    pub fn decays(&self) -> Vec<bool> {
+        self.encoder()
+            .named_tensors()
+            .into_iter()
+            .map(|(name, _)| crate::train::optimizer::decays(name))
+            .collect()
+    }
+
     pub fn sizes(&self) -> Vec<usize> {
         self.vars.iter().map(|v| v.elem_count()).collect()
     }

@@ -72,7 +72,8 @@ impl Default for TrainOptions {
 pub struct StepLog {
     /// 1-based optimizer step.
     pub step: u64,
-    /// Mean of the step's micro-batch losses.
+    /// What the Trainer logs: the sum of the step's micro-batch losses divided by
+    /// `gradient_accumulation_steps` (their mean, except in a step cut short at an epoch's end).
     pub loss: f64,
     pub learning_rate: f64,
     /// Global gradient norm before clipping.
@@ -104,7 +105,7 @@ impl<'a> Trainer<'a> {
             ));
         }
         let params = PrefixParams::from_encoder(init)?;
-        let optimizer = AdamW::new(options.adam, &params.sizes());
+        let optimizer = AdamW::new(options.adam, &params.sizes(), &params.decays());
         Ok(Self {
             model,
             params,
@@ -311,7 +312,7 @@ impl<'a> Trainer<'a> {
                     step += 1;
                     let log = StepLog {
                         step,
-                        loss: losses.iter().sum::<f64>() / losses.len() as f64,
+                        loss: losses.iter().sum::<f64>() / accumulation as f64,
                         learning_rate,
                         grad_norm,
                         micro_batches: losses.len(),
