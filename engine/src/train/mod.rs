@@ -10,6 +10,6 @@ pub mod prefix_params;
 pub mod trainer;
 
 pub use loss::{causal_lm_loss, IGNORE_INDEX};
-pub use optimizer::{decays, AdamW, AdamWConfig};
+pub use optimizer::{decays, AdamW, AdamWConfig, Optim};
 pub use prefix_params::PrefixParams;
 pub use trainer::{Example, StepLog, TrainOptions, Trainer};

@@ -1,12 +1,44 @@
-//! The Hugging Face Trainer's default optimizer (`adamw_hf`, transformers' own `AdamW`), global-norm
-//! gradient clipping and the linear learning-rate schedule, on f32 master weights.
+//! The Hugging Face Trainer's AdamW optimizers — `adamw_hf` (transformers' own `AdamW`, the default of
+//! the 4.27 Trainer that ChatGLM-6B's `ptuning/main.py` runs) and `adamw_torch` (`torch.optim.AdamW`,
+//! the default of the 4.40 Trainer that ChatGLM3's `finetune_hf.py` runs) — global-norm gradient
+//! clipping and the linear learning-rate schedule, on f32 master weights.
 //!
 //! The prefix is small (at most a few hundred thousand values per layer), so the update runs as
 //! plain loops over host vectors: bitwise deterministic, and identical to torch's elementwise order.
 
-/// `adamw_hf` hyper-parameters.
+/// Which AdamW, by the Trainer's `--optim` name. The two differ in where ε goes and when the
+/// weight decay applies, so each official recipe is reproduced only by its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Optim {
+    /// transformers' `AdamW`: ε added to the uncorrected √v, bias correction folded into the step
+    /// size, decay `p -= lr·wd·p` after the update.
+    #[default]
+    AdamwHf,
+    /// `torch.optim.AdamW`: decay `p *= 1 - lr·wd` before the update, ε added to √v / √(1-β2ᵗ).
+    AdamwTorch,
+}
+
+impl Optim {
+    /// The Trainer's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Optim::AdamwHf => "adamw_hf",
+            Optim::AdamwTorch => "adamw_torch",
+        }
+    }
+
+    /// Parses the Trainer's name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Optim::AdamwHf, Optim::AdamwTorch]
+            .into_iter()
+            .find(|o| o.name() == name)
+    }
+}
+
+/// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
+    pub optim: Optim,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
@@ -16,6 +48,7 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     fn default() -> Self {
         Self {
+            optim: Optim::default(),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -72,32 +105,117 @@ impl AdamW {
     pub fn update(&mut self, lr: f64, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
         self.step += 1;
         let c = self.config;
-        let (beta1, beta2) = (c.beta1 as f32, c.beta2 as f32);
         let bias_correction1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias_correction2 = 1.0 - c.beta2.powi(self.step as i32);
-        let step_size = (lr * bias_correction2.sqrt() / bias_correction1) as f32;
-        let eps = c.eps as f32;
-        let decay = (lr * c.weight_decay) as f32;
         for (((param, grad), moments), &decays) in params
             .iter_mut()
             .zip(grads)
             .zip(&mut self.moments)
             .zip(&self.decay)
         {
-            let decay = if decays { decay } else { 0.0 };
-            for i in 0..param.len() {
-                let g = grad[i];
-                let m = &mut moments.exp_avg[i];
-                *m = *m * beta1 + g * (1.0 - beta1);
-                let v = &mut moments.exp_avg_sq[i];
-                *v = *v * beta2 + g * g * (1.0 - beta2);
-                let denom = v.sqrt() + eps;
-                param[i] += -step_size * (*m / denom);
-                if decay > 0.0 {
-                    param[i] += param[i] * -decay;
+            let weight_decay = if decays { c.weight_decay } else { 0.0 };
+            match c.optim {
+                Optim::AdamwHf => {
+                    let step_size = (lr * bias_correction2.sqrt() / bias_correction1) as f32;
+                    adamw_hf(
+                        c,
+                        step_size,
+                        (lr * weight_decay) as f32,
+                        param,
+                        grad,
+                        moments,
+                    )
+                }
+                Optim::AdamwTorch => {
+                    // torch casts each Python-float scalar to the tensor's f32 inside its kernels.
+                    let scalars = TorchScalars {
+                        keep: (1.0 - lr * weight_decay) as f32,
+                        step_size: (lr / bias_correction1) as f32,
+                        bias_correction2_sqrt: bias_correction2.sqrt() as f32,
+                    };
+                    adamw_torch(c, scalars, param, grad, moments)
                 }
             }
         }
+    }
+}
+
+/// transformers' `AdamW.step` on one tensor, in its order of operations.
+fn adamw_hf(
+    c: AdamWConfig,
+    step_size: f32,
+    decay: f32,
+    param: &mut [f32],
+    grad: &[f32],
+    moments: &mut Moments,
+) {
+    let k = Coefficients::of(c);
+    for i in 0..param.len() {
+        let g = grad[i];
+        // `exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)`
+        let m = &mut moments.exp_avg[i];
+        *m = *m * k.beta1 + k.one_minus_beta1 * g;
+        let v = &mut moments.exp_avg_sq[i];
+        // `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`: (value · g) · g
+        *v = *v * k.beta2 + k.one_minus_beta2 * g * g;
+        let denom = v.sqrt() + k.eps;
+        // `p.addcdiv_(exp_avg, denom, value=-step_size)`: (value · m) / denom
+        param[i] += -step_size * *m / denom;
+        if decay > 0.0 {
+            param[i] += param[i] * -decay;
+        }
+    }
+}
+
+/// The optimizer's constants as torch's kernels see them: computed in Python's f64, then cast to
+/// the tensors' f32 (so `1 - β1` is f32(0.1), not 1 - f32(0.9)).
+struct Coefficients {
+    beta1: f32,
+    beta2: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    eps: f32,
+}
+
+impl Coefficients {
+    fn of(c: AdamWConfig) -> Self {
+        Self {
+            beta1: c.beta1 as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            eps: c.eps as f32,
+        }
+    }
+}
+
+/// The scalars `torch.optim.AdamW` computes in Python (f64) and hands its kernels as f32.
+struct TorchScalars {
+    keep: f32,
+    step_size: f32,
+    bias_correction2_sqrt: f32,
+}
+
+/// `torch.optim.AdamW`'s single-tensor path (`_single_tensor_adamw`) on one tensor.
+fn adamw_torch(
+    c: AdamWConfig,
+    s: TorchScalars,
+    param: &mut [f32],
+    grad: &[f32],
+    moments: &mut Moments,
+) {
+    let k = Coefficients::of(c);
+    for i in 0..param.len() {
+        let g = grad[i];
+        param[i] *= s.keep;
+        // `exp_avg.lerp_(grad, 1 - beta1)`: torch's lerp for a weight below one half.
+        let m = &mut moments.exp_avg[i];
+        *m += k.one_minus_beta1 * (g - *m);
+        let v = &mut moments.exp_avg_sq[i];
+        *v = *v * k.beta2 + k.one_minus_beta2 * g * g;
+        // `(exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)`
+        let denom = v.sqrt() / s.bias_correction2_sqrt + k.eps;
+        param[i] += -s.step_size * *m / denom;
     }
 }
 
