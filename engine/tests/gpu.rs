@@ -104,7 +104,7 @@ fn check_on(gpu: Gpu, model: &ChatGlmModel, reference: &ChatGlmModel, tolerance:
 #[test]
 fn f32_model_matches_the_cpu() {
     let model = cpu_model();
-    check(&model, &model, 1e-4, "f32");
+    check(&model, &model, 2e-5, "f32");
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn quantized_models_match_the_cpu_with_the_same_weights() {
         check_with(
             &quantized,
             &quantized.dequantized().unwrap(),
-            1e-4,
+            2e-5,
             &format!("{format:?} exact activations"),
             false,
         );
@@ -128,14 +128,20 @@ fn quantized_models_match_the_cpu_with_the_same_weights() {
         .quantized(GgmlDType::Q4_0, GgmlDType::Q8_0)
         .unwrap();
     let gpu = GpuModel::upload(Gpu::blocking().unwrap(), &quantized).unwrap();
-    for ids in cases() {
-        let error = relative_error(
-            &gpu_logits(&gpu, None, &ids),
-            &cpu_logits(&quantized, None, &ids),
-        );
-        eprintln!("Q4_0 rounded activations: relative error {error:.2e}");
-        assert!(error < 5e-2, "relative error {error}");
-    }
+    let errors: Vec<f32> = cases()
+        .iter()
+        .map(|ids| {
+            let error = relative_error(
+                &gpu_logits(&gpu, None, ids),
+                &cpu_logits(&quantized, None, ids),
+            );
+            eprintln!("Q4_0 rounded activations: relative error {error:.2e}");
+            error
+        })
+        .collect();
+    let off_boundary = errors.iter().filter(|&&e| e < 1e-6).count();
+    assert!(off_boundary + 1 >= errors.len(), "{errors:?}");
+    assert!(errors.iter().all(|&e| e < 5e-2), "{errors:?}");
 }
 
 #[test]

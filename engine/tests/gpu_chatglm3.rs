@@ -93,7 +93,7 @@ fn f32_chatglm3_matches_the_cpu() {
         check(
             &gpu,
             &model,
-            1e-4,
+            2e-5,
             &format!("f32 (row per invocation {row_per_invocation})"),
         );
     }

@@ -185,16 +185,18 @@ fn quantization_error_at_a_trained_scale() {
     let reference = realistic_model();
     let cases = cases();
     let reference_ppl = perplexity(&reference, &cases);
-    // (linear format, max logit error, RMS logit error, perplexity change) allowed; measured
-    // 3.3e-4 / 1.2e-3 / 5e-5 at q8_0 and 2.3e-3 / 1.0e-2 / 2.4e-3 at q4_0.
+    // (linear format, embedding format, max logit error, RMS logit error, perplexity change)
+    // allowed, each about 1.5× what was measured (in the eprintln lines; README: Quantized inference).
+    // q8_0 embeddings are what `glmtune quantize` writes by default; f16 ones isolate the linear
+    // layers' own error.
     let limits = [
-        (GgmlDType::Q8_0, 2e-3, 5e-3, 0.005),
-        (GgmlDType::Q4_0, 1e-2, 3e-2, 0.02),
+        (GgmlDType::Q8_0, GgmlDType::F16, 4e-4, 2e-3, 1e-4),
+        (GgmlDType::Q8_0, GgmlDType::Q8_0, 2.2e-3, 9e-3, 8e-4),
+        (GgmlDType::Q4_0, GgmlDType::F16, 3.5e-3, 1.5e-2, 1.6e-3),
+        (GgmlDType::Q4_0, GgmlDType::Q8_0, 4e-3, 1.8e-2, 1.2e-3),
     ];
-    let mut previous = 0f32;
-    for (format, max_limit, rms_limit, ppl_limit) in limits {
-        // Embeddings kept at f16 so that the figures are the linear layers' own.
-        let quantized = reference.quantized(format, GgmlDType::F16).unwrap();
+    for (format, embeddings, max_limit, rms_limit, ppl_limit) in limits {
+        let quantized = reference.quantized(format, embeddings).unwrap();
         let (mut worst, mut rms) = (0f32, 0f32);
         for ids in &cases {
             let (q, f) = (
@@ -206,16 +208,17 @@ fn quantization_error_at_a_trained_scale() {
         }
         let ratio = perplexity(&quantized, &cases) / reference_ppl;
         eprintln!(
-            "std-0.02 weights, {format:?}: max logit error {worst:.2e}, RMS {rms:.2e}; perplexity {:.3} vs f32 {reference_ppl:.3} (×{ratio:.5})",
-            ratio * reference_ppl
+            "std-0.02 weights, {format:?} with {embeddings:?} embeddings: max logit error {worst:.2e}, RMS {rms:.2e}; perplexity ×{ratio:.6} of f32"
         );
-        assert!(worst > previous && worst < max_limit, "{format:?}: {worst}");
-        assert!(rms < rms_limit, "{format:?}: {rms}");
+        assert!(
+            worst > 0.0 && worst < max_limit,
+            "{format:?}/{embeddings:?}: {worst}"
+        );
+        assert!(rms < rms_limit, "{format:?}/{embeddings:?}: {rms}");
         assert!(
             (ratio - 1.0).abs() < ppl_limit,
-            "{format:?}: perplexity ratio {ratio}"
+            "{format:?}/{embeddings:?}: perplexity ratio {ratio}"
         );
-        previous = worst;
     }
 }
 

@@ -199,3 +199,114 @@ fn training_on_conversations_learns_and_the_adapter_chats() {
     assert!(rows.contains("\"labels\":\"多喝水，多休息。\""), "{rows}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `glmtune train` on the conversations of THUDM's ChatGLM3 reference run
+/// (`tests/fixtures/training_chatglm3/`: finetune_hf.py's preprocessing and 4.40 Trainer) with its
+/// settings, and no `--optim`: the generation's own default (`adamw_torch`) reproduces it, loss by
+/// loss, gradient norm by gradient norm, and the trained prefix.
+#[test]
+fn cli_training_reproduces_finetune_hf() {
+    let reference_dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/training_chatglm3");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reference_dir.join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = scratch("finetune-hf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("conversations.jsonl");
+    let lines: Vec<String> = reference["preprocess"]["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| serde_json::json!({ "conversations": c }).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let args = &reference["training_args"];
+    let text = |key: &str| args[key].to_string();
+    let out = dir.join("out");
+    let output = glmtune(&[
+        "train",
+        "--model",
+        &fixture("model"),
+        "--train-file",
+        &data.to_string_lossy(),
+        "--init-adapter",
+        &reference_dir.join("adapter_init").to_string_lossy(),
+        "--prefix-dropout",
+        "0",
+        "--no-shuffle",
+        "--logging-steps",
+        "1",
+        "--max-source-length",
+        &reference["preprocess"]["max_input_length"].to_string(),
+        "--max-target-length",
+        &reference["preprocess"]["max_output_length"].to_string(),
+        "--per-device-train-batch-size",
+        &text("per_device_train_batch_size"),
+        "--gradient-accumulation-steps",
+        &text("gradient_accumulation_steps"),
+        "--learning-rate",
+        &text("learning_rate"),
+        "--weight-decay",
+        &text("weight_decay"),
+        "--warmup-steps",
+        &text("warmup_steps"),
+        "--max-grad-norm",
+        &text("max_grad_norm"),
+        "--max-steps",
+        &text("max_steps"),
+        "--output-dir",
+        &out.to_string_lossy(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("trainer_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|row: &serde_json::Value| row.get("loss").is_some())
+        .collect();
+    let trajectory = reference["trajectory"].as_array().unwrap();
+    assert_eq!(rows.len(), trajectory.len());
+    let relative = |a: f64, b: f64| (a - b).abs() / b.abs();
+    for (row, step) in rows.iter().zip(trajectory) {
+        let loss = relative(
+            row["loss"].as_f64().unwrap(),
+            step["loss_unrounded"].as_f64().unwrap(),
+        );
+        let norm = relative(
+            row["grad_norm"].as_f64().unwrap(),
+            step["grad_norm"].as_f64().unwrap(),
+        );
+        assert!(loss < 1e-6 && norm < 1e-4, "{row} vs {step}");
+    }
+    let ours =
+        candle_core::safetensors::load(out.join("adapter.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let theirs = candle_core::safetensors::load(
+        reference_dir.join("trained_prefix.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let name = "transformer.prefix_encoder.embedding.weight";
+    let (a, b) = (
+        ours[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        theirs[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+    );
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let error = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale;
+    assert!(error < 1e-5, "trained prefix relative error {error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

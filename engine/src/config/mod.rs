@@ -38,6 +38,16 @@ impl Family {
             Family::ChatGlm3 => "ChatGLM3-6B",
         }
     }
+
+    /// The optimizer of the generation's official P-Tuning v2 script: ChatGLM-6B's and ChatGLM2's
+    /// `ptuning/main.py` run the transformers 4.27 Trainer (default `adamw_hf`); ChatGLM3's
+    /// `finetune_demo/finetune_hf.py` runs the 4.40 Trainer (default `adamw_torch`).
+    pub fn official_optim(self) -> crate::train::Optim {
+        match self {
+            Family::ChatGlm | Family::ChatGlm2 => crate::train::Optim::AdamwHf,
+            Family::ChatGlm3 => crate::train::Optim::AdamwTorch,
+        }
+    }
 }
 
 impl std::fmt::Display for Family {

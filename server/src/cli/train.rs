@@ -13,7 +13,7 @@ use clap::Args;
 use glmtune_engine::data::{preprocess_train, PreprocessOptions};
 use glmtune_engine::generation::Flow;
 use glmtune_engine::model::PrefixEncoder;
-use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer};
+use glmtune_engine::train::{AdamWConfig, Example, Optim, StepLog, TrainOptions, Trainer};
 use glmtune_engine::PrefixConfig;
 
 use super::data::DatasetArgs;
@@ -66,6 +66,10 @@ pub struct TrainArgs {
     learning_rate: f64,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// The Trainer's optimizer (`adamw_hf`: transformers' AdamW; `adamw_torch`: torch's). Default:
+    /// the one the model generation's official script uses (adamw_torch for ChatGLM3).
+    #[arg(long, value_parser = ["adamw_hf", "adamw_torch"])]
+    optim: Option<String>,
     #[arg(long, default_value_t = 0)]
     warmup_steps: u64,
     #[arg(long, default_value_t = 1.0)]
@@ -218,6 +222,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         warmup_steps: args.warmup_steps,
         max_grad_norm: args.max_grad_norm,
         adam: AdamWConfig {
+            optim: match &args.optim {
+                Some(name) => Optim::from_name(name).context("--optim")?,
+                None => tokenizer.family().official_optim(),
+            },
             weight_decay: args.weight_decay,
             ..AdamWConfig::default()
         },
