@@ -59,6 +59,8 @@ fn reproduces_the_official_trajectory_and_prefix() {
         prefix_dropout: 0.0,
         shuffle: false,
         seed: 42,
+        forward_batch_size: None,
+        gradient_checkpointing: false,
     };
     let mut trainer = Trainer::new(&model, &init, options).unwrap();
     let mut logs: Vec<StepLog> = Vec::new();

@@ -111,6 +111,8 @@ fn options(args: &serde_json::Value) -> TrainOptions {
         prefix_dropout: 0.0,
         shuffle: false,
         seed: args["seed"].as_u64().unwrap(),
+        forward_batch_size: None,
+        gradient_checkpointing: false,
     }
 }
 
@@ -125,9 +127,35 @@ fn check_run(
     features: &serde_json::Value,
     prefix_file: &str,
 ) {
+    // How the rows go through the model changes speed and memory, never the trajectory: one
+    // micro-batch a forward (the Trainer's way), a whole step in one forward, one sequence a
+    // forward with per-layer recomputation, and forwards that cut across micro-batches.
+    for (forward_batch_size, gradient_checkpointing) in [
+        (None, false),
+        (Some(6), false),
+        (Some(1), true),
+        (Some(4), true),
+    ] {
+        eprintln!(
+            "forward_batch_size {forward_batch_size:?}, checkpointing {gradient_checkpointing}:"
+        );
+        let mut options = options(&run["training_args"]);
+        options.forward_batch_size = forward_batch_size;
+        options.gradient_checkpointing = gradient_checkpointing;
+        check_run_with(reference, run, features, prefix_file, options);
+    }
+}
+
+fn check_run_with(
+    reference: &Reference,
+    run: &serde_json::Value,
+    features: &serde_json::Value,
+    prefix_file: &str,
+    options: TrainOptions,
+) {
     let (model, init) = reference.model_and_init();
     let examples = examples(features, run["n_features"].as_u64().unwrap() as usize);
-    let mut trainer = Trainer::new(&model, &init, options(&run["training_args"])).unwrap();
+    let mut trainer = Trainer::new(&model, &init, options).unwrap();
     let mut logs: Vec<StepLog> = Vec::new();
     trainer
         .run(&examples, |log, _| {

@@ -77,6 +77,13 @@ impl Block {
     }
 }
 
+/// The per-forward inputs every layer reads (see [`ChatGlmModel::layer_context`]).
+#[derive(Debug, Clone)]
+pub struct LayerContext {
+    rotations: Vec<(Tensor, Tensor)>,
+    mask: Option<Tensor>,
+}
+
 /// Cached keys and values of every layer, each `[batch, kv_heads, len, head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
@@ -326,7 +333,6 @@ impl ChatGlmModel {
         mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let (batch, seq) = ids.dims2()?;
         if cache.layers.len() != self.blocks.len() {
             return Err(EngineError::Input(format!(
                 "cache has {} layers, the model {}",
@@ -334,6 +340,28 @@ impl ChatGlmModel {
                 self.blocks.len()
             )));
         }
+        let context = self.layer_context(ids, positions, mask)?;
+        let mut hidden = self.embed(ids)?;
+        for (layer, cache) in cache.layers.iter_mut().enumerate() {
+            hidden = self.layer(layer, &hidden, &context, cache)?;
+        }
+        self.final_norm(&hidden)
+    }
+
+    /// The input embeddings of `ids` (`[batch, seq]`) in the model's dtype.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.word_embeddings.gather(ids, self.dtype)
+    }
+
+    /// What every layer of one forward shares: the rotary tables of `positions` and the mask
+    /// broadcast over the heads.
+    pub fn layer_context(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<LayerContext> {
+        let (batch, seq) = ids.dims2()?;
         if let Ok(max) = positions.flatten_all()?.max(0)?.to_scalar::<u32>() {
             if max as usize >= self.rotary.max_positions() {
                 return Err(EngineError::Input(format!(
@@ -351,44 +379,48 @@ impl ChatGlmModel {
             }
             None => None,
         };
-        let mut hidden = self.word_embeddings.gather(ids, self.dtype)?;
+        Ok(LayerContext { rotations, mask })
+    }
+
+    /// Layer `layer` over `hidden`, appending its keys and values to `cache` (which may start
+    /// with a prefix): the block of the config's generation.
+    pub fn layer(
+        &self,
+        layer: usize,
+        hidden: &Tensor,
+        context: &LayerContext,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let block = self
+            .blocks
+            .get(layer)
+            .ok_or_else(|| EngineError::Input(format!("layer {layer} of {}", self.blocks.len())))?;
+        let (rotations, mask) = (&context.rotations, context.mask.as_ref());
         if self.config.glm2().is_some() {
-            for (layer, block) in self.blocks.iter().enumerate() {
-                hidden = self.glm2_block(
-                    block,
-                    &hidden,
-                    &rotations,
-                    mask.as_ref(),
-                    &mut cache.layers[layer],
-                )?;
-            }
-            return match &self.final_layernorm {
-                Some(norm) => norm.forward(&hidden),
-                None => Ok(hidden),
-            };
+            return self.glm2_block(block, hidden, rotations, mask, cache);
         }
         let alpha = RESIDUAL_ALPHA;
-        for (layer, block) in self.blocks.iter().enumerate() {
-            let attention_input = block.input_layernorm.forward(&hidden)?;
-            let attention = self.attention(
-                block,
-                layer,
-                &attention_input,
-                &rotations,
-                mask.as_ref(),
-                &mut cache.layers[layer],
-            )?;
-            let residual = ((&attention_input * alpha)? + attention)?;
-            let mlp_input = block.post_attention_layernorm.forward(&residual)?;
-            let mlp = block
-                .dense_4h_to_h
-                .forward(&block.dense_h_to_4h.forward(&mlp_input)?.gelu()?)?;
-            hidden = ((&mlp_input * alpha)? + mlp)?;
-        }
+        let attention_input = block.input_layernorm.forward(hidden)?;
+        let attention = self.attention(block, layer, &attention_input, rotations, mask, cache)?;
+        let residual = ((&attention_input * alpha)? + attention)?;
+        let mlp_input = block.post_attention_layernorm.forward(&residual)?;
+        let mlp = block
+            .dense_4h_to_h
+            .forward(&block.dense_h_to_4h.forward(&mlp_input)?.gelu()?)?;
+        Ok(((&mlp_input * alpha)? + mlp)?)
+    }
+
+    /// The final LayerNorm/RMSNorm, where the model has one.
+    pub fn final_norm(&self, hidden: &Tensor) -> Result<Tensor> {
         match &self.final_layernorm {
-            Some(norm) => norm.forward(&hidden),
-            None => Ok(hidden),
+            Some(norm) => norm.forward(hidden),
+            None => Ok(hidden.clone()),
         }
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
     }
 
     fn attention(

@@ -12,6 +12,6 @@ pub mod rotary;
 mod storage;
 pub mod weights;
 
-pub use chatglm::{ChatGlmModel, KvCache};
+pub use chatglm::{ChatGlmModel, KvCache, LayerContext};
 pub use inputs::{Batch, SequencePositions, Step};
 pub use prefix::PrefixEncoder;

@@ -11,6 +11,13 @@ pub const IGNORE_INDEX: i64 = -100;
 /// Mean cross-entropy of `logits` (`[batch, seq, vocab]`, f32) against `labels` (`batch` rows of
 /// `seq`), differentiable with respect to the logits.
 pub fn causal_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
+    let (log_probs, _) = labelled_log_probs(logits, labels)?;
+    Ok(log_probs.mean_all()?.neg()?)
+}
+
+/// The log-probability of each label other than -100 (`[n]`, in row-major order, differentiable
+/// with respect to the logits) and the row it belongs to.
+pub fn labelled_log_probs(logits: &Tensor, labels: &[Vec<i64>]) -> Result<(Tensor, Vec<usize>)> {
     let (batch, seq, vocab) = logits.dims3()?;
     if labels.len() != batch || labels.iter().any(|row| row.len() != seq) {
         return Err(EngineError::Input(format!(
@@ -18,6 +25,7 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
         )));
     }
     let mut rows = Vec::new();
+    let mut owners = Vec::new();
     let mut targets = Vec::new();
     for (b, row) in labels.iter().enumerate() {
         for t in 0..seq.saturating_sub(1) {
@@ -31,6 +39,7 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
                 )));
             }
             rows.push((b * seq + t) as u32);
+            owners.push(b);
             targets.push(label as u32);
         }
     }
@@ -47,5 +56,5 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
         .reshape((batch * seq, vocab))?
         .index_select(&rows, 0)?;
     let log_probs = candle_nn::ops::log_softmax(&picked, D::Minus1)?;
-    Ok(log_probs.gather(&targets, 1)?.mean_all()?.neg()?)
+    Ok((log_probs.gather(&targets, 1)?.squeeze(1)?, owners))
 }

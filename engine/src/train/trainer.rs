@@ -9,18 +9,17 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
 use crate::generation::Flow;
-use crate::model::prefix::split_key_values;
-use crate::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
-use crate::train::loss::{causal_lm_loss, IGNORE_INDEX};
+use crate::model::{ChatGlmModel, PrefixEncoder};
 use crate::train::optimizer::{clip, global_norm, linear_lr, AdamW, AdamWConfig};
 use crate::train::prefix_params::PrefixParams;
+use crate::train::step::{mean_loss, step_gradients, Row, StepGradients, StepShape};
 
 /// Optimizer moments inside a checkpoint folder.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -48,6 +47,11 @@ pub struct TrainOptions {
     pub prefix_dropout: f32,
     pub shuffle: bool,
     pub seed: u64,
+    /// Sequences per forward/backward (default: `per_device_train_batch_size`). A step's rows are
+    /// run in forwards of this many whatever their micro-batches; only speed and memory change.
+    pub forward_batch_size: Option<usize>,
+    /// Recompute each layer in the backward instead of keeping its activations.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainOptions {
@@ -63,6 +67,8 @@ impl Default for TrainOptions {
             prefix_dropout: 0.1,
             shuffle: true,
             seed: 42,
+            forward_batch_size: None,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -99,9 +105,13 @@ impl<'a> Trainer<'a> {
         init: &PrefixEncoder,
         options: TrainOptions,
     ) -> Result<Self> {
-        if options.per_device_train_batch_size == 0 || options.gradient_accumulation_steps == 0 {
+        if options.per_device_train_batch_size == 0
+            || options.gradient_accumulation_steps == 0
+            || options.forward_batch_size == Some(0)
+        {
             return Err(EngineError::Input(
-                "batch size and gradient accumulation steps must be at least 1".into(),
+                "batch size, forward batch size and gradient accumulation steps must be at least 1"
+                    .into(),
             ));
         }
         let params = PrefixParams::from_encoder(init)?;
@@ -138,12 +148,18 @@ impl<'a> Trainer<'a> {
         if examples.is_empty() {
             return Err(EngineError::Input("no evaluation examples".into()));
         }
-        let encoder = self.encoder()?;
         let mut total = 0.0;
         for batch in examples.chunks(self.options.per_device_train_batch_size) {
-            let batch: Vec<&Example> = batch.iter().collect();
-            let loss = batch_loss(self.model, &encoder, &batch, None)?;
-            total += loss.to_scalar::<f32>()? as f64 * batch.len() as f64;
+            let rows: Vec<Row> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, example)| Row {
+                    example,
+                    micro_batch: 0,
+                    row_in_micro_batch: i,
+                })
+                .collect();
+            total += mean_loss(self.model, &self.params, &rows)? * batch.len() as f64;
         }
         Ok(total / examples.len() as f64)
     }
@@ -264,161 +280,119 @@ impl<'a> Trainer<'a> {
         }
         let options = self.options.clone();
         let accumulation = options.gradient_accumulation_steps as u64;
-        let micro_per_epoch = examples.len().div_ceil(options.per_device_train_batch_size);
+        let micro_per_epoch = examples.len().div_ceil(options.per_device_train_batch_size) as u64;
+        let shape = StepShape {
+            forward_batch_size: options
+                .forward_batch_size
+                .unwrap_or(options.per_device_train_batch_size),
+            accumulation: options.gradient_accumulation_steps,
+            gradient_checkpointing: options.gradient_checkpointing,
+        };
         let mut step = self.optimizer.step;
-        let mut grads: Option<Vec<Vec<f32>>> = None;
-        let (mut losses, mut tokens) = (Vec::new(), 0usize);
-        // Checkpoints fall on step boundaries, so a resumed run starts with no pending gradients.
-        let mut epoch = self.micro_batches_done / micro_per_epoch as u64;
-        let mut skip = (self.micro_batches_done % micro_per_epoch as u64) as usize;
+        let mut order: Option<(u64, Vec<usize>)> = None;
         while step < options.max_steps {
-            let order = self.epoch_order(epoch, examples.len());
-            let chunks = order
-                .chunks(options.per_device_train_batch_size)
-                .enumerate()
-                .skip(skip);
-            skip = 0;
-            for (index_in_epoch, chunk) in chunks {
-                let batch: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
-                let (loss, micro_grads, micro_tokens) =
-                    self.micro_batch(&batch, accumulation as f64)?;
-                losses.push(loss);
-                tokens += micro_tokens;
-                match &mut grads {
-                    Some(total) => total.iter_mut().zip(&micro_grads).for_each(|(t, g)| {
-                        t.iter_mut().zip(g).for_each(|(t, g)| *t += g);
-                    }),
-                    None => grads = Some(micro_grads),
+            // This step's micro-batches, by the Trainer's rule: every `accumulation` micro-batches
+            // counted across epochs, and at the end of an epoch shorter than that. Checkpoints fall
+            // on step boundaries, so a resumed run starts at one.
+            let first_micro_batch = self.micro_batches_done;
+            let mut rows = Vec::new();
+            let mut micro_batches = 0;
+            loop {
+                let epoch = self.micro_batches_done / micro_per_epoch;
+                let index_in_epoch = (self.micro_batches_done % micro_per_epoch) as usize;
+                if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    order = Some((epoch, self.epoch_order(epoch, examples.len())));
                 }
+                let chunk = order.as_ref().map_or(&[][..], |(_, o)| {
+                    o.chunks(options.per_device_train_batch_size)
+                        .nth(index_in_epoch)
+                        .unwrap_or(&[])
+                });
+                rows.extend(chunk.iter().enumerate().map(|(row, &i)| Row {
+                    example: &examples[i],
+                    micro_batch: micro_batches,
+                    row_in_micro_batch: row,
+                }));
+                micro_batches += 1;
                 self.micro_batches_done += 1;
-                let epoch_end = index_in_epoch + 1 == micro_per_epoch;
-                let short_epoch = micro_per_epoch as u64 <= accumulation;
+                let epoch_end = index_in_epoch as u64 + 1 == micro_per_epoch;
+                let short_epoch = micro_per_epoch <= accumulation;
                 if self.micro_batches_done.is_multiple_of(accumulation)
                     || (short_epoch && epoch_end)
                 {
-                    let mut step_grads = grads.take().unwrap_or_default();
-                    let grad_norm = global_norm(&step_grads);
-                    clip(&mut step_grads, grad_norm, options.max_grad_norm);
-                    let learning_rate = linear_lr(
-                        options.learning_rate,
-                        step,
-                        options.warmup_steps,
-                        options.max_steps,
-                    );
-                    let mut values = self.params.values()?;
-                    self.optimizer
-                        .update(learning_rate, &mut values, &step_grads);
-                    self.params.set_values(&values, self.model.device())?;
-                    step += 1;
-                    let log = StepLog {
-                        step,
-                        loss: losses.iter().sum::<f64>() / accumulation as f64,
-                        learning_rate,
-                        grad_norm,
-                        micro_batches: losses.len(),
-                        tokens,
-                    };
-                    losses.clear();
-                    tokens = 0;
-                    if on_step(&log, self)? == Flow::Stop || step >= options.max_steps {
-                        return Ok(());
-                    }
+                    break;
                 }
             }
-            epoch += 1;
+            let dropout = |encoded: &Tensor, rows: &[Row]| {
+                self.prefix_dropout(encoded, first_micro_batch, rows)
+            };
+            let StepGradients {
+                losses,
+                grads: mut step_grads,
+                tokens,
+            } = step_gradients(
+                self.model,
+                &self.params,
+                &rows,
+                micro_batches,
+                shape,
+                &dropout,
+            )?;
+            let grad_norm = global_norm(&step_grads);
+            clip(&mut step_grads, grad_norm, options.max_grad_norm);
+            let learning_rate = linear_lr(
+                options.learning_rate,
+                step,
+                options.warmup_steps,
+                options.max_steps,
+            );
+            let mut values = self.params.values()?;
+            self.optimizer
+                .update(learning_rate, &mut values, &step_grads);
+            self.params.set_values(&values, self.model.device())?;
+            step += 1;
+            let log = StepLog {
+                step,
+                loss: losses.iter().sum::<f64>() / accumulation as f64,
+                learning_rate,
+                grad_norm,
+                micro_batches,
+                tokens,
+            };
+            if on_step(&log, self)? == Flow::Stop {
+                return Ok(());
+            }
         }
         Ok(())
     }
 
-    /// Forward and backward of one micro-batch; returns its (undivided) loss, the gradients of
-    /// `loss / accumulation` per parameter, and the tokens it fed.
-    fn micro_batch(
+    /// Inverted dropout on the prefix output of a forward's rows. Each row's mask is seeded by its
+    /// micro-batch's number in the run and its place in it, so a resumed run, or another
+    /// `forward_batch_size`, draws the same masks.
+    fn prefix_dropout(
         &self,
-        batch: &[&Example],
-        accumulation: f64,
-    ) -> Result<(f64, Vec<Vec<f32>>, usize)> {
-        let encoder = self.params.encoder();
-        let loss = batch_loss(
-            self.model,
-            &encoder,
-            batch,
-            Some(&|encoded| self.prefix_dropout(encoded)),
-        )?;
-        let loss_value = loss.to_scalar::<f32>()? as f64;
-        let gradients = (loss / accumulation)?.backward()?;
-        let grads = self
-            .params
-            .vars()
-            .iter()
-            .map(|var| match gradients.get(var.as_tensor()) {
-                Some(g) => Ok(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
-                None => Ok(vec![0.0; var.elem_count()]),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let width = batch.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
-        Ok((loss_value, grads, batch.len() * width))
-    }
-
-    /// Inverted dropout on the batched prefix output, seeded by the micro-batch count so a resumed
-    /// run draws the same masks.
-    fn prefix_dropout(&self, encoded: &Tensor) -> Result<Tensor> {
+        encoded: &Tensor,
+        first_micro_batch: u64,
+        rows: &[Row],
+    ) -> Result<Tensor> {
         let p = self.options.prefix_dropout;
         if p <= 0.0 {
             return Ok(encoded.clone());
         }
-        let mut rng = StdRng::seed_from_u64(
-            self.options.seed ^ self.micro_batches_done.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
         let scale = 1.0 / (1.0 - p);
-        let mask: Vec<f32> = (0..encoded.elem_count())
-            .map(|_| if rng.random::<f32>() < p { 0.0 } else { scale })
-            .collect();
+        let per_row = encoded.elem_count() / rows.len().max(1);
+        let mut mask: Vec<f32> = Vec::with_capacity(encoded.elem_count());
+        for row in rows {
+            let micro_batch = first_micro_batch + row.micro_batch as u64;
+            let mut rng = StdRng::seed_from_u64(
+                self.options.seed
+                    ^ micro_batch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ (row.row_in_micro_batch as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F),
+            );
+            mask.extend((0..per_row).map(|_| if rng.random::<f32>() < p { 0.0 } else { scale }));
+        }
         let mask =
             Tensor::from_vec(mask, encoded.shape(), encoded.device())?.to_dtype(encoded.dtype())?;
         Ok((encoded * mask)?)
     }
-}
-
-/// Transforms the batched prefix output before it reaches the layers (dropout in training).
-type PrefixTransform<'f> = &'f dyn Fn(&Tensor) -> Result<Tensor>;
-
-/// The loss of one batch under `encoder`'s prefix.
-fn batch_loss(
-    model: &ChatGlmModel,
-    encoder: &PrefixEncoder,
-    batch: &[&Example],
-    transform: Option<PrefixTransform>,
-) -> Result<Tensor> {
-    let config = model.config();
-    let sequences: Vec<Vec<u32>> = batch.iter().map(|e| e.input_ids.clone()).collect();
-    let width = sequences.iter().map(Vec::len).max().unwrap_or(0);
-    let labels: Vec<Vec<i64>> = batch
-        .iter()
-        .map(|e| {
-            // Shorter examples are left-padded by `Batch`; their labels get the same padding.
-            let mut row = vec![IGNORE_INDEX; width - e.labels.len()];
-            row.extend_from_slice(&e.labels);
-            row
-        })
-        .collect();
-    let inputs = Batch::new(
-        &sequences,
-        config,
-        encoder.config.pre_seq_len,
-        model.device(),
-    )?;
-    let encoded = encoder.encode()?.to_dtype(model.dtype())?.unsqueeze(0)?;
-    let encoded = encoded.broadcast_as((batch.len(), encoded.dim(1)?, encoded.dim(2)?))?;
-    let encoded = match transform {
-        Some(f) => f(&encoded)?,
-        None => encoded,
-    };
-    let mut cache = KvCache::from_prefix(split_key_values(&encoded, config)?);
-    let hidden = model.forward(
-        &inputs.ids,
-        &inputs.positions,
-        inputs.mask.as_ref(),
-        &mut cache,
-    )?;
-    causal_lm_loss(&model.logits(&hidden)?, &labels)
 }

@@ -62,6 +62,14 @@ pub struct TrainArgs {
     per_device_train_batch_size: usize,
     #[arg(long, default_value_t = 16)]
     gradient_accumulation_steps: usize,
+    /// Sequences per forward/backward (default: the per-device batch size). Only speed and memory
+    /// change: `1 × 16` can run as one forward of 16 with the same trajectory.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    forward_batch_size: Option<u64>,
+    /// Recompute each layer in the backward instead of keeping its activations (less memory,
+    /// about one more forward of work; the same gradients).
+    #[arg(long)]
+    gradient_checkpointing: bool,
     #[arg(long, default_value_t = 2e-2)]
     learning_rate: f64,
     #[arg(long, default_value_t = 0.0)]
@@ -232,6 +240,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         prefix_dropout: args.prefix_dropout,
         shuffle: !args.no_shuffle,
         seed: args.seed,
+        forward_batch_size: args.forward_batch_size.map(|n| n as usize),
+        gradient_checkpointing: args.gradient_checkpointing,
     };
     let mut trainer = Trainer::new(&model, &init, options)?;
     std::fs::create_dir_all(&args.output_dir)
