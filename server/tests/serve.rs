@@ -66,12 +66,28 @@ impl Server {
 
     /// Sends one HTTP/1.0 request (the server closes the connection after the body).
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let host = format!("Host: {}", self.address);
+        self.request_with(method, path, &[&host], body)
+    }
+
+    /// As [`Server::request`], with exactly the header lines given (besides the body's).
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         let body = body.unwrap_or("");
+        let mut head = String::new();
+        for line in headers {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
         write!(
             stream,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.address,
+            "{method} {path} HTTP/1.0\r\n{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
@@ -338,4 +354,83 @@ fn generation_beyond_the_configured_limits_is_refused() {
     let nested = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
     let (status, body) = server.request("POST", "/v1/chat/completions", Some(&nested));
     assert_eq!(status, 400, "{body}");
+}
+
+/// The `error.code` of a JSON error body, failing on anything else.
+fn error_code(body: &str) -> String {
+    let json: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON error ({e}): {body}"));
+    json["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.code: {body}"))
+        .to_owned()
+}
+
+#[test]
+fn other_hosts_and_cross_site_writes_are_refused_even_without_auth() {
+    let server = Server::start_with_args(&[], &["--allowed-host", "glmtune.example.test"]);
+    let port = server.address.rsplit(':').next().unwrap().to_owned();
+    let chat = r#"{"model": "tiny", "messages": []}"#;
+    // DNS rebinding: the attacker's name, pointed at 127.0.0.1, arrives as the Host.
+    for host in [format!("rebind.evil.test:{port}"), "rebind.evil.test".into()] {
+        let (status, body) =
+            server.request_with("GET", "/api/v1/datasets", &[&format!("Host: {host}")], None);
+        assert_eq!(status, 403, "{host}: {body}");
+        assert_eq!(error_code(&body), "forbidden");
+        assert!(body.contains("--allowed-host"), "{body}");
+    }
+    // The loopback forms on the bound port, a configured name, and a script sending no Host.
+    for host in [
+        format!("Host: localhost:{port}"),
+        format!("Host: [::1]:{port}"),
+        "Host: glmtune.example.test".into(),
+        String::new(),
+    ] {
+        let headers: Vec<&str> = [host.as_str()].into_iter().filter(|h| !h.is_empty()).collect();
+        let (status, body) = server.request_with("GET", "/api/v1/datasets", &headers, None);
+        assert_eq!(status, 200, "{host:?}: {body}");
+    }
+    let (status, _) = server.request_with(
+        "GET",
+        "/api/v1/datasets",
+        &["Host: localhost:1"],
+        None,
+    );
+    assert_eq!(status, 403, "another port on loopback");
+    // A cross-site form POST under --no-auth: refused before it reaches the route.
+    let host = format!("Host: {}", server.address);
+    // localhost is another origin than 127.0.0.1, though both name this server.
+    let sibling = format!("Origin: http://localhost:{port}");
+    for origin in ["Origin: http://evil.test", "Origin: null", sibling.as_str()] {
+        let (status, body) =
+            server.request_with("POST", "/api/v1/chats", &[&host, origin], Some(chat));
+        assert_eq!(status, 403, "{origin}: {body}");
+        assert_eq!(error_code(&body), "forbidden");
+    }
+    let (status, body) = server.request_with(
+        "POST",
+        "/api/v1/chats",
+        &[&host, "Sec-Fetch-Site: cross-site"],
+        Some(chat),
+    );
+    assert_eq!(status, 403, "{body}");
+    // The server's own pages, and scripts that send no Origin, reach the route (which then
+    // judges the body: an empty chat is a 400 of its own, not a 403).
+    let own = format!("Origin: http://{}", server.address);
+    for extra in [own.as_str(), "Sec-Fetch-Site: same-origin", ""] {
+        let headers: Vec<&str> = [host.as_str(), extra]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
+        let (status, body) = server.request_with("POST", "/api/v1/chats", &headers, Some(chat));
+        assert_ne!(status, 403, "{extra:?}: {body}");
+    }
+    // Reads carry no Origin check: a page may not read the answer anyway (no CORS).
+    let (status, _) = server.request_with(
+        "GET",
+        "/api/v1/datasets",
+        &[&host, "Origin: http://evil.test"],
+        None,
+    );
+    assert_eq!(status, 200);
 }

@@ -12,6 +12,7 @@ mod events;
 mod metrics;
 mod openai;
 mod openapi;
+mod origin;
 mod registry;
 mod supervisor;
 mod web;
@@ -99,6 +100,14 @@ pub struct ServeArgs {
     /// Serve without authentication, every caller an admin (loopback addresses only).
     #[arg(long)]
     no_auth: bool,
+    /// Another name this server answers to, as browsers send it in `Host` (NAME, any port, or
+    /// NAME:PORT); repeatable. Always accepted: the bind address, and on loopback `localhost` and
+    /// every loopback address, on the bound port; bound to 0.0.0.0 or [::], any of this machine's
+    /// addresses typed as such. Every DNS name the server is reached by (directly, or through a
+    /// reverse proxy that passes the name on) must be listed: a request naming another host is
+    /// refused, which is what keeps a web page from reaching the server by DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +150,8 @@ pub struct Settings {
     pub stall: Duration,
     pub web_dir: PathBuf,
     pub session_seconds: i64,
+    /// The names a request's `Host` may give (`--allowed-host` and the bound address).
+    pub hosts: origin::HostPolicy,
 }
 
 #[derive(Clone)]
@@ -210,6 +221,11 @@ pub fn router(state: AppState, max_json_bytes: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
+        ))
+        // Outside authentication and metrics: a request for another host is nobody's business.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::check,
         ))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
@@ -319,7 +335,8 @@ struct Prepared {
     setup_token: Option<String>,
 }
 
-async fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
+/// `bound` is the address the listener got (its real port where `--bind` asked for port 0).
+async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared> {
     let db = open_database(&args.data_dir, args.database_url.as_deref()).await?;
     for spec in &args.models {
         register_model(&db, &spec.name, &spec.dir, spec.adapter.as_deref())
@@ -351,6 +368,7 @@ async fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
         stall: Duration::from_secs(args.stall_seconds.max(1)),
         web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
         session_seconds: args.session_seconds.max(1),
+        hosts: origin::HostPolicy::new(bound, &args.allowed_hosts),
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let blobs = blobs::Blobs::new(&data_dir)
@@ -374,7 +392,7 @@ async fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
 /// The router of a server started with `args`, for callers in this process (no socket, no
 /// signals): the fuzz target drives it with hostile requests.
 pub async fn app(args: &ServeArgs) -> anyhow::Result<Router> {
-    Ok(router(prepare(args).await?.state, args.max_json_bytes))
+    Ok(router(prepare(args, args.bind).await?.state, args.max_json_bytes))
 }
 
 /// `glmtune serve`'s flags from a list of them (as typed after `glmtune serve`).
@@ -389,12 +407,13 @@ pub fn flags(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let Prepared { state, setup_token } = prepare(&args).await?;
-    let supervisor = state.supervisor.clone();
+    // Bound first: the names the server answers to include the port it really got.
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     let address = listener.local_addr()?;
+    let Prepared { state, setup_token } = prepare(&args, address).await?;
+    let supervisor = state.supervisor.clone();
     // Not println!: a reader that went away must not take the server down.
     use std::io::Write;
     // One write: a reader of the first line has the setup token's line with it, however loaded
