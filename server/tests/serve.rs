@@ -434,3 +434,30 @@ fn other_hosts_and_cross_site_writes_are_refused_even_without_auth() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn extractor_rejections_answer_the_json_error() {
+    let server = Server::start_with(&[]);
+    let host = format!("Host: {}", server.address);
+    // (method, path, extra header, body, status, code): a bad query string on each route that
+    // reads one, a multipart upload that is not multipart, a path segment that is not UTF-8, a
+    // method the route lacks.
+    let cases: [(&str, &str, &str, &str, u16, &str); 7] = [
+        ("POST", "/api/v1/datasets?max_source_length=many", "", "{}", 400, "invalid_request"),
+        ("GET", "/api/v1/runs/x/events.json?after=soon", "", "", 400, "invalid_request"),
+        ("GET", "/api/v1/runs/x/events?after=soon", "", "", 400, "invalid_request"),
+        ("GET", "/v1/fine_tuning/jobs?limit=-1", "", "", 400, "invalid_request"),
+        ("POST", "/v1/files", "Content-Type: text/plain", "x", 400, "invalid_request"),
+        ("GET", "/api/v1/runs/%FF", "", "", 400, "invalid_request"),
+        ("PUT", "/api/v1/runs", "", "{}", 405, "method_not_allowed"),
+    ];
+    for (method, path, extra, body, status, code) in cases {
+        let headers: Vec<&str> = [host.as_str(), extra]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
+        let (got, response) = server.request_with(method, path, &headers, Some(body));
+        assert_eq!(got, status, "{method} {path}: {response}");
+        assert_eq!(error_code(&response), code, "{method} {path}: {response}");
+    }
+}

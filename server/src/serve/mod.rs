@@ -210,6 +210,7 @@ pub fn router(state: AppState, max_json_bytes: usize) -> Router {
         .merge(openai::routes(state.settings.max_upload_bytes))
         .fallback(web::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(max_json_bytes))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_limit,
