@@ -78,6 +78,18 @@ impl Server {
         headers: &[&str],
         body: Option<&str>,
     ) -> (u16, String) {
+        let (status, _, body) = self.exchange(method, path, headers, body);
+        (status, body)
+    }
+
+    /// As [`Server::request_with`], with the response's head too.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         let body = body.unwrap_or("");
         let mut head = String::new();
@@ -95,7 +107,7 @@ impl Server {
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, body.to_owned())
+        (status, head.to_owned(), body.to_owned())
     }
 }
 
@@ -459,5 +471,84 @@ fn extractor_rejections_answer_the_json_error() {
         let (got, response) = server.request_with(method, path, &headers, Some(body));
         assert_eq!(got, status, "{method} {path}: {response}");
         assert_eq!(error_code(&response), code, "{method} {path}: {response}");
+    }
+}
+
+#[test]
+fn sign_in_edges_bearer_case_password_limit_and_secure_cookie() {
+    let password = "correct horse battery";
+    let login = format!(r#"{{"username": "admin", "password": "{password}"}}"#);
+    let proxied = Server::start_with_args(&[], &["--admin-password", password, "--behind-proxy"]);
+    let host = format!("Host: {}", proxied.address);
+    let cookie_of = |head: &str| -> String {
+        head.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("no cookie: {head}"))
+            .to_owned()
+    };
+    // Behind a TLS proxy that says so, the cookie is Secure; the same server asked directly is not.
+    let (status, head, body) = proxied.exchange(
+        "POST",
+        "/api/v1/auth/login",
+        &[&host, "X-Forwarded-Proto: https"],
+        Some(&login),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(cookie_of(&head).contains("; Secure"), "{head}");
+    let (status, head, _) = proxied.exchange("POST", "/api/v1/auth/login", &[&host], Some(&login));
+    assert_eq!(status, 200);
+    assert!(!cookie_of(&head).contains("Secure"), "{head}");
+    // Without --behind-proxy a client's own X-Forwarded-Proto is not believed.
+    let direct = Server::start_with_args(&[], &["--admin-password", password]);
+    let direct_host = format!("Host: {}", direct.address);
+    let (status, head, _) = direct.exchange(
+        "POST",
+        "/api/v1/auth/login",
+        &[&direct_host, "X-Forwarded-Proto: https"],
+        Some(&login),
+    );
+    assert_eq!(status, 200);
+    assert!(!cookie_of(&head).contains("Secure"), "{head}");
+    // An over-long password is refused before any hashing, naming the limit.
+    let long = format!(
+        r#"{{"username": "admin", "password": "{}"}}"#,
+        "x".repeat(5000)
+    );
+    let (status, body) = direct.request_with("POST", "/api/v1/auth/login", &[&direct_host], Some(&long));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 1024 characters"), "{body}");
+    // A wrong name and a wrong password get the same answer.
+    let (status, wrong_name) = direct.request_with(
+        "POST",
+        "/api/v1/auth/login",
+        &[&direct_host],
+        Some(&format!(r#"{{"username": "nobody", "password": "{password}"}}"#)),
+    );
+    assert_eq!(status, 401);
+    let (status, wrong_password) = direct.request_with(
+        "POST",
+        "/api/v1/auth/login",
+        &[&direct_host],
+        Some(r#"{"username": "admin", "password": "not the one"}"#),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(wrong_name, wrong_password);
+    // `bearer` in any case names the key (under --no-auth a header-less caller is `local`).
+    let (status, key) = direct.request_with(
+        "POST",
+        "/api/v1/keys",
+        &[&direct_host],
+        Some(r#"{"name": "script"}"#),
+    );
+    assert_eq!(status, 201, "{key}");
+    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let secret = key["secret"].as_str().unwrap();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("Authorization: {scheme} {secret}");
+        let (status, me) =
+            direct.request_with("GET", "/api/v1/auth/me", &[&direct_host, &auth], None);
+        assert_eq!(status, 200, "{me}");
+        let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+        assert_eq!(me["principal"], key["key"]["id"], "{scheme}: {me}");
     }
 }

@@ -108,6 +108,11 @@ pub struct ServeArgs {
     /// refused, which is what keeps a web page from reaching the server by DNS rebinding.
     #[arg(long = "allowed-host", value_name = "NAME")]
     allowed_hosts: Vec<String>,
+    /// The server is reached through a reverse proxy that terminates TLS: trust its
+    /// `X-Forwarded-Proto: https` and mark the session cookie `Secure`. Leave it off when clients
+    /// reach the server directly, as they could send the header themselves.
+    #[arg(long)]
+    behind_proxy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +157,8 @@ pub struct Settings {
     pub session_seconds: i64,
     /// The names a request's `Host` may give (`--allowed-host` and the bound address).
     pub hosts: origin::HostPolicy,
+    /// `--behind-proxy`: `X-Forwarded-Proto` is the proxy's word, not a client's.
+    pub behind_proxy: bool,
 }
 
 #[derive(Clone)]
@@ -344,6 +351,9 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
             .await
             .map_err(|e| anyhow::anyhow!("--model {}: {e}", spec.name))?;
     }
+    // Made now, so that the first sign-in of a name that does not exist costs no more than the
+    // ones after it.
+    auth::dummy_hash();
     let mut setup_token = None;
     if db.count_users().await? == 0 {
         if let Some(password) = &args.admin_password {
@@ -370,6 +380,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
         web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
         session_seconds: args.session_seconds.max(1),
         hosts: origin::HostPolicy::new(bound, &args.allowed_hosts),
+        behind_proxy: args.behind_proxy,
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let blobs = blobs::Blobs::new(&data_dir)
