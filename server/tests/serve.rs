@@ -552,3 +552,47 @@ fn sign_in_edges_bearer_case_password_limit_and_secure_cookie() {
         assert_eq!(me["principal"], key["key"]["id"], "{scheme}: {me}");
     }
 }
+
+#[test]
+fn runs_past_the_server_bounds_are_refused_on_both_apis() {
+    let server = Server::start_with_args(
+        &[format!("tiny={}", fixture("model"))],
+        &["--run-max-pre-seq-len", "64", "--run-max-batch", "32"],
+    );
+    let host = format!("Host: {}", server.address);
+    let data = std::fs::read_to_string(fixture("train.jsonl")).unwrap();
+    let (status, dataset) =
+        server.request_with("POST", "/api/v1/datasets?name=t.jsonl", &[&host], Some(&data));
+    assert_eq!(status, 201, "{dataset}");
+    let dataset: serde_json::Value = serde_json::from_str(&dataset).unwrap();
+    let id = dataset["id"].as_str().unwrap();
+    let cases = [
+        (
+            "/api/v1/runs",
+            serde_json::json!({"model": "tiny", "train_dataset": id, "preset": "quick", "settings": {"pre_seq_len": 100000}}),
+            "settings.pre_seq_len: 100000 is more than this server allows (64, its --run-max-pre-seq-len)",
+        ),
+        (
+            "/api/v1/runs",
+            serde_json::json!({"model": "tiny", "train_dataset": id, "preset": "quick", "settings": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 8}}),
+            "--run-max-batch",
+        ),
+        (
+            "/v1/fine_tuning/jobs",
+            serde_json::json!({"model": "tiny", "training_file": id, "hyperparameters": {"pre_seq_len": 65}}),
+            "--run-max-pre-seq-len",
+        ),
+        (
+            "/v1/fine_tuning/jobs",
+            serde_json::json!({"model": "tiny", "training_file": id, "hyperparameters": {"n_epochs": 1000}}),
+            "--run-max-epochs",
+        ),
+    ];
+    for (path, body, says) in cases {
+        let (status, answer) =
+            server.request_with("POST", path, &[&host], Some(&body.to_string()));
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(error_code(&answer), "invalid_request");
+        assert!(answer.contains(says), "{path} {body}: {answer}");
+    }
+}

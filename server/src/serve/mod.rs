@@ -82,6 +82,23 @@ pub struct ServeArgs {
     /// Training runs at once.
     #[arg(long, default_value_t = 1)]
     max_concurrent_runs: usize,
+    /// Largest `pre_seq_len` a run may ask for (dashboard runs and OpenAI fine-tuning jobs, admins
+    /// included).
+    #[arg(long, default_value_t = 512)]
+    run_max_pre_seq_len: u64,
+    /// Largest per-device batch size × gradient accumulation steps a run may ask for.
+    #[arg(long, default_value_t = 256)]
+    run_max_batch: u64,
+    /// Largest `max_source_length` and `max_target_length` a run may ask for, in tokens (at most
+    /// 8192).
+    #[arg(long, default_value_t = 2048)]
+    run_max_length: u64,
+    /// Largest `max_steps` a run may ask for.
+    #[arg(long, default_value_t = 100_000)]
+    run_max_steps: u64,
+    /// Largest `num_train_epochs` (OpenAI `n_epochs`) a run may ask for.
+    #[arg(long, default_value_t = 100.0)]
+    run_max_epochs: f64,
     /// Seconds without a training step before a run's stream gets a `stall` event.
     #[arg(long, default_value_t = 300)]
     stall_seconds: u64,
@@ -159,6 +176,8 @@ pub struct Settings {
     pub hosts: origin::HostPolicy,
     /// `--behind-proxy`: `X-Forwarded-Proto` is the proxy's word, not a client's.
     pub behind_proxy: bool,
+    /// The most a run may ask for (`--run-max-*`).
+    pub run_limits: api::runs::RunLimits,
 }
 
 #[derive(Clone)]
@@ -381,6 +400,17 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
         session_seconds: args.session_seconds.max(1),
         hosts: origin::HostPolicy::new(bound, &args.allowed_hosts),
         behind_proxy: args.behind_proxy,
+        run_limits: api::runs::RunLimits {
+            pre_seq_len: args.run_max_pre_seq_len.max(1),
+            batch: args.run_max_batch.max(1),
+            length: args.run_max_length.clamp(3, 8192),
+            steps: args.run_max_steps.max(1),
+            epochs: if args.run_max_epochs.is_finite() && args.run_max_epochs > 0.0 {
+                args.run_max_epochs
+            } else {
+                1.0
+            },
+        },
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let blobs = blobs::Blobs::new(&data_dir)
