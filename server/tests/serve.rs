@@ -596,3 +596,36 @@ fn runs_past_the_server_bounds_are_refused_on_both_apis() {
         assert!(answer.contains(says), "{path} {body}: {answer}");
     }
 }
+
+#[test]
+fn a_source_prefix_starting_with_a_dash_trains() {
+    let server = Server::start_with(&[format!("tiny={}", fixture("model"))]);
+    let host = format!("Host: {}", server.address);
+    let data = std::fs::read_to_string(fixture("train.jsonl")).unwrap();
+    let (status, dataset) =
+        server.request_with("POST", "/api/v1/datasets?name=t.jsonl", &[&host], Some(&data));
+    assert_eq!(status, 201, "{dataset}");
+    let dataset: serde_json::Value = serde_json::from_str(&dataset).unwrap();
+    let run = serde_json::json!({
+        "model": "tiny",
+        "train_dataset": dataset["id"],
+        "preset": "quick",
+        "settings": {"max_steps": 2, "save_steps": 2, "source_prefix": "-x --help"},
+    });
+    let (status, run) =
+        server.request_with("POST", "/api/v1/runs", &[&host], Some(&run.to_string()));
+    assert_eq!(status, 201, "{run}");
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    let path = format!("/api/v1/runs/{}", run["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let finished = loop {
+        let (_, body) = server.request_with("GET", &path, &[&host], None);
+        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap()) {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run did not finish: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+}
