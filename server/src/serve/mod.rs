@@ -93,7 +93,7 @@ pub struct ServeArgs {
     /// 8192).
     #[arg(long, default_value_t = 2048)]
     run_max_length: u64,
-    /// Largest `max_steps` a run may ask for.
+    /// Largest `max_steps` a run may ask for (at most 1000000000).
     #[arg(long, default_value_t = 100_000)]
     run_max_steps: u64,
     /// Largest `num_train_epochs` (OpenAI `n_epochs`) a run may ask for.
@@ -404,7 +404,8 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
             pre_seq_len: args.run_max_pre_seq_len.max(1),
             batch: args.run_max_batch.max(1),
             length: args.run_max_length.clamp(3, 8192),
-            steps: args.run_max_steps.max(1),
+            // What `glmtune train --max-steps` accepts at most.
+            steps: args.run_max_steps.clamp(1, 1_000_000_000),
             epochs: if args.run_max_epochs.is_finite() && args.run_max_epochs > 0.0 {
                 args.run_max_epochs
             } else {

@@ -133,7 +133,8 @@ pub async fn create_run(
         model: request.model,
         train_dataset: request.train_dataset,
         validation_dataset: request.validation_dataset,
-        max_steps: settings.max_steps.map(|v| v as i64),
+        // Bounded by --run-max-steps; never wrapped into a negative count either way.
+        max_steps: settings.max_steps.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
         settings,
         init_run: request.init_run,
         state: RunState::Queued,
