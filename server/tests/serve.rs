@@ -629,3 +629,45 @@ fn a_source_prefix_starting_with_a_dash_trains() {
     };
     assert_eq!(finished["state"], "succeeded", "{finished}");
 }
+
+#[test]
+fn openai_parameters_are_honoured_or_refused_by_name() {
+    let server = Server::start();
+    let ask = |extra: &str| {
+        let body = format!(
+            r#"{{"model": "tiny", "messages": [{{"role": "user", "content": "你好"}}], "temperature": 0{extra}}}"#
+        );
+        server.request("POST", "/v1/chat/completions", Some(&body))
+    };
+    let answer = |body: &str| -> (String, u64) {
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        (
+            json["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
+            json["usage"]["completion_tokens"].as_u64().unwrap(),
+        )
+    };
+    let (status, by_old_name) = ask(r#", "max_tokens": 3"#);
+    assert_eq!(status, 200, "{by_old_name}");
+    let (status, by_new_name) = ask(r#", "max_completion_tokens": 3"#);
+    assert_eq!(status, 200, "{by_new_name}");
+    assert_eq!(answer(&by_new_name), answer(&by_old_name));
+    assert!(answer(&by_new_name).1 <= 3);
+    // Neutral values and fields that change nothing are accepted.
+    let (status, body) = ask(
+        r#", "max_tokens": 2, "n": 1, "presence_penalty": 0, "frequency_penalty": 0.0, "user": "u1", "logprobs": false, "tools": null"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    for (extra, named) in [
+        (r#", "n": 2"#, "n: 2"),
+        (r#", "presence_penalty": 0.5"#, "presence_penalty"),
+        (r#", "frequency_penalty": -1"#, "frequency_penalty"),
+        (r#", "logit_bias": {"5": 10}"#, "logit_bias"),
+        (r#", "response_format": {"type": "json_object"}"#, "response_format"),
+        (r#", "max_tokens": 2, "max_completion_tokens": 3"#, "disagree"),
+    ] {
+        let (status, body) = ask(extra);
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(error_code(&body), "invalid_request");
+        assert!(body.contains(named), "{extra}: {body}");
+    }
+}
