@@ -309,7 +309,9 @@ fn hostile_lengths_and_step_counts_are_refused_by_name() {
     config["max_sequence_length"] = serde_json::json!(u64::MAX);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let model = dir.to_string_lossy().into_owned();
-    let output = glmtune(&["logits", "--model", &model, "--ids", "1,2", "--out", "/tmp/x"]);
+    let output = glmtune(&[
+        "logits", "--model", &model, "--ids", "1,2", "--out", "/tmp/x",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let line = stderr_line(&output);
     assert!(

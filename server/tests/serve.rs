@@ -384,7 +384,10 @@ fn other_hosts_and_cross_site_writes_are_refused_even_without_auth() {
     let port = server.address.rsplit(':').next().unwrap().to_owned();
     let chat = r#"{"model": "tiny", "messages": []}"#;
     // DNS rebinding: the attacker's name, pointed at 127.0.0.1, arrives as the Host.
-    for host in [format!("rebind.evil.test:{port}"), "rebind.evil.test".into()] {
+    for host in [
+        format!("rebind.evil.test:{port}"),
+        "rebind.evil.test".into(),
+    ] {
         let (status, body) =
             server.request_with("GET", "/api/v1/datasets", &[&format!("Host: {host}")], None);
         assert_eq!(status, 403, "{host}: {body}");
@@ -398,16 +401,14 @@ fn other_hosts_and_cross_site_writes_are_refused_even_without_auth() {
         "Host: glmtune.example.test".into(),
         String::new(),
     ] {
-        let headers: Vec<&str> = [host.as_str()].into_iter().filter(|h| !h.is_empty()).collect();
+        let headers: Vec<&str> = [host.as_str()]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
         let (status, body) = server.request_with("GET", "/api/v1/datasets", &headers, None);
         assert_eq!(status, 200, "{host:?}: {body}");
     }
-    let (status, _) = server.request_with(
-        "GET",
-        "/api/v1/datasets",
-        &["Host: localhost:1"],
-        None,
-    );
+    let (status, _) = server.request_with("GET", "/api/v1/datasets", &["Host: localhost:1"], None);
     assert_eq!(status, 403, "another port on loopback");
     // A cross-site form POST under --no-auth: refused before it reaches the route.
     let host = format!("Host: {}", server.address);
@@ -455,11 +456,46 @@ fn extractor_rejections_answer_the_json_error() {
     // reads one, a multipart upload that is not multipart, a path segment that is not UTF-8, a
     // method the route lacks.
     let cases: [(&str, &str, &str, &str, u16, &str); 7] = [
-        ("POST", "/api/v1/datasets?max_source_length=many", "", "{}", 400, "invalid_request"),
-        ("GET", "/api/v1/runs/x/events.json?after=soon", "", "", 400, "invalid_request"),
-        ("GET", "/api/v1/runs/x/events?after=soon", "", "", 400, "invalid_request"),
-        ("GET", "/v1/fine_tuning/jobs?limit=-1", "", "", 400, "invalid_request"),
-        ("POST", "/v1/files", "Content-Type: text/plain", "x", 400, "invalid_request"),
+        (
+            "POST",
+            "/api/v1/datasets?max_source_length=many",
+            "",
+            "{}",
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/v1/runs/x/events.json?after=soon",
+            "",
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/v1/runs/x/events?after=soon",
+            "",
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/v1/fine_tuning/jobs?limit=-1",
+            "",
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/files",
+            "Content-Type: text/plain",
+            "x",
+            400,
+            "invalid_request",
+        ),
         ("GET", "/api/v1/runs/%FF", "", "", 400, "invalid_request"),
         ("PUT", "/api/v1/runs", "", "{}", 405, "method_not_allowed"),
     ];
@@ -514,7 +550,8 @@ fn sign_in_edges_bearer_case_password_limit_and_secure_cookie() {
         r#"{{"username": "admin", "password": "{}"}}"#,
         "x".repeat(5000)
     );
-    let (status, body) = direct.request_with("POST", "/api/v1/auth/login", &[&direct_host], Some(&long));
+    let (status, body) =
+        direct.request_with("POST", "/api/v1/auth/login", &[&direct_host], Some(&long));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("at most 1024 characters"), "{body}");
     // A wrong name and a wrong password get the same answer.
@@ -522,7 +559,9 @@ fn sign_in_edges_bearer_case_password_limit_and_secure_cookie() {
         "POST",
         "/api/v1/auth/login",
         &[&direct_host],
-        Some(&format!(r#"{{"username": "nobody", "password": "{password}"}}"#)),
+        Some(&format!(
+            r#"{{"username": "nobody", "password": "{password}"}}"#
+        )),
     );
     assert_eq!(status, 401);
     let (status, wrong_password) = direct.request_with(
@@ -561,8 +600,12 @@ fn runs_past_the_server_bounds_are_refused_on_both_apis() {
     );
     let host = format!("Host: {}", server.address);
     let data = std::fs::read_to_string(fixture("train.jsonl")).unwrap();
-    let (status, dataset) =
-        server.request_with("POST", "/api/v1/datasets?name=t.jsonl", &[&host], Some(&data));
+    let (status, dataset) = server.request_with(
+        "POST",
+        "/api/v1/datasets?name=t.jsonl",
+        &[&host],
+        Some(&data),
+    );
     assert_eq!(status, 201, "{dataset}");
     let dataset: serde_json::Value = serde_json::from_str(&dataset).unwrap();
     let id = dataset["id"].as_str().unwrap();
@@ -589,8 +632,7 @@ fn runs_past_the_server_bounds_are_refused_on_both_apis() {
         ),
     ];
     for (path, body, says) in cases {
-        let (status, answer) =
-            server.request_with("POST", path, &[&host], Some(&body.to_string()));
+        let (status, answer) = server.request_with("POST", path, &[&host], Some(&body.to_string()));
         assert_eq!(status, 400, "{path} {body}: {answer}");
         assert_eq!(error_code(&answer), "invalid_request");
         assert!(answer.contains(says), "{path} {body}: {answer}");
@@ -602,8 +644,12 @@ fn a_source_prefix_starting_with_a_dash_trains() {
     let server = Server::start_with(&[format!("tiny={}", fixture("model"))]);
     let host = format!("Host: {}", server.address);
     let data = std::fs::read_to_string(fixture("train.jsonl")).unwrap();
-    let (status, dataset) =
-        server.request_with("POST", "/api/v1/datasets?name=t.jsonl", &[&host], Some(&data));
+    let (status, dataset) = server.request_with(
+        "POST",
+        "/api/v1/datasets?name=t.jsonl",
+        &[&host],
+        Some(&data),
+    );
     assert_eq!(status, 201, "{dataset}");
     let dataset: serde_json::Value = serde_json::from_str(&dataset).unwrap();
     let run = serde_json::json!({
@@ -624,7 +670,10 @@ fn a_source_prefix_starting_with_a_dash_trains() {
         if ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap()) {
             break run;
         }
-        assert!(std::time::Instant::now() < deadline, "the run did not finish: {run}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish: {run}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     assert_eq!(finished["state"], "succeeded", "{finished}");
@@ -642,7 +691,10 @@ fn openai_parameters_are_honoured_or_refused_by_name() {
     let answer = |body: &str| -> (String, u64) {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         (
-            json["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
+            json["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
             json["usage"]["completion_tokens"].as_u64().unwrap(),
         )
     };
@@ -662,8 +714,14 @@ fn openai_parameters_are_honoured_or_refused_by_name() {
         (r#", "presence_penalty": 0.5"#, "presence_penalty"),
         (r#", "frequency_penalty": -1"#, "frequency_penalty"),
         (r#", "logit_bias": {"5": 10}"#, "logit_bias"),
-        (r#", "response_format": {"type": "json_object"}"#, "response_format"),
-        (r#", "max_tokens": 2, "max_completion_tokens": 3"#, "disagree"),
+        (
+            r#", "response_format": {"type": "json_object"}"#,
+            "response_format",
+        ),
+        (
+            r#", "max_tokens": 2, "max_completion_tokens": 3"#,
+            "disagree",
+        ),
     ] {
         let (status, body) = ask(extra);
         assert_eq!(status, 400, "{extra}: {body}");

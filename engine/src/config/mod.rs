@@ -408,7 +408,10 @@ mod tests {
         for (field, text) in [
             (
                 "max_sequence_length",
-                TINY.replace("\"pre_seq_len\":null", "\"max_sequence_length\":1000000000000"),
+                TINY.replace(
+                    "\"pre_seq_len\":null",
+                    "\"max_sequence_length\":1000000000000",
+                ),
             ),
             (
                 "max_sequence_length",

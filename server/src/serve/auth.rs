@@ -393,7 +393,10 @@ mod tests {
             assert_eq!(bearer(&headers), Some("glm-1"), "{value:?}");
         }
         let mut headers = HeaderMap::new();
-        headers.insert(axum::http::header::AUTHORIZATION, "Basic Zm9v".parse().unwrap());
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "Basic Zm9v".parse().unwrap(),
+        );
         assert_eq!(bearer(&headers), None);
         assert!(same_secret("abc", "abc"));
         assert!(!same_secret("abd", "abc") && !same_secret("ab", "abc") && !same_secret("", "abc"));

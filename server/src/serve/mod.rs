@@ -435,7 +435,10 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
 /// The router of a server started with `args`, for callers in this process (no socket, no
 /// signals): the fuzz target drives it with hostile requests.
 pub async fn app(args: &ServeArgs) -> anyhow::Result<Router> {
-    Ok(router(prepare(args, args.bind).await?.state, args.max_json_bytes))
+    Ok(router(
+        prepare(args, args.bind).await?.state,
+        args.max_json_bytes,
+    ))
 }
 
 /// `glmtune serve`'s flags from a list of them (as typed after `glmtune serve`).

@@ -31,7 +31,10 @@ impl HostPolicy {
     pub fn new(bind: SocketAddr, names: &[String]) -> Self {
         HostPolicy {
             bind,
-            names: names.iter().map(|n| n.trim().to_ascii_lowercase()).collect(),
+            names: names
+                .iter()
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect(),
         }
     }
 
@@ -145,7 +148,13 @@ mod tests {
     #[test]
     fn loopback_accepts_its_own_forms_on_its_port() {
         let p = policy("127.0.0.1:8080", &[]);
-        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST:8080", "[::1]:8080", "127.0.0.1"] {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST:8080",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
             assert!(p.allows(ok), "{ok}");
         }
         for bad in [
@@ -163,7 +172,10 @@ mod tests {
 
     #[test]
     fn every_address_bind_accepts_addresses_and_configured_names_only() {
-        let p = policy("0.0.0.0:8080", &["glmtune.example.org", "Other.Example:443"]);
+        let p = policy(
+            "0.0.0.0:8080",
+            &["glmtune.example.org", "Other.Example:443"],
+        );
         for ok in [
             "192.168.1.5:8080",
             "10.0.0.2",

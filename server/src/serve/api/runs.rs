@@ -44,10 +44,25 @@ impl RunLimits {
             ))
         };
         let counts = [
-            ("pre_seq_len", s.pre_seq_len, self.pre_seq_len, "run-max-pre-seq-len"),
+            (
+                "pre_seq_len",
+                s.pre_seq_len,
+                self.pre_seq_len,
+                "run-max-pre-seq-len",
+            ),
             ("max_steps", s.max_steps, self.steps, "run-max-steps"),
-            ("max_source_length", s.max_source_length, self.length, "run-max-length"),
-            ("max_target_length", s.max_target_length, self.length, "run-max-length"),
+            (
+                "max_source_length",
+                s.max_source_length,
+                self.length,
+                "run-max-length",
+            ),
+            (
+                "max_target_length",
+                s.max_target_length,
+                self.length,
+                "run-max-length",
+            ),
         ];
         for (setting, value, bound, flag) in counts {
             if let Some(value) = value.filter(|&v| v > bound) {
@@ -134,7 +149,9 @@ pub async fn create_run(
         train_dataset: request.train_dataset,
         validation_dataset: request.validation_dataset,
         // Bounded by --run-max-steps; never wrapped into a negative count either way.
-        max_steps: settings.max_steps.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+        max_steps: settings
+            .max_steps
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
         settings,
         init_run: request.init_run,
         state: RunState::Queued,
@@ -453,8 +470,14 @@ mod tests {
             pre_seq_len: Some(1_000_000),
             ..RunSettings::default()
         });
-        assert!(message.contains("settings.pre_seq_len: 1000000"), "{message}");
-        assert!(message.contains("512, its --run-max-pre-seq-len"), "{message}");
+        assert!(
+            message.contains("settings.pre_seq_len: 1000000"),
+            "{message}"
+        );
+        assert!(
+            message.contains("512, its --run-max-pre-seq-len"),
+            "{message}"
+        );
         let message = refusal(RunSettings {
             per_device_train_batch_size: Some(64),
             gradient_accumulation_steps: Some(u64::MAX),

@@ -90,7 +90,10 @@ fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), ApiError> {
         .iter()
         .filter(|(name, value)| {
             !IGNORED_FIELDS.contains(&name.as_str())
-                && !matches!(value, serde_json::Value::Null | serde_json::Value::Bool(false))
+                && !matches!(
+                    value,
+                    serde_json::Value::Null | serde_json::Value::Bool(false)
+                )
         })
         .map(|(name, _)| name.as_str())
         .collect();
