@@ -19,7 +19,9 @@ cleanup() {
     if [[ -z "${GLMTUNE_KEEP_TMP:-}" ]]; then rm -rf "$scratch"; else echo "scratch files kept in $scratch" >&2; fi
 }
 trap cleanup EXIT
-GLMTUNE_TEST_PYTHON="${GLMTUNE_TEST_PYTHON:-$(tests/setup-deps.sh)}"
+# Always run: it builds the dashboard, so the browser tests never see a bundle older than the
+# sources, even with a Python given in GLMTUNE_TEST_PYTHON (which it then hands back).
+GLMTUNE_TEST_PYTHON="$(tests/setup-deps.sh)"
 export GLMTUNE_TEST_PYTHON
 if [[ -z "${GLMTUNE_TEST_POSTGRES:-}" ]]; then
     cluster="$(mktemp -d /tmp/glmtune-pg.XXXXXX)"

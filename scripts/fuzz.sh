@@ -24,7 +24,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked >&2
 fi
 if [[ ${#targets[@]} -eq 0 ]]; then
-    mapfile -t targets < <(cd fuzz && cargo +nightly fuzz list)
+    # Listed into a variable first: a failure inside `< <(…)` would go unnoticed by set -e and
+    # leave an empty list.
+    listed="$(cd fuzz && cargo +nightly fuzz list)"
+    mapfile -t targets < <(printf '%s\n' "$listed" | sed '/^[[:space:]]*$/d')
+fi
+# Nothing fuzzed is no pass: a run with no target must not look like a clean one.
+if [[ ${#targets[@]} -eq 0 ]]; then
+    echo "scripts/fuzz.sh: no fuzz targets to run (cargo fuzz list named none)" >&2
+    exit 1
 fi
 cargo +nightly fuzz build -O --fuzz-dir fuzz >&2
 summary=()

@@ -58,6 +58,24 @@ try:
 except openai.NotFoundError as error:
     missing = error.status_code
 
+# The newer name of max_tokens is honoured; a parameter the server does not apply is refused.
+newer = client.chat.completions.create(
+    model=job.fine_tuned_model,
+    messages=[{"role": "user", "content": "你好"}],
+    max_completion_tokens=6,
+    n=1,
+    temperature=0,
+)
+try:
+    client.chat.completions.create(
+        model=job.fine_tuned_model,
+        messages=[{"role": "user", "content": "你好"}],
+        presence_penalty=1.0,
+    )
+    refused = None
+except openai.BadRequestError as error:
+    refused = [error.status_code, error.body.get("message", "") if isinstance(error.body, dict) else str(error.body)]
+
 print(json.dumps({
     "openai_version": openai.__version__,
     "job": job.id,
@@ -70,5 +88,7 @@ print(json.dumps({
     "finish_reason": answer.choices[0].finish_reason,
     "streamed": "".join(pieces),
     "missing_status": missing,
+    "max_completion_tokens_answer": newer.choices[0].message.content,
+    "penalty_refused": refused,
 }, ensure_ascii=False))
 sys.stdout.flush()

@@ -3,7 +3,8 @@
 # Debian's PostgreSQL server
 # (the tests start their own throwaway cluster), a Python with the official `openai` package,
 # Debian's Chromium with playwright-core and a CJK font (the dashboard test), and builds the dashboard.
-# Prints the Python to use on stdout.
+# Prints the Python to use on stdout: GLMTUNE_TEST_PYTHON when set (the venv is then left alone),
+# else the venv's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 apt_install() {
@@ -23,7 +24,13 @@ if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
     echo "setup: npm install in tests/e2e (playwright-core; no browser download)" >&2
     (cd tests/e2e && npm install --no-audit --no-fund >&2)
 fi
+# Always: a bundle built from older sources would test the old dashboard.
 web/build.sh
+# A Python chosen by the caller (GLMTUNE_TEST_PYTHON) is used as it is.
+if [[ -n "${GLMTUNE_TEST_PYTHON:-}" ]]; then
+    echo "$GLMTUNE_TEST_PYTHON"
+    exit 0
+fi
 venv="${GLMTUNE_CACHE:-$HOME/.cache/glmtune}/venv"
 openai_version="1.109.1"
 if ! "$venv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$openai_version')" 2>/dev/null; then

@@ -2,7 +2,8 @@
 //! SQLite data folder, without a socket. The first byte picks a route that takes a body (the
 //! multipart upload of `/v1/files`, the raw dataset upload with its query string, the JSON bodies
 //! of the dashboard and OpenAI APIs); the rest is the request. Any answer but a server error is
-//! fine: a panic or a 5xx is a finding.
+//! fine: a panic, a 5xx, or an error whose body is not the JSON error `{"error": {…}}` every
+//! client reads is a finding.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -108,9 +109,17 @@ fuzz_target!(|data: &[u8]| {
         })
         .expect("infallible");
     let (status, body) = response;
+    let body = body.map(|b| b.to_vec()).unwrap_or_default();
     assert!(
         !status.is_server_error(),
         "{path}: {status}: {:?}",
-        body.map(|b| String::from_utf8_lossy(&b).into_owned())
+        String::from_utf8_lossy(&body)
     );
+    if status.is_client_error() {
+        assert!(
+            serde_json::from_slice::<glmtune_shared::error::ErrorBody>(&body).is_ok(),
+            "{path}: {status} without the JSON error: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
 });

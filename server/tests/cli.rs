@@ -299,6 +299,63 @@ fn bad_arguments_exit_2_with_one_line() {
 }
 
 #[test]
+fn hostile_lengths_and_step_counts_are_refused_by_name() {
+    // A config.json asking for a sequence length that would wrap, or take terabytes of tables.
+    let dir = temp_path("hostile-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("model/config.json")).unwrap())
+            .unwrap();
+    config["max_sequence_length"] = serde_json::json!(u64::MAX);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let model = dir.to_string_lossy().into_owned();
+    let output = glmtune(&[
+        "logits", "--model", &model, "--ids", "1,2", "--out", "/tmp/x",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(
+        line.contains("config.json") && line.contains("`max_sequence_length`"),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // Step counts past the bound, given or reached through epochs.
+    let out = temp_path("hostile-steps");
+    let (model, data) = (fixture("model"), fixture("train.jsonl"));
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            &model,
+            "--train-file",
+            &data,
+            "--output-dir",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        glmtune(&args)
+    };
+    for extra in [
+        ["--max-steps", "18446744073709551615"],
+        ["--max-steps", "0"],
+        ["--num-train-epochs", "inf"],
+        ["--num-train-epochs", "0"],
+    ] {
+        let output = train(&extra);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}");
+        assert!(stderr_line(&output).contains(extra[0]), "{extra:?}");
+    }
+    let output = train(&["--num-train-epochs", "1e300"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_line(&output).contains("more than 1000000000"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for command in ["encode", "logits", "generate", "chat"] {
         let output = glmtune(&[command, "--help"]);

@@ -66,12 +66,40 @@ impl Server {
 
     /// Sends one HTTP/1.0 request (the server closes the connection after the body).
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let host = format!("Host: {}", self.address);
+        self.request_with(method, path, &[&host], body)
+    }
+
+    /// As [`Server::request`], with exactly the header lines given (besides the body's).
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let (status, _, body) = self.exchange(method, path, headers, body);
+        (status, body)
+    }
+
+    /// As [`Server::request_with`], with the response's head too.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         let body = body.unwrap_or("");
+        let mut head = String::new();
+        for line in headers {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
         write!(
             stream,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.address,
+            "{method} {path} HTTP/1.0\r\n{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
@@ -79,7 +107,7 @@ impl Server {
         stream.read_to_string(&mut response).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, body.to_owned())
+        (status, head.to_owned(), body.to_owned())
     }
 }
 
@@ -338,4 +366,366 @@ fn generation_beyond_the_configured_limits_is_refused() {
     let nested = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
     let (status, body) = server.request("POST", "/v1/chat/completions", Some(&nested));
     assert_eq!(status, 400, "{body}");
+}
+
+/// The `error.code` of a JSON error body, failing on anything else.
+fn error_code(body: &str) -> String {
+    let json: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON error ({e}): {body}"));
+    json["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.code: {body}"))
+        .to_owned()
+}
+
+#[test]
+fn other_hosts_and_cross_site_writes_are_refused_even_without_auth() {
+    let server = Server::start_with_args(&[], &["--allowed-host", "glmtune.example.test"]);
+    let port = server.address.rsplit(':').next().unwrap().to_owned();
+    let chat = r#"{"model": "tiny", "messages": []}"#;
+    // DNS rebinding: the attacker's name, pointed at 127.0.0.1, arrives as the Host.
+    for host in [
+        format!("rebind.evil.test:{port}"),
+        "rebind.evil.test".into(),
+    ] {
+        let (status, body) =
+            server.request_with("GET", "/api/v1/datasets", &[&format!("Host: {host}")], None);
+        assert_eq!(status, 403, "{host}: {body}");
+        assert_eq!(error_code(&body), "forbidden");
+        assert!(body.contains("--allowed-host"), "{body}");
+    }
+    // The loopback forms on the bound port, a configured name, and a script sending no Host.
+    for host in [
+        format!("Host: localhost:{port}"),
+        format!("Host: [::1]:{port}"),
+        "Host: glmtune.example.test".into(),
+        String::new(),
+    ] {
+        let headers: Vec<&str> = [host.as_str()]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
+        let (status, body) = server.request_with("GET", "/api/v1/datasets", &headers, None);
+        assert_eq!(status, 200, "{host:?}: {body}");
+    }
+    let (status, _) = server.request_with("GET", "/api/v1/datasets", &["Host: localhost:1"], None);
+    assert_eq!(status, 403, "another port on loopback");
+    // A cross-site form POST under --no-auth: refused before it reaches the route.
+    let host = format!("Host: {}", server.address);
+    // localhost is another origin than 127.0.0.1, though both name this server.
+    let sibling = format!("Origin: http://localhost:{port}");
+    for origin in ["Origin: http://evil.test", "Origin: null", sibling.as_str()] {
+        let (status, body) =
+            server.request_with("POST", "/api/v1/chats", &[&host, origin], Some(chat));
+        assert_eq!(status, 403, "{origin}: {body}");
+        assert_eq!(error_code(&body), "forbidden");
+    }
+    let (status, body) = server.request_with(
+        "POST",
+        "/api/v1/chats",
+        &[&host, "Sec-Fetch-Site: cross-site"],
+        Some(chat),
+    );
+    assert_eq!(status, 403, "{body}");
+    // The server's own pages, and scripts that send no Origin, reach the route (which then
+    // judges the body: an empty chat is a 400 of its own, not a 403).
+    let own = format!("Origin: http://{}", server.address);
+    for extra in [own.as_str(), "Sec-Fetch-Site: same-origin", ""] {
+        let headers: Vec<&str> = [host.as_str(), extra]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
+        let (status, body) = server.request_with("POST", "/api/v1/chats", &headers, Some(chat));
+        assert_ne!(status, 403, "{extra:?}: {body}");
+    }
+    // Reads carry no Origin check: a page may not read the answer anyway (no CORS).
+    let (status, _) = server.request_with(
+        "GET",
+        "/api/v1/datasets",
+        &[&host, "Origin: http://evil.test"],
+        None,
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn extractor_rejections_answer_the_json_error() {
+    let server = Server::start_with(&[]);
+    let host = format!("Host: {}", server.address);
+    // (method, path, extra header, body, status, code): a bad query string on each route that
+    // reads one, a multipart upload that is not multipart, a path segment that is not UTF-8, a
+    // method the route lacks.
+    let cases: [(&str, &str, &str, &str, u16, &str); 7] = [
+        (
+            "POST",
+            "/api/v1/datasets?max_source_length=many",
+            "",
+            "{}",
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/v1/runs/x/events.json?after=soon",
+            "",
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/api/v1/runs/x/events?after=soon",
+            "",
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            "GET",
+            "/v1/fine_tuning/jobs?limit=-1",
+            "",
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/files",
+            "Content-Type: text/plain",
+            "x",
+            400,
+            "invalid_request",
+        ),
+        ("GET", "/api/v1/runs/%FF", "", "", 400, "invalid_request"),
+        ("PUT", "/api/v1/runs", "", "{}", 405, "method_not_allowed"),
+    ];
+    for (method, path, extra, body, status, code) in cases {
+        let headers: Vec<&str> = [host.as_str(), extra]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+            .collect();
+        let (got, response) = server.request_with(method, path, &headers, Some(body));
+        assert_eq!(got, status, "{method} {path}: {response}");
+        assert_eq!(error_code(&response), code, "{method} {path}: {response}");
+    }
+}
+
+#[test]
+fn sign_in_edges_bearer_case_password_limit_and_secure_cookie() {
+    let password = "correct horse battery";
+    let login = format!(r#"{{"username": "admin", "password": "{password}"}}"#);
+    let proxied = Server::start_with_args(&[], &["--admin-password", password, "--behind-proxy"]);
+    let host = format!("Host: {}", proxied.address);
+    let cookie_of = |head: &str| -> String {
+        head.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("no cookie: {head}"))
+            .to_owned()
+    };
+    // Behind a TLS proxy that says so, the cookie is Secure; the same server asked directly is not.
+    let (status, head, body) = proxied.exchange(
+        "POST",
+        "/api/v1/auth/login",
+        &[&host, "X-Forwarded-Proto: https"],
+        Some(&login),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(cookie_of(&head).contains("; Secure"), "{head}");
+    let (status, head, _) = proxied.exchange("POST", "/api/v1/auth/login", &[&host], Some(&login));
+    assert_eq!(status, 200);
+    assert!(!cookie_of(&head).contains("Secure"), "{head}");
+    // Without --behind-proxy a client's own X-Forwarded-Proto is not believed.
+    let direct = Server::start_with_args(&[], &["--admin-password", password]);
+    let direct_host = format!("Host: {}", direct.address);
+    let (status, head, _) = direct.exchange(
+        "POST",
+        "/api/v1/auth/login",
+        &[&direct_host, "X-Forwarded-Proto: https"],
+        Some(&login),
+    );
+    assert_eq!(status, 200);
+    assert!(!cookie_of(&head).contains("Secure"), "{head}");
+    // An over-long password is refused before any hashing, naming the limit.
+    let long = format!(
+        r#"{{"username": "admin", "password": "{}"}}"#,
+        "x".repeat(5000)
+    );
+    let (status, body) =
+        direct.request_with("POST", "/api/v1/auth/login", &[&direct_host], Some(&long));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("at most 1024 characters"), "{body}");
+    // A wrong name and a wrong password get the same answer.
+    let (status, wrong_name) = direct.request_with(
+        "POST",
+        "/api/v1/auth/login",
+        &[&direct_host],
+        Some(&format!(
+            r#"{{"username": "nobody", "password": "{password}"}}"#
+        )),
+    );
+    assert_eq!(status, 401);
+    let (status, wrong_password) = direct.request_with(
+        "POST",
+        "/api/v1/auth/login",
+        &[&direct_host],
+        Some(r#"{"username": "admin", "password": "not the one"}"#),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(wrong_name, wrong_password);
+    // `bearer` in any case names the key (under --no-auth a header-less caller is `local`).
+    let (status, key) = direct.request_with(
+        "POST",
+        "/api/v1/keys",
+        &[&direct_host],
+        Some(r#"{"name": "script"}"#),
+    );
+    assert_eq!(status, 201, "{key}");
+    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let secret = key["secret"].as_str().unwrap();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("Authorization: {scheme} {secret}");
+        let (status, me) =
+            direct.request_with("GET", "/api/v1/auth/me", &[&direct_host, &auth], None);
+        assert_eq!(status, 200, "{me}");
+        let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+        assert_eq!(me["principal"], key["key"]["id"], "{scheme}: {me}");
+    }
+}
+
+#[test]
+fn runs_past_the_server_bounds_are_refused_on_both_apis() {
+    let server = Server::start_with_args(
+        &[format!("tiny={}", fixture("model"))],
+        &["--run-max-pre-seq-len", "64", "--run-max-batch", "32"],
+    );
+    let host = format!("Host: {}", server.address);
+    let data = std::fs::read_to_string(fixture("train.jsonl")).unwrap();
+    let (status, dataset) = server.request_with(
+        "POST",
+        "/api/v1/datasets?name=t.jsonl",
+        &[&host],
+        Some(&data),
+    );
+    assert_eq!(status, 201, "{dataset}");
+    let dataset: serde_json::Value = serde_json::from_str(&dataset).unwrap();
+    let id = dataset["id"].as_str().unwrap();
+    let cases = [
+        (
+            "/api/v1/runs",
+            serde_json::json!({"model": "tiny", "train_dataset": id, "preset": "quick", "settings": {"pre_seq_len": 100000}}),
+            "settings.pre_seq_len: 100000 is more than this server allows (64, its --run-max-pre-seq-len)",
+        ),
+        (
+            "/api/v1/runs",
+            serde_json::json!({"model": "tiny", "train_dataset": id, "preset": "quick", "settings": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 8}}),
+            "--run-max-batch",
+        ),
+        (
+            "/v1/fine_tuning/jobs",
+            serde_json::json!({"model": "tiny", "training_file": id, "hyperparameters": {"pre_seq_len": 65}}),
+            "--run-max-pre-seq-len",
+        ),
+        (
+            "/v1/fine_tuning/jobs",
+            serde_json::json!({"model": "tiny", "training_file": id, "hyperparameters": {"n_epochs": 1000}}),
+            "--run-max-epochs",
+        ),
+    ];
+    for (path, body, says) in cases {
+        let (status, answer) = server.request_with("POST", path, &[&host], Some(&body.to_string()));
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(error_code(&answer), "invalid_request");
+        assert!(answer.contains(says), "{path} {body}: {answer}");
+    }
+}
+
+#[test]
+fn a_source_prefix_starting_with_a_dash_trains() {
+    let server = Server::start_with(&[format!("tiny={}", fixture("model"))]);
+    let host = format!("Host: {}", server.address);
+    let data = std::fs::read_to_string(fixture("train.jsonl")).unwrap();
+    let (status, dataset) = server.request_with(
+        "POST",
+        "/api/v1/datasets?name=t.jsonl",
+        &[&host],
+        Some(&data),
+    );
+    assert_eq!(status, 201, "{dataset}");
+    let dataset: serde_json::Value = serde_json::from_str(&dataset).unwrap();
+    let run = serde_json::json!({
+        "model": "tiny",
+        "train_dataset": dataset["id"],
+        "preset": "quick",
+        "settings": {"max_steps": 2, "save_steps": 2, "source_prefix": "-x --help"},
+    });
+    let (status, run) =
+        server.request_with("POST", "/api/v1/runs", &[&host], Some(&run.to_string()));
+    assert_eq!(status, 201, "{run}");
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    let path = format!("/api/v1/runs/{}", run["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let finished = loop {
+        let (_, body) = server.request_with("GET", &path, &[&host], None);
+        let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap()) {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish: {run}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(finished["state"], "succeeded", "{finished}");
+}
+
+#[test]
+fn openai_parameters_are_honoured_or_refused_by_name() {
+    let server = Server::start();
+    let ask = |extra: &str| {
+        let body = format!(
+            r#"{{"model": "tiny", "messages": [{{"role": "user", "content": "你好"}}], "temperature": 0{extra}}}"#
+        );
+        server.request("POST", "/v1/chat/completions", Some(&body))
+    };
+    let answer = |body: &str| -> (String, u64) {
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        (
+            json["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            json["usage"]["completion_tokens"].as_u64().unwrap(),
+        )
+    };
+    let (status, by_old_name) = ask(r#", "max_tokens": 3"#);
+    assert_eq!(status, 200, "{by_old_name}");
+    let (status, by_new_name) = ask(r#", "max_completion_tokens": 3"#);
+    assert_eq!(status, 200, "{by_new_name}");
+    assert_eq!(answer(&by_new_name), answer(&by_old_name));
+    assert!(answer(&by_new_name).1 <= 3);
+    // Neutral values and fields that change nothing are accepted.
+    let (status, body) = ask(
+        r#", "max_tokens": 2, "n": 1, "presence_penalty": 0, "frequency_penalty": 0.0, "user": "u1", "logprobs": false, "tools": null"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    for (extra, named) in [
+        (r#", "n": 2"#, "n: 2"),
+        (r#", "presence_penalty": 0.5"#, "presence_penalty"),
+        (r#", "frequency_penalty": -1"#, "frequency_penalty"),
+        (r#", "logit_bias": {"5": 10}"#, "logit_bias"),
+        (
+            r#", "response_format": {"type": "json_object"}"#,
+            "response_format",
+        ),
+        (
+            r#", "max_tokens": 2, "max_completion_tokens": 3"#,
+            "disagree",
+        ),
+    ] {
+        let (status, body) = ask(extra);
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(error_code(&body), "invalid_request");
+        assert!(body.contains(named), "{extra}: {body}");
+    }
 }

@@ -42,6 +42,22 @@ pub struct ChatCompletionRequest {
     pub seed: Option<u64>,
     #[serde(default)]
     pub stop: Option<Stop>,
+    /// OpenAI's newer name for `max_tokens`, honoured the same way.
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    /// Choices per request: one is all this server makes.
+    #[serde(default)]
+    pub n: Option<u32>,
+    /// Not applied: a non-zero value is refused rather than silently ignored.
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    /// Not applied: a non-zero value is refused rather than silently ignored.
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    /// Every other field the request carries, so that the server can refuse those it would
+    /// otherwise ignore (the official client sends only what its caller passed).
+    #[serde(default, flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

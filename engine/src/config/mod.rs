@@ -215,18 +215,36 @@ impl ChatGlmConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
+        // The field as the file spells it: ChatGLM2/3 call it `seq_length`.
+        let length_field = if self.glm2().is_some() {
+            "seq_length"
+        } else {
+            "max_sequence_length"
+        };
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("num_layers", self.num_layers),
             ("num_attention_heads", self.num_attention_heads),
             ("inner_hidden_size", self.inner_hidden_size),
-            ("max_sequence_length", self.max_sequence_length),
+            (length_field, self.max_sequence_length),
         ];
         for (field, value) in positive {
             if value == 0 {
                 return Err(EngineError::config(path, field, "must be greater than 0"));
             }
+        }
+        // The rotary tables are built for every position up front: a hostile length must not
+        // ask for terabytes, nor wrap the position count.
+        if self.max_sequence_length > MAX_SEQUENCE_LENGTH {
+            return Err(EngineError::config(
+                path,
+                length_field,
+                format!(
+                    "{} is more than {MAX_SEQUENCE_LENGTH}, the longest sequence this engine builds position tables for",
+                    self.max_sequence_length
+                ),
+            ));
         }
         if let Some(g) = self.glm2() {
             return self.validate_glm2(g, path);
@@ -302,6 +320,10 @@ impl ChatGlmConfig {
         }
     }
 }
+
+/// The longest `max_sequence_length` (`seq_length`) a config may give: twice the longest
+/// ChatGLM checkpoint's (ChatGLM3-6B-128k's 131072).
+pub const MAX_SEQUENCE_LENGTH: usize = 1 << 18;
 
 /// `config.json` of an adapter folder as the official `ptuning/main.py` writes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -383,6 +405,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(quantized.contains("`quantization_bit`"), "{quantized}");
+        for (field, text) in [
+            (
+                "max_sequence_length",
+                TINY.replace(
+                    "\"pre_seq_len\":null",
+                    "\"max_sequence_length\":1000000000000",
+                ),
+            ),
+            (
+                "max_sequence_length",
+                TINY.replace(
+                    "\"pre_seq_len\":null",
+                    "\"max_sequence_length\":18446744073709551615",
+                ),
+            ),
+        ] {
+            let long = parse(&text).unwrap_err().to_string();
+            assert!(
+                long.contains("config.json") && long.contains(&format!("`{field}`")),
+                "{long}"
+            );
+            assert!(long.contains("262144"), "{long}");
+        }
         let bad_json = parse("{").unwrap_err().to_string();
         assert!(
             bad_json.contains("config.json") && bad_json.contains("line 1"),

@@ -19,6 +19,21 @@ use glmtune_engine::PrefixConfig;
 use super::data::DatasetArgs;
 use super::model_args::{load_tokenizer, DTypeArg};
 
+/// The most optimizer steps a run may take: far beyond any real run, and small enough that step
+/// counts never wrap where they are stored as signed numbers (the server's database) or
+/// multiplied into token counts.
+const MAX_STEPS: u64 = 1_000_000_000;
+
+/// `--num-train-epochs`: a positive, finite number of epochs.
+fn parse_epochs(text: &str) -> Result<f64, String> {
+    let epochs: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if epochs.is_finite() && epochs > 0.0 {
+        Ok(epochs)
+    } else {
+        Err(format!("{text}: must be a positive number"))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Read flags from a TOML or JSON file (keys are flag names); flags typed after it win.
@@ -83,9 +98,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     max_grad_norm: f64,
     /// Optimizer steps; replaces --num-train-epochs.
-    #[arg(long, conflicts_with = "num_train_epochs")]
+    #[arg(long, conflicts_with = "num_train_epochs", value_parser = clap::value_parser!(u64).range(1..=MAX_STEPS))]
     max_steps: Option<u64>,
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = parse_epochs)]
     num_train_epochs: f64,
     /// Dropout on the prefix keys and values, as the official model (0.1).
     #[arg(long, default_value_t = 0.1)]
@@ -219,9 +234,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .len()
         .div_ceil(args.per_device_train_batch_size.max(1));
     let updates_per_epoch = (micro_per_epoch / args.gradient_accumulation_steps.max(1)).max(1);
-    let max_steps = args
-        .max_steps
-        .unwrap_or_else(|| (args.num_train_epochs * updates_per_epoch as f64).ceil() as u64);
+    let max_steps = match args.max_steps {
+        Some(steps) => steps,
+        None => {
+            let steps = (args.num_train_epochs * updates_per_epoch as f64).ceil();
+            if steps > MAX_STEPS as f64 {
+                bail!(
+                    "--num-train-epochs {}: {steps} optimizer steps is more than {MAX_STEPS}",
+                    args.num_train_epochs
+                );
+            }
+            steps as u64
+        }
+    };
     let options = TrainOptions {
         per_device_train_batch_size: args.per_device_train_batch_size,
         gradient_accumulation_steps: args.gradient_accumulation_steps,

@@ -112,12 +112,33 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+        .trim_start();
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer KEY` is as good as `Bearer KEY`.
+    let (scheme, secret) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(secret.trim())
+}
+
+/// Whether two secrets are equal, in time that does not tell how much of a guess was right.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// Whether the request reached us over HTTPS: only a reverse proxy can say so (`--behind-proxy`
+/// trusts its `X-Forwarded-Proto`); the server itself speaks plain HTTP.
+pub fn over_https(state: &AppState, headers: &HeaderMap) -> bool {
+    state.settings.behind_proxy
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 async fn identify(
@@ -146,7 +167,7 @@ async fn identify(
             .ok_or_else(|| ApiError::unauthorized("the session has expired; sign in again"))?;
         let safe = matches!(*method, Method::GET | Method::HEAD);
         let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if !safe && sent != Some(csrf.as_str()) {
+        if !safe && !sent.is_some_and(|sent| same_secret(sent, &csrf)) {
             return Err(ApiError::forbidden(
                 "missing or wrong X-CSRF-Token header for a cookie-authenticated change",
             ));
@@ -300,6 +321,28 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// The hash a sign-in checks a password against when the user does not exist: made with the same
+/// parameters as real ones, so that a sign-in costs one argon2 verification whether or not the
+/// name exists, and its time does not tell which names do. No password matches it in practice
+/// (its own is a random secret, forgotten).
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&new_secret("")).unwrap_or_default())
+}
+
+/// Checks a sign-in: against the user's hash, or the dummy one when there is no such user, so that
+/// both cost the same. True only for an existing user with the right password.
+pub fn verify_sign_in(password: &str, hash: Option<&str>) -> bool {
+    let verified = verify_password(
+        password,
+        match hash {
+            Some(hash) => hash,
+            None => dummy_hash(),
+        },
+    );
+    verified && hash.is_some()
+}
+
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| {
         Argon2::default()
@@ -325,6 +368,38 @@ mod tests {
         assert!(verify_password("correct horse", &a));
         assert!(!verify_password("wrong", &a));
         assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn a_missing_user_costs_one_real_verification() {
+        // The dummy is a real argon2 hash with the parameters every password gets, so checking
+        // against it takes what checking a real one does.
+        let real = hash_password("correct horse").unwrap();
+        let dummy = PasswordHash::new(dummy_hash()).unwrap();
+        let real = PasswordHash::new(&real).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.params, real.params);
+        assert!(!verify_sign_in("correct horse", None));
+        let stored = hash_password("correct horse").unwrap();
+        assert!(verify_sign_in("correct horse", Some(&stored)));
+        assert!(!verify_sign_in("wrong", Some(&stored)));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_secrets_compare_whole() {
+        for value in ["Bearer glm-1", "bearer glm-1", "BEARER  glm-1 "] {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(bearer(&headers), Some("glm-1"), "{value:?}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "Basic Zm9v".parse().unwrap(),
+        );
+        assert_eq!(bearer(&headers), None);
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abd", "abc") && !same_secret("ab", "abc") && !same_secret("", "abc"));
     }
 
     #[test]

@@ -15,6 +15,11 @@ use super::ApiError;
 pub struct Blobs {
     root: PathBuf,
     temp: PathBuf,
+    /// Held while a blob gains or loses a reference: committing a blob and inserting the row
+    /// that names it, or deleting a row and removing its blob when no other row names it. Without
+    /// it a deletion could count no reference between an upload's commit of the same bytes (a
+    /// no-op, the file being there) and its insert, and remove the file the new row then names.
+    references: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A received upload, still in its temporary file; dropped uncommitted, the file goes.
@@ -39,6 +44,7 @@ impl Blobs {
         let blobs = Blobs {
             root: data_dir.join("blobs"),
             temp: data_dir.join("tmp"),
+            references: std::sync::Arc::default(),
         };
         std::fs::create_dir_all(&blobs.root)?;
         std::fs::create_dir_all(&blobs.temp)?;
@@ -47,6 +53,11 @@ impl Blobs {
             let _ = std::fs::remove_file(entry.path());
         }
         Ok(blobs)
+    }
+
+    /// Exclusive use of the references to blobs, for one commit-and-insert or delete-and-remove.
+    pub async fn references(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.references.lock().await
     }
 
     pub fn path(&self, sha256: &str) -> PathBuf {
@@ -98,8 +109,9 @@ impl Blobs {
         Ok(target)
     }
 
-    /// Stores bytes made on the server (a split of an upload).
-    pub fn store(&self, bytes: &[u8]) -> std::io::Result<(String, PathBuf)> {
+    /// Writes bytes made on the server (a split of an upload) to an upload of their own, to be
+    /// committed as a received one is.
+    pub fn prepare(&self, bytes: &[u8]) -> std::io::Result<Upload> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let temp = self.temp.join(crate::db::new_id("split-"));
         {
@@ -108,12 +120,11 @@ impl Blobs {
             file.write_all(bytes)?;
             file.sync_all()?;
         }
-        let upload = Upload {
+        Ok(Upload {
             temp,
-            sha256: sha256.clone(),
+            sha256,
             bytes: bytes.len() as u64,
             committed: false,
-        };
-        Ok((sha256, self.commit(upload)?))
+        })
     }
 }

@@ -70,6 +70,31 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// An error answered with `status` by code that is not ours (axum's extractor rejections,
+    /// its 405 for a method a route lacks), with the code that status means.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status.as_u16() {
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            408 | 504 => "timeout",
+            409 => "conflict",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            416 => "range_not_satisfiable",
+            429 => "rate_limited",
+            500..=599 => "internal",
+            _ => "invalid_request",
+        };
+        let status = if status.is_client_error() || status.is_server_error() {
+            status
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Self::new(status, code, message)
+    }
+
     /// Attaches machine-readable details (e.g. every invalid line of an upload).
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
@@ -121,4 +146,49 @@ impl From<std::io::Error> for ApiError {
     fn from(error: std::io::Error) -> Self {
         Self::internal(error.to_string())
     }
+}
+
+/// The longest body of a foreign error response read to become our error's message: rejections
+/// say one sentence.
+const FOREIGN_ERROR_BYTES: usize = 16 * 1024;
+
+/// Every error leaves the server as `{"error": {…}}`. Handlers answer [`ApiError`] themselves, but
+/// axum's extractors (`Query`, `Path`, `Multipart`, `Json`, body limits) reject with plain text
+/// before a handler runs, and the router answers a method a route lacks with an empty 405; this
+/// middleware rewrites any error response that is not JSON into the one shape, keeping its status
+/// and headers (`Allow`, `Retry-After`).
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FOREIGN_ERROR_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut answer = ApiError::from_status(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if *name != header::CONTENT_TYPE && *name != header::CONTENT_LENGTH {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
 }

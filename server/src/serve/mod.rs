@@ -12,6 +12,7 @@ mod events;
 mod metrics;
 mod openai;
 mod openapi;
+mod origin;
 mod registry;
 mod supervisor;
 mod web;
@@ -81,6 +82,23 @@ pub struct ServeArgs {
     /// Training runs at once.
     #[arg(long, default_value_t = 1)]
     max_concurrent_runs: usize,
+    /// Largest `pre_seq_len` a run may ask for (dashboard runs and OpenAI fine-tuning jobs, admins
+    /// included).
+    #[arg(long, default_value_t = 512)]
+    run_max_pre_seq_len: u64,
+    /// Largest per-device batch size × gradient accumulation steps a run may ask for.
+    #[arg(long, default_value_t = 256)]
+    run_max_batch: u64,
+    /// Largest `max_source_length` and `max_target_length` a run may ask for, in tokens (at most
+    /// 8192).
+    #[arg(long, default_value_t = 2048)]
+    run_max_length: u64,
+    /// Largest `max_steps` a run may ask for (at most 1000000000).
+    #[arg(long, default_value_t = 100_000)]
+    run_max_steps: u64,
+    /// Largest `num_train_epochs` (OpenAI `n_epochs`) a run may ask for.
+    #[arg(long, default_value_t = 100.0)]
+    run_max_epochs: f64,
     /// Seconds without a training step before a run's stream gets a `stall` event.
     #[arg(long, default_value_t = 300)]
     stall_seconds: u64,
@@ -99,6 +117,19 @@ pub struct ServeArgs {
     /// Serve without authentication, every caller an admin (loopback addresses only).
     #[arg(long)]
     no_auth: bool,
+    /// Another name this server answers to, as browsers send it in `Host` (NAME, any port, or
+    /// NAME:PORT); repeatable. Always accepted: the bind address, and on loopback `localhost` and
+    /// every loopback address, on the bound port; bound to 0.0.0.0 or [::], any of this machine's
+    /// addresses typed as such. Every DNS name the server is reached by (directly, or through a
+    /// reverse proxy that passes the name on) must be listed: a request naming another host is
+    /// refused, which is what keeps a web page from reaching the server by DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// The server is reached through a reverse proxy that terminates TLS: trust its
+    /// `X-Forwarded-Proto: https` and mark the session cookie `Secure`. Leave it off when clients
+    /// reach the server directly, as they could send the header themselves.
+    #[arg(long)]
+    behind_proxy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +172,12 @@ pub struct Settings {
     pub stall: Duration,
     pub web_dir: PathBuf,
     pub session_seconds: i64,
+    /// The names a request's `Host` may give (`--allowed-host` and the bound address).
+    pub hosts: origin::HostPolicy,
+    /// `--behind-proxy`: `X-Forwarded-Proto` is the proxy's word, not a client's.
+    pub behind_proxy: bool,
+    /// The most a run may ask for (`--run-max-*`).
+    pub run_limits: api::runs::RunLimits,
 }
 
 #[derive(Clone)]
@@ -199,6 +236,7 @@ pub fn router(state: AppState, max_json_bytes: usize) -> Router {
         .merge(openai::routes(state.settings.max_upload_bytes))
         .fallback(web::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(max_json_bytes))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_limit,
@@ -210,6 +248,11 @@ pub fn router(state: AppState, max_json_bytes: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
+        ))
+        // Outside authentication and metrics: a request for another host is nobody's business.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::check,
         ))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
@@ -319,13 +362,17 @@ struct Prepared {
     setup_token: Option<String>,
 }
 
-async fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
+/// `bound` is the address the listener got (its real port where `--bind` asked for port 0).
+async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared> {
     let db = open_database(&args.data_dir, args.database_url.as_deref()).await?;
     for spec in &args.models {
         register_model(&db, &spec.name, &spec.dir, spec.adapter.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!("--model {}: {e}", spec.name))?;
     }
+    // Made now, so that the first sign-in of a name that does not exist costs no more than the
+    // ones after it.
+    auth::dummy_hash();
     let mut setup_token = None;
     if db.count_users().await? == 0 {
         if let Some(password) = &args.admin_password {
@@ -351,6 +398,20 @@ async fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
         stall: Duration::from_secs(args.stall_seconds.max(1)),
         web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
         session_seconds: args.session_seconds.max(1),
+        hosts: origin::HostPolicy::new(bound, &args.allowed_hosts),
+        behind_proxy: args.behind_proxy,
+        run_limits: api::runs::RunLimits {
+            pre_seq_len: args.run_max_pre_seq_len.max(1),
+            batch: args.run_max_batch.max(1),
+            length: args.run_max_length.clamp(3, 8192),
+            // What `glmtune train --max-steps` accepts at most.
+            steps: args.run_max_steps.clamp(1, 1_000_000_000),
+            epochs: if args.run_max_epochs.is_finite() && args.run_max_epochs > 0.0 {
+                args.run_max_epochs
+            } else {
+                1.0
+            },
+        },
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let blobs = blobs::Blobs::new(&data_dir)
@@ -374,7 +435,10 @@ async fn prepare(args: &ServeArgs) -> anyhow::Result<Prepared> {
 /// The router of a server started with `args`, for callers in this process (no socket, no
 /// signals): the fuzz target drives it with hostile requests.
 pub async fn app(args: &ServeArgs) -> anyhow::Result<Router> {
-    Ok(router(prepare(args).await?.state, args.max_json_bytes))
+    Ok(router(
+        prepare(args, args.bind).await?.state,
+        args.max_json_bytes,
+    ))
 }
 
 /// `glmtune serve`'s flags from a list of them (as typed after `glmtune serve`).
@@ -389,12 +453,13 @@ pub fn flags(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let Prepared { state, setup_token } = prepare(&args).await?;
-    let supervisor = state.supervisor.clone();
+    // Bound first: the names the server answers to include the port it really got.
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     let address = listener.local_addr()?;
+    let Prepared { state, setup_token } = prepare(&args, address).await?;
+    let supervisor = state.supervisor.clone();
     // Not println!: a reader that went away must not take the server down.
     use std::io::Write;
     // One write: a reader of the first line has the setup token's line with it, however loaded

@@ -31,6 +31,16 @@ fn openai_package(backend: Backend) {
     assert_eq!(seen["finish_reason"], "length");
     // Streaming and not give the same greedy answer, and the server's own chat agrees.
     assert_eq!(seen["answer"], seen["streamed"]);
+    // max_completion_tokens is max_tokens by its newer name; a penalty is refused by name.
+    assert_eq!(seen["max_completion_tokens_answer"], seen["answer"]);
+    assert_eq!(seen["penalty_refused"][0], 400, "{seen}");
+    assert!(
+        seen["penalty_refused"][1]
+            .as_str()
+            .unwrap()
+            .contains("presence_penalty"),
+        "{seen}"
+    );
     let direct = server.post(
         "/api/v1/chats",
         &key,

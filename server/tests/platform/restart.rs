@@ -113,6 +113,9 @@ fn sigterm_checkpoints_running_jobs_then_stops() {
     // A dashboard following the run must not hold the shutdown up.
     let (address, auth) = (server.address.clone(), format!("Bearer {key}"));
     let path = format!("/api/v1/runs/{id}/events");
+    // The follower says when its stream has started; a fixed pause could end before it
+    // connects on a loaded machine, and the server would be gone.
+    let (started, stream_started) = std::sync::mpsc::channel();
     let follower = std::thread::spawn(move || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&address).unwrap();
@@ -121,11 +124,24 @@ fn sigterm_checkpoints_running_jobs_then_stops() {
             "GET {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: {auth}\r\n\r\n"
         )
         .unwrap();
-        let mut body = String::new();
-        let _ = stream.read_to_string(&mut body);
-        body
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let mut told = false;
+        while let Ok(n) = stream.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buffer[..n]);
+            if !told && String::from_utf8_lossy(&received).contains("event: metrics") {
+                let _ = started.send(());
+                told = true;
+            }
+        }
+        String::from_utf8_lossy(&received).into_owned()
     });
-    std::thread::sleep(Duration::from_millis(300));
+    stream_started
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the event stream did not start");
     server.signal("TERM");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");

@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_shared::api::{
@@ -13,11 +13,23 @@ use glmtune_shared::api::{
 use crate::serve::auth::{self, Caller, SESSION_COOKIE};
 use crate::serve::{ApiError, AppState};
 
-fn session_cookie(token: &str, max_age: i64) -> String {
-    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}")
+/// The longest password accepted, in characters: argon2 takes any length, but a sign-in must not
+/// make the server hash megabytes.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// `Secure` when the browser reached us over HTTPS, so that the cookie never travels in clear.
+fn session_cookie(token: &str, max_age: i64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+    )
 }
 
-async fn start_session(state: &AppState, user: User) -> Result<Response, ApiError> {
+async fn start_session(
+    state: &AppState,
+    user: User,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     // Always a new token from the server: a session id planted before sign-in (fixation) is
     // never the one that gets signed in.
     let token = auth::new_secret("");
@@ -28,7 +40,10 @@ async fn start_session(state: &AppState, user: User) -> Result<Response, ApiErro
         .create_session(&user.id, &token, &csrf_token, lifetime)
         .await?;
     Ok((
-        [(header::SET_COOKIE, session_cookie(&token, lifetime))],
+        [(
+            header::SET_COOKIE,
+            session_cookie(&token, lifetime, auth::over_https(state, headers)),
+        )],
         Json(SessionInfo { user, csrf_token }),
     )
         .into_response())
@@ -40,6 +55,15 @@ fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
     }
     if password.chars().count() < 8 {
         return Err(ApiError::invalid("password: at least 8 characters"));
+    }
+    check_password_length(password)
+}
+
+fn check_password_length(password: &str) -> Result<(), ApiError> {
+    if password.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(format!(
+            "password: at most {MAX_PASSWORD_CHARS} characters"
+        )));
     }
     Ok(())
 }
@@ -60,6 +84,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<serde_json::Va
 
 pub async fn setup(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<SetupRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
@@ -71,7 +96,10 @@ pub async fn setup(
     if expected.is_none() || state.db.count_users().await? > 0 {
         return Err(ApiError::conflict("setup is done: sign in instead"));
     }
-    if expected.as_deref() != Some(request.setup_token.as_str()) {
+    if !expected
+        .as_deref()
+        .is_some_and(|expected| auth::same_secret(&request.setup_token, expected))
+    {
         return Err(ApiError::forbidden(
             "wrong setup token (it is printed at server start)",
         ));
@@ -87,27 +115,26 @@ pub async fn setup(
         .setup_token
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-    start_session(&state, user).await
+    start_session(&state, user, &headers).await
 }
 
 pub async fn login(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
+    check_password_length(&request.password)?;
     let found = state.db.user_by_name(&request.username).await?;
     let password = request.password;
-    let verified = match found {
-        Some((user, hash)) => {
-            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            ok.then_some(user)
-        }
-        None => None,
-    };
-    match verified {
-        Some(user) => start_session(&state, user).await,
+    let (user, hash) = found.map_or((None, None), |(user, hash)| (Some(user), Some(hash)));
+    // One argon2 verification whether or not the user exists (against a dummy hash if not).
+    let verified =
+        tokio::task::spawn_blocking(move || auth::verify_sign_in(&password, hash.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    match user.filter(|_| verified) {
+        Some(user) => start_session(&state, user, &headers).await,
         None => Err(ApiError::unauthorized("wrong username or password")),
     }
 }
@@ -121,7 +148,10 @@ pub async fn logout(
     }
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, session_cookie("", 0))],
+        [(
+            header::SET_COOKIE,
+            session_cookie("", 0, auth::over_https(&state, &headers)),
+        )],
     )
         .into_response())
 }

@@ -16,9 +16,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Deserialize;
 
-use crate::db::{new_id, now};
+use crate::db::{new_id, now, Db};
 use crate::serve::auth::Caller;
-use crate::serve::blobs::Upload;
+use crate::serve::blobs::{Blobs, Upload};
 use crate::serve::{ApiError, AppState};
 
 /// How many records a dataset shows as its preview.
@@ -188,8 +188,7 @@ pub async fn ingest(
             "max_source_length and max_target_length: must be between 3 and 8192",
         ));
     }
-    let blobs = state.blobs.clone();
-    let (validated, (sha256, bytes)) = tokio::task::spawn_blocking(move || {
+    let (validated, upload) = tokio::task::spawn_blocking(move || {
         let tokenizer = match &model_dir {
             Some(dir) => Some(
                 ChatGlmTokenizer::from_dir(dir).map_err(|e| ApiError::internal(e.to_string()))?,
@@ -198,12 +197,11 @@ pub async fn ingest(
         };
         let measure = tokenizer.as_ref().map(|t| (t, lengths));
         let validated = validate(&upload.temp, &name, &options, measure)?;
-        let (sha256, bytes) = (upload.sha256.clone(), upload.bytes);
-        blobs.commit(upload)?;
-        Ok::<_, ApiError>((validated, (sha256, bytes)))
+        Ok::<_, ApiError>((validated, upload))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (sha256, bytes) = (upload.sha256.clone(), upload.bytes);
     let dataset = Dataset {
         id: new_id("file-"),
         name: intake.name,
@@ -224,8 +222,36 @@ pub async fn ingest(
             .map(record_json)
             .collect(),
     };
-    state.db.insert_dataset(&dataset).await?;
+    record(&state.db, &state.blobs, upload, &dataset).await?;
     Ok(dataset)
+}
+
+/// Stores `upload` under its hash and inserts `dataset`, which names it, as one step against
+/// deletions (see [`Blobs::references`]).
+pub async fn record(
+    db: &Db,
+    blobs: &Blobs,
+    upload: Upload,
+    dataset: &Dataset,
+) -> Result<(), ApiError> {
+    let _references = blobs.references().await;
+    let committing = blobs.clone();
+    tokio::task::spawn_blocking(move || committing.commit(upload))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    db.insert_dataset(dataset).await?;
+    Ok(())
+}
+
+/// Deletes a dataset's row, and its blob when no other row names it, as one step against uploads
+/// of the same bytes (see [`Blobs::references`]).
+pub async fn forget(db: &Db, blobs: &Blobs, dataset: &Dataset) -> Result<(), ApiError> {
+    let _references = blobs.references().await;
+    db.delete_dataset(&dataset.id).await?;
+    if db.datasets_using_blob(&dataset.sha256).await? == 0 {
+        let _ = std::fs::remove_file(blobs.path(&dataset.sha256));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,10 +358,7 @@ pub async fn delete(
             "dataset {id} is used by a run; runs keep their data"
         )));
     }
-    state.db.delete_dataset(&id).await?;
-    if state.db.datasets_using_blob(&dataset.sha256).await? == 0 {
-        let _ = std::fs::remove_file(state.blobs.path(&dataset.sha256));
-    }
+    forget(&state.db, &state.blobs, &dataset).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -384,12 +407,12 @@ pub async fn split(
                 text.push_str(&row.to_string());
                 text.push('\n');
             }
-            let (sha256, _) = blobs.store(text.as_bytes())?;
+            let upload = blobs.prepare(text.as_bytes())?;
             let records: Vec<Record> = indices
                 .iter()
                 .map(|&i| validated.records[i].clone())
                 .collect();
-            parts.push((label, sha256, text.len(), records));
+            parts.push((label, upload, records));
         }
         Ok::<_, ApiError>((parts, validated.history))
     })
@@ -397,12 +420,12 @@ pub async fn split(
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let (parts, history) = parts;
     let mut made = Vec::new();
-    for (label, sha256, bytes, records) in parts {
+    for (label, upload, records) in parts {
         let part = Dataset {
             id: new_id("file-"),
             name: format!("{} ({label})", dataset.name),
-            sha256,
-            bytes: bytes as i64,
+            sha256: upload.sha256.clone(),
+            bytes: upload.bytes as i64,
             format: "columns".into(),
             read_options: ReadOptions {
                 format: "columns".into(),
@@ -418,7 +441,7 @@ pub async fn split(
             stats: None,
             preview: records.iter().take(PREVIEW).map(record_json).collect(),
         };
-        state.db.insert_dataset(&part).await?;
+        record(&state.db, &state.blobs, upload, &part).await?;
         made.push(part);
     }
     let validation = made.pop();
@@ -430,5 +453,71 @@ pub async fn split(
         )
             .into_response()),
         _ => Err(ApiError::internal("the split made no datasets")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(sha256: &str) -> Dataset {
+        Dataset {
+            id: new_id("file-"),
+            name: "same.jsonl".into(),
+            sha256: sha256.to_owned(),
+            bytes: 3,
+            format: "columns".into(),
+            read_options: ReadOptions::default(),
+            records: 1,
+            skipped_empty: 0,
+            purpose: "fine-tune".into(),
+            owner_id: None,
+            created_at: now(),
+            stats: None,
+            preview: Vec::new(),
+        }
+    }
+
+    /// A deletion and an upload of the same bytes, interleaved where they used to race: the
+    /// upload has committed its blob (a no-op: the file is there) but not yet inserted its row
+    /// when the deletion runs. The deletion waits for the upload's row, counts it, and keeps the
+    /// blob.
+    #[tokio::test]
+    async fn a_deletion_never_removes_the_blob_of_an_upload_in_flight() {
+        let dir = std::env::temp_dir().join(new_id("glmtune-blob-race-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Db::open(&crate::db::default_url(&dir)).await.unwrap();
+        let blobs = Blobs::new(&dir).unwrap();
+        let old = blobs.prepare(b"abc").unwrap();
+        let old_dataset = dataset(&old.sha256);
+        record(&db, &blobs, old, &old_dataset).await.unwrap();
+        let path = blobs.path(&old_dataset.sha256);
+        assert!(path.is_file());
+
+        // The new upload's step, held open between its commit and its insert.
+        let upload = blobs.prepare(b"abc").unwrap();
+        let new_dataset = dataset(&upload.sha256);
+        let references = blobs.references().await;
+        blobs.commit(upload).unwrap();
+        let mut deletion = tokio::spawn({
+            let (db, blobs, old_dataset) = (db.clone(), blobs.clone(), old_dataset.clone());
+            async move { forget(&db, &blobs, &old_dataset).await }
+        });
+        // The deletion cannot end while the upload's step is open, however long it is given
+        // (without the lock it ends in milliseconds, having removed the blob).
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(500), &mut deletion).await;
+        assert!(waited.is_err(), "the deletion did not wait for the upload");
+        db.insert_dataset(&new_dataset).await.unwrap();
+        drop(references);
+        deletion.await.unwrap().unwrap();
+
+        assert!(db.dataset(&old_dataset.id).await.unwrap().is_none());
+        assert!(db.dataset(&new_dataset.id).await.unwrap().is_some());
+        assert!(path.is_file(), "the new dataset's blob was removed");
+        // The last reference gone, the blob goes.
+        forget(&db, &blobs, &new_dataset).await.unwrap();
+        assert!(!path.is_file());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunState};
+use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunSettings, RunState};
 
 use super::presets::resolve_settings;
 use crate::db::{new_id, now};
@@ -20,6 +20,80 @@ const ADAPTER_FILES: [&str; 4] = [
     "pytorch_model.bin",
     "adapter.safetensors",
 ];
+
+/// The most a run may ask for, from the server's `--run-max-*` flags: a member must not be able to
+/// tie up the machine's memory or its training queue for good. They bind admins too; an admin who
+/// needs more restarts the server with larger bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub pre_seq_len: u64,
+    /// Per-device batch size × gradient accumulation steps.
+    pub batch: u64,
+    /// `max_source_length` and `max_target_length`, each.
+    pub length: u64,
+    pub steps: u64,
+    pub epochs: f64,
+}
+
+impl RunLimits {
+    /// Checks a run's resolved settings, naming the setting and the flag that bounds it.
+    pub fn check(&self, s: &RunSettings) -> Result<(), ApiError> {
+        let over = |setting: &str, value: String, bound: String, flag: &str| {
+            ApiError::invalid(format!(
+                "settings.{setting}: {value} is more than this server allows ({bound}, its --{flag})"
+            ))
+        };
+        let counts = [
+            (
+                "pre_seq_len",
+                s.pre_seq_len,
+                self.pre_seq_len,
+                "run-max-pre-seq-len",
+            ),
+            ("max_steps", s.max_steps, self.steps, "run-max-steps"),
+            (
+                "max_source_length",
+                s.max_source_length,
+                self.length,
+                "run-max-length",
+            ),
+            (
+                "max_target_length",
+                s.max_target_length,
+                self.length,
+                "run-max-length",
+            ),
+        ];
+        for (setting, value, bound, flag) in counts {
+            if let Some(value) = value.filter(|&v| v > bound) {
+                return Err(over(setting, value.to_string(), bound.to_string(), flag));
+            }
+        }
+        let batch = s.per_device_train_batch_size.unwrap_or(1);
+        let accumulation = s.gradient_accumulation_steps.unwrap_or(1);
+        let product = batch.saturating_mul(accumulation);
+        if product > self.batch {
+            return Err(over(
+                "per_device_train_batch_size × gradient_accumulation_steps",
+                format!("{batch} × {accumulation} = {product}"),
+                self.batch.to_string(),
+                "run-max-batch",
+            ));
+        }
+        // Epochs count only where they decide the length (no max_steps), as in training.
+        if s.max_steps.is_none() {
+            if let Some(epochs) = s.num_train_epochs.filter(|&e| e > self.epochs) {
+                return Err(over(
+                    "num_train_epochs",
+                    epochs.to_string(),
+                    self.epochs.to_string(),
+                    "run-max-epochs",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Checks and queues a run (shared with `/v1/fine_tuning/jobs`).
 pub async fn create_run(
@@ -65,6 +139,7 @@ pub async fn create_run(
         }
     }
     let mut settings = resolve_settings(request.preset.as_deref(), &request.settings)?;
+    state.settings.run_limits.check(&settings)?;
     if request.validation_dataset.is_some() && settings.eval_samples.is_none() {
         settings.eval_samples = Some(20);
     }
@@ -73,7 +148,10 @@ pub async fn create_run(
         model: request.model,
         train_dataset: request.train_dataset,
         validation_dataset: request.validation_dataset,
-        max_steps: settings.max_steps.map(|v| v as i64),
+        // Bounded by --run-max-steps; never wrapped into a negative count either way.
+        max_steps: settings
+            .max_steps
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
         settings,
         init_run: request.init_run,
         state: RunState::Queued,
@@ -365,4 +443,66 @@ fn zip_adapter(dir: &std::path::Path) -> Result<Vec<u8>, ApiError> {
         .finish()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(cursor.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RunLimits = RunLimits {
+        pre_seq_len: 512,
+        batch: 256,
+        length: 2048,
+        steps: 100_000,
+        epochs: 100.0,
+    };
+
+    fn refusal(settings: RunSettings) -> String {
+        LIMITS
+            .check(&settings)
+            .expect_err("over the bounds")
+            .to_string()
+    }
+
+    #[test]
+    fn run_bounds_name_the_setting_and_the_flag() {
+        let message = refusal(RunSettings {
+            pre_seq_len: Some(1_000_000),
+            ..RunSettings::default()
+        });
+        assert!(
+            message.contains("settings.pre_seq_len: 1000000"),
+            "{message}"
+        );
+        assert!(
+            message.contains("512, its --run-max-pre-seq-len"),
+            "{message}"
+        );
+        let message = refusal(RunSettings {
+            per_device_train_batch_size: Some(64),
+            gradient_accumulation_steps: Some(u64::MAX),
+            ..RunSettings::default()
+        });
+        assert!(message.contains("--run-max-batch"), "{message}");
+        let message = refusal(RunSettings {
+            max_target_length: Some(4096),
+            ..RunSettings::default()
+        });
+        assert!(message.contains("settings.max_target_length"), "{message}");
+        let message = refusal(RunSettings {
+            num_train_epochs: Some(1e9),
+            ..RunSettings::default()
+        });
+        assert!(message.contains("--run-max-epochs"), "{message}");
+        assert!(refusal(RunSettings {
+            max_steps: Some(100_001),
+            ..RunSettings::default()
+        })
+        .contains("--run-max-steps"));
+        // Every preset fits the defaults.
+        for preset in super::super::presets::presets() {
+            let settings = resolve_settings(Some(&preset.name), &RunSettings::default()).unwrap();
+            LIMITS.check(&settings).unwrap();
+        }
+    }
 }

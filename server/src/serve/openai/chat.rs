@@ -54,8 +54,63 @@ pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList
     }))
 }
 
+/// Fields that change nothing in the answer, accepted and ignored: who asks (`user`), and what
+/// OpenAI would keep about the request (`metadata`, `store`).
+const IGNORED_FIELDS: [&str; 3] = ["user", "metadata", "store"];
+
+/// The parameters this server does not apply are refused with a 400 naming them, rather than
+/// silently ignored: an answer must be what was asked for. Unset, null, `false` or their neutral
+/// value (n 1, penalties 0) they are fine.
+fn refuse_unsupported(request: &ChatCompletionRequest) -> Result<(), ApiError> {
+    if let Some(n) = request.n.filter(|&n| n != 1) {
+        return Err(ApiError::invalid(format!(
+            "n: {n} choices asked for; this server makes one per request (send n 1 or leave it out)"
+        )));
+    }
+    for (name, value) in [
+        ("presence_penalty", request.presence_penalty),
+        ("frequency_penalty", request.frequency_penalty),
+    ] {
+        if let Some(value) = value.filter(|&v| v != 0.0) {
+            return Err(ApiError::invalid(format!(
+                "{name}: {value} is not supported by this server (only 0); ChatGLM's own \
+                 repetition penalty is not an OpenAI parameter"
+            )));
+        }
+    }
+    if let (Some(a), Some(b)) = (request.max_tokens, request.max_completion_tokens) {
+        if a != b {
+            return Err(ApiError::invalid(format!(
+                "max_tokens ({a}) and max_completion_tokens ({b}) disagree; send one"
+            )));
+        }
+    }
+    let mut unsupported: Vec<&str> = request
+        .other
+        .iter()
+        .filter(|(name, value)| {
+            !IGNORED_FIELDS.contains(&name.as_str())
+                && !matches!(
+                    value,
+                    serde_json::Value::Null | serde_json::Value::Bool(false)
+                )
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    unsupported.sort_unstable();
+    if !unsupported.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "{}: not supported by this server (supported: model, messages, temperature, top_p, \
+             max_tokens or max_completion_tokens, stop, seed, stream, n 1, penalties 0, user)",
+            unsupported.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Splits OpenAI messages into ChatGLM's query and history.
 fn plan(request: &ChatCompletionRequest, limits: &Limits) -> Result<Question, ApiError> {
+    refuse_unsupported(request)?;
     let mut system = Vec::new();
     let mut turns: Vec<(String, Option<String>)> = Vec::new();
     for (i, message) in request.messages.iter().enumerate() {
@@ -95,7 +150,11 @@ fn plan(request: &ChatCompletionRequest, limits: &Limits) -> Result<Question, Ap
         system,
         query,
         history,
-        options: Question::options(request.max_tokens, sampling, limits)?,
+        options: Question::options(
+            request.max_tokens.or(request.max_completion_tokens),
+            sampling,
+            limits,
+        )?,
         stops: request
             .stop
             .as_ref()

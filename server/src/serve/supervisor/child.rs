@@ -58,6 +58,12 @@ pub fn is_routine(text: &str) -> bool {
     .any(|p| text.starts_with(p))
 }
 
+/// `--NAME=VALUE`: one argument, so that a value starting with `-` (a source prefix of
+/// `-x --help`, a column named `--resume`) is never read as a flag of its own.
+pub fn flag(name: &str, value: &str) -> String {
+    format!("--{name}={value}")
+}
+
 /// The `glmtune train` flags of a run's settings.
 pub fn training_flags(settings: &RunSettings) -> Vec<String> {
     let s = settings;
@@ -95,8 +101,7 @@ pub fn training_flags(settings: &RunSettings) -> Vec<String> {
     ];
     let mut flags: Vec<String> = valued
         .into_iter()
-        .filter_map(|(flag, value)| Some([format!("--{flag}"), value?]))
-        .flatten()
+        .filter_map(|(name, value)| Some(flag(name, &value?)))
         .collect();
     if s.prefix_projection == Some(true) {
         flags.push("--prefix-projection".into());
@@ -166,12 +171,19 @@ mod tests {
         assert_eq!(
             training_flags(&settings),
             [
-                "--max-steps",
-                "6",
-                "--source-prefix",
-                "你是医生。 Answer briefly",
+                "--max-steps=6",
+                "--source-prefix=你是医生。 Answer briefly",
                 "--no-shuffle"
             ]
         );
+    }
+
+    #[test]
+    fn a_value_starting_with_a_dash_stays_one_argument() {
+        let settings = RunSettings {
+            source_prefix: Some("-x --help".into()),
+            ..RunSettings::default()
+        };
+        assert_eq!(training_flags(&settings), ["--source-prefix=-x --help"]);
     }
 }

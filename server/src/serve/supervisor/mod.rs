@@ -23,7 +23,7 @@ use super::blobs::Blobs;
 use super::metrics::Metrics;
 use super::{run_dir, Settings};
 use crate::db::{Db, DbResult};
-use child::{is_routine, spawn_child, training_flags, Tail};
+use child::{flag, is_routine, spawn_child, training_flags, Tail};
 
 const TICK: Duration = Duration::from_millis(200);
 /// How long a stopping child may take to write its checkpoint.
@@ -409,32 +409,19 @@ impl Supervisor {
         let train = self.dataset_path(&run.train_dataset)?;
         let mut args: Vec<String> = vec![
             "train".into(),
-            "--model".into(),
-            model.path.clone(),
-            "--train-file".into(),
-            train.0.to_string_lossy().into_owned(),
-            "--output-dir".into(),
-            dir.to_string_lossy().into_owned(),
-            "--dtype".into(),
-            "f32".into(),
+            flag("model", &model.path),
+            flag("train-file", &train.0.to_string_lossy()),
+            flag("output-dir", &dir.to_string_lossy()),
+            flag("dtype", "f32"),
         ];
         args.extend(train.1);
         if let Some(validation) = &run.validation_dataset {
-            args.push("--validation-file".into());
-            args.push(
-                self.dataset_path(validation)?
-                    .0
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            let path = self.dataset_path(validation)?.0;
+            args.push(flag("validation-file", &path.to_string_lossy()));
         }
         if let Some(init) = &run.init_run {
-            args.push("--init-adapter".into());
-            args.push(
-                run_dir(&self.settings.data_dir, init)
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            let path = run_dir(&self.settings.data_dir, init);
+            args.push(flag("init-adapter", &path.to_string_lossy()));
         }
         args.extend(training_flags(&run.settings));
         let resuming = dir.join("trainer_log.jsonl").exists();
@@ -479,30 +466,27 @@ impl Supervisor {
         let settings = &run.settings;
         let mut args: Vec<String> = vec![
             "eval".into(),
-            "--model".into(),
-            model.path,
-            "--adapter".into(),
-            dir.to_string_lossy().into_owned(),
-            "--validation-file".into(),
-            path.to_string_lossy().into_owned(),
-            "--output-dir".into(),
-            eval_dir.to_string_lossy().into_owned(),
+            flag("model", &model.path),
+            flag("adapter", &dir.to_string_lossy()),
+            flag("validation-file", &path.to_string_lossy()),
+            flag("output-dir", &eval_dir.to_string_lossy()),
             "--greedy".into(),
-            "--max-predict-samples".into(),
-            settings.eval_samples.unwrap_or(0).to_string(),
+            flag(
+                "max-predict-samples",
+                &settings.eval_samples.unwrap_or(0).to_string(),
+            ),
         ];
         args.extend(read_flags);
-        for (flag, value) in [
-            ("--max-source-length", settings.max_source_length),
-            ("--max-target-length", settings.max_target_length),
+        for (name, value) in [
+            ("max-source-length", settings.max_source_length),
+            ("max-target-length", settings.max_target_length),
         ] {
             if let Some(value) = value {
-                args.push(flag.into());
-                args.push(value.to_string());
+                args.push(flag(name, &value.to_string()));
             }
         }
         if let Some(prefix) = &settings.source_prefix {
-            args.extend(["--source-prefix".into(), prefix.clone()]);
+            args.push(flag("source-prefix", prefix));
         }
         spawn_child(
             &args,
@@ -518,15 +502,14 @@ impl Supervisor {
             .ok_or_else(|| anyhow::anyhow!("dataset {id} does not exist"))?;
         let path = self.blobs.path(&dataset.sha256);
         let options = &dataset.read_options;
-        let mut flags = vec!["--format".to_owned(), options.format.clone()];
-        for (flag, value) in [
-            ("--prompt-column", &options.prompt_column),
-            ("--response-column", &options.response_column),
-            ("--history-column", &options.history_column),
+        let mut flags = vec![flag("format", &options.format)];
+        for (name, value) in [
+            ("prompt-column", &options.prompt_column),
+            ("response-column", &options.response_column),
+            ("history-column", &options.history_column),
         ] {
             if let Some(value) = value {
-                flags.push(flag.into());
-                flags.push(value.clone());
+                flags.push(flag(name, value));
             }
         }
         Ok((path, flags))
