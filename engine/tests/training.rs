@@ -61,6 +61,7 @@ fn reproduces_the_official_trajectory_and_prefix() {
         seed: 42,
         forward_batch_size: None,
         gradient_checkpointing: false,
+        loss_scaling: None,
     };
     let mut trainer = Trainer::new(&model, &init, options).unwrap();
     let mut logs: Vec<StepLog> = Vec::new();

@@ -113,6 +113,7 @@ fn options(args: &serde_json::Value) -> TrainOptions {
         seed: args["seed"].as_u64().unwrap(),
         forward_batch_size: None,
         gradient_checkpointing: false,
+        loss_scaling: None,
     }
 }
 

@@ -71,7 +71,25 @@ fn log_rows(dir: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn cli_reproduces_the_official_trajectory() {
     let dir = scratch("trajectory");
-    let args = fixture_run_args(&dir);
+    check_official_trajectory(&dir, &[]);
+}
+
+/// Forwards of four sequences (two micro-batches each) with per-layer recomputation: the same
+/// trajectory and adapter, as only speed and memory change.
+#[test]
+fn forward_batching_and_checkpointing_keep_the_trajectory() {
+    let dir = scratch("trajectory-fb4-ckpt");
+    check_official_trajectory(
+        &dir,
+        &["--forward-batch-size", "4", "--gradient-checkpointing"],
+    );
+}
+
+/// Runs the fixture's recipe with `extra` flags and checks the log and the adapter against the
+/// official run.
+fn check_official_trajectory(dir: &Path, extra: &[&str]) {
+    let mut args = fixture_run_args(dir);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
         .args(&args)
         .output()
@@ -83,7 +101,7 @@ fn cli_reproduces_the_official_trajectory() {
     );
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
-    let rows = log_rows(&dir);
+    let rows = log_rows(dir);
     let trajectory = expected["train"]["trajectory"].as_array().unwrap();
     assert_eq!(rows.len(), trajectory.len());
     for (row, reference) in rows.iter().zip(trajectory) {
@@ -149,6 +167,37 @@ fn cli_reproduces_the_official_trajectory() {
         "{}",
         String::from_utf8_lossy(&generated.stderr)
     );
+}
+
+/// `--fp16` (an f16 base with loss scaling) and `--bf16` train; each log row of an `--fp16` run
+/// carries the scale it used; the Trainer's flags and `--dtype` exclude each other.
+#[test]
+fn fp16_and_bf16_train() {
+    for flag in ["--fp16", "--bf16"] {
+        let dir = scratch(&format!("precision{flag}"));
+        let mut args = fixture_run_args(&dir);
+        let i = args.iter().position(|a| a == "--max-steps").unwrap();
+        args[i + 1] = "3".into();
+        args.push(flag.into());
+        let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rows = log_rows(&dir);
+        assert_eq!(rows.len(), 3);
+        for row in &rows {
+            assert!(row["loss"].as_f64().is_some_and(f64::is_finite), "{row}");
+            assert_eq!(row["loss_scale"].is_number(), flag == "--fp16", "{row}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let refused = glmtune(&["train", "--fp16", "--dtype", "bf16", "--model", "x"]);
+    assert_eq!(refused.status.code(), Some(2));
 }
 
 /// A longer run with dropout and shuffling, checkpointing every 10 steps.

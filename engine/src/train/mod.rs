@@ -7,10 +7,12 @@
 pub mod loss;
 pub mod optimizer;
 pub mod prefix_params;
+pub mod scaler;
 mod step;
 pub mod trainer;
 
 pub use loss::{causal_lm_loss, labelled_log_probs, IGNORE_INDEX};
 pub use optimizer::{decays, AdamW, AdamWConfig, Optim};
 pub use prefix_params::PrefixParams;
-pub use trainer::{Example, StepLog, TrainOptions, Trainer};
+pub use scaler::{LossScaling, ScalerState};
+pub use trainer::{Example, StepLog, TrainOptions, Trainer, TrainerState};

@@ -28,6 +28,8 @@ pub(crate) struct StepShape {
     pub forward_batch_size: usize,
     pub accumulation: usize,
     pub gradient_checkpointing: bool,
+    /// The loss scaler's factor (1 without scaling): the gradients come back multiplied by it.
+    pub loss_scale: f64,
 }
 
 /// What a step's forwards and backwards produced.
@@ -68,7 +70,9 @@ pub(crate) fn step_gradients(
     for group in rows.chunks(shape.forward_batch_size.max(1)) {
         let weights: Vec<f32> = group
             .iter()
-            .map(|r| 1.0 / (shape.accumulation * labelled[r.micro_batch]) as f32)
+            .map(|r| {
+                (shape.loss_scale / (shape.accumulation * labelled[r.micro_batch]) as f64) as f32
+            })
             .collect();
         let forward = Forward::new(model, params, group, transform)?;
         let (log_probs, owners) = if shape.gradient_checkpointing {

@@ -19,6 +19,7 @@ use crate::generation::Flow;
 use crate::model::{ChatGlmModel, PrefixEncoder};
 use crate::train::optimizer::{clip, global_norm, linear_lr, AdamW, AdamWConfig};
 use crate::train::prefix_params::PrefixParams;
+use crate::train::scaler::{LossScaling, ScalerState};
 use crate::train::step::{mean_loss, step_gradients, Row, StepGradients, StepShape};
 
 /// Optimizer moments inside a checkpoint folder.
@@ -52,6 +53,8 @@ pub struct TrainOptions {
     pub forward_batch_size: Option<usize>,
     /// Recompute each layer in the backward instead of keeping its activations.
     pub gradient_checkpointing: bool,
+    /// Dynamic loss scaling (for an f16 base, as the Trainer's `--fp16`).
+    pub loss_scaling: Option<LossScaling>,
 }
 
 impl Default for TrainOptions {
@@ -69,6 +72,7 @@ impl Default for TrainOptions {
             seed: 42,
             forward_batch_size: None,
             gradient_checkpointing: false,
+            loss_scaling: None,
         }
     }
 }
@@ -87,6 +91,25 @@ pub struct StepLog {
     pub micro_batches: usize,
     /// Tokens fed through the model in this step (padding included).
     pub tokens: usize,
+    /// With loss scaling: the scale this step's backward used, and whether its gradients
+    /// overflowed, so that the update was skipped.
+    pub loss_scale: Option<f64>,
+    pub skipped: bool,
+}
+
+/// The counters of `trainer_state.json` in a checkpoint folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken, skipped ones included (the Trainer's `global_step`).
+    pub global_step: u64,
+    pub micro_batches_done: u64,
+    pub seed: u64,
+    /// Steps the schedule and AdamW have taken: fewer than `global_step` when loss scaling
+    /// skipped some (absent in checkpoints written before loss scaling: `global_step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<ScalerState>,
 }
 
 /// Trains a prefix encoder against a frozen model.
@@ -97,6 +120,9 @@ pub struct Trainer<'a> {
     options: TrainOptions,
     /// Micro-batches run so far, across epochs (the Trainer's `total_batched_samples`).
     micro_batches_done: u64,
+    /// Optimizer steps so far, skipped ones included; the schedule follows `optimizer.step`.
+    global_step: u64,
+    scaler: Option<ScalerState>,
 }
 
 impl<'a> Trainer<'a> {
@@ -120,8 +146,10 @@ impl<'a> Trainer<'a> {
             model,
             params,
             optimizer,
+            scaler: options.loss_scaling.as_ref().map(ScalerState::new),
             options,
             micro_batches_done: 0,
+            global_step: 0,
         })
     }
 
@@ -183,12 +211,16 @@ impl<'a> Trainer<'a> {
         let optimizer_path = dir.join(OPTIMIZER_FILE);
         candle_core::safetensors::save(&tensors, &optimizer_path)
             .map_err(|e| EngineError::checkpoint(&optimizer_path, e.to_string()))?;
-        let state = serde_json::json!({
-            "global_step": self.optimizer.step,
-            "micro_batches_done": self.micro_batches_done,
-            "seed": self.options.seed,
-        });
-        crate::checkpoint::write_atomically(&dir.join(STATE_FILE), state.to_string().as_bytes())
+        let state = TrainerState {
+            global_step: self.global_step,
+            micro_batches_done: self.micro_batches_done,
+            seed: self.options.seed,
+            applied_steps: Some(self.optimizer.step),
+            loss_scaler: self.scaler,
+        };
+        let text = serde_json::to_string(&state)
+            .map_err(|e| EngineError::checkpoint(&dir.join(STATE_FILE), e.to_string()))?;
+        crate::checkpoint::write_atomically(&dir.join(STATE_FILE), text.as_bytes())
     }
 
     /// Restores the prefix, the optimizer and the counters saved by [`Trainer::save_checkpoint`].
@@ -232,15 +264,14 @@ impl<'a> Trainer<'a> {
         let state_path = dir.join(STATE_FILE);
         let text =
             std::fs::read_to_string(&state_path).map_err(|e| EngineError::io(&state_path, e))?;
-        let state: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| EngineError::checkpoint(&state_path, format!("invalid JSON: {e}")))?;
-        let field = |name: &str| {
-            state[name].as_u64().ok_or_else(|| {
-                EngineError::config(&state_path, name, "missing or not a non-negative integer")
-            })
-        };
-        self.optimizer.step = field("global_step")?;
-        self.micro_batches_done = field("micro_batches_done")?;
+        let state: TrainerState = serde_json::from_str(&text)
+            .map_err(|e| EngineError::checkpoint(&state_path, format!("invalid state: {e}")))?;
+        self.global_step = state.global_step;
+        self.optimizer.step = state.applied_steps.unwrap_or(state.global_step);
+        self.micro_batches_done = state.micro_batches_done;
+        if let (Some(scaler), Some(saved)) = (&mut self.scaler, state.loss_scaler) {
+            *scaler = saved;
+        }
         Ok(())
     }
 
@@ -255,9 +286,9 @@ impl<'a> Trainer<'a> {
         order
     }
 
-    /// Optimizer steps done so far.
+    /// Optimizer steps done so far (skipped ones included).
     pub fn step(&self) -> u64 {
-        self.optimizer.step
+        self.global_step
     }
 
     /// Runs until `max_steps` optimizer steps are done (resuming where a restored checkpoint left
@@ -287,10 +318,10 @@ impl<'a> Trainer<'a> {
                 .unwrap_or(options.per_device_train_batch_size),
             accumulation: options.gradient_accumulation_steps,
             gradient_checkpointing: options.gradient_checkpointing,
+            loss_scale: 1.0,
         };
-        let mut step = self.optimizer.step;
         let mut order: Option<(u64, Vec<usize>)> = None;
-        while step < options.max_steps {
+        while self.global_step < options.max_steps {
             // This step's micro-batches, by the Trainer's rule: every `accumulation` micro-batches
             // counted across epochs, and at the end of an epoch shorter than that. Checkpoints fall
             // on step boundaries, so a resumed run starts at one.
@@ -335,29 +366,45 @@ impl<'a> Trainer<'a> {
                 &self.params,
                 &rows,
                 micro_batches,
-                shape,
+                StepShape {
+                    loss_scale: self.scaler.map_or(1.0, |s| s.scale),
+                    ..shape
+                },
                 &dropout,
             )?;
+            let loss_scale = self.scaler.map(|s| s.scale);
+            // GradScaler: unscale before clipping; an overflow skips the update and the schedule.
+            let finite = match &self.scaler {
+                Some(scaler) => scaler.unscale(&mut step_grads),
+                None => true,
+            };
+            if let (Some(scaler), Some(settings)) = (&mut self.scaler, &options.loss_scaling) {
+                scaler.update(settings, !finite);
+            }
             let grad_norm = global_norm(&step_grads);
-            clip(&mut step_grads, grad_norm, options.max_grad_norm);
             let learning_rate = linear_lr(
                 options.learning_rate,
-                step,
+                self.optimizer.step,
                 options.warmup_steps,
                 options.max_steps,
             );
-            let mut values = self.params.values()?;
-            self.optimizer
-                .update(learning_rate, &mut values, &step_grads);
-            self.params.set_values(&values, self.model.device())?;
-            step += 1;
+            if finite {
+                clip(&mut step_grads, grad_norm, options.max_grad_norm);
+                let mut values = self.params.values()?;
+                self.optimizer
+                    .update(learning_rate, &mut values, &step_grads);
+                self.params.set_values(&values, self.model.device())?;
+            }
+            self.global_step += 1;
             let log = StepLog {
-                step,
+                step: self.global_step,
                 loss: losses.iter().sum::<f64>() / accumulation as f64,
                 learning_rate,
                 grad_norm,
                 micro_batches,
                 tokens,
+                loss_scale,
+                skipped: !finite,
             };
             if on_step(&log, self)? == Flow::Stop {
                 return Ok(());

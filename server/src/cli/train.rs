@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use candle_core::DType;
 use clap::Args;
 use glmtune_engine::data::{preprocess_train, PreprocessOptions};
 use glmtune_engine::generation::Flow;
 use glmtune_engine::model::PrefixEncoder;
-use glmtune_engine::train::{AdamWConfig, Example, Optim, StepLog, TrainOptions, Trainer};
+use glmtune_engine::train::{
+    AdamWConfig, Example, LossScaling, Optim, StepLog, TrainOptions, Trainer,
+};
 use glmtune_engine::PrefixConfig;
 
 use super::data::DatasetArgs;
@@ -42,9 +45,16 @@ pub struct TrainArgs {
     /// Base checkpoint folder (frozen).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
-    /// Precision of the frozen base weights; the prefix always trains in f32.
+    /// Precision of the frozen base weights; the prefix, its gradients, AdamW and the loss are
+    /// always f32. An f16 base trains with dynamic loss scaling (as the Trainer's --fp16).
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// The Trainer's --fp16: an f16 base with dynamic loss scaling (= --dtype f16).
+    #[arg(long, conflicts_with_all = ["bf16", "dtype"])]
+    fp16: bool,
+    /// The Trainer's --bf16: a bf16 base (= --dtype bf16).
+    #[arg(long, conflicts_with = "dtype")]
+    bf16: bool,
     /// Training data (JSON lines or a JSON array).
     #[arg(long, value_name = "FILE")]
     train_file: PathBuf,
@@ -195,7 +205,12 @@ fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = candle_core::Device::Cpu;
-    let model = glmtune_engine::model::ChatGlmModel::load(&args.model, args.dtype.into(), &device)
+    let dtype = match (args.fp16, args.bf16) {
+        (true, _) => DType::F16,
+        (_, true) => DType::BF16,
+        _ => args.dtype.into(),
+    };
+    let model = glmtune_engine::model::ChatGlmModel::load(&args.model, dtype, &device)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let tokenizer = load_tokenizer(&args.model)?;
     let train = load_examples(&args, &args.train_file, &tokenizer)?;
@@ -267,6 +282,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         forward_batch_size: args.forward_batch_size.map(|n| n as usize),
         gradient_checkpointing: args.gradient_checkpointing,
+        // f16 gradients underflow without it (torch's GradScaler under the Trainer's --fp16).
+        loss_scaling: (dtype == DType::F16).then(LossScaling::default),
     };
     let mut trainer = Trainer::new(&model, &init, options)?;
     std::fs::create_dir_all(&args.output_dir)
@@ -313,7 +330,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let is_last = step.step >= max_steps;
         if step.step.is_multiple_of(args.logging_steps.max(1)) || is_last {
             let seconds = window.0.elapsed().as_secs_f64();
-            let row = serde_json::json!({
+            let mut row = serde_json::json!({
                 "step": step.step,
                 "loss": step.loss,
                 "learning_rate": step.learning_rate,
@@ -323,6 +340,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 "max_steps": max_steps,
                 "elapsed_s": started.elapsed().as_secs_f64(),
             });
+            if let Some(scale) = step.loss_scale {
+                // f16: the scale this step used, and whether an overflow skipped its update.
+                row["loss_scale"] = scale.into();
+                row["skipped"] = step.skipped.into();
+            }
             writeln!(log, "{row}").map_err(|e| {
                 glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display()))
             })?;
