@@ -219,7 +219,7 @@ impl<'a> Trainer<'a> {
             loss_scaler: self.scaler,
         };
         let text = serde_json::to_string(&state)
-            .map_err(|e| EngineError::checkpoint(&dir.join(STATE_FILE), e.to_string()))?;
+            .map_err(|e| EngineError::checkpoint(dir.join(STATE_FILE), e.to_string()))?;
         crate::checkpoint::write_atomically(&dir.join(STATE_FILE), text.as_bytes())
     }
 
