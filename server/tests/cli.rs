@@ -564,3 +564,46 @@ fn ids_of_case(case: &serde_json::Value) -> Vec<String> {
         .map(|v| v.to_string())
         .collect()
 }
+
+/// `glmtune bench train` at a small shape prints one JSON object with the figures the issue names;
+/// an unknown shape is refused by name.
+#[test]
+fn bench_train_prints_one_json_object() {
+    let output = glmtune(&[
+        "bench",
+        "train",
+        "--config",
+        "h128l1",
+        "--random-weights",
+        "--pre-seq-len",
+        "4",
+        "--max-source-length",
+        "8",
+        "--max-target-length",
+        "8",
+        "--gradient-accumulation-steps",
+        "2",
+        "--gradient-checkpointing",
+        "--bf16",
+        "--steps",
+        "2",
+    ]);
+    let report = stdout_json(&output);
+    for field in [
+        "tokens_per_second",
+        "seconds_per_step",
+        "peak_memory_bytes",
+        "parameters",
+    ] {
+        assert!(
+            report[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {report}"
+        );
+    }
+    assert_eq!(report["device"], "cpu");
+    assert_eq!(report["dtype"], "bf16");
+    assert_eq!(report["sequence_tokens"], 16);
+    let refused = glmtune(&["bench", "train", "--config", "gpt-9", "--random-weights"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown config \"gpt-9\""));
+}

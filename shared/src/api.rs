@@ -237,6 +237,46 @@ pub struct RunSettings {
     /// Validation records answered for BLEU/ROUGE after training (0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_samples: Option<u64>,
+    /// Sequences per forward/backward (`--forward-batch-size`): speed and memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_batch_size: Option<u64>,
+    /// Recompute each layer in the backward (`--gradient-checkpointing`): less memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<bool>,
+    /// The frozen base's precision (`--bf16` / `--fp16`); the prefix always trains in f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// The Trainer's optimizer (`--optim`); unset: the model generation's official one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optim: Option<OptimName>,
+}
+
+/// The precision of a run's frozen base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    Bf16,
+    /// f16 with dynamic loss scaling (the Trainer's `--fp16`).
+    Fp16,
+}
+
+/// An optimizer by the Trainer's `--optim` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptimName {
+    #[serde(rename = "adamw_hf")]
+    AdamwHf,
+    #[serde(rename = "adamw_torch")]
+    AdamwTorch,
+}
+
+impl OptimName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimName::AdamwHf => "adamw_hf",
+            OptimName::AdamwTorch => "adamw_torch",
+        }
+    }
 }
 
 /// Settings a run can start from (`/api/v1/presets`).

@@ -13,6 +13,7 @@ use crate::error::{EngineError, Result};
 
 mod fields;
 mod glm2;
+pub mod shapes;
 
 use fields::Fields;
 pub use glm2::{Glm2Config, RopeScaling};

@@ -265,7 +265,7 @@ impl ChatGlmModel {
         let counter = std::cell::Cell::new(seed);
         let normal = |shape: &[usize]| -> Result<Tensor> {
             counter.set(counter.get().wrapping_add(1));
-            Ok(init::normal(shape, 0.02, counter.get(), device)?.to_dtype(dtype)?)
+            init::normal_as(shape, 0.02, counter.get(), dtype, device)
         };
         let rms = config.glm2().is_some_and(|g| g.rmsnorm);
         let norm = || -> Result<Norm> {

@@ -9,6 +9,10 @@ use anyhow::{bail, Context};
 
 /// Expands `--config FILE` (anywhere after the subcommand) into the flags the file holds.
 pub fn expand(args: Vec<String>) -> anyhow::Result<Vec<String>> {
+    // `glmtune bench train --config chatglm-6b` names a model shape, not a flags file.
+    if args.get(1).is_some_and(|command| command == "bench") {
+        return Ok(args);
+    }
     let Some(position) = args
         .iter()
         .position(|a| a == "--config" || a.starts_with("--config="))

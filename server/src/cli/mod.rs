@@ -1,5 +1,6 @@
 //! Command-line interface: argument types and the dispatch to each subcommand.
 
+mod bench;
 mod chat;
 pub mod config_file;
 mod data;
@@ -52,6 +53,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Create API keys for `glmtune serve`.
     Token(token::TokenArgs),
+    /// Measure training speed and memory at a real model shape (random weights), as JSON.
+    Bench(bench::BenchArgs),
     /// Train a P-Tuning v2 prefix on a frozen model (the official ptuning/main.py recipe).
     #[command(args_override_self = true)]
     Train(Box<train::TrainArgs>),
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encode(args) => encode::run(args),
         Command::Logits(args) => logits::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(*args),

@@ -60,10 +60,15 @@ pub fn Runs() -> impl IntoView {
         "save_steps",
         "eval_steps",
         "eval_samples",
+        "forward_batch_size",
     ]
     .into_iter()
     .map(|name| (name, RwSignal::new(String::new())))
     .collect();
+    // Memory and speed: the base's precision, the optimizer, per-layer recomputation.
+    let precision = RwSignal::new(String::new());
+    let optim = RwSignal::new(String::new());
+    let checkpointing = RwSignal::new(false);
     let error = RwSignal::new(None::<api::Failure>);
     // Runs ticked for the compare view.
     let picked = RwSignal::new(Vec::<String>::new());
@@ -95,6 +100,11 @@ pub fn Runs() -> impl IntoView {
             save_steps: parsed(&value("save_steps")),
             eval_steps: parsed(&value("eval_steps")),
             eval_samples: parsed(&value("eval_samples")),
+            forward_batch_size: parsed(&value("forward_batch_size")),
+            gradient_checkpointing: checkpointing.get_untracked().then_some(true),
+            precision: serde_json::from_value(serde_json::Value::String(precision.get_untracked()))
+                .ok(),
+            optim: serde_json::from_value(serde_json::Value::String(optim.get_untracked())).ok(),
             source_prefix: Some(system.get_untracked()),
             ..RunSettings::default()
         };
@@ -169,6 +179,23 @@ pub fn Runs() -> impl IntoView {
                             let field = *name;
                             view! { <label>{field}<input name=field bind:value=signal inputmode="decimal" placeholder=move || preset_value(field) /></label> }
                         }).collect_view()}
+                        <label>"precision"
+                            <select name="precision" on:change=move |ev| precision.set(event_target_value(&ev))>
+                                <option value="">"f32"</option>
+                                <option value="bf16">"bf16 base"</option>
+                                <option value="fp16">"fp16 base (loss scaling)"</option>
+                            </select>
+                        </label>
+                        <label>"optim"
+                            <select name="optim" on:change=move |ev| optim.set(event_target_value(&ev))>
+                                <option value="">"the model's official"</option>
+                                <option value="adamw_hf">"adamw_hf"</option>
+                                <option value="adamw_torch">"adamw_torch"</option>
+                            </select>
+                        </label>
+                        <label>"gradient checkpointing"
+                            <input type="checkbox" name="gradient_checkpointing" bind:checked=checkpointing />
+                        </label>
                     </div>
                 </details>
                 <button type="submit">"Start run"</button>

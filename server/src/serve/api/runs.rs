@@ -51,6 +51,13 @@ impl RunLimits {
                 "run-max-pre-seq-len",
             ),
             ("max_steps", s.max_steps, self.steps, "run-max-steps"),
+            // One forward holds this many sequences' activations.
+            (
+                "forward_batch_size",
+                s.forward_batch_size,
+                self.batch,
+                "run-max-batch",
+            ),
             (
                 "max_source_length",
                 s.max_source_length,

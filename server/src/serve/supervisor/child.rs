@@ -5,7 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use glmtune_shared::api::RunSettings;
+use glmtune_shared::api::{Precision, RunSettings};
 
 /// A file read as it grows, line by line.
 pub struct Tail {
@@ -98,6 +98,8 @@ pub fn training_flags(settings: &RunSettings) -> Vec<String> {
         ("save-steps", text(s.save_steps)),
         ("eval-steps", text(s.eval_steps)),
         ("source-prefix", s.source_prefix.clone()),
+        ("forward-batch-size", text(s.forward_batch_size)),
+        ("optim", s.optim.map(|o| o.as_str().to_owned())),
     ];
     let mut flags: Vec<String> = valued
         .into_iter()
@@ -108,6 +110,14 @@ pub fn training_flags(settings: &RunSettings) -> Vec<String> {
     }
     if s.shuffle == Some(false) {
         flags.push("--no-shuffle".into());
+    }
+    if s.gradient_checkpointing == Some(true) {
+        flags.push("--gradient-checkpointing".into());
+    }
+    match s.precision {
+        Some(Precision::Bf16) => flags.push("--bf16".into()),
+        Some(Precision::Fp16) => flags.push("--fp16".into()),
+        Some(Precision::F32) | None => {}
     }
     flags
 }
@@ -185,5 +195,29 @@ mod tests {
             ..RunSettings::default()
         };
         assert_eq!(training_flags(&settings), ["--source-prefix=-x --help"]);
+    }
+
+    #[test]
+    fn memory_and_precision_settings_reach_the_trainer() {
+        let settings: RunSettings = serde_json::from_str(
+            r#"{"forward_batch_size": 16, "gradient_checkpointing": true, "precision": "bf16",
+                "optim": "adamw_torch"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            training_flags(&settings),
+            [
+                "--forward-batch-size=16",
+                "--optim=adamw_torch",
+                "--gradient-checkpointing",
+                "--bf16"
+            ]
+        );
+        let fp16 = RunSettings {
+            precision: Some(Precision::Fp16),
+            ..RunSettings::default()
+        };
+        assert_eq!(training_flags(&fp16), ["--fp16"]);
+        assert!(serde_json::from_str::<RunSettings>(r#"{"precision": "fp8"}"#).is_err());
     }
 }
