@@ -8,6 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
@@ -187,4 +188,61 @@ fn an_f16_overflow_step_is_skipped_not_applied() {
             after
         );
     }
+}
+
+/// A quantized base (q8_0 / q4_0 linear layers as `--quantization-bit 8|4` keeps them, or THUDM's
+/// int8 / int4 checkpoints) trains as the f32 model of its dequantized weights: the trainer
+/// dequantizes one matrix at a time and multiplies without rounding the activations, so the
+/// trajectories agree to float reassociation, while the quantization itself moved them.
+#[test]
+fn quantized_bases_train_as_their_dequantized_weights() {
+    let reference = reference();
+    let options = options(&reference, None);
+    let fixture =
+        ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let run = |model: &ChatGlmModel| {
+        let init = PrefixEncoder::load_adapter(
+            &reference_dir().join("adapter_init"),
+            model.config(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut trainer = Trainer::new(model, &init, options.clone()).unwrap();
+        let mut losses = Vec::new();
+        trainer
+            .run(&examples(&reference), |log, _| {
+                losses.push((log.loss, log.grad_norm));
+                Ok(Flow::Continue)
+            })
+            .unwrap();
+        losses
+    };
+    let full = run(&fixture);
+    for format in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+        let quantized = fixture.quantized_layers(format).unwrap();
+        let (ours, dense) = (run(&quantized), run(&quantized.dequantized().unwrap()));
+        for ((loss, norm), (dense_loss, dense_norm)) in ours.iter().zip(&dense) {
+            assert!(
+                (loss - dense_loss).abs() <= 1e-6 * dense_loss,
+                "{format:?}: {loss} {dense_loss}"
+            );
+            assert!(
+                (norm - dense_norm).abs() <= 1e-5 * dense_norm,
+                "{format:?}: {norm} {dense_norm}"
+            );
+        }
+        let moved = (ours[0].0 - full[0].0).abs() / full[0].0;
+        eprintln!(
+            "{format:?}: first loss {} (f32 base {}, relative change {moved:.1e})",
+            ours[0].0, full[0].0
+        );
+        assert!(moved > 1e-5, "{format:?}: quantization changed nothing");
+    }
+    // THUDM's own int4 checkpoint of the same fixture trains too (its layout is widened on load).
+    let thudm =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/thudm_quantized/int4");
+    let int4 = ChatGlmModel::load(&thudm, DType::F32, &Device::Cpu).unwrap();
+    let losses = run(&int4);
+    assert!(losses.iter().all(|(l, n)| l.is_finite() && n.is_finite()));
+    assert!((losses[0].0 - full[0].0).abs() > 1e-4 * full[0].0);
 }

@@ -169,11 +169,12 @@ fn check_official_trajectory(dir: &Path, extra: &[&str]) {
     );
 }
 
-/// `--fp16` (an f16 base with loss scaling) and `--bf16` train; each log row of an `--fp16` run
-/// carries the scale it used; the Trainer's flags and `--dtype` exclude each other.
+/// `--fp16` (an f16 base with loss scaling), `--bf16` and `--quantization-bit 4` train; each log
+/// row of an `--fp16` run carries the scale it used; the Trainer's flags and `--dtype` exclude
+/// each other.
 #[test]
-fn fp16_and_bf16_train() {
-    for flag in ["--fp16", "--bf16"] {
+fn fp16_bf16_and_quantized_bases_train() {
+    for flag in ["--fp16", "--bf16", "--quantization-bit=4"] {
         let dir = scratch(&format!("precision{flag}"));
         let mut args = fixture_run_args(&dir);
         let i = args.iter().position(|a| a == "--max-steps").unwrap();

@@ -184,14 +184,14 @@ impl ChatGlmModel {
         let load_norm = |name: &str| -> Result<Norm> { names.norm(&config, name, &load) };
         let load_linear =
             |name: &str, out_dim: usize, in_dim: usize, has_bias: bool| -> Result<Linear> {
-                Ok(Linear {
-                    weight: source.matrix(&format!("{name}.weight"), out_dim, in_dim)?,
-                    bias: if has_bias {
+                Ok(Linear::new(
+                    source.matrix(&format!("{name}.weight"), out_dim, in_dim)?,
+                    if has_bias {
                         Some(load(&format!("{name}.bias"), &[out_dim])?)
                     } else {
                         None
                     },
-                })
+                ))
             };
         let word_embeddings = Embedding(source.matrix(&names.embeddings, vocab, h)?);
         let blocks = (0..config.num_layers)
@@ -213,10 +213,7 @@ impl ChatGlmModel {
         let lm_head = if source.contains(&names.output)
             && !source.identical(&names.output, &names.embeddings, &[vocab, h])?
         {
-            Linear {
-                weight: source.matrix(&names.output, vocab, h)?,
-                bias: None,
-            }
+            Linear::new(source.matrix(&names.output, vocab, h)?, None)
         } else if config.glm2().is_some() {
             return Err(EngineError::tensor(
                 Path::new("checkpoint"),
@@ -261,6 +258,19 @@ impl ChatGlmModel {
 
     /// A model of random weights (normal, std 0.02; norms at identity), for benchmarks.
     pub fn random(config: ChatGlmConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
+        Self::random_with(config, dtype, None, device, seed)
+    }
+
+    /// [`random`](Self::random) with the blocks' linear layers block-quantized to `linear` as each
+    /// is drawn (the embeddings stay in `dtype`), so no dense copy of the model ever exists: a
+    /// 6B model at q4_0 without 12 GB of dense weights on the way.
+    pub fn random_with(
+        config: ChatGlmConfig,
+        dtype: DType,
+        linear: Option<candle_core::quantized::GgmlDType>,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
         let (h, vocab) = (config.hidden_size, config.vocab_size);
         let counter = std::cell::Cell::new(seed);
         let normal = |shape: &[usize]| -> Result<Tensor> {
@@ -286,7 +296,16 @@ impl ChatGlmModel {
             } else {
                 None
             };
-            Ok(Linear::dense(normal(&[out_dim, in_dim])?, bias))
+            let weight = normal(&[out_dim, in_dim])?;
+            Ok(match linear {
+                Some(format) => Linear::new(
+                    crate::model::weights::Matrix::Quantized(crate::model::weights::quantize(
+                        &weight, format,
+                    )?),
+                    bias,
+                ),
+                None => Linear::dense(weight, bias),
+            })
         };
         let blocks = (0..config.num_layers)
             .map(|_| Block::build(&config, |_| norm(), |_, o, i, b| linear(o, i, b)))

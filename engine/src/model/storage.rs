@@ -16,6 +16,39 @@ impl ChatGlmModel {
         self.map_matrices(|m| m.quantized(linear), |m| m.quantized(embeddings))
     }
 
+    /// This model with its blocks' linear layers block-quantized to `format` and the embeddings
+    /// (and a tied output layer) as they are: THUDM's `quantize(bits)` keeps the embeddings, and
+    /// the output layer's product is the one the loss backpropagates through first.
+    pub fn quantized_layers(&self, format: GgmlDType) -> Result<Self> {
+        self.map_matrices(|m| m.quantized(format), |m| Ok(m.clone()))
+    }
+
+    /// This model for training: every linear layer multiplies exactly (a quantized weight is
+    /// dequantized one matrix at a time inside the forward and the backward, the activations
+    /// keep their precision), so gradients reach the activations and the prefix, and a quantized
+    /// base trains as the dense model of its dequantized weights. The weights stay as stored.
+    pub fn for_training(&self) -> Self {
+        let exact = |layer: &Linear| Linear {
+            exact: true,
+            ..layer.clone()
+        };
+        Self {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| Block {
+                    query_key_value: exact(&b.query_key_value),
+                    dense: exact(&b.dense),
+                    dense_h_to_4h: exact(&b.dense_h_to_4h),
+                    dense_4h_to_h: exact(&b.dense_4h_to_h),
+                    ..b.clone()
+                })
+                .collect(),
+            lm_head: exact(&self.lm_head),
+            ..self.clone()
+        }
+    }
+
     /// This model with every block-quantized matrix widened back to dense f32: the same numbers,
     /// multiplied without rounding the activations (a reference for other backends).
     pub fn dequantized(&self) -> Result<Self> {
@@ -32,7 +65,7 @@ impl ChatGlmModel {
         let map = |layer: &Linear, f: &dyn Fn(&Matrix) -> Result<Matrix>| -> Result<Linear> {
             Ok(Linear {
                 weight: f(&layer.weight)?,
-                bias: layer.bias.clone(),
+                ..layer.clone()
             })
         };
         let blocks = self

@@ -59,18 +59,33 @@ impl Matrix {
 pub struct Linear {
     pub weight: Matrix,
     pub bias: Option<Tensor>,
+    /// A quantized weight is dequantized for each product and multiplied in the activations'
+    /// dtype (see [`ChatGlmModel::for_training`](crate::model::ChatGlmModel::for_training)).
+    pub exact: bool,
 }
 
 impl Linear {
-    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+    pub fn new(weight: Matrix, bias: Option<Tensor>) -> Self {
         Linear {
-            weight: Matrix::Dense(weight),
+            weight,
             bias,
+            exact: false,
         }
+    }
+
+    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear::new(Matrix::Dense(weight), bias)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
+            // Training: the dequantized matrix exists only for this product (and the backward
+            // that needs it), and the activations keep their precision, so the numbers are those
+            // of the dense dequantized model and gradients flow to the activations.
+            Matrix::Quantized(q) if self.exact => {
+                let weight = q.dequantize(&q.device())?.to_dtype(x.dtype())?;
+                x.broadcast_matmul(&weight.t()?)?
+            }
             Matrix::Dense(weight) => {
                 let single_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
                 if single_row && !x.track_op() {
@@ -111,10 +126,7 @@ impl Embedding {
 
     /// The same table as an output projection (tied `lm_head`).
     pub fn as_linear(&self) -> Linear {
-        Linear {
-            weight: self.0.clone(),
-            bias: None,
-        }
+        Linear::new(self.0.clone(), None)
     }
 }
 

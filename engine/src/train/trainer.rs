@@ -114,7 +114,9 @@ pub struct TrainerState {
 
 /// Trains a prefix encoder against a frozen model.
 pub struct Trainer<'a> {
-    model: &'a ChatGlmModel,
+    /// The base as [`ChatGlmModel::for_training`] multiplies it (weights shared, not copied).
+    model: ChatGlmModel,
+    base: std::marker::PhantomData<&'a ChatGlmModel>,
     params: PrefixParams,
     optimizer: AdamW,
     options: TrainOptions,
@@ -143,7 +145,8 @@ impl<'a> Trainer<'a> {
         let params = PrefixParams::from_encoder(init)?;
         let optimizer = AdamW::new(options.adam, &params.sizes(), &params.decays());
         Ok(Self {
-            model,
+            model: model.for_training(),
+            base: std::marker::PhantomData,
             params,
             optimizer,
             scaler: options.loss_scaling.as_ref().map(ScalerState::new),
@@ -187,7 +190,7 @@ impl<'a> Trainer<'a> {
                     row_in_micro_batch: i,
                 })
                 .collect();
-            total += mean_loss(self.model, &self.params, &rows)? * batch.len() as f64;
+            total += mean_loss(&self.model, &self.params, &rows)? * batch.len() as f64;
         }
         Ok(total / examples.len() as f64)
     }
@@ -362,7 +365,7 @@ impl<'a> Trainer<'a> {
                 grads: mut step_grads,
                 tokens,
             } = step_gradients(
-                self.model,
+                &self.model,
                 &self.params,
                 &rows,
                 micro_batches,

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use clap::{Args, Subcommand};
 use glmtune_engine::config::shapes;
@@ -55,6 +56,9 @@ pub struct TrainBenchArgs {
     bf16: bool,
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// Keep the linear layers quantized (q8_0 / q4_0), as `train --quantization-bit`.
+    #[arg(long, value_parser = ["4", "8"])]
+    quantization_bit: Option<String>,
     /// Optimizer steps to time (the first is reported apart when there are more).
     #[arg(long, default_value_t = 2)]
     steps: u64,
@@ -68,6 +72,8 @@ struct TrainBenchReport {
     config: String,
     device: String,
     dtype: String,
+    /// `q8_0` / `q4_0` linear layers, or `dense`.
+    linear_layers: String,
     parameters: u64,
     pre_seq_len: usize,
     sequence_tokens: usize,
@@ -105,7 +111,12 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
     };
     let device = Device::Cpu;
     let setup = Instant::now();
-    let model = ChatGlmModel::random(config.clone(), dtype, &device, args.seed)
+    let linear = args.quantization_bit.as_deref().map(|bits| match bits {
+        "4" => GgmlDType::Q4_0,
+        _ => GgmlDType::Q8_0,
+    });
+    // Quantized as each matrix is drawn: no dense copy of the model is ever held.
+    let model = ChatGlmModel::random_with(config.clone(), dtype, linear, &device, args.seed)
         .context("drawing the random model")?;
     let prefix = PrefixConfig {
         pre_seq_len: args.pre_seq_len,
@@ -151,6 +162,11 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
         config: args.config.clone(),
         device: "cpu".into(),
         dtype: format!("{dtype:?}").to_lowercase(),
+        linear_layers: match args.quantization_bit.as_deref() {
+            Some("4") => "q4_0".into(),
+            Some(_) => "q8_0".into(),
+            None => "dense".into(),
+        },
         parameters: parameters(&config),
         pre_seq_len: args.pre_seq_len,
         sequence_tokens,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 use clap::Args;
 use glmtune_engine::data::{preprocess_train, PreprocessOptions};
@@ -55,6 +56,11 @@ pub struct TrainArgs {
     /// The Trainer's --bf16: a bf16 base (= --dtype bf16).
     #[arg(long, conflicts_with = "dtype")]
     bf16: bool,
+    /// The official --quantization_bit: keep the frozen base's linear layers quantized in memory
+    /// (q8_0 / q4_0 blocks), each dequantized only for its own product; a base already quantized
+    /// on disk (`glmtune quantize`) trains as it is without this flag.
+    #[arg(long, value_parser = ["4", "8"])]
+    quantization_bit: Option<String>,
     /// Training data (JSON lines or a JSON array).
     #[arg(long, value_name = "FILE")]
     train_file: PathBuf,
@@ -210,8 +216,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (_, true) => DType::BF16,
         _ => args.dtype.into(),
     };
-    let model = glmtune_engine::model::ChatGlmModel::load(&args.model, dtype, &device)
+    let mut model = glmtune_engine::model::ChatGlmModel::load(&args.model, dtype, &device)
         .with_context(|| format!("loading model {}", args.model.display()))?;
+    if let Some(bits) = &args.quantization_bit {
+        let format = if bits == "4" {
+            GgmlDType::Q4_0
+        } else {
+            GgmlDType::Q8_0
+        };
+        model = model
+            .quantized_layers(format)
+            .with_context(|| format!("quantizing {} to {bits} bits", args.model.display()))?;
+    }
     let tokenizer = load_tokenizer(&args.model)?;
     let train = load_examples(&args, &args.train_file, &tokenizer)?;
     let validation = match &args.validation_file {
