@@ -17,7 +17,7 @@ use glmtune_engine::train::{AdamWConfig, Example, Optim, StepLog, TrainOptions, 
 use glmtune_engine::PrefixConfig;
 
 use super::data::DatasetArgs;
-use super::model_args::{load_tokenizer, DTypeArg};
+use super::model_args::{load_tokenizer, DTypeArg, DeviceArg};
 
 /// The most optimizer steps a run may take: far beyond any real run, and small enough that step
 /// counts never wrap where they are stored as signed numbers (the server's database) or
@@ -45,6 +45,8 @@ pub struct TrainArgs {
     /// Precision of the frozen base weights; the prefix always trains in f32.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Training data (JSON lines or a JSON array).
     #[arg(long, value_name = "FILE")]
     train_file: PathBuf,
@@ -194,7 +196,7 @@ fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let device = candle_core::Device::Cpu;
+    let device = args.device.device()?;
     let model = glmtune_engine::model::ChatGlmModel::load(&args.model, args.dtype.into(), &device)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let tokenizer = load_tokenizer(&args.model)?;
