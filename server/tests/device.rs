@@ -225,3 +225,33 @@ fn device_cpu_gives_the_answers_of_no_flag() {
         .collect();
     assert_eq!(answers[0], answers[1]);
 }
+
+/// scripts/gpu-check.sh's dry run: the comparisons it makes on a GPU, made cpu against cpu (so
+/// exactly equal), and bench runs that fail ending as error rows of the table, not as its end.
+#[test]
+fn gpu_check_dry_run_compares_and_tabulates() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/gpu_check.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(["--device", "cpu", "--bin", env!("CARGO_BIN_EXE_glmtune")])
+        .args(["--bench-config", "no-such-config", "--bench-steps", "1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = |check: &str, status: &str| {
+        stdout
+            .lines()
+            .filter(|line| line.starts_with(check) && line.trim_end().ends_with(status))
+            .count()
+    };
+    // Four fixtures (two with an adapter) × f32, bf16, f16; two training dtypes; six bench cases.
+    assert_eq!(rows("logits", "| ok"), 12, "{stdout}");
+    assert_eq!(rows("train", "| ok"), 2, "{stdout}");
+    assert_eq!(rows("bench", "| error"), 6, "{stdout}");
+    assert!(stdout.contains("0.00e+00 of max |logit|"), "{stdout}");
+}
