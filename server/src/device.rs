@@ -154,6 +154,11 @@ fn open_cuda(device: DeviceSpec, ordinal: usize) -> Result<Device, DeviceError> 
 fn library_file(name: &str) -> String {
     use candle_core::cuda::cudarc;
 
+    // The driver's library keeps the soname libcuda.so.1 whatever its CUDA version.
+    if name == "cuda" && cfg!(target_os = "linux") {
+        return "libcuda.so.1".to_owned();
+    }
+
     let plain = format!(
         "{}{name}{}",
         std::env::consts::DLL_PREFIX,
