@@ -26,6 +26,11 @@ if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
 fi
 # Always: a bundle built from older sources would test the old dashboard.
 web/build.sh
+# CI's check of the CUDA build needs nvcc: the pinned wheels, installed once (scripts/cuda-env.sh).
+# Asked for by .ci/run only, as ./test.sh never builds with CUDA.
+if [[ -n "${GLMTUNE_SETUP_CUDA:-}" ]]; then
+    (source scripts/cuda-env.sh) >&2
+fi
 # A Python chosen by the caller (GLMTUNE_TEST_PYTHON) is used as it is.
 if [[ -n "${GLMTUNE_TEST_PYTHON:-}" ]]; then
     echo "$GLMTUNE_TEST_PYTHON"

@@ -3,5 +3,6 @@
 //! such as the fuzz target that sends hostile requests through the whole router.
 
 pub mod db;
+pub mod device;
 pub mod precision;
 pub mod serve;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::quantized::GgmlDType;
-use candle_core::{DType, Device};
+use candle_core::DType;
 use clap::{Args, Subcommand};
 use glmtune_engine::config::shapes;
 use glmtune_engine::generation::Flow;
@@ -13,6 +13,8 @@ use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::train::{AdamWConfig, Example, LossScaling, TrainOptions, Trainer};
 use glmtune_engine::{ChatGlmConfig, PrefixConfig};
 use serde::Serialize;
+
+use super::model_args::DeviceArg;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -64,6 +66,8 @@ pub struct TrainBenchArgs {
     steps: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 /// What `bench train` prints.
@@ -88,7 +92,8 @@ struct TrainBenchReport {
     first_step_seconds: f64,
     /// Seconds to draw the random weights.
     setup_seconds: f64,
-    /// Peak resident memory of the process (CPU), whole run.
+    /// Peak resident memory of the process, whole run (on a GPU too: candle reports no device
+    /// memory figure, so the GPU's own peak is for `nvidia-smi` alongside).
     peak_memory_bytes: u64,
     final_loss: f64,
 }
@@ -109,7 +114,7 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
         (_, true) => DType::BF16,
         _ => DType::F32,
     };
-    let device = Device::Cpu;
+    let device = args.device.device()?;
     let setup = Instant::now();
     let linear = args.quantization_bit.as_deref().map(|bits| match bits {
         "4" => GgmlDType::Q4_0,
@@ -160,7 +165,7 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
     let sequence_tokens = examples[0].input_ids.len();
     let report = TrainBenchReport {
         config: args.config.clone(),
-        device: "cpu".into(),
+        device: args.device.spec.to_string(),
         dtype: format!("{dtype:?}").to_lowercase(),
         linear_layers: match args.quantization_bit.as_deref() {
             Some("4") => "q4_0".into(),

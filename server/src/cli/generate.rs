@@ -10,7 +10,7 @@ use glmtune_engine::generation::{
 };
 use glmtune_engine::tokenizer::Role;
 
-use super::model_args::{upload_to_gpu, BackendArg, ModelArgs};
+use super::model_args::{check_backend, upload_to_gpu, BackendArg, ModelArgs};
 use super::sampling_args::SamplingArgs;
 
 #[derive(Debug, Args)]
@@ -45,6 +45,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    check_backend(args.backend, &args.model)?;
     let loaded = args.model.load()?;
     let prompt = if args.chat {
         let mut messages: Vec<ChatMessage> = match &args.history {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use glmtune_engine::generation::sequence_logits;
 
-use super::model_args::{upload_to_gpu, BackendArg, ModelArgs};
+use super::model_args::{check_backend, upload_to_gpu, BackendArg, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct LogitsArgs {
@@ -24,6 +24,7 @@ pub struct LogitsArgs {
 }
 
 pub fn run(args: LogitsArgs) -> anyhow::Result<()> {
+    check_backend(args.backend, &args.model)?;
     let (model, prefix) = args.model.load_weights()?;
     let logits = match args.backend {
         BackendArg::Cpu => sequence_logits(&model, prefix.as_ref(), &args.ids)?,

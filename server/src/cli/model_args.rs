@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::{Args, ValueEnum};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 
+/// `--device cpu|cuda|cuda:N` (in the library, as `glmtune serve` takes it too).
+pub(crate) use glmtune::device::DeviceArg;
+use glmtune::device::DeviceSpec;
 pub use glmtune::precision::DTypeArg;
 
 /// Where the forward runs.
@@ -17,6 +19,18 @@ pub enum BackendArg {
     Cpu,
     /// WGSL kernels on wgpu (Vulkan, Metal, DX12, GL), f32 arithmetic, quantized weights kept packed.
     Wgpu,
+}
+
+/// `--backend wgpu` runs on its own adapter from weights on the CPU: a `--device` other than cpu
+/// would load them onto a GPU only for nothing, so the pair is refused.
+pub fn check_backend(backend: BackendArg, model: &ModelArgs) -> anyhow::Result<()> {
+    if backend == BackendArg::Wgpu && model.device.spec != DeviceSpec::Cpu {
+        anyhow::bail!(
+            "--backend wgpu runs on a wgpu adapter; --device {} needs --backend cpu",
+            model.device.spec
+        );
+    }
+    Ok(())
 }
 
 /// Opens the first GPU adapter and uploads `model` to it.
@@ -38,6 +52,8 @@ pub struct ModelArgs {
     /// Precision of the base weights.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 /// A model ready to run: weights, optional prefix and tokenizer.
@@ -61,7 +77,7 @@ impl ModelArgs {
 
     /// Loads the weights and the adapter when given.
     pub fn load_weights(&self) -> anyhow::Result<(ChatGlmModel, Option<PrefixEncoder>)> {
-        let device = Device::Cpu;
+        let device = self.device.device()?;
         let model = ChatGlmModel::load(&self.model, self.dtype.into(), &device)
             .with_context(|| format!("loading model {}", self.model.display()))?;
         let prefix = match &self.adapter {

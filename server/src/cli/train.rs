@@ -21,7 +21,7 @@ use glmtune_engine::train::{
 use glmtune_engine::PrefixConfig;
 
 use super::data::DatasetArgs;
-use super::model_args::{load_tokenizer, DTypeArg};
+use super::model_args::{load_tokenizer, DTypeArg, DeviceArg};
 
 /// The most optimizer steps a run may take: far beyond any real run, and small enough that step
 /// counts never wrap where they are stored as signed numbers (the server's database) or
@@ -61,6 +61,8 @@ pub struct TrainArgs {
     /// on disk (`glmtune quantize`) trains as it is without this flag.
     #[arg(long, value_parser = ["4", "8"])]
     quantization_bit: Option<String>,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Training data (JSON lines or a JSON array).
     #[arg(long, value_name = "FILE")]
     train_file: PathBuf,
@@ -210,7 +212,7 @@ fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let device = candle_core::Device::Cpu;
+    let device = args.device.device()?;
     let dtype = match (args.fp16, args.bf16) {
         (true, _) => DType::F16,
         (_, true) => DType::BF16,

@@ -34,6 +34,7 @@ use clap::Args;
 use glmtune_shared::api::Role;
 
 use crate::db::Db;
+use crate::device::DeviceArg;
 use crate::precision::DTypeArg;
 pub use error::ApiError;
 
@@ -58,6 +59,9 @@ pub struct ServeArgs {
     /// Precision of served base weights.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// Where chats run (training runs stay on the CPU for now).
+    #[command(flatten)]
+    device: DeviceArg,
     /// Largest JSON request body accepted, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     max_json_bytes: usize,
@@ -364,6 +368,8 @@ struct Prepared {
 
 /// `bound` is the address the listener got (its real port where `--bind` asked for port 0).
 async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared> {
+    // First, so that a GPU that cannot be opened stops the start before anything is written.
+    let device = args.device.device()?;
     let db = open_database(&args.data_dir, args.database_url.as_deref()).await?;
     for spec in &args.models {
         register_model(&db, &spec.name, &spec.dir, spec.adapter.as_deref())
@@ -422,7 +428,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
         db,
         blobs,
         settings,
-        registry: Arc::new(registry::Registry::new(args.adapter_cache)),
+        registry: Arc::new(registry::Registry::new(args.adapter_cache, device)),
         metrics,
         rate_limiter: Arc::new(auth::RateLimiter::new(args.rate_limit)),
         sign_in_limiter: Arc::new(auth::RateLimiter::new(args.sign_in_rate_limit)),

@@ -35,6 +35,8 @@ pub struct Served {
 pub struct Registry {
     bases: Mutex<HashMap<PathBuf, Arc<Base>>>,
     prefixes: Mutex<RecentlyUsed<Arc<PrefixEncoder>>>,
+    /// Where served weights are loaded (`glmtune serve --device`).
+    device: Device,
 }
 
 /// At most `capacity` values by key, the least recently used dropped first.
@@ -75,14 +77,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
-    /// A registry that keeps the prefixes of the `adapters` most recently used adapters.
-    pub fn new(adapters: usize) -> Self {
+    /// A registry that keeps the prefixes of the `adapters` most recently used adapters and
+    /// loads weights onto `device`.
+    pub fn new(adapters: usize, device: Device) -> Self {
         Registry {
             bases: Mutex::default(),
             prefixes: Mutex::new(RecentlyUsed {
                 capacity: adapters.max(1),
                 entries: Vec::new(),
             }),
+            device,
         }
     }
 
@@ -95,7 +99,7 @@ impl Registry {
         if let Some(base) = lock(&self.bases).get(dir) {
             return Ok(base.clone());
         }
-        let model = ChatGlmModel::load(dir, dtype, &Device::Cpu)
+        let model = ChatGlmModel::load(dir, dtype, &self.device)
             .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
         let tokenizer = ChatGlmTokenizer::from_dir(dir)
             .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
@@ -118,7 +122,7 @@ impl Registry {
                     Some(prefix) => Some(prefix),
                     None => {
                         let prefix =
-                            PrefixEncoder::load_adapter(dir, base.model.config(), &Device::Cpu)
+                            PrefixEncoder::load_adapter(dir, base.model.config(), &self.device)
                                 .map_err(|e| {
                                     ApiError::internal(format!(
                                         "loading adapter {}: {e}",
