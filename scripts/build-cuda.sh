@@ -4,7 +4,7 @@
 # ~/.cache/glmtune). The binary links no CUDA library: on the GPU machine it dlopens libcuda (the
 # driver's), cuBLAS and cuRAND, found on LD_LIBRARY_PATH (see the README, "Training and inference
 # on a GPU"). Kernels are built for sm_90a (H100, H200; CUDA_COMPUTE_CAP overrides). A cold release
-# build takes about 17 minutes on 2 cores. Prints the binary's path on stdout.
+# build took 13 minutes on 2 cores (55 MiB). Prints the binary's path on stdout.
 #   scripts/build-cuda.sh [extra cargo build flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."

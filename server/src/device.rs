@@ -136,15 +136,20 @@ fn open_cuda(device: DeviceSpec, ordinal: usize) -> Result<Device, DeviceError> 
             device,
             message: error.to_string().replace('\n', " "),
         }),
-        Err(payload) => Err(DeviceError::Cuda {
-            device,
-            message: payload
+        Err(payload) => {
+            let cause = payload
                 .downcast_ref::<String>()
                 .map(String::as_str)
                 .or_else(|| payload.downcast_ref::<&str>().copied())
                 .unwrap_or("the CUDA libraries failed to load")
-                .replace('\n', " "),
-        }),
+                .replace('\n', " ");
+            Err(DeviceError::Cuda {
+                device,
+                message: format!(
+                    "{cause} (a CUDA library older than the CUDA 13.0 this glmtune was built for?)"
+                ),
+            })
+        }
     }
 }
 
