@@ -11,20 +11,8 @@ use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer
 use common::*;
 
 fn examples(train: &serde_json::Value) -> Vec<Example> {
-    train["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| Example {
-            input_ids: ids_of(&f["input_ids"]),
-            labels: f["labels"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_i64().unwrap())
-                .collect(),
-        })
-        .collect()
+    let count = train["features"].as_array().unwrap().len();
+    examples_of(&train["features"], count)
 }
 
 /// The fixture model and the adapter the official run started from.

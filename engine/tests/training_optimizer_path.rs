@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
-use glmtune_engine::train::{AdamWConfig, Example, Optim, StepLog, TrainOptions, Trainer};
+use glmtune_engine::train::{AdamWConfig, Optim, StepLog, TrainOptions, Trainer};
 
 use common::*;
 
@@ -75,21 +75,6 @@ impl Reference {
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn examples(features: &serde_json::Value, count: usize) -> Vec<Example> {
-    features.as_array().unwrap()[..count]
-        .iter()
-        .map(|f| Example {
-            input_ids: ids_of(&f["input_ids"]),
-            labels: f["labels"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_i64().unwrap())
-                .collect(),
-        })
-        .collect()
 }
 
 /// The Trainer's arguments as the reference passed them.
@@ -155,7 +140,7 @@ fn check_run_with(
     options: TrainOptions,
 ) {
     let (model, init) = reference.model_and_init();
-    let examples = examples(features, run["n_features"].as_u64().unwrap() as usize);
+    let examples = examples_of(features, run["n_features"].as_u64().unwrap() as usize);
     let mut trainer = Trainer::new(&model, &init, options).unwrap();
     let mut logs: Vec<StepLog> = Vec::new();
     trainer

@@ -28,19 +28,10 @@ fn reference() -> serde_json::Value {
 }
 
 fn examples(reference: &serde_json::Value) -> Vec<Example> {
-    let count = reference["n_features"].as_u64().unwrap() as usize;
-    reference["features"].as_array().unwrap()[..count]
-        .iter()
-        .map(|f| Example {
-            input_ids: ids_of(&f["input_ids"]),
-            labels: f["labels"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_i64().unwrap())
-                .collect(),
-        })
-        .collect()
+    examples_of(
+        &reference["features"],
+        reference["n_features"].as_u64().unwrap() as usize,
+    )
 }
 
 fn options(reference: &serde_json::Value, loss_scaling: Option<LossScaling>) -> TrainOptions {

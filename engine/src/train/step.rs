@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor, Var};
 
 use crate::error::{EngineError, Result};
 use crate::model::prefix::split_key_values;
-use crate::model::{Batch, ChatGlmModel, PrefixEncoder};
+use crate::model::{Batch, ChatGlmModel, LayerContext, PrefixEncoder};
 use crate::train::loss::labelled_log_probs;
 use crate::train::prefix_params::PrefixParams;
 use crate::train::trainer::Example;
@@ -176,14 +176,19 @@ impl<'a> Forward<'a> {
         Ok((loss, log_probs.to_vec1::<f32>()?, owners))
     }
 
-    /// The last layer's output, one graph from the prefix.
-    fn last_hidden(&self) -> Result<Tensor> {
-        let model = self.model;
-        let context = model.layer_context(
+    /// What every layer of this forward reads.
+    fn context(&self) -> Result<LayerContext> {
+        self.model.layer_context(
             &self.inputs.ids,
             &self.inputs.positions,
             self.inputs.mask.as_ref(),
-        )?;
+        )
+    }
+
+    /// The last layer's output, one graph from the prefix.
+    fn last_hidden(&self) -> Result<Tensor> {
+        let model = self.model;
+        let context = self.context()?;
         let mut hidden = model.embed(&self.inputs.ids)?;
         for (layer, prefix) in self.prefix.iter().enumerate() {
             hidden = model.layer(layer, &hidden, &context, &mut Some(prefix.clone()))?;
@@ -209,11 +214,7 @@ impl<'a> Forward<'a> {
         grads: &mut [Vec<f32>],
     ) -> Result<(Vec<f32>, Vec<usize>)> {
         let model = self.model;
-        let context = model.layer_context(
-            &self.inputs.ids,
-            &self.inputs.positions,
-            self.inputs.mask.as_ref(),
-        )?;
+        let context = self.context()?;
         let mut inputs = Vec::with_capacity(model.num_layers());
         let mut hidden = model.embed(&self.inputs.ids)?;
         for (layer, (key, value)) in self.prefix.iter().enumerate() {

@@ -15,6 +15,25 @@ pub fn expected() -> serde_json::Value {
     serde_json::from_str(&text).expect("expected.json parses")
 }
 
+/// Training examples from a reference's `features` (`input_ids`, `labels`), the first `count`.
+pub fn examples_of(
+    features: &serde_json::Value,
+    count: usize,
+) -> Vec<glmtune_engine::train::Example> {
+    features.as_array().expect("features")[..count]
+        .iter()
+        .map(|f| glmtune_engine::train::Example {
+            input_ids: ids_of(&f["input_ids"]),
+            labels: f["labels"]
+                .as_array()
+                .expect("labels")
+                .iter()
+                .map(|v| v.as_i64().expect("label"))
+                .collect(),
+        })
+        .collect()
+}
+
 pub fn ids_of(value: &serde_json::Value) -> Vec<u32> {
     value
         .as_array()
