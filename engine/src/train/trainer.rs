@@ -113,10 +113,9 @@ pub struct TrainerState {
 }
 
 /// Trains a prefix encoder against a frozen model.
-pub struct Trainer<'a> {
+pub struct Trainer {
     /// The base as [`ChatGlmModel::for_training`] multiplies it (weights shared, not copied).
     model: ChatGlmModel,
-    base: std::marker::PhantomData<&'a ChatGlmModel>,
     params: PrefixParams,
     optimizer: AdamW,
     options: TrainOptions,
@@ -127,12 +126,8 @@ pub struct Trainer<'a> {
     scaler: Option<ScalerState>,
 }
 
-impl<'a> Trainer<'a> {
-    pub fn new(
-        model: &'a ChatGlmModel,
-        init: &PrefixEncoder,
-        options: TrainOptions,
-    ) -> Result<Self> {
+impl Trainer {
+    pub fn new(model: &ChatGlmModel, init: &PrefixEncoder, options: TrainOptions) -> Result<Self> {
         if options.per_device_train_batch_size == 0
             || options.gradient_accumulation_steps == 0
             || options.forward_batch_size == Some(0)
@@ -146,7 +141,6 @@ impl<'a> Trainer<'a> {
         let optimizer = AdamW::new(options.adam, &params.sizes(), &params.decays());
         Ok(Self {
             model: model.for_training(),
-            base: std::marker::PhantomData,
             params,
             optimizer,
             scaler: options.loss_scaling.as_ref().map(ScalerState::new),
