@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use glmtune_engine::generation::sequence_logits;
 use glmtune_engine::model::ChatGlmModel;
+use glmtune_engine::quant::{quantize_checkpoint, Bits, EmbeddingFormat};
 
 use common::*;
 
@@ -103,4 +104,33 @@ fn a_quantized_weight_of_the_wrong_width_is_named() {
         "{error}"
     );
     std::fs::remove_dir_all(&quantized).unwrap();
+}
+
+#[test]
+fn thudm_weights_stay_quantized_value_for_value() {
+    // `load_keeping_quantized` (a training base) repacks THUDM's int8/int4 rows into q8_0/q4_0
+    // blocks: the same logits as the widened weights, bit for bit, as the blocks hold the values.
+    // `glmtune quantize` to the same bits repacks them the same way instead of rounding again.
+    let ids = &cases()[0];
+    for (bits, quant_bits) in [(8, Bits::Eight), (4, Bits::Four)] {
+        let dir = reference_dir().join(format!("int{bits}"));
+        let kept = ChatGlmModel::load_keeping_quantized(&dir, DType::F32, &Device::Cpu).unwrap();
+        assert!(kept.linear_format().is_some(), "int{bits}");
+        let exact = sequence_logits(&kept.dequantized().unwrap(), None, ids).unwrap();
+        assert_eq!(relative_error(&exact, &logits(&dir, ids)), 0.0, "int{bits}");
+
+        let out = scratch(&format!("int{bits}-quantized"));
+        let (_, quantized) =
+            quantize_checkpoint(&dir, &out, quant_bits, EmbeddingFormat::F16).unwrap();
+        let expected = kept
+            .quantized(
+                kept.linear_format().unwrap(),
+                candle_core::quantized::GgmlDType::F16,
+            )
+            .unwrap();
+        let ours = sequence_logits(&quantized.dequantized().unwrap(), None, ids).unwrap();
+        let theirs = sequence_logits(&expected.dequantized().unwrap(), None, ids).unwrap();
+        assert_eq!(relative_error(&ours, &theirs), 0.0, "int{bits}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 }

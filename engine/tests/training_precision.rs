@@ -229,11 +229,29 @@ fn quantized_bases_train_as_their_dequantized_weights() {
         );
         assert!(moved > 1e-5, "{format:?}: quantization changed nothing");
     }
-    // THUDM's own int4 checkpoint of the same fixture trains too (its layout is widened on load).
-    let thudm =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/thudm_quantized/int4");
-    let int4 = ChatGlmModel::load(&thudm, DType::F32, &Device::Cpu).unwrap();
-    let losses = run(&int4);
-    assert!(losses.iter().all(|(l, n)| l.is_finite() && n.is_finite()));
-    assert!((losses[0].0 - full[0].0).abs() > 1e-4 * full[0].0);
+    // THUDM's own int8 and int4 checkpoints of the same fixture stay quantized in memory (repacked
+    // into q8_0/q4_0 blocks) and train as the f32 model of their widened weights.
+    let thudm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/thudm_quantized");
+    for (bits, format) in [("int8", GgmlDType::Q8_0), ("int4", GgmlDType::Q4_0)] {
+        let dir = thudm.join(bits);
+        let kept = ChatGlmModel::load_keeping_quantized(&dir, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(kept.linear_format(), Some(format), "{bits}");
+        let widened = ChatGlmModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(widened.linear_format(), None, "{bits}");
+        let (ours, dense) = (run(&kept), run(&widened));
+        for ((loss, norm), (dense_loss, dense_norm)) in ours.iter().zip(&dense) {
+            assert!(
+                (loss - dense_loss).abs() <= 1e-6 * dense_loss,
+                "{bits}: {loss} {dense_loss}"
+            );
+            assert!(
+                (norm - dense_norm).abs() <= 1e-5 * dense_norm,
+                "{bits}: {norm} {dense_norm}"
+            );
+        }
+        assert!(
+            (ours[0].0 - full[0].0).abs() > 1e-6 * full[0].0,
+            "{bits}: nothing quantized"
+        );
+    }
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::pickle::PthTensors;
+use candle_core::quantized::QTensor;
 use candle_core::safetensors::{BufferedSafetensors, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
 
@@ -225,15 +226,7 @@ impl Checkpoint {
             ));
         };
         let path = &self.shard_paths[shard];
-        let tensor = match &self.shards[shard] {
-            Shard::Safetensors(st) => st.load(name, device),
-            Shard::Buffered(st) => st.load(name, device),
-            Shard::Pth(pth) => pth
-                .get(name)
-                .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("not a tensor".into())))
-                .and_then(|t| t.to_device(device)),
-        }
-        .map_err(|e| EngineError::tensor(path, name, format!("cannot be read: {e}")))?;
+        let tensor = self.read(shard, name, device)?;
         let tensor = self.widen_thudm_int(name, tensor, shape, device)?;
         if let Some(shape) = shape {
             if tensor.dims() != shape {
@@ -259,6 +252,62 @@ impl Checkpoint {
 }
 
 impl Checkpoint {
+    /// The tensor `name` of `shard` as stored.
+    fn read(&self, shard: usize, name: &str, device: &Device) -> Result<Tensor> {
+        match &self.shards[shard] {
+            Shard::Safetensors(st) => st.load(name, device),
+            Shard::Buffered(st) => st.load(name, device),
+            Shard::Pth(pth) => pth
+                .get(name)
+                .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("not a tensor".into())))
+                .and_then(|t| t.to_device(device)),
+        }
+        .map_err(|e| {
+            EngineError::tensor(
+                &self.shard_paths[shard],
+                name,
+                format!("cannot be read: {e}"),
+            )
+        })
+    }
+
+    /// `name` (`[rows, cols]`) as GGML blocks (q8_0 / q4_0) when it is one of THUDM's int8/int4
+    /// weights and the blocks hold exactly its values (`thudm_int::repack`); `None` for any other
+    /// tensor, which `load` then reads as a dense one.
+    pub fn load_thudm_int_blocks(
+        &self,
+        name: &str,
+        (rows, cols): (usize, usize),
+        device: &Device,
+    ) -> Result<Option<QTensor>> {
+        let scale_name = thudm_int::scale_name(name);
+        let Some(&shard) = self.locations.get(name) else {
+            return Ok(None);
+        };
+        if !self.contains(&scale_name) {
+            return Ok(None);
+        }
+        let packed = self.read(shard, name, device)?;
+        if packed.dtype() != DType::U8 {
+            return Ok(None);
+        }
+        let path = self.path_of(name);
+        if packed.dim(0).ok() != Some(rows) {
+            return Err(EngineError::tensor(
+                path,
+                name,
+                format!(
+                    "(THUDM int4/int8 layout) has {:?} rows, expected {rows}",
+                    packed.dims().first()
+                ),
+            ));
+        }
+        let scale = self.load(&scale_name, None, DType::F32, device)?;
+        thudm_int::repack(&packed, &scale, cols).map_err(|message| {
+            EngineError::tensor(path, name, format!("(THUDM int4/int8 layout) {message}"))
+        })
+    }
+
     /// An int8 tensor with a `_scale` beside it is one of THUDM's quantized weights: widened to
     /// f32 here, so every caller sees an ordinary weight. Anything else passes through.
     fn widen_thudm_int(

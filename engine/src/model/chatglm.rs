@@ -143,6 +143,25 @@ impl ChatGlmModel {
         Self::from_checkpoint(config, &checkpoint, dtype, device)
     }
 
+    /// As `load`, but THUDM's int8/int4 weights stay quantized in memory (repacked, value for value,
+    /// into q8_0/q4_0 blocks) instead of being widened to `dtype`: a quantized base for training,
+    /// which multiplies every layer exactly (`for_training`). Inference keeps `load`, which
+    /// multiplies THUDM's weights as the official kernels do, dense.
+    pub fn load_keeping_quantized(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config = ChatGlmConfig::from_file(&dir.join("config.json"))?;
+        if let Some(quantized) = QuantizedFile::find(dir, dtype, device)? {
+            return Self::from_source(config, &quantized, dtype, device);
+        }
+        let checkpoint = Checkpoint::open(dir)?;
+        let source = DenseSource {
+            checkpoint: &checkpoint,
+            dtype,
+            device,
+            keep_thudm_int: true,
+        };
+        Self::from_source(config, &source, dtype, device)
+    }
+
     /// Builds the model from the bytes of a `model.gguf` written by `glmtune quantize` (a browser
     /// that downloaded it); `name` names it in messages.
     pub fn from_quantized_bytes(
@@ -167,6 +186,7 @@ impl ChatGlmModel {
             checkpoint,
             dtype,
             device,
+            keep_thudm_int: false,
         };
         Self::from_source(config, &source, dtype, device)
     }

@@ -49,6 +49,14 @@ impl ChatGlmModel {
         }
     }
 
+    /// The GGML format the layers' linear weights are held in, `None` when they are dense.
+    pub fn linear_format(&self) -> Option<GgmlDType> {
+        match &self.blocks.first()?.query_key_value.weight {
+            Matrix::Quantized(q) => Some(q.dtype()),
+            Matrix::Dense(_) => None,
+        }
+    }
+
     /// This model with every block-quantized matrix widened back to dense f32: the same numbers,
     /// multiplied without rounding the activations (a reference for other backends).
     pub fn dequantized(&self) -> Result<Self> {

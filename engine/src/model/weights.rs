@@ -174,6 +174,9 @@ pub(crate) struct DenseSource<'a> {
     pub checkpoint: &'a Checkpoint,
     pub dtype: DType,
     pub device: &'a Device,
+    /// THUDM's int8/int4 weights stay quantized (as the q8_0/q4_0 blocks that hold exactly their
+    /// values) instead of being widened to `dtype`.
+    pub keep_thudm_int: bool,
 }
 
 impl WeightSource for DenseSource<'_> {
@@ -187,6 +190,14 @@ impl WeightSource for DenseSource<'_> {
     }
 
     fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
+        if self.keep_thudm_int {
+            let blocks =
+                self.checkpoint
+                    .load_thudm_int_blocks(name, (out_dim, in_dim), self.device)?;
+            if let Some(blocks) = blocks {
+                return Ok(Matrix::Quantized(Arc::new(blocks)));
+            }
+        }
         Ok(Matrix::Dense(self.dense(name, &[out_dim, in_dim])?))
     }
 

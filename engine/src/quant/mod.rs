@@ -153,7 +153,17 @@ impl WeightSource for Quantizing<'_> {
                 ),
             ));
         }
-        let quantized = quantize(&tensor, format)?;
+        // THUDM's int8/int4 weights already are q8_0/q4_0 blocks, exactly: repacked, not rounded
+        // a second time.
+        let repacked = self.dense.checkpoint.load_thudm_int_blocks(
+            name,
+            (out_dim, in_dim),
+            self.dense.device,
+        )?;
+        let quantized = match repacked {
+            Some(blocks) if blocks.dtype() == format => Arc::new(blocks),
+            _ => quantize(&tensor, format)?,
+        };
         self.record(name, quantized.clone());
         Ok(Matrix::Quantized(quantized))
     }
@@ -179,6 +189,7 @@ pub fn quantize_checkpoint(
             checkpoint: &checkpoint,
             dtype: DType::F32,
             device: &device,
+            keep_thudm_int: false,
         },
         bits,
         embeddings,

@@ -218,8 +218,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (_, true) => DType::BF16,
         _ => args.dtype.into(),
     };
-    let mut model = glmtune_engine::model::ChatGlmModel::load(&args.model, dtype, &device)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let mut model =
+        glmtune_engine::model::ChatGlmModel::load_keeping_quantized(&args.model, dtype, &device)
+            .with_context(|| format!("loading model {}", args.model.display()))?;
     if let Some(bits) = &args.quantization_bit {
         let format = if bits == "4" {
             GgmlDType::Q4_0

@@ -11,6 +11,7 @@ pub use utils::{
     binary_map, binary_map_vec, binary_map_vec_par, unary_map, unary_map_vec, unary_map_vec_par,
     Map1, Map1Any, Map2, Map2InPlace, Map2U8,
 };
+mod bf16_matmul;
 mod conv2d;
 use conv2d::Conv2D;
 
@@ -3059,8 +3060,13 @@ impl BackendStorage for CpuStorage {
         lhs_l: &Layout,
         rhs_l: &Layout,
     ) -> Result<Self> {
-        // no bf16 gemm kernel yet: widen to f32, multiply, narrow back
+        // no bf16 gemm kernel yet: widen to f32, multiply, narrow back (large weights a block of
+        // columns at a time, see bf16_matmul.rs)
         if let (Self::BF16(lhs_v), Self::BF16(rhs_v)) = (self, rhs) {
+            let (_, b_skip) = MatMul(bmnk).ab_skip(lhs_l, rhs_l)?;
+            if let Some(out) = bf16_matmul::blocked(lhs_v, lhs_l, rhs_v, rhs_l, bmnk, b_skip)? {
+                return Ok(Self::BF16(out));
+            }
             let lhs32 = Self::F32(lhs_v.to_f32_vec());
             let rhs32 = Self::F32(rhs_v.to_f32_vec());
             let out = MatMul(bmnk).map(&lhs32, lhs_l, &rhs32, rhs_l)?;
