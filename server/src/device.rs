@@ -45,6 +45,80 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// The GPUs `glmtune serve --gpus` may use: `all` (every visible one) or ordinals (`0,1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuSelection {
+    All,
+    Ordinals(Vec<usize>),
+}
+
+impl FromStr for GpuSelection {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value == "all" {
+            return Ok(GpuSelection::All);
+        }
+        let mut ordinals = Vec::new();
+        for part in value.split(',') {
+            let ordinal = part
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{part:?} is not a GPU ordinal: expected all, or N,M,…"))?;
+            if ordinals.contains(&ordinal) {
+                return Err(format!("GPU {ordinal} is named twice"));
+            }
+            ordinals.push(ordinal);
+        }
+        Ok(GpuSelection::Ordinals(ordinals))
+    }
+}
+
+impl GpuSelection {
+    /// Opens every GPU selected, in order, or says in one line which one cannot be opened.
+    pub fn open(&self) -> Result<Vec<(usize, Device)>, DeviceError> {
+        let ordinals = match self {
+            GpuSelection::Ordinals(ordinals) => ordinals.clone(),
+            GpuSelection::All => (0..visible_gpus()?).collect(),
+        };
+        ordinals
+            .into_iter()
+            .map(|ordinal| Ok((ordinal, DeviceSpec::Cuda(ordinal).open()?)))
+            .collect()
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn visible_gpus() -> Result<usize, DeviceError> {
+    Err(DeviceError::NotBuiltWithCuda)
+}
+
+#[cfg(feature = "cuda")]
+fn visible_gpus() -> Result<usize, DeviceError> {
+    use candle_core::cuda::cudarc;
+
+    let device = DeviceSpec::Cuda(0);
+    // SAFETY: as in open_cuda, the probe only dlopens the driver's library and closes it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(DeviceError::MissingLibrary {
+            device,
+            library: "the CUDA driver",
+            file: library_file("cuda"),
+        });
+    }
+    match cudarc::driver::CudaContext::device_count() {
+        Ok(0) => Err(DeviceError::Cuda {
+            device,
+            message: "--gpus all: the CUDA driver sees no GPU".into(),
+        }),
+        Ok(count) => Ok(count as usize),
+        Err(error) => Err(DeviceError::Cuda {
+            device,
+            message: format!("--gpus all: counting GPUs: {error}"),
+        }),
+    }
+}
+
 /// Why a device could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -189,6 +263,25 @@ mod tests {
             "tpu", "", "CUDA", "cuda:", "cuda:-1", "cuda:x", "cuda:1:2", "cpu:0",
         ] {
             assert!(bad.parse::<DeviceSpec>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn parses_a_gpu_selection() {
+        assert_eq!("all".parse(), Ok(GpuSelection::All));
+        assert_eq!("0".parse(), Ok(GpuSelection::Ordinals(vec![0])));
+        assert_eq!("2, 0".parse(), Ok(GpuSelection::Ordinals(vec![2, 0])));
+        for bad in ["", "0,", "cuda:0", "-1", "0,0", "All"] {
+            assert!(bad.parse::<GpuSelection>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn gpus_need_a_cuda_build() {
+        for selection in [GpuSelection::All, GpuSelection::Ordinals(vec![0])] {
+            let error = selection.open().unwrap_err().to_string();
+            assert!(error.contains("built without CUDA"), "{error}");
         }
     }
 

@@ -4,5 +4,6 @@
 
 pub mod db;
 pub mod device;
+pub mod memory;
 pub mod precision;
 pub mod serve;

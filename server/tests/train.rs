@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use glmtune_shared::run_log::{LogRow, StepRow, TRAINER_LOG};
 
 fn fixture(path: &str) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
@@ -60,11 +61,22 @@ fn fixture_run_args(output_dir: &Path) -> Vec<String> {
     .collect()
 }
 
-fn log_rows(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("trainer_log.jsonl"))
+fn log_rows(dir: &Path) -> Vec<LogRow> {
+    std::fs::read_to_string(dir.join(TRAINER_LOG))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| LogRow::parse(l).unwrap_or_else(|| panic!("not a log row: {l}")))
+        .collect()
+}
+
+/// The training rows of a log (evaluation rows left out).
+fn step_rows(dir: &Path) -> Vec<StepRow> {
+    log_rows(dir)
+        .into_iter()
+        .filter_map(|row| match row {
+            LogRow::Step(row) => Some(row),
+            LogRow::Eval(_) => None,
+        })
         .collect()
 }
 
@@ -101,26 +113,23 @@ fn check_official_trajectory(dir: &Path, extra: &[&str]) {
     );
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
-    let rows = log_rows(dir);
+    let rows = step_rows(dir);
     let trajectory = expected["train"]["trajectory"].as_array().unwrap();
     assert_eq!(rows.len(), trajectory.len());
     for (row, reference) in rows.iter().zip(trajectory) {
-        let (loss, reference_loss) = (
-            row["loss"].as_f64().unwrap(),
-            reference["loss"].as_f64().unwrap(),
-        );
+        let reference_loss = reference["loss"].as_f64().unwrap();
         assert!(
-            (loss - reference_loss).abs() / reference_loss < 1e-6,
-            "{row} vs {reference}"
+            (row.loss - reference_loss).abs() / reference_loss < 1e-6,
+            "{row:?} vs {reference}"
         );
-        for field in [
-            "learning_rate",
-            "grad_norm",
-            "tokens_per_second",
-            "elapsed_s",
-        ] {
-            assert!(row[field].is_number(), "{field} missing from {row}");
-        }
+        // Where it trained, the base's precision and the peak memory so far.
+        assert_eq!(row.device.as_deref(), Some("cpu"), "{row:?}");
+        assert_eq!(row.dtype.as_deref(), Some("f32"), "{row:?}");
+        assert!(row.peak_memory_bytes.is_some_and(|b| b > 0), "{row:?}");
+        assert!(
+            row.tokens_per_second > 0.0 && row.elapsed_s > 0.0,
+            "{row:?}"
+        );
     }
     let ours =
         candle_core::safetensors::load(dir.join("adapter.safetensors"), &Device::Cpu).unwrap();
@@ -189,11 +198,17 @@ fn fp16_bf16_and_quantized_bases_train() {
             "{flag}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let rows = log_rows(&dir);
+        let rows = step_rows(&dir);
         assert_eq!(rows.len(), 3);
+        let dtype = match flag {
+            "--fp16" => "f16",
+            "--bf16" => "bf16",
+            _ => "f32+q4_0",
+        };
         for row in &rows {
-            assert!(row["loss"].as_f64().is_some_and(f64::is_finite), "{row}");
-            assert_eq!(row["loss_scale"].is_number(), flag == "--fp16", "{row}");
+            assert!(row.loss.is_finite(), "{row:?}");
+            assert_eq!(row.loss_scale.is_some(), flag == "--fp16", "{row:?}");
+            assert_eq!(row.dtype.as_deref(), Some(dtype), "{row:?}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -276,10 +291,7 @@ fn a_killed_run_resumes_to_the_same_adapter() {
         let b = std::fs::read(killed.join(file)).unwrap();
         assert!(a == b, "{file} differs after resume");
     }
-    let steps: Vec<u64> = log_rows(&killed)
-        .iter()
-        .map(|r| r["step"].as_u64().unwrap())
-        .collect();
+    let steps: Vec<u64> = log_rows(&killed).iter().map(LogRow::step).collect();
     assert_eq!(
         steps,
         (1..=12).map(|i| i * 10).collect::<Vec<_>>(),
@@ -446,12 +458,9 @@ fn validation_loss_is_logged_every_eval_steps() {
     );
     let evals: Vec<(u64, f64)> = log_rows(&dir)
         .iter()
-        .filter(|r| r.get("eval_loss").is_some())
-        .map(|r| {
-            (
-                r["step"].as_u64().unwrap(),
-                r["eval_loss"].as_f64().unwrap(),
-            )
+        .filter_map(|row| match row {
+            LogRow::Eval(row) => Some((row.step, row.eval_loss)),
+            LogRow::Step(_) => None,
         })
         .collect();
     assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), vec![6, 12]);
@@ -518,7 +527,7 @@ fn flags_can_come_from_a_json_config_file() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let rows = log_rows(&out);
+    let rows = step_rows(&out);
     assert_eq!(rows.len(), 12);
-    assert!((rows[0]["loss"].as_f64().unwrap() - 13.715119361877441).abs() < 1e-3);
+    assert!((rows[0].loss - 13.715119361877441).abs() < 1e-3);
 }

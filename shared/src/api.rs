@@ -249,6 +249,38 @@ pub struct RunSettings {
     /// The Trainer's optimizer (`--optim`); unset: the model generation's official one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optim: Option<OptimName>,
+    /// The frozen base's linear layers kept quantized in memory (`--quantization-bit 4|8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization_bit: Option<QuantizationBit>,
+}
+
+/// THUDM's `--quantization_bit`: 4 or 8 bits a weight (q4_0 / q8_0 blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum QuantizationBit {
+    Four,
+    Eight,
+}
+
+impl TryFrom<u8> for QuantizationBit {
+    type Error = String;
+
+    fn try_from(bits: u8) -> Result<Self, Self::Error> {
+        match bits {
+            4 => Ok(QuantizationBit::Four),
+            8 => Ok(QuantizationBit::Eight),
+            _ => Err(format!("quantization_bit must be 4 or 8, not {bits}")),
+        }
+    }
+}
+
+impl From<QuantizationBit> for u8 {
+    fn from(bits: QuantizationBit) -> u8 {
+        match bits {
+            QuantizationBit::Four => 4,
+            QuantizationBit::Eight => 8,
+        }
+    }
 }
 
 /// The precision of a run's frozen base.

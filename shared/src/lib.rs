@@ -4,3 +4,4 @@
 pub mod api;
 pub mod error;
 pub mod openai;
+pub mod run_log;

@@ -98,7 +98,7 @@ pub fn repack(packed: &Tensor, scale: &Tensor, cols: usize) -> Result<Option<QTe
     const BLOCK: usize = 32;
     let weights = Packed::read(packed, scale, cols)?;
     let exact_f16 = |s: &f32| f16::from_f32(*s).to_f32() == *s;
-    if cols % BLOCK != 0 || !weights.scales.iter().all(exact_f16) {
+    if !cols.is_multiple_of(BLOCK) || !weights.scales.iter().all(exact_f16) {
         return Ok(None);
     }
     let rows = weights.scales.len();

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 use clap::{Args, Subcommand};
+use glmtune::memory::PeakMemory;
 use glmtune_engine::config::shapes;
 use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
@@ -92,8 +93,8 @@ struct TrainBenchReport {
     first_step_seconds: f64,
     /// Seconds to draw the random weights.
     setup_seconds: f64,
-    /// Peak resident memory of the process, whole run (on a GPU too: candle reports no device
-    /// memory figure, so the GPU's own peak is for `nvidia-smi` alongside).
+    /// Peak memory, whole run: the GPU's used memory on a GPU (sampled; the CUDA context
+    /// included), the process's peak resident set on the CPU (`glmtune::memory`).
     peak_memory_bytes: u64,
     final_loss: f64,
 }
@@ -115,6 +116,7 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
         _ => DType::F32,
     };
     let device = args.device.device()?;
+    let memory = PeakMemory::watch(&device);
     let setup = Instant::now();
     let linear = args.quantization_bit.as_deref().map(|bits| match bits {
         "4" => GgmlDType::Q4_0,
@@ -188,7 +190,7 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
         seconds_per_step: seconds / (times.len() - timed) as f64,
         first_step_seconds: times[0],
         setup_seconds,
-        peak_memory_bytes: peak_rss_bytes().unwrap_or(0),
+        peak_memory_bytes: memory.bytes().unwrap_or(0),
         final_loss,
     };
     println!("{}", serde_json::to_string(&report)?);
@@ -235,12 +237,4 @@ fn parameters(config: &ChatGlmConfig) -> u64 {
     let per_layer = h * (h + 2 * kv) + h * h + mlp_in * h + inner * h + 4 * h;
     let embeddings = config.vocab_size as u64 * h * if glm2 { 2 } else { 1 };
     per_layer * config.num_layers as u64 + embeddings
-}
-
-/// Peak resident memory of this process so far (Linux `VmHWM`).
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

@@ -139,7 +139,7 @@ pub struct TrainArgs {
     resume: bool,
 }
 
-const LOG_FILE: &str = "trainer_log.jsonl";
+use glmtune_shared::run_log::{EvalRow, LogRow, StepRow, TRAINER_LOG as LOG_FILE};
 
 fn load_examples(
     args: &TrainArgs,
@@ -197,12 +197,7 @@ fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
     };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
+        .filter(|line| LogRow::parse(line).is_some_and(|row| row.step() <= step))
         .collect();
     let mut body = kept.join("\n");
     if !body.is_empty() {
@@ -213,6 +208,7 @@ fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = args.device.device()?;
+    let memory = glmtune::memory::PeakMemory::watch(&device);
     let dtype = match (args.fp16, args.bf16) {
         (true, _) => DType::F16,
         (_, true) => DType::BF16,
@@ -231,6 +227,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .quantized_layers(format)
             .with_context(|| format!("quantizing {} to {bits} bits", args.model.display()))?;
     }
+    // What the log's rows say the base is held as: `bf16`, or `bf16+q4_0` with quantized layers.
+    let precision = match model.linear_format() {
+        Some(format) => format!("{dtype:?}+{format:?}").to_lowercase(),
+        None => format!("{dtype:?}").to_lowercase(),
+    };
     let tokenizer = load_tokenizer(&args.model)?;
     let train = load_examples(&args, &args.train_file, &tokenizer)?;
     let validation = match &args.validation_file {
@@ -349,21 +350,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let is_last = step.step >= max_steps;
         if step.step.is_multiple_of(args.logging_steps.max(1)) || is_last {
             let seconds = window.0.elapsed().as_secs_f64();
-            let mut row = serde_json::json!({
-                "step": step.step,
-                "loss": step.loss,
-                "learning_rate": step.learning_rate,
-                "grad_norm": step.grad_norm,
-                "tokens_per_second": window.1 as f64 / seconds.max(1e-9),
-                "tokens": window.1,
-                "max_steps": max_steps,
-                "elapsed_s": started.elapsed().as_secs_f64(),
+            let row = LogRow::Step(StepRow {
+                step: step.step,
+                loss: step.loss,
+                learning_rate: step.learning_rate,
+                grad_norm: step.grad_norm,
+                tokens_per_second: window.1 as f64 / seconds.max(1e-9),
+                tokens: window.1 as u64,
+                max_steps,
+                elapsed_s: started.elapsed().as_secs_f64(),
+                loss_scale: step.loss_scale,
+                skipped: step.loss_scale.map(|_| step.skipped),
+                device: Some(args.device.spec.to_string()),
+                dtype: Some(precision.clone()),
+                peak_memory_bytes: memory.bytes(),
             });
-            if let Some(scale) = step.loss_scale {
-                // f16: the scale this step used, and whether an overflow skipped its update.
-                row["loss_scale"] = scale.into();
-                row["skipped"] = step.skipped.into();
-            }
+            let row = serde_json::to_string(&row)
+                .map_err(|e| glmtune_engine::EngineError::Input(format!("a log row: {e}")))?;
             writeln!(log, "{row}").map_err(|e| {
                 glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display()))
             })?;
@@ -387,7 +390,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(validation) = &validation {
             if step.step.is_multiple_of(args.eval_steps.max(1)) || is_last {
                 let eval_loss = trainer.evaluate(validation)?;
-                let row = serde_json::json!({"step": step.step, "eval_loss": eval_loss});
+                let row = LogRow::Eval(EvalRow {
+                    step: step.step,
+                    eval_loss,
+                });
+                let row = serde_json::to_string(&row)
+                    .map_err(|e| glmtune_engine::EngineError::Input(format!("a log row: {e}")))?;
                 writeln!(log, "{row}").map_err(|e| {
                     glmtune_engine::EngineError::Input(format!(
                         "writing {}: {e}",

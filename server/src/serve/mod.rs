@@ -9,6 +9,7 @@ mod auth;
 mod blobs;
 mod error;
 mod events;
+mod gpus;
 mod metrics;
 mod openai;
 mod openapi;
@@ -34,7 +35,7 @@ use clap::Args;
 use glmtune_shared::api::Role;
 
 use crate::db::Db;
-use crate::device::DeviceArg;
+use crate::device::{DeviceArg, GpuSelection};
 use crate::precision::DTypeArg;
 pub use error::ApiError;
 
@@ -59,9 +60,14 @@ pub struct ServeArgs {
     /// Precision of served base weights.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
-    /// Where chats run (training runs stay on the CPU for now).
+    /// Where chats run when no GPU of --gpus is free (training runs take the CPU without --gpus).
     #[command(flatten)]
     device: DeviceArg,
+    /// GPUs for training runs, one run each (queued runs wait for a free one): `all` or ordinals
+    /// (`0,1`). Chats load onto a GPU that no run holds, else onto --device. Without it, runs
+    /// train on the CPU, --max-concurrent-runs at once. Needs a CUDA build (scripts/build-cuda.sh).
+    #[arg(long, value_name = "all|N,M,…")]
+    gpus: Option<GpuSelection>,
     /// Largest JSON request body accepted, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     max_json_bytes: usize,
@@ -370,6 +376,11 @@ struct Prepared {
 async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared> {
     // First, so that a GPU that cannot be opened stops the start before anything is written.
     let device = args.device.device()?;
+    let gpus = match &args.gpus {
+        Some(selection) => selection.open().context("--gpus")?,
+        None => Vec::new(),
+    };
+    let gpus = Arc::new(gpus::Gpus::new(gpus));
     let db = open_database(&args.data_dir, args.database_url.as_deref()).await?;
     for spec in &args.models {
         register_model(&db, &spec.name, &spec.dir, spec.adapter.as_deref())
@@ -422,13 +433,19 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let blobs = blobs::Blobs::new(&data_dir)
         .with_context(|| format!("preparing {}", data_dir.display()))?;
-    let supervisor =
-        supervisor::start(db.clone(), settings.clone(), metrics.clone(), blobs.clone()).await?;
+    let supervisor = supervisor::start(
+        db.clone(),
+        settings.clone(),
+        metrics.clone(),
+        blobs.clone(),
+        gpus.clone(),
+    )
+    .await?;
     let state = AppState {
         db,
         blobs,
         settings,
-        registry: Arc::new(registry::Registry::new(args.adapter_cache, device)),
+        registry: Arc::new(registry::Registry::new(args.adapter_cache, device, gpus)),
         metrics,
         rate_limiter: Arc::new(auth::RateLimiter::new(args.rate_limit)),
         sign_in_limiter: Arc::new(auth::RateLimiter::new(args.sign_in_rate_limit)),

@@ -12,6 +12,7 @@ use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 use glmtune_shared::api::RunState;
 
+use super::gpus::Gpus;
 use super::{ApiError, AppState};
 use crate::db::runs::run_of_fine_tuned;
 
@@ -35,8 +36,9 @@ pub struct Served {
 pub struct Registry {
     bases: Mutex<HashMap<PathBuf, Arc<Base>>>,
     prefixes: Mutex<RecentlyUsed<Arc<PrefixEncoder>>>,
-    /// Where served weights are loaded (`glmtune serve --device`).
+    /// Where served weights are loaded when no GPU of `--gpus` is free (`glmtune serve --device`).
     device: Device,
+    gpus: Arc<Gpus>,
 }
 
 /// At most `capacity` values by key, the least recently used dropped first.
@@ -78,8 +80,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Registry {
     /// A registry that keeps the prefixes of the `adapters` most recently used adapters and
-    /// loads weights onto `device`.
-    pub fn new(adapters: usize, device: Device) -> Self {
+    /// loads weights onto a GPU of `gpus` that no run holds, else onto `device`.
+    pub fn new(adapters: usize, device: Device, gpus: Arc<Gpus>) -> Self {
         Registry {
             bases: Mutex::default(),
             prefixes: Mutex::new(RecentlyUsed {
@@ -87,6 +89,7 @@ impl Registry {
                 entries: Vec::new(),
             }),
             device,
+            gpus,
         }
     }
 
@@ -99,7 +102,8 @@ impl Registry {
         if let Some(base) = lock(&self.bases).get(dir) {
             return Ok(base.clone());
         }
-        let model = ChatGlmModel::load(dir, dtype, &self.device)
+        let device = self.gpus.for_chat().unwrap_or_else(|| self.device.clone());
+        let model = ChatGlmModel::load(dir, dtype, &device)
             .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
         let tokenizer = ChatGlmTokenizer::from_dir(dir)
             .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
@@ -121,14 +125,14 @@ impl Registry {
                 match cached {
                     Some(prefix) => Some(prefix),
                     None => {
-                        let prefix =
-                            PrefixEncoder::load_adapter(dir, base.model.config(), &self.device)
-                                .map_err(|e| {
-                                    ApiError::internal(format!(
-                                        "loading adapter {}: {e}",
-                                        dir.display()
-                                    ))
-                                })?;
+                        let prefix = PrefixEncoder::load_adapter(
+                            dir,
+                            base.model.config(),
+                            base.model.device(),
+                        )
+                        .map_err(|e| {
+                            ApiError::internal(format!("loading adapter {}: {e}", dir.display()))
+                        })?;
                         let prefix = Arc::new(prefix);
                         lock(&self.prefixes).insert(dir.clone(), prefix.clone());
                         Some(prefix)

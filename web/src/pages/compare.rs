@@ -1,6 +1,7 @@
 //! Runs side by side (`#/compare/ID,ID,…`): loss curves overlaid, a table of their metrics, and
 //! the settings in which they differ.
 
+use glmtune_shared::run_log::LogRow;
 use std::collections::BTreeSet;
 
 use glmtune_shared::api::{Evaluation, List, Run, RunEvent};
@@ -40,14 +41,16 @@ async fn compared(id: String) -> Result<Compared, api::Failure> {
     let mut eval_loss = Vec::new();
     let mut tokens_per_second = None;
     for event in all_events(&id).await? {
-        let data = &event.data;
-        let step = data["step"].as_f64().unwrap_or(0.0);
-        if let Some(v) = data["loss"].as_f64() {
-            loss.push((step, v));
-            tokens_per_second = data["tokens_per_second"].as_f64().or(tokens_per_second);
+        if event.kind != "metrics" {
+            continue;
         }
-        if let Some(v) = data["eval_loss"].as_f64() {
-            eval_loss.push((step, v));
+        match serde_json::from_value::<LogRow>(event.data) {
+            Ok(LogRow::Step(row)) => {
+                loss.push((row.step as f64, row.loss));
+                tokens_per_second = Some(row.tokens_per_second);
+            }
+            Ok(LogRow::Eval(row)) => eval_loss.push((row.step as f64, row.eval_loss)),
+            Err(_) => {}
         }
     }
     let scores = api::get::<Evaluation>(&format!("/api/v1/runs/{id}/evaluation"))

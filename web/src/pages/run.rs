@@ -3,6 +3,7 @@
 //! grad-norm charts with progress, ETA, tokens/s, a stall warning and the log.
 
 use glmtune_shared::api::{Checkpoint, List, Run, RunEvent};
+use glmtune_shared::run_log::LogRow;
 use leptos::prelude::*;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -24,6 +25,10 @@ struct Progress {
     tokens_per_second: f64,
     elapsed_s: f64,
     stalled: Option<String>,
+    /// Where the run trains, its base's precision and its peak memory (from the latest row).
+    device: Option<String>,
+    dtype: Option<String>,
+    peak_memory_bytes: Option<u64>,
     log: Vec<(String, String)>,
     scores: Option<serde_json::Value>,
 }
@@ -31,25 +36,25 @@ struct Progress {
 impl Progress {
     fn apply(&mut self, event: &RunEvent) {
         let data = &event.data;
-        let step = data["step"].as_f64().unwrap_or(0.0);
         match event.kind.as_str() {
             "metrics" => {
                 self.stalled = None;
-                if let Some(loss) = data["loss"].as_f64() {
-                    self.loss.push((step, loss));
-                    self.step = step as i64;
-                    if let Some(v) = data["learning_rate"].as_f64() {
-                        self.learning_rate.push((step, v));
+                match serde_json::from_value::<LogRow>(event.data.clone()) {
+                    Ok(LogRow::Step(row)) => {
+                        let step = row.step as f64;
+                        self.loss.push((step, row.loss));
+                        self.step = row.step as i64;
+                        self.learning_rate.push((step, row.learning_rate));
+                        self.grad_norm.push((step, row.grad_norm));
+                        self.max_steps = row.max_steps as i64;
+                        self.tokens_per_second = row.tokens_per_second;
+                        self.elapsed_s = row.elapsed_s;
+                        self.device = row.device.or(self.device.take());
+                        self.dtype = row.dtype.or(self.dtype.take());
+                        self.peak_memory_bytes = row.peak_memory_bytes.or(self.peak_memory_bytes);
                     }
-                    if let Some(v) = data["grad_norm"].as_f64() {
-                        self.grad_norm.push((step, v));
-                    }
-                    self.max_steps = data["max_steps"].as_i64().unwrap_or(self.max_steps);
-                    self.tokens_per_second = data["tokens_per_second"].as_f64().unwrap_or(0.0);
-                    self.elapsed_s = data["elapsed_s"].as_f64().unwrap_or(self.elapsed_s);
-                }
-                if let Some(loss) = data["eval_loss"].as_f64() {
-                    self.eval_loss.push((step, loss));
+                    Ok(LogRow::Eval(row)) => self.eval_loss.push((row.step as f64, row.eval_loss)),
+                    Err(_) => {}
                 }
             }
             "state" => {
@@ -167,6 +172,9 @@ pub fn RunPage(id: String) -> impl IntoView {
                     <span class="step">{format!("step {} / {}", p.step, p.max_steps)}</span>
                     <span>{format!("{:.0} tokens/s", p.tokens_per_second)}</span>
                     <span>{p.eta().map(|s| format!("ETA {s:.0} s")).unwrap_or_default()}</span>
+                    <span class="device">{p.device.clone().unwrap_or_default()}</span>
+                    <span class="dtype">{p.dtype.clone().unwrap_or_default()}</span>
+                    <span class="peak-memory">{p.peak_memory_bytes.map(|b| format!("peak {:.2} GiB", b as f64 / (1u64 << 30) as f64)).unwrap_or_default()}</span>
                 })}
                 {move || {
                     let state = progress.with(|p| p.state.clone());

@@ -1,7 +1,9 @@
 //! Runs: the list, and a new-run form with the server's presets (the official recipe, a quick
 //! try, domain templates with a suggested system prompt) and every official flag under "Advanced".
 
-use glmtune_shared::api::{CreateRun, Dataset, List, ModelInfo, Preset, Run, RunSettings};
+use glmtune_shared::api::{
+    CreateRun, Dataset, List, ModelInfo, Preset, QuantizationBit, Run, RunSettings,
+};
 use leptos::prelude::*;
 
 use crate::api;
@@ -68,6 +70,7 @@ pub fn Runs() -> impl IntoView {
     // Memory and speed: the base's precision, the optimizer, per-layer recomputation.
     let precision = RwSignal::new(String::new());
     let optim = RwSignal::new(String::new());
+    let quantization_bit = RwSignal::new(String::new());
     let checkpointing = RwSignal::new(false);
     let error = RwSignal::new(None::<api::Failure>);
     // Runs ticked for the compare view.
@@ -105,6 +108,11 @@ pub fn Runs() -> impl IntoView {
             precision: serde_json::from_value(serde_json::Value::String(precision.get_untracked()))
                 .ok(),
             optim: serde_json::from_value(serde_json::Value::String(optim.get_untracked())).ok(),
+            quantization_bit: quantization_bit
+                .get_untracked()
+                .parse::<u8>()
+                .ok()
+                .and_then(|bits| QuantizationBit::try_from(bits).ok()),
             source_prefix: Some(system.get_untracked()),
             ..RunSettings::default()
         };
@@ -191,6 +199,13 @@ pub fn Runs() -> impl IntoView {
                                 <option value="">"the model's official"</option>
                                 <option value="adamw_hf">"adamw_hf"</option>
                                 <option value="adamw_torch">"adamw_torch"</option>
+                            </select>
+                        </label>
+                        <label>"base weights"
+                            <select name="quantization_bit" on:change=move |ev| quantization_bit.set(event_target_value(&ev))>
+                                <option value="">"as stored"</option>
+                                <option value="8">"8-bit (q8_0)"</option>
+                                <option value="4">"4-bit (q4_0)"</option>
                             </select>
                         </label>
                         <label>"gradient checkpointing"

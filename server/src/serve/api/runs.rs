@@ -7,6 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunSettings, RunState};
+use glmtune_shared::run_log::{LogRow, TRAINER_LOG};
 
 use super::presets::resolve_settings;
 use crate::db::{new_id, now};
@@ -306,16 +307,13 @@ pub async fn checkpoints(
 /// Complete `checkpoint-N` folders of a run, oldest first, with the losses logged up to each.
 pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
     let dir = state.run_dir(id);
-    let log = std::fs::read_to_string(dir.join("trainer_log.jsonl")).unwrap_or_default();
-    let rows: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    // The last row at or before `step` that has `field`: (its step, the value).
-    let last_until = |step: i64, field: &str| {
+    let log = std::fs::read_to_string(dir.join(TRAINER_LOG)).unwrap_or_default();
+    let rows: Vec<LogRow> = log.lines().filter_map(LogRow::parse).collect();
+    // The last row at or before `step` that `value` reads: (its step, the value).
+    let last_until = |step: i64, value: fn(&LogRow) -> Option<f64>| {
         rows.iter()
             .rev()
-            .filter_map(|row| Some((row["step"].as_i64()?, row[field].as_f64()?)))
+            .filter_map(|row| Some((row.step() as i64, value(row)?)))
             .find(|(at, _)| *at <= step)
     };
     let mut found: Vec<Checkpoint> = std::fs::read_dir(&dir)
@@ -336,12 +334,19 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()?
                 .as_secs() as i64;
-            let evaluated = last_until(step, "eval_loss");
+            let evaluated = last_until(step, |row| match row {
+                LogRow::Eval(row) => Some(row.eval_loss),
+                LogRow::Step(_) => None,
+            });
             Some(Checkpoint {
                 step,
                 name,
                 created_at,
-                loss: last_until(step, "loss").map(|(_, loss)| loss),
+                loss: last_until(step, |row| match row {
+                    LogRow::Step(row) => Some(row.loss),
+                    LogRow::Eval(_) => None,
+                })
+                .map(|(_, loss)| loss),
                 eval_loss: evaluated.map(|(_, loss)| loss),
                 eval_step: evaluated.map(|(at, _)| at),
             })

@@ -1,6 +1,7 @@
 //! A run's child processes: the `glmtune train` flags of its settings, starting a child bound to
 //! the server's life, and following the files it writes.
 
+use crate::device::DeviceSpec;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,6 +65,12 @@ pub fn flag(name: &str, value: &str) -> String {
     format!("--{name}={value}")
 }
 
+/// Where a child runs: the GPU its run holds, else the CPU.
+pub fn device_flag(gpu: Option<usize>) -> String {
+    let device = gpu.map_or(DeviceSpec::Cpu, DeviceSpec::Cuda);
+    flag("device", &device.to_string())
+}
+
 /// The `glmtune train` flags of a run's settings.
 pub fn training_flags(settings: &RunSettings) -> Vec<String> {
     let s = settings;
@@ -118,6 +125,9 @@ pub fn training_flags(settings: &RunSettings) -> Vec<String> {
         Some(Precision::Bf16) => flags.push("--bf16".into()),
         Some(Precision::Fp16) => flags.push("--fp16".into()),
         Some(Precision::F32) | None => {}
+    }
+    if let Some(bits) = s.quantization_bit {
+        flags.push(flag("quantization-bit", &u8::from(bits).to_string()));
     }
     flags
 }
@@ -189,6 +199,12 @@ mod tests {
     }
 
     #[test]
+    fn a_child_runs_on_its_gpu_or_the_cpu() {
+        assert_eq!(device_flag(Some(2)), "--device=cuda:2");
+        assert_eq!(device_flag(None), "--device=cpu");
+    }
+
+    #[test]
     fn a_value_starting_with_a_dash_stays_one_argument() {
         let settings = RunSettings {
             source_prefix: Some("-x --help".into()),
@@ -218,6 +234,10 @@ mod tests {
             ..RunSettings::default()
         };
         assert_eq!(training_flags(&fp16), ["--fp16"]);
+        let int4: RunSettings = serde_json::from_str(r#"{"quantization_bit": 4}"#).unwrap();
+        assert_eq!(training_flags(&int4), ["--quantization-bit=4"]);
+        let error = serde_json::from_str::<RunSettings>(r#"{"quantization_bit": 2}"#).unwrap_err();
+        assert!(error.to_string().contains("4 or 8"), "{error}");
         assert!(serde_json::from_str::<RunSettings>(r#"{"precision": "fp8"}"#).is_err());
     }
 }

@@ -17,13 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glmtune_shared::api::{Run, RunState};
+use glmtune_shared::run_log::{LogRow, TRAINER_LOG};
 use tokio::runtime::Handle as Runtime;
 
 use super::blobs::Blobs;
+use super::gpus::Gpus;
 use super::metrics::Metrics;
 use super::{run_dir, Settings};
 use crate::db::{Db, DbResult};
-use child::{flag, is_routine, spawn_child, training_flags, Tail};
+use child::{device_flag, flag, is_routine, spawn_child, training_flags, Tail};
 
 const TICK: Duration = Duration::from_millis(200);
 /// How long a stopping child may take to write its checkpoint.
@@ -77,6 +79,7 @@ pub async fn start(
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     blobs: Blobs,
+    gpus: Arc<Gpus>,
 ) -> DbResult<Arc<Handle>> {
     for run in db.runs_in_state(RunState::Running).await? {
         db.transition(
@@ -101,6 +104,7 @@ pub async fn start(
         blobs,
         runtime: Runtime::current(),
         handle: handle.clone(),
+        gpus,
         children: Vec::new(),
     };
     std::thread::Builder::new()
@@ -121,6 +125,8 @@ enum Phase {
 
 struct Running {
     run: Run,
+    /// The GPU the run holds (`--gpus`), `None` on the CPU.
+    gpu: Option<usize>,
     process: Child,
     phase: Phase,
     log: Tail,
@@ -142,6 +148,8 @@ struct Supervisor {
     blobs: Blobs,
     runtime: Runtime,
     handle: Arc<Handle>,
+    /// With `--gpus`: a run a GPU, held until it ends.
+    gpus: Arc<Gpus>,
     children: Vec<Running>,
 }
 
@@ -193,16 +201,33 @@ impl Supervisor {
         let mut index = 0;
         while index < self.children.len() {
             if self.watch(index)? {
-                self.children.remove(index);
+                let done = self.children.remove(index);
+                if let Some(gpu) = done.gpu {
+                    self.gpus.release(gpu);
+                }
             } else {
                 index += 1;
             }
         }
         self.metrics.set_active_runs(self.children.len());
-        while self.children.len() < self.settings.max_concurrent_runs {
+        // With GPUs, one run each; without, --max-concurrent-runs on the CPU.
+        let capacity = if self.gpus.is_empty() {
+            self.settings.max_concurrent_runs
+        } else {
+            self.gpus.len()
+        };
+        while self.children.len() < capacity {
             let queued = self.block(self.db.runs_in_state(RunState::Queued))?;
             let Some(run) = queued.into_iter().next() else {
                 break;
+            };
+            let gpu = if self.gpus.is_empty() {
+                None
+            } else {
+                match self.gpus.take() {
+                    Some(gpu) => Some(gpu),
+                    None => break,
+                }
             };
             let claimed = self.block(self.db.transition(
                 &run.id,
@@ -212,17 +237,25 @@ impl Supervisor {
                 "running",
             ))?;
             if !claimed {
+                if let Some(gpu) = gpu {
+                    self.gpus.release(gpu);
+                }
                 continue;
             }
             self.handle.events.notify_waiters();
-            match self.spawn_training(&run) {
+            match self.spawn_training(&run, gpu) {
                 Ok(child) => self.children.push(child),
-                Err(error) => self.finish(
-                    &run.id,
-                    RunState::Failed,
-                    Some(&error.to_string()),
-                    &format!("could not start: {error}"),
-                ),
+                Err(error) => {
+                    if let Some(gpu) = gpu {
+                        self.gpus.release(gpu);
+                    }
+                    self.finish(
+                        &run.id,
+                        RunState::Failed,
+                        Some(&error.to_string()),
+                        &format!("could not start: {error}"),
+                    )
+                }
             }
         }
         Ok(())
@@ -256,8 +289,8 @@ impl Supervisor {
             Phase::Train if status.success() && dir.join("pytorch_model.bin").is_file() => {
                 let samples = child.run.settings.eval_samples.unwrap_or(0);
                 if child.run.validation_dataset.is_some() && samples > 0 {
-                    let run = child.run.clone();
-                    match self.spawn_eval(&run) {
+                    let (run, gpu) = (child.run.clone(), child.gpu);
+                    match self.spawn_eval(&run, gpu) {
                         Ok(process) => {
                             let child = &mut self.children[index];
                             child.process = process;
@@ -319,30 +352,27 @@ impl Supervisor {
         let mut events = Vec::new();
         if child.phase == Phase::Train {
             for line in child.log.lines() {
-                let Ok(row) = serde_json::from_str::<serde_json::Value>(&line) else {
+                let Some(row) = LogRow::parse(&line) else {
                     continue;
                 };
-                let step = row["step"].as_i64().unwrap_or(0);
+                let step = row.step() as i64;
                 if step <= child.emitted_step && child.emitted_step > 0 {
                     continue;
                 }
                 child.last_progress = Instant::now();
                 child.stalled = false;
-                let message = match (row["loss"].as_f64(), row["eval_loss"].as_f64()) {
-                    (Some(loss), _) => {
-                        child.trained_tokens += row["tokens"].as_i64().unwrap_or(0);
-                        if let Some(rate) = row["tokens_per_second"].as_f64() {
-                            self.metrics.set_training_rate(rate);
-                        }
-                        format!("step {step}: loss {loss:.4}")
+                let message = match &row {
+                    LogRow::Step(row) => {
+                        child.trained_tokens += row.tokens as i64;
+                        self.metrics.set_training_rate(row.tokens_per_second);
+                        child.run.max_steps = Some(row.max_steps as i64);
+                        format!("step {step}: loss {:.4}", row.loss)
                     }
-                    (None, Some(loss)) => format!("step {step}: eval_loss {loss:.4}"),
-                    _ => continue,
+                    LogRow::Eval(row) => format!("step {step}: eval_loss {:.4}", row.eval_loss),
                 };
-                let max_steps = row["max_steps"].as_i64().or(child.run.max_steps);
-                child.run.max_steps = max_steps;
                 child.run.step = child.run.step.max(step);
-                events.push(("metrics", message, row));
+                let data = serde_json::to_value(&row).unwrap_or_default();
+                events.push(("metrics", message, data));
             }
         }
         for line in child.stderr.lines() {
@@ -400,7 +430,7 @@ impl Supervisor {
         );
     }
 
-    fn spawn_training(&self, run: &Run) -> anyhow::Result<Running> {
+    fn spawn_training(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Running> {
         let dir = run_dir(&self.settings.data_dir, &run.id);
         std::fs::create_dir_all(&dir)?;
         let model = self
@@ -424,7 +454,8 @@ impl Supervisor {
             args.push(flag("init-adapter", &path.to_string_lossy()));
         }
         args.extend(training_flags(&run.settings));
-        let resuming = dir.join("trainer_log.jsonl").exists();
+        args.push(device_flag(gpu));
+        let resuming = dir.join(TRAINER_LOG).exists();
         if resuming {
             args.push("--resume".into());
         }
@@ -433,11 +464,20 @@ impl Supervisor {
         let mut stderr = Tail::new(stderr_path.clone());
         stderr.offset = std::fs::metadata(&stderr_path).map_or(0, |m| m.len());
         let process = spawn_child(&args, &stderr_path, None)?;
-        let log = Tail::new(dir.join("trainer_log.jsonl"));
+        let log = Tail::new(dir.join(TRAINER_LOG));
         let current = self
             .block(self.db.run(&run.id))?
             .unwrap_or_else(|| run.clone());
+        if let Some(gpu) = gpu {
+            self.event(
+                &run.id,
+                "info",
+                &format!("training on GPU {gpu}"),
+                serde_json::json!({}),
+            );
+        }
         Ok(Running {
+            gpu,
             emitted_step: current.step,
             trained_tokens: current.trained_tokens,
             run: current,
@@ -451,7 +491,7 @@ impl Supervisor {
         })
     }
 
-    fn spawn_eval(&self, run: &Run) -> anyhow::Result<Child> {
+    fn spawn_eval(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Child> {
         let dir = run_dir(&self.settings.data_dir, &run.id);
         let eval_dir = dir.join("eval");
         std::fs::create_dir_all(&eval_dir)?;
@@ -477,6 +517,7 @@ impl Supervisor {
             ),
         ];
         args.extend(read_flags);
+        args.push(device_flag(gpu));
         for (name, value) in [
             ("max-source-length", settings.max_source_length),
             ("max-target-length", settings.max_target_length),
@@ -551,6 +592,9 @@ impl Supervisor {
                 )
             };
             self.finish(&run_id, to, None, message);
+            if let Some(gpu) = self.children[index].gpu {
+                self.gpus.release(gpu);
+            }
         }
         self.children.clear();
     }
