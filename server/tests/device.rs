@@ -107,6 +107,39 @@ fn cuda_is_refused_by_a_build_without_it() {
     assert!(!out.exists());
 }
 
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn serve_gpus_is_refused_by_a_build_without_cuda() {
+    let out = temp_path("gpus-refused");
+    for gpus in ["all", "0,1"] {
+        let output = glmtune(&[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            &out.to_string_lossy(),
+            "--gpus",
+            gpus,
+        ]);
+        assert_eq!(output.status.code(), Some(1), "--gpus {gpus}");
+        assert_eq!(
+            one_stderr_line(&output),
+            "glmtune: --gpus: this glmtune was built without CUDA; build it with scripts/build-cuda.sh"
+        );
+    }
+    assert!(!out.exists());
+    // A bad list is a usage error.
+    let output = glmtune(&[
+        "serve",
+        "--data-dir",
+        &out.to_string_lossy(),
+        "--gpus",
+        "0,x",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(one_stderr_line(&output).contains("not a GPU ordinal"));
+}
+
 // Built with CUDA, on a machine without a GPU (the test machines): one line that names what is
 // missing, exit 1, no panic. With a GPU the commands run, and this test says nothing.
 #[cfg(feature = "cuda")]

@@ -11,8 +11,12 @@ use crate::{Layout, Result, StridedBlocks};
 use half::{bf16, slice::HalfFloatSliceExt};
 
 /// Right-hand sides with more elements than this are widened in column blocks of about this many
-/// elements (16 MiB of f32).
+/// elements (16 MiB of f32)...
 const BLOCK_ELEMS: usize = 1 << 22;
+/// ...but of at least this many columns: every block makes gemm pack the whole left-hand side
+/// again, so a deep product (the output layer's backward, k = 130528) must not be cut into
+/// hundreds of narrow blocks (32 columns each took it from 3 to 30 seconds).
+const MIN_COLS: usize = 512;
 
 /// Copies the elements `l` addresses, in its logical order, into a contiguous f32 buffer.
 fn widen(src: &[bf16], l: &Layout) -> Vec<f32> {
@@ -107,7 +111,7 @@ pub(super) fn blocked(
     let rows = b * m;
     let lhs32 = widen(lhs, lhs_l);
     let rhs2 = Layout::new((k, n).into(), vec![rhs_rs, rhs_cs], rhs_l.start_offset());
-    let cols = (BLOCK_ELEMS / k).clamp(1, n);
+    let cols = (BLOCK_ELEMS / k).max(MIN_COLS).min(n);
     let mut out = vec![bf16::ZERO; rows * n];
     let mut block = vec![0f32; rows * cols];
     for n0 in (0..n).step_by(cols) {
