@@ -212,16 +212,7 @@ fn quantized_bases_train_as_their_dequantized_weights() {
     for format in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
         let quantized = fixture.quantized_layers(format).unwrap();
         let (ours, dense) = (run(&quantized), run(&quantized.dequantized().unwrap()));
-        for ((loss, norm), (dense_loss, dense_norm)) in ours.iter().zip(&dense) {
-            assert!(
-                (loss - dense_loss).abs() <= 1e-6 * dense_loss,
-                "{format:?}: {loss} {dense_loss}"
-            );
-            assert!(
-                (norm - dense_norm).abs() <= 1e-5 * dense_norm,
-                "{format:?}: {norm} {dense_norm}"
-            );
-        }
+        same_trajectory(&ours, &dense, &format!("{format:?}"));
         let moved = (ours[0].0 - full[0].0).abs() / full[0].0;
         eprintln!(
             "{format:?}: first loss {} (f32 base {}, relative change {moved:.1e})",
@@ -239,19 +230,26 @@ fn quantized_bases_train_as_their_dequantized_weights() {
         let widened = ChatGlmModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
         assert_eq!(widened.linear_format(), None, "{bits}");
         let (ours, dense) = (run(&kept), run(&widened));
-        for ((loss, norm), (dense_loss, dense_norm)) in ours.iter().zip(&dense) {
-            assert!(
-                (loss - dense_loss).abs() <= 1e-6 * dense_loss,
-                "{bits}: {loss} {dense_loss}"
-            );
-            assert!(
-                (norm - dense_norm).abs() <= 1e-5 * dense_norm,
-                "{bits}: {norm} {dense_norm}"
-            );
-        }
+        same_trajectory(&ours, &dense, bits);
         assert!(
             (ours[0].0 - full[0].0).abs() > 1e-6 * full[0].0,
             "{bits}: nothing quantized"
+        );
+    }
+}
+
+/// A quantized base's (loss, grad norm) per step against the dense model of its dequantized
+/// weights: the same to float reassociation.
+fn same_trajectory(ours: &[(f64, f64)], dense: &[(f64, f64)], label: &str) {
+    assert_eq!(ours.len(), dense.len(), "{label}");
+    for ((loss, norm), (dense_loss, dense_norm)) in ours.iter().zip(dense) {
+        assert!(
+            (loss - dense_loss).abs() <= 1e-6 * dense_loss,
+            "{label}: {loss} {dense_loss}"
+        );
+        assert!(
+            (norm - dense_norm).abs() <= 1e-5 * dense_norm,
+            "{label}: {norm} {dense_norm}"
         );
     }
 }
