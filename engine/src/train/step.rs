@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor, Var};
 use crate::error::{EngineError, Result};
 use crate::model::prefix::split_key_values;
 use crate::model::{Batch, ChatGlmModel, LayerContext, PrefixEncoder};
-use crate::train::loss::labelled_log_probs;
+use crate::train::loss::{labelled_log_probs, Labelled};
 use crate::train::prefix_params::PrefixParams;
 use crate::train::trainer::Example;
 
@@ -167,9 +167,19 @@ impl<'a> Forward<'a> {
 
     /// The weighted loss `−Σ w_row · log p(label)` of the last layer's output (before the final
     /// norm), and the labelled log-probabilities with the row each belongs to.
+    ///
+    /// Only the labelled positions go through the output layer: a position's logits depend on its
+    /// own hidden state alone, and for ChatGLM-6B the 130528-wide layer is the largest product
+    /// and the largest activation of the step (half of whose positions, the prompt's, have no
+    /// label).
     fn loss(&self, hidden: &Tensor, weights: &[f32]) -> Result<(Tensor, Vec<f32>, Vec<usize>)> {
-        let logits = self.model.logits(&self.model.final_norm(hidden)?)?;
-        let (log_probs, owners) = labelled_log_probs(&logits, &self.labels)?;
+        let (batch, seq, width) = hidden.dims3()?;
+        let vocab = self.model.config().vocab_size;
+        let labelled = Labelled::of(&self.labels, batch, seq, vocab)?;
+        let normed = self.model.final_norm(hidden)?;
+        let picked = labelled.pick(&normed.reshape((batch * seq, width))?)?;
+        let log_probs = labelled.log_probs(&self.model.logits(&picked)?)?;
+        let owners = labelled.owners;
         let w: Vec<f32> = owners.iter().map(|&row| weights[row]).collect();
         let w = Tensor::from_vec(w, owners.len(), log_probs.device())?;
         let loss = (log_probs.mul(&w)?.sum_all()?.neg())?;

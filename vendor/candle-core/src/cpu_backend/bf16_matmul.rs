@@ -16,7 +16,7 @@ const BLOCK_ELEMS: usize = 1 << 22;
 /// ...but of at least this many columns: every block makes gemm pack the whole left-hand side
 /// again, so a deep product (the output layer's backward, k = 130528) must not be cut into
 /// hundreds of narrow blocks (32 columns each took it from 3 to 30 seconds).
-const MIN_COLS: usize = 512;
+const MIN_COLS: usize = 256;
 
 /// Copies the elements `l` addresses, in its logical order, into a contiguous f32 buffer.
 fn widen(src: &[bf16], l: &Layout) -> Vec<f32> {
