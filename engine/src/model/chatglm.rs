@@ -135,12 +135,7 @@ impl ChatGlmModel {
     /// Loads `config.json` and the weights of the folder `dir`: the official checkpoint as
     /// `dtype`, or, when the folder holds one, the block-quantized `model.gguf` of `glmtune quantize`.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let config = ChatGlmConfig::from_file(&dir.join("config.json"))?;
-        if let Some(quantized) = QuantizedFile::find(dir, dtype, device)? {
-            return Self::from_source(config, &quantized, dtype, device);
-        }
-        let checkpoint = Checkpoint::open(dir)?;
-        Self::from_checkpoint(config, &checkpoint, dtype, device)
+        Self::load_with(dir, dtype, device, false)
     }
 
     /// As `load`, but THUDM's int8/int4 weights stay quantized in memory (repacked, value for value,
@@ -148,6 +143,10 @@ impl ChatGlmModel {
     /// which multiplies every layer exactly (`for_training`). Inference keeps `load`, which
     /// multiplies THUDM's weights as the official kernels do, dense.
     pub fn load_keeping_quantized(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_with(dir, dtype, device, true)
+    }
+
+    fn load_with(dir: &Path, dtype: DType, device: &Device, keep_thudm_int: bool) -> Result<Self> {
         let config = ChatGlmConfig::from_file(&dir.join("config.json"))?;
         if let Some(quantized) = QuantizedFile::find(dir, dtype, device)? {
             return Self::from_source(config, &quantized, dtype, device);
@@ -157,7 +156,7 @@ impl ChatGlmModel {
             checkpoint: &checkpoint,
             dtype,
             device,
-            keep_thudm_int: true,
+            keep_thudm_int,
         };
         Self::from_source(config, &source, dtype, device)
     }

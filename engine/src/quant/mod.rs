@@ -134,7 +134,6 @@ impl WeightSource for Quantizing<'_> {
     }
 
     fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
-        let tensor = self.dense.dense(name, &[out_dim, in_dim])?;
         let embedding = name.ends_with("word_embeddings.weight")
             || name == "lm_head.weight"
             || name.ends_with("output_layer.weight");
@@ -162,7 +161,7 @@ impl WeightSource for Quantizing<'_> {
         )?;
         let quantized = match repacked {
             Some(blocks) if blocks.dtype() == format => Arc::new(blocks),
-            _ => quantize(&tensor, format)?,
+            _ => quantize(&self.dense.dense(name, &[out_dim, in_dim])?, format)?,
         };
         self.record(name, quantized.clone());
         Ok(Matrix::Quantized(quantized))

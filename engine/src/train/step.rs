@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor, Var};
 use crate::error::{EngineError, Result};
 use crate::model::prefix::split_key_values;
 use crate::model::{Batch, ChatGlmModel, LayerContext, PrefixEncoder};
-use crate::train::loss::{labelled_log_probs, Labelled};
+use crate::train::loss::Labelled;
 use crate::train::prefix_params::PrefixParams;
 use crate::train::trainer::Example;
 
@@ -102,8 +102,7 @@ pub(crate) fn step_gradients(
 pub(crate) fn mean_loss(model: &ChatGlmModel, params: &PrefixParams, rows: &[Row]) -> Result<f64> {
     let forward = Forward::new(model, params, rows, &|encoded, _| Ok(encoded.clone()))?;
     let hidden = forward.last_hidden()?;
-    let logits = model.logits(&model.final_norm(&hidden)?)?;
-    let (log_probs, _) = labelled_log_probs(&logits, &forward.labels)?;
+    let (log_probs, _) = head_log_probs(model, &hidden, &forward.labels)?;
     Ok(f64::from(log_probs.mean_all()?.neg()?.to_scalar::<f32>()?))
 }
 
@@ -167,19 +166,8 @@ impl<'a> Forward<'a> {
 
     /// The weighted loss `−Σ w_row · log p(label)` of the last layer's output (before the final
     /// norm), and the labelled log-probabilities with the row each belongs to.
-    ///
-    /// Only the labelled positions go through the output layer: a position's logits depend on its
-    /// own hidden state alone, and for ChatGLM-6B the 130528-wide layer is the largest product
-    /// and the largest activation of the step (half of whose positions, the prompt's, have no
-    /// label).
     fn loss(&self, hidden: &Tensor, weights: &[f32]) -> Result<(Tensor, Vec<f32>, Vec<usize>)> {
-        let (batch, seq, width) = hidden.dims3()?;
-        let vocab = self.model.config().vocab_size;
-        let labelled = Labelled::of(&self.labels, batch, seq, vocab)?;
-        let normed = self.model.final_norm(hidden)?;
-        let picked = labelled.pick(&normed.reshape((batch * seq, width))?)?;
-        let log_probs = labelled.log_probs(&self.model.logits(&picked)?)?;
-        let owners = labelled.owners;
+        let (log_probs, owners) = head_log_probs(self.model, hidden, &self.labels)?;
         let w: Vec<f32> = owners.iter().map(|&row| weights[row]).collect();
         let w = Tensor::from_vec(w, owners.len(), log_probs.device())?;
         let loss = (log_probs.mul(&w)?.sum_all()?.neg())?;
@@ -281,4 +269,23 @@ fn gradient_of(store: &candle_core::backprop::GradStore, tensor: &Tensor) -> Res
         .get(tensor)
         .cloned()
         .ok_or_else(|| EngineError::Input("a checkpointed layer's output has no gradient".into()))
+}
+
+/// The log-probability of each label of `labels` after the last layer's output `hidden`
+/// (`[batch, seq, width]`, before the final norm), and the row each belongs to.
+///
+/// Only the labelled positions go through the output layer: a position's logits depend on its own
+/// hidden state alone, and for ChatGLM-6B the 130528-wide layer is the largest product and the
+/// largest activation of the step (half of whose positions, the prompt's, have no label).
+fn head_log_probs(
+    model: &ChatGlmModel,
+    hidden: &Tensor,
+    labels: &[Vec<i64>],
+) -> Result<(Tensor, Vec<usize>)> {
+    let (batch, seq, width) = hidden.dims3()?;
+    let labelled = Labelled::of(labels, batch, seq, model.config().vocab_size)?;
+    let normed = model.final_norm(hidden)?;
+    let picked = labelled.pick(&normed.reshape((batch * seq, width))?)?;
+    let log_probs = labelled.log_probs(&model.logits(&picked)?)?;
+    Ok((log_probs, labelled.owners))
 }

@@ -190,6 +190,18 @@ fn newest_checkpoint(dir: &Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
     Ok(best)
 }
 
+/// Appends one row to the run's log (`path` names it in the error).
+fn write_row(
+    log: &mut std::fs::File,
+    path: &Path,
+    row: &LogRow,
+) -> Result<(), glmtune_engine::EngineError> {
+    let line = serde_json::to_string(row)
+        .map_err(|e| glmtune_engine::EngineError::Input(format!("a log row: {e}")))?;
+    writeln!(log, "{line}")
+        .map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", path.display())))
+}
+
 /// Keeps the log rows up to `step` (a killed run may have logged past its last checkpoint).
 fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -365,11 +377,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 dtype: Some(precision.clone()),
                 peak_memory_bytes: memory.bytes(),
             });
-            let row = serde_json::to_string(&row)
-                .map_err(|e| glmtune_engine::EngineError::Input(format!("a log row: {e}")))?;
-            writeln!(log, "{row}").map_err(|e| {
-                glmtune_engine::EngineError::Input(format!("writing {}: {e}", log_path.display()))
-            })?;
+            write_row(&mut log, &log_path, &row)?;
             let eta =
                 started.elapsed().as_secs_f64() / step.step as f64 * (max_steps - step.step) as f64;
             let line = format!(
@@ -394,14 +402,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     step: step.step,
                     eval_loss,
                 });
-                let row = serde_json::to_string(&row)
-                    .map_err(|e| glmtune_engine::EngineError::Input(format!("a log row: {e}")))?;
-                writeln!(log, "{row}").map_err(|e| {
-                    glmtune_engine::EngineError::Input(format!(
-                        "writing {}: {e}",
-                        log_path.display()
-                    ))
-                })?;
+                write_row(&mut log, &log_path, &row)?;
             }
         }
         let stop = interrupted.load(Ordering::SeqCst);
