@@ -565,6 +565,9 @@ pub(crate) fn softmax(scores: &Tensor) -> Result<Tensor> {
     if !scores.track_op() {
         return Ok(candle_nn::ops::softmax_last_dim(scores)?);
     }
+    if crate::model::fused::applies(scores) {
+        return crate::model::fused::softmax(scores);
+    }
     let max = scores.max_keepdim(D::Minus1)?.detach();
     let exp = scores.broadcast_sub(&max)?.exp()?;
     Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)

@@ -1,6 +1,7 @@
 //! The ChatGLM networks (ChatGLM-6B, ChatGLM2/3), their inputs and their P-Tuning v2 prefix.
 
 pub mod chatglm;
+mod fused;
 mod gemv;
 mod glm2;
 pub mod init;

@@ -1,8 +1,9 @@
 //! The normalisations of both generations: LayerNorm (ChatGLM-6B, and ChatGLM2 configs with
 //! `rmsnorm: false`) and RMSNorm (ChatGLM2/3), each statistics in float32 as the official code.
 //!
-//! When nothing tracks gradients the fused candle kernels run; on the training path the same
-//! arithmetic is composed of differentiable ops (the fused kernels have no backward).
+//! When nothing tracks gradients the fused candle kernels run; on the training path, ours with a
+//! backward on the CPU (`fused.rs`), elsewhere the same arithmetic composed of differentiable ops
+//! (candle's fused kernels have no backward).
 
 use candle_core::{DType, Tensor, D};
 
@@ -33,6 +34,15 @@ impl Norm {
                     self.eps as f32,
                 )?);
             }
+        }
+        if crate::model::fused::applies(x) && !self.weight.track_op() {
+            return crate::model::fused::norm(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                self.eps,
+                self.rms,
+            );
         }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;

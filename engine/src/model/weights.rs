@@ -77,14 +77,23 @@ impl Linear {
         Linear::new(Matrix::Dense(weight), bias)
     }
 
+    /// The `[out, in]` matrix as dense `dtype`, as training multiplies by it: a quantized one
+    /// dequantized (a fresh tensor each call), a dense one as it is (already in the activations'
+    /// dtype).
+    pub fn weight_in(&self, dtype: DType) -> Result<Tensor> {
+        Ok(match &self.weight {
+            Matrix::Dense(weight) => weight.to_dtype(dtype)?,
+            Matrix::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype)?,
+        })
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             // Training: the dequantized matrix exists only for this product (and the backward
             // that needs it), and the activations keep their precision, so the numbers are those
             // of the dense dequantized model and gradients flow to the activations.
-            Matrix::Quantized(q) if self.exact => {
-                let weight = q.dequantize(&q.device())?.to_dtype(x.dtype())?;
-                x.broadcast_matmul(&weight.t()?)?
+            Matrix::Quantized(_) if self.exact => {
+                x.broadcast_matmul(&self.weight_in(x.dtype())?.t()?)?
             }
             Matrix::Dense(weight) => {
                 let single_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;

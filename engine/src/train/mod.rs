@@ -4,6 +4,7 @@
 //! micro-batches, gradient accumulation counted across epochs, global-norm clipping, `adamw_hf` and
 //! a linear schedule.
 
+mod head;
 pub mod loss;
 pub mod optimizer;
 pub mod prefix_params;

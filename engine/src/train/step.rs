@@ -286,6 +286,6 @@ fn head_log_probs(
     let labelled = Labelled::of(labels, batch, seq, model.config().vocab_size)?;
     let normed = model.final_norm(hidden)?;
     let picked = labelled.pick(&normed.reshape((batch * seq, width))?)?;
-    let log_probs = labelled.log_probs(&model.logits(&picked)?)?;
+    let log_probs = crate::train::head::label_log_probs(model, &picked, &labelled)?;
     Ok((log_probs, labelled.owners))
 }

@@ -116,6 +116,7 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
         _ => DType::F32,
     };
     let device = args.device.device()?;
+    glmtune::memory::reuse_freed_memory();
     let memory = PeakMemory::watch(&device);
     let setup = Instant::now();
     let linear = args.quantization_bit.as_deref().map(|bits| match bits {

@@ -220,6 +220,7 @@ fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = args.device.device()?;
+    glmtune::memory::reuse_freed_memory();
     let memory = glmtune::memory::PeakMemory::watch(&device);
     let dtype = match (args.fp16, args.bf16) {
         (true, _) => DType::F16,
