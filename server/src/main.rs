@@ -27,3 +27,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// mimalloc rather than glibc's malloc: a training step allocates and frees activation buffers of
+/// tens to hundreds of MB thousands of times, and glibc maps each one over 32 MiB afresh, the kernel
+/// faulting in and zeroing every page of it on each use; mimalloc keeps freed memory a while for
+/// reuse. See `memory::reuse_freed_memory`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
