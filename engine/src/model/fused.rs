@@ -7,6 +7,8 @@
 //! the output is new; the backward recomputes the row statistics from the input. The frozen
 //! weights get no gradient. Other devices keep the composed ops (see `norm.rs`, `chatglm.rs`).
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -61,35 +63,95 @@ fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> 
     }
 }
 
-/// `f(rows of a, rows of b, rows of out)` over the last dimension, rows in parallel.
-fn rows2<A: Elem, B: Elem, O: Elem>(
-    a: &[A],
-    b: &[B],
-    width: usize,
-    f: impl Fn(&[A], &[B], &mut [O]) + Sync,
-) -> Vec<O> {
-    let mut out = vec![O::put(0.); a.len()];
-    out.par_chunks_mut(width)
-        .zip(a.par_chunks(width))
-        .zip(b.par_chunks(width))
-        .for_each(|((o, a), b)| f(a, b, o));
-    out
+/// A computation over the last dimension, row by row: `out = f(a, b)` for a row of each operand
+/// (a forward reads its one operand as both).
+trait RowKernel: Send + Sync {
+    const NAME: &'static str;
+    fn row<T: Elem>(&self, a: &[T], b: &[T], out: &mut [T]);
 }
 
-/// Dispatches `$body` on the element type of the matching storages (`$s` and `$t` alike).
-macro_rules! by_dtype {
-    ($s:expr, $t:expr, |$a:ident, $b:ident| $body:expr) => {
-        match ($s, $t) {
-            (CpuStorage::F32($a), CpuStorage::F32($b)) => CpuStorage::F32($body),
-            (CpuStorage::BF16($a), CpuStorage::BF16($b)) => CpuStorage::BF16($body),
-            (CpuStorage::F16($a), CpuStorage::F16($b)) => CpuStorage::F16($body),
-            _ => {
-                return Err(candle_core::Error::Msg(
-                    "fused op: operands of different or unsupported dtypes".into(),
-                ))
-            }
+/// Runs `kernel` over the rows of two contiguous operands of one float dtype, rows in parallel.
+fn run_rows<K: RowKernel>(
+    kernel: &K,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn rows<T: Elem, K: RowKernel>(kernel: &K, a: &[T], b: &[T], width: usize) -> Vec<T> {
+        let mut out = vec![T::put(0.); a.len()];
+        out.par_chunks_mut(width)
+            .zip(a.par_chunks(width))
+            .zip(b.par_chunks(width))
+            .for_each(|((o, a), b)| kernel.row(a, b, o));
+        out
+    }
+    let width = l1.dims().last().copied().unwrap_or(1);
+    let out = match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(rows(kernel, slice(a, l1)?, slice(b, l2)?, width))
+        }
+        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
+            CpuStorage::BF16(rows(kernel, slice(a, l1)?, slice(b, l2)?, width))
+        }
+        (CpuStorage::F16(a), CpuStorage::F16(b)) => {
+            CpuStorage::F16(rows(kernel, slice(a, l1)?, slice(b, l2)?, width))
+        }
+        _ => {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: operands of different or unsupported dtypes",
+                K::NAME
+            )))
         }
     };
+    Ok((out, l1.shape().clone()))
+}
+
+/// A forward kernel whose input gradient another kernel computes.
+trait Differentiable: RowKernel {
+    /// The gradient with respect to the input `arg`, from the output `res` and its gradient.
+    fn backward(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor>;
+}
+
+/// A forward kernel as an op of its one operand.
+struct Forward<K>(K);
+
+impl<K: Differentiable> CustomOp1 for Forward<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        run_rows(&self.0, s, l, s, l)
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.0.backward(arg, res, grad)?))
+    }
+}
+
+/// A backward kernel as an op of its two operands (it has no backward of its own).
+struct Backward<K>(K);
+
+impl<K: RowKernel> CustomOp2 for Backward<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        run_rows(&self.0, s1, l1, s2, l2)
+    }
 }
 
 /// LayerNorm (`rms: false`, with bias) or RMSNorm over the last dimension with frozen f32
@@ -151,54 +213,27 @@ impl Norm {
     }
 }
 
-struct NormOp(std::sync::Arc<Norm>);
-struct NormBackward(std::sync::Arc<Norm>);
+struct NormForward(Arc<Norm>);
+struct NormBackward(Arc<Norm>);
 
-impl CustomOp1 for NormOp {
-    fn name(&self) -> &'static str {
-        "glmtune-norm"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = l.dims().last().copied().unwrap_or(1);
-        let out = by_dtype!(s, s, |x, _y| {
-            let x = slice(x, l)?;
-            rows2(x, x, width, |x, _, o| self.0.forward_row(x, o))
-        });
-        Ok((out, l.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let grad = grad.to_dtype(arg.dtype())?.contiguous()?;
-        Ok(Some(
-            arg.apply_op2_no_bwd(&grad, &NormBackward(self.0.clone()))?,
-        ))
+impl RowKernel for NormForward {
+    const NAME: &'static str = "glmtune-norm";
+    fn row<T: Elem>(&self, x: &[T], _: &[T], out: &mut [T]) {
+        self.0.forward_row(x, out)
     }
 }
 
-impl CustomOp2 for NormBackward {
-    fn name(&self) -> &'static str {
-        "glmtune-norm-backward"
+impl RowKernel for NormBackward {
+    const NAME: &'static str = "glmtune-norm-backward";
+    fn row<T: Elem>(&self, x: &[T], g: &[T], dx: &mut [T]) {
+        self.0.backward_row(x, g, dx)
     }
+}
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = l1.dims().last().copied().unwrap_or(1);
-        let out = by_dtype!(s1, s2, |x, g| {
-            let (x, g) = (slice(x, l1)?, slice(g, l2)?);
-            rows2(x, g, width, |x, g, d| self.0.backward_row(x, g, d))
-        });
-        Ok((out, l1.shape().clone()))
+impl Differentiable for NormForward {
+    fn backward(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        let grad = grad.to_dtype(arg.dtype())?.contiguous()?;
+        arg.apply_op2_no_bwd(&grad, &Backward(NormBackward(self.0.clone())))
     }
 }
 
@@ -221,82 +256,51 @@ pub(crate) fn norm(
         rms,
     };
     Ok(x.contiguous()?
-        .apply_op1(NormOp(std::sync::Arc::new(norm)))?)
+        .apply_op1(Forward(NormForward(Arc::new(norm))))?)
 }
 
-/// Softmax over the last dimension, in f32 (the scores are f32 on every path).
+/// Softmax over the last dimension, as the composed form: subtract the row's max, exponentiate,
+/// divide by the sum.
 struct Softmax;
+/// dx = y · (g − Σ g·y), from the softmax's output y.
 struct SoftmaxBackward;
 
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "glmtune-softmax"
+impl RowKernel for Softmax {
+    const NAME: &'static str = "glmtune-softmax";
+    fn row<T: Elem>(&self, x: &[T], _: &[T], out: &mut [T]) {
+        let max = x.iter().map(|v| v.get()).fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (o, v) in out.iter_mut().zip(x) {
+            let e = (v.get() - max).exp();
+            sum += e;
+            *o = T::put(e);
+        }
+        for o in out.iter_mut() {
+            *o = T::put(o.get() / sum);
+        }
     }
+}
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = l.dims().last().copied().unwrap_or(1);
-        let out = by_dtype!(s, s, |x, _y| {
-            let x = slice(x, l)?;
-            rows2(x, x, width, |x, _, o| softmax_row(x, o))
-        });
-        Ok((out, l.shape().clone()))
+impl RowKernel for SoftmaxBackward {
+    const NAME: &'static str = "glmtune-softmax-backward";
+    fn row<T: Elem>(&self, y: &[T], g: &[T], dx: &mut [T]) {
+        let dot: f32 = y.iter().zip(g).map(|(y, g)| y.get() * g.get()).sum();
+        for (d, (y, g)) in dx.iter_mut().zip(y.iter().zip(g)) {
+            *d = T::put(y.get() * (g.get() - dot));
+        }
     }
+}
 
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
+impl Differentiable for Softmax {
+    fn backward(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
         let grad = grad.to_dtype(res.dtype())?.contiguous()?;
-        Ok(Some(res.apply_op2_no_bwd(&grad, &SoftmaxBackward)?))
-    }
-}
-
-/// As the composed form: subtract the row's max, exponentiate, divide by the sum.
-fn softmax_row<T: Elem>(x: &[T], out: &mut [T]) {
-    let max = x.iter().map(|v| v.get()).fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for (o, v) in out.iter_mut().zip(x) {
-        let e = (v.get() - max).exp();
-        sum += e;
-        *o = T::put(e);
-    }
-    for o in out.iter_mut() {
-        *o = T::put(o.get() / sum);
-    }
-}
-
-impl CustomOp2 for SoftmaxBackward {
-    fn name(&self) -> &'static str {
-        "glmtune-softmax-backward"
-    }
-
-    /// dx = y · (g − Σ g·y).
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let width = l1.dims().last().copied().unwrap_or(1);
-        let out = by_dtype!(s1, s2, |y, g| {
-            let (y, g) = (slice(y, l1)?, slice(g, l2)?);
-            rows2(y, g, width, |y, g, d| {
-                let dot: f32 = y.iter().zip(g).map(|(y, g)| y.get() * g.get()).sum();
-                for (d, (y, g)) in d.iter_mut().zip(y.iter().zip(g)) {
-                    *d = Elem::put(y.get() * (g.get() - dot));
-                }
-            })
-        });
-        Ok((out, l1.shape().clone()))
+        res.apply_op2_no_bwd(&grad, &Backward(SoftmaxBackward))
     }
 }
 
 /// Softmax of `scores` over the last dimension, differentiable with respect to them.
 pub(crate) fn softmax(scores: &Tensor) -> Result<Tensor> {
-    Ok(scores.contiguous()?.apply_op1(Softmax)?)
+    Ok(scores.contiguous()?.apply_op1(Forward(Softmax))?)
 }
 
 #[cfg(test)]
