@@ -4,4 +4,5 @@
 pub mod api;
 pub mod error;
 pub mod openai;
+pub mod run_layout;
 pub mod run_log;

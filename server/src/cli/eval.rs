@@ -122,7 +122,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("creating {}", args.output_dir.display()))?;
-    let path = args.output_dir.join("generated_predictions.jsonl");
+    let path = args
+        .output_dir
+        .join(glmtune_shared::run_layout::RunLayout::PREDICTIONS);
     let mut file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     for (label, predict) in references.iter().zip(&predictions) {

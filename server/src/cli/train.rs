@@ -139,7 +139,8 @@ pub struct TrainArgs {
     resume: bool,
 }
 
-use glmtune_shared::run_log::{EvalRow, LogRow, StepRow, TRAINER_LOG as LOG_FILE};
+use glmtune_shared::run_layout::RunLayout;
+use glmtune_shared::run_log::{EvalRow, LogRow, StepRow};
 
 fn load_examples(
     args: &TrainArgs,
@@ -174,10 +175,7 @@ fn newest_checkpoint(dir: &Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(step) = name
-            .strip_prefix("checkpoint-")
-            .and_then(|n| n.parse::<u64>().ok())
-        {
+        if let Some(step) = RunLayout::checkpoint_step(&name) {
             let complete = entry
                 .path()
                 .join(glmtune_engine::train::trainer::STATE_FILE)
@@ -321,7 +319,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut trainer = Trainer::new(&model, &init, options)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("creating {}", args.output_dir.display()))?;
-    let log_path = args.output_dir.join(LOG_FILE);
+    let layout = RunLayout::new(&args.output_dir);
+    let log_path = layout.trainer_log();
     if args.resume {
         match newest_checkpoint(&args.output_dir)? {
             Some((step, dir)) => {
@@ -408,7 +407,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         let stop = interrupted.load(Ordering::SeqCst);
         if step.step.is_multiple_of(args.save_steps.max(1)) || stop {
-            trainer.save_checkpoint(&args.output_dir.join(format!("checkpoint-{}", step.step)))?;
+            trainer.save_checkpoint(&layout.checkpoint(step.step))?;
             last_saved = step.step;
         }
         Ok(if stop { Flow::Stop } else { Flow::Continue })

@@ -209,10 +209,20 @@ impl AppState {
     pub fn run_dir(&self, run_id: &str) -> PathBuf {
         run_dir(&self.settings.data_dir, run_id)
     }
+
+    /// The files of a run's folder.
+    pub fn run_layout(&self, run_id: &str) -> glmtune_shared::run_layout::RunLayout {
+        run_layout(&self.settings.data_dir, run_id)
+    }
 }
 
 pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
     data_dir.join("runs").join(run_id)
+}
+
+/// The files of a run's folder.
+pub fn run_layout(data_dir: &Path, run_id: &str) -> glmtune_shared::run_layout::RunLayout {
+    glmtune_shared::run_layout::RunLayout::new(run_dir(data_dir, run_id))
 }
 
 /// Rejections of malformed or oversized JSON bodies as our JSON error.

@@ -7,7 +7,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_shared::api::{Checkpoint, CreateRun, Evaluation, List, Run, RunSettings, RunState};
-use glmtune_shared::run_log::{LogRow, TRAINER_LOG};
+use glmtune_shared::run_layout::RunLayout;
+use glmtune_shared::run_log::LogRow;
 
 use super::presets::resolve_settings;
 use crate::db::{new_id, now};
@@ -18,7 +19,7 @@ use crate::serve::{ApiError, AppState};
 const ADAPTER_FILES: [&str; 4] = [
     "config.json",
     "generation_config.json",
-    "pytorch_model.bin",
+    RunLayout::ADAPTER,
     "adapter.safetensors",
 ];
 
@@ -284,10 +285,10 @@ pub async fn logs(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     find(&state, &id).await?;
-    let dir = state.run_dir(&id);
+    let layout = state.run_layout(&id);
     let mut text = String::new();
-    for name in ["train.stderr.log", "eval.stderr.log"] {
-        if let Ok(part) = tokio::fs::read_to_string(dir.join(name)).await {
+    for path in [layout.train_stderr(), layout.eval_stderr()] {
+        if let Ok(part) = tokio::fs::read_to_string(path).await {
             text.push_str(&part);
         }
     }
@@ -306,8 +307,8 @@ pub async fn checkpoints(
 
 /// Complete `checkpoint-N` folders of a run, oldest first, with the losses logged up to each.
 pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
-    let dir = state.run_dir(id);
-    let log = std::fs::read_to_string(dir.join(TRAINER_LOG)).unwrap_or_default();
+    let layout = state.run_layout(id);
+    let log = std::fs::read_to_string(layout.trainer_log()).unwrap_or_default();
     let rows: Vec<LogRow> = log.lines().filter_map(LogRow::parse).collect();
     // The last row at or before `step` that `value` reads: (its step, the value).
     let last_until = |step: i64, value: fn(&LogRow) -> Option<f64>| {
@@ -316,13 +317,13 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
             .filter_map(|row| Some((row.step() as i64, value(row)?)))
             .find(|(at, _)| *at <= step)
     };
-    let mut found: Vec<Checkpoint> = std::fs::read_dir(&dir)
+    let mut found: Vec<Checkpoint> = std::fs::read_dir(layout.dir())
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("checkpoint-")?.parse::<i64>().ok()?;
+            let step = i64::try_from(RunLayout::checkpoint_step(&name)?).ok()?;
             let state_file = entry
                 .path()
                 .join(glmtune_engine::train::trainer::STATE_FILE);
@@ -361,8 +362,8 @@ pub async fn evaluation(
     Path(id): Path<String>,
 ) -> Result<Json<Evaluation>, ApiError> {
     find(&state, &id).await?;
-    let eval = state.run_dir(&id).join("eval");
-    let scores = tokio::fs::read_to_string(eval.join("scores.json"))
+    let layout = state.run_layout(&id);
+    let scores = tokio::fs::read_to_string(layout.scores())
         .await
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -371,7 +372,7 @@ pub async fn evaluation(
                 "run {id} has no evaluation (it needs validation data and eval_samples > 0)"
             ))
         })?;
-    let samples = tokio::fs::read_to_string(eval.join("generated_predictions.jsonl"))
+    let samples = tokio::fs::read_to_string(layout.predictions())
         .await
         .unwrap_or_default()
         .lines()

@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glmtune_shared::api::{Run, RunState};
-use glmtune_shared::run_log::{LogRow, TRAINER_LOG};
+use glmtune_shared::run_log::LogRow;
 use tokio::runtime::Handle as Runtime;
 
 use super::blobs::Blobs;
 use super::gpus::Gpus;
 use super::metrics::Metrics;
-use super::{run_dir, Settings};
+use super::{run_dir, run_layout, Settings};
 use crate::db::{Db, DbResult};
 use child::{device_flag, flag, is_routine, spawn_child, training_flags, Tail};
 
@@ -279,14 +279,14 @@ impl Supervisor {
         };
         self.read_progress(index);
         let child = &self.children[index];
-        let dir = run_dir(&self.settings.data_dir, &run_id);
+        let layout = run_layout(&self.settings.data_dir, &run_id);
         let reason = child
             .last_errors
             .last()
             .cloned()
             .unwrap_or_else(|| status.to_string());
         match child.phase {
-            Phase::Train if status.success() && dir.join("pytorch_model.bin").is_file() => {
+            Phase::Train if status.success() && layout.adapter().is_file() => {
                 let samples = child.run.settings.eval_samples.unwrap_or(0);
                 if child.run.validation_dataset.is_some() && samples > 0 {
                     let (run, gpu) = (child.run.clone(), child.gpu);
@@ -295,7 +295,7 @@ impl Supervisor {
                             let child = &mut self.children[index];
                             child.process = process;
                             child.phase = Phase::Eval;
-                            child.stderr = Tail::new(dir.join("eval.stderr.log"));
+                            child.stderr = Tail::new(layout.eval_stderr());
                             self.event(
                                 &run_id,
                                 "info",
@@ -323,7 +323,7 @@ impl Supervisor {
                 self.finish(&run_id, RunState::Failed, Some(&message), &message);
             }
             Phase::Eval => {
-                let scores = std::fs::read_to_string(dir.join("eval").join("scores.json"))
+                let scores = std::fs::read_to_string(layout.scores())
                     .ok()
                     .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
                 match (status.success(), scores) {
@@ -431,8 +431,9 @@ impl Supervisor {
     }
 
     fn spawn_training(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Running> {
-        let dir = run_dir(&self.settings.data_dir, &run.id);
-        std::fs::create_dir_all(&dir)?;
+        let layout = run_layout(&self.settings.data_dir, &run.id);
+        let dir = layout.dir();
+        std::fs::create_dir_all(dir)?;
         let model = self
             .block(self.db.model(&run.model))?
             .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
@@ -455,16 +456,16 @@ impl Supervisor {
         }
         args.extend(training_flags(&run.settings));
         args.push(device_flag(gpu));
-        let resuming = dir.join(TRAINER_LOG).exists();
+        let resuming = layout.trainer_log().exists();
         if resuming {
             args.push("--resume".into());
         }
-        let stderr_path = dir.join("train.stderr.log");
+        let stderr_path = layout.train_stderr();
         // Lines an earlier attempt wrote were turned into events then.
         let mut stderr = Tail::new(stderr_path.clone());
         stderr.offset = std::fs::metadata(&stderr_path).map_or(0, |m| m.len());
         let process = spawn_child(&args, &stderr_path, None)?;
-        let log = Tail::new(dir.join(TRAINER_LOG));
+        let log = Tail::new(layout.trainer_log());
         let current = self
             .block(self.db.run(&run.id))?
             .unwrap_or_else(|| run.clone());
@@ -492,8 +493,8 @@ impl Supervisor {
     }
 
     fn spawn_eval(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Child> {
-        let dir = run_dir(&self.settings.data_dir, &run.id);
-        let eval_dir = dir.join("eval");
+        let layout = run_layout(&self.settings.data_dir, &run.id);
+        let (dir, eval_dir) = (layout.dir(), layout.eval_dir());
         std::fs::create_dir_all(&eval_dir)?;
         let model = self
             .block(self.db.model(&run.model))?
@@ -529,11 +530,7 @@ impl Supervisor {
         if let Some(prefix) = &settings.source_prefix {
             args.push(flag("source-prefix", prefix));
         }
-        spawn_child(
-            &args,
-            &dir.join("eval.stderr.log"),
-            Some(&eval_dir.join("scores.json")),
-        )
+        spawn_child(&args, &layout.eval_stderr(), Some(&layout.scores()))
     }
 
     /// The stored file of a dataset and the flags that read it.
@@ -580,9 +577,10 @@ impl Supervisor {
             }
             self.read_progress(index);
             let run_id = self.children[index].run.id.clone();
-            let dir = run_dir(&self.settings.data_dir, &run_id);
             let finished = self.children[index].phase == Phase::Train
-                && dir.join("pytorch_model.bin").is_file();
+                && run_layout(&self.settings.data_dir, &run_id)
+                    .adapter()
+                    .is_file();
             let (to, message) = if finished {
                 (RunState::Succeeded, "succeeded")
             } else {
