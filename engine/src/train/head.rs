@@ -21,14 +21,29 @@ use crate::train::loss::Labelled;
 /// around 64 MB at ChatGLM's vocabulary.
 const CHUNK_ROWS: usize = 128;
 
+/// The log-probability of each label of `labels` after the last layer's output `hidden`
+/// (`[batch, seq, width]`, before the final norm), and the row each belongs to.
+///
+/// Only the labelled positions go through the output layer: a position's logits depend on its own
+/// hidden state alone, and for ChatGLM-6B the 130528-wide layer is the largest product and the
+/// largest activation of the step (half of whose positions, the prompt's, have no label).
+pub(crate) fn head_log_probs(
+    model: &ChatGlmModel,
+    hidden: &Tensor,
+    labels: &[Vec<i64>],
+) -> Result<(Tensor, Vec<usize>)> {
+    let (batch, seq, width) = hidden.dims3()?;
+    let labelled = Labelled::of(labels, batch, seq, model.config().vocab_size)?;
+    let normed = model.final_norm(hidden)?;
+    let picked = labelled.pick(&normed.reshape((batch * seq, width))?)?;
+    let log_probs = label_log_probs(model, &picked, &labelled)?;
+    Ok((log_probs, labelled.owners))
+}
+
 /// The log-probability of each label of `labelled` (`[n]`, f32) from the final hidden states of
 /// the labelled positions (`picked`, `[n, width]`, after the final norm), differentiable with
 /// respect to `picked` when it tracks gradients.
-pub(crate) fn label_log_probs(
-    model: &ChatGlmModel,
-    picked: &Tensor,
-    labelled: &Labelled,
-) -> Result<Tensor> {
+fn label_log_probs(model: &ChatGlmModel, picked: &Tensor, labelled: &Labelled) -> Result<Tensor> {
     let tracking = picked.track_op();
     let rows = picked.detach();
     let head = &model.lm_head;
@@ -45,6 +60,8 @@ pub(crate) fn label_log_probs(
         let len = CHUNK_ROWS.min(count - start);
         let chunk = rows.narrow(0, start, len)?;
         let logits = match &weight {
+            // `model.logits` without its per-call dequantization: the output layer has no bias
+            // in any generation (chatglm.rs builds it with none).
             Some(weight) => chunk.matmul(&weight.t()?)?.to_dtype(DType::F32)?,
             None => model.logits(&chunk)?,
         };
@@ -61,7 +78,6 @@ pub(crate) fn label_log_probs(
             let direction = log_probs.exp()?.neg()?.scatter_add(&targets, &ones, 1)?;
             directions.push(direction.to_dtype(weight.dtype())?.matmul(weight)?);
         }
-        drop(log_probs);
     }
     let values = Tensor::cat(&values, 0)?;
     if !tracking {

@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor, Var};
 use crate::error::{EngineError, Result};
 use crate::model::prefix::split_key_values;
 use crate::model::{Batch, ChatGlmModel, LayerContext, PrefixEncoder};
-use crate::train::loss::Labelled;
+use crate::train::head::head_log_probs;
 use crate::train::prefix_params::PrefixParams;
 use crate::train::trainer::Example;
 
@@ -269,23 +269,4 @@ fn gradient_of(store: &candle_core::backprop::GradStore, tensor: &Tensor) -> Res
         .get(tensor)
         .cloned()
         .ok_or_else(|| EngineError::Input("a checkpointed layer's output has no gradient".into()))
-}
-
-/// The log-probability of each label of `labels` after the last layer's output `hidden`
-/// (`[batch, seq, width]`, before the final norm), and the row each belongs to.
-///
-/// Only the labelled positions go through the output layer: a position's logits depend on its own
-/// hidden state alone, and for ChatGLM-6B the 130528-wide layer is the largest product and the
-/// largest activation of the step (half of whose positions, the prompt's, have no label).
-fn head_log_probs(
-    model: &ChatGlmModel,
-    hidden: &Tensor,
-    labels: &[Vec<i64>],
-) -> Result<(Tensor, Vec<usize>)> {
-    let (batch, seq, width) = hidden.dims3()?;
-    let labelled = Labelled::of(labels, batch, seq, model.config().vocab_size)?;
-    let normed = model.final_norm(hidden)?;
-    let picked = labelled.pick(&normed.reshape((batch * seq, width))?)?;
-    let log_probs = crate::train::head::label_log_probs(model, &picked, &labelled)?;
-    Ok((log_probs, labelled.owners))
 }
