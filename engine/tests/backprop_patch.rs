@@ -83,3 +83,91 @@ fn gradients_through_the_patched_ops_are_the_analytic_ones() {
         }
     }
 }
+
+/// A narrowed tensor's gradient is added into its region in place (PATCHED.md): three narrows of one
+/// tensor (as the query/key/value split of a fused projection) and the whole tensor used as well sum
+/// to the analytic gradient, and a gradient buffer shared with another operand (an `add` stores
+/// the same gradient for both) is copied before a region is added, never written through.
+#[test]
+fn narrowed_gradients_add_into_their_region_without_touching_a_shared_buffer() {
+    let dev = Device::Cpu;
+    let vals = |seed: f32| -> Tensor {
+        let v: Vec<f32> = (0..36).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+        Tensor::from_vec(v, (4, 9), &dev).unwrap()
+    };
+    let (a, b, c, d) = (vals(1.), vals(2.), vals(3.), vals(4.));
+    for add_first in [true, false] {
+        let p = Var::from_tensor(&vals(5.)).unwrap();
+        let q = Var::from_tensor(&vals(6.)).unwrap();
+        let y = (p.as_tensor() * 2.).unwrap();
+        let through_add = ((&y + q.as_tensor()).unwrap() * &d)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let narrowed = [(0, &a), (3, &b), (6, &c)]
+            .into_iter()
+            .map(|(start, w)| {
+                (y.narrow(1, start, 3).unwrap() * w.narrow(1, start, 3).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+            })
+            .reduce(|s, t| (s + t).unwrap())
+            .unwrap();
+        let loss = if add_first {
+            (through_add + narrowed).unwrap()
+        } else {
+            (narrowed + through_add).unwrap()
+        };
+        let store = loss.backward().unwrap();
+        let grad_p = store.get(p.as_tensor()).unwrap();
+        let grad_q = store.get(q.as_tensor()).unwrap();
+        let abc = Tensor::cat(
+            &[
+                a.narrow(1, 0, 3).unwrap(),
+                b.narrow(1, 3, 3).unwrap(),
+                c.narrow(1, 6, 3).unwrap(),
+            ],
+            1,
+        )
+        .unwrap();
+        let want_p = ((abc + &d).unwrap() * 2.).unwrap();
+        let diff = |x: &Tensor, y: &Tensor| -> f32 {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(diff(grad_p, &want_p) < 1e-6, "add_first {add_first}: p");
+        assert_eq!(diff(grad_q, &d), 0., "add_first {add_first}: q");
+    }
+}
+
+/// The forward gelu (tanh approximation, PATCHED.md: computed as x·σ(2u) by a vectorized kernel)
+/// against the same function in f64, in every float dtype of training.
+#[test]
+fn gelu_matches_the_f64_function() {
+    let dev = Device::Cpu;
+    let values: Vec<f32> = (0..40_001).map(|i| (i as f32 - 20_000.) / 2_000.).collect();
+    for (dtype, tolerance) in [(DType::F32, 2e-6), (DType::BF16, 8e-3), (DType::F16, 1e-3)] {
+        let x = Tensor::from_vec(values.clone(), values.len(), &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let y = x.gelu().unwrap().to_dtype(DType::F32).unwrap();
+        let inputs = x.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        for (&v, &y) in inputs.iter().zip(&y.to_vec1::<f32>().unwrap()) {
+            let v = v as f64;
+            let u = 0.7978845608028654 * v * (1.0 + 0.044715 * v * v);
+            let want = 0.5 * v * (1.0 + u.tanh());
+            assert!(
+                (y as f64 - want).abs() <= tolerance * want.abs().max(1e-2),
+                "{dtype:?} gelu({v}) = {y}, want {want}"
+            );
+        }
+    }
+}

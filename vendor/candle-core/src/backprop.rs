@@ -1,7 +1,7 @@
 //! Methods for backpropagation of gradients.
 use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::{Error, Result, Tensor, TensorId};
-use std::collections::{hash_map::Entry, HashMap};
+use std::collections::{hash_map::Entry, HashMap, HashSet};
 
 // arg has been reduced to node via reduce_dims, expand it back to arg.
 // This has to handle keepdims.
@@ -544,30 +544,10 @@ impl Tensor {
                         let grad = (grad / arg.sqr()?)?;
                         grads.accumulate_neg(arg, &grad)?;
                     }
-                    &Op::Narrow(ref arg, dim, start_idx, len) => {
-                        let arg_dims = arg.dims();
-                        let left_pad = if start_idx == 0 {
-                            None
-                        } else {
-                            let mut dims = arg_dims.to_vec();
-                            dims[dim] = start_idx;
-                            Some(Tensor::zeros(dims, grad.dtype(), grad.device())?)
-                        };
-                        let right_pad = arg_dims[dim] - start_idx - len;
-                        let right_pad = if right_pad == 0 {
-                            None
-                        } else {
-                            let mut dims = arg_dims.to_vec();
-                            dims[dim] = right_pad;
-                            Some(Tensor::zeros(dims, grad.dtype(), grad.device())?)
-                        };
-                        let arg_grad = match (left_pad, right_pad) {
-                            (None, None) => grad,
-                            (Some(l), None) => Tensor::cat(&[&l, &grad], dim)?,
-                            (None, Some(r)) => Tensor::cat(&[&grad, &r], dim)?,
-                            (Some(l), Some(r)) => Tensor::cat(&[&l, &grad, &r], dim)?,
-                        };
-                        grads.accumulate(arg, &arg_grad)?;
+                    &Op::Narrow(ref arg, dim, start_idx, _len) => {
+                        // glmtune patch: added into its region of the operand's gradient (upstream
+                        // built a full-size copy from zero pads with `cat`, then added it whole).
+                        grads.accumulate_narrow(arg, dim, start_idx, &grad)?;
                     }
                     Op::Unary(_, UnaryOp::Floor)
                     | Op::Unary(_, UnaryOp::Round)
@@ -690,8 +670,12 @@ impl Tensor {
 }
 
 /// A store for gradients, associating a tensor id to the corresponding gradient tensor, used for back propagation.
+///
+/// glmtune patch: the second field holds the ids whose gradient buffer the store alone holds
+/// (made by its own sums), which `accumulate_narrow` may write in place; a gradient stored as it
+/// came may share its buffer with another tensor.
 #[derive(Default, Debug)]
-pub struct GradStore(HashMap<TensorId, Tensor>);
+pub struct GradStore(HashMap<TensorId, Tensor>, HashSet<TensorId>);
 
 impl GradStore {
     /// Create a new gradient store
@@ -711,16 +695,18 @@ impl GradStore {
 
     /// Remove the gradient tensor associated with the given tensor, returning it if it exists
     pub fn remove(&mut self, tensor: &Tensor) -> Option<Tensor> {
+        self.1.remove(&tensor.id());
         self.0.remove(&tensor.id())
     }
 
     /// Insert a gradient tensor associated with the given tensor, returning the previous gradient tensor if it existed
     pub fn insert(&mut self, tensor: &Tensor, grad: Tensor) -> Option<Tensor> {
-        self.0.insert(tensor.id(), grad)
+        self.insert_id(tensor.id(), grad)
     }
 
     /// Insert a gradient tensor associated with the given tensor id, returning the previous gradient tensor if it existed
     pub fn insert_id(&mut self, id: TensorId, grad: Tensor) -> Option<Tensor> {
+        self.1.remove(&id);
         self.0.insert(id, grad)
     }
 
@@ -736,6 +722,7 @@ impl GradStore {
             Entry::Occupied(mut entry) => {
                 let sum = entry.get().add(grad)?;
                 *entry.get_mut() = sum;
+                self.1.insert(tensor.id());
             }
             Entry::Vacant(entry) => {
                 // Stored contiguous, as upstream's sum was: the ops of the backward (matmul
@@ -744,6 +731,44 @@ impl GradStore {
             }
         }
         Ok(())
+    }
+
+    /// glmtune patch: add `grad`, the gradient of `tensor.narrow(dim, start, grad.dim(dim))`, to
+    /// that region of `tensor`'s gradient, in place in a buffer the store alone holds (made once,
+    /// from zeros, or by copying a gradient stored as it came).
+    fn accumulate_narrow(
+        &mut self,
+        tensor: &Tensor,
+        dim: usize,
+        start: usize,
+        grad: &Tensor,
+    ) -> Result<()> {
+        if !tensor.track_op() {
+            return Ok(());
+        }
+        let id = tensor.id();
+        let region = match self.0.remove(&id) {
+            Some(sum) if self.1.contains(&id) && sum.is_contiguous() => {
+                let region = sum.narrow(dim, start, grad.dim(dim)?)?.add(grad)?;
+                self.0.insert(id, sum);
+                region
+            }
+            Some(sum) => {
+                let sum = sum.copy()?;
+                let region = sum.narrow(dim, start, grad.dim(dim)?)?.add(grad)?;
+                self.0.insert(id, sum);
+                region
+            }
+            None => {
+                self.0.insert(
+                    id,
+                    Tensor::zeros(tensor.shape(), grad.dtype(), grad.device())?,
+                );
+                grad.contiguous()?
+            }
+        };
+        self.1.insert(id);
+        self.0[&id].slice_set(&region, dim, start)
     }
 
     /// glmtune patch: `accumulate` of `-grad`.
@@ -760,12 +785,15 @@ impl GradStore {
                 entry.insert(grad.neg()?);
             }
         }
+        self.1.insert(tensor.id());
         Ok(())
     }
 
     /// Get the gradient tensor associated with the given tensor, or, if it does not exist,
     /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
     fn or_insert(&mut self, tensor: &Tensor) -> Result<&mut Tensor> {
+        // glmtune patch: every caller replaces the entry by a new sum, which the store alone holds.
+        self.1.insert(tensor.id());
         let grad = match self.0.entry(tensor.id()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -793,9 +821,11 @@ impl GradStore {
                     };
 
                     *entry.get_mut() = new_grad;
+                    self.1.insert(id);
                 }
                 Entry::Vacant(entry) => {
                     entry.insert(grad);
+                    self.1.remove(&id);
                 }
             }
         }

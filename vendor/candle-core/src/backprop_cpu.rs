@@ -1,6 +1,7 @@
 //! glmtune patch: backward kernels fused into one pass over the data on the CPU, where upstream
 //! composes them from tensor ops (each a full-size buffer and a pass of its own).
 
+use crate::cpu::gelu;
 use crate::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -25,29 +26,18 @@ pub(crate) fn gelu_backward(arg: &Tensor, grad: &Tensor) -> Result<Option<Tensor
     Ok(Some(arg.apply_op2_no_bwd(&grad, &GeluBackward)?))
 }
 
-#[inline]
-fn gelu_derivative(x: f32) -> f32 {
-    let cube = x * x * x;
-    let tanh = (0.0356774 * cube + 0.797885 * x).tanh();
-    0.5 * tanh + (0.0535161 * cube + 0.398942 * x) * (1. - tanh * tanh) + 0.5
-}
-
 struct GeluBackward;
 
-fn map<T: Copy + Send + Sync>(
+/// `g · gelu'(x)` a chunk per rayon task, by the vectorized kernel of `cpu::gelu`.
+fn map<T: Copy + Default + Send + Sync>(
     x: &[T],
     g: &[T],
-    to: impl Fn(T) -> f32 + Sync,
-    from: impl Fn(f32) -> T + Sync,
+    kernel: impl Fn(&[T], &[T], &mut [T]) + Sync,
 ) -> Vec<T> {
-    let mut out = x.to_vec();
+    let mut out = vec![T::default(); x.len()];
     out.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK))
-        .for_each(|(out, g)| {
-            for (o, &g) in out.iter_mut().zip(g) {
-                *o = from(to(g) * gelu_derivative(to(*o)));
-            }
-        });
+        .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+        .for_each(|(out, (x, g))| kernel(x, g, out));
     out
 }
 
@@ -68,20 +58,18 @@ impl CustomOp2 for GeluBackward {
         let n = l1.shape().elem_count();
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-                CpuStorage::F32(map(&x[a..a + n], &g[b..b + n], |v| v, |v| v))
+                CpuStorage::F32(map(&x[a..a + n], &g[b..b + n], gelu::gelu_backward_slice))
             }
-            (CpuStorage::BF16(x), CpuStorage::BF16(g)) => CpuStorage::BF16(map(
-                &x[a..a + n],
-                &g[b..b + n],
-                bf16::to_f32,
-                bf16::from_f32,
-            )),
-            (CpuStorage::F16(x), CpuStorage::F16(g)) => CpuStorage::F16(map(
-                &x[a..a + n],
-                &g[b..b + n],
-                f16::to_f32,
-                f16::from_f32,
-            )),
+            (CpuStorage::BF16(x), CpuStorage::BF16(g)) => {
+                CpuStorage::BF16(map(&x[a..a + n], &g[b..b + n], |x, g, out| {
+                    gelu::backward_through_f32(x, g, out, bf16::to_f32, bf16::from_f32)
+                }))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(g)) => {
+                CpuStorage::F16(map(&x[a..a + n], &g[b..b + n], |x, g, out| {
+                    gelu::backward_through_f32(x, g, out, f16::to_f32, f16::from_f32)
+                }))
+            }
             _ => crate::bail!("gelu-backward: unsupported dtypes"),
         };
         Ok((out, l1.shape().clone()))

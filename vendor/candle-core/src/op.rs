@@ -606,29 +606,17 @@ impl UnaryOpT for Gelu {
     const V: Self = Gelu;
     #[inline(always)]
     fn bf16(v: bf16) -> bf16 {
-        bf16::from_f32_const(0.5)
-            * v
-            * (bf16::ONE
-                + bf16::tanh(
-                    bf16::from_f32_const(SQRT_TWO_OVER_PI_F32)
-                        * v
-                        * (bf16::ONE + bf16::from_f32_const(0.044715) * v * v),
-                ))
+        bf16::from_f32(crate::cpu::gelu::gelu(v.to_f32()))
     }
     #[inline(always)]
     fn f16(v: f16) -> f16 {
-        f16::from_f32_const(0.5)
-            * v
-            * (f16::ONE
-                + f16::tanh(
-                    f16::from_f32_const(SQRT_TWO_OVER_PI_F32)
-                        * v
-                        * (f16::ONE + f16::from_f32_const(0.044715) * v * v),
-                ))
+        f16::from_f32(crate::cpu::gelu::gelu(v.to_f32()))
     }
+    // glmtune patch: f32 (and bf16/f16 through f32, rounded once) by `cpu::gelu`, whose loops
+    // vectorize; upstream called libm's tanhf per element.
     #[inline(always)]
     fn f32(v: f32) -> f32 {
-        0.5 * v * (1.0 + f32::tanh(SQRT_TWO_OVER_PI_F32 * v * (1.0 + 0.044715 * v * v)))
+        crate::cpu::gelu::gelu(v)
     }
     #[inline(always)]
     fn f64(v: f64) -> f64 {
@@ -666,6 +654,22 @@ impl UnaryOpT for Gelu {
                 ))
     }
     const KERNEL: &'static str = "ugelu";
+
+    #[cfg(not(any(feature = "mkl", feature = "accelerate")))]
+    #[inline(always)]
+    fn f32_vec(xs: &[f32], ys: &mut [f32]) {
+        crate::cpu::gelu::gelu_slice(xs, ys)
+    }
+
+    #[inline(always)]
+    fn bf16_vec(xs: &[bf16], ys: &mut [bf16]) {
+        crate::cpu::gelu::through_f32(xs, ys, bf16::to_f32, bf16::from_f32)
+    }
+
+    #[inline(always)]
+    fn f16_vec(xs: &[f16], ys: &mut [f16]) {
+        crate::cpu::gelu::through_f32(xs, ys, f16::to_f32, f16::from_f32)
+    }
 
     #[cfg(feature = "mkl")]
     #[inline(always)]

@@ -2,6 +2,7 @@
 #![allow(clippy::needless_range_loop)]
 pub mod erf;
 pub(crate) mod features;
+pub(crate) mod gelu;
 pub mod kernels;
 
 #[allow(unused)]
