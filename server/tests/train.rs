@@ -6,7 +6,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use glmtune_shared::api::{ReadOptions, RunSettings};
 use glmtune_shared::run_log::{LogRow, StepRow, TRAINER_LOG};
+use glmtune_shared::train_job::TrainJob;
 
 fn fixture(path: &str) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
@@ -97,11 +99,71 @@ fn forward_batching_and_checkpointing_keep_the_trajectory() {
     );
 }
 
+/// The fixture's recipe as a job file (what the server's supervisor writes): the same trajectory
+/// and adapter as the flags give. Settings left out take the official defaults, as unset flags do.
+#[test]
+fn a_job_file_trains_as_the_flags_do() {
+    let dir = scratch("trajectory-job");
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = TrainJob {
+        model: fixture("model").into(),
+        train_file: fixture("train.jsonl").into(),
+        validation_file: None,
+        dataset: ReadOptions::default(),
+        skip_invalid: false,
+        output_dir: dir.join("run"),
+        init_adapter: Some(fixture("adapter_init").into()),
+        resume: false,
+        device: "cpu".into(),
+        settings: RunSettings {
+            prefix_dropout: Some(0.0),
+            shuffle: Some(false),
+            logging_steps: Some(1),
+            max_source_length: Some(24),
+            max_target_length: Some(16),
+            per_device_train_batch_size: Some(2),
+            gradient_accumulation_steps: Some(1),
+            max_steps: Some(12),
+            ..RunSettings::default()
+        },
+    };
+    let path = dir.join("job.json");
+    job.write(&path).unwrap();
+    check_official_run(
+        &dir.join("run"),
+        vec![
+            "train".into(),
+            "--job".into(),
+            path.to_string_lossy().into(),
+        ],
+    );
+    // A job goes alone: a flag beside it is refused, not silently dropped.
+    let output = glmtune(&[
+        "train",
+        "--job",
+        &path.to_string_lossy(),
+        "--max-steps",
+        "3",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Runs the fixture's recipe with `extra` flags and checks the log and the adapter against the
 /// official run.
 fn check_official_trajectory(dir: &Path, extra: &[&str]) {
     let mut args = fixture_run_args(dir);
     args.extend(extra.iter().map(|s| s.to_string()));
+    check_official_run(dir, args);
+}
+
+/// Runs `glmtune ARGS`, training into `dir`, and checks the log and the adapter against the
+/// official run.
+fn check_official_run(dir: &Path, args: Vec<String>) {
     let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
         .args(&args)
         .output()

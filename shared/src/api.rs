@@ -138,12 +138,12 @@ pub struct RegisterModel {
     pub adapter: Option<String>,
 }
 
-/// How a dataset's records are laid out (the flags of `glmtune data`).
+/// How a dataset's records are laid out (the flags of `glmtune data`, `train` and `eval`; a
+/// dataset's stored options; a training job's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadOptions {
-    /// `auto`, `columns`, `alpaca` or `messages`.
-    #[serde(default = "auto")]
-    pub format: String,
+    #[serde(default)]
+    pub format: RecordFormat,
     #[serde(default)]
     pub prompt_column: Option<String>,
     #[serde(default)]
@@ -152,8 +152,54 @@ pub struct ReadOptions {
     pub history_column: Option<String>,
 }
 
-fn auto() -> String {
-    "auto".into()
+/// A dataset's record layout by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// Detected from the first record's keys (or the columns given).
+    #[default]
+    Auto,
+    /// The official prompt/response/history columns.
+    Columns,
+    /// instruction / input / output / history.
+    Alpaca,
+    /// OpenAI `messages` (role/content) or ShareGPT `conversations` (from/value).
+    Messages,
+}
+
+impl RecordFormat {
+    pub const ALL: [RecordFormat; 4] = [
+        RecordFormat::Auto,
+        RecordFormat::Columns,
+        RecordFormat::Alpaca,
+        RecordFormat::Messages,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFormat::Auto => "auto",
+            RecordFormat::Columns => "columns",
+            RecordFormat::Alpaca => "alpaca",
+            RecordFormat::Messages => "messages",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RecordFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        RecordFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == text)
+            .ok_or_else(|| format!("unknown format {text:?} (auto, columns, alpaca, messages)"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +298,77 @@ pub struct RunSettings {
     /// The frozen base's linear layers kept quantized in memory (`--quantization-bit 4|8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization_bit: Option<QuantizationBit>,
+}
+
+impl RunSettings {
+    /// The most optimizer steps a run may take: far beyond any real run, and small enough that
+    /// step counts never wrap where they are stored as signed numbers (the server's database) or
+    /// multiplied into token counts.
+    pub const MAX_STEPS: u64 = 1_000_000_000;
+    /// The most sequences one forward may take.
+    pub const MAX_FORWARD_BATCH_SIZE: u64 = 4096;
+
+    /// Refuses values no run can use, naming the field (`settings.max_steps: …`).
+    pub fn check(&self) -> Result<(), String> {
+        let s = self;
+        if s.max_steps.is_some_and(|v| v > Self::MAX_STEPS) {
+            return Err(format!(
+                "settings.max_steps: must be at most {}",
+                Self::MAX_STEPS
+            ));
+        }
+        if s.forward_batch_size
+            .is_some_and(|v| v > Self::MAX_FORWARD_BATCH_SIZE)
+        {
+            return Err(format!(
+                "settings.forward_batch_size: must be at most {}",
+                Self::MAX_FORWARD_BATCH_SIZE
+            ));
+        }
+        for (field, value) in [
+            ("weight_decay", s.weight_decay),
+            ("max_grad_norm", s.max_grad_norm),
+        ] {
+            if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(format!("settings.{field}: must be a number at least 0"));
+            }
+        }
+        let positive = [
+            ("forward_batch_size", s.forward_batch_size),
+            ("pre_seq_len", s.pre_seq_len),
+            ("max_steps", s.max_steps),
+            ("per_device_train_batch_size", s.per_device_train_batch_size),
+            ("gradient_accumulation_steps", s.gradient_accumulation_steps),
+            ("logging_steps", s.logging_steps),
+            ("save_steps", s.save_steps),
+            ("eval_steps", s.eval_steps),
+        ];
+        for (field, value) in positive {
+            if value == Some(0) {
+                return Err(format!("settings.{field}: must be at least 1"));
+            }
+        }
+        for (field, value) in [
+            ("max_source_length", s.max_source_length),
+            ("max_target_length", s.max_target_length),
+        ] {
+            if value.is_some_and(|v| !(3..=8192).contains(&v)) {
+                return Err(format!("settings.{field}: must be between 3 and 8192"));
+            }
+        }
+        if s.learning_rate.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+            return Err("settings.learning_rate: must be a positive number".into());
+        }
+        if s.num_train_epochs
+            .is_some_and(|v| !(v.is_finite() && v > 0.0))
+        {
+            return Err("settings.num_train_epochs: must be a positive number".into());
+        }
+        if s.prefix_dropout.is_some_and(|v| !(0.0..1.0).contains(&v)) {
+            return Err("settings.prefix_dropout: must be in [0, 1)".into());
+        }
+        Ok(())
+    }
 }
 
 /// THUDM's `--quantization_bit`: 4 or 8 bits a weight (q4_0 / q8_0 blocks).

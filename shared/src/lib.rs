@@ -6,3 +6,4 @@ pub mod error;
 pub mod openai;
 pub mod run_layout;
 pub mod run_log;
+pub mod train_job;

@@ -27,6 +27,11 @@ impl RunLayout {
         &self.dir
     }
 
+    /// The [`crate::train_job::TrainJob`] the supervisor starts `glmtune train --job` with.
+    pub fn job(&self) -> PathBuf {
+        self.dir.join("job.json")
+    }
+
     /// The trainer's JSON-lines log ([`crate::run_log::LogRow`]s).
     pub fn trainer_log(&self) -> PathBuf {
         self.dir.join(TRAINER_LOG)

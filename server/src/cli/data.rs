@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
-use glmtune_engine::data::{
-    inspect, read_records, DatasetFormat, PreprocessOptions, ReadReport, Record,
-};
+use clap::{Args, Subcommand};
+use glmtune::dataset::format_of;
+use glmtune_engine::data::{inspect, read_records, PreprocessOptions, ReadReport, Record};
+use glmtune_shared::api::{ReadOptions, RecordFormat};
 
 use super::model_args::load_tokenizer;
 
@@ -25,19 +25,6 @@ pub enum DataCommand {
     Inspect(InspectArgs),
 }
 
-/// Record layouts for `--format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    /// Detect from the first record's keys (or use the columns given).
-    Auto,
-    /// The official prompt/response/history columns (give --prompt-column/--response-column).
-    Columns,
-    /// instruction / input / output / history.
-    Alpaca,
-    /// OpenAI `messages` (role/content) or ShareGPT `conversations` (from/value).
-    Messages,
-}
-
 /// How to read a dataset's records: shared by `data inspect`, `train` and `eval`.
 #[derive(Debug, Clone, Args)]
 pub struct DatasetArgs {
@@ -51,55 +38,55 @@ pub struct DatasetArgs {
     /// every prompt gets the `[Round i]` template.
     #[arg(long, value_name = "NAME")]
     pub history_column: Option<String>,
-    /// Record layout.
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-    pub format: FormatArg,
+    /// Record layout: auto (detected from the first record's keys, or the columns given),
+    /// columns (the official prompt/response/history columns), alpaca
+    /// (instruction/input/output/history) or messages (OpenAI `messages`, ShareGPT
+    /// `conversations`).
+    #[arg(long, default_value = "auto", value_parser = parse_format)]
+    pub format: RecordFormat,
     /// Skip unusable records and list them, instead of stopping at the first.
     #[arg(long)]
     pub skip_invalid: bool,
 }
 
+fn parse_format(text: &str) -> Result<RecordFormat, String> {
+    text.parse()
+}
+
 impl DatasetArgs {
-    /// Reads `path` as these flags say, lists every skipped record on stderr, and refuses a file
-    /// with no usable record.
-    pub fn read_usable(&self, path: &Path) -> anyhow::Result<(Vec<Record>, ReadReport)> {
-        let (records, report) = read_records(path, &self.format()?, self.skip_invalid)
-            .with_context(|| format!("reading {}", path.display()))?;
-        for issue in report.skipped_invalid.iter().chain(&report.skipped_empty) {
-            eprintln!("glmtune: skipped {issue}");
+    /// The flags as the shared options (what a training job and a stored dataset hold).
+    pub fn options(&self) -> ReadOptions {
+        ReadOptions {
+            format: self.format,
+            prompt_column: self.prompt_column.clone(),
+            response_column: self.response_column.clone(),
+            history_column: self.history_column.clone(),
         }
-        if records.is_empty() {
-            bail!("{}: no usable records", path.display());
-        }
-        Ok((records, report))
     }
 
-    /// The format the flags ask for; column flags imply `columns`.
-    pub fn format(&self) -> anyhow::Result<DatasetFormat> {
-        let any_column = self.prompt_column.is_some()
-            || self.response_column.is_some()
-            || self.history_column.is_some();
-        match (self.format, any_column) {
-            (FormatArg::Auto, false) => Ok(DatasetFormat::Auto),
-            (FormatArg::Auto | FormatArg::Columns, _) => {
-                let (Some(prompt), Some(response)) = (&self.prompt_column, &self.response_column)
-                else {
-                    bail!("the columns format needs both --prompt-column and --response-column");
-                };
-                Ok(DatasetFormat::columns(
-                    prompt,
-                    response,
-                    self.history_column.as_deref(),
-                ))
-            }
-            (format, true) => {
-                let name = format!("{format:?}").to_lowercase();
-                bail!("--prompt-column/--response-column/--history-column go with --format columns, not {name}")
-            }
-            (FormatArg::Alpaca, false) => Ok(DatasetFormat::Alpaca),
-            (FormatArg::Messages, false) => Ok(DatasetFormat::Messages),
-        }
+    /// Reads `path` as these flags say (see [`read_usable`]).
+    pub fn read_usable(&self, path: &Path) -> anyhow::Result<(Vec<Record>, ReadReport)> {
+        read_usable(&self.options(), self.skip_invalid, path)
     }
+}
+
+/// Reads `path` as `options` say, lists every skipped record on stderr, and refuses a file with
+/// no usable record.
+pub fn read_usable(
+    options: &ReadOptions,
+    skip_invalid: bool,
+    path: &Path,
+) -> anyhow::Result<(Vec<Record>, ReadReport)> {
+    let format = format_of(options).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (records, report) = read_records(path, &format, skip_invalid)
+        .with_context(|| format!("reading {}", path.display()))?;
+    for issue in report.skipped_invalid.iter().chain(&report.skipped_empty) {
+        eprintln!("glmtune: skipped {issue}");
+    }
+    if records.is_empty() {
+        bail!("{}: no usable records", path.display());
+    }
+    Ok((records, report))
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +117,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
 }
 
 fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
-    let format = args.dataset.format()?;
+    let format = format_of(&args.dataset.options()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tokenizer = load_tokenizer(&args.model)?;
     let (records, report) = read_records(&args.file, &format, args.dataset.skip_invalid)
         .with_context(|| format!("reading {}", args.file.display()))?;

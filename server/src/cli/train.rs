@@ -20,13 +20,12 @@ use glmtune_engine::train::{
 };
 use glmtune_engine::PrefixConfig;
 
-use super::data::DatasetArgs;
-use super::model_args::{load_tokenizer, DTypeArg, DeviceArg};
+use glmtune::device::DeviceSpec;
+use glmtune_shared::api::{OptimName, Precision, QuantizationBit, RunSettings};
+use glmtune_shared::train_job::{defaults, TrainJob};
 
-/// The most optimizer steps a run may take: far beyond any real run, and small enough that step
-/// counts never wrap where they are stored as signed numbers (the server's database) or
-/// multiplied into token counts.
-const MAX_STEPS: u64 = 1_000_000_000;
+use super::data::{read_usable, DatasetArgs};
+use super::model_args::{load_tokenizer, DTypeArg, DeviceArg};
 
 /// `--num-train-epochs`: a positive, finite number of epochs.
 fn parse_epochs(text: &str) -> Result<f64, String> {
@@ -38,14 +37,19 @@ fn parse_epochs(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The flags build a [`TrainJob`] (as `--job FILE` reads one); the run takes only the job.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Read flags from a TOML or JSON file (keys are flag names); flags typed after it win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Run the training job a JSON file holds (the server starts its runs so: the run folder's
+    /// job.json); no other flag goes with it.
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    job: Option<PathBuf>,
     /// Base checkpoint folder (frozen).
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "job")]
+    model: Option<PathBuf>,
     /// Precision of the frozen base weights; the prefix, its gradients, AdamW and the loss are
     /// always f32. An f16 base trains with dynamic loss scaling (as the Trainer's --fp16).
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
@@ -59,100 +63,172 @@ pub struct TrainArgs {
     /// The official --quantization_bit: keep the frozen base's linear layers quantized in memory
     /// (q8_0 / q4_0 blocks), each dequantized only for its own product; a base already quantized
     /// on disk (`glmtune quantize`) trains as it is without this flag.
-    #[arg(long, value_parser = ["4", "8"])]
-    quantization_bit: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(4..=8))]
+    quantization_bit: Option<u8>,
     #[command(flatten)]
     device: DeviceArg,
     /// Training data (JSON lines or a JSON array).
-    #[arg(long, value_name = "FILE")]
-    train_file: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "job")]
+    train_file: Option<PathBuf>,
     /// Validation data; its loss is logged every --eval-steps.
     #[arg(long, value_name = "FILE")]
     validation_file: Option<PathBuf>,
     #[command(flatten)]
     dataset: DatasetArgs,
-    #[arg(long, default_value_t = 64)]
-    max_source_length: usize,
-    #[arg(long, default_value_t = 64)]
-    max_target_length: usize,
+    #[arg(long, default_value_t = defaults::MAX_SOURCE_LENGTH)]
+    max_source_length: u64,
+    #[arg(long, default_value_t = defaults::MAX_TARGET_LENGTH)]
+    max_target_length: u64,
     /// Text put before every prompt (the official --source_prefix); give the same to
     /// `glmtune eval`, and as the system prompt when chatting with the adapter.
     #[arg(long, value_name = "TEXT", default_value = "")]
     source_prefix: String,
     /// Where the log, checkpoints and the final adapter go.
-    #[arg(long, value_name = "DIR")]
-    output_dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "job")]
+    output_dir: Option<PathBuf>,
     /// Prefix length (128 unless given; with --init-adapter it must match the adapter's).
     #[arg(long)]
-    pre_seq_len: Option<usize>,
+    pre_seq_len: Option<u64>,
     /// Encode the prefix through a two-layer MLP.
     #[arg(long)]
     prefix_projection: bool,
     /// Start from an existing adapter (incremental tuning on new data).
     #[arg(long, value_name = "DIR")]
     init_adapter: Option<PathBuf>,
-    #[arg(long, default_value_t = 1)]
-    per_device_train_batch_size: usize,
-    #[arg(long, default_value_t = 16)]
-    gradient_accumulation_steps: usize,
+    #[arg(long, default_value_t = defaults::PER_DEVICE_TRAIN_BATCH_SIZE)]
+    per_device_train_batch_size: u64,
+    #[arg(long, default_value_t = defaults::GRADIENT_ACCUMULATION_STEPS)]
+    gradient_accumulation_steps: u64,
     /// Sequences per forward/backward (default: the per-device batch size). Only speed and memory
     /// change: `1 × 16` can run as one forward of 16 with the same trajectory.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=RunSettings::MAX_FORWARD_BATCH_SIZE))]
     forward_batch_size: Option<u64>,
     /// Recompute each layer in the backward instead of keeping its activations (less memory,
     /// about one more forward of work; the same gradients).
     #[arg(long)]
     gradient_checkpointing: bool,
-    #[arg(long, default_value_t = 2e-2)]
+    #[arg(long, default_value_t = defaults::LEARNING_RATE)]
     learning_rate: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults::WEIGHT_DECAY)]
     weight_decay: f64,
     /// The Trainer's optimizer (`adamw_hf`: transformers' AdamW; `adamw_torch`: torch's). Default:
     /// the one the model generation's official script uses (adamw_torch for ChatGLM3).
     #[arg(long, value_parser = ["adamw_hf", "adamw_torch"])]
     optim: Option<String>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::WARMUP_STEPS)]
     warmup_steps: u64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults::MAX_GRAD_NORM)]
     max_grad_norm: f64,
     /// Optimizer steps; replaces --num-train-epochs.
-    #[arg(long, conflicts_with = "num_train_epochs", value_parser = clap::value_parser!(u64).range(1..=MAX_STEPS))]
+    #[arg(long, conflicts_with = "num_train_epochs", value_parser = clap::value_parser!(u64).range(1..=RunSettings::MAX_STEPS))]
     max_steps: Option<u64>,
-    #[arg(long, default_value_t = 3.0, value_parser = parse_epochs)]
+    #[arg(long, default_value_t = defaults::NUM_TRAIN_EPOCHS, value_parser = parse_epochs)]
     num_train_epochs: f64,
     /// Dropout on the prefix keys and values, as the official model (0.1).
-    #[arg(long, default_value_t = 0.1)]
-    prefix_dropout: f32,
+    #[arg(long, default_value_t = defaults::PREFIX_DROPOUT)]
+    prefix_dropout: f64,
     /// Keep the file order instead of shuffling each epoch.
     #[arg(long)]
     no_shuffle: bool,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::LOGGING_STEPS)]
     logging_steps: u64,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = defaults::SAVE_STEPS)]
     save_steps: u64,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = defaults::EVAL_STEPS)]
     eval_steps: u64,
     /// Continue from the newest checkpoint-N in --output-dir.
     #[arg(long)]
     resume: bool,
 }
 
+impl TrainArgs {
+    /// The job these flags describe, or the one `--job` names.
+    pub fn into_job(self) -> anyhow::Result<TrainJob> {
+        if let Some(path) = &self.job {
+            return Ok(TrainJob::read(path)?);
+        }
+        let (Some(model), Some(train_file), Some(output_dir)) =
+            (self.model, self.train_file, self.output_dir)
+        else {
+            bail!("--model, --train-file and --output-dir are needed (or --job FILE)");
+        };
+        let precision = match (self.fp16, self.bf16, self.dtype) {
+            (true, _, _) | (_, _, DTypeArg::F16) => Precision::Fp16,
+            (_, true, _) | (_, _, DTypeArg::Bf16) => Precision::Bf16,
+            _ => Precision::F32,
+        };
+        let quantization_bit = self
+            .quantization_bit
+            .map(QuantizationBit::try_from)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--quantization-bit: {e}"))?;
+        let optim = match &self.optim {
+            Some(name) => Some(
+                serde_json::from_value::<OptimName>(serde_json::Value::String(name.clone()))
+                    .with_context(|| format!("--optim {name}"))?,
+            ),
+            None => None,
+        };
+        let settings = RunSettings {
+            pre_seq_len: self.pre_seq_len,
+            prefix_projection: self.prefix_projection.then_some(true),
+            learning_rate: Some(self.learning_rate),
+            max_steps: self.max_steps,
+            num_train_epochs: self.max_steps.is_none().then_some(self.num_train_epochs),
+            per_device_train_batch_size: Some(self.per_device_train_batch_size),
+            gradient_accumulation_steps: Some(self.gradient_accumulation_steps),
+            max_source_length: Some(self.max_source_length),
+            max_target_length: Some(self.max_target_length),
+            warmup_steps: Some(self.warmup_steps),
+            weight_decay: Some(self.weight_decay),
+            max_grad_norm: Some(self.max_grad_norm),
+            prefix_dropout: Some(self.prefix_dropout),
+            seed: Some(self.seed),
+            logging_steps: Some(self.logging_steps),
+            save_steps: Some(self.save_steps),
+            eval_steps: Some(self.eval_steps),
+            shuffle: Some(!self.no_shuffle),
+            source_prefix: Some(self.source_prefix),
+            eval_samples: None,
+            forward_batch_size: self.forward_batch_size,
+            gradient_checkpointing: self.gradient_checkpointing.then_some(true),
+            precision: Some(precision),
+            optim,
+            quantization_bit,
+        };
+        settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(TrainJob {
+            model,
+            train_file,
+            validation_file: self.validation_file,
+            dataset: self.dataset.options(),
+            skip_invalid: self.dataset.skip_invalid,
+            output_dir,
+            init_adapter: self.init_adapter,
+            resume: self.resume,
+            device: self.device.spec.to_string(),
+            settings,
+        })
+    }
+}
+
 use glmtune_shared::run_layout::RunLayout;
 use glmtune_shared::run_log::{EvalRow, LogRow, StepRow};
 
 fn load_examples(
-    args: &TrainArgs,
+    job: &TrainJob,
     path: &Path,
     tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
 ) -> anyhow::Result<Vec<Example>> {
-    let (records, report) = args.dataset.read_usable(path)?;
+    let (records, report) = read_usable(&job.dataset, job.skip_invalid, path)?;
+    let s = &job.settings;
     let options = PreprocessOptions {
-        source_prefix: args.source_prefix.clone(),
+        source_prefix: s.source_prefix.clone().unwrap_or_default(),
         ..PreprocessOptions::new(
-            args.max_source_length,
-            args.max_target_length,
+            s.max_source_length.unwrap_or(defaults::MAX_SOURCE_LENGTH) as usize,
+            s.max_target_length.unwrap_or(defaults::MAX_TARGET_LENGTH) as usize,
             report.history_column,
         )
     };
@@ -217,112 +293,137 @@ fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let device = args.device.device()?;
+    run_job(&args.into_job()?)
+}
+
+/// Trains as `job` says.
+pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
+    let s = &job.settings;
+    let spec: DeviceSpec = job
+        .device
+        .parse()
+        .map_err(|e| anyhow::anyhow!("device {:?}: {e}", job.device))?;
+    let device = spec.open()?;
     glmtune::memory::reuse_freed_memory();
     let memory = glmtune::memory::PeakMemory::watch(&device);
-    let dtype = match (args.fp16, args.bf16) {
-        (true, _) => DType::F16,
-        (_, true) => DType::BF16,
-        _ => args.dtype.into(),
+    let dtype = match s.precision.unwrap_or(Precision::F32) {
+        Precision::F32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+        Precision::Fp16 => DType::F16,
     };
     let mut model =
-        glmtune_engine::model::ChatGlmModel::load_keeping_quantized(&args.model, dtype, &device)
-            .with_context(|| format!("loading model {}", args.model.display()))?;
-    if let Some(bits) = &args.quantization_bit {
-        let format = if bits == "4" {
-            GgmlDType::Q4_0
-        } else {
-            GgmlDType::Q8_0
+        glmtune_engine::model::ChatGlmModel::load_keeping_quantized(&job.model, dtype, &device)
+            .with_context(|| format!("loading model {}", job.model.display()))?;
+    if let Some(bits) = s.quantization_bit {
+        let format = match bits {
+            QuantizationBit::Four => GgmlDType::Q4_0,
+            QuantizationBit::Eight => GgmlDType::Q8_0,
         };
-        model = model
-            .quantized_layers(format)
-            .with_context(|| format!("quantizing {} to {bits} bits", args.model.display()))?;
+        model = model.quantized_layers(format).with_context(|| {
+            format!(
+                "quantizing {} to {} bits",
+                job.model.display(),
+                u8::from(bits)
+            )
+        })?;
     }
     // What the log's rows say the base is held as: `bf16`, or `bf16+q4_0` with quantized layers.
     let precision = match model.linear_format() {
         Some(format) => format!("{dtype:?}+{format:?}").to_lowercase(),
         None => format!("{dtype:?}").to_lowercase(),
     };
-    let tokenizer = load_tokenizer(&args.model)?;
-    let train = load_examples(&args, &args.train_file, &tokenizer)?;
-    let validation = match &args.validation_file {
-        Some(path) => Some(load_examples(&args, path, &tokenizer)?),
+    let pre_seq_len = s.pre_seq_len.map(|p| p as usize);
+    let prefix_projection = s.prefix_projection.unwrap_or(false);
+    let seed = s.seed.unwrap_or(defaults::SEED);
+    let per_device_train_batch_size =
+        s.per_device_train_batch_size
+            .unwrap_or(defaults::PER_DEVICE_TRAIN_BATCH_SIZE) as usize;
+    let gradient_accumulation_steps =
+        s.gradient_accumulation_steps
+            .unwrap_or(defaults::GRADIENT_ACCUMULATION_STEPS) as usize;
+    let logging_steps = s.logging_steps.unwrap_or(defaults::LOGGING_STEPS).max(1);
+    let eval_steps = s.eval_steps.unwrap_or(defaults::EVAL_STEPS).max(1);
+    let save_steps = s.save_steps.unwrap_or(defaults::SAVE_STEPS).max(1);
+    let epochs = s.num_train_epochs.unwrap_or(defaults::NUM_TRAIN_EPOCHS);
+    let tokenizer = load_tokenizer(&job.model)?;
+    let train = load_examples(job, &job.train_file, &tokenizer)?;
+    let validation = match &job.validation_file {
+        Some(path) => Some(load_examples(job, path, &tokenizer)?),
         None => None,
     };
-    let init = match &args.init_adapter {
+    let init = match &job.init_adapter {
         Some(dir) => {
             let init = PrefixEncoder::load_adapter(dir, model.config(), &device)
                 .with_context(|| format!("loading adapter {}", dir.display()))?;
             let theirs = init.config;
-            if args.pre_seq_len.is_some_and(|p| p != theirs.pre_seq_len)
-                || (args.prefix_projection && !theirs.prefix_projection)
+            if pre_seq_len.is_some_and(|p| p != theirs.pre_seq_len)
+                || (prefix_projection && !theirs.prefix_projection)
             {
                 bail!(
                     "--init-adapter {}: pre_seq_len mismatch or prefix_projection mismatch: the adapter has pre_seq_len={} prefix_projection={}, the flags ask for pre_seq_len={} prefix_projection={}",
                     dir.display(),
                     theirs.pre_seq_len,
                     theirs.prefix_projection,
-                    args.pre_seq_len.unwrap_or(theirs.pre_seq_len),
-                    args.prefix_projection
+                    pre_seq_len.unwrap_or(theirs.pre_seq_len),
+                    prefix_projection
                 );
             }
             init
         }
         None => {
             let prefix = PrefixConfig {
-                pre_seq_len: args.pre_seq_len.unwrap_or(128),
-                prefix_projection: args.prefix_projection,
+                pre_seq_len: pre_seq_len.unwrap_or(defaults::PRE_SEQ_LEN as usize),
+                prefix_projection,
             };
-            PrefixEncoder::random(prefix, model.config(), args.seed, &device)?
+            PrefixEncoder::random(prefix, model.config(), seed, &device)?
         }
     };
-    let micro_per_epoch = train
-        .len()
-        .div_ceil(args.per_device_train_batch_size.max(1));
-    let updates_per_epoch = (micro_per_epoch / args.gradient_accumulation_steps.max(1)).max(1);
-    let max_steps = match args.max_steps {
+    let micro_per_epoch = train.len().div_ceil(per_device_train_batch_size.max(1));
+    let updates_per_epoch = (micro_per_epoch / gradient_accumulation_steps.max(1)).max(1);
+    let max_steps = match s.max_steps {
         Some(steps) => steps,
         None => {
-            let steps = (args.num_train_epochs * updates_per_epoch as f64).ceil();
-            if steps > MAX_STEPS as f64 {
+            let steps = (epochs * updates_per_epoch as f64).ceil();
+            if steps > RunSettings::MAX_STEPS as f64 {
                 bail!(
-                    "--num-train-epochs {}: {steps} optimizer steps is more than {MAX_STEPS}",
-                    args.num_train_epochs
+                    "num_train_epochs {epochs}: {steps} optimizer steps is more than {}",
+                    RunSettings::MAX_STEPS
                 );
             }
             steps as u64
         }
     };
     let options = TrainOptions {
-        per_device_train_batch_size: args.per_device_train_batch_size,
-        gradient_accumulation_steps: args.gradient_accumulation_steps,
-        learning_rate: args.learning_rate,
+        per_device_train_batch_size,
+        gradient_accumulation_steps,
+        learning_rate: s.learning_rate.unwrap_or(defaults::LEARNING_RATE),
         max_steps,
-        warmup_steps: args.warmup_steps,
-        max_grad_norm: args.max_grad_norm,
+        warmup_steps: s.warmup_steps.unwrap_or(defaults::WARMUP_STEPS),
+        max_grad_norm: s.max_grad_norm.unwrap_or(defaults::MAX_GRAD_NORM),
         adam: AdamWConfig {
-            optim: match &args.optim {
-                Some(name) => Optim::from_name(name).context("--optim")?,
+            optim: match s.optim {
+                Some(name) => Optim::from_name(name.as_str())
+                    .with_context(|| format!("optim {}", name.as_str()))?,
                 None => tokenizer.family().official_optim(),
             },
-            weight_decay: args.weight_decay,
+            weight_decay: s.weight_decay.unwrap_or(defaults::WEIGHT_DECAY),
             ..AdamWConfig::default()
         },
-        prefix_dropout: args.prefix_dropout,
-        shuffle: !args.no_shuffle,
-        seed: args.seed,
-        forward_batch_size: args.forward_batch_size.map(|n| n as usize),
-        gradient_checkpointing: args.gradient_checkpointing,
+        prefix_dropout: s.prefix_dropout.unwrap_or(defaults::PREFIX_DROPOUT) as f32,
+        shuffle: s.shuffle.unwrap_or(true),
+        seed,
+        forward_batch_size: s.forward_batch_size.map(|n| n as usize),
+        gradient_checkpointing: s.gradient_checkpointing.unwrap_or(false),
         // f16 gradients underflow without it (torch's GradScaler under the Trainer's --fp16).
         loss_scaling: (dtype == DType::F16).then(LossScaling::default),
     };
     let mut trainer = Trainer::new(&model, &init, options)?;
-    std::fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("creating {}", args.output_dir.display()))?;
-    let layout = RunLayout::new(&args.output_dir);
+    std::fs::create_dir_all(&job.output_dir)
+        .with_context(|| format!("creating {}", job.output_dir.display()))?;
+    let layout = RunLayout::new(&job.output_dir);
     let log_path = layout.trainer_log();
-    if args.resume {
-        match newest_checkpoint(&args.output_dir)? {
+    if job.resume {
+        match newest_checkpoint(&job.output_dir)? {
             Some((step, dir)) => {
                 trainer.restore_checkpoint(&dir)?;
                 truncate_log(&log_path, step)?;
@@ -332,14 +433,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 truncate_log(&log_path, 0)?;
                 eprintln!(
                     "glmtune: no checkpoint in {}; starting afresh",
-                    args.output_dir.display()
+                    job.output_dir.display()
                 );
             }
         }
     } else if log_path.exists() {
         bail!(
             "{} already holds a run; pass --resume to continue it or choose another --output-dir",
-            args.output_dir.display()
+            job.output_dir.display()
         );
     }
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -360,7 +461,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     trainer.run(&train, |step: &StepLog, trainer: &Trainer| {
         window.1 += step.tokens;
         let is_last = step.step >= max_steps;
-        if step.step.is_multiple_of(args.logging_steps.max(1)) || is_last {
+        if step.step.is_multiple_of(logging_steps) || is_last {
             let seconds = window.0.elapsed().as_secs_f64();
             let row = LogRow::Step(StepRow {
                 step: step.step,
@@ -373,7 +474,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 elapsed_s: started.elapsed().as_secs_f64(),
                 loss_scale: step.loss_scale,
                 skipped: step.loss_scale.map(|_| step.skipped),
-                device: Some(args.device.spec.to_string()),
+                device: Some(spec.to_string()),
                 dtype: Some(precision.clone()),
                 peak_memory_bytes: memory.bytes(),
             });
@@ -396,7 +497,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             window = (Instant::now(), 0);
         }
         if let Some(validation) = &validation {
-            if step.step.is_multiple_of(args.eval_steps.max(1)) || is_last {
+            if step.step.is_multiple_of(eval_steps) || is_last {
                 let eval_loss = trainer.evaluate(validation)?;
                 let row = LogRow::Eval(EvalRow {
                     step: step.step,
@@ -406,7 +507,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             }
         }
         let stop = interrupted.load(Ordering::SeqCst);
-        if step.step.is_multiple_of(args.save_steps.max(1)) || stop {
+        if step.step.is_multiple_of(save_steps) || stop {
             trainer.save_checkpoint(&layout.checkpoint(step.step))?;
             last_saved = step.step;
         }
@@ -419,7 +520,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         eprintln!("glmtune: interrupted; saved checkpoint-{last_saved}; continue with --resume");
         return Ok(());
     }
-    trainer.save_checkpoint(&args.output_dir)?;
-    eprintln!("glmtune: adapter written to {}", args.output_dir.display());
+    trainer.save_checkpoint(&job.output_dir)?;
+    eprintln!("glmtune: adapter written to {}", job.output_dir.display());
     Ok(())
 }

@@ -9,9 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use glmtune_engine::data::{check_dataset, read_records, DatasetFormat, Record, Unusable};
+use glmtune_engine::data::{check_dataset, read_records, Record, Unusable};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
-use glmtune_shared::api::{Dataset, List, ReadOptions, SplitRequest, SplitResponse};
+use glmtune_shared::api::{Dataset, List, ReadOptions, RecordFormat, SplitRequest, SplitResponse};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Deserialize;
@@ -25,57 +25,6 @@ use crate::serve::{ApiError, AppState};
 const PREVIEW: usize = 5;
 /// How many bad records an error lists.
 const MAX_LISTED: usize = 100;
-
-pub fn format_of(options: &ReadOptions) -> Result<DatasetFormat, ApiError> {
-    let columns = options.prompt_column.is_some() || options.response_column.is_some();
-    match (options.format.as_str(), columns) {
-        ("auto", false) => Ok(DatasetFormat::Auto),
-        ("auto" | "columns", true) | ("columns", false) => {
-            match (&options.prompt_column, &options.response_column) {
-                (Some(prompt), Some(response)) => Ok(DatasetFormat::columns(
-                    prompt,
-                    response,
-                    options.history_column.as_deref(),
-                )),
-                _ => Err(ApiError::invalid(
-                    "format columns needs both prompt_column and response_column",
-                )),
-            }
-        }
-        ("alpaca", _) => Ok(DatasetFormat::Alpaca),
-        ("messages", _) => Ok(DatasetFormat::Messages),
-        (other, _) => Err(ApiError::invalid(format!(
-            "format: unknown format {other:?} (auto, columns, alpaca, messages)"
-        ))),
-    }
-}
-
-fn options_of(format: &DatasetFormat) -> ReadOptions {
-    match format {
-        DatasetFormat::Auto => ReadOptions {
-            format: "auto".into(),
-            ..ReadOptions::default()
-        },
-        DatasetFormat::Columns {
-            prompt,
-            response,
-            history,
-        } => ReadOptions {
-            format: "columns".into(),
-            prompt_column: Some(prompt.clone()),
-            response_column: Some(response.clone()),
-            history_column: history.clone(),
-        },
-        DatasetFormat::Alpaca => ReadOptions {
-            format: "alpaca".into(),
-            ..ReadOptions::default()
-        },
-        DatasetFormat::Messages => ReadOptions {
-            format: "messages".into(),
-            ..ReadOptions::default()
-        },
-    }
-}
 
 /// What a valid file yields.
 struct Validated {
@@ -102,7 +51,7 @@ fn validate(
     options: &ReadOptions,
     measure: Option<(&ChatGlmTokenizer, Lengths)>,
 ) -> Result<Validated, ApiError> {
-    let format = format_of(options)?;
+    let format = crate::dataset::format_of(options).map_err(ApiError::invalid)?;
     let (records, report) = read_records(path, &format, true).map_err(|e| {
         // Messages name the upload, never the server's temporary path.
         ApiError::invalid(e.to_string().replace(&path.display().to_string(), name))
@@ -128,7 +77,7 @@ fn validate(
         .transpose()
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Validated {
-        options: options_of(&report.format),
+        options: crate::dataset::options_of(&report.format),
         skipped_empty: report.skipped_empty.len(),
         history: report.history_column,
         records,
@@ -207,7 +156,7 @@ pub async fn ingest(
         name: intake.name,
         sha256,
         bytes: bytes as i64,
-        format: validated.options.format.clone(),
+        format: validated.options.format.to_string(),
         read_options: validated.options,
         records: validated.records.len() as i64,
         skipped_empty: validated.skipped_empty as i64,
@@ -258,7 +207,7 @@ pub async fn forget(db: &Db, blobs: &Blobs, dataset: &Dataset) -> Result<(), Api
 pub struct UploadQuery {
     name: Option<String>,
     #[serde(default)]
-    format: Option<String>,
+    format: Option<RecordFormat>,
     prompt_column: Option<String>,
     response_column: Option<String>,
     history_column: Option<String>,
@@ -281,7 +230,7 @@ pub async fn upload(
     let intake = Intake {
         name: query.name.unwrap_or_else(|| "dataset.jsonl".into()),
         options: ReadOptions {
-            format: query.format.unwrap_or_else(|| "auto".into()),
+            format: query.format.unwrap_or_default(),
             prompt_column: query.prompt_column,
             response_column: query.response_column,
             history_column: query.history_column,
@@ -426,9 +375,9 @@ pub async fn split(
             name: format!("{} ({label})", dataset.name),
             sha256: upload.sha256.clone(),
             bytes: upload.bytes as i64,
-            format: "columns".into(),
+            format: RecordFormat::Columns.to_string(),
             read_options: ReadOptions {
-                format: "columns".into(),
+                format: RecordFormat::Columns,
                 prompt_column: Some("prompt".into()),
                 response_column: Some("response".into()),
                 history_column: history.then(|| "history".into()),
@@ -466,7 +415,7 @@ mod tests {
             name: "same.jsonl".into(),
             sha256: sha256.to_owned(),
             bytes: 3,
-            format: "columns".into(),
+            format: RecordFormat::Columns.to_string(),
             read_options: ReadOptions::default(),
             records: 1,
             skipped_empty: 0,

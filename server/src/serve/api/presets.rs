@@ -114,55 +114,8 @@ pub fn resolve_settings(
     if given.get("num_train_epochs").is_some() && given.get("max_steps").is_none() {
         settings.max_steps = None;
     }
-    check(&settings)?;
+    settings.check().map_err(ApiError::invalid)?;
     Ok(settings)
-}
-
-fn check(s: &RunSettings) -> Result<(), ApiError> {
-    let positive = [
-        ("pre_seq_len", s.pre_seq_len),
-        ("max_steps", s.max_steps),
-        ("per_device_train_batch_size", s.per_device_train_batch_size),
-        ("gradient_accumulation_steps", s.gradient_accumulation_steps),
-        ("logging_steps", s.logging_steps),
-        ("save_steps", s.save_steps),
-        ("eval_steps", s.eval_steps),
-    ];
-    for (field, value) in positive {
-        if value == Some(0) {
-            return Err(ApiError::invalid(format!(
-                "settings.{field}: must be at least 1"
-            )));
-        }
-    }
-    for (field, value) in [
-        ("max_source_length", s.max_source_length),
-        ("max_target_length", s.max_target_length),
-    ] {
-        if value.is_some_and(|v| !(3..=8192).contains(&v)) {
-            return Err(ApiError::invalid(format!(
-                "settings.{field}: must be between 3 and 8192"
-            )));
-        }
-    }
-    if s.learning_rate.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-        return Err(ApiError::invalid(
-            "settings.learning_rate: must be a positive number",
-        ));
-    }
-    if s.num_train_epochs
-        .is_some_and(|v| !(v.is_finite() && v > 0.0))
-    {
-        return Err(ApiError::invalid(
-            "settings.num_train_epochs: must be a positive number",
-        ));
-    }
-    if s.prefix_dropout.is_some_and(|v| !(0.0..1.0).contains(&v)) {
-        return Err(ApiError::invalid(
-            "settings.prefix_dropout: must be in [0, 1)",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -65,10 +65,7 @@ pub async fn upload(
         received.ok_or_else(|| ApiError::invalid("file: missing form field"))?;
     let intake = Intake {
         name: filename,
-        options: ReadOptions {
-            format: "auto".into(),
-            ..ReadOptions::default()
-        },
+        options: ReadOptions::default(),
         purpose,
         model: None,
         lengths: Lengths::default(),

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use glmtune_shared::api::{Precision, RunSettings};
+use glmtune_shared::api::ReadOptions;
 
 /// A file read as it grows, line by line.
 pub struct Tail {
@@ -66,68 +66,21 @@ pub fn flag(name: &str, value: &str) -> String {
 }
 
 /// Where a child runs: the GPU its run holds, else the CPU.
-pub fn device_flag(gpu: Option<usize>) -> String {
-    let device = gpu.map_or(DeviceSpec::Cpu, DeviceSpec::Cuda);
-    flag("device", &device.to_string())
+pub fn device_of(gpu: Option<usize>) -> DeviceSpec {
+    gpu.map_or(DeviceSpec::Cpu, DeviceSpec::Cuda)
 }
 
-/// The `glmtune train` flags of a run's settings.
-pub fn training_flags(settings: &RunSettings) -> Vec<String> {
-    let s = settings;
-    let text = |v: Option<u64>| v.map(|v| v.to_string());
-    let real = |v: Option<f64>| v.map(|v| v.to_string());
-    let epochs = if s.max_steps.is_none() {
-        real(s.num_train_epochs)
-    } else {
-        None
-    };
-    let valued = [
-        ("pre-seq-len", text(s.pre_seq_len)),
-        ("learning-rate", real(s.learning_rate)),
-        ("max-steps", text(s.max_steps)),
-        ("num-train-epochs", epochs),
-        (
-            "per-device-train-batch-size",
-            text(s.per_device_train_batch_size),
-        ),
-        (
-            "gradient-accumulation-steps",
-            text(s.gradient_accumulation_steps),
-        ),
-        ("max-source-length", text(s.max_source_length)),
-        ("max-target-length", text(s.max_target_length)),
-        ("warmup-steps", text(s.warmup_steps)),
-        ("weight-decay", real(s.weight_decay)),
-        ("max-grad-norm", real(s.max_grad_norm)),
-        ("prefix-dropout", real(s.prefix_dropout)),
-        ("seed", text(s.seed)),
-        ("logging-steps", text(s.logging_steps)),
-        ("save-steps", text(s.save_steps)),
-        ("eval-steps", text(s.eval_steps)),
-        ("source-prefix", s.source_prefix.clone()),
-        ("forward-batch-size", text(s.forward_batch_size)),
-        ("optim", s.optim.map(|o| o.as_str().to_owned())),
-    ];
-    let mut flags: Vec<String> = valued
-        .into_iter()
-        .filter_map(|(name, value)| Some(flag(name, &value?)))
-        .collect();
-    if s.prefix_projection == Some(true) {
-        flags.push("--prefix-projection".into());
-    }
-    if s.shuffle == Some(false) {
-        flags.push("--no-shuffle".into());
-    }
-    if s.gradient_checkpointing == Some(true) {
-        flags.push("--gradient-checkpointing".into());
-    }
-    match s.precision {
-        Some(Precision::Bf16) => flags.push("--bf16".into()),
-        Some(Precision::Fp16) => flags.push("--fp16".into()),
-        Some(Precision::F32) | None => {}
-    }
-    if let Some(bits) = s.quantization_bit {
-        flags.push(flag("quantization-bit", &u8::from(bits).to_string()));
+/// The `glmtune eval` flags that read a dataset as its options say.
+pub fn read_flags(options: &ReadOptions) -> Vec<String> {
+    let mut flags = vec![flag("format", options.format.as_str())];
+    for (name, value) in [
+        ("prompt-column", &options.prompt_column),
+        ("response-column", &options.response_column),
+        ("history-column", &options.history_column),
+    ] {
+        if let Some(value) = value {
+            flags.push(flag(name, value));
+        }
     }
     flags
 }
@@ -179,65 +132,29 @@ pub fn spawn_child(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settings_become_train_flags_with_text_kept_whole() {
-        let settings = RunSettings {
-            max_steps: Some(6),
-            source_prefix: Some("你是医生。 Answer briefly".into()),
-            shuffle: Some(false),
-            ..RunSettings::default()
-        };
-        assert_eq!(
-            training_flags(&settings),
-            [
-                "--max-steps=6",
-                "--source-prefix=你是医生。 Answer briefly",
-                "--no-shuffle"
-            ]
-        );
-    }
+    use glmtune_shared::api::RecordFormat;
 
     #[test]
     fn a_child_runs_on_its_gpu_or_the_cpu() {
-        assert_eq!(device_flag(Some(2)), "--device=cuda:2");
-        assert_eq!(device_flag(None), "--device=cpu");
+        assert_eq!(device_of(Some(2)).to_string(), "cuda:2");
+        assert_eq!(device_of(None).to_string(), "cpu");
     }
 
     #[test]
-    fn a_value_starting_with_a_dash_stays_one_argument() {
-        let settings = RunSettings {
-            source_prefix: Some("-x --help".into()),
-            ..RunSettings::default()
+    fn read_options_become_eval_flags_with_text_kept_whole() {
+        let options = ReadOptions {
+            format: RecordFormat::Columns,
+            prompt_column: Some("-x --help".into()),
+            response_column: Some("答案".into()),
+            history_column: None,
         };
-        assert_eq!(training_flags(&settings), ["--source-prefix=-x --help"]);
-    }
-
-    #[test]
-    fn memory_and_precision_settings_reach_the_trainer() {
-        let settings: RunSettings = serde_json::from_str(
-            r#"{"forward_batch_size": 16, "gradient_checkpointing": true, "precision": "bf16",
-                "optim": "adamw_torch"}"#,
-        )
-        .unwrap();
         assert_eq!(
-            training_flags(&settings),
+            read_flags(&options),
             [
-                "--forward-batch-size=16",
-                "--optim=adamw_torch",
-                "--gradient-checkpointing",
-                "--bf16"
+                "--format=columns",
+                "--prompt-column=-x --help",
+                "--response-column=答案"
             ]
         );
-        let fp16 = RunSettings {
-            precision: Some(Precision::Fp16),
-            ..RunSettings::default()
-        };
-        assert_eq!(training_flags(&fp16), ["--fp16"]);
-        let int4: RunSettings = serde_json::from_str(r#"{"quantization_bit": 4}"#).unwrap();
-        assert_eq!(training_flags(&int4), ["--quantization-bit=4"]);
-        let error = serde_json::from_str::<RunSettings>(r#"{"quantization_bit": 2}"#).unwrap_err();
-        assert!(error.to_string().contains("4 or 8"), "{error}");
-        assert!(serde_json::from_str::<RunSettings>(r#"{"precision": "fp8"}"#).is_err());
     }
 }

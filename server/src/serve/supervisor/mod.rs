@@ -16,8 +16,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glmtune_shared::api::{Run, RunState};
+use glmtune_shared::api::{ReadOptions, Run, RunState};
 use glmtune_shared::run_log::LogRow;
+use glmtune_shared::train_job::TrainJob;
 use tokio::runtime::Handle as Runtime;
 
 use super::blobs::Blobs;
@@ -25,7 +26,7 @@ use super::gpus::Gpus;
 use super::metrics::Metrics;
 use super::{run_dir, run_layout, Settings};
 use crate::db::{Db, DbResult};
-use child::{device_flag, flag, is_routine, spawn_child, training_flags, Tail};
+use child::{device_of, flag, is_routine, read_flags, spawn_child, Tail};
 
 const TICK: Duration = Duration::from_millis(200);
 /// How long a stopping child may take to write its checkpoint.
@@ -437,29 +438,32 @@ impl Supervisor {
         let model = self
             .block(self.db.model(&run.model))?
             .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
-        let train = self.dataset_path(&run.train_dataset)?;
-        let mut args: Vec<String> = vec![
-            "train".into(),
-            flag("model", &model.path),
-            flag("train-file", &train.0.to_string_lossy()),
-            flag("output-dir", &dir.to_string_lossy()),
-            flag("dtype", "f32"),
+        let (train_file, dataset) = self.dataset_path(&run.train_dataset)?;
+        let validation_file = match &run.validation_dataset {
+            Some(validation) => Some(self.dataset_path(validation)?.0),
+            None => None,
+        };
+        let job = TrainJob {
+            model: PathBuf::from(&model.path),
+            train_file,
+            validation_file,
+            // The run's validation set was checked to read with the same options.
+            dataset,
+            skip_invalid: false,
+            output_dir: dir.to_path_buf(),
+            init_adapter: run
+                .init_run
+                .as_deref()
+                .map(|init| run_dir(&self.settings.data_dir, init)),
+            resume: layout.trainer_log().exists(),
+            device: device_of(gpu).to_string(),
+            settings: run.settings.clone(),
+        };
+        job.write(&layout.job())?;
+        let args = [
+            "train".to_owned(),
+            flag("job", &layout.job().to_string_lossy()),
         ];
-        args.extend(train.1);
-        if let Some(validation) = &run.validation_dataset {
-            let path = self.dataset_path(validation)?.0;
-            args.push(flag("validation-file", &path.to_string_lossy()));
-        }
-        if let Some(init) = &run.init_run {
-            let path = run_dir(&self.settings.data_dir, init);
-            args.push(flag("init-adapter", &path.to_string_lossy()));
-        }
-        args.extend(training_flags(&run.settings));
-        args.push(device_flag(gpu));
-        let resuming = layout.trainer_log().exists();
-        if resuming {
-            args.push("--resume".into());
-        }
         let stderr_path = layout.train_stderr();
         // Lines an earlier attempt wrote were turned into events then.
         let mut stderr = Tail::new(stderr_path.clone());
@@ -503,7 +507,7 @@ impl Supervisor {
             .validation_dataset
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("no validation dataset"))?;
-        let (path, read_flags) = self.dataset_path(validation)?;
+        let (path, options) = self.dataset_path(validation)?;
         let settings = &run.settings;
         let mut args: Vec<String> = vec![
             "eval".into(),
@@ -517,8 +521,8 @@ impl Supervisor {
                 &settings.eval_samples.unwrap_or(0).to_string(),
             ),
         ];
-        args.extend(read_flags);
-        args.push(device_flag(gpu));
+        args.extend(read_flags(&options));
+        args.push(flag("device", &device_of(gpu).to_string()));
         for (name, value) in [
             ("max-source-length", settings.max_source_length),
             ("max-target-length", settings.max_target_length),
@@ -533,24 +537,12 @@ impl Supervisor {
         spawn_child(&args, &layout.eval_stderr(), Some(&layout.scores()))
     }
 
-    /// The stored file of a dataset and the flags that read it.
-    fn dataset_path(&self, id: &str) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    /// The stored file of a dataset and how to read it.
+    fn dataset_path(&self, id: &str) -> anyhow::Result<(PathBuf, ReadOptions)> {
         let dataset = self
             .block(self.db.dataset(id))?
             .ok_or_else(|| anyhow::anyhow!("dataset {id} does not exist"))?;
-        let path = self.blobs.path(&dataset.sha256);
-        let options = &dataset.read_options;
-        let mut flags = vec![flag("format", &options.format)];
-        for (name, value) in [
-            ("prompt-column", &options.prompt_column),
-            ("response-column", &options.response_column),
-            ("history-column", &options.history_column),
-        ] {
-            if let Some(value) = value {
-                flags.push(flag(name, value));
-            }
-        }
-        Ok((path, flags))
+        Ok((self.blobs.path(&dataset.sha256), dataset.read_options))
     }
 
     /// Server shutdown: each child checkpoints at its next step and exits; its run goes back
