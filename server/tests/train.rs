@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use glmtune_shared::api::{ReadOptions, RunSettings};
-use glmtune_shared::run_log::{LogRow, StepRow, TRAINER_LOG};
+use glmtune_shared::run_log::{FinishedRow, LogRow, StepRow, TRAINER_LOG};
 use glmtune_shared::train_job::TrainJob;
 
 fn fixture(path: &str) -> String {
@@ -77,7 +77,7 @@ fn step_rows(dir: &Path) -> Vec<StepRow> {
         .into_iter()
         .filter_map(|row| match row {
             LogRow::Step(row) => Some(row),
-            LogRow::Eval(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -220,6 +220,14 @@ fn check_official_run(dir: &Path, args: Vec<String>) {
     for file in ["config.json", "pytorch_model.bin", "adapter.safetensors"] {
         assert!(dir.join(file).is_file(), "{file}");
     }
+    // The log ends with the row that says the adapter was written.
+    assert_eq!(
+        log_rows(dir).last(),
+        Some(&LogRow::Finished(FinishedRow {
+            step: 12,
+            adapter: "pytorch_model.bin".into()
+        }))
+    );
     // The trained adapter is an adapter: generation loads it.
     let generated = glmtune(&[
         "generate",
@@ -353,12 +361,82 @@ fn a_killed_run_resumes_to_the_same_adapter() {
         let b = std::fs::read(killed.join(file)).unwrap();
         assert!(a == b, "{file} differs after resume");
     }
-    let steps: Vec<u64> = log_rows(&killed).iter().map(LogRow::step).collect();
+    // One row of each kind a step, as if the run had never stopped: the killed attempt's rows
+    // past its last checkpoint are gone.
+    let every_ten: Vec<u64> = (1..=12).map(|i| i * 10).collect();
+    let rows = log_rows(&killed);
+    let of_kind = |kind: fn(&LogRow) -> bool| -> Vec<u64> {
+        rows.iter().filter(|r| kind(r)).map(LogRow::step).collect()
+    };
     assert_eq!(
-        steps,
-        (1..=12).map(|i| i * 10).collect::<Vec<_>>(),
-        "log rows after resume"
+        of_kind(|r| matches!(r, LogRow::Step(_))),
+        every_ten,
+        "step rows after resume"
     );
+    assert_eq!(
+        of_kind(|r| matches!(r, LogRow::Checkpoint(_))),
+        every_ten,
+        "checkpoint rows after resume"
+    );
+    assert!(matches!(rows.last(), Some(LogRow::Finished(r)) if r.step == 120));
+}
+
+/// A run that fails once its log is open says why in the log (the server's supervisor reads it
+/// there), and a folder whose log holds only that failed start takes a new run without --resume.
+/// Checkpoints are logged as they are saved.
+#[test]
+fn a_failed_start_is_logged_and_checkpoints_are_rows() {
+    let dir = scratch("failed-start");
+    let mut args = fixture_run_args(&dir);
+    let missing = dir.join("no-such-adapter");
+    let at = args.iter().position(|a| a == "--init-adapter").unwrap();
+    args[at + 1] = missing.to_string_lossy().into_owned();
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    match log_rows(&dir).as_slice() {
+        [LogRow::Error(row)] => {
+            assert_eq!(row.step, 0);
+            assert!(
+                row.error.contains(&*missing.to_string_lossy()),
+                "{}",
+                row.error
+            );
+        }
+        rows => panic!("{rows:?}"),
+    }
+    let mut args = fixture_run_args(&dir);
+    args.extend(["--save-steps", "5"].map(String::from));
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = log_rows(&dir);
+    assert!(
+        !rows.iter().any(|r| matches!(r, LogRow::Error(_))),
+        "{rows:?}"
+    );
+    let saved: Vec<(u64, String)> = rows
+        .iter()
+        .filter_map(|row| match row {
+            LogRow::Checkpoint(row) => Some((row.step, row.checkpoint.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        saved,
+        [(5, "checkpoint-5".into()), (10, "checkpoint-10".into())]
+    );
+    for (_, name) in &saved {
+        assert!(dir.join(name).is_dir(), "{name}");
+    }
 }
 
 #[test]
@@ -522,7 +600,7 @@ fn validation_loss_is_logged_every_eval_steps() {
         .iter()
         .filter_map(|row| match row {
             LogRow::Eval(row) => Some((row.step, row.eval_loss)),
-            LogRow::Step(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), vec![6, 12]);

@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 /// The file name of the log in a run's folder.
 pub const TRAINER_LOG: &str = "trainer_log.jsonl";
 
-/// One line of the log.
+/// One line of the log. A row is told by its fields (`loss`, `eval_loss`, `checkpoint`,
+/// `adapter`, `error`), so each kind reads back as itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LogRow {
     Step(StepRow),
     Eval(EvalRow),
+    Checkpoint(CheckpointRow),
+    Finished(FinishedRow),
+    Error(ErrorRow),
 }
 
 impl LogRow {
@@ -23,6 +27,9 @@ impl LogRow {
         match self {
             LogRow::Step(row) => row.step,
             LogRow::Eval(row) => row.step,
+            LogRow::Checkpoint(row) => row.step,
+            LogRow::Finished(row) => row.step,
+            LogRow::Error(row) => row.step,
         }
     }
 
@@ -80,6 +87,31 @@ pub struct EvalRow {
     pub eval_loss: f64,
 }
 
+/// A checkpoint saved after `step` (a folder of the run's, named by
+/// [`crate::run_layout::RunLayout::checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRow {
+    pub step: u64,
+    /// The folder's name in the run's folder (`checkpoint-12`).
+    pub checkpoint: String,
+}
+
+/// The run trained its last step and wrote its adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedRow {
+    pub step: u64,
+    /// The adapter's file name in the run's folder.
+    pub adapter: String,
+}
+
+/// The run stopped on an error (after its log was opened; the last step it completed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRow {
+    pub step: u64,
+    /// The error, with its causes.
+    pub error: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,7 +137,19 @@ mod tests {
             step: 3,
             eval_loss: 2.0,
         });
-        for row in [&step, &eval] {
+        let checkpoint = LogRow::Checkpoint(CheckpointRow {
+            step: 3,
+            checkpoint: "checkpoint-3".into(),
+        });
+        let finished = LogRow::Finished(FinishedRow {
+            step: 10,
+            adapter: "pytorch_model.bin".into(),
+        });
+        let error = LogRow::Error(ErrorRow {
+            step: 4,
+            error: "writing checkpoint-4: No space left on device".into(),
+        });
+        for row in [&step, &eval, &checkpoint, &finished, &error] {
             let line = serde_json::to_string(row).unwrap();
             assert_eq!(LogRow::parse(&line).as_ref(), Some(row), "{line}");
         }

@@ -215,7 +215,7 @@ impl TrainArgs {
 }
 
 use glmtune_shared::run_layout::RunLayout;
-use glmtune_shared::run_log::{EvalRow, LogRow, StepRow};
+use glmtune_shared::run_log::{CheckpointRow, ErrorRow, EvalRow, FinishedRow, LogRow, StepRow};
 
 fn load_examples(
     job: &TrainJob,
@@ -276,14 +276,18 @@ fn write_row(
         .map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", path.display())))
 }
 
-/// Keeps the log rows up to `step` (a killed run may have logged past its last checkpoint).
+/// Keeps the log rows up to `step` (a killed run may have logged past its last checkpoint), less
+/// the errors of earlier attempts.
 fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|line| LogRow::parse(line).is_some_and(|row| row.step() <= step))
+        .filter(|line| {
+            LogRow::parse(line)
+                .is_some_and(|row| row.step() <= step && !matches!(row, LogRow::Error(_)))
+        })
         .collect();
     let mut body = kept.join("\n");
     if !body.is_empty() {
@@ -296,8 +300,55 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     run_job(&args.into_job()?)
 }
 
-/// Trains as `job` says.
+/// Trains as `job` says. Once the run's log is open, an error is also written to it as its last
+/// row, where the server reads why the run stopped.
 pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&job.output_dir)
+        .with_context(|| format!("creating {}", job.output_dir.display()))?;
+    let layout = RunLayout::new(&job.output_dir);
+    let log_path = layout.trainer_log();
+    if !job.resume && log_path.exists() {
+        if holds_a_run(&log_path) {
+            bail!(
+                "{} already holds a run; pass --resume to continue it or choose another --output-dir",
+                job.output_dir.display()
+            );
+        }
+        // Only a failed start's error: nothing to keep.
+        truncate_log(&log_path, 0)?;
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let last_step = std::cell::Cell::new(0);
+    let result = train(job, &layout, &mut log, &last_step);
+    if let Err(error) = &result {
+        let row = LogRow::Error(ErrorRow {
+            step: last_step.get(),
+            error: format!("{error:#}"),
+        });
+        // The error itself is what the caller reports; a log that cannot take it adds nothing.
+        let _ = write_row(&mut log, &log_path, &row);
+    }
+    result
+}
+
+/// Whether a log records a run (anything but a failed start's error).
+fn holds_a_run(path: &Path) -> bool {
+    std::fs::read_to_string(path).map_or(true, |text| {
+        text.lines()
+            .any(|line| !matches!(LogRow::parse(line), Some(LogRow::Error(_))))
+    })
+}
+
+fn train(
+    job: &TrainJob,
+    layout: &RunLayout,
+    log: &mut std::fs::File,
+    last_step: &std::cell::Cell<u64>,
+) -> anyhow::Result<()> {
     let s = &job.settings;
     let spec: DeviceSpec = job
         .device
@@ -418,9 +469,6 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
         loss_scaling: (dtype == DType::F16).then(LossScaling::default),
     };
     let mut trainer = Trainer::new(&model, &init, options)?;
-    std::fs::create_dir_all(&job.output_dir)
-        .with_context(|| format!("creating {}", job.output_dir.display()))?;
-    let layout = RunLayout::new(&job.output_dir);
     let log_path = layout.trainer_log();
     if job.resume {
         match newest_checkpoint(&job.output_dir)? {
@@ -437,11 +485,6 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
                 );
             }
         }
-    } else if log_path.exists() {
-        bail!(
-            "{} already holds a run; pass --resume to continue it or choose another --output-dir",
-            job.output_dir.display()
-        );
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -449,11 +492,7 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
         // A second Ctrl-C while saving falls through to the default (immediate) exit.
         let _ = ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst));
     }
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    last_step.set(trainer.step());
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize);
     let terminal = std::io::stderr().is_terminal();
@@ -478,7 +517,7 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
                 dtype: Some(precision.clone()),
                 peak_memory_bytes: memory.bytes(),
             });
-            write_row(&mut log, &log_path, &row)?;
+            write_row(log, &log_path, &row)?;
             let eta =
                 started.elapsed().as_secs_f64() / step.step as f64 * (max_steps - step.step) as f64;
             let line = format!(
@@ -503,14 +542,24 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
                     step: step.step,
                     eval_loss,
                 });
-                write_row(&mut log, &log_path, &row)?;
+                write_row(log, &log_path, &row)?;
             }
         }
         let stop = interrupted.load(Ordering::SeqCst);
         if step.step.is_multiple_of(save_steps) || stop {
-            trainer.save_checkpoint(&layout.checkpoint(step.step))?;
+            let dir = layout.checkpoint(step.step);
+            trainer.save_checkpoint(&dir)?;
             last_saved = step.step;
+            let row = LogRow::Checkpoint(CheckpointRow {
+                step: step.step,
+                checkpoint: dir
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            });
+            write_row(log, &log_path, &row)?;
         }
+        last_step.set(step.step);
         Ok(if stop { Flow::Stop } else { Flow::Continue })
     })?;
     if terminal {
@@ -521,6 +570,11 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
         return Ok(());
     }
     trainer.save_checkpoint(&job.output_dir)?;
+    let row = LogRow::Finished(FinishedRow {
+        step: trainer.step(),
+        adapter: RunLayout::ADAPTER.to_owned(),
+    });
+    write_row(log, &log_path, &row)?;
     eprintln!("glmtune: adapter written to {}", job.output_dir.display());
     Ok(())
 }

@@ -50,7 +50,7 @@ async fn compared(id: String) -> Result<Compared, api::Failure> {
                 tokens_per_second = Some(row.tokens_per_second);
             }
             Ok(LogRow::Eval(row)) => eval_loss.push((row.step as f64, row.eval_loss)),
-            Err(_) => {}
+            _ => {}
         }
     }
     let scores = api::get::<Evaluation>(&format!("/api/v1/runs/{id}/evaluation"))

@@ -54,7 +54,7 @@ impl Progress {
                         self.peak_memory_bytes = row.peak_memory_bytes.or(self.peak_memory_bytes);
                     }
                     Ok(LogRow::Eval(row)) => self.eval_loss.push((row.step as f64, row.eval_loss)),
-                    Err(_) => {}
+                    _ => {}
                 }
             }
             "state" => {

@@ -337,7 +337,7 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
                 .as_secs() as i64;
             let evaluated = last_until(step, |row| match row {
                 LogRow::Eval(row) => Some(row.eval_loss),
-                LogRow::Step(_) => None,
+                _ => None,
             });
             Some(Checkpoint {
                 step,
@@ -345,7 +345,7 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
                 created_at,
                 loss: last_until(step, |row| match row {
                     LogRow::Step(row) => Some(row.loss),
-                    LogRow::Eval(_) => None,
+                    _ => None,
                 })
                 .map(|(_, loss)| loss),
                 eval_loss: evaluated.map(|(_, loss)| loss),

@@ -45,20 +45,6 @@ impl Tail {
     }
 }
 
-/// Lines of the trainer's stderr that are progress, not trouble.
-pub fn is_routine(text: &str) -> bool {
-    [
-        "resuming",
-        "no checkpoint",
-        "adapter written",
-        "interrupted",
-        "generated",
-        "skipped",
-    ]
-    .iter()
-    .any(|p| text.starts_with(p))
-}
-
 /// `--NAME=VALUE`: one argument, so that a value starting with `-` (a source prefix of
 /// `-x --help`, a column named `--resume`) is never read as a flag of its own.
 pub fn flag(name: &str, value: &str) -> String {

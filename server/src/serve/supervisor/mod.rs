@@ -26,7 +26,7 @@ use super::gpus::Gpus;
 use super::metrics::Metrics;
 use super::{run_dir, run_layout, Settings};
 use crate::db::{Db, DbResult};
-use child::{device_of, flag, is_routine, read_flags, spawn_child, Tail};
+use child::{device_of, flag, read_flags, spawn_child, Tail};
 
 const TICK: Duration = Duration::from_millis(200);
 /// How long a stopping child may take to write its checkpoint.
@@ -137,8 +137,10 @@ struct Running {
     trained_tokens: i64,
     last_progress: Instant,
     stalled: bool,
-    /// Last lines of stderr, for the error message of a failed child.
-    last_errors: Vec<String>,
+    /// Why the child stopped: the trainer's error row, else (an error before its log was open,
+    /// an evaluation's) the last line of its stderr.
+    error: Option<String>,
+    last_line: Option<String>,
 }
 
 struct Supervisor {
@@ -282,9 +284,9 @@ impl Supervisor {
         let child = &self.children[index];
         let layout = run_layout(&self.settings.data_dir, &run_id);
         let reason = child
-            .last_errors
-            .last()
-            .cloned()
+            .error
+            .clone()
+            .or_else(|| child.last_line.clone())
             .unwrap_or_else(|| status.to_string());
         match child.phase {
             Phase::Train if status.success() && layout.adapter().is_file() => {
@@ -297,6 +299,7 @@ impl Supervisor {
                             child.process = process;
                             child.phase = Phase::Eval;
                             child.stderr = Tail::new(layout.eval_stderr());
+                            child.last_line = None;
                             self.event(
                                 &run_id,
                                 "info",
@@ -362,18 +365,27 @@ impl Supervisor {
                 }
                 child.last_progress = Instant::now();
                 child.stalled = false;
-                let message = match &row {
+                let (kind, message) = match &row {
                     LogRow::Step(row) => {
                         child.trained_tokens += row.tokens as i64;
                         self.metrics.set_training_rate(row.tokens_per_second);
                         child.run.max_steps = Some(row.max_steps as i64);
-                        format!("step {step}: loss {:.4}", row.loss)
+                        ("metrics", format!("step {step}: loss {:.4}", row.loss))
                     }
-                    LogRow::Eval(row) => format!("step {step}: eval_loss {:.4}", row.eval_loss),
+                    LogRow::Eval(row) => (
+                        "metrics",
+                        format!("step {step}: eval_loss {:.4}", row.eval_loss),
+                    ),
+                    LogRow::Checkpoint(row) => ("checkpoint", format!("saved {}", row.checkpoint)),
+                    LogRow::Finished(_) => ("info", "adapter written".to_owned()),
+                    LogRow::Error(row) => {
+                        child.error = Some(row.error.clone());
+                        ("error", row.error.clone())
+                    }
                 };
                 child.run.step = child.run.step.max(step);
                 let data = serde_json::to_value(&row).unwrap_or_default();
-                events.push(("metrics", message, data));
+                events.push((kind, message, data));
             }
         }
         for line in child.stderr.lines() {
@@ -384,15 +396,10 @@ impl Supervisor {
             let text = line.strip_prefix("glmtune: ").unwrap_or(&line).to_owned();
             let kind = if text.starts_with("skipped") {
                 "warning"
-            } else if line.starts_with("glmtune: ") && !is_routine(&text) {
-                child.last_errors.push(text.clone());
-                if child.last_errors.len() > 5 {
-                    child.last_errors.remove(0);
-                }
-                "info"
             } else {
                 "info"
             };
+            child.last_line = Some(text.clone());
             events.push((kind, text, serde_json::json!({})));
         }
         let (step, max_steps, tokens) = (child.run.step, child.run.max_steps, child.trained_tokens);
@@ -492,7 +499,8 @@ impl Supervisor {
             stderr,
             last_progress: Instant::now(),
             stalled: false,
-            last_errors: Vec::new(),
+            error: None,
+            last_line: None,
         })
     }
 
