@@ -42,6 +42,35 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// `GET /api/v1/auth/me`: who the caller is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Me {
+    /// The signed-in user; `None` for an API key made by `glmtune token create`, or `--no-auth`.
+    pub user: Option<User>,
+    pub role: Role,
+    /// Who owns what the caller creates: the user's id, else the key's id, else `local`.
+    pub principal: String,
+    /// The session's CSRF token (sent back as `X-CSRF-Token` on changes), for a browser.
+    pub csrf_token: Option<String>,
+}
+
+impl Me {
+    /// The name to show: the user's, else the principal.
+    pub fn name(&self) -> &str {
+        self.user
+            .as_ref()
+            .map_or(self.principal.as_str(), |u| u.username.as_str())
+    }
+}
+
+/// `GET /api/v1/auth/status`: what a signed-out browser needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthStatus {
+    /// No user exists yet: the first one is made with the setup token.
+    pub setup_needed: bool,
+    pub no_auth: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginRequest {
     pub username: String,
@@ -237,196 +266,7 @@ pub struct SplitResponse {
     pub validation: Dataset,
 }
 
-/// Hyper-parameters of a run: the flags of `glmtune train`. Unset ones take the preset's value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_seq_len: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix_projection: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub learning_rate: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_steps: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_train_epochs: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_device_train_batch_size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gradient_accumulation_steps: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_source_length: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_target_length: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_steps: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_grad_norm: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix_dropout: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logging_steps: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub save_steps: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval_steps: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shuffle: Option<bool>,
-    /// Text put before every prompt in training and evaluation (the official `--source_prefix`);
-    /// chats with the run's adapter use it as their system prompt unless given another.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_prefix: Option<String>,
-    /// Validation records answered for BLEU/ROUGE after training (0: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval_samples: Option<u64>,
-    /// Sequences per forward/backward (`--forward-batch-size`): speed and memory only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_batch_size: Option<u64>,
-    /// Recompute each layer in the backward (`--gradient-checkpointing`): less memory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gradient_checkpointing: Option<bool>,
-    /// The frozen base's precision (`--bf16` / `--fp16`); the prefix always trains in f32.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision: Option<Precision>,
-    /// The Trainer's optimizer (`--optim`); unset: the model generation's official one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub optim: Option<OptimName>,
-    /// The frozen base's linear layers kept quantized in memory (`--quantization-bit 4|8`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantization_bit: Option<QuantizationBit>,
-}
-
-impl RunSettings {
-    /// The most optimizer steps a run may take: far beyond any real run, and small enough that
-    /// step counts never wrap where they are stored as signed numbers (the server's database) or
-    /// multiplied into token counts.
-    pub const MAX_STEPS: u64 = 1_000_000_000;
-    /// The most sequences one forward may take.
-    pub const MAX_FORWARD_BATCH_SIZE: u64 = 4096;
-
-    /// Refuses values no run can use, naming the field (`settings.max_steps: …`).
-    pub fn check(&self) -> Result<(), String> {
-        let s = self;
-        if s.max_steps.is_some_and(|v| v > Self::MAX_STEPS) {
-            return Err(format!(
-                "settings.max_steps: must be at most {}",
-                Self::MAX_STEPS
-            ));
-        }
-        if s.forward_batch_size
-            .is_some_and(|v| v > Self::MAX_FORWARD_BATCH_SIZE)
-        {
-            return Err(format!(
-                "settings.forward_batch_size: must be at most {}",
-                Self::MAX_FORWARD_BATCH_SIZE
-            ));
-        }
-        for (field, value) in [
-            ("weight_decay", s.weight_decay),
-            ("max_grad_norm", s.max_grad_norm),
-        ] {
-            if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
-                return Err(format!("settings.{field}: must be a number at least 0"));
-            }
-        }
-        let positive = [
-            ("forward_batch_size", s.forward_batch_size),
-            ("pre_seq_len", s.pre_seq_len),
-            ("max_steps", s.max_steps),
-            ("per_device_train_batch_size", s.per_device_train_batch_size),
-            ("gradient_accumulation_steps", s.gradient_accumulation_steps),
-            ("logging_steps", s.logging_steps),
-            ("save_steps", s.save_steps),
-            ("eval_steps", s.eval_steps),
-        ];
-        for (field, value) in positive {
-            if value == Some(0) {
-                return Err(format!("settings.{field}: must be at least 1"));
-            }
-        }
-        for (field, value) in [
-            ("max_source_length", s.max_source_length),
-            ("max_target_length", s.max_target_length),
-        ] {
-            if value.is_some_and(|v| !(3..=8192).contains(&v)) {
-                return Err(format!("settings.{field}: must be between 3 and 8192"));
-            }
-        }
-        if s.learning_rate.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-            return Err("settings.learning_rate: must be a positive number".into());
-        }
-        if s.num_train_epochs
-            .is_some_and(|v| !(v.is_finite() && v > 0.0))
-        {
-            return Err("settings.num_train_epochs: must be a positive number".into());
-        }
-        if s.prefix_dropout.is_some_and(|v| !(0.0..1.0).contains(&v)) {
-            return Err("settings.prefix_dropout: must be in [0, 1)".into());
-        }
-        Ok(())
-    }
-}
-
-/// THUDM's `--quantization_bit`: 4 or 8 bits a weight (q4_0 / q8_0 blocks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
-pub enum QuantizationBit {
-    Four,
-    Eight,
-}
-
-impl TryFrom<u8> for QuantizationBit {
-    type Error = String;
-
-    fn try_from(bits: u8) -> Result<Self, Self::Error> {
-        match bits {
-            4 => Ok(QuantizationBit::Four),
-            8 => Ok(QuantizationBit::Eight),
-            _ => Err(format!("quantization_bit must be 4 or 8, not {bits}")),
-        }
-    }
-}
-
-impl From<QuantizationBit> for u8 {
-    fn from(bits: QuantizationBit) -> u8 {
-        match bits {
-            QuantizationBit::Four => 4,
-            QuantizationBit::Eight => 8,
-        }
-    }
-}
-
-/// The precision of a run's frozen base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    F32,
-    Bf16,
-    /// f16 with dynamic loss scaling (the Trainer's `--fp16`).
-    Fp16,
-}
-
-/// An optimizer by the Trainer's `--optim` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OptimName {
-    #[serde(rename = "adamw_hf")]
-    AdamwHf,
-    #[serde(rename = "adamw_torch")]
-    AdamwTorch,
-}
-
-impl OptimName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptimName::AdamwHf => "adamw_hf",
-            OptimName::AdamwTorch => "adamw_torch",
-        }
-    }
-}
+pub use crate::run_settings::{OptimName, Precision, QuantizationBit, RunSettings};
 
 /// Settings a run can start from (`/api/v1/presets`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ pub mod local;
 mod measure;
 mod pages;
 
+use glmtune_shared::api::{AuthStatus, Me};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::wasm_bindgen;
 
@@ -42,25 +43,19 @@ pub fn navigate(to: &str) {
 
 /// Asks the server who we are.
 pub async fn check_session(session: RwSignal<Session>) {
-    match api::get::<serde_json::Value>("/api/v1/auth/me").await {
+    match api::get::<Me>("/api/v1/auth/me").await {
         Ok(me) => {
-            api::set_csrf(me["csrf_token"].as_str().map(str::to_owned));
-            let name = me["user"]["username"].as_str().map_or_else(
-                || me["principal"].as_str().unwrap_or("local").to_owned(),
-                str::to_owned,
-            );
+            api::set_csrf(me.csrf_token.clone());
             session.set(Session::SignedIn {
-                name,
-                role: me["role"].as_str().unwrap_or("viewer").to_owned(),
+                name: me.name().to_owned(),
+                role: me.role.as_str().to_owned(),
             });
         }
         Err(_) => {
-            let status = api::get::<serde_json::Value>("/api/v1/auth/status")
+            let setup_needed = api::get::<AuthStatus>("/api/v1/auth/status")
                 .await
-                .unwrap_or_default();
-            session.set(Session::SignedOut {
-                setup_needed: status["setup_needed"].as_bool().unwrap_or(false),
-            });
+                .is_ok_and(|status| status.setup_needed);
+            session.set(Session::SignedOut { setup_needed });
         }
     }
 }

@@ -3,6 +3,7 @@
 //! late cancel cannot both win.
 
 use glmtune_shared::api::{Run, RunEvent, RunSettings, RunState};
+use glmtune_shared::run_event::{RunEventData, StateChange};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -81,9 +82,8 @@ impl Db {
         append_event_in(
             &mut tx,
             &run.id,
-            "state",
             "queued",
-            &serde_json::json!({"state": "queued"}),
+            &state_change(RunState::Queued, None),
         )
         .await?;
         tx.commit().await?;
@@ -173,23 +173,13 @@ impl Db {
             .await?
             .rows_affected();
         if moved == 1 {
-            let kind = if to == RunState::Failed {
-                "error"
-            } else {
-                "state"
-            };
-            let data = serde_json::json!({"state": to.as_str(), "error": error});
-            append_event_in(&mut tx, id, kind, message, &data).await?;
-            if kind == "error" {
-                append_event_in(
-                    &mut tx,
-                    id,
-                    "state",
-                    to.as_str(),
-                    &serde_json::json!({"state": to.as_str()}),
-                )
-                .await?;
+            // A failure is told twice: why (an `error` event), then the state it moved to.
+            let why = error.filter(|_| to == RunState::Failed);
+            if let Some(why) = why {
+                append_event_in(&mut tx, id, message, &state_change(to, Some(why))).await?;
             }
+            let message = if why.is_some() { to.as_str() } else { message };
+            append_event_in(&mut tx, id, message, &state_change(to, None)).await?;
         }
         tx.commit().await?;
         Ok(moved == 1)
@@ -235,12 +225,11 @@ impl Db {
     pub async fn append_event(
         &self,
         run_id: &str,
-        kind: &str,
         message: &str,
-        data: &serde_json::Value,
+        data: &RunEventData,
     ) -> DbResult<i64> {
         let mut tx = self.pool.begin().await?;
-        let seq = append_event_in(&mut tx, run_id, kind, message, data).await?;
+        let seq = append_event_in(&mut tx, run_id, message, data).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -268,12 +257,18 @@ impl Db {
     }
 }
 
+fn state_change(state: RunState, error: Option<&str>) -> RunEventData {
+    RunEventData::State(StateChange {
+        state,
+        error: error.map(str::to_owned),
+    })
+}
+
 async fn append_event_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     run_id: &str,
-    kind: &str,
     message: &str,
-    data: &serde_json::Value,
+    data: &RunEventData,
 ) -> DbResult<i64> {
     let seq = last_seq_locked(tx, "runs", "run_events", "run_id", run_id).await? + 1;
     sqlx::query(
@@ -281,9 +276,9 @@ async fn append_event_in(
     )
     .bind(run_id)
     .bind(seq)
-    .bind(kind)
+    .bind(data.kind())
     .bind(message)
-    .bind(data.to_string())
+    .bind(data.to_value().to_string())
     .bind(now())
     .execute(&mut **tx)
     .await?;

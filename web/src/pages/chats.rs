@@ -5,6 +5,8 @@ use glmtune_shared::api::{
     Chat, ChatMessageRecord, ChatWithMessages, CreateChat, List, ModelInfo, PostMessage, Run,
     RunState,
 };
+use glmtune_shared::chat_stream::ChatStreamEvent;
+use glmtune_shared::openai::{self, ChatCompletionChunk, ChatCompletionRequest};
 use leptos::prelude::*;
 
 use crate::api;
@@ -157,35 +159,28 @@ fn Conversation(id: String) -> impl IntoView {
             let outcome = api::post_stream(
                 &format!("/api/v1/chats/{id}/messages"),
                 &request,
-                |event, data| {
-                    let value: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-                    match event {
-                        "delta" => streaming.update(|s| {
-                            if let Some(s) = s {
-                                s.push_str(value["content"].as_str().unwrap_or(""));
-                            }
-                        }),
-                        "done" => {
-                            let answer = value["content"].as_str().unwrap_or("").to_owned();
-                            messages.update(|m| {
-                                m.push(ChatMessageRecord {
-                                    role: "assistant".into(),
-                                    content: answer,
-                                    created_at: 0,
-                                })
-                            });
-                            streaming.set(None);
+                |event, data| match ChatStreamEvent::parse(event, data) {
+                    Some(ChatStreamEvent::Delta(delta)) => streaming.update(|s| {
+                        if let Some(s) = s {
+                            s.push_str(&delta.content);
                         }
-                        "error" => error.set(Some(api::Failure {
-                            status: 500,
-                            message: value["message"]
-                                .as_str()
-                                .unwrap_or("generation failed")
-                                .to_owned(),
-                            details: serde_json::Value::Null,
-                        })),
-                        _ => {}
+                    }),
+                    Some(ChatStreamEvent::Done(done)) => {
+                        messages.update(|m| {
+                            m.push(ChatMessageRecord {
+                                role: done.role,
+                                content: done.content,
+                                created_at: 0,
+                            })
+                        });
+                        streaming.set(None);
                     }
+                    Some(ChatStreamEvent::Error(failed)) => error.set(Some(api::Failure {
+                        status: 500,
+                        message: failed.message,
+                        details: serde_json::Value::Null,
+                    })),
+                    None => {}
                 },
             )
             .await;
@@ -235,15 +230,35 @@ fn Compare(targets: Signal<Vec<(String, String)>>) -> impl IntoView {
         for (index, name) in names.into_iter().enumerate() {
             let content = content.clone();
             leptos::task::spawn_local(async move {
-                let request = serde_json::json!({
-                    "model": name, "stream": true, "max_tokens": 64, "temperature": 0,
-                    "messages": [{"role": "user", "content": content}],
-                });
+                let request = ChatCompletionRequest {
+                    model: name,
+                    messages: vec![openai::ChatMessage {
+                        role: "user".into(),
+                        content,
+                    }],
+                    temperature: Some(0.0),
+                    top_p: None,
+                    max_tokens: Some(64),
+                    stream: Some(true),
+                    seed: None,
+                    stop: None,
+                    max_completion_tokens: None,
+                    n: None,
+                    presence_penalty: None,
+                    frequency_penalty: None,
+                    other: Default::default(),
+                };
                 let _ = api::post_stream("/v1/chat/completions", &request, |_, data| {
-                    if let Ok(chunk) = serde_json::from_str::<serde_json::Value>(data) {
-                        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
-                            answers.update(|a| a[index].1.push_str(piece));
-                        }
+                    let Ok(chunk) = serde_json::from_str::<ChatCompletionChunk>(data) else {
+                        return; // the closing `[DONE]`
+                    };
+                    let piece = chunk
+                        .choices
+                        .into_iter()
+                        .next()
+                        .and_then(|c| c.delta.content);
+                    if let Some(piece) = piece {
+                        answers.update(|a| a[index].1.push_str(&piece));
                     }
                 })
                 .await;

@@ -1,6 +1,7 @@
 //! Runs side by side (`#/compare/ID,ID,…`): loss curves overlaid, a table of their metrics, and
 //! the settings in which they differ.
 
+use glmtune_shared::run_event::RunEventData;
 use glmtune_shared::run_log::LogRow;
 use std::collections::BTreeSet;
 
@@ -41,15 +42,14 @@ async fn compared(id: String) -> Result<Compared, api::Failure> {
     let mut eval_loss = Vec::new();
     let mut tokens_per_second = None;
     for event in all_events(&id).await? {
-        if event.kind != "metrics" {
-            continue;
-        }
-        match serde_json::from_value::<LogRow>(event.data) {
-            Ok(LogRow::Step(row)) => {
+        match event.data() {
+            Some(RunEventData::Log(LogRow::Step(row))) => {
                 loss.push((row.step as f64, row.loss));
                 tokens_per_second = Some(row.tokens_per_second);
             }
-            Ok(LogRow::Eval(row)) => eval_loss.push((row.step as f64, row.eval_loss)),
+            Some(RunEventData::Log(LogRow::Eval(row))) => {
+                eval_loss.push((row.step as f64, row.eval_loss))
+            }
             _ => {}
         }
     }

@@ -2,7 +2,10 @@
 //! `Last-Event-ID` by itself; a reload replays everything), drawn as loss, learning-rate and
 //! grad-norm charts with progress, ETA, tokens/s, a stall warning and the log.
 
+use std::collections::BTreeMap;
+
 use glmtune_shared::api::{Checkpoint, List, Run, RunEvent};
+use glmtune_shared::run_event::RunEventData;
 use glmtune_shared::run_log::LogRow;
 use leptos::prelude::*;
 use wasm_bindgen::closure::Closure;
@@ -30,47 +33,44 @@ struct Progress {
     dtype: Option<String>,
     peak_memory_bytes: Option<u64>,
     log: Vec<(String, String)>,
-    scores: Option<serde_json::Value>,
+    scores: Option<BTreeMap<String, f64>>,
 }
 
 impl Progress {
     fn apply(&mut self, event: &RunEvent) {
-        let data = &event.data;
-        match event.kind.as_str() {
-            "metrics" => {
+        let note = (event.kind.clone(), event.message.clone());
+        match event.data() {
+            Some(RunEventData::Log(LogRow::Step(row))) => {
                 self.stalled = None;
-                match serde_json::from_value::<LogRow>(event.data.clone()) {
-                    Ok(LogRow::Step(row)) => {
-                        let step = row.step as f64;
-                        self.loss.push((step, row.loss));
-                        self.step = row.step as i64;
-                        self.learning_rate.push((step, row.learning_rate));
-                        self.grad_norm.push((step, row.grad_norm));
-                        self.max_steps = row.max_steps as i64;
-                        self.tokens_per_second = row.tokens_per_second;
-                        self.elapsed_s = row.elapsed_s;
-                        self.device = row.device.or(self.device.take());
-                        self.dtype = row.dtype.or(self.dtype.take());
-                        self.peak_memory_bytes = row.peak_memory_bytes.or(self.peak_memory_bytes);
-                    }
-                    Ok(LogRow::Eval(row)) => self.eval_loss.push((row.step as f64, row.eval_loss)),
-                    _ => {}
-                }
+                let step = row.step as f64;
+                self.loss.push((step, row.loss));
+                self.step = row.step as i64;
+                self.learning_rate.push((step, row.learning_rate));
+                self.grad_norm.push((step, row.grad_norm));
+                self.max_steps = row.max_steps as i64;
+                self.tokens_per_second = row.tokens_per_second;
+                self.elapsed_s = row.elapsed_s;
+                self.device = row.device.or(self.device.take());
+                self.dtype = row.dtype.or(self.dtype.take());
+                self.peak_memory_bytes = row.peak_memory_bytes.or(self.peak_memory_bytes);
             }
-            "state" => {
-                self.state = data["state"].as_str().unwrap_or("").to_owned();
-                self.log.push((event.kind.clone(), event.message.clone()));
+            Some(RunEventData::Log(LogRow::Eval(row))) => {
+                self.stalled = None;
+                self.eval_loss.push((row.step as f64, row.eval_loss));
             }
-            "stall" => {
+            Some(RunEventData::State(change)) => {
+                self.state = change.state.as_str().to_owned();
+                self.log.push(note);
+            }
+            Some(RunEventData::Stall(_)) => {
                 self.stalled = Some(event.message.clone());
-                self.log.push((event.kind.clone(), event.message.clone()));
+                self.log.push(note);
             }
-            _ => {
-                if data.get("scores").is_some() {
-                    self.scores = Some(data["scores"].clone());
-                }
-                self.log.push((event.kind.clone(), event.message.clone()));
+            Some(RunEventData::Scores(scores)) => {
+                self.scores = Some(scores.scores);
+                self.log.push(note);
             }
+            _ => self.log.push(note),
         }
     }
 
@@ -195,8 +195,8 @@ pub fn RunPage(id: String) -> impl IntoView {
             </div>
             {move || progress.with(|p| p.scores.clone()).map(|s| view! {
                 <div class="card evaluation"><h2>"Evaluation of the final adapter"</h2>
-                    <dl class="scores">{s.as_object().into_iter().flatten().map(|(name, value)| view! {
-                        <dt>{name.clone()}</dt><dd>{value.as_f64().map_or_else(|| value.to_string(), |v| format!("{v:.4}"))}</dd>
+                    <dl class="scores">{s.into_iter().map(|(name, value)| view! {
+                        <dt>{name}</dt><dd>{format!("{value:.4}")}</dd>
                     }).collect_view()}</dl>
                 </div>
             })}

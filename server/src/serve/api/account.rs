@@ -6,8 +6,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_shared::api::{
-    ApiKey, CreateApiKey, CreateUser, CreatedApiKey, List, LoginRequest, Role, SessionInfo,
-    SetupRequest, User,
+    ApiKey, AuthStatus, CreateApiKey, CreateUser, CreatedApiKey, List, LoginRequest, Me, Role,
+    SessionInfo, SetupRequest, User,
 };
 
 use crate::serve::auth::{self, Caller, SESSION_COOKIE};
@@ -74,12 +74,11 @@ async fn hash(password: String) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
-pub async fn status(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let setup_needed = state.db.count_users().await? == 0;
-    Ok(Json(serde_json::json!({
-        "setup_needed": setup_needed,
-        "no_auth": state.settings.no_auth,
-    })))
+pub async fn status(State(state): State<AppState>) -> Result<Json<AuthStatus>, ApiError> {
+    Ok(Json(AuthStatus {
+        setup_needed: state.db.count_users().await? == 0,
+        no_auth: state.settings.no_auth,
+    }))
 }
 
 pub async fn setup(
@@ -156,20 +155,17 @@ pub async fn logout(
         .into_response())
 }
 
-pub async fn me(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let user = match &caller.user_id {
         Some(id) => state.db.user(id).await?,
         None => None,
     };
-    Ok(Json(serde_json::json!({
-        "user": user,
-        "role": caller.role,
-        "principal": caller.principal,
-        "csrf_token": caller.csrf,
-    })))
+    Ok(Json(Me {
+        user,
+        role: caller.role,
+        principal: caller.principal,
+        csrf_token: caller.csrf,
+    }))
 }
 
 pub async fn list_users(State(state): State<AppState>) -> Result<Json<List<User>>, ApiError> {

@@ -13,6 +13,7 @@ use glmtune_engine::generation::Turn;
 use glmtune_shared::api::{
     Chat, ChatMessageRecord, ChatWithMessages, CreateChat, List, PostMessage, RunState,
 };
+use glmtune_shared::chat_stream::{ChatDelta, ChatDone, ChatStreamError, ChatStreamEvent};
 
 use crate::db::runs::fine_tuned_name;
 use crate::db::{new_id, now};
@@ -164,22 +165,31 @@ pub async fn post_message(
     let db = state.db.clone();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let outcome = answer(&served, &metrics, &question, |text| {
-            let data = serde_json::json!({ "content": text }).to_string();
+        let send = |event: ChatStreamEvent| {
             sender
-                .blocking_send(Event::default().event("delta").data(data))
+                .blocking_send(Event::default().event(event.name()).data(event.data()))
                 .is_ok()
-        });
-        let last = match outcome {
-            Ok(outcome) => match runtime.block_on(db.append_turn(&id, &request.content, &outcome.text)) {
-                Ok(()) => Event::default().event("done").data(
-                    serde_json::json!({"role": "assistant", "content": outcome.text, "finish_reason": outcome.finish_reason}).to_string(),
-                ),
-                Err(e) => Event::default().event("error").data(serde_json::json!({"message": e.to_string()}).to_string()),
-            },
-            Err(e) => Event::default().event("error").data(serde_json::json!({"message": e.to_string()}).to_string()),
         };
-        let _ = sender.blocking_send(last);
+        let outcome = answer(&served, &metrics, &question, |text| {
+            send(ChatStreamEvent::Delta(ChatDelta {
+                content: text.to_owned(),
+            }))
+        });
+        let failed = |message: String| ChatStreamEvent::Error(ChatStreamError { message });
+        let last = match outcome {
+            Ok(outcome) => {
+                match runtime.block_on(db.append_turn(&id, &request.content, &outcome.text)) {
+                    Ok(()) => ChatStreamEvent::Done(ChatDone {
+                        role: "assistant".into(),
+                        content: outcome.text,
+                        finish_reason: outcome.finish_reason.into(),
+                    }),
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            Err(e) => failed(e.to_string()),
+        };
+        send(last);
     });
     let events = futures_util::StreamExt::map(
         tokio_stream::wrappers::ReceiverStream::new(receiver),

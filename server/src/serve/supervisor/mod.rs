@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glmtune_shared::api::{ReadOptions, Run, RunState};
+use glmtune_shared::run_event::{EvalScores, Note, RunEventData, Stall};
 use glmtune_shared::run_log::LogRow;
 use glmtune_shared::train_job::TrainJob;
 use tokio::runtime::Handle as Runtime;
@@ -28,6 +29,8 @@ use super::{run_dir, run_layout, Settings};
 use crate::db::{Db, DbResult};
 use child::{device_of, flag, read_flags, spawn_child, Tail};
 
+const INFO: RunEventData = RunEventData::Note(Note::Info);
+const WARNING: RunEventData = RunEventData::Note(Note::Warning);
 const TICK: Duration = Duration::from_millis(200);
 /// How long a stopping child may take to write its checkpoint.
 const CHECKPOINT_GRACE: Duration = Duration::from_secs(120);
@@ -181,8 +184,8 @@ impl Supervisor {
         self.runtime.block_on(future)
     }
 
-    fn event(&self, run_id: &str, kind: &str, message: &str, data: serde_json::Value) {
-        if let Err(error) = self.block(self.db.append_event(run_id, kind, message, &data)) {
+    fn event(&self, run_id: &str, message: &str, data: RunEventData) {
+        if let Err(error) = self.block(self.db.append_event(run_id, message, &data)) {
             eprintln!("glmtune serve: recording an event of {run_id}: {error}");
         }
         self.handle.events.notify_waiters();
@@ -300,19 +303,13 @@ impl Supervisor {
                             child.phase = Phase::Eval;
                             child.stderr = Tail::new(layout.eval_stderr());
                             child.last_line = None;
-                            self.event(
-                                &run_id,
-                                "info",
-                                "training done; evaluating",
-                                serde_json::json!({}),
-                            );
+                            self.event(&run_id, "training done; evaluating", INFO);
                             return Ok(false);
                         }
                         Err(error) => self.event(
                             &run_id,
-                            "warning",
                             &format!("evaluation could not start: {error}"),
-                            serde_json::json!({}),
+                            WARNING,
                         ),
                     }
                 }
@@ -329,20 +326,14 @@ impl Supervisor {
             Phase::Eval => {
                 let scores = std::fs::read_to_string(layout.scores())
                     .ok()
-                    .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+                    .and_then(|text| serde_json::from_str(&text).ok());
                 match (status.success(), scores) {
                     (true, Some(scores)) => self.event(
                         &run_id,
-                        "info",
                         "evaluation scores",
-                        serde_json::json!({"scores": scores}),
+                        RunEventData::Scores(EvalScores { scores }),
                     ),
-                    _ => self.event(
-                        &run_id,
-                        "warning",
-                        &format!("evaluation failed: {reason}"),
-                        serde_json::json!({}),
-                    ),
+                    _ => self.event(&run_id, &format!("evaluation failed: {reason}"), WARNING),
                 }
                 self.finish(&run_id, RunState::Succeeded, None, "succeeded");
             }
@@ -365,27 +356,24 @@ impl Supervisor {
                 }
                 child.last_progress = Instant::now();
                 child.stalled = false;
-                let (kind, message) = match &row {
+                let message = match &row {
                     LogRow::Step(row) => {
                         child.trained_tokens += row.tokens as i64;
                         self.metrics.set_training_rate(row.tokens_per_second);
                         child.run.max_steps = Some(row.max_steps as i64);
-                        ("metrics", format!("step {step}: loss {:.4}", row.loss))
+                        format!("step {step}: loss {:.4}", row.loss)
                     }
-                    LogRow::Eval(row) => (
-                        "metrics",
-                        format!("step {step}: eval_loss {:.4}", row.eval_loss),
-                    ),
-                    LogRow::Checkpoint(row) => ("checkpoint", format!("saved {}", row.checkpoint)),
-                    LogRow::Finished(_) => ("info", "adapter written".to_owned()),
+                    LogRow::Eval(row) => format!("step {step}: eval_loss {:.4}", row.eval_loss),
+                    LogRow::Checkpoint(row) => format!("saved {}", row.checkpoint),
+                    LogRow::Finished(_) => "adapter written".to_owned(),
                     LogRow::Error(row) => {
+                        // Told by the failure's own event, once the child has exited.
                         child.error = Some(row.error.clone());
-                        ("error", row.error.clone())
+                        continue;
                     }
                 };
                 child.run.step = child.run.step.max(step);
-                let data = serde_json::to_value(&row).unwrap_or_default();
-                events.push((kind, message, data));
+                events.push((message, RunEventData::Log(row)));
             }
         }
         for line in child.stderr.lines() {
@@ -394,18 +382,20 @@ impl Supervisor {
                 continue;
             }
             let text = line.strip_prefix("glmtune: ").unwrap_or(&line).to_owned();
-            let kind = if text.starts_with("skipped") {
-                "warning"
+            let note = if text.starts_with("skipped") {
+                Note::Warning
             } else {
-                "info"
+                Note::Info
             };
             child.last_line = Some(text.clone());
-            events.push((kind, text, serde_json::json!({})));
+            events.push((text, RunEventData::Note(note)));
         }
         let (step, max_steps, tokens) = (child.run.step, child.run.max_steps, child.trained_tokens);
-        let had_metrics = events.iter().any(|e| e.0 == "metrics");
-        for (kind, message, data) in events {
-            self.event(&run_id, kind, &message, data);
+        let had_metrics = events
+            .iter()
+            .any(|(_, data)| matches!(data, RunEventData::Log(LogRow::Step(_) | LogRow::Eval(_))));
+        for (message, data) in events {
+            self.event(&run_id, &message, data);
         }
         if had_metrics {
             if let Err(error) =
@@ -432,9 +422,8 @@ impl Supervisor {
         let (run_id, step) = (child.run.id.clone(), child.run.step);
         self.event(
             &run_id,
-            "stall",
             &format!("no training step for {seconds} s (at step {step})"),
-            serde_json::json!({"seconds": seconds, "step": step}),
+            RunEventData::Stall(Stall { seconds, step }),
         );
     }
 
@@ -481,12 +470,7 @@ impl Supervisor {
             .block(self.db.run(&run.id))?
             .unwrap_or_else(|| run.clone());
         if let Some(gpu) = gpu {
-            self.event(
-                &run.id,
-                "info",
-                &format!("training on GPU {gpu}"),
-                serde_json::json!({}),
-            );
+            self.event(&run.id, &format!("training on GPU {gpu}"), INFO);
         }
         Ok(Running {
             gpu,
