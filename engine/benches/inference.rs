@@ -14,11 +14,12 @@
 //! `GLMTUNE_BENCH_BACKEND=wgpu` skips the CPU rows and `GLMTUNE_BENCH_WEIGHTS=q4_0` keeps one
 //! format (`scripts/bench-gpu-6b.sh` runs both on a GPU machine).
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
-use glmtune_engine::generation::{generate, Flow, GenerationOptions, Sampling};
+use glmtune_engine::generation::{generate, GenerationOptions, Sampling};
 use glmtune_engine::model::ChatGlmModel;
 use glmtune_engine::ChatGlmConfig;
 
@@ -190,7 +191,7 @@ fn cpu_rates(model: &ChatGlmModel) -> Result<(f64, f64), Box<dyn std::error::Err
             &options(),
             |_, _| {
                 token();
-                Flow::Continue
+                ControlFlow::Continue(())
             },
         )?;
         Ok(())
@@ -205,7 +206,7 @@ fn gpu_rates(
     measure(|token| {
         pollster::block_on(gpu.generate(None, &prompt, &options(), |_| {
             token();
-            Flow::Continue
+            ControlFlow::Continue(())
         }))?;
         Ok(())
     })

@@ -4,10 +4,10 @@
 //!
 //! `cargo bench -p glmtune-engine --bench training`
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
 use glmtune_engine::train::{Example, TrainOptions, Trainer};
 use glmtune_engine::{ChatGlmConfig, PrefixConfig};
@@ -83,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tokens = 0usize;
     trainer.run(&examples, |log, _| {
         tokens += log.tokens;
-        Ok(Flow::Continue)
+        Ok(ControlFlow::Continue(()))
     })?;
     let train_rate = tokens as f64 / start.elapsed().as_secs_f64();
     println!(

@@ -3,11 +3,12 @@
 
 mod common;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use glmtune_engine::config::Family;
-use glmtune_engine::generation::{chat_ids, generate, ChatMessage, Flow, GenerationOptions};
+use glmtune_engine::generation::{chat_ids, generate, ChatMessage, GenerationOptions};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 
@@ -125,7 +126,7 @@ fn greedy(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u32]) -> 
         ..GenerationOptions::default()
     };
     generate(model, prefix, &[ids.to_vec()], &options, |_, _| {
-        Flow::Continue
+        ControlFlow::Continue(())
     })
     .unwrap()
     .remove(0)
@@ -159,7 +160,7 @@ fn greedy_ids_match_reference() {
         ..GenerationOptions::default()
     };
     let batched = generate(&model, Some(&prefix), &prompts, &options, |_, _| {
-        Flow::Continue
+        ControlFlow::Continue(())
     })
     .unwrap();
     for (case, out) in cases.iter().zip(batched) {
@@ -270,7 +271,7 @@ fn training_on_conversations_halves_the_loss() {
     trainer
         .run(&examples, |log, _| {
             losses.push(log.loss);
-            Ok(Flow::Continue)
+            Ok(ControlFlow::Continue(()))
         })
         .unwrap();
     let (first, last) = (losses[0], *losses.last().unwrap());

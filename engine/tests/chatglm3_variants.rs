@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use glmtune_engine::config::Family;
 use glmtune_engine::data::{preprocess_record, PreprocessOptions, Record};
-use glmtune_engine::generation::{chat_ids, generate, ChatMessage, Flow, GenerationOptions};
+use glmtune_engine::generation::{chat_ids, generate, ChatMessage, GenerationOptions};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::{ChatGlmTokenizer, Role};
 
@@ -72,7 +73,7 @@ fn check_variant(name: &str) {
             eprintln!("{name} {key}.{i}: relative error {error:.2e}");
             assert!(error < 1e-5, "{name} {key}.{i}: relative error {error}");
             let new_ids = generate(&model, p, std::slice::from_ref(&ids), &options, |_, _| {
-                Flow::Continue
+                ControlFlow::Continue(())
             })
             .unwrap()
             .remove(0);

@@ -3,8 +3,9 @@
 mod common;
 
 use candle_core::{DType, Device};
-use glmtune_engine::generation::{generate, Flow, GenerationOptions, Sampling};
+use glmtune_engine::generation::{generate, GenerationOptions, Sampling};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+use std::ops::ControlFlow;
 
 use common::*;
 
@@ -54,7 +55,7 @@ fn greedy_ids_match_reference_one_by_one() {
             None,
             std::slice::from_ref(ids),
             &greedy(10),
-            |_, _| Flow::Continue,
+            |_, _| ControlFlow::Continue(()),
         )
         .unwrap();
         assert_eq!(&got[0], base, "case {i} base");
@@ -63,7 +64,7 @@ fn greedy_ids_match_reference_one_by_one() {
             Some(&prefix),
             std::slice::from_ref(ids),
             &greedy(10),
-            |_, _| Flow::Continue,
+            |_, _| ControlFlow::Continue(()),
         )
         .unwrap();
         assert_eq!(&got[0], ptuned, "case {i} ptuned");
@@ -79,9 +80,12 @@ fn left_padded_batch_generates_what_each_prompt_generates_alone() {
         lengths.iter().min() != lengths.iter().max(),
         "the batch must need padding"
     );
-    let base = generate(&model, None, &prompts, &greedy(10), |_, _| Flow::Continue).unwrap();
+    let base = generate(&model, None, &prompts, &greedy(10), |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     let ptuned = generate(&model, Some(&prefix), &prompts, &greedy(10), |_, _| {
-        Flow::Continue
+        ControlFlow::Continue(())
     })
     .unwrap();
     for (i, case) in cases.iter().enumerate() {
@@ -97,9 +101,9 @@ fn streaming_callback_sees_every_token_and_can_stop() {
     let out = generate(&model, None, &[cases[0].0.clone()], &greedy(10), |_, id| {
         seen.push(id);
         if seen.len() == 3 {
-            Flow::Stop
+            ControlFlow::Break(())
         } else {
-            Flow::Continue
+            ControlFlow::Continue(())
         }
     })
     .unwrap();
@@ -125,7 +129,7 @@ fn sampling_is_seeded() {
             ..greedy(8)
         };
         generate(&model, None, &[cases[1].0.clone()], &options, |_, _| {
-            Flow::Continue
+            ControlFlow::Continue(())
         })
         .unwrap()
         .remove(0)

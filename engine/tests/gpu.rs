@@ -7,13 +7,14 @@ mod common;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
-use glmtune_engine::generation::{generate, Flow, GenerationOptions};
+use glmtune_engine::generation::{generate, GenerationOptions};
 use glmtune_engine::gpu::{Gpu, GpuModel, GpuModelBuilder, Logits};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::quant::{
     quantize_checkpoint, Bits, EmbeddingFormat, GgufIndex, QUANTIZED_FILE,
 };
 use glmtune_engine::ChatGlmConfig;
+use std::ops::ControlFlow;
 
 use common::*;
 
@@ -90,12 +91,13 @@ fn check_on(gpu: Gpu, model: &ChatGlmModel, reference: &ChatGlmModel, tolerance:
                 p,
                 std::slice::from_ref(ids),
                 &greedy(8),
-                |_, _| Flow::Continue,
+                |_, _| ControlFlow::Continue(()),
             )
             .unwrap()
             .remove(0);
             let ours =
-                pollster::block_on(gpu.generate(p, ids, &greedy(8), |_| Flow::Continue)).unwrap();
+                pollster::block_on(gpu.generate(p, ids, &greedy(8), |_| ControlFlow::Continue(())))
+                    .unwrap();
             assert_eq!(ours, expected, "{label} case {i}: greedy ids");
         }
     }

@@ -5,10 +5,11 @@
 
 mod common;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use glmtune_engine::generation::{generate, sequence_logits, Flow, GenerationOptions};
+use glmtune_engine::generation::{generate, sequence_logits, GenerationOptions};
 use glmtune_engine::gpu::{Gpu, GpuModel, GpuModelBuilder};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::quant::{
@@ -72,12 +73,13 @@ fn check(gpu: &GpuModel, reference: &ChatGlmModel, tolerance: f32, label: &str) 
                 p,
                 std::slice::from_ref(ids),
                 &options(),
-                |_, _| Flow::Continue,
+                |_, _| ControlFlow::Continue(()),
             )
             .unwrap()
             .remove(0);
             let greedy =
-                pollster::block_on(gpu.generate(p, ids, &options(), |_| Flow::Continue)).unwrap();
+                pollster::block_on(gpu.generate(p, ids, &options(), |_| ControlFlow::Continue(())))
+                    .unwrap();
             assert_eq!(greedy, expected, "{label} case {i}: greedy ids");
         }
     }

@@ -4,9 +4,9 @@
 mod common;
 
 use candle_core::{DType, Device};
-use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer};
+use std::ops::ControlFlow;
 
 use common::*;
 
@@ -56,7 +56,7 @@ fn reproduces_the_official_trajectory_and_prefix() {
     trainer
         .run(&examples(train), |log, _| {
             logs.push(log.clone());
-            Ok(Flow::Continue)
+            Ok(ControlFlow::Continue(()))
         })
         .unwrap();
     let trajectory = train["trajectory"].as_array().unwrap();
@@ -108,9 +108,9 @@ fn run_to_end(trainer: &mut Trainer, examples: &[Example], stop_after: Option<u6
         .run(examples, |log, _| {
             losses.push(log.loss);
             Ok(if Some(log.step) == stop_after {
-                Flow::Stop
+                ControlFlow::Break(())
             } else {
-                Flow::Continue
+                ControlFlow::Continue(())
             })
         })
         .unwrap();

@@ -19,10 +19,10 @@
 mod common;
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::train::{AdamWConfig, Optim, StepLog, TrainOptions, Trainer};
 
@@ -146,7 +146,7 @@ fn check_run_with(
     trainer
         .run(&examples, |log, _| {
             logs.push(log.clone());
-            Ok(Flow::Continue)
+            Ok(ControlFlow::Continue(()))
         })
         .unwrap();
     let trajectory = run["trajectory"].as_array().unwrap();

@@ -6,11 +6,11 @@
 
 mod common;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
-use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::train::{
     AdamWConfig, Example, LossScaling, Optim, StepLog, TrainOptions, Trainer,
@@ -71,7 +71,7 @@ fn train(dtype: DType, options: TrainOptions) -> (Vec<StepLog>, Vec<Vec<f32>>) {
     trainer
         .run(&examples(&reference), |log, _| {
             logs.push(log.clone());
-            Ok(Flow::Continue)
+            Ok(ControlFlow::Continue(()))
         })
         .unwrap();
     let prefix = trainer
@@ -203,7 +203,7 @@ fn quantized_bases_train_as_their_dequantized_weights() {
         trainer
             .run(&examples(&reference), |log, _| {
                 losses.push((log.loss, log.grad_norm));
-                Ok(Flow::Continue)
+                Ok(ControlFlow::Continue(()))
             })
             .unwrap();
         losses

@@ -8,12 +8,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use glmtune_engine::generation::{build_prompt, generate, Flow, GenerationOptions, Sampling};
+use glmtune_engine::generation::{build_prompt, generate, GenerationOptions, Sampling};
 use glmtune_engine::model::ChatGlmModel;
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 
@@ -57,7 +58,7 @@ fn model_seconds(runs: usize) -> f64 {
             |_, id| {
                 ids.push(id);
                 let _ = tokenizer.decode(&ids);
-                Flow::Continue
+                ControlFlow::Continue(())
             },
         )
         .expect("generation");

@@ -2,6 +2,7 @@
 //! the key/value cache, until `<eop>` or the length limit.
 
 use candle_core::Tensor;
+use std::ops::ControlFlow;
 
 use crate::error::{EngineError, Result};
 use crate::generation::sampling::{Sampler, Sampling};
@@ -56,22 +57,15 @@ impl GenerationOptions {
     }
 }
 
-/// What the caller's token callback decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Stop,
-}
-
 /// Generates for each prompt (token ids, special tokens included). `on_token(sequence, id)` sees
-/// every new token as it is chosen, `<eop>` included; returning [`Flow::Stop`] ends generation.
+/// every new token as it is chosen, `<eop>` included; returning `ControlFlow::Break(())` ends generation.
 /// Returns the new ids of each sequence, `<eop>` included when produced.
 pub fn generate(
     model: &ChatGlmModel,
     prefix: Option<&PrefixEncoder>,
     prompts: &[Vec<u32>],
     options: &GenerationOptions,
-    mut on_token: impl FnMut(usize, u32) -> Flow,
+    mut on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
 ) -> Result<Vec<Vec<u32>>> {
     let config = model.config();
     let device = model.device();
@@ -127,7 +121,7 @@ pub fn generate(
             if options.is_stop(token, config.eos_token_id) {
                 finished[i] = true;
             }
-            if on_token(i, token) == Flow::Stop {
+            if on_token(i, token) == ControlFlow::Break(()) {
                 stop = true;
             }
         }

@@ -2,11 +2,12 @@
 //! pass over the prompt, then one token a step over the GPU cache), and whole-sequence logits.
 
 use candle_core::{Device, Tensor};
+use std::ops::ControlFlow;
 
 use super::model::{GpuModel, Logits};
 use crate::error::Result;
 use crate::generation::sampling::Sampler;
-use crate::generation::{Flow, GenerationOptions};
+use crate::generation::GenerationOptions;
 use crate::model::{Batch, PrefixEncoder, Step};
 
 impl GpuModel {
@@ -17,7 +18,7 @@ impl GpuModel {
         prefix: Option<&PrefixEncoder>,
         prompt: &[u32],
         options: &GenerationOptions,
-        mut on_token: impl FnMut(u32) -> Flow,
+        mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Vec<u32>> {
         let config = &self.config;
         let device = Device::Cpu;
@@ -44,7 +45,7 @@ impl GpuModel {
             seen.push(token);
             outputs.push(token);
             if options.is_stop(token, config.eos_token_id)
-                || on_token(token) == Flow::Stop
+                || on_token(token) == ControlFlow::Break(())
                 || outputs.len() == budget
             {
                 break;

@@ -3,10 +3,8 @@
 
 use candle_core::{Tensor, D};
 
+use crate::data::preprocess::IGNORE_INDEX;
 use crate::error::{EngineError, Result};
-
-/// Label value that excludes a position from the loss.
-pub const IGNORE_INDEX: i64 = -100;
 
 /// Mean cross-entropy of `logits` (`[batch, seq, vocab]`, f32) against `labels` (`batch` rows of
 /// `seq`), differentiable with respect to the logits.

@@ -12,7 +12,7 @@ pub mod scaler;
 mod step;
 pub mod trainer;
 
-pub use loss::{causal_lm_loss, labelled_log_probs, IGNORE_INDEX};
+pub use loss::{causal_lm_loss, labelled_log_probs};
 pub use optimizer::{decays, AdamW, AdamWConfig, Optim};
 pub use prefix_params::PrefixParams;
 pub use scaler::{LossScaling, ScalerState};

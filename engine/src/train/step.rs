@@ -110,7 +110,7 @@ fn count_labelled(labels: &[i64]) -> usize {
     labels
         .iter()
         .skip(1)
-        .filter(|&&l| l != crate::train::IGNORE_INDEX)
+        .filter(|&&l| l != crate::data::preprocess::IGNORE_INDEX)
         .count()
 }
 
@@ -138,7 +138,8 @@ impl<'a> Forward<'a> {
         let labels = rows
             .iter()
             .map(|r| {
-                let mut row = vec![crate::train::IGNORE_INDEX; width - r.example.labels.len()];
+                let mut row =
+                    vec![crate::data::preprocess::IGNORE_INDEX; width - r.example.labels.len()];
                 row.extend_from_slice(&r.example.labels);
                 row
             })

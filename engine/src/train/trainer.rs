@@ -7,6 +7,7 @@
 //! to a global norm, then `adamw_hf` updates the prefix with the linear schedule's rate.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use candle_core::Tensor;
@@ -15,7 +16,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
-use crate::generation::Flow;
 use crate::model::{ChatGlmModel, PrefixEncoder};
 use crate::train::optimizer::{clip, global_norm, linear_lr, AdamW, AdamWConfig};
 use crate::train::prefix_params::PrefixParams;
@@ -289,11 +289,11 @@ impl Trainer {
     }
 
     /// Runs until `max_steps` optimizer steps are done (resuming where a restored checkpoint left
-    /// off), calling `on_step` after each; [`Flow::Stop`] from it ends the run after that step.
+    /// off), calling `on_step` after each; `ControlFlow::Break(())` from it ends the run after that step.
     pub fn run(
         &mut self,
         examples: &[Example],
-        mut on_step: impl FnMut(&StepLog, &Trainer) -> Result<Flow>,
+        mut on_step: impl FnMut(&StepLog, &Trainer) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         if examples.is_empty() {
             return Err(EngineError::Input("no training examples".into()));
@@ -403,7 +403,7 @@ impl Trainer {
                 loss_scale,
                 skipped: !finite,
             };
-            if on_step(&log, self)? == Flow::Stop {
+            if on_step(&log, self)? == ControlFlow::Break(()) {
                 return Ok(());
             }
         }

@@ -1,6 +1,7 @@
 //! `glmtune bench train`: P-Tuning v2 training speed and peak memory at a model's real shape, with
 //! random weights drawn in the target precision (no checkpoint needed), as one JSON object.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -9,7 +10,6 @@ use candle_core::DType;
 use clap::{Args, Subcommand};
 use glmtune::memory::PeakMemory;
 use glmtune_engine::config::shapes;
-use glmtune_engine::generation::Flow;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::train::{AdamWConfig, Example, LossScaling, TrainOptions, Trainer};
 use glmtune_engine::{ChatGlmConfig, PrefixConfig};
@@ -159,7 +159,7 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
         tokens.push(log.tokens);
         final_loss = log.loss;
         last = Instant::now();
-        Ok(Flow::Continue)
+        Ok(ControlFlow::Continue(()))
     })?;
     // With several steps the first (allocations, first touches) is left out of the rate.
     let timed = if times.len() > 1 { 1 } else { 0 };

@@ -3,11 +3,12 @@
 //! Type a message and press Enter; `clear` forgets the history, `exit` (or end of input) quits.
 
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 
 use clap::Args;
 use glmtune_engine::generation::{
-    chat_prompt_ids, generate, response_text, stable_response_text, Flow, GenerationOptions,
-    TextStream, Turn,
+    chat_prompt_ids, generate, response_text, stable_response_text, GenerationOptions, TextStream,
+    Turn,
 };
 
 use super::model_args::ModelArgs;
@@ -87,7 +88,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
                         let _ = write!(stdout, "{chunk}").and_then(|_| stdout.flush());
                     }
                 }
-                Flow::Continue
+                ControlFlow::Continue(())
             },
         );
         if let Err(error) = result {

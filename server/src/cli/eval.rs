@@ -9,12 +9,13 @@
 //! `max_target_length` tokens, as the official labels are.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use glmtune_engine::data::{eval_prompt_ids, PreprocessOptions};
-use glmtune_engine::generation::{generate, response_text, Flow, GenerationOptions};
+use glmtune_engine::generation::{generate, response_text, GenerationOptions};
 use glmtune_engine::metrics::score_corpus;
 
 use super::data::DatasetArgs;
@@ -97,7 +98,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             loaded.prefix.as_ref(),
             batch,
             &options,
-            |_, _| Flow::Continue,
+            |_, _| ControlFlow::Continue(()),
         )?;
         for ids in outputs {
             let kept: Vec<u32> = ids

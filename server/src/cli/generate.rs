@@ -3,11 +3,10 @@
 //! the conversation before it).
 
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use clap::Args;
-use glmtune_engine::generation::{
-    chat_ids, generate, ChatMessage, Flow, GenerationOptions, TextStream,
-};
+use glmtune_engine::generation::{chat_ids, generate, ChatMessage, GenerationOptions, TextStream};
 use glmtune_engine::tokenizer::Role;
 
 use super::model_args::{check_backend, upload_to_gpu, BackendArg, ModelArgs};
@@ -89,11 +88,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                     .and_then(|_| stdout.flush())
                     .is_err()
                 {
-                    return Flow::Stop;
+                    return ControlFlow::Break(());
                 }
             }
         }
-        Flow::Continue
+        ControlFlow::Continue(())
     };
     let prefix = loaded.prefix.as_ref();
     let ids = match args.backend {

@@ -3,6 +3,7 @@
 //! also come from a TOML or JSON file with `--config FILE` (see `config_file`).
 
 use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,10 +11,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::quantized::GgmlDType;
-use candle_core::DType;
+use candle_core::{DType, Device};
 use clap::Args;
 use glmtune_engine::data::{preprocess_train, PreprocessOptions};
-use glmtune_engine::generation::Flow;
 use glmtune_engine::model::PrefixEncoder;
 use glmtune_engine::train::{
     AdamWConfig, Example, LossScaling, Optim, StepLog, TrainOptions, Trainer,
@@ -303,6 +303,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 /// Trains as `job` says. Once the run's log is open, an error is also written to it as its last
 /// row, where the server reads why the run stopped.
 pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
+    // A device that cannot be opened is refused before anything is written.
+    let spec: DeviceSpec = job
+        .device
+        .parse()
+        .map_err(|e| anyhow::anyhow!("device {:?}: {e}", job.device))?;
+    let device = spec.open()?;
     std::fs::create_dir_all(&job.output_dir)
         .with_context(|| format!("creating {}", job.output_dir.display()))?;
     let layout = RunLayout::new(&job.output_dir);
@@ -323,7 +329,7 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let last_step = std::cell::Cell::new(0);
-    let result = train(job, &layout, &mut log, &last_step);
+    let result = train(job, (spec, &device), &layout, &mut log, &last_step);
     if let Err(error) = &result {
         let row = LogRow::Error(ErrorRow {
             step: last_step.get(),
@@ -345,25 +351,21 @@ fn holds_a_run(path: &Path) -> bool {
 
 fn train(
     job: &TrainJob,
+    (spec, device): (DeviceSpec, &Device),
     layout: &RunLayout,
     log: &mut std::fs::File,
     last_step: &std::cell::Cell<u64>,
 ) -> anyhow::Result<()> {
     let s = &job.settings;
-    let spec: DeviceSpec = job
-        .device
-        .parse()
-        .map_err(|e| anyhow::anyhow!("device {:?}: {e}", job.device))?;
-    let device = spec.open()?;
     glmtune::memory::reuse_freed_memory();
-    let memory = glmtune::memory::PeakMemory::watch(&device);
+    let memory = glmtune::memory::PeakMemory::watch(device);
     let dtype = match s.precision.unwrap_or(Precision::F32) {
         Precision::F32 => DType::F32,
         Precision::Bf16 => DType::BF16,
         Precision::Fp16 => DType::F16,
     };
     let mut model =
-        glmtune_engine::model::ChatGlmModel::load_keeping_quantized(&job.model, dtype, &device)
+        glmtune_engine::model::ChatGlmModel::load_keeping_quantized(&job.model, dtype, device)
             .with_context(|| format!("loading model {}", job.model.display()))?;
     if let Some(bits) = s.quantization_bit {
         let format = match bits {
@@ -404,7 +406,7 @@ fn train(
     };
     let init = match &job.init_adapter {
         Some(dir) => {
-            let init = PrefixEncoder::load_adapter(dir, model.config(), &device)
+            let init = PrefixEncoder::load_adapter(dir, model.config(), device)
                 .with_context(|| format!("loading adapter {}", dir.display()))?;
             let theirs = init.config;
             if pre_seq_len.is_some_and(|p| p != theirs.pre_seq_len)
@@ -426,7 +428,7 @@ fn train(
                 pre_seq_len: pre_seq_len.unwrap_or(defaults::PRE_SEQ_LEN as usize),
                 prefix_projection,
             };
-            PrefixEncoder::random(prefix, model.config(), seed, &device)?
+            PrefixEncoder::random(prefix, model.config(), seed, device)?
         }
     };
     let micro_per_epoch = train.len().div_ceil(per_device_train_batch_size.max(1));
@@ -560,7 +562,11 @@ fn train(
             write_row(log, &log_path, &row)?;
         }
         last_step.set(step.step);
-        Ok(if stop { Flow::Stop } else { Flow::Continue })
+        Ok(if stop {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
     })?;
     if terminal {
         eprintln!();

@@ -1,12 +1,13 @@
 //! One answer from a served model: the ChatGLM prompt from a query and its history, generation
 //! with streaming text, stop sequences and the finish reason. Both chat APIs use it.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use glmtune_engine::generation::{
-    chat_prompt_ids, generate, response_text, stable_response_text, Flow, GenerationOptions,
-    Sampling, TextStream, Turn,
+    chat_prompt_ids, generate, response_text, stable_response_text, GenerationOptions, Sampling,
+    TextStream, Turn,
 };
 
 use super::metrics::Metrics;
@@ -162,11 +163,7 @@ pub fn answer(
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Answer, ApiError> {
     let base = &served.base;
-    // A request that panicked left nothing half-written (the weights are read-only): go on.
-    let _turn = base
-        .turn
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = base.turn.lock();
     let tokenizer = &base.tokenizer;
     let prompt = question.prompt(served);
     let family = tokenizer.family();
@@ -188,7 +185,7 @@ pub fn answer(
         |_, id| {
             if options.is_stop(id, eos) {
                 produced_eos = true;
-                return Flow::Continue;
+                return ControlFlow::Continue(());
             }
             new_ids.push(id);
             let (text, stop) = cut_at_stop(
@@ -201,9 +198,9 @@ pub fn answer(
                 None => true,
             };
             if stop || !keep_going {
-                Flow::Stop
+                ControlFlow::Break(())
             } else {
-                Flow::Continue
+                ControlFlow::Continue(())
             }
         },
     )?;

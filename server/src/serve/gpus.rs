@@ -5,8 +5,8 @@
 //! free one stays for the next run), else onto `--device`. A loaded model stays where it was
 //! loaded; a run that later takes that GPU shares it.
 
+use parking_lot::Mutex;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
 use candle_core::Device;
 
@@ -32,10 +32,8 @@ impl Gpus {
         self.devices.len()
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<usize>> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn held(&self) -> parking_lot::MutexGuard<'_, BTreeSet<usize>> {
+        self.held.lock()
     }
 
     /// The first GPU no run holds, now held; `None` while every one is (the run waits).

@@ -1,9 +1,9 @@
 //! `/metrics` in the Prometheus text format: request latency histograms per route and status, and
 //! generation throughput.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -43,11 +43,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
-        // Counters stay consistent even if a holder panicked: every update is a few additions.
-        let mut counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counters = self.counters.lock();
         f(&mut counters)
     }
 

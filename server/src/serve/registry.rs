@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use candle_core::{DType, Device};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
@@ -72,12 +74,6 @@ pub struct Resolved {
     pub source_prefix: Option<String>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Registry {
     /// A registry that keeps the prefixes of the `adapters` most recently used adapters and
     /// loads weights onto a GPU of `gpus` that no run holds, else onto `device`.
@@ -95,11 +91,11 @@ impl Registry {
 
     /// How many adapters' prefixes are in memory.
     pub fn cached_adapters(&self) -> usize {
-        lock(&self.prefixes).entries.len()
+        self.prefixes.lock().entries.len()
     }
 
     fn base(&self, dir: &PathBuf, dtype: DType) -> Result<Arc<Base>, ApiError> {
-        if let Some(base) = lock(&self.bases).get(dir) {
+        if let Some(base) = self.bases.lock().get(dir) {
             return Ok(base.clone());
         }
         let device = self.gpus.for_chat().unwrap_or_else(|| self.device.clone());
@@ -112,7 +108,7 @@ impl Registry {
             tokenizer,
             turn: Mutex::new(()),
         });
-        Ok(lock(&self.bases).entry(dir.clone()).or_insert(base).clone())
+        Ok(self.bases.lock().entry(dir.clone()).or_insert(base).clone())
     }
 
     /// Loads what `resolved` names (blocking: call off the async threads).
@@ -121,7 +117,7 @@ impl Registry {
         let prefix = match &resolved.adapter_dir {
             None => None,
             Some(dir) => {
-                let cached = lock(&self.prefixes).get(dir);
+                let cached = self.prefixes.lock().get(dir);
                 match cached {
                     Some(prefix) => Some(prefix),
                     None => {
@@ -134,7 +130,7 @@ impl Registry {
                             ApiError::internal(format!("loading adapter {}: {e}", dir.display()))
                         })?;
                         let prefix = Arc::new(prefix);
-                        lock(&self.prefixes).insert(dir.clone(), prefix.clone());
+                        self.prefixes.lock().insert(dir.clone(), prefix.clone());
                         Some(prefix)
                     }
                 }

@@ -3,8 +3,8 @@
 //! has no WebGPU; and the answers it gives.
 
 use glmtune_engine::generation::{
-    chat_prompt_ids, generate, response_text, stable_response_text, Flow, GenerationOptions,
-    TextStream, Turn,
+    chat_prompt_ids, generate, response_text, stable_response_text, GenerationOptions, TextStream,
+    Turn,
 };
 use glmtune_engine::gpu::{Gpu, GpuModel, GpuModelBuilder};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
@@ -12,6 +12,7 @@ use glmtune_engine::quant::{GgufIndex, QUANTIZED_FILE};
 use glmtune_engine::tokenizer::{self, ChatGlmTokenizer};
 use glmtune_engine::ChatGlmConfig;
 use glmtune_shared::api::{List, ModelFile};
+use std::ops::ControlFlow;
 
 use super::pieces::{open_cache, versioned_key, whole_file, PiecedFile};
 use super::protocol::FromWorker;
@@ -231,7 +232,7 @@ impl LocalModel {
                     on_text(shown.clone());
                 }
             }
-            Flow::Continue
+            ControlFlow::Continue(())
         };
         let prefix = self.prefix.as_ref();
         let ids = match &self.engine {

@@ -87,11 +87,7 @@ pub async fn setup(
     body: Result<Json<SetupRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
-    let expected = state
-        .setup_token
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let expected = state.setup_token.lock().clone();
     if expected.is_none() || state.db.count_users().await? > 0 {
         return Err(ApiError::conflict("setup is done: sign in instead"));
     }
@@ -110,10 +106,7 @@ pub async fn setup(
         .create_user(&request.username, &hash, Role::Admin)
         .await?
         .ok_or_else(|| ApiError::conflict("that username is taken"))?;
-    *state
-        .setup_token
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    *state.setup_token.lock() = None;
     start_session(&state, user, &headers).await
 }
 

@@ -8,26 +8,27 @@
 //! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run.
 
 mod child;
+mod spawn;
 
-use std::path::PathBuf;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
-use glmtune_shared::api::{ReadOptions, Run, RunState};
+use glmtune_shared::api::{Run, RunState};
 use glmtune_shared::run_event::{EvalScores, Note, RunEventData, Stall};
 use glmtune_shared::run_log::LogRow;
-use glmtune_shared::train_job::TrainJob;
 use tokio::runtime::Handle as Runtime;
 
 use super::blobs::Blobs;
 use super::gpus::Gpus;
 use super::metrics::Metrics;
-use super::{run_dir, run_layout, Settings};
+use super::{run_layout, Settings};
 use crate::db::{Db, DbResult};
-use child::{device_of, flag, read_flags, spawn_child, Tail};
+use child::Tail;
 
 const INFO: RunEventData = RunEventData::Note(Note::Info);
 const WARNING: RunEventData = RunEventData::Note(Note::Warning);
@@ -52,13 +53,7 @@ pub struct Handle {
 impl Handle {
     /// A new run was queued or a run changed: look now rather than at the next tick.
     pub fn wake(&self) {
-        let _ = self.lock().send(Message::Wake);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, mpsc::Sender<Message>> {
-        self.sender
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let _ = self.sender.lock().send(Message::Wake);
     }
 
     /// Ends the event streams (the server is going down).
@@ -71,7 +66,7 @@ impl Handle {
     pub async fn shutdown(&self) {
         self.begin_stopping();
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.lock().send(Message::Shutdown(done)).is_ok() {
+        if self.sender.lock().send(Message::Shutdown(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -425,116 +420,6 @@ impl Supervisor {
             &format!("no training step for {seconds} s (at step {step})"),
             RunEventData::Stall(Stall { seconds, step }),
         );
-    }
-
-    fn spawn_training(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Running> {
-        let layout = run_layout(&self.settings.data_dir, &run.id);
-        let dir = layout.dir();
-        std::fs::create_dir_all(dir)?;
-        let model = self
-            .block(self.db.model(&run.model))?
-            .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
-        let (train_file, dataset) = self.dataset_path(&run.train_dataset)?;
-        let validation_file = match &run.validation_dataset {
-            Some(validation) => Some(self.dataset_path(validation)?.0),
-            None => None,
-        };
-        let job = TrainJob {
-            model: PathBuf::from(&model.path),
-            train_file,
-            validation_file,
-            // The run's validation set was checked to read with the same options.
-            dataset,
-            skip_invalid: false,
-            output_dir: dir.to_path_buf(),
-            init_adapter: run
-                .init_run
-                .as_deref()
-                .map(|init| run_dir(&self.settings.data_dir, init)),
-            resume: layout.trainer_log().exists(),
-            device: device_of(gpu).to_string(),
-            settings: run.settings.clone(),
-        };
-        job.write(&layout.job())?;
-        let args = [
-            "train".to_owned(),
-            flag("job", &layout.job().to_string_lossy()),
-        ];
-        let stderr_path = layout.train_stderr();
-        // Lines an earlier attempt wrote were turned into events then.
-        let mut stderr = Tail::new(stderr_path.clone());
-        stderr.offset = std::fs::metadata(&stderr_path).map_or(0, |m| m.len());
-        let process = spawn_child(&args, &stderr_path, None)?;
-        let log = Tail::new(layout.trainer_log());
-        let current = self
-            .block(self.db.run(&run.id))?
-            .unwrap_or_else(|| run.clone());
-        if let Some(gpu) = gpu {
-            self.event(&run.id, &format!("training on GPU {gpu}"), INFO);
-        }
-        Ok(Running {
-            gpu,
-            emitted_step: current.step,
-            trained_tokens: current.trained_tokens,
-            run: current,
-            process,
-            phase: Phase::Train,
-            log,
-            stderr,
-            last_progress: Instant::now(),
-            stalled: false,
-            error: None,
-            last_line: None,
-        })
-    }
-
-    fn spawn_eval(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Child> {
-        let layout = run_layout(&self.settings.data_dir, &run.id);
-        let (dir, eval_dir) = (layout.dir(), layout.eval_dir());
-        std::fs::create_dir_all(&eval_dir)?;
-        let model = self
-            .block(self.db.model(&run.model))?
-            .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
-        let validation = run
-            .validation_dataset
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("no validation dataset"))?;
-        let (path, options) = self.dataset_path(validation)?;
-        let settings = &run.settings;
-        let mut args: Vec<String> = vec![
-            "eval".into(),
-            flag("model", &model.path),
-            flag("adapter", &dir.to_string_lossy()),
-            flag("validation-file", &path.to_string_lossy()),
-            flag("output-dir", &eval_dir.to_string_lossy()),
-            "--greedy".into(),
-            flag(
-                "max-predict-samples",
-                &settings.eval_samples.unwrap_or(0).to_string(),
-            ),
-        ];
-        args.extend(read_flags(&options));
-        args.push(flag("device", &device_of(gpu).to_string()));
-        for (name, value) in [
-            ("max-source-length", settings.max_source_length),
-            ("max-target-length", settings.max_target_length),
-        ] {
-            if let Some(value) = value {
-                args.push(flag(name, &value.to_string()));
-            }
-        }
-        if let Some(prefix) = &settings.source_prefix {
-            args.push(flag("source-prefix", prefix));
-        }
-        spawn_child(&args, &layout.eval_stderr(), Some(&layout.scores()))
-    }
-
-    /// The stored file of a dataset and how to read it.
-    fn dataset_path(&self, id: &str) -> anyhow::Result<(PathBuf, ReadOptions)> {
-        let dataset = self
-            .block(self.db.dataset(id))?
-            .ok_or_else(|| anyhow::anyhow!("dataset {id} does not exist"))?;
-        Ok((self.blobs.path(&dataset.sha256), dataset.read_options))
     }
 
     /// Server shutdown: each child checkpoints at its next step and exits; its run goes back

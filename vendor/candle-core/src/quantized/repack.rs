@@ -2,6 +2,8 @@
 use super::GgmlDType;
 use super::QuantizedType;
 use crate::Result;
+// glmtune patch: used only on the architectures with packed layouts (an unused import on wasm32).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::sync::OnceLock;
 
 #[cfg(target_arch = "aarch64")]
