@@ -19,6 +19,17 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => return cli::report_usage_error(error),
     };
+    if matches!(args.command, cli::Command::Serve(_)) {
+        // The server logs through `tracing`, to stderr; RUST_LOG chooses what (default: info).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_env_filter(filter)
+            .init();
+    }
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -28,11 +28,11 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Print the token ids of TEXT as the official tokenizer gives them, as JSON.
     Encode(encode::EncodeArgs),
     /// Write the logits of a token sequence to a safetensors file.

@@ -277,6 +277,8 @@ pub fn router(state: AppState, max_json_bytes: usize) -> Router {
             origin::check,
         ))
         .layer(axum::middleware::from_fn(security_headers))
+        // Outermost: every request and its answer, refused ones included, at debug level.
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
@@ -407,7 +409,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
         if let Some(password) = &args.admin_password {
             let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
             db.create_user("admin", &hash, Role::Admin).await?;
-            eprintln!("glmtune serve: created the admin user `admin`");
+            tracing::info!("created the admin user `admin`");
         } else if !args.no_auth {
             setup_token = Some(auth::new_secret("setup-"));
         }
@@ -564,5 +566,5 @@ async fn shutdown_signal() {
         _ = interrupt => {}
         _ = terminate => {}
     }
-    eprintln!("glmtune serve: shutting down");
+    tracing::info!("shutting down");
 }

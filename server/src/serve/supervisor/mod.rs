@@ -170,7 +170,7 @@ impl Supervisor {
                 }
             }
             if let Err(error) = self.tick() {
-                eprintln!("glmtune serve: supervisor: {error}");
+                tracing::error!("supervisor: {error}");
             }
         }
     }
@@ -181,7 +181,7 @@ impl Supervisor {
 
     fn event(&self, run_id: &str, message: &str, data: RunEventData) {
         if let Err(error) = self.block(self.db.append_event(run_id, message, &data)) {
-            eprintln!("glmtune serve: recording an event of {run_id}: {error}");
+            tracing::error!(run = run_id, "recording an event: {error}");
         }
         self.handle.events.notify_waiters();
     }
@@ -193,7 +193,7 @@ impl Supervisor {
                     .transition(run_id, RunState::Running, to, error, message),
             )
         {
-            eprintln!("glmtune serve: finishing {run_id}: {e}");
+            tracing::error!(run = run_id, "finishing: {e}");
         }
         self.handle.events.notify_waiters();
     }
@@ -399,7 +399,7 @@ impl Supervisor {
                         .record_progress(&run_id, step, max_steps.unwrap_or(0), tokens),
                 )
             {
-                eprintln!("glmtune serve: progress of {run_id}: {error}");
+                tracing::error!(run = run_id, "recording progress: {error}");
             }
         }
     }
