@@ -10,9 +10,9 @@ use glmtune_engine::generation::{
     TextStream, Turn,
 };
 
-use super::metrics::Metrics;
-use super::registry::Served;
-use super::ApiError;
+use crate::serve::error::ApiError;
+use crate::serve::metrics::Metrics;
+use crate::serve::registry::Served;
 
 /// `chat(max_length=2048)`: prompt and answer together.
 const OFFICIAL_MAX_LENGTH: usize = 2048;

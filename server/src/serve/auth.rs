@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use glmtune_shared::api::Role;
 use rand::Rng;
 
-use super::{ApiError, AppState};
+use crate::serve::error::ApiError;
+use crate::serve::state::AppState;
 
 pub const SESSION_COOKIE: &str = "glmtune_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";

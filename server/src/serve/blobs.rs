@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::ApiError;
+use crate::serve::error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct Blobs {

@@ -1,6 +1,7 @@
 //! The server's one error type: every failure becomes `{"error": {"code", "message", "details"}}`
 //! with the matching HTTP status.
 
+use axum::extract::rejection::JsonRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -191,4 +192,15 @@ pub async fn json_errors(
         }
     }
     answer
+}
+
+/// Rejections of malformed or oversized JSON bodies as our JSON error.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(rejection.body_text())
+        } else {
+            ApiError::invalid(rejection.body_text())
+        }
+    }
 }

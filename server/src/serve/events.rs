@@ -13,7 +13,8 @@ use futures_util::Stream;
 use glmtune_shared::api::RunEvent;
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use crate::serve::error::ApiError;
+use crate::serve::state::AppState;
 
 #[derive(Debug, Deserialize)]
 pub struct After {

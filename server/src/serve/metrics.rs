@@ -12,7 +12,8 @@ use axum::response::Response;
 
 use glmtune_shared::api::RunState;
 
-use super::{ApiError, AppState};
+use crate::serve::error::ApiError;
+use crate::serve::state::AppState;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [

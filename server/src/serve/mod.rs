@@ -5,6 +5,7 @@
 
 mod answer;
 mod api;
+mod args;
 mod auth;
 mod blobs;
 mod error;
@@ -15,228 +16,29 @@ mod openai;
 mod openapi;
 mod origin;
 mod registry;
+mod state;
 mod supervisor;
 mod web;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use candle_core::DType;
-use clap::Args;
 use glmtune_shared::api::Role;
 
 use crate::db::Db;
-use crate::device::{DeviceArg, GpuSelection};
-use crate::precision::DTypeArg;
+pub use args::{flags, ServeArgs};
 pub use error::ApiError;
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Read flags from a TOML or JSON file (keys are flag names); flags typed after it win.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on (port 0 picks a free one; the address is printed at start).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    bind: SocketAddr,
-    /// Where the database (SQLite), uploads and runs live.
-    #[arg(long, value_name = "DIR", default_value = "glmtune-data")]
-    data_dir: PathBuf,
-    /// `postgres://USER:PASSWORD@HOST/DB` for a shared server; SQLite under --data-dir if absent.
-    #[arg(long, value_name = "URL", env = "GLMTUNE_DATABASE_URL")]
-    database_url: Option<String>,
-    /// Register a model: NAME=DIR, or NAME=DIR:ADAPTER_DIR for a P-Tuning v2 expert. Repeatable;
-    /// registering the same name again re-points it.
-    #[arg(long = "model", value_name = "NAME=DIR[:ADAPTER]", value_parser = parse_model_spec)]
-    models: Vec<ModelSpec>,
-    /// Precision of served base weights.
-    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
-    dtype: DTypeArg,
-    /// Where chats run when no GPU of --gpus is free (training runs take the CPU without --gpus).
-    #[command(flatten)]
-    device: DeviceArg,
-    /// GPUs for training runs, one run each (queued runs wait for a free one): `all` or ordinals
-    /// (`0,1`). Chats load onto a GPU that no run holds, else onto --device. Without it, runs
-    /// train on the CPU, --max-concurrent-runs at once. Needs a CUDA build (scripts/build-cuda.sh).
-    #[arg(long, value_name = "all|N,M,…")]
-    gpus: Option<GpuSelection>,
-    /// Largest JSON request body accepted, in bytes.
-    #[arg(long, default_value_t = 2 * 1024 * 1024)]
-    max_json_bytes: usize,
-    /// Largest dataset upload accepted, in bytes.
-    #[arg(long, default_value_t = 512 * 1024 * 1024)]
-    max_upload_bytes: u64,
-    /// Largest `max_tokens` a chat request may ask for.
-    #[arg(long, default_value_t = 2048)]
-    max_new_tokens: usize,
-    /// Longest prompt a chat request may send, in tokens (history and system prompt included).
-    #[arg(long, default_value_t = 8192)]
-    max_prompt_tokens: usize,
-    /// Seconds a request may take before it is answered 504 (streams: until the first byte).
-    #[arg(long, default_value_t = 600)]
-    request_timeout_s: u64,
-    /// Requests per minute per API key or user (0: no limit).
-    #[arg(long, default_value_t = 600)]
-    rate_limit: u32,
-    /// Sign-in attempts (login and first-run setup) per minute per client address (0: no limit).
-    #[arg(long, default_value_t = 10)]
-    sign_in_rate_limit: u32,
-    /// Training runs at once.
-    #[arg(long, default_value_t = 1)]
-    max_concurrent_runs: usize,
-    /// Largest `pre_seq_len` a run may ask for (dashboard runs and OpenAI fine-tuning jobs, admins
-    /// included).
-    #[arg(long, default_value_t = 512)]
-    run_max_pre_seq_len: u64,
-    /// Largest per-device batch size × gradient accumulation steps a run may ask for.
-    #[arg(long, default_value_t = 256)]
-    run_max_batch: u64,
-    /// Largest `max_source_length` and `max_target_length` a run may ask for, in tokens (at most
-    /// 8192).
-    #[arg(long, default_value_t = 2048)]
-    run_max_length: u64,
-    /// Largest `max_steps` a run may ask for (at most 1000000000).
-    #[arg(long, default_value_t = 100_000)]
-    run_max_steps: u64,
-    /// Largest `num_train_epochs` (OpenAI `n_epochs`) a run may ask for.
-    #[arg(long, default_value_t = 100.0)]
-    run_max_epochs: f64,
-    /// Seconds without a training step before a run's stream gets a `stall` event.
-    #[arg(long, default_value_t = 300)]
-    stall_seconds: u64,
-    /// Adapters whose prefixes stay in memory for chats (the least recently used go first).
-    #[arg(long, default_value_t = 8)]
-    adapter_cache: usize,
-    /// Seconds a browser session lasts after sign-in (default: a week).
-    #[arg(long, default_value_t = 7 * 24 * 3600)]
-    session_seconds: i64,
-    /// Password of the first admin (user `admin`), made when the database has no users.
-    #[arg(long, env = "GLMTUNE_ADMIN_PASSWORD", hide_env_values = true)]
-    admin_password: Option<String>,
-    /// The dashboard's files (index.html and pkg/, built by web/build.sh).
-    #[arg(long, value_name = "DIR", default_value = "www")]
-    web_dir: PathBuf,
-    /// Serve without authentication, every caller an admin (loopback addresses only).
-    #[arg(long)]
-    no_auth: bool,
-    /// Another name this server answers to, as browsers send it in `Host` (NAME, any port, or
-    /// NAME:PORT); repeatable. Always accepted: the bind address, and on loopback `localhost` and
-    /// every loopback address, on the bound port; bound to 0.0.0.0 or [::], any of this machine's
-    /// addresses typed as such. Every DNS name the server is reached by (directly, or through a
-    /// reverse proxy that passes the name on) must be listed: a request naming another host is
-    /// refused, which is what keeps a web page from reaching the server by DNS rebinding.
-    #[arg(long = "allowed-host", value_name = "NAME")]
-    allowed_hosts: Vec<String>,
-    /// The server is reached through a reverse proxy that terminates TLS: trust its
-    /// `X-Forwarded-Proto: https` and mark the session cookie `Secure`. Leave it off when clients
-    /// reach the server directly, as they could send the header themselves.
-    #[arg(long)]
-    behind_proxy: bool,
-}
-
-#[derive(Debug, Clone)]
-struct ModelSpec {
-    name: String,
-    dir: PathBuf,
-    adapter: Option<PathBuf>,
-}
-
-fn parse_model_spec(text: &str) -> Result<ModelSpec, String> {
-    let (name, path) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?}: expected NAME=DIR[:ADAPTER]"))?;
-    if name.is_empty() || path.is_empty() || name.starts_with("ft:") {
-        return Err(format!(
-            "{text:?}: expected NAME=DIR[:ADAPTER] (names starting with ft: are for fine-tuned models)"
-        ));
-    }
-    let (dir, adapter) = match path.split_once(':') {
-        Some((dir, adapter)) => (dir, Some(PathBuf::from(adapter))),
-        None => (path, None),
-    };
-    Ok(ModelSpec {
-        name: name.to_owned(),
-        dir: PathBuf::from(dir),
-        adapter,
-    })
-}
-
-/// Settings fixed at start.
-#[derive(Debug)]
-pub struct Settings {
-    pub no_auth: bool,
-    pub dtype: DType,
-    pub data_dir: PathBuf,
-    pub max_upload_bytes: u64,
-    pub limits: answer::Limits,
-    pub request_timeout: Duration,
-    pub max_concurrent_runs: usize,
-    pub stall: Duration,
-    pub web_dir: PathBuf,
-    pub session_seconds: i64,
-    /// The names a request's `Host` may give (`--allowed-host` and the bound address).
-    pub hosts: origin::HostPolicy,
-    /// `--behind-proxy`: `X-Forwarded-Proto` is the proxy's word, not a client's.
-    pub behind_proxy: bool,
-    /// The most a run may ask for (`--run-max-*`).
-    pub run_limits: api::runs::RunLimits,
-}
-
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub registry: Arc<registry::Registry>,
-    pub metrics: Arc<metrics::Metrics>,
-    pub rate_limiter: Arc<auth::RateLimiter>,
-    pub sign_in_limiter: Arc<auth::RateLimiter>,
-    pub blobs: blobs::Blobs,
-    /// The one-time token that creates the first admin, while there is none.
-    pub setup_token: Arc<Mutex<Option<String>>>,
-    pub supervisor: Arc<supervisor::Handle>,
-}
-
-impl AppState {
-    /// A run's folder: its log, checkpoints and final adapter.
-    pub fn run_dir(&self, run_id: &str) -> PathBuf {
-        run_dir(&self.settings.data_dir, run_id)
-    }
-
-    /// The files of a run's folder.
-    pub fn run_layout(&self, run_id: &str) -> glmtune_shared::run_layout::RunLayout {
-        run_layout(&self.settings.data_dir, run_id)
-    }
-}
-
-pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
-    data_dir.join("runs").join(run_id)
-}
-
-/// The files of a run's folder.
-pub fn run_layout(data_dir: &Path, run_id: &str) -> glmtune_shared::run_layout::RunLayout {
-    glmtune_shared::run_layout::RunLayout::new(run_dir(data_dir, run_id))
-}
-
-/// Rejections of malformed or oversized JSON bodies as our JSON error.
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(rejection.body_text())
-        } else {
-            ApiError::invalid(rejection.body_text())
-        }
-    }
-}
+pub use state::{run_dir, run_layout, AppState, Settings};
 
 async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(state.settings.request_timeout, next.run(request)).await {
@@ -476,17 +278,6 @@ pub async fn app(args: &ServeArgs) -> anyhow::Result<Router> {
         prepare(args, args.bind).await?.state,
         args.max_json_bytes,
     ))
-}
-
-/// `glmtune serve`'s flags from a list of them (as typed after `glmtune serve`).
-pub fn flags(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
-    #[derive(clap::Parser)]
-    struct Standalone {
-        #[command(flatten)]
-        args: ServeArgs,
-    }
-    let argv = std::iter::once("serve").chain(flags.iter().copied());
-    <Standalone as clap::Parser>::try_parse_from(argv).map(|s| s.args)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

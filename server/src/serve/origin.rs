@@ -15,7 +15,8 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use crate::serve::error::ApiError;
+use crate::serve::state::AppState;
 
 /// The names a server answers to.
 #[derive(Debug, Clone)]

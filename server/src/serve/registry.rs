@@ -14,9 +14,10 @@ use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 use glmtune_shared::api::RunState;
 
-use super::gpus::Gpus;
-use super::{ApiError, AppState};
 use crate::db::runs::run_of_fine_tuned;
+use crate::serve::error::ApiError;
+use crate::serve::gpus::Gpus;
+use crate::serve::state::AppState;
 
 /// A base model in memory. `turn` makes generations over it take turns, so that two requests do
 /// not split the CPU between them.

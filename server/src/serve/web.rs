@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
-use super::{ApiError, AppState};
+use crate::serve::error::ApiError;
+use crate::serve::state::AppState;
 
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let path = request.uri().path();

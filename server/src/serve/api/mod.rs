@@ -11,7 +11,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
-use super::{events, AppState};
+use crate::serve::events;
+use crate::serve::state::AppState;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let upload_limit =

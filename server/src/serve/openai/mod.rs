@@ -9,7 +9,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-use super::AppState;
+use crate::serve::state::AppState;
 
 pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     let upload_limit =

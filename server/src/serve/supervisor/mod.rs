@@ -23,11 +23,11 @@ use glmtune_shared::run_event::{EvalScores, Note, RunEventData, Stall};
 use glmtune_shared::run_log::LogRow;
 use tokio::runtime::Handle as Runtime;
 
-use super::blobs::Blobs;
-use super::gpus::Gpus;
-use super::metrics::Metrics;
-use super::{run_layout, Settings};
 use crate::db::{Db, DbResult};
+use crate::serve::blobs::Blobs;
+use crate::serve::gpus::Gpus;
+use crate::serve::metrics::Metrics;
+use crate::serve::state::{run_layout, Settings};
 use child::Tail;
 
 const INFO: RunEventData = RunEventData::Note(Note::Info);
