@@ -21,6 +21,20 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Runs `glmtune ARGS` and fails the test, with its stderr, unless it succeeded.
+fn glmtune_ok(args: &[String]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 fn glmtune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_glmtune"))
         .args(args)
@@ -164,15 +178,7 @@ fn check_official_trajectory(dir: &Path, extra: &[&str]) {
 /// Runs `glmtune ARGS`, training into `dir`, and checks the log and the adapter against the
 /// official run.
 fn check_official_run(dir: &Path, args: Vec<String>) {
-    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    glmtune_ok(&args);
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
     let rows = step_rows(dir);
@@ -259,15 +265,7 @@ fn fp16_bf16_and_quantized_bases_train() {
         let i = args.iter().position(|a| a == "--max-steps").unwrap();
         args[i + 1] = "3".into();
         args.push(flag.into());
-        let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{flag}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        glmtune_ok(&args);
         let rows = step_rows(&dir);
         assert_eq!(rows.len(), 3);
         let dtype = match flag {
@@ -409,15 +407,7 @@ fn a_failed_start_is_logged_and_checkpoints_are_rows() {
     }
     let mut args = fixture_run_args(&dir);
     args.extend(["--save-steps", "5"].map(String::from));
-    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    glmtune_ok(&args);
     let rows = log_rows(&dir);
     assert!(
         !rows.iter().any(|r| matches!(r, LogRow::Error(_))),
@@ -587,15 +577,7 @@ fn validation_loss_is_logged_every_eval_steps() {
         "--eval-steps".into(),
         "6".into(),
     ]);
-    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    glmtune_ok(&args);
     let evals: Vec<(u64, f64)> = log_rows(&dir)
         .iter()
         .filter_map(|row| match row {
