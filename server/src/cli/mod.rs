@@ -69,7 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(args) => chat::run(args),
         Command::Data(args) => data::run(args),
         Command::Eval(args) => eval::run(*args),
-        Command::Serve(args) => glmtune::serve::run(args),
+        Command::Serve(args) => Ok(glmtune::serve::run(args)?),
         Command::Quantize(args) => quantize::run(args),
         Command::Score(args) => score::run(args),
         Command::Token(args) => token::run(args),

@@ -204,3 +204,34 @@ impl From<JsonRejection> for ApiError {
         }
     }
 }
+
+/// Why the server could not start, or stopped serving: what `glmtune serve` prints before it
+/// exits.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Flags that cannot work together.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
+    #[error("--gpus: {0}")]
+    Gpus(crate::device::DeviceError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A `--model` that cannot be registered, or the first admin that cannot be made.
+    #[error("{0}")]
+    Setup(ApiError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+        let what = what.into();
+        move |source| ServeError::Io { what, source }
+    }
+}

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -37,7 +36,7 @@ use glmtune_shared::api::Role;
 
 use crate::db::Db;
 pub use args::{flags, ServeArgs};
-pub use error::ApiError;
+pub use error::{ApiError, ServeError};
 pub use state::{run_dir, run_layout, AppState, Settings};
 
 async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -163,21 +162,24 @@ pub fn new_api_secret() -> String {
 }
 
 /// Opens the database a server with these flags uses (also for `glmtune token`).
-pub async fn open_database(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Db> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
+pub async fn open_database(data_dir: &Path, url: Option<&str>) -> Result<Db, ServeError> {
+    std::fs::create_dir_all(data_dir).map_err(ServeError::io(format!(
+        "creating the data folder {}",
+        data_dir.display()
+    )))?;
     let url = url.map_or_else(|| crate::db::default_url(data_dir), str::to_owned);
     Ok(Db::open(&url).await?)
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     if args.no_auth && !args.bind.ip().is_loopback() {
-        bail!(
+        return Err(ServeError::Refused(format!(
             "--no-auth is allowed only on a loopback address, not {}",
             args.bind
-        );
+        )));
     }
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(ServeError::io("starting the async runtime"))?;
     runtime.block_on(serve(args))
 }
 
@@ -189,11 +191,11 @@ struct Prepared {
 }
 
 /// `bound` is the address the listener got (its real port where `--bind` asked for port 0).
-async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared> {
+async fn prepare(args: &ServeArgs, bound: SocketAddr) -> Result<Prepared, ServeError> {
     // First, so that a GPU that cannot be opened stops the start before anything is written.
     let device = args.device.device()?;
     let gpus = match &args.gpus {
-        Some(selection) => selection.open().context("--gpus")?,
+        Some(selection) => selection.open().map_err(ServeError::Gpus)?,
         None => Vec::new(),
     };
     let gpus = Arc::new(gpus::Gpus::new(gpus));
@@ -201,7 +203,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
     for spec in &args.models {
         register_model(&db, &spec.name, &spec.dir, spec.adapter.as_deref())
             .await
-            .map_err(|e| anyhow::anyhow!("--model {}: {e}", spec.name))?;
+            .map_err(|e| ServeError::Refused(format!("--model {}: {e}", spec.name)))?;
     }
     // Made now, so that the first sign-in of a name that does not exist costs no more than the
     // ones after it.
@@ -209,7 +211,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
     let mut setup_token = None;
     if db.count_users().await? == 0 {
         if let Some(password) = &args.admin_password {
-            let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hash = auth::hash_password(password).map_err(ServeError::Setup)?;
             db.create_user("admin", &hash, Role::Admin).await?;
             tracing::info!("created the admin user `admin`");
         } else if !args.no_auth {
@@ -248,7 +250,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
     });
     let metrics: Arc<metrics::Metrics> = Arc::default();
     let blobs = blobs::Blobs::new(&data_dir)
-        .with_context(|| format!("preparing {}", data_dir.display()))?;
+        .map_err(ServeError::io(format!("preparing {}", data_dir.display())))?;
     let supervisor = supervisor::start(
         db.clone(),
         settings.clone(),
@@ -273,19 +275,21 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> anyhow::Result<Prepared
 
 /// The router of a server started with `args`, for callers in this process (no socket, no
 /// signals): the fuzz target drives it with hostile requests.
-pub async fn app(args: &ServeArgs) -> anyhow::Result<Router> {
+pub async fn app(args: &ServeArgs) -> Result<Router, ServeError> {
     Ok(router(
         prepare(args, args.bind).await?.state,
         args.max_json_bytes,
     ))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     // Bound first: the names the server answers to include the port it really got.
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
-        .with_context(|| format!("binding {}", args.bind))?;
-    let address = listener.local_addr()?;
+        .map_err(ServeError::io(format!("binding {}", args.bind)))?;
+    let address = listener
+        .local_addr()
+        .map_err(ServeError::io("the bound address"))?;
     let Prepared { state, setup_token } = prepare(&args, address).await?;
     let supervisor = state.supervisor.clone();
     // Not println!: a reader that went away must not take the server down.
@@ -301,7 +305,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     let _ = stdout.write_all(banner.as_bytes());
     let _ = stdout.flush();
-    return_freed_memory();
     let stopping = supervisor.clone();
     let app =
         router(state, args.max_json_bytes).into_make_service_with_connect_info::<SocketAddr>();
@@ -312,29 +315,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             stopping.begin_stopping();
         })
         .await
-        .context("serving")?;
+        .map_err(ServeError::io("serving"))?;
     // Running jobs checkpoint, then stop; the next start resumes them.
     supervisor.shutdown().await;
     Ok(())
-}
-
-/// glibc keeps what the server's threads free in per-thread arenas rather than give it back, so a
-/// burst of large responses (a list of every run, say) would stay in the resident size for good.
-/// Trimming the heap every half minute returns it, and keeps the resident size a measure of what
-/// the server really holds.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tokio::spawn(async {
-        let mut every = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            every.tick().await;
-            // SAFETY: malloc_trim only releases free pages of the heap; it takes the allocator's
-            // own locks and has no other effect on live allocations.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
-    });
 }
 
 /// Ctrl-C or SIGTERM: stop accepting connections and let requests in flight finish.

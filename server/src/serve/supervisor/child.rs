@@ -77,7 +77,7 @@ pub fn spawn_child(
     args: &[String],
     stderr_path: &Path,
     stdout_path: Option<&Path>,
-) -> anyhow::Result<Child> {
+) -> std::io::Result<Child> {
     // The binary this server runs, even after its file was replaced or removed (an upgrade in
     // place): on Linux /proc/self/exe still names it, where the path would name the new file or
     // nothing.
@@ -112,7 +112,7 @@ pub fn spawn_child(
             });
         }
     }
-    Ok(command.spawn()?)
+    command.spawn()
 }
 
 #[cfg(test)]

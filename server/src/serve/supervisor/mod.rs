@@ -30,6 +30,29 @@ use crate::serve::metrics::Metrics;
 use crate::serve::state::{run_layout, Settings};
 use child::Tail;
 
+/// What stops the supervisor from starting or following a child.
+#[derive(Debug, thiserror::Error)]
+enum SupervisorError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A run that names a model or dataset that is gone.
+    #[error("{0}")]
+    Missing(String),
+}
+
+impl SupervisorError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
+        let what = what.into();
+        move |source| SupervisorError::Io { what, source }
+    }
+}
+
 const INFO: RunEventData = RunEventData::Note(Note::Info);
 const WARNING: RunEventData = RunEventData::Note(Note::Warning);
 const TICK: Duration = Duration::from_millis(200);
@@ -198,7 +221,7 @@ impl Supervisor {
         self.handle.events.notify_waiters();
     }
 
-    fn tick(&mut self) -> anyhow::Result<()> {
+    fn tick(&mut self) -> Result<(), SupervisorError> {
         let mut index = 0;
         while index < self.children.len() {
             if self.watch(index)? {
@@ -263,7 +286,7 @@ impl Supervisor {
     }
 
     /// Follows one child; true once it is done with.
-    fn watch(&mut self, index: usize) -> anyhow::Result<bool> {
+    fn watch(&mut self, index: usize) -> Result<bool, SupervisorError> {
         self.read_progress(index);
         let run_id = self.children[index].run.id.clone();
         if self.block(self.db.cancel_requested(&run_id))? {
@@ -273,7 +296,10 @@ impl Supervisor {
             self.finish(&run_id, RunState::Cancelled, None, "cancelled");
             return Ok(true);
         }
-        let status = self.children[index].process.try_wait()?;
+        let status = self.children[index]
+            .process
+            .try_wait()
+            .map_err(SupervisorError::io("waiting for a child"))?;
         let Some(status) = status else {
             self.check_stall(index);
             return Ok(false);

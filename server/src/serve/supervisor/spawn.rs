@@ -9,17 +9,22 @@ use glmtune_shared::api::{ReadOptions, Run};
 use glmtune_shared::train_job::TrainJob;
 
 use super::child::{device_of, flag, read_flags, spawn_child, Tail};
-use super::{Phase, Running, Supervisor, INFO};
+use super::{Phase, Running, Supervisor, SupervisorError, INFO};
 use crate::serve::{run_dir, run_layout};
 
 impl Supervisor {
-    pub(super) fn spawn_training(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Running> {
+    pub(super) fn spawn_training(
+        &self,
+        run: &Run,
+        gpu: Option<usize>,
+    ) -> Result<Running, SupervisorError> {
         let layout = run_layout(&self.settings.data_dir, &run.id);
         let dir = layout.dir();
-        std::fs::create_dir_all(dir)?;
-        let model = self
-            .block(self.db.model(&run.model))?
-            .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
+        std::fs::create_dir_all(dir)
+            .map_err(SupervisorError::io(format!("creating {}", dir.display())))?;
+        let model = self.block(self.db.model(&run.model))?.ok_or_else(|| {
+            SupervisorError::Missing(format!("model {:?} is not registered", run.model))
+        })?;
         let (train_file, dataset) = self.dataset_path(&run.train_dataset)?;
         let validation_file = match &run.validation_dataset {
             Some(validation) => Some(self.dataset_path(validation)?.0),
@@ -41,7 +46,11 @@ impl Supervisor {
             device: device_of(gpu).to_string(),
             settings: run.settings.clone(),
         };
-        job.write(&layout.job())?;
+        job.write(&layout.job())
+            .map_err(SupervisorError::io(format!(
+                "writing {}",
+                layout.job().display()
+            )))?;
         let args = [
             "train".to_owned(),
             flag("job", &layout.job().to_string_lossy()),
@@ -50,7 +59,8 @@ impl Supervisor {
         // Lines an earlier attempt wrote were turned into events then.
         let mut stderr = Tail::new(stderr_path.clone());
         stderr.offset = std::fs::metadata(&stderr_path).map_or(0, |m| m.len());
-        let process = spawn_child(&args, &stderr_path, None)?;
+        let process = spawn_child(&args, &stderr_path, None)
+            .map_err(SupervisorError::io("starting glmtune train"))?;
         let log = Tail::new(layout.trainer_log());
         let current = self
             .block(self.db.run(&run.id))?
@@ -74,17 +84,24 @@ impl Supervisor {
         })
     }
 
-    pub(super) fn spawn_eval(&self, run: &Run, gpu: Option<usize>) -> anyhow::Result<Child> {
+    pub(super) fn spawn_eval(
+        &self,
+        run: &Run,
+        gpu: Option<usize>,
+    ) -> Result<Child, SupervisorError> {
         let layout = run_layout(&self.settings.data_dir, &run.id);
         let (dir, eval_dir) = (layout.dir(), layout.eval_dir());
-        std::fs::create_dir_all(&eval_dir)?;
-        let model = self
-            .block(self.db.model(&run.model))?
-            .ok_or_else(|| anyhow::anyhow!("model {:?} is not registered", run.model))?;
+        std::fs::create_dir_all(&eval_dir).map_err(SupervisorError::io(format!(
+            "creating {}",
+            eval_dir.display()
+        )))?;
+        let model = self.block(self.db.model(&run.model))?.ok_or_else(|| {
+            SupervisorError::Missing(format!("model {:?} is not registered", run.model))
+        })?;
         let validation = run
             .validation_dataset
             .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("no validation dataset"))?;
+            .ok_or_else(|| SupervisorError::Missing("no validation dataset".into()))?;
         let (path, options) = self.dataset_path(validation)?;
         let settings = &run.settings;
         let mut args: Vec<String> = vec![
@@ -113,13 +130,14 @@ impl Supervisor {
             args.push(flag("source-prefix", prefix));
         }
         spawn_child(&args, &layout.eval_stderr(), Some(&layout.scores()))
+            .map_err(SupervisorError::io("starting glmtune eval"))
     }
 
     /// The stored file of a dataset and how to read it.
-    fn dataset_path(&self, id: &str) -> anyhow::Result<(PathBuf, ReadOptions)> {
+    fn dataset_path(&self, id: &str) -> Result<(PathBuf, ReadOptions), SupervisorError> {
         let dataset = self
             .block(self.db.dataset(id))?
-            .ok_or_else(|| anyhow::anyhow!("dataset {id} does not exist"))?;
+            .ok_or_else(|| SupervisorError::Missing(format!("dataset {id} does not exist")))?;
         Ok((self.blobs.path(&dataset.sha256), dataset.read_options))
     }
 }
