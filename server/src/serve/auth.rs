@@ -41,21 +41,15 @@ pub enum Need {
     Admin,
 }
 
-pub fn required(method: &Method, path: &str) -> Need {
-    let reads = *method == Method::GET || *method == Method::HEAD;
-    let api = path.starts_with("/api/") || path.starts_with("/v1/") || path == "/metrics";
-    match path {
-        // The dashboard's files: the app itself must load to show the sign-in page.
-        _ if !api => Need::Public,
-        "/healthz" | "/api/v1/auth/login" | "/api/v1/auth/setup" | "/api/v1/auth/status" => {
-            Need::Public
+impl Need {
+    /// The name the OpenAPI document gives it (`x-glmtune-access`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Public => "public",
+            Need::Read => "read",
+            Need::Write => "write",
+            Need::Admin => "admin",
         }
-        // Signing out and asking for an answer change nothing another caller sees.
-        "/api/v1/auth/logout" | "/v1/chat/completions" => Need::Read,
-        p if p.starts_with("/api/v1/users") => Need::Admin,
-        "/api/v1/models" if !reads => Need::Admin,
-        _ if reads => Need::Read,
-        _ => Need::Write,
     }
 }
 
@@ -191,13 +185,17 @@ async fn identify(
     Ok(None)
 }
 
-/// The middleware: identify, check the route's need, apply the rate limit.
+/// Who the outer middleware found calling: a caller, nobody, or credentials it refused.
+#[derive(Clone)]
+struct Identity(Result<Option<Caller>, ApiError>);
+
+/// The outer middleware, in front of every request: limits sign-in attempts and identifies the
+/// caller; each route then checks its own need ([`enforce`], put there by `routes::router`).
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let need = required(request.method(), request.uri().path());
     let (method, headers) = (request.method().clone(), request.headers().clone());
     // Password guessing: sign-in attempts are limited per client address, before any hashing.
     if method == Method::POST && SIGN_IN_ROUTES.contains(&request.uri().path()) {
@@ -209,7 +207,35 @@ pub async fn authenticate(
             return error.into_response();
         }
     }
-    let caller = match identify(&state, &method, &headers).await {
+    let identity = identify(&state, &method, &headers).await;
+    request.extensions_mut().insert(Identity(identity));
+    next.run(request).await
+}
+
+/// Why a request is refused before it is even routed (a path no route has): to callers who are
+/// not signed in, an unknown API path is as closed as a known one, so they learn no route names.
+pub fn refused_unrouted(request: &Request) -> Option<ApiError> {
+    match request.extensions().get::<Identity>() {
+        Some(Identity(Ok(Some(_)))) => None,
+        Some(Identity(Err(error))) => Some(error.clone()),
+        _ => Some(ApiError::unauthorized(
+            "authentication required: send Authorization: Bearer KEY or sign in",
+        )),
+    }
+}
+
+/// A route's check: the caller its need asks for, then the rate limit.
+pub async fn enforce(
+    need: Need,
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let identity = request
+        .extensions_mut()
+        .remove::<Identity>()
+        .map_or(Ok(None), |identity| identity.0);
+    let caller = match identity {
         Ok(caller) => caller,
         // A stale cookie or a missing CSRF header must not lock anyone out of signing in again.
         Err(_) if need == Need::Public => None,
@@ -423,15 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_need_what_the_roles_allow() {
-        assert_eq!(required(&Method::GET, "/healthz"), Need::Public);
-        assert_eq!(required(&Method::GET, "/pkg/glmtune_web.js"), Need::Public);
-        assert_eq!(required(&Method::GET, "/metrics"), Need::Read);
-        assert_eq!(required(&Method::GET, "/api/v1/runs"), Need::Read);
-        assert_eq!(required(&Method::POST, "/api/v1/runs"), Need::Write);
-        assert_eq!(required(&Method::GET, "/api/v1/users"), Need::Admin);
-        assert_eq!(required(&Method::POST, "/api/v1/models"), Need::Admin);
-        assert_eq!(required(&Method::POST, "/v1/chat/completions"), Need::Read);
+    fn roles_allow_what_their_need_says() {
         let viewer = Caller {
             csrf: None,
             user_id: Some("u".into()),

@@ -9,7 +9,7 @@ use glmtune_shared::error::{ErrorBody, ErrorDetail};
 
 use crate::db::DbError;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
@@ -31,6 +31,14 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn method_not_allowed(method: &axum::http::Method) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route does not take {method}"),
+        )
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {

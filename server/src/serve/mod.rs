@@ -16,6 +16,7 @@ mod openai;
 mod openapi;
 mod origin;
 mod registry;
+mod routes;
 mod state;
 mod supervisor;
 mod web;
@@ -30,7 +31,6 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use glmtune_shared::api::Role;
 
@@ -52,11 +52,11 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
 
 pub fn router(state: AppState, max_json_bytes: usize) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics::endpoint))
-        .route("/api/openapi.json", get(openapi::document))
-        .merge(api::routes(state.settings.max_upload_bytes))
-        .merge(openai::routes(state.settings.max_upload_bytes))
+        .merge(routes::router(
+            routes::all(state.settings.max_upload_bytes),
+            &state,
+        ))
+        .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(max_json_bytes))
         .layer(axum::middleware::from_fn(error::json_errors))

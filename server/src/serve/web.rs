@@ -13,6 +13,9 @@ use crate::serve::state::AppState;
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let path = request.uri().path();
     if path.starts_with("/api/") || path.starts_with("/v1/") {
+        if let Some(refused) = crate::serve::auth::refused_unrouted(&request) {
+            return refused.into_response();
+        }
         return ApiError::not_found("no such route").into_response();
     }
     let dir = &state.settings.web_dir;
@@ -33,4 +36,18 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         Ok(response) => response.map(axum::body::Body::new),
         Err(error) => ApiError::internal(error.to_string()).into_response(),
     }
+}
+
+/// A known path asked with a method it does not have: refused as an unknown path would be to
+/// callers who are not signed in, 405 to the others.
+pub async fn method_not_allowed(request: Request) -> Response {
+    let path = request.uri().path();
+    let api = path.starts_with("/api/") || path.starts_with("/v1/") || path == "/metrics";
+    if let Some(refused) = api
+        .then(|| crate::serve::auth::refused_unrouted(&request))
+        .flatten()
+    {
+        return refused.into_response();
+    }
+    ApiError::method_not_allowed(request.method()).into_response()
 }

@@ -89,6 +89,9 @@ fn auth_matrix(backend: Backend) {
         call_as(&server, "GET", "/api/v1/no/such/route", Some(&admin)),
         404
     );
+    // A known path with a method it lacks tells no more than an unknown one.
+    assert_eq!(call_as(&server, "PUT", "/api/v1/runs", None), 401);
+    assert_eq!(call_as(&server, "PUT", "/api/v1/runs", Some(&admin)), 405);
 
     // First-run setup with the printed token makes an admin and a session.
     let token = server

@@ -8,62 +8,196 @@ mod presets;
 pub mod runs;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
-use axum::Router;
 
+use crate::serve::auth::Need::{Admin, Public, Read, Write};
 use crate::serve::events;
-use crate::serve::state::AppState;
+use crate::serve::routes::Route;
 
-pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+/// The dashboard API's routes, with who may call each.
+pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
     let upload_limit =
         DefaultBodyLimit::max(usize::try_from(max_upload_bytes).unwrap_or(usize::MAX));
-    Router::new()
-        .route("/api/v1/auth/status", get(account::status))
-        .route("/api/v1/auth/setup", post(account::setup))
-        .route("/api/v1/auth/login", post(account::login))
-        .route("/api/v1/auth/logout", post(account::logout))
-        .route("/api/v1/auth/me", get(account::me))
-        .route(
+    vec![
+        Route::get(
+            "/api/v1/auth/status",
+            "Whether first-run setup is needed",
+            Public,
+            account::status,
+        ),
+        Route::post(
+            "/api/v1/auth/setup",
+            "Create the first admin with the setup token",
+            Public,
+            account::setup,
+        ),
+        Route::post(
+            "/api/v1/auth/login",
+            "Sign in; sets the session cookie",
+            Public,
+            account::login,
+        ),
+        // Signing out changes nothing another caller sees.
+        Route::post("/api/v1/auth/logout", "Sign out", Read, account::logout),
+        Route::get("/api/v1/auth/me", "The caller", Read, account::me),
+        Route::get("/api/v1/users", "List users", Admin, account::list_users),
+        Route::post(
             "/api/v1/users",
-            get(account::list_users).post(account::create_user),
-        )
-        .route("/api/v1/users/{id}", delete(account::delete_user))
-        .route(
+            "Create a user",
+            Admin,
+            account::create_user,
+        ),
+        Route::delete(
+            "/api/v1/users/{id}",
+            "Delete a user",
+            Admin,
+            account::delete_user,
+        ),
+        Route::get("/api/v1/keys", "List API keys", Read, account::list_keys),
+        Route::post(
             "/api/v1/keys",
-            get(account::list_keys).post(account::create_key),
-        )
-        .route("/api/v1/keys/{id}", delete(account::revoke_key))
-        .route("/api/v1/models", get(models::list).post(models::register))
-        .route("/api/v1/models/{name}/files", get(models::files))
-        .route("/api/v1/models/{name}/files/{file}", get(models::file))
-        .route(
+            "Create an API key (the secret is shown once)",
+            Write,
+            account::create_key,
+        ),
+        Route::delete(
+            "/api/v1/keys/{id}",
+            "Revoke an API key",
+            Write,
+            account::revoke_key,
+        ),
+        Route::get("/api/v1/models", "List base models", Read, models::list),
+        Route::post(
+            "/api/v1/models",
+            "Register a checkpoint folder on the server",
+            Admin,
+            models::register,
+        ),
+        Route::get(
+            "/api/v1/models/{name}/files",
+            "The files of a model's folder",
+            Read,
+            models::files,
+        ),
+        Route::get(
+            "/api/v1/models/{name}/files/{file}",
+            "One file of a model's folder (range requests)",
+            Read,
+            models::file,
+        ),
+        Route::get("/api/v1/datasets", "List datasets", Read, datasets::list),
+        Route::post(
             "/api/v1/datasets",
-            get(datasets::list)
-                .post(datasets::upload)
-                .layer(upload_limit),
+            "Upload a dataset (the body is the file)",
+            Write,
+            datasets::upload,
         )
-        .route(
+        .map(|handler| handler.layer(upload_limit)),
+        Route::get(
             "/api/v1/datasets/{id}",
-            get(datasets::get_one).delete(datasets::delete),
-        )
-        .route("/api/v1/datasets/{id}/content", get(datasets::content))
-        .route("/api/v1/datasets/{id}/split", post(datasets::split))
-        .route("/api/v1/presets", get(presets::list))
-        .route("/api/v1/runs", get(runs::list).post(runs::create))
-        .route("/api/v1/runs/{id}", get(runs::get_one))
-        .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
-        .route("/api/v1/runs/{id}/resume", post(runs::resume))
-        .route("/api/v1/runs/{id}/logs", get(runs::logs))
-        .route("/api/v1/runs/{id}/events", get(events::stream))
-        .route("/api/v1/runs/{id}/events.json", get(events::list))
-        .route("/api/v1/runs/{id}/checkpoints", get(runs::checkpoints))
-        .route("/api/v1/runs/{id}/evaluation", get(runs::evaluation))
-        .route("/api/v1/runs/{id}/adapter", get(runs::adapter))
-        .route("/api/v1/runs/{id}/adapter/{file}", get(runs::adapter_file))
-        .route("/api/v1/chats", get(chats::list).post(chats::create))
-        .route(
+            "A dataset with statistics and preview",
+            Read,
+            datasets::get_one,
+        ),
+        Route::delete(
+            "/api/v1/datasets/{id}",
+            "Delete a dataset no run uses",
+            Write,
+            datasets::delete,
+        ),
+        Route::get(
+            "/api/v1/datasets/{id}/content",
+            "The stored file",
+            Read,
+            datasets::content,
+        ),
+        Route::post(
+            "/api/v1/datasets/{id}/split",
+            "Split into train and validation datasets",
+            Write,
+            datasets::split,
+        ),
+        Route::get(
+            "/api/v1/presets",
+            "Run presets and domain templates",
+            Read,
+            presets::list,
+        ),
+        Route::get("/api/v1/runs", "List runs", Read, runs::list),
+        Route::post("/api/v1/runs", "Queue a training run", Write, runs::create),
+        Route::get("/api/v1/runs/{id}", "A run", Read, runs::get_one),
+        Route::post(
+            "/api/v1/runs/{id}/cancel",
+            "Cancel a queued or running run",
+            Write,
+            runs::cancel,
+        ),
+        Route::post(
+            "/api/v1/runs/{id}/resume",
+            "Resume a failed or cancelled run from its last checkpoint",
+            Write,
+            runs::resume,
+        ),
+        Route::get(
+            "/api/v1/runs/{id}/logs",
+            "The trainer's output",
+            Read,
+            runs::logs,
+        ),
+        Route::get(
+            "/api/v1/runs/{id}/events",
+            "Progress as Server-Sent Events (Last-Event-ID replays)",
+            Read,
+            events::stream,
+        ),
+        Route::get(
+            "/api/v1/runs/{id}/events.json",
+            "Progress events as JSON",
+            Read,
+            events::list,
+        ),
+        Route::get(
+            "/api/v1/runs/{id}/checkpoints",
+            "Saved checkpoints",
+            Read,
+            runs::checkpoints,
+        ),
+        Route::get(
+            "/api/v1/runs/{id}/evaluation",
+            "BLEU/ROUGE and sample predictions",
+            Read,
+            runs::evaluation,
+        ),
+        Route::get(
+            "/api/v1/runs/{id}/adapter",
+            "The adapter as a zip in the official layout",
+            Read,
+            runs::adapter,
+        ),
+        Route::get(
+            "/api/v1/runs/{id}/adapter/{file}",
+            "One file of the adapter",
+            Read,
+            runs::adapter_file,
+        ),
+        Route::get("/api/v1/chats", "The caller's chats", Read, chats::list),
+        Route::post(
+            "/api/v1/chats",
+            "Start a chat with a model or a run's adapter",
+            Write,
+            chats::create,
+        ),
+        Route::get(
             "/api/v1/chats/{id}",
-            get(chats::get_one).delete(chats::delete),
-        )
-        .route("/api/v1/chats/{id}/messages", post(chats::post_message))
+            "A chat with its messages",
+            Read,
+            chats::get_one,
+        ),
+        Route::delete("/api/v1/chats/{id}", "Delete a chat", Write, chats::delete),
+        Route::post(
+            "/api/v1/chats/{id}/messages",
+            "Ask; the answer is stored (streamed with stream: true)",
+            Write,
+            chats::post_message,
+        ),
+    ]
 }

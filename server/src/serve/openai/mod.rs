@@ -6,35 +6,84 @@ mod files;
 mod fine_tuning;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::Router;
 
-use crate::serve::state::AppState;
+use crate::serve::auth::Need::{Read, Write};
+use crate::serve::routes::Route;
 
-pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+/// The OpenAI API's routes, with who may call each.
+pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
     let upload_limit =
         DefaultBodyLimit::max(usize::try_from(max_upload_bytes).unwrap_or(usize::MAX));
-    Router::new()
-        .route("/v1/models", get(chat::list_models))
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route(
+    vec![
+        Route::get(
+            "/v1/models",
+            "OpenAI: models and fine-tuned models",
+            Read,
+            chat::list_models,
+        ),
+        // Asking for an answer changes nothing another caller sees.
+        Route::post(
+            "/v1/chat/completions",
+            "OpenAI: chat completion (streaming or not)",
+            Read,
+            chat::chat_completions,
+        ),
+        Route::get("/v1/files", "OpenAI: list files", Read, files::list),
+        Route::post(
             "/v1/files",
-            get(files::list).post(files::upload).layer(upload_limit),
+            "OpenAI: upload a fine-tuning file (multipart)",
+            Write,
+            files::upload,
         )
-        .route("/v1/files/{id}", get(files::get_one).delete(files::delete))
-        .route("/v1/files/{id}/content", get(files::content))
-        .route(
+        .map(|handler| handler.layer(upload_limit)),
+        Route::get("/v1/files/{id}", "OpenAI: a file", Read, files::get_one),
+        Route::delete(
+            "/v1/files/{id}",
+            "OpenAI: delete a file",
+            Write,
+            files::delete,
+        ),
+        Route::get(
+            "/v1/files/{id}/content",
+            "OpenAI: a file's bytes",
+            Read,
+            files::content,
+        ),
+        Route::get(
             "/v1/fine_tuning/jobs",
-            get(fine_tuning::list).post(fine_tuning::create),
-        )
-        .route("/v1/fine_tuning/jobs/{id}", get(fine_tuning::get_one))
-        .route("/v1/fine_tuning/jobs/{id}/events", get(fine_tuning::events))
-        .route(
+            "OpenAI: list fine-tuning jobs",
+            Read,
+            fine_tuning::list,
+        ),
+        Route::post(
+            "/v1/fine_tuning/jobs",
+            "OpenAI: create a fine-tuning job",
+            Write,
+            fine_tuning::create,
+        ),
+        Route::get(
+            "/v1/fine_tuning/jobs/{id}",
+            "OpenAI: a fine-tuning job",
+            Read,
+            fine_tuning::get_one,
+        ),
+        Route::get(
+            "/v1/fine_tuning/jobs/{id}/events",
+            "OpenAI: a job's events",
+            Read,
+            fine_tuning::events,
+        ),
+        Route::get(
             "/v1/fine_tuning/jobs/{id}/checkpoints",
-            get(fine_tuning::checkpoints),
-        )
-        .route(
+            "OpenAI: a job's checkpoints",
+            Read,
+            fine_tuning::checkpoints,
+        ),
+        Route::post(
             "/v1/fine_tuning/jobs/{id}/cancel",
-            post(fine_tuning::cancel),
-        )
+            "OpenAI: cancel a job",
+            Write,
+            fine_tuning::cancel,
+        ),
+    ]
 }
