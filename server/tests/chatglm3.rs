@@ -3,37 +3,20 @@
 //! and training on conversations.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod common;
+use common::{glmtune, stdout_json};
 
 fn fixture(path: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm3-tiny");
-    dir.join(path).to_string_lossy().into_owned()
+    common::fixture_of(common::CHATGLM3, path)
 }
 
 fn expected() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
+    common::expected_of(common::CHATGLM3)
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("glmtune-glm3-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn glmtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout_json(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    common::scratch("glm3", name)
 }
 
 /// `glmtune generate --chat` for a fixture case: its query with its history.

@@ -6,29 +6,15 @@ use std::process::{Command, Output, Stdio};
 
 use candle_core::{Device, Tensor};
 
-fn fixture(path: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
-    dir.join(path).to_string_lossy().into_owned()
-}
+mod common;
+use common::{fixture, glmtune, stdout_json};
 
 fn expected() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
+    common::expected_of(common::CHATGLM6B)
 }
 
-fn glmtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout_json(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+fn temp_path(name: &str) -> PathBuf {
+    common::temp_path("cli", name)
 }
 
 fn stderr_line(output: &Output) -> String {
@@ -39,10 +25,6 @@ fn stderr_line(output: &Output) -> String {
         "one line expected: {stderr}"
     );
     stderr
-}
-
-fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("glmtune-cli-{}-{name}", std::process::id()))
 }
 
 #[test]

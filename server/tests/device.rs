@@ -5,20 +5,11 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn fixture(path: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
-    dir.join(path).to_string_lossy().into_owned()
-}
-
-fn glmtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{fixture, glmtune};
 
 fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("glmtune-device-{}-{name}", std::process::id()))
+    common::temp_path("device", name)
 }
 
 fn one_stderr_line(output: &Output) -> String {

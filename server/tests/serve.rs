@@ -5,9 +5,11 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-fn fixture(path: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
-    dir.join(path).to_string_lossy().into_owned()
+mod common;
+use common::fixture;
+
+fn expected() -> serde_json::Value {
+    common::expected_of(common::CHATGLM6B)
 }
 
 /// A server on a free loopback port, stopped when dropped.
@@ -117,10 +119,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
-}
-
-fn expected() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap()
 }
 
 fn decoded(ids: &serde_json::Value) -> String {

@@ -10,15 +10,11 @@ use glmtune_shared::api::{ReadOptions, RunSettings};
 use glmtune_shared::run_log::{FinishedRow, LogRow, StepRow, TRAINER_LOG};
 use glmtune_shared::train_job::TrainJob;
 
-fn fixture(path: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny");
-    dir.join(path).to_string_lossy().into_owned()
-}
+mod common;
+use common::{fixture, glmtune};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("glmtune-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("train", name)
 }
 
 /// Runs `glmtune ARGS` and fails the test, with its stderr, unless it succeeded.
@@ -33,13 +29,6 @@ fn glmtune_ok(args: &[String]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-fn glmtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_glmtune"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// The fixture's recipe: `expected.json` → `train`.
