@@ -19,10 +19,16 @@ pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// `Secure` when the browser reached us over HTTPS, so that the cookie never travels in clear.
 fn session_cookie(token: &str, max_age: i64, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
-    )
+    use axum_extra::extract::cookie::{Cookie, SameSite};
+    use cookie::time;
+    Cookie::build((SESSION_COOKIE, token))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(time::Duration::seconds(max_age))
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 async fn start_session(
