@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::tokenizer::TokenizerError;
-
 /// Everything that can go wrong while loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -86,4 +84,22 @@ impl EngineError {
             message: message.into(),
         }
     }
+}
+
+/// A tokenizer that cannot be read (the tokenizer module's own error; here so that this module
+/// depends on no other).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not a usable sentencepiece model: {reason}")]
+    MalformedModel { file: String, reason: String },
+    #[error("{file}: unsupported sentencepiece model: {reason}")]
+    UnsupportedModel { file: String, reason: String },
+    #[error("{file}: bad tokenizer config: {reason}")]
+    MalformedConfig { file: String, reason: String },
 }

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod family;
 pub mod generation;
 #[cfg(feature = "gpu")]
 pub mod gpu;

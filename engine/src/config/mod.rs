@@ -15,47 +15,9 @@ mod fields;
 mod glm2;
 pub mod shapes;
 
+pub use crate::family::Family;
 use fields::Fields;
 pub use glm2::{Glm2Config, RopeScaling};
-
-/// A generation of ChatGLM. ChatGLM2 and ChatGLM3 share the network and differ in the tokenizer's
-/// special tokens and the chat format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    #[serde(rename = "chatglm")]
-    ChatGlm,
-    #[serde(rename = "chatglm2")]
-    ChatGlm2,
-    #[serde(rename = "chatglm3")]
-    ChatGlm3,
-}
-
-impl Family {
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::ChatGlm => "ChatGLM-6B",
-            Family::ChatGlm2 => "ChatGLM2-6B",
-            Family::ChatGlm3 => "ChatGLM3-6B",
-        }
-    }
-
-    /// The optimizer of the generation's official P-Tuning v2 script: ChatGLM-6B's and ChatGLM2's
-    /// `ptuning/main.py` run the transformers 4.27 Trainer (default `adamw_hf`); ChatGLM3's
-    /// `finetune_demo/finetune_hf.py` runs the 4.40 Trainer (default `adamw_torch`).
-    pub fn official_optim(self) -> crate::train::Optim {
-        match self {
-            Family::ChatGlm | Family::ChatGlm2 => crate::train::Optim::AdamwHf,
-            Family::ChatGlm3 => crate::train::Optim::AdamwTorch,
-        }
-    }
-}
-
-impl std::fmt::Display for Family {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Which network a config describes.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,7 +97,7 @@ impl ChatGlmConfig {
         let config = Self::from_json_str(&text, path)?;
         match (&config.architecture, path.parent()) {
             (Architecture::Glm2(_), Some(dir)) => {
-                Ok(config.for_family(crate::tokenizer::family_of_dir(dir)))
+                Ok(config.for_family(crate::family::family_of_dir(dir)))
             }
             _ => Ok(config),
         }

@@ -18,12 +18,12 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::checkpoint::Checkpoint;
 use crate::config::ChatGlmConfig;
 use crate::error::{EngineError, Result};
+use crate::model::gguf::QuantizedFile;
 use crate::model::init;
 use crate::model::names::Names;
 use crate::model::norm::Norm;
 use crate::model::rotary::{self, Rotary};
 use crate::model::weights::{DenseSource, Embedding, Linear, Matrix, WeightSource};
-use crate::quant::QuantizedFile;
 
 /// Score written into masked attention slots, as the official code does (a fill, not an addition).
 const MASKED_SCORE: f64 = -10000.0;

@@ -3,6 +3,7 @@
 pub mod chatglm;
 mod fused;
 mod gemv;
+pub(crate) mod gguf;
 mod glm2;
 pub mod init;
 pub mod inputs;

@@ -24,9 +24,10 @@ mod trie;
 mod unigram;
 mod utf8;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-pub use crate::config::Family;
+use crate::family::glm2_family;
+pub use crate::family::Family;
 pub use chatglm::SpecialIds;
 
 use chatglm::Glm1Tokenizer;
@@ -36,27 +37,11 @@ use glm2::Glm2Tokenizer;
 pub const MODEL_FILE: &str = "ice_text.model";
 /// File name of the sentencepiece model in a ChatGLM2-6B / ChatGLM3-6B checkpoint directory.
 pub const GLM2_MODEL_FILE: &str = "tokenizer.model";
-/// The official Python tokenizer shipped in Hugging Face folders; read only to tell ChatGLM2
-/// from ChatGLM3 (whose copy knows the role tokens).
-pub const PYTHON_TOKENIZER_FILE: &str = "tokenization_chatglm.py";
-/// File name of the tokenizer settings in a checkpoint directory.
-pub const CONFIG_FILE: &str = "tokenizer_config.json";
+/// The official Python tokenizer (read only to tell ChatGLM2 from ChatGLM3) and the tokenizer
+/// settings of a checkpoint directory.
+pub use crate::family::{PYTHON_TOKENIZER_FILE, TOKENIZER_CONFIG_FILE as CONFIG_FILE};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TokenizerError {
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: not a usable sentencepiece model: {reason}")]
-    MalformedModel { file: String, reason: String },
-    #[error("{file}: unsupported sentencepiece model: {reason}")]
-    UnsupportedModel { file: String, reason: String },
-    #[error("{file}: bad tokenizer config: {reason}")]
-    MalformedConfig { file: String, reason: String },
-}
+pub use crate::error::TokenizerError;
 
 /// A ChatGLM tokenizer of any generation, equal in ids and decoded text to the official one.
 #[derive(Debug)]
@@ -345,14 +330,6 @@ impl ChatGlmTokenizer {
     }
 }
 
-/// The generation a ChatGLM2/3 checkpoint folder belongs to, from its `tokenization_chatglm.py`
-/// and `tokenizer_config.json` (without loading the vocabulary); unreadable files count as absent.
-pub fn family_of_dir(dir: &Path) -> Family {
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
-    let config = read(CONFIG_FILE).and_then(|text| serde_json::from_str(&text).ok());
-    glm2_family(config.as_ref(), read(PYTHON_TOKENIZER_FILE).as_deref())
-}
-
 /// Reads a file that may be absent.
 fn read_optional(path: &Path) -> Result<Option<String>, TokenizerError> {
     match std::fs::read_to_string(path) {
@@ -362,28 +339,5 @@ fn read_optional(path: &Path) -> Result<Option<String>, TokenizerError> {
             path: path.to_owned(),
             source,
         }),
-    }
-}
-
-/// ChatGLM2 or ChatGLM3: their configs and sentencepiece models are alike, so the evidence is
-/// the official Python tokenizer beside them (ChatGLM3's knows `<|observation|>`), a name in
-/// `tokenizer_config.json`, or role tokens it lists; without any, ChatGLM3, the current release.
-fn glm2_family(config: Option<&serde_json::Value>, python: Option<&str>) -> Family {
-    if let Some(code) = python {
-        return if code.contains("<|observation|>") {
-            Family::ChatGlm3
-        } else {
-            Family::ChatGlm2
-        };
-    }
-    let text = config
-        .map(|c| c.to_string().to_lowercase())
-        .unwrap_or_default();
-    if text.contains("<|observation|>") || text.contains("<|user|>") || text.contains("chatglm3") {
-        Family::ChatGlm3
-    } else if text.contains("chatglm2") || text.contains("codegeex2") {
-        Family::ChatGlm2
-    } else {
-        Family::ChatGlm3
     }
 }

@@ -28,6 +28,17 @@ impl Optim {
     }
 
     /// Parses the Trainer's name.
+    /// The optimizer of the generation's official P-Tuning v2 script: ChatGLM-6B's and ChatGLM2's
+    /// `ptuning/main.py` run the transformers 4.27 Trainer (default `adamw_hf`); ChatGLM3's
+    /// `finetune_demo/finetune_hf.py` runs the 4.40 Trainer (default `adamw_torch`).
+    pub fn official(family: crate::family::Family) -> Self {
+        use crate::family::Family;
+        match family {
+            Family::ChatGlm | Family::ChatGlm2 => Optim::AdamwHf,
+            Family::ChatGlm3 => Optim::AdamwTorch,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         [Optim::AdamwHf, Optim::AdamwTorch]
             .into_iter()

@@ -142,7 +142,7 @@ fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
         max_steps: args.steps,
         prefix_dropout: 0.1,
         adam: AdamWConfig {
-            optim: family.official_optim(),
+            optim: glmtune_engine::train::Optim::official(family),
             ..AdamWConfig::default()
         },
         forward_batch_size: args.forward_batch_size,

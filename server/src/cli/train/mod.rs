@@ -272,7 +272,7 @@ fn train(
             optim: match s.optim {
                 Some(name) => Optim::from_name(name.as_str())
                     .with_context(|| format!("optim {}", name.as_str()))?,
-                None => tokenizer.family().official_optim(),
+                None => Optim::official(tokenizer.family()),
             },
             weight_decay: s.weight_decay.unwrap_or(defaults::WEIGHT_DECAY),
             ..AdamWConfig::default()
