@@ -21,7 +21,12 @@ fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     rust_files(src, &mut files);
     let top = |path: &Path| -> String {
         let rel = path.strip_prefix(src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         first.trim_end_matches(".rs").to_owned()
     };
     let modules: BTreeSet<String> = files.iter().map(|p| top(p)).collect();
@@ -48,10 +53,7 @@ fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// A path from `from` back to itself, if there is one.
-fn cycle_through(
-    edges: &BTreeMap<String, BTreeSet<String>>,
-    from: &str,
-) -> Option<Vec<String>> {
+fn cycle_through(edges: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<String>> {
     let mut stack = vec![vec![from.to_owned()]];
     let mut seen = BTreeSet::new();
     while let Some(path) = stack.pop() {

@@ -1,6 +1,9 @@
 //! ChatGLM (all generations) as their `modeling_chatglm.py` compute it: the model, its loading and
 //! ChatGLM-6B's GLM block; ChatGLM2/3's block is in [`super::glm2`].
 //!
+//! Past 500 lines on purpose: one generation's network in one file, as candle-transformers keeps
+//! its models, so its block reads top to bottom beside the official code.
+//!
 //! ChatGLM-6B:
 //! Per block: `x₁ = LN(x)`, `h = x₁·α + Attn(x₁)`, `x₂ = LN(h)`, `out = x₂·α + MLP(x₂)` with
 //! `α = √56` (see [`RESIDUAL_ALPHA`]). Attention splits `query_key_value` per head (q, k, v interleaved by head),

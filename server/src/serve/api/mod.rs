@@ -5,6 +5,7 @@ pub mod chats;
 pub mod datasets;
 mod models;
 mod presets;
+pub mod run_files;
 pub mod runs;
 
 use axum::extract::DefaultBodyLimit;
@@ -141,7 +142,7 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
             "/api/v1/runs/{id}/logs",
             "The trainer's output",
             Read,
-            runs::logs,
+            run_files::logs,
         ),
         Route::get(
             "/api/v1/runs/{id}/events",
@@ -159,25 +160,25 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
             "/api/v1/runs/{id}/checkpoints",
             "Saved checkpoints",
             Read,
-            runs::checkpoints,
+            run_files::checkpoints,
         ),
         Route::get(
             "/api/v1/runs/{id}/evaluation",
             "BLEU/ROUGE and sample predictions",
             Read,
-            runs::evaluation,
+            run_files::evaluation,
         ),
         Route::get(
             "/api/v1/runs/{id}/adapter",
             "The adapter as a zip in the official layout",
             Read,
-            runs::adapter,
+            run_files::adapter,
         ),
         Route::get(
             "/api/v1/runs/{id}/adapter/{file}",
             "One file of the adapter",
             Read,
-            runs::adapter_file,
+            run_files::adapter_file,
         ),
         Route::get("/api/v1/chats", "The caller's chats", Read, chats::list),
         Route::post(

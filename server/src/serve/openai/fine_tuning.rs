@@ -12,7 +12,8 @@ use glmtune_shared::openai::{
 };
 use serde::Deserialize;
 
-use crate::serve::api::runs::{self, cancel_run, create_run, list_checkpoints};
+use crate::serve::api::run_files::list_checkpoints;
+use crate::serve::api::runs::{self, cancel_run, create_run};
 use crate::serve::auth::Caller;
 use crate::serve::{ApiError, AppState};
 
