@@ -1,14 +1,16 @@
-//! Calls to the server's `/api/v1` from the browser: same-origin `fetch` (the session cookie rides
-//! along), the CSRF header on every change, and the server's JSON errors turned into a message.
+//! Calls to the server's `/api/v1` from the browser: same-origin `fetch` through `gloo-net` (the
+//! session cookie rides along; it works in a page and in a worker), the CSRF header on every
+//! change, and the server's JSON errors turned into a message. Uploads go through
+//! XMLHttpRequest, the one browser API that reports the bytes sent.
 
 use std::cell::RefCell;
 
+use gloo_net::http::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Request, RequestInit, Response};
 
 thread_local! {
     static CSRF: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -62,47 +64,44 @@ impl From<JsValue> for Failure {
     }
 }
 
+impl From<gloo_net::Error> for Failure {
+    fn from(error: gloo_net::Error) -> Self {
+        match error {
+            // fetch itself failed: no answer came back.
+            gloo_net::Error::JsError(_) => {
+                Failure::local("the server cannot be reached; is glmtune serve running?")
+            }
+            other => Failure::local(other.to_string()),
+        }
+    }
+}
+
 /// Sends a request; `body` is JSON text or a file.
 pub async fn send(
-    method: &str,
+    method: Method,
     path: &str,
     body: Option<JsValue>,
     json: bool,
 ) -> Result<Response, Failure> {
-    let init = RequestInit::new();
-    init.set_method(method);
-    if let Some(body) = &body {
-        init.set_body(body);
-    }
-    let request = Request::new_with_str_and_init(path, &init)?;
+    let mut builder = RequestBuilder::new(path).method(method.clone());
     if json {
-        request.headers().set("Content-Type", "application/json")?;
+        builder = builder.header("Content-Type", "application/json");
     }
-    if method != "GET" {
+    if method != Method::GET {
         if let Some(token) = csrf() {
-            request.headers().set("X-CSRF-Token", &token)?;
+            builder = builder.header("X-CSRF-Token", &token);
         }
     }
-    let response: Response = JsFuture::from(fetch(&request))
-        .await?
-        .dyn_into()
-        .map_err(|_| Failure::local("fetch returned something else than a response"))?;
+    let request = match body {
+        Some(body) => builder.body(body)?,
+        None => builder.build()?,
+    };
+    let response = request.send().await?;
     if response.ok() {
         return Ok(response);
     }
-    let text = text_of(&response).await.unwrap_or_default();
+    let text = response.text().await.unwrap_or_default();
     Err(Failure::of_answer(response.status(), &text))
-}
-
-/// `fetch` on whatever global this runs in: the page's window, or a worker's scope.
-fn fetch(request: &Request) -> js_sys::Promise {
-    let global = js_sys::global();
-    match global.dyn_ref::<web_sys::Window>() {
-        Some(window) => window.fetch_with_request(request),
-        None => global
-            .unchecked_into::<web_sys::WorkerGlobalScope>()
-            .fetch_with_request(request),
-    }
 }
 
 /// The browser's Cache API storage, in a page or a worker (secure contexts only).
@@ -119,21 +118,16 @@ pub fn caches() -> Option<web_sys::CacheStorage> {
 
 /// Bytes `start..end` of a file, by a `Range` request the server must honour.
 pub async fn get_range(path: &str, start: u64, end: u64) -> Result<Vec<u8>, Failure> {
-    let request = Request::new_with_str(path)?;
-    request
-        .headers()
-        .set("Range", &format!("bytes={start}-{}", end - 1))?;
-    let response: Response = JsFuture::from(fetch(&request))
-        .await?
-        .dyn_into()
-        .map_err(|_| Failure::local("fetch returned something else than a response"))?;
+    let response = RequestBuilder::new(path)
+        .header("Range", &format!("bytes={start}-{}", end - 1))
+        .send()
+        .await?;
     let whole = start == 0 && response.status() == 200;
     if response.status() != 206 && !whole {
-        let text = text_of(&response).await.unwrap_or_default();
+        let text = response.text().await.unwrap_or_default();
         return Err(Failure::of_answer(response.status(), &text));
     }
-    let buffer = JsFuture::from(response.array_buffer()?).await?;
-    let mut bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+    let mut bytes = response.binary().await?;
     if whole {
         bytes.truncate((end - start) as usize);
     }
@@ -146,13 +140,8 @@ pub async fn get_range(path: &str, start: u64, end: u64) -> Result<Vec<u8>, Fail
     Ok(bytes)
 }
 
-pub async fn text_of(response: &Response) -> Result<String, Failure> {
-    let text = JsFuture::from(response.text()?).await?;
-    Ok(text.as_string().unwrap_or_default())
-}
-
 async fn json_of<T: DeserializeOwned>(response: Response) -> Result<T, Failure> {
-    parse(&text_of(&response).await?)
+    parse(&response.text().await?)
 }
 
 fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
@@ -161,24 +150,22 @@ fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
 
 /// The body of a GET as bytes (model files).
 pub async fn get_bytes(path: &str) -> Result<Vec<u8>, Failure> {
-    let response = send("GET", path, None, false).await?;
-    let buffer = JsFuture::from(response.array_buffer()?).await?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    Ok(send(Method::GET, path, None, false).await?.binary().await?)
 }
 
 pub async fn get<T: DeserializeOwned>(path: &str) -> Result<T, Failure> {
-    json_of(send("GET", path, None, false).await?).await
+    json_of(send(Method::GET, path, None, false).await?).await
 }
 
 pub async fn post<B: Serialize, T: DeserializeOwned>(path: &str, body: &B) -> Result<T, Failure> {
     let text = serde_json::to_string(body).map_err(|e| Failure::local(e.to_string()))?;
-    json_of(send("POST", path, Some(JsValue::from_str(&text)), true).await?).await
+    json_of(send(Method::POST, path, Some(JsValue::from_str(&text)), true).await?).await
 }
 
 /// A POST whose answer has no body to read (204) or whose body does not matter.
 pub async fn post_empty<B: Serialize>(path: &str, body: &B) -> Result<(), Failure> {
     let text = serde_json::to_string(body).map_err(|e| Failure::local(e.to_string()))?;
-    send("POST", path, Some(JsValue::from_str(&text)), true)
+    send(Method::POST, path, Some(JsValue::from_str(&text)), true)
         .await
         .map(|_| ())
 }
@@ -244,7 +231,7 @@ pub async fn post_stream<B: Serialize>(
     mut on_event: impl FnMut(&str, &str),
 ) -> Result<(), Failure> {
     let text = serde_json::to_string(body).map_err(|e| Failure::local(e.to_string()))?;
-    let response = send("POST", path, Some(JsValue::from_str(&text)), true).await?;
+    let response = send(Method::POST, path, Some(JsValue::from_str(&text)), true).await?;
     let stream = response
         .body()
         .ok_or_else(|| Failure::local("the answer has no body"))?;

@@ -33,7 +33,14 @@ pub fn Keys() -> impl IntoView {
     };
     let revoke = move |id: String| {
         leptos::task::spawn_local(async move {
-            match api::send("DELETE", &format!("/api/v1/keys/{id}"), None, false).await {
+            match api::send(
+                gloo_net::http::Method::DELETE,
+                &format!("/api/v1/keys/{id}"),
+                None,
+                false,
+            )
+            .await
+            {
                 Ok(_) => keys.refetch(),
                 Err(failure) => error.set(Some(failure)),
             }
