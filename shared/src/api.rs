@@ -387,8 +387,20 @@ pub struct Checkpoint {
 /// BLEU/ROUGE of a finished run on its validation set, with some predictions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    pub scores: serde_json::Value,
-    pub samples: Vec<serde_json::Value>,
+    pub scores: ScoreTable,
+    pub samples: Vec<Prediction>,
+}
+
+/// BLEU-4 and ROUGE-1/2/L (×100) by their official names (`bleu-4`, `rouge-1`…), as
+/// `glmtune eval` writes them to `scores.json`.
+pub type ScoreTable = std::collections::BTreeMap<String, f64>;
+
+/// One line of `generated_predictions.jsonl`, in the official script's names: the reference answer
+/// and the generated one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub labels: String,
+    pub predict: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,11 +2,9 @@
 //! `kind`. The server's supervisor and database write them through [`RunEventData`], and the
 //! dashboard reads them back with [`RunEvent::data`]; no side looks a field up by name.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::api::{RunEvent, RunState};
+use crate::api::{RunEvent, RunState, ScoreTable};
 use crate::run_log::LogRow;
 
 /// The data of a run event.
@@ -35,7 +33,7 @@ pub struct StateChange {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalScores {
-    pub scores: BTreeMap<String, f64>,
+    pub scores: ScoreTable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -129,11 +129,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut file =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     for (label, predict) in references.iter().zip(&predictions) {
-        writeln!(
-            file,
-            "{}",
-            serde_json::json!({ "labels": label, "predict": predict })
-        )?;
+        let line = glmtune_shared::api::Prediction {
+            labels: label.clone(),
+            predict: predict.clone(),
+        };
+        writeln!(file, "{}", serde_json::to_string(&line)?)?;
     }
     let (mean, _, warnings) = score_corpus(&predictions, &references)?;
     for warning in warnings {

@@ -5,7 +5,7 @@ use glmtune_shared::run_event::RunEventData;
 use glmtune_shared::run_log::LogRow;
 use std::collections::BTreeSet;
 
-use glmtune_shared::api::{Evaluation, List, Run, RunEvent};
+use glmtune_shared::api::{Evaluation, List, Run, RunEvent, ScoreTable};
 use leptos::prelude::*;
 
 use crate::api;
@@ -19,7 +19,7 @@ struct Compared {
     loss: Vec<(f64, f64)>,
     eval_loss: Vec<(f64, f64)>,
     tokens_per_second: Option<f64>,
-    scores: Option<serde_json::Value>,
+    scores: Option<ScoreTable>,
 }
 
 /// Every event of a run, page by page.
@@ -106,12 +106,8 @@ fn Comparison(runs: Vec<Compared>) -> impl IntoView {
     let validation = curves(|c| c.eval_loss.clone(), &runs);
     let score_names: BTreeSet<String> = runs
         .iter()
-        .filter_map(|c| c.scores.as_ref()?.as_object())
-        .flat_map(|o| {
-            o.iter()
-                .filter(|(_, v)| v.is_number())
-                .map(|(k, _)| k.clone())
-        })
+        .filter_map(|c| c.scores.as_ref())
+        .flat_map(|table| table.keys().cloned())
         .collect();
     let settings: Vec<serde_json::Value> = runs
         .iter()
@@ -155,7 +151,7 @@ fn Comparison(runs: Vec<Compared>) -> impl IntoView {
             let scores = score_names
                 .iter()
                 .map(|name| {
-                    let value = c.scores.as_ref().and_then(|s| s[name].as_f64());
+                    let value = c.scores.as_ref().and_then(|s| s.get(name).copied());
                     view! { <td>{number(value)}</td> }
                 })
                 .collect_view();

@@ -2,9 +2,7 @@
 //! `Last-Event-ID` by itself; a reload replays everything), drawn as loss, learning-rate and
 //! grad-norm charts with progress, ETA, tokens/s, a stall warning and the log.
 
-use std::collections::BTreeMap;
-
-use glmtune_shared::api::{Checkpoint, List, Run, RunEvent};
+use glmtune_shared::api::{Checkpoint, List, Run, RunEvent, ScoreTable};
 use glmtune_shared::run_event::RunEventData;
 use glmtune_shared::run_log::LogRow;
 use leptos::prelude::*;
@@ -33,7 +31,7 @@ struct Progress {
     dtype: Option<String>,
     peak_memory_bytes: Option<u64>,
     log: Vec<(String, String)>,
-    scores: Option<BTreeMap<String, f64>>,
+    scores: Option<ScoreTable>,
 }
 
 impl Progress {
