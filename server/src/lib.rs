@@ -7,4 +7,5 @@ pub mod db;
 pub mod device;
 pub mod memory;
 pub mod precision;
+pub mod run_folder;
 pub mod serve;

@@ -58,16 +58,12 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
             .filter_map(|row| Some((row.step() as i64, value(row)?)))
             .find(|(at, _)| *at <= step)
     };
-    let mut found: Vec<Checkpoint> = std::fs::read_dir(layout.dir())
-        .into_iter()
+    let mut found: Vec<Checkpoint> = crate::run_folder::complete_checkpoints(layout.dir())
         .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let step = i64::try_from(RunLayout::checkpoint_step(&name)?).ok()?;
-            let state_file = entry
-                .path()
-                .join(glmtune_engine::train::trainer::STATE_FILE);
+        .filter_map(|(step, path)| {
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            let step = i64::try_from(step).ok()?;
+            let state_file = path.join(glmtune_engine::train::trainer::STATE_FILE);
             let created_at = state_file
                 .metadata()
                 .ok()?

@@ -22,16 +22,14 @@ impl Supervisor {
         let dir = layout.dir();
         std::fs::create_dir_all(dir)
             .map_err(SupervisorError::io(format!("creating {}", dir.display())))?;
-        let model = self.block(self.db.model(&run.model))?.ok_or_else(|| {
-            SupervisorError::Missing(format!("model {:?} is not registered", run.model))
-        })?;
+        let model = self.model_path(run)?;
         let (train_file, dataset) = self.dataset_path(&run.train_dataset)?;
         let validation_file = match &run.validation_dataset {
             Some(validation) => Some(self.dataset_path(validation)?.0),
             None => None,
         };
         let job = TrainJob {
-            model: PathBuf::from(&model.path),
+            model: PathBuf::from(model),
             train_file,
             validation_file,
             // The run's validation set was checked to read with the same options.
@@ -95,9 +93,7 @@ impl Supervisor {
             "creating {}",
             eval_dir.display()
         )))?;
-        let model = self.block(self.db.model(&run.model))?.ok_or_else(|| {
-            SupervisorError::Missing(format!("model {:?} is not registered", run.model))
-        })?;
+        let model = self.model_path(run)?;
         let validation = run
             .validation_dataset
             .as_deref()
@@ -106,7 +102,7 @@ impl Supervisor {
         let settings = &run.settings;
         let mut args: Vec<String> = vec![
             "eval".into(),
-            flag("model", &model.path),
+            flag("model", &model),
             flag("adapter", &dir.to_string_lossy()),
             flag("validation-file", &path.to_string_lossy()),
             flag("output-dir", &eval_dir.to_string_lossy()),
@@ -131,6 +127,14 @@ impl Supervisor {
         }
         spawn_child(&args, &layout.eval_stderr(), Some(&layout.scores()))
             .map_err(SupervisorError::io("starting glmtune eval"))
+    }
+
+    /// The folder of the run's base model.
+    fn model_path(&self, run: &Run) -> Result<String, SupervisorError> {
+        let model = self.block(self.db.model(&run.model))?.ok_or_else(|| {
+            SupervisorError::Missing(format!("model {:?} is not registered", run.model))
+        })?;
+        Ok(model.path)
     }
 
     /// The stored file of a dataset and how to read it.
