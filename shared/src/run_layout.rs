@@ -43,7 +43,12 @@ impl RunLayout {
 
     /// The folder of the checkpoint saved after optimizer step `step`.
     pub fn checkpoint(&self, step: u64) -> PathBuf {
-        self.dir.join(format!("{}{step}", Self::CHECKPOINT_PREFIX))
+        self.dir.join(Self::checkpoint_name(step))
+    }
+
+    /// The name of that folder (`checkpoint-12`).
+    pub fn checkpoint_name(step: u64) -> String {
+        format!("{}{step}", Self::CHECKPOINT_PREFIX)
     }
 
     /// The step of a checkpoint folder's name (`checkpoint-12` → 12); `None` for any other name.

@@ -186,10 +186,23 @@ pub enum OptimName {
 }
 
 impl OptimName {
+    pub const ALL: [OptimName; 2] = [OptimName::AdamwHf, OptimName::AdamwTorch];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OptimName::AdamwHf => "adamw_hf",
             OptimName::AdamwTorch => "adamw_torch",
         }
+    }
+}
+
+impl std::str::FromStr for OptimName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        OptimName::ALL
+            .into_iter()
+            .find(|o| o.as_str() == text)
+            .ok_or_else(|| format!("unknown optimizer {text:?} (adamw_hf, adamw_torch)"))
     }
 }

@@ -237,16 +237,9 @@ fn Compare(targets: Signal<Vec<(String, String)>>) -> impl IntoView {
                         content,
                     }],
                     temperature: Some(0.0),
-                    top_p: None,
                     max_tokens: Some(64),
                     stream: Some(true),
-                    seed: None,
-                    stop: None,
-                    max_completion_tokens: None,
-                    n: None,
-                    presence_penalty: None,
-                    frequency_penalty: None,
-                    other: Default::default(),
+                    ..ChatCompletionRequest::default()
                 };
                 let _ = api::post_stream("/v1/chat/completions", &request, |_, data| {
                     let Ok(chunk) = serde_json::from_str::<ChatCompletionChunk>(data) else {

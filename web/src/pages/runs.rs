@@ -107,7 +107,7 @@ pub fn Runs() -> impl IntoView {
             gradient_checkpointing: checkpointing.get_untracked().then_some(true),
             precision: serde_json::from_value(serde_json::Value::String(precision.get_untracked()))
                 .ok(),
-            optim: serde_json::from_value(serde_json::Value::String(optim.get_untracked())).ok(),
+            optim: optim.get_untracked().parse().ok(),
             quantization_bit: quantization_bit
                 .get_untracked()
                 .parse::<u8>()

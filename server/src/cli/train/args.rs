@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use clap::builder::TypedValueParser;
 use clap::Args;
 use glmtune_shared::api::{OptimName, Precision, QuantizationBit, RunSettings};
 use glmtune_shared::train_job::{defaults, TrainJob};
@@ -96,8 +97,9 @@ pub struct TrainArgs {
     weight_decay: f64,
     /// The Trainer's optimizer (`adamw_hf`: transformers' AdamW; `adamw_torch`: torch's). Default:
     /// the one the model generation's official script uses (adamw_torch for ChatGLM3).
-    #[arg(long, value_parser = ["adamw_hf", "adamw_torch"])]
-    optim: Option<String>,
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(OptimName::ALL.map(OptimName::as_str))
+        .try_map(|name: String| name.parse::<OptimName>()))]
+    optim: Option<OptimName>,
     #[arg(long, default_value_t = defaults::WARMUP_STEPS)]
     warmup_steps: u64,
     #[arg(long, default_value_t = defaults::MAX_GRAD_NORM)]
@@ -147,13 +149,6 @@ impl TrainArgs {
             .map(QuantizationBit::try_from)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--quantization-bit: {e}"))?;
-        let optim = match &self.optim {
-            Some(name) => Some(
-                serde_json::from_value::<OptimName>(serde_json::Value::String(name.clone()))
-                    .with_context(|| format!("--optim {name}"))?,
-            ),
-            None => None,
-        };
         let settings = RunSettings {
             pre_seq_len: self.pre_seq_len,
             prefix_projection: self.prefix_projection.then_some(true),
@@ -178,7 +173,7 @@ impl TrainArgs {
             forward_batch_size: self.forward_batch_size,
             gradient_checkpointing: self.gradient_checkpointing.then_some(true),
             precision: Some(precision),
-            optim,
+            optim: self.optim,
             quantization_bit,
         };
         settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;

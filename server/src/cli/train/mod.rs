@@ -59,21 +59,11 @@ fn load_examples(
 
 /// The newest `checkpoint-N` folder in `dir`, if any.
 fn newest_checkpoint(dir: &Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(None);
-    };
     let mut best: Option<(u64, PathBuf)> = None;
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(step) = RunLayout::checkpoint_step(&name) {
-            let complete = entry
-                .path()
-                .join(glmtune_engine::train::trainer::STATE_FILE)
-                .is_file();
-            if complete && best.as_ref().is_none_or(|(s, _)| step > *s) {
-                best = Some((step, entry.path()));
-            }
+    for found in glmtune::run_folder::complete_checkpoints(dir) {
+        let (step, path) = found?;
+        if best.as_ref().is_none_or(|(s, _)| step > *s) {
+            best = Some((step, path));
         }
     }
     Ok(best)
@@ -318,13 +308,13 @@ fn train(
         window.1 += step.tokens;
         let is_last = step.step >= max_steps;
         if step.step.is_multiple_of(logging_steps) || is_last {
-            let seconds = window.0.elapsed().as_secs_f64();
+            let tokens_per_second = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
             let row = LogRow::Step(StepRow {
                 step: step.step,
                 loss: step.loss,
                 learning_rate: step.learning_rate,
                 grad_norm: step.grad_norm,
-                tokens_per_second: window.1 as f64 / seconds.max(1e-9),
+                tokens_per_second,
                 tokens: window.1 as u64,
                 max_steps,
                 elapsed_s: started.elapsed().as_secs_f64(),
@@ -339,11 +329,7 @@ fn train(
                 started.elapsed().as_secs_f64() / step.step as f64 * (max_steps - step.step) as f64;
             let line = format!(
                 "step {}/{max_steps}  loss {:.4}  lr {:.3e}  {:.0} tok/s  ETA {:.0}s",
-                step.step,
-                step.loss,
-                step.learning_rate,
-                window.1 as f64 / seconds.max(1e-9),
-                eta
+                step.step, step.loss, step.learning_rate, tokens_per_second, eta
             );
             if terminal {
                 eprint!("\r{line}   ");
@@ -364,15 +350,11 @@ fn train(
         }
         let stop = interrupted.load(Ordering::SeqCst);
         if step.step.is_multiple_of(save_steps) || stop {
-            let dir = layout.checkpoint(step.step);
-            trainer.save_checkpoint(&dir)?;
+            trainer.save_checkpoint(&layout.checkpoint(step.step))?;
             last_saved = step.step;
             let row = LogRow::Checkpoint(CheckpointRow {
                 step: step.step,
-                checkpoint: dir
-                    .file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                checkpoint: RunLayout::checkpoint_name(step.step),
             });
             write_row(log, &log_path, &row)?;
         }
