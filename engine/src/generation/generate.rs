@@ -57,23 +57,28 @@ impl GenerationOptions {
     }
 }
 
-/// Generates for each prompt (token ids, special tokens included). `on_token(sequence, id)` sees
-/// every new token as it is chosen, `<eop>` included; returning `ControlFlow::Break(())` ends generation.
-/// Returns the new ids of each sequence, `<eop>` included when produced.
-pub fn generate(
-    model: &ChatGlmModel,
-    prefix: Option<&PrefixEncoder>,
+/// A model with its key/value cache, fed a step at a time: the CPU model here, the wgpu one in
+/// `gpu::decode`. [`decode`] is the one sampling loop over either.
+pub(crate) trait Session {
+    /// Feeds the prompts; returns each sequence's logits for its next token.
+    async fn start(&mut self) -> Result<Vec<Vec<f32>>>;
+    /// Feeds one token per sequence (padding for finished ones); returns the next logits.
+    async fn step(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The sampling loop: up to `budget` tokens a sequence, each sequence sampled on its own (its
+/// seed offset by its index), ended at a stop id or when `on_token(sequence, id)` breaks. The last
+/// token chosen is not fed back (nothing would read its logits).
+pub(crate) async fn decode(
+    session: &mut impl Session,
     prompts: &[Vec<u32>],
+    budget: usize,
     options: &GenerationOptions,
+    eos_token_id: u32,
+    pad_token_id: u32,
     mut on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
 ) -> Result<Vec<Vec<u32>>> {
-    let config = model.config();
-    let device = model.device();
     let batch_size = prompts.len();
-    let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
-    let batch = Batch::new(prompts, config, prefix_len, device)?;
-    let budget = options.new_token_budget(batch.ids.dim(1)?)?;
-    let mut cache = initial_cache(model, prefix, batch_size)?;
     let mut samplers: Vec<Sampler> = (0..batch_size)
         .map(|i| {
             let sampling = match &options.sampling {
@@ -96,51 +101,126 @@ pub fn generate(
     let mut seen: Vec<Vec<u32>> = prompts.to_vec();
     let mut outputs = vec![Vec::new(); batch_size];
     let mut finished = vec![false; batch_size];
-    let mut state = batch.next.clone();
-    let hidden = model.forward(
-        &batch.ids,
-        &batch.positions,
-        batch.mask.as_ref(),
-        &mut cache,
-    )?;
-    let mut last_hidden = hidden.narrow(1, hidden.dim(1)? - 1, 1)?;
-    for _ in 0..budget {
-        let logits = model.logits(&last_hidden)?.squeeze(1)?;
-        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+    let mut rows = session.start().await?;
+    for produced in 1..=budget {
         let mut tokens = Vec::with_capacity(batch_size);
         let mut stop = false;
-        for (i, mut row) in rows.into_iter().enumerate() {
+        for (i, row) in rows.iter_mut().enumerate() {
             if finished[i] {
-                tokens.push(config.pad_token_id);
+                tokens.push(pad_token_id);
                 continue;
             }
-            let token = samplers[i].choose(&mut row, &seen[i]);
+            let token = samplers[i].choose(row, &seen[i]);
             seen[i].push(token);
             outputs[i].push(token);
             tokens.push(token);
-            if options.is_stop(token, config.eos_token_id) {
+            if options.is_stop(token, eos_token_id) {
                 finished[i] = true;
             }
             if on_token(i, token) == ControlFlow::Break(()) {
                 stop = true;
             }
         }
-        if stop || finished.iter().all(|&f| f) {
+        if stop || produced == budget || finished.iter().all(|&f| f) {
             break;
         }
-        let step = Step::new(
-            &tokens,
-            &mut state,
-            &batch.padding,
-            prefix_len,
-            cache.len(),
-            config,
-            device,
-        )?;
-        let hidden = model.forward(&step.ids, &step.positions, step.mask.as_ref(), &mut cache)?;
-        last_hidden = hidden;
+        rows = session.step(&tokens).await?;
     }
     Ok(outputs)
+}
+
+/// The CPU model decoding a (left-padded) batch.
+struct CpuSession<'m> {
+    model: &'m ChatGlmModel,
+    batch: Batch,
+    cache: KvCache,
+    state: Vec<crate::model::SequencePositions>,
+    prefix_len: usize,
+}
+
+impl CpuSession<'_> {
+    fn logits(&self, last_hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
+        Ok(self.model.logits(last_hidden)?.squeeze(1)?.to_vec2()?)
+    }
+}
+
+impl Session for CpuSession<'_> {
+    async fn start(&mut self) -> Result<Vec<Vec<f32>>> {
+        let batch = &self.batch;
+        let hidden = self.model.forward(
+            &batch.ids,
+            &batch.positions,
+            batch.mask.as_ref(),
+            &mut self.cache,
+        )?;
+        self.logits(&hidden.narrow(1, hidden.dim(1)? - 1, 1)?)
+    }
+
+    async fn step(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let step = Step::new(
+            tokens,
+            &mut self.state,
+            &self.batch.padding,
+            self.prefix_len,
+            self.cache.len(),
+            self.model.config(),
+            self.model.device(),
+        )?;
+        let hidden = self.model.forward(
+            &step.ids,
+            &step.positions,
+            step.mask.as_ref(),
+            &mut self.cache,
+        )?;
+        self.logits(&hidden)
+    }
+}
+
+/// Runs a future that never waits (CPU decoding) to its end on this thread.
+pub(crate) fn run_ready<F: std::future::Future>(future: F) -> Result<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => Err(EngineError::Input(
+            "a decoding step waited for a device: run it with an async executor".into(),
+        )),
+    }
+}
+
+/// Generates for each prompt (token ids, special tokens included). `on_token(sequence, id)` sees
+/// every new token as it is chosen, `<eop>` included; returning `ControlFlow::Break(())` ends generation.
+/// Returns the new ids of each sequence, `<eop>` included when produced.
+pub fn generate(
+    model: &ChatGlmModel,
+    prefix: Option<&PrefixEncoder>,
+    prompts: &[Vec<u32>],
+    options: &GenerationOptions,
+    on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
+) -> Result<Vec<Vec<u32>>> {
+    let config = model.config();
+    let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
+    let batch = Batch::new(prompts, config, prefix_len, model.device())?;
+    let budget = options.new_token_budget(batch.ids.dim(1)?)?;
+    let mut session = CpuSession {
+        model,
+        cache: initial_cache(model, prefix, prompts.len())?,
+        state: batch.next.clone(),
+        batch,
+        prefix_len,
+    };
+    run_ready(decode(
+        &mut session,
+        prompts,
+        budget,
+        options,
+        config.eos_token_id,
+        config.pad_token_id,
+        on_token,
+    ))?
 }
 
 /// Logits `[seq, vocab]` (f32) for one unpadded sequence: the `glmtune logits` contract.

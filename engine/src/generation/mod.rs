@@ -1,12 +1,17 @@
-//! Decoding: token choice, the generation loop and the chat conventions.
+//! Decoding: token choice, the generation loop, the chat conventions of each generation and the
+//! answer a chat streams.
 
+pub mod answer;
 pub mod chat;
+pub mod cleanup;
+pub mod detokenize;
 pub mod generate;
 pub mod sampling;
 
+pub use answer::{answer, answer_blocking, Answer, AnswerStream, Backend, Finish};
 pub use chat::{
-    build_prompt, build_prompt_glm2, chat_ids, chat_prompt_ids, process_response, response_text,
-    stable_response, stable_response_text, ChatMessage, TextStream, Turn,
+    build_prompt, build_prompt_glm2, chat_format, chat_ids, chat_prompt_ids, process_response,
+    response_text, ChatFormat, ChatMessage, Turn,
 };
 pub use generate::{generate, sequence_logits, GenerationOptions};
 pub use sampling::{Sampler, Sampling};

@@ -1,18 +1,65 @@
-//! Decoding on the GPU: the generation loop of `generation::generate` for one sequence (a full
-//! pass over the prompt, then one token a step over the GPU cache), and whole-sequence logits.
+//! Decoding on the GPU: one sequence fed to the wgpu model step by step (a full pass over the
+//! prompt, then one token a step over the GPU cache) through `generation::generate`'s sampling
+//! loop, and whole-sequence logits.
 
 use candle_core::{Device, Tensor};
 use std::ops::ControlFlow;
 
+use super::cache::GpuCache;
 use super::model::{GpuModel, Logits};
-use crate::error::Result;
-use crate::generation::sampling::Sampler;
+use crate::error::{EngineError, Result};
+use crate::generation::generate::{decode, Session};
 use crate::generation::GenerationOptions;
-use crate::model::{Batch, PrefixEncoder, Step};
+use crate::model::{Batch, PrefixEncoder, SequencePositions, Step};
+
+/// The wgpu model decoding one sequence.
+struct GpuSession<'m> {
+    model: &'m GpuModel,
+    prompt: &'m [u32],
+    batch: Batch,
+    cache: GpuCache,
+    state: Vec<SequencePositions>,
+    prefix_len: usize,
+}
+
+impl Session for GpuSession<'_> {
+    async fn start(&mut self) -> Result<Vec<Vec<f32>>> {
+        let inputs = SequenceInputs::of(&self.batch)?;
+        let logits = self
+            .model
+            .forward(
+                self.prompt,
+                &inputs.positions,
+                inputs.mask.as_deref(),
+                &mut self.cache,
+                Logits::Last,
+            )
+            .await?;
+        Ok(vec![logits])
+    }
+
+    async fn step(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let step = Step::new(
+            tokens,
+            &mut self.state,
+            &self.batch.padding,
+            self.prefix_len,
+            self.cache.len,
+            &self.model.config,
+            &Device::Cpu,
+        )?;
+        let positions = step.positions.squeeze(0)?.to_vec2::<u32>()?;
+        let logits = self
+            .model
+            .forward(tokens, &positions, None, &mut self.cache, Logits::Last)
+            .await?;
+        Ok(vec![logits])
+    }
+}
 
 impl GpuModel {
-    /// Decodes one prompt (the same loop as `generation::generate` for one sequence): a full
-    /// pass over the prompt, then one token a step over the GPU cache.
+    /// Decodes one prompt with `generation::generate`'s loop: a full pass over the prompt, then
+    /// one token a step over the GPU cache.
     pub async fn generate(
         &self,
         prefix: Option<&PrefixEncoder>,
@@ -21,50 +68,31 @@ impl GpuModel {
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Vec<u32>> {
         let config = &self.config;
-        let device = Device::Cpu;
         let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
-        let batch = Batch::new(&[prompt.to_vec()], config, prefix_len, &device)?;
+        let batch = Batch::new(&[prompt.to_vec()], config, prefix_len, &Device::Cpu)?;
         let budget = options.new_token_budget(prompt.len())?;
-        let mut cache = self.new_cache(prefix_len + prompt.len() + budget, prefix)?;
-        let mut sampler = Sampler::new(options.sampling.clone(), options.repetition_penalty);
-        let mut seen = prompt.to_vec();
-        let mut state = batch.next.clone();
-        let inputs = SequenceInputs::of(&batch)?;
-        let mut logits = self
-            .forward(
-                prompt,
-                &inputs.positions,
-                inputs.mask.as_deref(),
-                &mut cache,
-                Logits::Last,
-            )
-            .await?;
-        let mut outputs = Vec::new();
-        while outputs.len() < budget {
-            let token = sampler.choose(&mut logits, &seen);
-            seen.push(token);
-            outputs.push(token);
-            if options.is_stop(token, config.eos_token_id)
-                || on_token(token) == ControlFlow::Break(())
-                || outputs.len() == budget
-            {
-                break;
-            }
-            let step = Step::new(
-                &[token],
-                &mut state,
-                &batch.padding,
-                prefix_len,
-                cache.len,
-                config,
-                &device,
-            )?;
-            let positions = step.positions.squeeze(0)?.to_vec2::<u32>()?;
-            logits = self
-                .forward(&[token], &positions, None, &mut cache, Logits::Last)
-                .await?;
-        }
-        Ok(outputs)
+        let mut session = GpuSession {
+            model: self,
+            prompt,
+            cache: self.new_cache(prefix_len + prompt.len() + budget, prefix)?,
+            state: batch.next.clone(),
+            batch,
+            prefix_len,
+        };
+        let prompts = [prompt.to_vec()];
+        let mut outputs = decode(
+            &mut session,
+            &prompts,
+            budget,
+            options,
+            config.eos_token_id,
+            config.pad_token_id,
+            |_, id| on_token(id),
+        )
+        .await?;
+        outputs
+            .pop()
+            .ok_or_else(|| EngineError::Gpu("decoding returned no sequence".into()))
     }
 }
 

@@ -6,10 +6,7 @@ use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 
 use clap::Args;
-use glmtune_engine::generation::{
-    chat_prompt_ids, generate, response_text, stable_response_text, GenerationOptions, TextStream,
-    Turn,
-};
+use glmtune_engine::generation::{answer_blocking, chat_prompt_ids, GenerationOptions, Turn};
 
 use super::model_args::ModelArgs;
 use super::sampling_args::SamplingArgs;
@@ -28,8 +25,6 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     let loaded = args.model.load()?;
-    let eos = loaded.model.config().eos_token_id;
-    let family = loaded.tokenizer.family();
     let mut history: Vec<Turn> = Vec::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -69,36 +64,29 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             sampling,
             repetition_penalty: args.sampling.repetition_penalty,
             stop_at_eos: true,
-            stop_ids: loaded.tokenizer.stop_ids(),
+            stop_ids: Vec::new(),
         };
         write!(stdout, "\nChatGLM：")?;
         stdout.flush()?;
-        let mut stream = TextStream::new();
-        let mut new_ids = Vec::new();
-        let result = generate(
+        let result = answer_blocking(
             &loaded.model,
+            &loaded.tokenizer,
             loaded.prefix.as_ref(),
-            &[prompt],
+            &prompt,
             &options,
-            |_, id| {
-                if !options.is_stop(id, eos) {
-                    new_ids.push(id);
-                    let text = stable_response_text(family, &loaded.tokenizer.decode(&new_ids));
-                    if let Some(chunk) = stream.next_chunk(&text) {
-                        let _ = write!(stdout, "{chunk}").and_then(|_| stdout.flush());
-                    }
-                }
+            &[],
+            |text| {
+                let _ = write!(stdout, "{text}").and_then(|_| stdout.flush());
                 ControlFlow::Continue(())
             },
         );
-        if let Err(error) = result {
-            writeln!(stdout, "\n(generation failed: {error})")?;
-            continue;
-        }
-        let response = response_text(family, &loaded.tokenizer.decode(&new_ids));
-        if let Some(chunk) = stream.finish(&response) {
-            write!(stdout, "{chunk}")?;
-        }
+        let response = match result {
+            Ok(answer) => answer.text,
+            Err(error) => {
+                writeln!(stdout, "\n(generation failed: {error})")?;
+                continue;
+            }
+        };
         writeln!(stdout)?;
         history.push(Turn {
             query: query.to_owned(),

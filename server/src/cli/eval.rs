@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use glmtune_engine::data::{eval_prompt_ids, PreprocessOptions};
-use glmtune_engine::generation::{generate, response_text, GenerationOptions};
+use glmtune_engine::generation::{chat_format, generate, GenerationOptions};
 use glmtune_engine::metrics::score_corpus;
 
 use super::data::DatasetArgs;
@@ -108,12 +108,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             let text = tokenizer.decode(&kept);
-            let prediction = match family {
-                // ChatGLM3 answers start with their (empty) metadata line.
-                glmtune_engine::config::Family::ChatGlm3 => response_text(family, &text),
-                _ => text.trim().to_owned(),
-            };
-            predictions.push(prediction);
+            predictions.push(chat_format(family).prediction_text(&text));
         }
         eprintln!(
             "glmtune: generated {}/{}",

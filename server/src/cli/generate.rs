@@ -6,7 +6,8 @@ use std::io::Write;
 use std::ops::ControlFlow;
 
 use clap::Args;
-use glmtune_engine::generation::{chat_ids, generate, ChatMessage, GenerationOptions, TextStream};
+use glmtune_engine::generation::detokenize::Detokenizer;
+use glmtune_engine::generation::{chat_ids, generate, ChatMessage, GenerationOptions};
 use glmtune_engine::tokenizer::Role;
 
 use super::model_args::{check_backend, upload_to_gpu, BackendArg, ModelArgs};
@@ -76,13 +77,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         stop_ids: loaded.tokenizer.stop_ids(),
     };
     let eos = loaded.model.config().eos_token_id;
-    let mut stream = TextStream::new();
-    let mut new_ids = Vec::new();
+    // Each id's text from a short window of the latest ids, not everything so far.
+    let mut stream = Detokenizer::new(&loaded.tokenizer);
     let mut stdout = std::io::stdout().lock();
     let mut on_token = |id| {
         if !args.json && !options.is_stop(id, eos) {
-            new_ids.push(id);
-            if let Some(chunk) = stream.next_chunk(&loaded.tokenizer.decode(&new_ids)) {
+            if let Some(chunk) = stream.push(id) {
                 // A closed stdout (e.g. `| head`) ends generation instead of failing it.
                 if write!(stdout, "{chunk}")
                     .and_then(|_| stdout.flush())
@@ -115,7 +115,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             serde_json::json!({ "ids": ids, "text": text })
         )?;
     } else {
-        if let Some(chunk) = stream.finish(&loaded.tokenizer.decode(&new_ids)) {
+        if let Some(chunk) = stream.finish() {
             write!(stdout, "{chunk}")?;
         }
         writeln!(stdout)?;

@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use glmtune_engine::generation::{
-    chat_prompt_ids, generate, response_text, stable_response_text, GenerationOptions, Sampling,
-    TextStream, Turn,
+    answer_blocking, chat_prompt_ids, GenerationOptions, Sampling, Turn,
 };
 
 use crate::serve::error::ApiError;
@@ -141,19 +140,6 @@ pub async fn answer_whole(
     outcome
 }
 
-/// The answer so far, cut at the first stop sequence (second value: whether one was found).
-fn cut_at_stop(text: &str, stops: &[String]) -> (String, bool) {
-    match stops
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
-        .min()
-    {
-        Some(at) => (text[..at].to_owned(), true),
-        None => (text.to_owned(), false),
-    }
-}
-
 /// Generates the answer (blocking), calling `on_text` with each new piece; `on_text` returning
 /// false (a closed connection) stops generation.
 pub fn answer(
@@ -164,78 +150,30 @@ pub fn answer(
 ) -> Result<Answer, ApiError> {
     let base = &served.base;
     let _turn = base.turn.lock();
-    let tokenizer = &base.tokenizer;
     let prompt = question.prompt(served);
-    let family = tokenizer.family();
-    let options = GenerationOptions {
-        stop_ids: tokenizer.stop_ids(),
-        ..question.options.clone()
-    };
-    let eos = base.model.config().eos_token_id;
     let started = std::time::Instant::now();
-    let mut new_ids = Vec::new();
-    let mut stream = TextStream::new();
-    let mut stopped_by_sequence = false;
-    let mut produced_eos = false;
-    let outputs = generate(
+    let answer = answer_blocking(
         &base.model,
+        &base.tokenizer,
         served.prefix.as_deref(),
-        std::slice::from_ref(&prompt),
-        &options,
-        |_, id| {
-            if options.is_stop(id, eos) {
-                produced_eos = true;
-                return ControlFlow::Continue(());
-            }
-            new_ids.push(id);
-            let (text, stop) = cut_at_stop(
-                &stable_response_text(family, &tokenizer.decode(&new_ids)),
-                &question.stops,
-            );
-            stopped_by_sequence = stop;
-            let keep_going = match stream.next_chunk(&text) {
-                Some(chunk) => on_text(&chunk),
-                None => true,
-            };
-            if stop || !keep_going {
-                ControlFlow::Break(())
-            } else {
+        &prompt,
+        &question.options,
+        &question.stops,
+        |text| {
+            if on_text(text) {
                 ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
             }
         },
     )?;
-    let (text, _) = cut_at_stop(
-        &response_text(family, &tokenizer.decode(&new_ids)),
-        &question.stops,
-    );
-    if let Some(chunk) = stream.finish(&text) {
-        on_text(&chunk);
-    }
-    let completion_tokens = outputs.first().map_or(0, Vec::len);
     let elapsed = started.elapsed();
-    metrics.observe_generation(completion_tokens, elapsed);
-    let finish_reason = if produced_eos || stopped_by_sequence {
-        "stop"
-    } else {
-        "length"
-    };
+    metrics.observe_generation(answer.completion_tokens, elapsed);
     Ok(Answer {
-        text,
-        finish_reason,
+        text: answer.text,
+        finish_reason: answer.finish.openai(),
         prompt_tokens: prompt.len(),
-        completion_tokens,
+        completion_tokens: answer.completion_tokens,
         model_seconds: elapsed.as_secs_f64(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stops_cut_at_the_earliest_sequence() {
-        let stops = vec!["b".to_owned(), "cd".to_owned(), String::new()];
-        assert_eq!(cut_at_stop("abcde", &stops), ("a".to_owned(), true));
-        assert_eq!(cut_at_stop("xyz", &stops), ("xyz".to_owned(), false));
-    }
 }

@@ -59,7 +59,11 @@ pub fn local_worker() {
                             return;
                         };
                         let partial = tell.clone();
-                        let on_text = move |text: String| partial(FromWorker::Partial { text });
+                        let on_text = move |text: &str| {
+                            partial(FromWorker::Delta {
+                                text: text.to_owned(),
+                            })
+                        };
                         match model.answer(&query, &history, max_tokens, on_text).await {
                             Ok(text) => tell(FromWorker::Answer { text }),
                             Err(failure) => tell(FromWorker::Failed {

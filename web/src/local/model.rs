@@ -2,10 +2,7 @@
 //! adapter), streamed tensor by tensor to WebGPU, or whole into candle on the CPU when the browser
 //! has no WebGPU; and the answers it gives.
 
-use glmtune_engine::generation::{
-    chat_prompt_ids, generate, response_text, stable_response_text, GenerationOptions, TextStream,
-    Turn,
-};
+use glmtune_engine::generation::{answer, chat_prompt_ids, Backend, GenerationOptions, Turn};
 use glmtune_engine::gpu::{Gpu, GpuModel, GpuModelBuilder};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::quant::{GgufIndex, QUANTIZED_FILE};
@@ -197,13 +194,13 @@ pub async fn load(
 }
 
 impl LocalModel {
-    /// Answers `query` after `history`, calling `on_text` with the answer so far as it grows.
+    /// Answers `query` after `history`, calling `on_text` with each new piece of the answer.
     pub async fn answer(
         &self,
         query: &str,
         history: &[(String, String)],
         max_tokens: usize,
-        on_text: impl Fn(String),
+        on_text: impl Fn(&str),
     ) -> Result<String, Failure> {
         let turns: Vec<Turn> = history
             .iter()
@@ -213,43 +210,28 @@ impl LocalModel {
             })
             .collect();
         let prompt = chat_prompt_ids(&self.tokenizer, None, &turns, query);
-        let stop_ids = self.tokenizer.stop_ids();
         let options = GenerationOptions {
             max_new_tokens: Some(max_tokens),
-            stop_ids: stop_ids.clone(),
             ..GenerationOptions::default()
         };
-        let family = self.tokenizer.family();
-        let mut new_ids = Vec::new();
-        let mut stream = TextStream::new();
-        let mut shown = String::new();
-        let mut on_token = |id: u32| {
-            if !stop_ids.contains(&id) {
-                new_ids.push(id);
-                let text = stable_response_text(family, &self.tokenizer.decode(&new_ids));
-                if let Some(chunk) = stream.next_chunk(&text) {
-                    shown.push_str(&chunk);
-                    on_text(shown.clone());
-                }
-            }
-            ControlFlow::Continue(())
+        let backend = match &self.engine {
+            Engine::Gpu(gpu) => Backend::Gpu(gpu),
+            Engine::Cpu(model) => Backend::Cpu(model),
         };
-        let prefix = self.prefix.as_ref();
-        let ids = match &self.engine {
-            Engine::Gpu(gpu) => gpu
-                .generate(prefix, &prompt, &options, &mut on_token)
-                .await
-                .map_err(engine_failure)?,
-            Engine::Cpu(model) => {
-                generate(model, prefix, &[prompt], &options, |_, id| on_token(id))
-                    .map_err(engine_failure)?
-                    .remove(0)
-            }
-        };
-        let ids: Vec<u32> = ids
-            .into_iter()
-            .filter(|id| !stop_ids.contains(id))
-            .collect();
-        Ok(response_text(family, &self.tokenizer.decode(&ids)))
+        let answer = answer(
+            backend,
+            &self.tokenizer,
+            self.prefix.as_ref(),
+            &prompt,
+            &options,
+            &[],
+            |text| {
+                on_text(text);
+                ControlFlow::Continue(())
+            },
+        )
+        .await
+        .map_err(engine_failure)?;
+        Ok(answer.text)
     }
 }

@@ -42,8 +42,9 @@ pub enum FromWorker {
         downloaded: usize,
         cached: usize,
     },
-    /// The answer so far, while it grows.
-    Partial {
+    /// The next piece of the answer, while it grows (the page appends it: sending the whole
+    /// answer again on every token would cost more the longer it gets).
+    Delta {
         text: String,
     },
     Answer {

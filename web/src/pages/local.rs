@@ -82,7 +82,9 @@ impl Signals {
                     self.restored.set(true);
                 });
             }
-            FromWorker::Partial { text } => self.partial.set(Some(text)),
+            FromWorker::Delta { text } => self
+                .partial
+                .update(|p| p.get_or_insert_with(String::new).push_str(&text)),
             FromWorker::Answer { text } => {
                 if let Some(query) = self.asked.get_untracked() {
                     self.turns.update(|t| t.push((query, text)));
