@@ -108,7 +108,7 @@ try {
   await page.locator("input[name=logging_steps]").fill("1");
   await page.locator("input[name=pre_seq_len]").fill("4");
   await page.getByRole("button", { name: "Start run" }).click();
-  await page.waitForURL(/#\/runs\/ftjob-/);
+  await page.waitForURL(/\/runs\/ftjob-/);
   const points = async () => Number((await page.locator("figure[data-title=Loss] .points").textContent()).split(" ")[0]);
   await page.waitForFunction(() => {
     const t = document.querySelector("figure[data-title=Loss] .points");
@@ -139,7 +139,7 @@ try {
   await page.locator("input[name=pre_seq_len]").fill("4");
   await page.locator("input[name=learning_rate]").fill("0.01");
   await page.getByRole("button", { name: "Start run" }).click();
-  await page.waitForURL((url) => /#\/runs\/ftjob-/.test(url.href) && !url.href.endsWith(firstRun));
+  await page.waitForURL((url) => /\/runs\/ftjob-/.test(url.href) && !url.href.endsWith(firstRun));
   await page.locator(".state.succeeded").first().waitFor({ timeout: 120_000 });
   await page.goto(`${base}/#/runs`);
   await page.locator("input[name=compare_run]").nth(1).waitFor();
@@ -233,7 +233,7 @@ try {
   // A phone's width: nothing wider than the screen; and the dark theme.
   await page.setViewportSize({ width: 390, height: 844 });
   seen.phone_overflow = [];
-  for (const [name, hash] of [["datasets", "#/datasets"], ["runs", "#/runs"], ["run", new URL(seen.run_url).hash], ["chats", "#/chats"]]) {
+  for (const [name, hash] of [["datasets", "#/datasets"], ["runs", "#/runs"], ["run", new URL(seen.run_url).pathname.slice(1)], ["chats", "#/chats"]]) {
     await page.goto(`${base}/${hash}`);
     await page.locator("main h1").first().waitFor();
     await page.waitForTimeout(300);

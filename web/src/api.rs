@@ -1,10 +1,14 @@
 //! Calls to the server's `/api/v1` from the browser: same-origin `fetch` through `gloo-net` (the
 //! session cookie rides along; it works in a page and in a worker), the CSRF header on every
 //! change, and the server's JSON errors turned into a message. Uploads go through
-//! XMLHttpRequest, the one browser API that reports the bytes sent.
+//! XMLHttpRequest, the one browser API that reports the bytes sent. Streamed answers are parsed as
+//! Server-Sent Events by `eventsource-stream`.
 
 use std::cell::RefCell;
 
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::StreamExt;
+use glmtune_shared::error::ErrorBody;
 use gloo_net::http::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -43,13 +47,18 @@ impl Failure {
 
     /// A failure from an answer's status and body text (JSON when the server wrote it).
     fn of_answer(status: u16, text: &str) -> Self {
-        let parsed: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-        Failure {
-            status,
-            message: parsed["error"]["message"]
-                .as_str()
-                .map_or_else(|| format!("HTTP {status}: {text}"), str::to_owned),
-            details: parsed["error"]["details"].clone(),
+        match serde_json::from_str::<ErrorBody>(text) {
+            Ok(body) => Failure {
+                status,
+                message: body.error.message,
+                details: body.error.details,
+            },
+            // Not the server's own error (a proxy's page, say): shown as it came.
+            Err(_) => Failure {
+                status,
+                message: format!("HTTP {status}: {text}"),
+                details: serde_json::Value::Null,
+            },
         }
     }
 }
@@ -224,7 +233,8 @@ pub fn encode(value: &str) -> String {
 }
 
 /// POSTs JSON and reads the answer as Server-Sent Events as they arrive, calling
-/// `on_event(event, data)` for each (`event` is `message` when unnamed).
+/// `on_event(event, data)` for each (`event` is `message` when unnamed). The browser's
+/// EventSource only GETs, so the body's bytes go through an SSE parser here instead.
 pub async fn post_stream<B: Serialize>(
     path: &str,
     body: &B,
@@ -232,50 +242,21 @@ pub async fn post_stream<B: Serialize>(
 ) -> Result<(), Failure> {
     let text = serde_json::to_string(body).map_err(|e| Failure::local(e.to_string()))?;
     let response = send(Method::POST, path, Some(JsValue::from_str(&text)), true).await?;
-    let stream = response
+    let body = response
         .body()
         .ok_or_else(|| Failure::local("the answer has no body"))?;
-    let reader: web_sys::ReadableStreamDefaultReader = stream
-        .get_reader()
-        .dyn_into()
-        .map_err(|_| Failure::local("cannot read the answer stream"))?;
-    // Constructed through the global rather than `eval`, which the Content-Security-Policy forbids.
-    let text_decoder = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("TextDecoder"))?
-        .dyn_into::<js_sys::Function>()
-        .map_err(|_| Failure::local("no TextDecoder"))?;
-    let decoder = js_sys::Reflect::construct(&text_decoder, &js_sys::Array::new())?;
-    let decode = js_sys::Reflect::get(&decoder, &JsValue::from_str("decode"))?
-        .dyn_into::<js_sys::Function>()
-        .map_err(|_| Failure::local("no TextDecoder"))?;
-    let options = js_sys::Object::new();
-    js_sys::Reflect::set(&options, &JsValue::from_str("stream"), &JsValue::TRUE)?;
-    let mut pending = String::new();
-    loop {
-        let chunk = JsFuture::from(reader.read()).await?;
-        let done = js_sys::Reflect::get(&chunk, &JsValue::from_str("done"))?
-            .as_bool()
-            .unwrap_or(true);
-        if done {
-            break;
-        }
-        let value = js_sys::Reflect::get(&chunk, &JsValue::from_str("value"))?;
-        let piece = decode.call2(&decoder, &value, &options)?;
-        pending.push_str(&piece.as_string().unwrap_or_default());
-        while let Some(end) = pending.find("\n\n") {
-            let block: String = pending.drain(..end + 2).collect();
-            let mut event = "message".to_owned();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            if !data.is_empty() {
-                on_event(&event, &data);
-            }
-        }
+    // A fetch body's chunks are Uint8Arrays.
+    let bytes = wasm_streams::ReadableStream::from_raw(body)
+        .into_stream()
+        .map(|chunk| chunk.map(|c| js_sys::Uint8Array::new(&c).to_vec()));
+    let mut events = std::pin::pin!(bytes.eventsource());
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| match e {
+            EventStreamError::Transport(js) => Failure::from(js),
+            EventStreamError::Utf8(e) => Failure::local(format!("the answer is not UTF-8: {e}")),
+            EventStreamError::Parser(e) => Failure::local(format!("the answer is not SSE: {e}")),
+        })?;
+        on_event(&event.event, &event.data);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The glmtune dashboard: sign-in, models, datasets, training runs with live charts, and chats.
 //! A leptos app rendered in the browser (wasm32), talking to `glmtune serve`'s `/api/v1`. Pages
-//! are chosen by the URL's hash (`#/runs/ID`), so a reload shows the same page.
+//! are chosen by the URL's path (`/runs/ID`, `leptos_router`), so a reload shows the same page:
+//! the server answers `index.html` for paths that are not files.
 
 mod api;
 mod chart;
@@ -10,7 +11,11 @@ mod pages;
 
 use glmtune_shared::api::{AuthStatus, Me};
 use leptos::prelude::*;
+use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::hooks::{use_location, use_navigate, use_params_map};
+use leptos_router::{path, NavigateOptions};
 use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -28,16 +33,22 @@ pub enum Session {
     SignedIn { name: String, role: String },
 }
 
-fn current_hash() -> String {
-    web_sys::window()
-        .and_then(|w| w.location().hash().ok())
-        .unwrap_or_default()
+/// The path an old hash URL (`#/runs/ID`, before the app routed by path) names, so that
+/// bookmarks keep working.
+fn legacy_path() -> Option<String> {
+    let hash = web_sys::window()?.location().hash().ok()?;
+    hash.strip_prefix('#')
+        .filter(|path| path.starts_with('/'))
+        .map(str::to_owned)
 }
 
-/// Goes to a page (`#/datasets`).
-pub fn navigate(to: &str) {
-    if let Some(window) = web_sys::window() {
-        let _ = window.location().set_hash(to);
+/// Shows an old hash URL's page at its path, in place of the URL (no request: the page that
+/// loaded is the app either way, from the network or, offline, the service worker's cache).
+fn redirect_legacy() {
+    if let (Some(path), Some(window)) = (legacy_path(), web_sys::window()) {
+        if let Ok(history) = window.history() {
+            let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&path));
+        }
     }
 }
 
@@ -62,55 +73,90 @@ pub async fn check_session(session: RwSignal<Session>) {
 
 #[component]
 fn App() -> impl IntoView {
-    let route = RwSignal::new(current_hash());
-    let _listener =
-        window_event_listener(leptos::ev::hashchange, move |_| route.set(current_hash()));
+    redirect_legacy();
+    view! {
+        <Router>
+            <Shell />
+        </Router>
+    }
+}
+
+/// The pages a signed-in user reaches; any other path shows the datasets.
+#[component]
+fn Pages() -> impl IntoView {
+    view! {
+        <Routes fallback=pages::datasets::Datasets>
+            <Route path=path!("/") view=pages::datasets::Datasets />
+            <Route path=path!("/datasets") view=pages::datasets::Datasets />
+            <Route path=path!("/models") view=pages::models::Models />
+            <Route path=path!("/runs") view=pages::runs::Runs />
+            <Route path=path!("/runs/:id") view=RunRoute />
+            <Route path=path!("/compare/:ids") view=CompareRoute />
+            <Route path=path!("/chats") view=pages::chats::Chats />
+            <Route path=path!("/local") view=pages::local::InBrowser />
+            <Route path=path!("/keys") view=pages::keys::Keys />
+        </Routes>
+    }
+}
+
+/// `/runs/ID`: the page is built anew for another run (its event stream is the run's).
+#[component]
+fn RunRoute() -> impl IntoView {
+    let params = use_params_map();
+    move || {
+        let id = params.with(|p| p.get("id")).unwrap_or_default();
+        view! { <pages::run::RunPage id=id /> }
+    }
+}
+
+/// `/compare/ID,ID,…`.
+#[component]
+fn CompareRoute() -> impl IntoView {
+    let params = use_params_map();
+    move || {
+        let ids = params.with(|p| p.get("ids")).unwrap_or_default();
+        let ids = ids.split(',').map(str::to_owned).collect::<Vec<_>>();
+        view! { <pages::compare::Compare ids=ids /> }
+    }
+}
+
+/// The header and the page under it.
+#[component]
+fn Shell() -> impl IntoView {
+    // Typed over an open page (the page itself does not reload): shown at its path too.
+    let navigate = use_navigate();
+    let _listener = window_event_listener(leptos::ev::hashchange, move |_| {
+        if let Some(path) = legacy_path() {
+            navigate(
+                &path,
+                NavigateOptions {
+                    replace: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
     let session = RwSignal::new(Session::Checking);
     leptos::task::spawn_local(check_session(session));
     provide_context(session);
 
-    let page = move || {
-        let hash = route.get();
-        let path: Vec<String> = hash
-            .trim_start_matches('#')
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
-        match session.get() {
-            Session::Checking => view! { <p class="muted">"Connecting…"</p> }.into_any(),
-            Session::SignedOut { setup_needed } => {
-                view! { <pages::login::SignIn setup_needed=setup_needed /> }.into_any()
-            }
-            Session::SignedIn { .. } => {
-                match path.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-                    ["models"] => view! { <pages::models::Models /> }.into_any(),
-                    ["runs"] => view! { <pages::runs::Runs /> }.into_any(),
-                    ["runs", id] => {
-                        let id = id.to_owned();
-                        view! { <pages::run::RunPage id=id /> }.into_any()
-                    }
-                    ["compare", ids] => {
-                        let ids = ids.split(',').map(str::to_owned).collect::<Vec<_>>();
-                        view! { <pages::compare::Compare ids=ids /> }.into_any()
-                    }
-                    ["chats"] => view! { <pages::chats::Chats /> }.into_any(),
-                    ["local"] => view! { <pages::local::InBrowser /> }.into_any(),
-                    ["keys"] => view! { <pages::keys::Keys /> }.into_any(),
-                    _ => view! { <pages::datasets::Datasets /> }.into_any(),
-                }
-            }
+    let page = move || match session.get() {
+        Session::Checking => view! { <p class="muted">"Connecting…"</p> }.into_any(),
+        Session::SignedOut { setup_needed } => {
+            view! { <pages::login::SignIn setup_needed=setup_needed /> }.into_any()
         }
+        Session::SignedIn { .. } => view! { <Pages /> }.into_any(),
     };
+    let pathname = use_location().pathname;
     let active = move |name: &'static str| {
         move || {
-            let hash = route.get();
-            let current = hash
-                .trim_start_matches("#/")
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .to_owned();
+            let current = pathname.with(|p| {
+                p.trim_start_matches('/')
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            });
             if current == name
                 || (name == "datasets" && current.is_empty())
                 || (name == "runs" && current == "compare")
@@ -134,18 +180,18 @@ fn App() -> impl IntoView {
     };
     view! {
         <header class="top">
-            <a class="brand" href="#/datasets">"glmtune"</a>
+            <A href="/datasets" attr:class="brand">"glmtune"</A>
             <nav aria-label="Pages">
-                <a href="#/datasets" class=active("datasets")>"Datasets"</a>
-                <a href="#/models" class=active("models")>"Models"</a>
-                <a href="#/runs" class=active("runs")>"Runs"</a>
-                <a href="#/chats" class=active("chats")>"Chats"</a>
-                <a href="#/local" class=active("local")>"In this browser"</a>
+                <A href="/datasets" attr:class=active("datasets")>"Datasets"</A>
+                <A href="/models" attr:class=active("models")>"Models"</A>
+                <A href="/runs" attr:class=active("runs")>"Runs"</A>
+                <A href="/chats" attr:class=active("chats")>"Chats"</A>
+                <A href="/local" attr:class=active("local")>"In this browser"</A>
             </nav>
             {move || match session.get() {
                 Session::SignedIn { name, role } => view! {
                     <span class="user">{format!("{name} ({role})")}
-                        <a href="#/keys">"API keys"</a>
+                        <A href="/keys">"API keys"</A>
                         <button class="link" on:click=sign_out>"Sign out"</button>
                     </span>
                 }.into_any(),

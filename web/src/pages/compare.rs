@@ -1,4 +1,4 @@
-//! Runs side by side (`#/compare/ID,ID,…`): loss curves overlaid, a table of their metrics, and
+//! Runs side by side (`/compare/ID,ID,…`): loss curves overlaid, a table of their metrics, and
 //! the settings in which they differ.
 
 use glmtune_shared::run_event::RunEventData;
@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use glmtune_shared::api::{Evaluation, List, Run, RunEvent, ScoreTable};
 use leptos::prelude::*;
+use leptos_router::components::A;
 
 use crate::api;
 use crate::chart::{LineChart, Series};
@@ -85,7 +86,7 @@ pub fn Compare(ids: Vec<String>) -> impl IntoView {
     view! {
         <section class="compare-runs">
             <h1>"Compare runs"</h1>
-            <p><a href="#/runs">"← all runs"</a></p>
+            <p><A href="/runs">"← all runs"</A></p>
             {move || match runs.get() {
                 None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 Some(Err(error)) => view! { <ErrorNote error=error /> }.into_any(),
@@ -141,7 +142,11 @@ fn Comparison(runs: Vec<Compared>) -> impl IntoView {
     let ids: Vec<String> = runs.iter().map(|c| c.run.id.clone()).collect();
     let run_headers = move || {
         ids.iter()
-            .map(|id| view! { <th><a href=format!("#/runs/{id}")>{id.clone()}</a></th> })
+            .map(|id| {
+                // A link's children outlive this closure: owned, not borrowed.
+                let id = id.clone();
+                view! { <th><A href=format!("/runs/{id}")>{id}</A></th> }
+            })
             .collect_view()
     };
     let metric_rows = runs
@@ -155,9 +160,10 @@ fn Comparison(runs: Vec<Compared>) -> impl IntoView {
                     view! { <td>{number(value)}</td> }
                 })
                 .collect_view();
+            let run_id = c.run.id.clone();
             view! {
                 <tr>
-                    <td><a href=format!("#/runs/{}", c.run.id)>{c.run.id.clone()}</a></td>
+                    <td><A href=format!("/runs/{run_id}")>{run_id.clone()}</A></td>
                     <td>{c.run.state.as_str()}</td>
                     <td>{c.run.step}</td>
                     <td>{number(c.loss.last().map(|p| p.1))}</td>

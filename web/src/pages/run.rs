@@ -2,12 +2,12 @@
 //! `Last-Event-ID` by itself; a reload replays everything), drawn as loss, learning-rate and
 //! grad-norm charts with progress, ETA, tokens/s, a stall warning and the log.
 
+use futures_util::StreamExt;
 use glmtune_shared::api::{Checkpoint, List, Run, RunEvent, ScoreTable};
 use glmtune_shared::run_event::RunEventData;
 use glmtune_shared::run_log::LogRow;
+use gloo_net::eventsource::futures::EventSource;
 use leptos::prelude::*;
-use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsCast;
 
 use crate::api;
 use crate::chart::{LineChart, Series};
@@ -78,6 +78,62 @@ impl Progress {
     }
 }
 
+/// Every name `RunEventData::kind` gives a run's events: an EventSource hears only the names it
+/// listens for (`scores` was missed once, and the evaluation card never showed live).
+const EVENT_KINDS: [&str; 10] = [
+    "metrics",
+    "checkpoint",
+    "finished",
+    "trainer-error",
+    "error",
+    "state",
+    "scores",
+    "stall",
+    "info",
+    "warning",
+];
+
+/// Applies the run's events to `progress` as they arrive, until the run ends or the page goes.
+fn follow_events(id: &str, progress: RwSignal<Progress>) {
+    let Ok(mut source) = EventSource::new(&format!("/api/v1/runs/{id}/events")) else {
+        return;
+    };
+    let Ok(subscriptions) = EVENT_KINDS
+        .iter()
+        .map(|kind| source.subscribe(*kind))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
+    // Closing it (here, when the page goes) ends every subscription, and so the task below.
+    let closer = send_wrapper::SendWrapper::new(source.clone());
+    on_cleanup(move || closer.take().close());
+    leptos::task::spawn_local(async move {
+        let mut events = futures_util::stream::select_all(subscriptions);
+        // An error while the browser reconnects is not reported; one that is, is final.
+        while let Some(Ok((_, message))) = events.next().await {
+            let Some(event) = message
+                .data()
+                .as_string()
+                .and_then(|text| serde_json::from_str::<RunEvent>(&text).ok())
+            else {
+                continue;
+            };
+            let ended = matches!(
+                event.data(),
+                Some(RunEventData::State(change)) if change.state.is_final()
+            );
+            // The page may have gone between the event and now.
+            if progress.try_update(|p| p.apply(&event)).is_none() || ended {
+                break;
+            }
+        }
+        // The server ends the stream after the final state; closing it keeps the browser from
+        // reconnecting.
+        source.close();
+    });
+}
+
 #[component]
 pub fn RunPage(id: String) -> impl IntoView {
     let progress = RwSignal::new(Progress::default());
@@ -95,36 +151,7 @@ pub fn RunPage(id: String) -> impl IntoView {
     });
     let error = RwSignal::new(None::<api::Failure>);
 
-    if let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/runs/{id}/events")) {
-        let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-            move |message: web_sys::MessageEvent| {
-                if let Some(event) = message
-                    .data()
-                    .as_string()
-                    .and_then(|text| serde_json::from_str::<RunEvent>(&text).ok())
-                {
-                    progress.update(|p| p.apply(&event));
-                }
-            },
-        );
-        for kind in ["metrics", "info", "warning", "error", "state", "stall"] {
-            let _ =
-                source.add_event_listener_with_callback(kind, on_event.as_ref().unchecked_ref());
-        }
-        on_event.forget();
-        let finished = source.clone();
-        // The server ends the stream after the final state; don't let the browser reconnect then.
-        Effect::new(move |_| {
-            if matches!(
-                progress.with(|p| p.state.clone()).as_str(),
-                "succeeded" | "failed" | "cancelled"
-            ) {
-                finished.close();
-            }
-        });
-        let source = send_wrapper::SendWrapper::new(source);
-        on_cleanup(move || source.close());
-    }
+    follow_events(&id, progress);
 
     let act = move |action: &'static str| {
         let id = id.clone();

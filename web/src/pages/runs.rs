@@ -5,6 +5,8 @@ use glmtune_shared::api::{
     CreateRun, Dataset, List, ModelInfo, Preset, QuantizationBit, Run, RunSettings,
 };
 use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::use_navigate;
 
 use crate::api;
 use crate::pages::{loaded, model_options, ErrorNote, Table};
@@ -76,6 +78,14 @@ pub fn Runs() -> impl IntoView {
     // Runs ticked for the compare view.
     let picked = RwSignal::new(Vec::<String>::new());
     let values = fields.clone();
+    let navigate = use_navigate();
+    let compare = {
+        let navigate = navigate.clone();
+        move |_| {
+            let ids = picked.get_untracked().join(",");
+            navigate(&format!("/compare/{ids}"), Default::default());
+        }
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let value = |name: &str| {
@@ -124,9 +134,10 @@ pub fn Runs() -> impl IntoView {
             settings,
             init_run: None,
         };
+        let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             match api::post::<_, Run>("/api/v1/runs", &request).await {
-                Ok(run) => crate::navigate(&format!("/runs/{}", run.id)),
+                Ok(run) => navigate(&format!("/runs/{}", run.id), Default::default()),
                 Err(failure) => error.set(Some(failure)),
             }
         });
@@ -231,7 +242,7 @@ pub fn Runs() -> impl IntoView {
                                 view! {
                                 <tr>
                                     <td><input type="checkbox" name="compare_run" aria-label=format!("compare {}", r.id) on:change=toggle /></td>
-                                    <td><a href=format!("#/runs/{}", r.id)>{r.id.clone()}</a></td>
+                                    <td><A href=format!("/runs/{}", r.id)>{r.id.clone()}</A></td>
                                     <td>{r.model.clone()}</td>
                                     <td>{r.settings.source_prefix.clone().filter(|s| !s.is_empty()).map(|s| format!("system: {s}"))}</td>
                                     <td><span class=format!("state {}", r.state.as_str())>{r.state.as_str()}</span></td>
@@ -241,7 +252,7 @@ pub fn Runs() -> impl IntoView {
                         </Table>
                 }.into_any())}
             <button name="compare" disabled=move || picked.with(|p| p.len() < 2)
-                on:click=move |_| crate::navigate(&format!("/compare/{}", picked.get_untracked().join(",")))>
+                on:click=compare>
                 "Compare selected runs"
             </button>
         </section>
