@@ -9,6 +9,10 @@ const KEPT = [
   /^\/api\/v1\/auth\/me$/, /^\/api\/v1\/models$/, /^\/api\/v1\/runs$/, /^\/api\/v1\/models\/[^/]+\/files$/,
 ];
 
+// The dashboard's pages (routed in the browser): offline, a visit or reload of one is answered
+// with the kept "/" (the same index.html), which routes it. Keep in step with web/src/lib.rs.
+const PAGE = /^\/(datasets|models|runs|compare|chats|local|keys)(\/|$)/;
+
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(SHELL).then((cache) => cache.addAll(FILES)).then(() => self.skipWaiting()));
 });
@@ -17,15 +21,16 @@ self.addEventListener("fetch", (event) => {
   const request = event.request;
   const url = new URL(request.url);
   if (request.method !== "GET" || url.origin !== location.origin || request.headers.has("range")) return;
-  if (!KEPT.some((pattern) => pattern.test(url.pathname))) return;
+  const page = request.mode === "navigate" && PAGE.test(url.pathname);
+  if (!page && !KEPT.some((pattern) => pattern.test(url.pathname))) return;
   event.respondWith((async () => {
     const cache = await caches.open(SHELL);
     try {
       const response = await fetch(request);
-      if (response.ok) await cache.put(request, response.clone());
+      if (response.ok && !page) await cache.put(request, response.clone());
       return response;
     } catch (error) {
-      const kept = await cache.match(request, { ignoreSearch: false });
+      const kept = await cache.match(page ? "/" : request, { ignoreSearch: false });
       if (kept) return kept;
       throw error;
     }

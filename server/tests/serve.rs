@@ -240,6 +240,31 @@ fn errors_are_json_with_codes() {
 }
 
 #[test]
+fn dashboard_pages_are_the_app_and_other_paths_stay_not_found() {
+    let web = common::scratch("serve", "web-dir");
+    std::fs::create_dir_all(web.join("pkg")).unwrap();
+    std::fs::write(web.join("index.html"), "<!doctype html><title>app</title>").unwrap();
+    let server = Server::start_with_args(&[], &["--web-dir", web.to_str().unwrap()]);
+    for page in [
+        "/",
+        "/runs",
+        "/runs/ftjob-1",
+        "/compare/a,b",
+        "/local",
+        "/keys",
+    ] {
+        let (status, body) = server.request("GET", page, None);
+        assert_eq!(status, 200, "{page}: {body}");
+        assert!(body.contains("<title>app</title>"), "{page}: {body}");
+    }
+    for other in ["/nowhere", "/runsx", "/api/v1/nowhere"] {
+        let (status, body) = server.request("GET", other, None);
+        assert_eq!(status, 404, "{other}: {body}");
+        assert!(body.contains("not_found"), "{other}: {body}");
+    }
+}
+
+#[test]
 fn sigterm_shuts_down_cleanly() {
     let mut server = Server::start();
     assert_eq!(server.request("GET", "/healthz", None).0, 200);

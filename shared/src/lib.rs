@@ -5,6 +5,7 @@ pub mod api;
 pub mod chat_stream;
 pub mod error;
 pub mod openai;
+pub mod pages;
 pub mod run_event;
 pub mod run_layout;
 pub mod run_log;

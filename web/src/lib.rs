@@ -81,7 +81,8 @@ fn App() -> impl IntoView {
     }
 }
 
-/// The pages a signed-in user reaches; any other path shows the datasets.
+/// The pages a signed-in user reaches; any other path shows the datasets. Each first segment is
+/// in `glmtune_shared::pages::PAGES`, which the server answers with this app.
 #[component]
 fn Pages() -> impl IntoView {
     view! {

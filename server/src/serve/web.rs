@@ -27,6 +27,14 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         ))
         .into_response();
     }
+    // The dashboard's own pages (`/runs/ID`, routed in the browser by leptos_router) are
+    // index.html with 200: a 404 would be rewritten to a JSON error by `json_errors`.
+    if glmtune_shared::pages::is_page(path) {
+        return match ServeFile::new(index).oneshot(request).await {
+            Ok(response) => response.map(axum::body::Body::new),
+            Err(error) => ApiError::internal(error.to_string()).into_response(),
+        };
+    }
     match ServeDir::new(dir)
         .precompressed_gzip()
         .not_found_service(ServeFile::new(index))
