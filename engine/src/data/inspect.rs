@@ -265,23 +265,25 @@ impl fmt::Display for InspectReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.read)?;
         let o = &self.options;
-        match self.family {
-            Family::ChatGlm => writeln!(
+        let rules = super::preprocessing(self.family);
+        if rules.history_template() {
+            writeln!(
                 f,
                 "max_source_length {}, max_target_length {} (sequence length {}), history template {}",
                 o.max_source_length,
                 o.max_target_length,
-                o.max_seq_length(),
+                rules.sequence_length(o),
                 if o.use_history { "on" } else { "off" }
-            )?,
-            // Later generations always use their chat format, and keep one token more.
-            family => writeln!(
+            )?;
+        } else {
+            writeln!(
                 f,
-                "{family}: max_source_length {}, max_target_length {} (sequence length {})",
+                "{}: max_source_length {}, max_target_length {} (sequence length {})",
+                self.family,
                 o.max_source_length,
                 o.max_target_length,
-                o.max_seq_length() + 1
-            )?,
+                rules.sequence_length(o)
+            )?;
         }
         writeln!(f, "\nprompt tokens (rendered, before truncation):")?;
         write!(f, "{}", self.prompts)?;

@@ -25,8 +25,8 @@ pub use inspect::{
     check_dataset, inspect, Example, InspectReport, LengthStats, TokenStats, Truncation, Unusable,
 };
 pub use preprocess::{
-    eval_prompt_ids, preprocess_record, preprocess_train, render_prompt, rendered_prompt, Features,
-    PreprocessOptions, IGNORE_INDEX,
+    eval_prompt_ids, preprocess_record, preprocess_train, preprocessing, render_prompt,
+    rendered_prompt, Features, PreprocessOptions, Preprocessing, IGNORE_INDEX,
 };
 pub use records::{parse_records, read_records, ReadReport, Record};
 

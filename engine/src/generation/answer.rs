@@ -15,12 +15,39 @@ use crate::error::Result;
 use crate::model::{ChatGlmModel, PrefixEncoder};
 use crate::tokenizer::{ChatGlmTokenizer, Family};
 
-/// Where the forward passes run.
-#[derive(Clone, Copy)]
-pub enum Backend<'m> {
-    Cpu(&'m ChatGlmModel),
-    #[cfg(feature = "gpu")]
-    Gpu(&'m crate::gpu::GpuModel),
+/// A model an answer can be generated on: candle's (here) or the wgpu one (`gpu::decode`).
+// The futures are driven on one thread (the caller's, or a browser worker's), so no `Send` bound
+// is asked of them.
+#[allow(async_fn_in_trait)]
+pub trait Backend {
+    fn eos_token_id(&self) -> u32;
+
+    /// `generation::generate` for one prompt: its new ids, `on_token` seeing each as chosen.
+    async fn generate_one(
+        &self,
+        prefix: Option<&PrefixEncoder>,
+        prompt: &[u32],
+        options: &GenerationOptions,
+        on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Vec<u32>>;
+}
+
+impl Backend for ChatGlmModel {
+    fn eos_token_id(&self) -> u32 {
+        self.config().eos_token_id
+    }
+
+    async fn generate_one(
+        &self,
+        prefix: Option<&PrefixEncoder>,
+        prompt: &[u32],
+        options: &GenerationOptions,
+        mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Vec<u32>> {
+        let prompts = [prompt.to_vec()];
+        let mut outputs = generate(self, prefix, &prompts, options, |_, id| on_token(id))?;
+        Ok(outputs.pop().unwrap_or_default())
+    }
 }
 
 /// Why an answer ended.
@@ -169,9 +196,8 @@ impl StopSequences {
 /// Answers `prompt` (ids in the generation's chat format, `chat::chat_prompt_ids`): generates
 /// on `backend` until a stop id, a stop sequence, the budget, or `on_text` breaking, calling
 /// `on_text` with each piece of text as it is settled.
-#[allow(clippy::too_many_arguments)]
 pub async fn answer(
-    backend: Backend<'_>,
+    backend: &impl Backend,
     tokenizer: &ChatGlmTokenizer,
     prefix: Option<&PrefixEncoder>,
     prompt: &[u32],
@@ -183,15 +209,11 @@ pub async fn answer(
         stop_ids: tokenizer.stop_ids(),
         ..options.clone()
     };
-    let eos = match backend {
-        Backend::Cpu(model) => model.config().eos_token_id,
-        #[cfg(feature = "gpu")]
-        Backend::Gpu(model) => model.config().eos_token_id,
-    };
+    let eos = backend.eos_token_id();
     let mut stream = AnswerStream::new(tokenizer, stops);
     let mut ended_by_model = false;
     let mut cancelled = false;
-    let mut on_token = |id: u32| {
+    let on_token = |id: u32| {
         if options.is_stop(id, eos) {
             ended_by_model = true;
             return ControlFlow::Continue(());
@@ -208,19 +230,9 @@ pub async fn answer(
             ControlFlow::Continue(())
         }
     };
-    let ids = match backend {
-        Backend::Cpu(model) => generate(
-            model,
-            prefix,
-            std::slice::from_ref(&prompt.to_vec()),
-            &options,
-            |_, id| on_token(id),
-        )?
-        .pop()
-        .unwrap_or_default(),
-        #[cfg(feature = "gpu")]
-        Backend::Gpu(model) => model.generate(prefix, prompt, &options, on_token).await?,
-    };
+    let ids = backend
+        .generate_one(prefix, prompt, &options, on_token)
+        .await?;
     let stopped = stream.stopped();
     let (text, rest) = stream.finish();
     if let Some(rest) = rest {
@@ -251,13 +263,7 @@ pub fn answer_blocking(
     on_text: impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<Answer> {
     run_ready(answer(
-        Backend::Cpu(model),
-        tokenizer,
-        prefix,
-        prompt,
-        options,
-        stops,
-        on_text,
+        model, tokenizer, prefix, prompt, options, stops, on_text,
     ))?
 }
 

@@ -9,7 +9,7 @@ use super::cache::GpuCache;
 use super::model::{GpuModel, Logits};
 use crate::error::{EngineError, Result};
 use crate::generation::generate::{decode, Session};
-use crate::generation::GenerationOptions;
+use crate::generation::{Backend, GenerationOptions};
 use crate::model::{Batch, PrefixEncoder, SequencePositions, Step};
 
 /// The wgpu model decoding one sequence.
@@ -93,6 +93,22 @@ impl GpuModel {
         outputs
             .pop()
             .ok_or_else(|| EngineError::Gpu("decoding returned no sequence".into()))
+    }
+}
+
+impl Backend for GpuModel {
+    fn eos_token_id(&self) -> u32 {
+        self.config.eos_token_id
+    }
+
+    async fn generate_one(
+        &self,
+        prefix: Option<&PrefixEncoder>,
+        prompt: &[u32],
+        options: &GenerationOptions,
+        on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Vec<u32>> {
+        self.generate(prefix, prompt, options, on_token).await
     }
 }
 

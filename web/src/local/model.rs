@@ -2,7 +2,7 @@
 //! adapter), streamed tensor by tensor to WebGPU, or whole into candle on the CPU when the browser
 //! has no WebGPU; and the answers it gives.
 
-use glmtune_engine::generation::{answer, chat_prompt_ids, Backend, GenerationOptions, Turn};
+use glmtune_engine::generation::{answer, chat_prompt_ids, GenerationOptions, Turn};
 use glmtune_engine::gpu::{Gpu, GpuModel, GpuModelBuilder};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::quant::{GgufIndex, QUANTIZED_FILE};
@@ -214,23 +214,37 @@ impl LocalModel {
             max_new_tokens: Some(max_tokens),
             ..GenerationOptions::default()
         };
-        let backend = match &self.engine {
-            Engine::Gpu(gpu) => Backend::Gpu(gpu),
-            Engine::Cpu(model) => Backend::Cpu(model),
+        let on_text = |text: &str| {
+            on_text(text);
+            ControlFlow::Continue(())
         };
-        let answer = answer(
-            backend,
-            &self.tokenizer,
-            self.prefix.as_ref(),
-            &prompt,
-            &options,
-            &[],
-            |text| {
-                on_text(text);
-                ControlFlow::Continue(())
-            },
-        )
-        .await
+        let (tokenizer, prefix) = (&self.tokenizer, self.prefix.as_ref());
+        let answer = match &self.engine {
+            Engine::Gpu(gpu) => {
+                answer(
+                    gpu.as_ref(),
+                    tokenizer,
+                    prefix,
+                    &prompt,
+                    &options,
+                    &[],
+                    on_text,
+                )
+                .await
+            }
+            Engine::Cpu(model) => {
+                answer(
+                    model.as_ref(),
+                    tokenizer,
+                    prefix,
+                    &prompt,
+                    &options,
+                    &[],
+                    on_text,
+                )
+                .await
+            }
+        }
         .map_err(engine_failure)?;
         Ok(answer.text)
     }
