@@ -14,6 +14,7 @@ mod cache;
 mod decode;
 pub mod model;
 mod params;
+mod scratch;
 mod upload;
 pub mod weights;
 
@@ -203,19 +204,19 @@ impl Gpu {
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
-    /// Copies `floats` f32s of `buffer` from `offset` back to the CPU.
-    async fn read(&self, buffer: &wgpu::Buffer, offset: u64, floats: usize) -> Result<Vec<f32>> {
+    /// Copies the first `floats` f32s of `buffer` back to the CPU through `staging` (a
+    /// `MAP_READ | COPY_DST` buffer at least as large, unmapped).
+    async fn read_via(
+        &self,
+        buffer: &wgpu::Buffer,
+        staging: &wgpu::Buffer,
+        floats: usize,
+    ) -> Result<Vec<f32>> {
         let size = (floats * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(buffer, offset * 4, &staging, 0, size);
+        encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, size);
         self.queue.submit([encoder.finish()]);
-        let slice = staging.slice(..);
+        let slice = staging.slice(..size);
         let (sender, receiver) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |outcome| {
             let _ = sender.send(outcome);

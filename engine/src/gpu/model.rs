@@ -11,6 +11,7 @@ use super::cache::GpuCache;
 use super::params::{
     AttnParams, GatherParams, MatParams, RowParams, GROUPED_QKV, INTERLEAVED_ROTARY,
 };
+use super::scratch::Scratch;
 use super::weights::{GpuMatrix, Layout};
 use super::{gpu_error, grid, Gpu};
 use crate::config::ChatGlmConfig;
@@ -66,6 +67,9 @@ pub struct GpuModel {
     pub(crate) vocab: usize,
     /// Bound where a kernel's optional input is absent.
     pub(super) empty: wgpu::Buffer,
+    /// The buffers of the last forward pass, taken by the next (a pass running beside it makes
+    /// its own).
+    pub(super) scratch: std::sync::Mutex<Option<Scratch>>,
 }
 
 impl GpuModel {
@@ -250,28 +254,35 @@ impl GpuModel {
             return Err(gpu_error(format!("the mask must be {tokens}×{length}")));
         }
         let gpu = &self.gpu;
-        let ids_buffer = gpu.storage("ids", bytemuck::cast_slice(ids));
-        let flat_positions: Vec<u32> = positions.concat();
-        let positions_buffer = gpu.storage("positions", bytemuck::cast_slice(&flat_positions));
-        let mask_buffer = match mask {
-            Some(m) => {
-                let words: Vec<u32> = m.iter().map(|&v| u32::from(v != 0)).collect();
-                gpu.storage("mask", bytemuck::cast_slice(&words))
+        let logit_rows = if logits == Logits::Every { tokens } else { 1 };
+        let kept = self.scratch.lock().ok().and_then(|mut kept| kept.take());
+        let scratch = match kept {
+            Some(s) if s.fits(tokens, cache.capacity, logit_rows) => s,
+            kept => {
+                let (t, p, r) = kept.map_or((0, 0, 0), |s| (s.tokens, s.positions, s.logit_rows));
+                Scratch::new(
+                    gpu,
+                    config,
+                    tokens.max(t),
+                    cache.capacity.max(p),
+                    logit_rows.max(r),
+                )
             }
-            None => gpu.storage("mask", &[0; 4]),
         };
-        let projection = heads * head_dim;
-        let hidden = gpu.scratch("hidden", tokens * h);
-        let normed = gpu.scratch("normed", tokens * h);
-        let qkv = gpu.scratch("qkv", tokens * (projection + 2 * kv_heads * head_dim));
-        let context = gpu.scratch("context", tokens * projection);
-        let attended = gpu.scratch("attended", tokens * h);
-        let mixed = gpu.scratch("mixed", tokens * h);
-        // SwiGLU's gate and up projection side by side, then their product.
-        let wide = gpu.scratch("wide", tokens * inner * if glm2.is_some() { 2 } else { 1 });
-        let gated = gpu.scratch("gated", tokens * inner);
-        let rounded = gpu.scratch("rounded", tokens * h.max(inner).max(projection));
-        let scores = gpu.scratch("scores", heads * tokens * cache.capacity);
+        let s = &scratch;
+        gpu.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(ids));
+        let flat_positions: Vec<u32> = positions.concat();
+        gpu.queue
+            .write_buffer(&s.position_ids, 0, bytemuck::cast_slice(&flat_positions));
+        if let Some(m) = mask {
+            let words: Vec<u32> = m.iter().map(|&v| u32::from(v != 0)).collect();
+            gpu.queue
+                .write_buffer(&s.mask, 0, bytemuck::cast_slice(&words));
+        }
+        let (ids_buffer, positions_buffer, mask_buffer) = (&s.ids, &s.position_ids, &s.mask);
+        let (hidden, normed, qkv, context) = (&s.hidden, &s.normed, &s.qkv, &s.context);
+        let (attended, mixed, wide, gated) = (&s.attended, &s.mixed, &s.wide, &s.gated);
+        let (rounded, scores) = (&s.rounded, &s.scores);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
 
         let table = &self.word_embeddings;
@@ -284,7 +295,7 @@ impl GpuModel {
                 rows: chunk.rows as u32,
                 pad: [0; 3],
             };
-            let mut buffers = vec![(1, &ids_buffer), (2, &hidden)];
+            let mut buffers = vec![(1, ids_buffer), (2, hidden)];
             buffers.extend([(3, &chunk.scales), (4, &chunk.quants)]);
             gpu.dispatch(
                 &mut encoder,
@@ -296,22 +307,16 @@ impl GpuModel {
         }
 
         for (layer, block) in self.blocks.iter().enumerate() {
-            self.layer_norm(
-                &mut encoder,
-                &hidden,
-                &block.input_layernorm,
-                &normed,
-                tokens,
-            );
+            self.layer_norm(&mut encoder, hidden, &block.input_layernorm, normed, tokens);
             let qkv_layer = &block.query_key_value;
             self.matmul(
                 &mut encoder,
-                &normed,
+                normed,
                 &qkv_layer.weight,
                 qkv_layer.bias.as_ref(),
-                &qkv,
+                qkv,
                 tokens,
-                &rounded,
+                rounded,
             );
             // ChatGLM-6B scales the query by 1/(√d·(layer+1)) and the scores back by layer+1.
             let coeff = if glm2.is_some() {
@@ -348,8 +353,8 @@ impl GpuModel {
                 &gpu.kernels.rotate_and_cache,
                 bytemuck::bytes_of(&params),
                 &[
-                    (1, &qkv),
-                    (2, &positions_buffer),
+                    (1, qkv),
+                    (2, positions_buffer),
                     (3, &self.cos),
                     (4, &self.sin),
                     (5, keys),
@@ -362,46 +367,46 @@ impl GpuModel {
                 &gpu.kernels.attend,
                 bytemuck::bytes_of(&params),
                 &[
-                    (1, &qkv),
-                    (2, &mask_buffer),
+                    (1, qkv),
+                    (2, mask_buffer),
                     (3, keys),
                     (4, values),
-                    (5, &scores),
-                    (6, &context),
+                    (5, scores),
+                    (6, context),
                 ],
                 (tokens as u32, heads as u32, 1),
             );
             self.matmul(
                 &mut encoder,
-                &context,
+                context,
                 &block.dense.weight,
                 block.dense.bias.as_ref(),
-                &attended,
+                attended,
                 tokens,
-                &rounded,
+                rounded,
             );
             // ChatGLM-6B adds the attention to the normed input (scaled), ChatGLM2/3 to the input.
             let residual_in = match glm2 {
-                Some(g) if !g.apply_residual_connection_post_layernorm => &hidden,
-                _ => &normed,
+                Some(g) if !g.apply_residual_connection_post_layernorm => hidden,
+                _ => normed,
             };
-            self.residual(&mut encoder, residual_in, &attended, &mixed, tokens);
+            self.residual(&mut encoder, residual_in, attended, mixed, tokens);
             self.layer_norm(
                 &mut encoder,
-                &mixed,
+                mixed,
                 &block.post_attention_layernorm,
-                &normed,
+                normed,
                 tokens,
             );
             let up = &block.dense_h_to_4h;
             self.matmul(
                 &mut encoder,
-                &normed,
+                normed,
                 &up.weight,
                 up.bias.as_ref(),
-                &wide,
+                wide,
                 tokens,
-                &rounded,
+                rounded,
             );
             let params = RowParams::new(inner as u32, tokens as u32, 0.0, 0.0);
             let activated = if glm2.is_some() {
@@ -409,19 +414,19 @@ impl GpuModel {
                     &mut encoder,
                     &gpu.kernels.swiglu,
                     bytemuck::bytes_of(&params),
-                    &[(1, &wide), (2, &gated)],
+                    &[(1, wide), (2, gated)],
                     grid(tokens * inner),
                 );
-                &gated
+                gated
             } else {
                 gpu.dispatch(
                     &mut encoder,
                     &gpu.kernels.gelu,
                     bytemuck::bytes_of(&params),
-                    &[(2, &wide)],
+                    &[(2, wide)],
                     grid(tokens * inner),
                 );
-                &wide
+                wide
             };
             let down = &block.dense_4h_to_h;
             self.matmul(
@@ -429,51 +434,52 @@ impl GpuModel {
                 activated,
                 &down.weight,
                 down.bias.as_ref(),
-                &attended,
+                attended,
                 tokens,
-                &rounded,
+                rounded,
             );
             let residual_in = match glm2 {
-                Some(g) if !g.apply_residual_connection_post_layernorm => &mixed,
-                _ => &normed,
+                Some(g) if !g.apply_residual_connection_post_layernorm => mixed,
+                _ => normed,
             };
-            self.residual(&mut encoder, residual_in, &attended, &hidden, tokens);
+            self.residual(&mut encoder, residual_in, attended, hidden, tokens);
         }
         match &self.final_layernorm {
-            Some(norm) => self.layer_norm(&mut encoder, &hidden, norm, &normed, tokens),
-            None => encoder.copy_buffer_to_buffer(&hidden, 0, &normed, 0, (tokens * h * 4) as u64),
+            Some(norm) => self.layer_norm(&mut encoder, hidden, norm, normed, tokens),
+            None => encoder.copy_buffer_to_buffer(hidden, 0, normed, 0, (tokens * h * 4) as u64),
         }
         let vocab = self.lm_head.rows;
-        let (rows, logits) = if logits == Logits::Every {
-            let logits = gpu.scratch("logits", tokens * vocab);
+        let rows = if logits == Logits::Every {
             self.matmul(
                 &mut encoder,
-                &normed,
+                normed,
                 &self.lm_head,
                 None,
-                &logits,
+                &s.logits,
                 tokens,
-                &rounded,
+                rounded,
             );
-            (tokens, logits)
+            tokens
         } else {
-            let last = gpu.scratch("last", h);
             let at = ((tokens - 1) * h * 4) as u64;
-            encoder.copy_buffer_to_buffer(&normed, at, &last, 0, (h * 4) as u64);
-            let logits = gpu.scratch("logits", vocab);
+            encoder.copy_buffer_to_buffer(normed, at, &s.last, 0, (h * 4) as u64);
             self.matmul(
                 &mut encoder,
-                &last,
+                &s.last,
                 &self.lm_head,
                 None,
-                &logits,
+                &s.logits,
                 1,
-                &rounded,
+                rounded,
             );
-            (1, logits)
+            1
         };
         gpu.queue.submit([encoder.finish()]);
         cache.len = length;
-        gpu.read(&logits, 0, rows * vocab).await
+        let values = gpu.read_via(&s.logits, &s.readback, rows * vocab).await;
+        if let Ok(mut kept) = self.scratch.lock() {
+            *kept = Some(scratch);
+        }
+        values
     }
 }

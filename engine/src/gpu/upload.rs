@@ -188,6 +188,7 @@ impl GpuModelBuilder {
             cos: gpu.storage("cos", bytemuck::cast_slice(&floats(&rotary.cos)?)),
             sin: gpu.storage("sin", bytemuck::cast_slice(&floats(&rotary.sin)?)),
             empty: gpu.storage("empty", &[0; 4]),
+            scratch: std::sync::Mutex::new(None),
             config,
             word_embeddings,
             blocks,
