@@ -16,7 +16,7 @@ use super::weights::{GpuMatrix, Layout};
 use super::{gpu_error, grid, Gpu};
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
-use crate::model::chatglm::RESIDUAL_ALPHA;
+use crate::model::glm::RESIDUAL_ALPHA;
 
 pub(super) struct GpuLinear {
     pub(super) weight: GpuMatrix,

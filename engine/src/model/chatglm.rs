@@ -1,16 +1,7 @@
-//! ChatGLM (all generations) as their `modeling_chatglm.py` compute it: the model, its loading and
-//! ChatGLM-6B's GLM block; ChatGLM2/3's block is in [`super::glm2`].
-//!
-//! Past 500 lines on purpose: one generation's network in one file, as candle-transformers keeps
-//! its models, so its block reads top to bottom beside the official code.
-//!
-//! ChatGLM-6B:
-//! Per block: `x₁ = LN(x)`, `h = x₁·α + Attn(x₁)`, `x₂ = LN(h)`, `out = x₂·α + MLP(x₂)` with
-//! `α = √56` (see [`RESIDUAL_ALPHA`]). Attention splits `query_key_value` per head (q, k, v interleaved by head),
-//! rotates the two halves of each head by the position and the block position, scales the query by
-//! `1/(√d·(layer+1))` and the scores back by `layer+1` in float32 before the softmax, and fills
-//! masked scores with -10000. Tensors are laid out `[batch, seq, …]`.
-//!
+//! ChatGLM (all generations) as their `modeling_chatglm.py` compute it: the model, its loading,
+//! its cache and its forward over the layers. What differs by generation is one file each, chosen
+//! by the config's [`Architecture`]: ChatGLM-6B's GLM block in [`super::glm`], ChatGLM2/3's in
+//! [`super::glm2`] (each with its layout and its forward).
 //! When no input tracks gradients, the fused (non-differentiable) candle kernels are used; on the
 //! training path every op is a differentiable composition.
 
@@ -19,22 +10,15 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::ChatGlmConfig;
+use crate::config::{Architecture, ChatGlmConfig};
 use crate::error::{EngineError, Result};
 use crate::model::gguf::QuantizedFile;
 use crate::model::init;
 use crate::model::names::Names;
 use crate::model::norm::Norm;
-use crate::model::rotary::{self, Rotary};
+use crate::model::rotary::Rotary;
 use crate::model::weights::{DenseSource, Embedding, Linear, Matrix, WeightSource};
-
-/// Score written into masked attention slots, as the official code does (a fill, not an addition).
-const MASKED_SCORE: f64 = -10000.0;
-
-/// The residual scale `√(2·28)`. The official `GLMBlock` takes `num_layers` with a default of 28
-/// that `ChatGLMModel` never overrides, so every ChatGLM-6B checkpoint, whatever its depth, was
-/// trained (and must run) with the 28-layer value.
-pub(crate) const RESIDUAL_ALPHA: f64 = 7.483314773547883;
+use crate::model::{glm, glm2};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Block {
@@ -46,45 +30,25 @@ pub(crate) struct Block {
     pub(crate) dense_4h_to_h: Linear,
 }
 
-impl Block {
-    /// One block's layout: the official sub-module names with their shapes, each made by
-    /// `norm(name)` or `linear(name, out, in, has_bias)` (loaded from a checkpoint or drawn at
-    /// random).
-    fn build(
-        config: &ChatGlmConfig,
-        norm: impl Fn(&str) -> Result<Norm>,
-        linear: impl Fn(&str, usize, usize, bool) -> Result<Linear>,
-    ) -> Result<Self> {
-        let (h, inner) = (config.hidden_size, config.inner_hidden_size);
-        let Some(g) = config.glm2() else {
-            return Ok(Self {
-                input_layernorm: norm("input_layernorm")?,
-                query_key_value: linear("attention.query_key_value", 3 * h, h, true)?,
-                dense: linear("attention.dense", h, h, true)?,
-                post_attention_layernorm: norm("post_attention_layernorm")?,
-                dense_h_to_4h: linear("mlp.dense_h_to_4h", inner, h, true)?,
-                dense_4h_to_h: linear("mlp.dense_4h_to_h", h, inner, true)?,
-            });
-        };
-        let projection = config.num_attention_heads * config.head_dim();
-        let qkv = projection + 2 * config.kv_width();
-        Ok(Self {
-            input_layernorm: norm("input_layernorm")?,
-            query_key_value: linear("self_attention.query_key_value", qkv, h, g.add_qkv_bias)?,
-            dense: linear("self_attention.dense", h, projection, g.add_bias_linear)?,
-            post_attention_layernorm: norm("post_attention_layernorm")?,
-            // SwiGLU: the gate and the up projection in one matrix.
-            dense_h_to_4h: linear("mlp.dense_h_to_4h", 2 * inner, h, g.add_bias_linear)?,
-            dense_4h_to_h: linear("mlp.dense_4h_to_h", h, inner, g.add_bias_linear)?,
-        })
+/// One block's layout in the config's generation: the official sub-module names with their
+/// shapes, each made by `norm(name)` or `linear(name, out, in, has_bias)` (loaded from a
+/// checkpoint or drawn at random).
+fn block_layout(
+    config: &ChatGlmConfig,
+    norm: impl Fn(&str) -> Result<Norm>,
+    linear: impl Fn(&str, usize, usize, bool) -> Result<Linear>,
+) -> Result<Block> {
+    match &config.architecture {
+        Architecture::Glm => glm::block_layout(config, norm, linear),
+        Architecture::Glm2(g) => glm2::block_layout(config, g, norm, linear),
     }
 }
 
 /// The per-forward inputs every layer reads (see [`ChatGlmModel::layer_context`]).
 #[derive(Debug, Clone)]
 pub struct LayerContext {
-    rotations: Vec<(Tensor, Tensor)>,
-    mask: Option<Tensor>,
+    pub(crate) rotations: Vec<(Tensor, Tensor)>,
+    pub(crate) mask: Option<Tensor>,
 }
 
 /// Cached keys and values of every layer, each `[batch, kv_heads, len, head_dim]`.
@@ -219,7 +183,7 @@ impl ChatGlmModel {
         let blocks = (0..config.num_layers)
             .map(|i| {
                 let p = format!("{}.{i}", names.layers);
-                Block::build(
+                block_layout(
                     &config,
                     |name| load_norm(&format!("{p}.{name}")),
                     |name, out_dim, in_dim, has_bias| {
@@ -330,7 +294,7 @@ impl ChatGlmModel {
             })
         };
         let blocks = (0..config.num_layers)
-            .map(|_| Block::build(&config, |_| norm(), |_, o, i, b| linear(o, i, b)))
+            .map(|_| block_layout(&config, |_| norm(), |_, o, i, b| linear(o, i, b)))
             .collect::<Result<Vec<_>>>()?;
         let word_embeddings = Embedding(Matrix::Dense(normal(&[vocab, h])?));
         let lm_head = match config.glm2() {
@@ -437,18 +401,10 @@ impl ChatGlmModel {
             .get(layer)
             .ok_or_else(|| EngineError::Input(format!("layer {layer} of {}", self.blocks.len())))?;
         let (rotations, mask) = (&context.rotations, context.mask.as_ref());
-        if self.config.glm2().is_some() {
-            return self.glm2_block(block, hidden, rotations, mask, cache);
+        match &self.config.architecture {
+            Architecture::Glm => glm::block(self, block, layer, hidden, rotations, mask, cache),
+            Architecture::Glm2(g) => glm2::block(self, g, block, hidden, rotations, mask, cache),
         }
-        let alpha = RESIDUAL_ALPHA;
-        let attention_input = block.input_layernorm.forward(hidden)?;
-        let attention = self.attention(block, layer, &attention_input, rotations, mask, cache)?;
-        let residual = ((&attention_input * alpha)? + attention)?;
-        let mlp_input = block.post_attention_layernorm.forward(&residual)?;
-        let mlp = block
-            .dense_4h_to_h
-            .forward(&block.dense_h_to_4h.forward(&mlp_input)?.gelu()?)?;
-        Ok(((&mlp_input * alpha)? + mlp)?)
     }
 
     /// The final LayerNorm/RMSNorm, where the model has one.
@@ -462,83 +418,6 @@ impl ChatGlmModel {
     /// Number of layers.
     pub fn num_layers(&self) -> usize {
         self.blocks.len()
-    }
-
-    fn attention(
-        &self,
-        block: &Block,
-        layer: usize,
-        x: &Tensor,
-        rotations: &[(Tensor, Tensor)],
-        mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
-    ) -> Result<Tensor> {
-        let (batch, seq, hidden) = x.dims3()?;
-        let (heads, head_dim) = (self.config.num_attention_heads, self.config.head_dim());
-        let qkv = block
-            .query_key_value
-            .forward(x)?
-            .reshape((batch, seq, heads, 3 * head_dim))?;
-        let query = qkv.narrow(D::Minus1, 0, head_dim)?;
-        let key = qkv.narrow(D::Minus1, head_dim, head_dim)?;
-        let value = qkv.narrow(D::Minus1, 2 * head_dim, head_dim)?;
-        let (query, key) = self.rotate(&query, &key, rotations)?;
-        let coeff = (layer + 1) as f64;
-        let query = (query.transpose(1, 2)? / ((head_dim as f64).sqrt() * coeff))?.contiguous()?;
-        let key = key.transpose(1, 2)?.contiguous()?;
-        let value = value.transpose(1, 2)?.contiguous()?;
-        let (key, value) = with_cached(cache, key, value)?;
-        let scores = query.matmul(&key.t()?)?;
-        let scores = match mask {
-            Some(mask) => {
-                let fill = Tensor::new(MASKED_SCORE as f32, scores.device())?
-                    .to_dtype(scores.dtype())?
-                    .broadcast_as(scores.shape())?;
-                mask.where_cond(&fill, &scores)?
-            }
-            None => scores,
-        };
-        let scores = (scores.to_dtype(DType::F32)? * coeff)?;
-        let probs = softmax(&scores)?;
-        let context = probs.to_dtype(self.dtype)?.matmul(&value)?;
-        *cache = Some((key, value));
-        let context = context.transpose(1, 2)?.reshape((batch, seq, hidden))?;
-        block.dense.forward(&context)
-    }
-
-    /// Applies the rotary embedding: with 2D encoding, the first half of each head by the position
-    /// and the second half by the block position.
-    fn rotate(
-        &self,
-        query: &Tensor,
-        key: &Tensor,
-        rotations: &[(Tensor, Tensor)],
-    ) -> Result<(Tensor, Tensor)> {
-        if let [(cos, sin)] = rotations {
-            return Ok((
-                rotary::apply(query, cos, sin)?,
-                rotary::apply(key, cos, sin)?,
-            ));
-        }
-        let half = self.config.head_dim() / 2;
-        let mut queries = Vec::with_capacity(2);
-        let mut keys = Vec::with_capacity(2);
-        for (i, (cos, sin)) in rotations.iter().enumerate() {
-            queries.push(rotary::apply(
-                &query.narrow(D::Minus1, i * half, half)?,
-                cos,
-                sin,
-            )?);
-            keys.push(rotary::apply(
-                &key.narrow(D::Minus1, i * half, half)?,
-                cos,
-                sin,
-            )?);
-        }
-        Ok((
-            Tensor::cat(&queries, D::Minus1)?,
-            Tensor::cat(&keys, D::Minus1)?,
-        ))
     }
 
     /// Logits `[batch, seq, vocab]` in f32 for final hidden states.

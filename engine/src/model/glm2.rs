@@ -10,112 +10,134 @@
 
 use candle_core::{DType, Tensor, D};
 
+use crate::config::{ChatGlmConfig, Glm2Config};
 use crate::error::Result;
 use crate::model::chatglm::{softmax, with_cached, Block, ChatGlmModel};
+use crate::model::norm::Norm;
 use crate::model::rotary;
+use crate::model::weights::Linear;
 
 /// Score of a masked slot: far below any real score, yet finite, so a fully masked row (left
 /// padding) averages instead of turning into NaN.
 const MASKED_SCORE: f32 = -1e30;
 
-impl ChatGlmModel {
-    pub(crate) fn glm2_block(
-        &self,
-        block: &Block,
-        x: &Tensor,
-        rotations: &[(Tensor, Tensor)],
-        mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
-    ) -> Result<Tensor> {
-        let post_ln_residual = self
-            .config
-            .glm2()
-            .is_some_and(|g| g.apply_residual_connection_post_layernorm);
-        let normed = block.input_layernorm.forward(x)?;
-        let attention = self.glm2_attention(block, &normed, rotations, mask, cache)?;
-        let residual = if post_ln_residual { &normed } else { x };
-        let hidden = (residual + attention)?;
-        let normed = block.post_attention_layernorm.forward(&hidden)?;
-        let up = block.dense_h_to_4h.forward(&normed)?;
-        let inner = self.config.inner_hidden_size;
-        let gate = up.narrow(D::Minus1, 0, inner)?;
-        let up = up.narrow(D::Minus1, inner, inner)?;
-        let mlp = block.dense_4h_to_h.forward(&(gate.silu()? * up)?)?;
-        let residual = if post_ln_residual { &normed } else { &hidden };
-        Ok((residual + mlp)?)
-    }
+/// One block's sub-modules under their official names (`self_attention.*`, `mlp.*`): grouped
+/// query/key/value, biases as the config says, SwiGLU's gate and up projection in one matrix.
+pub(crate) fn block_layout(
+    config: &ChatGlmConfig,
+    g: &Glm2Config,
+    norm: impl Fn(&str) -> Result<Norm>,
+    linear: impl Fn(&str, usize, usize, bool) -> Result<Linear>,
+) -> Result<Block> {
+    let (h, inner) = (config.hidden_size, config.inner_hidden_size);
+    let projection = config.num_attention_heads * config.head_dim();
+    let qkv = projection + 2 * config.kv_width();
+    Ok(Block {
+        input_layernorm: norm("input_layernorm")?,
+        query_key_value: linear("self_attention.query_key_value", qkv, h, g.add_qkv_bias)?,
+        dense: linear("self_attention.dense", h, projection, g.add_bias_linear)?,
+        post_attention_layernorm: norm("post_attention_layernorm")?,
+        // SwiGLU: the gate and the up projection in one matrix.
+        dense_h_to_4h: linear("mlp.dense_h_to_4h", 2 * inner, h, g.add_bias_linear)?,
+        dense_4h_to_h: linear("mlp.dense_4h_to_h", h, inner, g.add_bias_linear)?,
+    })
+}
 
-    fn glm2_attention(
-        &self,
-        block: &Block,
-        x: &Tensor,
-        rotations: &[(Tensor, Tensor)],
-        mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
-    ) -> Result<Tensor> {
-        let (batch, seq, _) = x.dims3()?;
-        let config = &self.config;
-        let (heads, groups, d) = (
-            config.num_attention_heads,
-            config.kv_heads(),
-            config.head_dim(),
-        );
-        let qkv = block.query_key_value.forward(x)?;
-        let multi_query = config.glm2().is_some_and(|g| g.multi_query);
-        let (query, key, value) = if multi_query {
-            let part = |start: usize, n: usize| -> Result<Tensor> {
-                Ok(qkv
-                    .narrow(D::Minus1, start * d, n * d)?
-                    .reshape((batch, seq, n, d))?)
-            };
-            (
-                part(0, heads)?,
-                part(heads, groups)?,
-                part(heads + groups, groups)?,
-            )
-        } else {
-            let per_head = qkv.reshape((batch, seq, heads, 3 * d))?;
-            (
-                per_head.narrow(D::Minus1, 0, d)?,
-                per_head.narrow(D::Minus1, d, d)?,
-                per_head.narrow(D::Minus1, 2 * d, d)?,
-            )
+/// One block over `x`: pre-norm residuals, multi-query attention, SwiGLU.
+pub(crate) fn block(
+    model: &ChatGlmModel,
+    g: &Glm2Config,
+    block: &Block,
+    x: &Tensor,
+    rotations: &[(Tensor, Tensor)],
+    mask: Option<&Tensor>,
+    cache: &mut Option<(Tensor, Tensor)>,
+) -> Result<Tensor> {
+    let post_ln_residual = g.apply_residual_connection_post_layernorm;
+    let normed = block.input_layernorm.forward(x)?;
+    let attention = attention(model, g, block, &normed, rotations, mask, cache)?;
+    let residual = if post_ln_residual { &normed } else { x };
+    let hidden = (residual + attention)?;
+    let normed = block.post_attention_layernorm.forward(&hidden)?;
+    let up = block.dense_h_to_4h.forward(&normed)?;
+    let inner = model.config.inner_hidden_size;
+    let gate = up.narrow(D::Minus1, 0, inner)?;
+    let up = up.narrow(D::Minus1, inner, inner)?;
+    let mlp = block.dense_4h_to_h.forward(&(gate.silu()? * up)?)?;
+    let residual = if post_ln_residual { &normed } else { &hidden };
+    Ok((residual + mlp)?)
+}
+
+fn attention(
+    model: &ChatGlmModel,
+    g: &Glm2Config,
+    block: &Block,
+    x: &Tensor,
+    rotations: &[(Tensor, Tensor)],
+    mask: Option<&Tensor>,
+    cache: &mut Option<(Tensor, Tensor)>,
+) -> Result<Tensor> {
+    let (batch, seq, _) = x.dims3()?;
+    let config = &model.config;
+    let (heads, groups, d) = (
+        config.num_attention_heads,
+        config.kv_heads(),
+        config.head_dim(),
+    );
+    let qkv = block.query_key_value.forward(x)?;
+    let multi_query = g.multi_query;
+    let (query, key, value) = if multi_query {
+        let part = |start: usize, n: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(D::Minus1, start * d, n * d)?
+                .reshape((batch, seq, n, d))?)
         };
-        let (cos, sin) = &rotations[0];
-        let query = rotate_first_half(&query, cos, sin)?;
-        let key = rotate_first_half(&key, cos, sin)?;
-        // [batch, heads, seq, d]
-        let query = (query.transpose(1, 2)? / (d as f64).sqrt())?.contiguous()?;
-        let key = key.transpose(1, 2)?.contiguous()?;
-        let value = value.transpose(1, 2)?.contiguous()?;
-        let (key, value) = with_cached(cache, key, value)?;
-        let total = key.dim(2)?;
-        // Query heads of one group share its key and value: fold them into the row axis, so the
-        // group's keys are read once instead of copied per head.
-        let per_group = heads / groups;
-        let grouped_query = query.reshape((batch, groups, per_group * seq, d))?;
-        let scores = grouped_query
-            .matmul(&key.t()?)?
-            .reshape((batch, heads, seq, total))?
-            .to_dtype(DType::F32)?;
-        let scores = match mask {
-            Some(mask) => {
-                let fill =
-                    Tensor::new(MASKED_SCORE, scores.device())?.broadcast_as(scores.shape())?;
-                mask.where_cond(&fill, &scores)?
-            }
-            None => scores,
-        };
-        let probs = softmax(&scores)?;
-        let context = probs
-            .to_dtype(self.dtype)?
-            .reshape((batch, groups, per_group * seq, total))?
-            .matmul(&value)?
-            .reshape((batch, heads, seq, d))?;
-        *cache = Some((key, value));
-        let context = context.transpose(1, 2)?.reshape((batch, seq, heads * d))?;
-        block.dense.forward(&context)
-    }
+        (
+            part(0, heads)?,
+            part(heads, groups)?,
+            part(heads + groups, groups)?,
+        )
+    } else {
+        let per_head = qkv.reshape((batch, seq, heads, 3 * d))?;
+        (
+            per_head.narrow(D::Minus1, 0, d)?,
+            per_head.narrow(D::Minus1, d, d)?,
+            per_head.narrow(D::Minus1, 2 * d, d)?,
+        )
+    };
+    let (cos, sin) = &rotations[0];
+    let query = rotate_first_half(&query, cos, sin)?;
+    let key = rotate_first_half(&key, cos, sin)?;
+    // [batch, heads, seq, d]
+    let query = (query.transpose(1, 2)? / (d as f64).sqrt())?.contiguous()?;
+    let key = key.transpose(1, 2)?.contiguous()?;
+    let value = value.transpose(1, 2)?.contiguous()?;
+    let (key, value) = with_cached(cache, key, value)?;
+    let total = key.dim(2)?;
+    // Query heads of one group share its key and value: fold them into the row axis, so the
+    // group's keys are read once instead of copied per head.
+    let per_group = heads / groups;
+    let grouped_query = query.reshape((batch, groups, per_group * seq, d))?;
+    let scores = grouped_query
+        .matmul(&key.t()?)?
+        .reshape((batch, heads, seq, total))?
+        .to_dtype(DType::F32)?;
+    let scores = match mask {
+        Some(mask) => {
+            let fill = Tensor::new(MASKED_SCORE, scores.device())?.broadcast_as(scores.shape())?;
+            mask.where_cond(&fill, &scores)?
+        }
+        None => scores,
+    };
+    let probs = softmax(&scores)?;
+    let context = probs
+        .to_dtype(model.dtype)?
+        .reshape((batch, groups, per_group * seq, total))?
+        .matmul(&value)?
+        .reshape((batch, heads, seq, d))?;
+    *cache = Some((key, value));
+    let context = context.transpose(1, 2)?.reshape((batch, seq, heads * d))?;
+    block.dense.forward(&context)
 }
 
 /// Rotates the first half of each head of `x` (`[batch, seq, heads, d]`) in interleaved pairs

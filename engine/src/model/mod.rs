@@ -4,6 +4,7 @@ pub mod chatglm;
 mod fused;
 mod gemv;
 pub(crate) mod gguf;
+pub(crate) mod glm;
 mod glm2;
 pub mod init;
 pub mod inputs;
