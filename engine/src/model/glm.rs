@@ -2,9 +2,9 @@
 //!
 //! Per block: `x₁ = LN(x)`, `h = x₁·α + Attn(x₁)`, `x₂ = LN(h)`, `out = x₂·α + MLP(x₂)` with
 //! `α = √56` (see [`RESIDUAL_ALPHA`]). Attention splits `query_key_value` per head (q, k, v
-//! interleaved by head), rotates the two halves of each head by the position and the block position, scales the query by
-//! `1/(√d·(layer+1))` and the scores back by `layer+1` in float32 before the softmax, and fills
-//! masked scores with -10000. Tensors are laid out `[batch, seq, …]`.
+//! interleaved by head), rotates the two halves of each head by the position and the block
+//! position, scales the query by `1/(√d·(layer+1))` and the scores back by `layer+1` in float32
+//! before the softmax, and fills masked scores with -10000. Tensors are laid out `[batch, seq, …]`.
 
 use candle_core::{DType, Tensor, D};
 
