@@ -20,9 +20,12 @@ async fn fresh_url(name: &str, postgres: bool) -> Option<String> {
     );
     sqlx::any::install_default_drivers();
     if !postgres {
-        let path = std::env::temp_dir().join(format!("{unique}.db"));
-        let _ = std::fs::remove_file(&path);
-        return Some(format!("sqlite://{}?mode=rwc", path.display()));
+        // A folder of its own, as a server's data folder: the WAL and shared-memory files sit
+        // beside the database.
+        let dir = std::env::temp_dir().join(unique);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        return Some(crate::db::default_url(&dir));
     }
     // Skipped without a cluster: `cargo test` alone has none.
     let base = std::env::var("GLMTUNE_TEST_POSTGRES").ok()?;

@@ -1,8 +1,9 @@
-//! Every route of the server, once: its method, path, summary, who may call it, and its handler.
-//! The router is built from these rows, each route behind the check of its own need
-//! (`auth::enforce`), and the OpenAPI document is written from the same rows, so the access a
-//! route documents is the access it gets; the auth-matrix test walks that document against a
-//! running server.
+//! Every route of the server, once: who may call it and its handler. The handler's
+//! `#[utoipa::path]` says the rest (method, path, summary, parameters, request and response
+//! schemas), so a row cannot route one path and document another. The router is built from these
+//! rows, each route behind the check of its own need (`auth::enforce`), and the OpenAPI document
+//! is written from the same rows, so the access a route documents is the access it gets; the
+//! auth-matrix test walks that document against a running server.
 
 use axum::extract::{Request, State};
 use axum::handler::Handler;
