@@ -13,7 +13,7 @@ use sqlx::{AnyConnection, Connection, Row};
 
 use super::{Db, DbError, DbResult};
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 pub async fn run(db: &Db) -> DbResult<()> {
     let mut connection = db.pool.acquire().await?;
