@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a user or an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read-only.
@@ -35,6 +36,7 @@ impl Role {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -44,6 +46,7 @@ pub struct User {
 
 /// `GET /api/v1/auth/me`: who the caller is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     /// The signed-in user; `None` for an API key made by `glmtune token create`, or `--no-auth`.
     pub user: Option<User>,
@@ -65,6 +68,7 @@ impl Me {
 
 /// `GET /api/v1/auth/status`: what a signed-out browser needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthStatus {
     /// No user exists yet: the first one is made with the setup token.
     pub setup_needed: bool,
@@ -72,6 +76,7 @@ pub struct AuthStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
@@ -79,6 +84,7 @@ pub struct LoginRequest {
 
 /// First-run setup: the one-time token printed at start makes the first admin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetupRequest {
     pub setup_token: String,
     pub username: String,
@@ -88,12 +94,14 @@ pub struct SetupRequest {
 /// A signed-in browser session. Requests that change anything send `csrf_token` back in the
 /// `X-CSRF-Token` header.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     pub user: User,
     pub csrf_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUser {
     pub username: String,
     pub password: String,
@@ -101,6 +109,7 @@ pub struct CreateUser {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateApiKey {
     pub name: String,
     /// At most the creator's own role; the creator's role when absent.
@@ -109,6 +118,7 @@ pub struct CreateApiKey {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     pub id: String,
     pub name: String,
@@ -121,6 +131,7 @@ pub struct ApiKey {
 
 /// A new key: the secret is shown once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedApiKey {
     pub key: ApiKey,
     pub secret: String,
@@ -128,6 +139,7 @@ pub struct CreatedApiKey {
 
 /// A base checkpoint folder on the server's disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     pub name: String,
     pub path: String,
@@ -150,6 +162,7 @@ fn default_family() -> String {
 
 /// A file in a model's folder, downloadable from `/api/v1/models/{name}/files/{file}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelFile {
     pub name: String,
     pub bytes: u64,
@@ -160,6 +173,7 @@ pub struct ModelFile {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterModel {
     pub name: String,
     pub path: String,
@@ -170,6 +184,7 @@ pub struct RegisterModel {
 /// How a dataset's records are laid out (the flags of `glmtune data`, `train` and `eval`; a
 /// dataset's stored options; a training job's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadOptions {
     #[serde(default)]
     pub format: RecordFormat,
@@ -183,6 +198,7 @@ pub struct ReadOptions {
 
 /// A dataset's record layout by name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RecordFormat {
     /// Detected from the first record's keys (or the columns given).
@@ -232,6 +248,7 @@ impl std::str::FromStr for RecordFormat {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Dataset {
     pub id: String,
     pub name: String,
@@ -253,6 +270,7 @@ pub struct Dataset {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SplitRequest {
     /// Share of records that go to validation, in (0, 1).
     pub validation_fraction: f64,
@@ -261,6 +279,7 @@ pub struct SplitRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SplitResponse {
     pub train: Dataset,
     pub validation: Dataset,
@@ -270,6 +289,7 @@ pub use crate::run_settings::{OptimName, Precision, QuantizationBit, RunSettings
 
 /// Settings a run can start from (`/api/v1/presets`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Preset {
     pub name: String,
     pub label: String,
@@ -278,6 +298,7 @@ pub struct Preset {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateRun {
     pub model: String,
     pub train_dataset: String,
@@ -294,6 +315,7 @@ pub struct CreateRun {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     Queued,
@@ -335,6 +357,7 @@ impl RunState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Run {
     pub id: String,
     pub model: String,
@@ -360,6 +383,7 @@ pub struct Run {
 
 /// One entry of a run's progress stream; `id` orders them and is the SSE event id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunEvent {
     pub id: i64,
     /// `metrics`, `info`, `warning`, `error`, `state` or `stall`.
@@ -370,6 +394,7 @@ pub struct RunEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkpoint {
     pub step: i64,
     pub name: String,
@@ -386,7 +411,10 @@ pub struct Checkpoint {
 
 /// BLEU/ROUGE of a finished run on its validation set, with some predictions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Evaluation {
+    // Inline: a component would be named after the map type, not the table.
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub scores: ScoreTable,
     pub samples: Vec<Prediction>,
 }
@@ -398,12 +426,14 @@ pub type ScoreTable = std::collections::BTreeMap<String, f64>;
 /// One line of `generated_predictions.jsonl`, in the official script's names: the reference answer
 /// and the generated one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prediction {
     pub labels: String,
     pub predict: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateChat {
     pub model: String,
     /// A succeeded run whose adapter answers.
@@ -417,6 +447,7 @@ pub struct CreateChat {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Chat {
     pub id: String,
     pub model: String,
@@ -430,6 +461,7 @@ pub struct Chat {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessageRecord {
     pub role: String,
     pub content: String,
@@ -437,12 +469,14 @@ pub struct ChatMessageRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatWithMessages {
     pub chat: Chat,
     pub messages: Vec<ChatMessageRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PostMessage {
     pub content: String,
     /// Stream the answer as server-sent events (`delta` events, then `done`).
@@ -458,6 +492,7 @@ pub struct PostMessage {
 
 /// A JSON list with its items under `data`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct List<T> {
     pub data: Vec<T>,
 }

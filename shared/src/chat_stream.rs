@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// `stream: true`): the event's name is [`ChatStreamEvent::name`], its data the JSON of the
 /// variant's value. The server writes them and the dashboard reads them through this one type.
 #[derive(Debug, Clone, PartialEq)]
+// Documented as the data of an event: one of the variants' values (the event's name says which).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), serde(untagged))]
 pub enum ChatStreamEvent {
     /// The next piece of the answer.
     Delta(ChatDelta),
@@ -18,11 +20,13 @@ pub enum ChatStreamEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatDelta {
     pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatDone {
     pub role: String,
     pub content: String,
@@ -31,6 +35,7 @@ pub struct ChatDone {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatStreamError {
     pub message: String,
 }

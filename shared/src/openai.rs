@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
@@ -11,6 +12,7 @@ pub struct ChatMessage {
 
 /// `stop` is a string or a list of strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Stop {
     One(String),
@@ -27,6 +29,7 @@ impl Stop {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
@@ -61,6 +64,7 @@ pub struct ChatCompletionRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -68,6 +72,7 @@ pub struct Usage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatChoice {
     pub index: usize,
     pub message: ChatMessage,
@@ -76,6 +81,7 @@ pub struct ChatChoice {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatCompletion {
     pub id: String,
     pub object: String,
@@ -86,6 +92,7 @@ pub struct ChatCompletion {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
@@ -94,6 +101,7 @@ pub struct Delta {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkChoice {
     pub index: usize,
     pub delta: Delta,
@@ -102,6 +110,7 @@ pub struct ChunkChoice {
 
 /// One server-sent event of a streamed completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatCompletionChunk {
     pub id: String,
     pub object: String,
@@ -111,6 +120,7 @@ pub struct ChatCompletionChunk {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Model {
     pub id: String,
     pub object: String,
@@ -119,6 +129,7 @@ pub struct Model {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelList {
     pub object: String,
     pub data: Vec<Model>,
@@ -126,6 +137,7 @@ pub struct ModelList {
 
 /// `/v1/files` entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileObject {
     pub id: String,
     pub object: String,
@@ -138,6 +150,7 @@ pub struct FileObject {
 
 /// A list as OpenAI pages them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub object: String,
     pub data: Vec<T>,
@@ -155,6 +168,7 @@ impl<T> Page<T> {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateFineTuningJob {
     pub model: String,
     pub training_file: String,
@@ -171,6 +185,7 @@ pub struct CreateFineTuningJob {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FineTuningError {
     pub code: String,
     pub message: String,
@@ -178,6 +193,7 @@ pub struct FineTuningError {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FineTuningJob {
     pub id: String,
     pub object: String,
@@ -198,6 +214,7 @@ pub struct FineTuningJob {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FineTuningJobEvent {
     pub id: String,
     pub object: String,
@@ -211,6 +228,7 @@ pub struct FineTuningJobEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FineTuningJobCheckpoint {
     pub id: String,
     pub object: String,

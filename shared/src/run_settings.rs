@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of a run: the flags of `glmtune train`. Unset ones take the preset's value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_seq_len: Option<u64>,
@@ -139,6 +140,7 @@ impl RunSettings {
 
 /// THUDM's `--quantization_bit`: 4 or 8 bits a weight (q4_0 / q8_0 blocks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "u8", into = "u8")]
 pub enum QuantizationBit {
     Four,
@@ -168,6 +170,7 @@ impl From<QuantizationBit> for u8 {
 
 /// The precision of a run's frozen base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     F32,
@@ -178,6 +181,7 @@ pub enum Precision {
 
 /// An optimizer by the Trainer's `--optim` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OptimName {
     #[serde(rename = "adamw_hf")]
     AdamwHf,

@@ -1,138 +1,90 @@
-//! Schema versions, applied in order at start inside one transaction each. Append, never edit.
+//! The schema: the files of `server/migrations/`, embedded in the binary and applied in order at
+//! start by sqlx's migrator, which records them in `_sqlx_migrations` and refuses a database whose
+//! applied files have changed since. One folder serves both backends: the SQL is the dialect they
+//! both speak (see `db`). Add a file, never edit one.
+//!
+//! Databases made before this recorded their versions in `schema_migrations`, written by a loop
+//! of our own over the same SQL. The files keep those version numbers, so adopting such a database
+//! is marking its versions applied in sqlx's table; nothing runs twice, no row is touched.
+//! `schema_migrations` is left as it was, for a binary from before to still start on it.
 
-use super::{now, Db, DbResult};
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
+use sqlx::{AnyConnection, Connection, Row};
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        r#"
-CREATE TABLE users (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created_at BIGINT NOT NULL
-);
-CREATE TABLE sessions (
-    token_hash TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    csrf_token TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL
-);
-CREATE TABLE api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    key_hash TEXT NOT NULL UNIQUE,
-    prefix TEXT NOT NULL,
-    role TEXT NOT NULL,
-    user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
-    created_at BIGINT NOT NULL,
-    revoked_at BIGINT
-);
-CREATE TABLE models (
-    name TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    adapter TEXT,
-    summary TEXT NOT NULL,
-    created_at BIGINT NOT NULL
-);
-CREATE TABLE datasets (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    bytes BIGINT NOT NULL,
-    format TEXT NOT NULL,
-    read_options TEXT NOT NULL,
-    records BIGINT NOT NULL,
-    skipped_empty BIGINT NOT NULL,
-    purpose TEXT NOT NULL,
-    owner_id TEXT,
-    stats TEXT,
-    preview TEXT NOT NULL,
-    created_at BIGINT NOT NULL
-);
-CREATE TABLE runs (
-    id TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    train_dataset TEXT NOT NULL,
-    validation_dataset TEXT,
-    settings TEXT NOT NULL,
-    init_run TEXT,
-    state TEXT NOT NULL,
-    error TEXT,
-    owner_id TEXT,
-    attempts BIGINT NOT NULL,
-    step BIGINT NOT NULL,
-    max_steps BIGINT,
-    trained_tokens BIGINT NOT NULL,
-    cancel_requested BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    started_at BIGINT,
-    finished_at BIGINT
-);
-CREATE INDEX runs_by_state ON runs (state, created_at);
-CREATE TABLE run_events (
-    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    seq BIGINT NOT NULL,
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL,
-    data TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE chats (
-    id TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    run_id TEXT,
-    title TEXT NOT NULL,
-    owner_id TEXT,
-    created_at BIGINT NOT NULL
-);
-CREATE TABLE chat_messages (
-    chat_id TEXT NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
-    seq BIGINT NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    PRIMARY KEY (chat_id, seq)
-);
-"#,
-    ),
-    (
-        2,
-        r#"
-ALTER TABLE chats ADD COLUMN system TEXT;
-"#,
-    ),
-];
+use super::{Db, DbError, DbResult};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 pub async fn run(db: &Db) -> DbResult<()> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&db.pool)
-    .await?;
-    for (version, sql) in MIGRATIONS {
-        let mut tx = db.pool.begin().await?;
-        // Two servers starting at once: the loser's insert conflicts and its transaction rolls
-        // back, so a migration is applied once.
-        let claimed = sqlx::query(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING",
-        )
-        .bind(*version)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            tx.rollback().await?;
-            continue;
+    let mut connection = db.pool.acquire().await?;
+    // The migrator's own lock (advisory on PostgreSQL; on SQLite writers take turns anyway), so
+    // that two servers starting at once on an old database adopt it one after the other.
+    connection.lock().await?;
+    let adopted = adopt_old_versions(&mut connection).await;
+    connection.unlock().await?;
+    adopted?;
+    // That lock is a no-op on SQLite: two servers starting at once on a new file may both find a
+    // migration unapplied, and the second's (rolled back whole, as SQLite's DDL is transactional)
+    // fails on what the first made. Again, it finds the first's applied and skips them.
+    let mut tries = 0;
+    loop {
+        match MIGRATOR.run(&mut *connection).await {
+            Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)) if tries < 3 => {
+                tries += 1;
+            }
+            done => return Ok(done?),
         }
-        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
     }
+}
+
+/// Marks the versions an old database lists in `schema_migrations` applied in `_sqlx_migrations`,
+/// with the checksums of the files that hold the same SQL.
+async fn adopt_old_versions(connection: &mut AnyConnection) -> DbResult<()> {
+    let exists = if connection.backend_name() == "SQLite" {
+        "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    } else {
+        "SELECT COUNT(*) AS n FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = 'schema_migrations'"
+    };
+    let found: i64 = sqlx::query(exists)
+        .fetch_one(&mut *connection)
+        .await?
+        .try_get("n")?;
+    if found == 0 {
+        return Ok(());
+    }
+    connection.ensure_migrations_table().await?;
+    let versions: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(&mut *connection)
+        .await?
+        .iter()
+        .map(|row| row.try_get("version"))
+        .collect::<Result<_, _>>()?;
+    let mut tx = connection.begin().await?;
+    for version in versions {
+        let migration = MIGRATOR
+            .iter()
+            .find(|m| m.version == version)
+            .ok_or_else(|| DbError::Corrupt {
+                table: "schema_migrations",
+                column: "version",
+                message: format!("version {version} is newer than this glmtune"),
+            })?;
+        // Already there when the database was adopted before (the old table stays).
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(version)
+        .bind(migration.description.to_string())
+        .bind(migration.checksum.to_vec())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "migrations_tests.rs"]
+mod tests;

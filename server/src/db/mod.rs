@@ -20,6 +20,8 @@ use sqlx::{AnyPool, ConnectOptions};
 pub enum DbError {
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("database schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database {url}: {message}")]
     Connect { url: String, message: String },
     #[error("database row {table}.{column}: {message}")]

@@ -1,72 +1,83 @@
-//! Every route of the server, once: its method, path, summary, who may call it, and its handler.
-//! The router is built from these rows, each route behind the check of its own need
-//! (`auth::enforce`), and the OpenAPI document is written from the same rows, so the access a
-//! route documents is the access it gets; the auth-matrix test walks that document against a
-//! running server.
+//! Every route of the server, once: who may call it and its handler. The handler's
+//! `#[utoipa::path]` says the rest (method, path, summary, parameters, request and response
+//! schemas), so a row cannot route one path and document another. The router is built from these
+//! rows, each route behind the check of its own need (`auth::enforce`), and the OpenAPI document
+//! is written from the same rows, so the access a route documents is the access it gets; the
+//! auth-matrix test walks that document against a running server.
 
 use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::middleware::Next;
 use axum::routing::MethodRouter;
 use axum::Router;
+use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 
 use crate::serve::auth::{self, Need};
 use crate::serve::state::AppState;
+
+/// The component schemas an operation refers to, gathered by name.
+pub type Schemas = Vec<(String, RefOr<Schema>)>;
 
 /// One operation: a method on a path.
 pub struct Route {
     /// `get`, `post` or `delete`, as OpenAPI names methods.
     pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
+    pub path: String,
     pub need: Need,
+    /// The handler's operation as its `#[utoipa::path]` describes it: the method and path above
+    /// come from the same attribute, so what is routed is what is documented.
+    pub operation: Operation,
+    /// Adds the schemas `operation` refers to.
+    pub schemas: fn(&mut Schemas),
     handler: MethodRouter<AppState>,
 }
 
+/// The row of a handler annotated with `#[utoipa::path(...)]`: `route!(Read, runs::list)`.
+macro_rules! route {
+    ($need:expr, $module:ident :: $handler:ident) => {
+        pastey::paste! {
+            $crate::serve::routes::Route::documented::<$module::[<__path_ $handler>], _, _>(
+                $need,
+                $module::$handler,
+            )
+        }
+    };
+    ($need:expr, $handler:ident) => {
+        pastey::paste! {
+            $crate::serve::routes::Route::documented::<[<__path_ $handler>], _, _>($need, $handler)
+        }
+    };
+}
+pub(crate) use route;
+
 impl Route {
-    pub fn get<H, T>(path: &'static str, summary: &'static str, need: Need, handler: H) -> Route
+    /// The route of `handler`, at the method and path of its operation `D` (the type that
+    /// `#[utoipa::path]` puts beside it), for callers with `need`.
+    pub fn documented<D, H, T>(need: Need, handler: H) -> Route
     where
+        // `SchemaReferences` is how utoipa's own `OpenApi` derive collects an operation's
+        // schemas; it is hidden but is the only way to get them from the path type.
+        D: utoipa::Path + utoipa::__dev::SchemaReferences,
         H: Handler<T, AppState>,
         T: 'static,
     {
-        Route::new("get", path, summary, need, axum::routing::get(handler))
-    }
-
-    pub fn post<H, T>(path: &'static str, summary: &'static str, need: Need, handler: H) -> Route
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        Route::new("post", path, summary, need, axum::routing::post(handler))
-    }
-
-    pub fn delete<H, T>(path: &'static str, summary: &'static str, need: Need, handler: H) -> Route
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        Route::new(
-            "delete",
-            path,
-            summary,
-            need,
-            axum::routing::delete(handler),
-        )
-    }
-
-    fn new(
-        method: &'static str,
-        path: &'static str,
-        summary: &'static str,
-        need: Need,
-        handler: MethodRouter<AppState>,
-    ) -> Route {
+        let path = D::path();
+        let (method, router) = match D::methods().as_slice() {
+            [HttpMethod::Get] => ("get", axum::routing::get(handler)),
+            [HttpMethod::Post] => ("post", axum::routing::post(handler)),
+            [HttpMethod::Delete] => ("delete", axum::routing::delete(handler)),
+            // A programming error caught by every test that builds the routes.
+            _ => panic!("{path}: one of get, post or delete expected"),
+        };
         Route {
             method,
             path,
-            summary,
             need,
-            handler,
+            operation: D::operation(),
+            schemas: D::schemas,
+            handler: router,
         }
     }
 
@@ -80,23 +91,30 @@ impl Route {
     }
 }
 
+/// Liveness check
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = String, example = "ok")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, body = String, description = "The Prometheus text format"))
+)]
+async fn metrics(state: State<AppState>) -> Result<String, crate::serve::ApiError> {
+    crate::serve::metrics::endpoint(state).await
+}
+
 /// The routes of the server itself (the API groups add theirs).
 fn system() -> Vec<Route> {
+    use crate::serve::openapi;
     use Need::*;
     vec![
-        Route::get("/healthz", "Liveness check", Public, || async { "ok" }),
-        Route::get(
-            "/metrics",
-            "Prometheus metrics",
-            Read,
-            crate::serve::metrics::endpoint,
-        ),
-        Route::get(
-            "/api/openapi.json",
-            "This document",
-            Read,
-            crate::serve::openapi::document,
-        ),
+        route!(Public, healthz),
+        route!(Read, metrics),
+        route!(Read, openapi::document),
     ]
 }
 
@@ -120,7 +138,7 @@ pub fn router(routes: Vec<Route>, state: &AppState) -> Router<AppState> {
             },
         );
         // A path's methods are merged: each keeps its own need.
-        router = router.route(route.path, route.handler.route_layer(check));
+        router = router.route(&route.path, route.handler.route_layer(check));
     }
     router
 }
@@ -152,7 +170,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for route in &routes {
             assert!(
-                seen.insert((route.method, route.path)),
+                seen.insert((route.method, route.path.as_str())),
                 "{} {} twice",
                 route.method,
                 route.path

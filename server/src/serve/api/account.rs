@@ -80,6 +80,12 @@ async fn hash(password: String) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/status",
+    summary = "Whether first-run setup is needed",
+    responses((status = 200, body = AuthStatus))
+)]
 pub async fn status(State(state): State<AppState>) -> Result<Json<AuthStatus>, ApiError> {
     Ok(Json(AuthStatus {
         setup_needed: state.db.count_users().await? == 0,
@@ -87,6 +93,13 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<AuthStatus>, A
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/setup",
+    summary = "Create the first admin with the setup token",
+    request_body = SetupRequest,
+    responses((status = 200, body = SessionInfo, description = "Signed in; sets the session cookie"))
+)]
 pub async fn setup(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -116,6 +129,13 @@ pub async fn setup(
     start_session(&state, user, &headers).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    summary = "Sign in; sets the session cookie",
+    request_body = LoginRequest,
+    responses((status = 200, body = SessionInfo, description = "Signed in; sets the session cookie"))
+)]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -137,6 +157,12 @@ pub async fn login(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    summary = "Sign out",
+    responses((status = 204, description = "Signed out; clears the session cookie"))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -154,6 +180,12 @@ pub async fn logout(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    summary = "The caller",
+    responses((status = 200, body = Me))
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let user = match &caller.user_id {
         Some(id) => state.db.user(id).await?,
@@ -167,12 +199,25 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    summary = "List users",
+    responses((status = 200, body = List<User>))
+)]
 pub async fn list_users(State(state): State<AppState>) -> Result<Json<List<User>>, ApiError> {
     Ok(Json(List {
         data: state.db.users().await?,
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    summary = "Create a user",
+    request_body = CreateUser,
+    responses((status = 201, body = User))
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     body: Result<Json<CreateUser>, JsonRejection>,
@@ -188,6 +233,12 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}",
+    summary = "Delete a user",
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -203,6 +254,12 @@ pub async fn delete_user(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys",
+    summary = "List API keys",
+    responses((status = 200, body = List<ApiKey>))
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -217,6 +274,13 @@ pub async fn list_keys(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys",
+    summary = "Create an API key (the secret is shown once)",
+    request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey))
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -242,6 +306,12 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, secret })).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/keys/{id}",
+    summary = "Revoke an API key",
+    responses((status = 204, description = "Revoked"))
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,

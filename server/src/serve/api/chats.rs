@@ -44,6 +44,13 @@ async fn own_chat(state: &AppState, caller: &Caller, id: &str) -> Result<Chat, A
     Ok(chat)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/chats",
+    summary = "Start a chat with a model or a run's adapter",
+    request_body = CreateChat,
+    responses((status = 201, body = Chat))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,6 +85,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(chat)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chats",
+    summary = "The caller's chats",
+    responses((status = 200, body = List<Chat>))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,6 +100,12 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chats/{id}",
+    summary = "A chat with its messages",
+    responses((status = 200, body = ChatWithMessages))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -97,6 +116,12 @@ pub async fn get_one(
     Ok(Json(ChatWithMessages { chat, messages }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/chats/{id}",
+    summary = "Delete a chat",
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,6 +147,13 @@ fn history_of(messages: &[ChatMessageRecord]) -> Vec<Turn> {
 
 /// Asks the chat a question: the answer as JSON, or streamed (`delta` events, then `done` with
 /// the stored message) when `stream` is set.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chats/{id}/messages",
+    summary = "Ask; the answer is stored (streamed with stream: true)",
+    request_body = PostMessage,
+    responses((status = 200, description = "The stored answer, or with `stream` its events (`ChatStreamEvent`s)", content((ChatMessageRecord = "application/json"), (ChatStreamEvent = "text/event-stream"))))
+)]
 pub async fn post_message(
     State(state): State<AppState>,
     caller: Caller,

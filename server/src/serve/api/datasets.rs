@@ -11,32 +11,31 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_engine::data::{check_dataset, read_records, Record, Unusable};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
-use glmtune_shared::api::{Dataset, List, ReadOptions, RecordFormat, SplitRequest, SplitResponse};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use glmtune_shared::api::{Dataset, List, ReadOptions, RecordFormat};
 use serde::Deserialize;
 
 use crate::db::{new_id, now, Db};
 use crate::serve::auth::Caller;
 use crate::serve::blobs::{Blobs, Upload};
+use crate::serve::openapi::Binary;
 use crate::serve::{ApiError, AppState};
 
 /// How many records a dataset shows as its preview.
-const PREVIEW: usize = 5;
+pub(super) const PREVIEW: usize = 5;
 /// How many bad records an error lists.
 const MAX_LISTED: usize = 100;
 
 /// What a valid file yields.
-struct Validated {
-    records: Vec<Record>,
+pub(super) struct Validated {
+    pub(super) records: Vec<Record>,
     options: ReadOptions,
     skipped_empty: usize,
     /// Whether prompts use the `[Round i]` template (a history column).
-    history: bool,
+    pub(super) history: bool,
     stats: Option<serde_json::Value>,
 }
 
-fn record_json(record: &Record) -> serde_json::Value {
+pub(super) fn record_json(record: &Record) -> serde_json::Value {
     serde_json::json!({
         "prompt": record.prompt,
         "response": record.response,
@@ -45,7 +44,7 @@ fn record_json(record: &Record) -> serde_json::Value {
 }
 
 /// Reads and checks a stored or uploaded file (blocking).
-fn validate(
+pub(super) fn validate(
     path: &FsPath,
     name: &str,
     options: &ReadOptions,
@@ -203,7 +202,8 @@ pub async fn forget(db: &Db, blobs: &Blobs, dataset: &Dataset) -> Result<(), Api
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     name: Option<String>,
     #[serde(default)]
@@ -217,6 +217,18 @@ pub struct UploadQuery {
 }
 
 /// `POST /api/v1/datasets?name=…&format=…&model=…` with the file as the body.
+#[utoipa::path(
+    post,
+    path = "/api/v1/datasets",
+    summary = "Upload a dataset (the body is the file)",
+    params(UploadQuery),
+    request_body(
+        content = Binary,
+        content_type = "application/octet-stream",
+        description = "The file, as it is"
+    ),
+    responses((status = 201, body = Dataset))
+)]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -246,12 +258,24 @@ pub async fn upload(
     Ok((axum::http::StatusCode::CREATED, Json(dataset)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets",
+    summary = "List datasets",
+    responses((status = 200, body = List<Dataset>))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<List<Dataset>>, ApiError> {
     Ok(Json(List {
         data: state.db.datasets().await?,
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets/{id}",
+    summary = "A dataset with statistics and preview",
+    responses((status = 200, body = Dataset))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -268,6 +292,12 @@ pub async fn find(state: &AppState, id: &str) -> Result<Dataset, ApiError> {
 }
 
 /// The stored bytes, as uploaded.
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets/{id}/content",
+    summary = "The stored file",
+    responses((status = 200, body = Binary, content_type = "application/octet-stream"))
+)]
 pub async fn content(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -295,6 +325,12 @@ fn tokio_util_stream(
     })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/datasets/{id}",
+    summary = "Delete a dataset no run uses",
+    responses((status = 204, description = "Deleted"))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -309,100 +345,6 @@ pub async fn delete(
     }
     forget(&state.db, &state.blobs, &dataset).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
-}
-
-/// Splits a dataset into two new ones (records shuffled with the seed), written as JSON lines
-/// with prompt/response(/history) columns.
-pub async fn split(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Json<SplitRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(request) = body?;
-    if !(request.validation_fraction > 0.0 && request.validation_fraction < 1.0) {
-        return Err(ApiError::invalid(
-            "validation_fraction: must be between 0 and 1 (exclusive)",
-        ));
-    }
-    let dataset = find(&state, &id).await?;
-    let path = state.blobs.path(&dataset.sha256);
-    let blobs = state.blobs.clone();
-    let source = dataset.clone();
-    let parts = tokio::task::spawn_blocking(move || {
-        let validated = validate(&path, &source.name, &source.read_options, None)?;
-        let mut order: Vec<usize> = (0..validated.records.len()).collect();
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(request.seed));
-        let count = validated.records.len();
-        let validation = ((count as f64 * request.validation_fraction).round() as usize)
-            .clamp(1, count.saturating_sub(1).max(1));
-        if count < 2 {
-            return Err(ApiError::invalid(format!(
-                "dataset {}: {count} record(s) cannot be split",
-                source.id
-            )));
-        }
-        let (validation_part, train_part) = order.split_at(validation);
-        let mut parts = Vec::new();
-        for (label, indices) in [("train", train_part), ("validation", validation_part)] {
-            let mut text = String::new();
-            for &i in indices {
-                let record = &validated.records[i];
-                let mut row =
-                    serde_json::json!({"prompt": record.prompt, "response": record.response});
-                if validated.history {
-                    row["history"] = serde_json::json!(record.history);
-                }
-                text.push_str(&row.to_string());
-                text.push('\n');
-            }
-            let upload = blobs.prepare(text.as_bytes())?;
-            let records: Vec<Record> = indices
-                .iter()
-                .map(|&i| validated.records[i].clone())
-                .collect();
-            parts.push((label, upload, records));
-        }
-        Ok::<_, ApiError>((parts, validated.history))
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
-    let (parts, history) = parts;
-    let mut made = Vec::new();
-    for (label, upload, records) in parts {
-        let part = Dataset {
-            id: new_id("file-"),
-            name: format!("{} ({label})", dataset.name),
-            sha256: upload.sha256.clone(),
-            bytes: upload.bytes as i64,
-            format: RecordFormat::Columns.to_string(),
-            read_options: ReadOptions {
-                format: RecordFormat::Columns,
-                prompt_column: Some("prompt".into()),
-                response_column: Some("response".into()),
-                history_column: history.then(|| "history".into()),
-            },
-            records: records.len() as i64,
-            skipped_empty: 0,
-            purpose: dataset.purpose.clone(),
-            owner_id: Some(caller.principal.clone()),
-            created_at: now(),
-            stats: None,
-            preview: records.iter().take(PREVIEW).map(record_json).collect(),
-        };
-        record(&state.db, &state.blobs, upload, &part).await?;
-        made.push(part);
-    }
-    let validation = made.pop();
-    let train = made.pop();
-    match (train, validation) {
-        (Some(train), Some(validation)) => Ok((
-            axum::http::StatusCode::CREATED,
-            Json(SplitResponse { train, validation }),
-        )
-            .into_response()),
-        _ => Err(ApiError::internal("the split made no datasets")),
-    }
 }
 
 #[cfg(test)]

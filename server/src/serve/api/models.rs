@@ -11,14 +11,28 @@ use glmtune_shared::api::{List, ModelFile, ModelInfo, RegisterModel};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use crate::serve::openapi::Binary;
 use crate::serve::{register_model, ApiError, AppState};
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    summary = "List base models",
+    responses((status = 200, body = List<ModelInfo>))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<List<ModelInfo>>, ApiError> {
     Ok(Json(List {
         data: state.db.models().await?,
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/models",
+    summary = "Register a checkpoint folder on the server",
+    request_body = RegisterModel,
+    responses((status = 201, body = ModelInfo))
+)]
 pub async fn register(
     State(state): State<AppState>,
     body: Result<Json<RegisterModel>, JsonRejection>,
@@ -45,6 +59,12 @@ pub async fn register(
 }
 
 /// The regular files directly in a registered model's folder.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/files",
+    summary = "The files of a model's folder",
+    responses((status = 200, body = List<ModelFile>))
+)]
 pub async fn files(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -75,6 +95,12 @@ pub async fn files(
 }
 
 /// One file of a model's folder, by name; `Range` requests are honoured.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/files/{file}",
+    summary = "One file of a model's folder (range requests)",
+    responses((status = 200, body = Binary, content_type = "application/octet-stream"), (status = 206, body = Binary, content_type = "application/octet-stream", description = "The range asked for"))
+)]
 pub async fn file(
     State(state): State<AppState>,
     Path((name, file)): Path<(String, String)>,

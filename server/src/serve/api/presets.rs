@@ -84,6 +84,12 @@ pub fn presets() -> Vec<Preset> {
     ]
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/presets",
+    summary = "Run presets and domain templates",
+    responses((status = 200, body = List<Preset>))
+)]
 pub async fn list() -> Json<List<Preset>> {
     Json(List { data: presets() })
 }

@@ -10,6 +10,7 @@ use glmtune_shared::run_layout::RunLayout;
 use glmtune_shared::run_log::LogRow;
 
 use super::runs::find;
+use crate::serve::openapi::Binary;
 use crate::serve::{ApiError, AppState};
 
 /// Files of an adapter folder that make up the official layout (and ours).
@@ -21,6 +22,12 @@ const ADAPTER_FILES: [&str; 4] = [
 ];
 
 /// The trainer's stderr and log, as text.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/logs",
+    summary = "The trainer's output",
+    responses((status = 200, body = String))
+)]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -36,6 +43,12 @@ pub async fn logs(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/checkpoints",
+    summary = "Saved checkpoints",
+    responses((status = 200, body = List<Checkpoint>))
+)]
 pub async fn checkpoints(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -94,6 +107,12 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
     found
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/evaluation",
+    summary = "BLEU/ROUGE and sample predictions",
+    responses((status = 200, body = Evaluation))
+)]
 pub async fn evaluation(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -133,6 +152,12 @@ async fn adapter_ready(state: &AppState, id: &str) -> Result<(), ApiError> {
 
 /// The final adapter as a zip: `config.json` and `pytorch_model.bin` as the official scripts
 /// write them (plus `adapter.safetensors`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/adapter",
+    summary = "The adapter as a zip in the official layout",
+    responses((status = 200, body = Binary, content_type = "application/zip"))
+)]
 pub async fn adapter(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -157,6 +182,12 @@ pub async fn adapter(
 
 /// One file of a succeeded run's final adapter (`config.json`, `adapter.safetensors`, …), served
 /// as is with `Range` support: the in-browser chat fetches and caches them one by one.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/adapter/{file}",
+    summary = "One file of the adapter",
+    responses((status = 200, body = Binary, content_type = "application/octet-stream"), (status = 206, body = Binary, content_type = "application/octet-stream", description = "The range asked for"))
+)]
 pub async fn adapter_file(
     State(state): State<AppState>,
     Path((id, file)): Path<(String, String)>,

@@ -169,6 +169,13 @@ pub async fn create_run(
     Ok(run)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs",
+    summary = "Queue a training run",
+    request_body = CreateRun,
+    responses((status = 201, body = Run))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,6 +186,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    summary = "List runs",
+    responses((status = 200, body = List<Run>))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<List<Run>>, ApiError> {
     Ok(Json(List {
         data: state.db.runs().await?,
@@ -193,6 +206,12 @@ pub async fn find(state: &AppState, id: &str) -> Result<Run, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    summary = "A run",
+    responses((status = 200, body = Run))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -233,6 +252,12 @@ pub async fn cancel_run(state: &AppState, caller: &Caller, id: &str) -> Result<R
     find(state, id).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/cancel",
+    summary = "Cancel a queued or running run",
+    responses((status = 200, body = Run))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -242,6 +267,12 @@ pub async fn cancel(
 }
 
 /// Puts a failed or cancelled run back in the queue; it continues from its last checkpoint.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/resume",
+    summary = "Resume a failed or cancelled run from its last checkpoint",
+    responses((status = 200, body = Run))
+)]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,

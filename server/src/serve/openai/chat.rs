@@ -25,6 +25,12 @@ use tokio_stream::StreamExt;
 use crate::serve::answer::{answer, answer_whole, Limits, Question};
 use crate::serve::{registry, ApiError, AppState};
 
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    summary = "OpenAI: models and fine-tuned models",
+    responses((status = 200, body = ModelList))
+)]
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let mut data: Vec<Model> = state
         .db
@@ -163,6 +169,13 @@ fn plan(request: &ChatCompletionRequest, limits: &Limits) -> Result<Question, Ap
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    summary = "OpenAI: chat completion (streaming or not)",
+    request_body = ChatCompletionRequest,
+    responses((status = 200, description = "The completion, or with `stream` its chunks", content((ChatCompletion = "application/json"), (ChatCompletionChunk = "text/event-stream"))))
+)]
 pub async fn chat_completions(
     State(state): State<AppState>,
     body: Result<Json<ChatCompletionRequest>, JsonRejection>,

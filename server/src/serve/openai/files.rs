@@ -10,6 +10,7 @@ use glmtune_shared::openai::{FileObject, Page};
 
 use crate::serve::api::datasets::{self, ingest, Intake, Lengths};
 use crate::serve::auth::Caller;
+use crate::serve::openapi::Binary;
 use crate::serve::{ApiError, AppState};
 
 fn file_object(dataset: Dataset) -> FileObject {
@@ -24,6 +25,33 @@ fn file_object(dataset: Dataset) -> FileObject {
     }
 }
 
+/// The form `POST /v1/files` reads (described for the OpenAPI document; the handler reads the
+/// fields as they stream in, so that a large file is never held whole).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct FileUpload {
+    /// `fine-tune`, the only purpose supported.
+    purpose: String,
+    #[schema(value_type = Binary)]
+    file: Vec<u8>,
+}
+
+/// What deleting a file answers, as OpenAI's API does.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FileDeleted {
+    id: String,
+    /// `file`.
+    object: String,
+    deleted: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/files",
+    summary = "OpenAI: upload a fine-tuning file (multipart)",
+    request_body(content = inline(FileUpload), content_type = "multipart/form-data"),
+    responses((status = 200, body = FileObject))
+)]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,6 +103,12 @@ pub async fn upload(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/files",
+    summary = "OpenAI: list files",
+    responses((status = 200, body = Page<FileObject>))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Page<FileObject>>, ApiError> {
     let files = state
         .db
@@ -86,6 +120,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Page<FileObject>
     Ok(Json(Page::of(files)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/files/{id}",
+    summary = "OpenAI: a file",
+    responses((status = 200, body = FileObject))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -93,17 +133,31 @@ pub async fn get_one(
     Ok(Json(file_object(datasets::find(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/files/{id}/content",
+    summary = "OpenAI: a file's bytes",
+    responses((status = 200, body = Binary, content_type = "application/octet-stream"))
+)]
 pub async fn content(state: State<AppState>, id: Path<String>) -> Result<Response, ApiError> {
     datasets::content(state, id).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/files/{id}",
+    summary = "OpenAI: delete a file",
+    responses((status = 200, body = FileDeleted))
+)]
 pub async fn delete(
     state: State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<FileDeleted>, ApiError> {
     datasets::delete(state, caller, Path(id.clone())).await?;
-    Ok(Json(
-        serde_json::json!({"id": id, "object": "file", "deleted": true}),
-    ))
+    Ok(Json(FileDeleted {
+        id,
+        object: "file".into(),
+        deleted: true,
+    }))
 }

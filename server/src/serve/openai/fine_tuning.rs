@@ -106,6 +106,13 @@ fn settings_of(request: &CreateFineTuningJob) -> Result<(Option<String>, RunSett
     Ok((preset, settings))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/fine_tuning/jobs",
+    summary = "OpenAI: create a fine-tuning job",
+    request_body = CreateFineTuningJob,
+    responses((status = 200, body = FineTuningJob))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -129,9 +136,12 @@ pub async fn create(
     Ok(Json(job_of(run)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
+    /// Items after the one with this id.
     after: Option<String>,
+    /// How many items at most (20 by default, 1 to 1000).
     limit: Option<usize>,
 }
 
@@ -152,6 +162,13 @@ fn page<T>(items: Vec<T>, paging: &Paging, id: impl Fn(&T) -> &str) -> Page<T> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/fine_tuning/jobs",
+    summary = "OpenAI: list fine-tuning jobs",
+    params(Paging),
+    responses((status = 200, body = Page<FineTuningJob>))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(paging): Query<Paging>,
@@ -160,6 +177,12 @@ pub async fn list(
     Ok(Json(page(jobs, &paging, |j: &FineTuningJob| &j.id)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/fine_tuning/jobs/{id}",
+    summary = "OpenAI: a fine-tuning job",
+    responses((status = 200, body = FineTuningJob))
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -167,6 +190,13 @@ pub async fn get_one(
     Ok(Json(job_of(runs::find(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/fine_tuning/jobs/{id}/events",
+    summary = "OpenAI: a job's events",
+    params(Paging),
+    responses((status = 200, body = Page<FineTuningJobEvent>))
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -207,6 +237,13 @@ pub async fn events(
     Ok(Json(page(events, &paging, |e: &FineTuningJobEvent| &e.id)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/fine_tuning/jobs/{id}/checkpoints",
+    summary = "OpenAI: a job's checkpoints",
+    params(Paging),
+    responses((status = 200, body = Page<FineTuningJobCheckpoint>))
+)]
 pub async fn checkpoints(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -233,6 +270,12 @@ pub async fn checkpoints(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/fine_tuning/jobs/{id}/cancel",
+    summary = "OpenAI: cancel a job",
+    responses((status = 200, body = FineTuningJob))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

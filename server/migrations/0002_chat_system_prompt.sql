@@ -1,0 +1,2 @@
+-- A chat's system prompt.
+ALTER TABLE chats ADD COLUMN system TEXT;
