@@ -277,6 +277,22 @@ fn sigterm_shuts_down_cleanly() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// The banner says the server is up: a SIGTERM right after it (before any request) is a clean
+/// shutdown too, not the default action of a signal with no handler yet.
+#[test]
+fn sigterm_right_after_the_banner_shuts_down_cleanly() {
+    for _ in 0..5 {
+        let mut server = Server::start_with(&[]);
+        let status = Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = server.child.wait().unwrap();
+        assert!(exit.success(), "{exit:?}");
+    }
+}
+
 fn glm3_fixture(path: &str) -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm3-tiny");
     dir.join(path).to_string_lossy().into_owned()

@@ -292,6 +292,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(ServeError::io("the bound address"))?;
     let Prepared { state, setup_token } = prepare(&args, address).await?;
     let supervisor = state.supervisor.clone();
+    let shutdown = shutdown_signal();
     // Not println!: a reader that went away must not take the server down.
     use std::io::Write;
     // One write: a reader of the first line has the setup token's line with it, however loaded
@@ -310,7 +311,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         router(state, args.max_json_bytes).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            shutdown.await;
             // Event streams end now, so that open dashboards do not hold the shutdown.
             stopping.begin_stopping();
         })
@@ -321,25 +322,39 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM: stop accepting connections and let requests in flight finish.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C or SIGTERM: stop accepting connections and let requests in flight finish. The handlers
+/// are installed when this is called, not when the future is first polled: a signal that comes
+/// between the banner (which tells a supervisor the server is up) and the serve loop's first poll
+/// would otherwise kill the process with the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
