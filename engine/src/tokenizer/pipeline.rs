@@ -3,13 +3,13 @@
 //! The mapping follows transformers' `SpmConverter` in spirit, with the changes that make the ids
 //! equal to sentencepiece's rather than to the converted fast tokenizers':
 //!
-//! * Unigram: the vocabulary keeps every id, but the pieces sentencepiece leaves out of its
-//!   lattice (unknown, control, byte, unused) are renamed to strings normalized text never holds
-//!   (they contain U+0020, which the normalizer escapes to `▁`), so Viterbi cannot pick them for
-//!   text that spells them. User-defined pieces score `length * max_score - 0.1` and the
-//!   unknown penalty starts from the lowest NORMAL score, both as sentencepiece computes them.
-//!   Unknown runs come back as one fused token whose bytes [`super::processor`] turns into
-//!   `<0xXX>` ids (the byte pieces are renamed, so `tokenizers`' own fallback cannot find them).
+//! * Unigram: the vocabulary keeps every id, but sentencepiece leaves the unknown, control,
+//!   byte and unused pieces out of its lattice, so that text spelling them is not them. Here the
+//!   byte pieces keep their names (`tokenizers`' byte fallback looks them up by name) with a
+//!   score no path through them can win with, and the others are renamed to strings normalized
+//!   text never holds (U+0020, which the pre-tokenizer escapes, and a noncharacter). User-defined
+//!   pieces score `length * max_score - 0.1` and the unknown penalty starts from the lowest
+//!   NORMAL score, both as sentencepiece computes them.
 //! * BPE: sentencepiece merges the adjacent pair whose concatenation is the best-scoring piece;
 //!   as `tokenizers` ranks merge rules instead, every split of a piece into two pieces becomes a
 //!   rule, ranked by the piece's score.
@@ -45,18 +45,15 @@ pub(crate) enum LoadError {
     Unsupported(String),
 }
 
-/// The tokenizer and what the caller does around it.
-pub(crate) struct Built {
-    pub tokenizer: Tokenizer,
-    /// Unknown-piece tokens are to be spelled as byte pieces by the caller (Unigram).
-    pub expand_unknown: bool,
-}
+/// A Unigram score no segmentation through the piece can win with (every character also has a
+/// path of single pieces or unknown nodes, each a few dozen at worst), yet far from overflowing.
+const NEVER: f64 = -1e30;
 
-pub(crate) fn build(model: &ModelProto, vocab: &Vocab) -> Result<Built, LoadError> {
+pub(crate) fn build(model: &ModelProto, vocab: &Vocab) -> Result<Tokenizer, LoadError> {
     let tk_err = |e: tokenizers::Error| LoadError::Malformed(e.to_string());
-    let (segmenter, expand_unknown): (ModelWrapper, bool) = match model.trainer.model_type {
-        ModelType::Unigram => (unigram(vocab)?.into(), vocab.byte_ids.is_some()),
-        ModelType::Bpe => (bpe(vocab).map_err(tk_err)?.into(), false),
+    let segmenter: ModelWrapper = match model.trainer.model_type {
+        ModelType::Unigram => unigram(vocab)?.into(),
+        ModelType::Bpe => bpe(vocab).map_err(tk_err)?.into(),
         other => {
             return Err(LoadError::Unsupported(format!(
                 "model_type {other:?} (only UNIGRAM and BPE are implemented)"
@@ -66,6 +63,12 @@ pub(crate) fn build(model: &ModelProto, vocab: &Vocab) -> Result<Built, LoadErro
     let mut tokenizer = Tokenizer::new(segmenter);
     let normalizer = normalizer(&model.normalizer, model.trainer.treat_whitespace_as_suffix)?;
     tokenizer.with_normalizer(normalizer).map_err(tk_err)?;
+    if model.normalizer.escape_whitespaces {
+        // Spaces become `▁` after the rules, as sentencepiece escapes them; the whole text stays
+        // one word (sentencepiece does not split at spaces before segmenting).
+        let escape = Metaspace::new('\u{2581}', PrependScheme::Never, false);
+        tokenizer.with_pre_tokenizer(Some(escape));
+    }
     let mut decoders = vec![DecoderWrapper::Metaspace(Metaspace::new(
         '\u{2581}',
         PrependScheme::Never,
@@ -82,13 +85,10 @@ pub(crate) fn build(model: &ModelProto, vocab: &Vocab) -> Result<Built, LoadErro
         .filter(|e| e.kind == PieceType::UserDefined)
         .map(|e| AddedToken::from(e.piece.clone(), false).normalized(false));
     tokenizer.add_tokens(user_defined).map_err(tk_err)?;
-    Ok(Built {
-        tokenizer,
-        expand_unknown,
-    })
+    Ok(tokenizer)
 }
 
-/// A name no normalized text contains (see the module comment), unique per id.
+/// A name no escaped normalized text contains (see the module comment), unique per id.
 fn hidden(id: usize) -> String {
     format!(" \u{FDD0}{id}")
 }
@@ -121,10 +121,12 @@ fn unigram(vocab: &Vocab) -> Result<Unigram, LoadError> {
                 e.piece.clone(),
                 f64::from(e.piece.len() as f32 * max_score) - 0.1,
             ),
+            PieceType::Byte => (e.piece.clone(), NEVER),
             _ => (hidden(i), f64::from(min_score)),
         })
         .collect();
-    let mut model = Unigram::from(pieces, Some(vocab.unk_id as usize), false)
+    let byte_fallback = vocab.byte_ids.is_some();
+    let mut model = Unigram::from(pieces, Some(vocab.unk_id as usize), byte_fallback)
         .map_err(|e| LoadError::Malformed(e.to_string()))?;
     // `tokenizers` takes the minimum over every piece; sentencepiece over NORMAL ones.
     model.min_score = f64::from(min_score);
@@ -198,9 +200,6 @@ fn normalizer(spec: &NormalizerSpec, suffix: bool) -> Result<Option<Sequence>, L
         if spec.add_dummy_prefix && !suffix {
             steps.push(NormalizerWrapper::Prepend(Prepend::new(" ".into())));
         }
-    }
-    if spec.escape_whitespaces {
-        steps.push(regex(" ", SPACE_SYMBOL)?);
     }
     Ok((!steps.is_empty()).then(|| Sequence::new(steps)))
 }

@@ -5,8 +5,8 @@
 //! It works on pieces as well as ids because ChatGLM's Python tokenizer does: it asks
 //! sentencepiece for pieces and maps each through `PieceToId`, and decodes by handing
 //! `IdToPiece` strings back to `DecodePieces`. What `tokenizers` has no notion of stays here:
-//! the dummy `▁` prefix (see [`super::pipeline`]), spelling unknown runs as byte pieces for
-//! Unigram, and which pieces `DecodePieces` drops, replaces or strips the leading `▁` from.
+//! the dummy `▁` prefix (see [`super::pipeline`]) and which pieces `DecodePieces` drops,
+//! replaces or strips the leading `▁` from.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -33,7 +33,6 @@ pub(crate) struct SentencePiece {
     /// The `▁` (or, without whitespace escaping, the space) added around non-empty text.
     dummy: Dummy,
     space: &'static str,
-    expand_unknown: bool,
     unk_surface: String,
     /// Decoding strips the first `▁` only when encoding could have added one.
     strip_leading_space: bool,
@@ -54,7 +53,7 @@ impl SentencePiece {
     pub(crate) fn new(model: &ModelProto) -> Result<Self, LoadError> {
         let vocab =
             Vocab::new(&model.pieces, model.trainer.byte_fallback).map_err(LoadError::Malformed)?;
-        let built = pipeline::build(model, &vocab)?;
+        let tokenizer = pipeline::build(model, &vocab)?;
         let spec = &model.normalizer;
         let denormalizer = match &model.denormalizer {
             Some(d) => {
@@ -69,14 +68,13 @@ impl SentencePiece {
         };
         Ok(Self {
             vocab,
-            tokenizer: built.tokenizer,
+            tokenizer,
             dummy,
             space: if spec.escape_whitespaces {
                 SPACE_SYMBOL
             } else {
                 " "
             },
-            expand_unknown: built.expand_unknown,
             unk_surface: model.trainer.unk_surface.clone(),
             strip_leading_space: spec.add_dummy_prefix || spec.remove_extra_whitespaces,
             remove_extra_whitespaces: spec.remove_extra_whitespaces,
@@ -131,7 +129,6 @@ impl SentencePiece {
             tokenizer,
             dummy: Dummy::None,
             space: SPACE_SYMBOL,
-            expand_unknown: false,
             unk_surface,
             strip_leading_space: false,
             remove_extra_whitespaces: false,
@@ -165,33 +162,12 @@ impl SentencePiece {
             Dummy::Prefix => Cow::Owned(format!("{}{text}", self.space)),
             Dummy::Suffix => Cow::Owned(format!("{text}{}", self.space)),
         };
-        // Errors are unreachable with the pipelines built here (every model has its unknown
-        // piece); an unknown piece stands for text that could not be segmented.
-        let Ok(encoding) = self.tokenizer.encode_fast(input.as_ref(), false) else {
-            return vec![self.vocab.unk_id];
-        };
-        let ids = encoding.get_ids();
-        let bytes = self
-            .vocab
-            .byte_ids
-            .as_deref()
-            .filter(|_| self.expand_unknown);
-        let Some(bytes) = bytes.filter(|_| ids.contains(&self.vocab.unk_id)) else {
-            return ids.to_vec();
-        };
-        // `encode_fast` leaves the token texts out; the unknown runs' bytes are needed.
-        let Ok(encoding) = self.tokenizer.encode(input.as_ref(), false) else {
-            return vec![self.vocab.unk_id];
-        };
-        let mut out = Vec::with_capacity(ids.len());
-        for (&id, surface) in encoding.get_ids().iter().zip(encoding.get_tokens()) {
-            if id == self.vocab.unk_id {
-                out.extend(surface.bytes().map(|b| bytes[usize::from(b)]));
-            } else {
-                out.push(id);
-            }
+        match self.tokenizer.encode_fast(input.as_ref(), false) {
+            Ok(encoding) => encoding.get_ids().to_vec(),
+            // Unreachable with the pipelines built here (every model has its unknown piece); an
+            // unknown piece stands for text that could not be segmented.
+            Err(_) => vec![self.vocab.unk_id],
         }
-        out
     }
 
     /// `EncodeAsPieces`, for callers that map pieces through `PieceToId` themselves. An unknown
