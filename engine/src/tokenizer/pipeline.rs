@@ -95,12 +95,14 @@ pub(crate) fn build(model: &ModelProto, vocab: &Vocab) -> Result<Tokenizer, Load
         let escape = Metaspace::new('\u{2581}', PrependScheme::Never, false);
         tokenizer.with_pre_tokenizer(Some(escape));
     }
+    // `▁` → space everywhere: the processor strips the first piece's `▁` itself, because
+    // `Metaspace`'s own prepend handling drops every `▁` of the first token (`▁▁x` → `x`).
     let mut decoders = vec![DecoderWrapper::Metaspace(Metaspace::new(
         '\u{2581}',
         PrependScheme::Never,
         false,
     ))];
-    if vocab.byte_ids.is_some() {
+    if vocab.byte_fallback {
         decoders.push(DecoderWrapper::ByteFallback(ByteFallback::new()));
     }
     decoders.push(DecoderWrapper::Fuse(Fuse::new()));
@@ -151,7 +153,7 @@ fn unigram(vocab: &Vocab) -> Result<Unigram, LoadError> {
             _ => (hidden(i), f64::from(min_score)),
         })
         .collect();
-    let byte_fallback = vocab.byte_ids.is_some();
+    let byte_fallback = vocab.byte_fallback;
     let mut model = Unigram::from(pieces, Some(vocab.unk_id as usize), byte_fallback)
         .map_err(|e| LoadError::Malformed(e.to_string()))?;
     // `tokenizers` takes the minimum over every piece; sentencepiece over NORMAL ones.
@@ -205,7 +207,7 @@ fn bpe(vocab: &Vocab) -> tokenizers::Result<BPE> {
         .vocab_and_merges(ids, merges)
         .unk_token(unk)
         .fuse_unk(true)
-        .byte_fallback(vocab.byte_ids.is_some())
+        .byte_fallback(vocab.byte_fallback)
         .build()
 }
 

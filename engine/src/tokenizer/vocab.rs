@@ -25,8 +25,8 @@ pub(crate) struct Vocab {
     normal: HashMap<String, u32>,
     reserved: HashMap<String, u32>,
     pub unk_id: u32,
-    /// Id of the piece `<0xXX>` for every byte, when the model falls back to bytes.
-    pub byte_ids: Option<Box<[u32; 256]>>,
+    /// Unknown text is spelled in byte pieces, all 256 of which are present.
+    pub byte_fallback: bool,
 }
 
 pub(crate) fn byte_piece(b: u8) -> String {
@@ -41,7 +41,7 @@ impl Vocab {
         let mut normal = HashMap::new();
         let mut reserved = HashMap::new();
         let mut unk_id = None;
-        let mut byte_ids = [u32::MAX; 256];
+        let mut bytes_found = [false; 256];
         for (i, p) in pieces.iter().enumerate() {
             let id = u32::try_from(i).map_err(|_| "too many pieces".to_string())?;
             if p.piece.is_empty() {
@@ -74,7 +74,7 @@ impl Vocab {
                     let b = *byte_pieces.get(&p.piece).ok_or_else(|| {
                         format!("byte piece {:?} is not of the form <0xXX>", p.piece)
                     })?;
-                    byte_ids[usize::from(b)] = id;
+                    bytes_found[usize::from(b)] = true;
                     byte = Some(b);
                 }
                 _ => {}
@@ -88,7 +88,7 @@ impl Vocab {
         }
         let unk_id = unk_id.ok_or("no piece of type UNKNOWN")?;
         if byte_fallback {
-            if let Some(b) = byte_ids.iter().position(|&id| id == u32::MAX) {
+            if let Some(b) = bytes_found.iter().position(|&found| !found) {
                 return Err(format!(
                     "byte_fallback is set but piece <0x{b:02X}> is missing"
                 ));
@@ -99,7 +99,7 @@ impl Vocab {
             normal,
             reserved,
             unk_id,
-            byte_ids: byte_fallback.then(|| Box::new(byte_ids)),
+            byte_fallback,
         })
     }
 
