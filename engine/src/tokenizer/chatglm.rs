@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use super::config::{SpecialToken, TokenizerConfig};
-use super::sentencepiece::SentencePiece;
+use super::processor::SentencePiece;
 use super::text;
 
 /// `SPTokenizer.max_blank_length`: the longest run one `<|blank_N|>` token stands for.
@@ -205,7 +205,7 @@ impl Glm1Tokenizer {
     }
 
     /// `ChatGLMTokenizer._tokenize` for one chunk without special tokens: the pieces.
-    fn tokenize_chunk(&self, chunk: &str) -> Vec<Cow<'_, str>> {
+    fn tokenize_chunk(&self, chunk: &str) -> Vec<&str> {
         let mut s = Cow::Borrowed(chunk);
         if self.remove_space {
             s = Cow::Owned(text::collapse_spaces(&s));
@@ -244,7 +244,7 @@ impl Glm1Tokenizer {
             } else {
                 ids.extend(
                     self.tokenize_chunk(chunk)
-                        .iter()
+                        .into_iter()
                         .map(|p| self.convert_token(p)),
                 );
             }

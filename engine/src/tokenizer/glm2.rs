@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::sentencepiece::SentencePiece;
+use super::processor::SentencePiece;
 use super::text;
 use super::SpecialIds;
 use crate::config::Family;
@@ -120,7 +120,7 @@ impl Glm2Tokenizer {
                 ids.extend(
                     self.sp
                         .encode_pieces(chunk)
-                        .iter()
+                        .into_iter()
                         .map(|p| self.convert_token(p)),
                 );
             }

@@ -6,23 +6,21 @@
 //! sentencepiece 0.2: the same ids for `tokenizer(text)` and the same text from
 //! `tokenizer.decode(ids)`. Loading from bytes does no I/O, so it also runs in wasm.
 //!
-//! Layers, bottom up: `proto` reads the model file, `normalizer` applies its
-//! normalization rules, `unigram` / `bpe` segment, `sentencepiece` ties them into
-//! pieces in and out; `chatglm` adds ChatGLM-6B's whitespace tokens, special tokens and
-//! image-token offset, `glm2` the special tokens of ChatGLM2/3 after the vocabulary.
+//! Layers, bottom up: `proto` reads the model file, `vocab` keeps its pieces with
+//! sentencepiece's lookup rules, `pipeline` builds from it the `tokenizers::Tokenizer` that
+//! normalizes, segments and decodes, and `processor` answers ChatGLM's sentencepiece calls with
+//! it; `chatglm` adds ChatGLM-6B's whitespace tokens, special tokens and image-token offset,
+//! `glm2` the special tokens of ChatGLM2/3 after the vocabulary.
 //! [`ChatGlmTokenizer`] is either, chosen by the files; [`Family`] says which generation.
 
-mod bpe;
 mod chatglm;
 mod config;
 mod glm2;
-mod normalizer;
+mod pipeline;
+mod processor;
 mod proto;
-mod sentencepiece;
 mod text;
-mod trie;
-mod unigram;
-mod utf8;
+mod vocab;
 
 use std::path::Path;
 
@@ -37,6 +35,9 @@ use glm2::Glm2Tokenizer;
 pub const MODEL_FILE: &str = "ice_text.model";
 /// File name of the sentencepiece model in a ChatGLM2-6B / ChatGLM3-6B checkpoint directory.
 pub const GLM2_MODEL_FILE: &str = "tokenizer.model";
+/// A `tokenizers` pipeline; a folder with one is read from it rather than from its sentencepiece
+/// model.
+pub const JSON_FILE: &str = "tokenizer.json";
 /// The official Python tokenizer (read only to tell ChatGLM2 from ChatGLM3) and the tokenizer
 /// settings of a checkpoint directory.
 pub use crate::family::{PYTHON_TOKENIZER_FILE, TOKENIZER_CONFIG_FILE as CONFIG_FILE};
@@ -81,16 +82,30 @@ impl Role {
 }
 
 impl ChatGlmTokenizer {
-    /// Loads the sentencepiece model of `dir` (`ice_text.model` for ChatGLM-6B, `tokenizer.model`
-    /// for ChatGLM2/3) and, when present, `tokenizer_config.json`. Without the config the
-    /// official constructor defaults apply (for ChatGLM-6B, `num_image_tokens` 20000).
+    /// Loads the tokenizer of `dir`: its `tokenizer.json` when it has one, else the sentencepiece
+    /// model (`ice_text.model` for ChatGLM-6B, `tokenizer.model` for ChatGLM2/3), with
+    /// `tokenizer_config.json` when present. Without the config the official constructor
+    /// defaults apply (for ChatGLM-6B, `num_image_tokens` 20000).
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        let config_path = dir.join(CONFIG_FILE);
+        let config_name = config_path.display().to_string();
+        let json_path = dir.join(JSON_FILE);
+        if let Some(json) = read_optional(&json_path)? {
+            let sp = processor::SentencePiece::from_json(&json).map_err(|reason| {
+                TokenizerError::MalformedModel {
+                    file: json_path.display().to_string(),
+                    reason,
+                }
+            })?;
+            let config = read_optional(&config_path)?;
+            let python = read_optional(&dir.join(PYTHON_TOKENIZER_FILE))?;
+            return Self::layered(sp, config.as_deref(), python.as_deref(), &config_name);
+        }
         let model_path = dir.join(Self::model_file(dir));
         let model = std::fs::read(&model_path).map_err(|source| TokenizerError::Io {
             path: model_path.clone(),
             source,
         })?;
-        let config_path = dir.join(CONFIG_FILE);
         let config = read_optional(&config_path)?;
         let python = read_optional(&dir.join(PYTHON_TOKENIZER_FILE))?;
         Self::load(
@@ -98,7 +113,7 @@ impl ChatGlmTokenizer {
             config.as_deref(),
             python.as_deref(),
             &model_path.display().to_string(),
-            &config_path.display().to_string(),
+            &config_name,
         )
     }
 
@@ -177,13 +192,23 @@ impl ChatGlmTokenizer {
         if proto.pieces.is_empty() {
             return Err(malformed("it holds no pieces".to_string()));
         }
-        let sp = sentencepiece::SentencePiece::new(&proto).map_err(|e| match e {
-            sentencepiece::LoadError::Malformed(reason) => malformed(reason),
-            sentencepiece::LoadError::Unsupported(reason) => TokenizerError::UnsupportedModel {
+        let sp = processor::SentencePiece::new(&proto).map_err(|e| match e {
+            pipeline::LoadError::Malformed(reason) => malformed(reason),
+            pipeline::LoadError::Unsupported(reason) => TokenizerError::UnsupportedModel {
                 file: model_name.to_string(),
                 reason,
             },
         })?;
+        Self::layered(sp, config, python, config_name)
+    }
+
+    /// The ChatGLM layer of the generation the vocabulary belongs to, over `sp`.
+    fn layered(
+        sp: processor::SentencePiece,
+        config: Option<&str>,
+        python: Option<&str>,
+        config_name: &str,
+    ) -> Result<Self, TokenizerError> {
         let bad_config = |reason: String| TokenizerError::MalformedConfig {
             file: config_name.to_string(),
             reason,

@@ -1,5 +1,9 @@
 //! A small protobuf reader for sentencepiece's `ModelProto`.
 //!
+//! `tokenizers` cannot read a `.model` file (transformers converts them in Python), and a
+//! generated reader (prost) would need `sentencepiece_model.proto` and a build step for the dozen
+//! fields used here, so these few wire-format rules are written out by hand.
+//!
 //! Only the fields the tokenizer needs are kept; everything else is skipped the way any
 //! protobuf parser skips unknown fields, so models written by newer trainers still load.
 //! Proto2 rules apply: a scalar seen twice keeps the last value, a sub-message seen twice
