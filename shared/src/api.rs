@@ -266,7 +266,18 @@ pub struct Dataset {
     /// Token statistics against a model's tokenizer, when one was named.
     pub stats: Option<serde_json::Value>,
     /// The first records, as read.
-    pub preview: Vec<serde_json::Value>,
+    pub preview: Vec<PreviewRecord>,
+}
+
+/// A record of a dataset's preview, as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PreviewRecord {
+    pub prompt: String,
+    pub response: String,
+    /// Earlier turns, `[query, response]` each.
+    #[serde(default)]
+    pub history: Vec<[String; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

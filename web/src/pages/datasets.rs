@@ -320,9 +320,9 @@ fn DatasetDetail(dataset: Dataset) -> impl IntoView {
             <Table class="preview" headers=&["Prompt", "Response", "History turns"]>
                     {dataset.preview.iter().map(|r| view! {
                         <tr>
-                            <td>{r["prompt"].as_str().unwrap_or("").to_owned()}</td>
-                            <td>{r["response"].as_str().unwrap_or("").to_owned()}</td>
-                            <td>{r["history"].as_array().map_or(0, Vec::len)}</td>
+                            <td>{r.prompt.clone()}</td>
+                            <td>{r.response.clone()}</td>
+                            <td>{r.history.len()}</td>
                         </tr>
                     }).collect_view()}
                 </Table>

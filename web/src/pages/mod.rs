@@ -10,14 +10,14 @@ pub mod models;
 pub mod run;
 pub mod runs;
 
+use glmtune_shared::error::InvalidRecords;
 use leptos::prelude::*;
 
 /// An error box that says what went wrong and, with details, every bad record.
 #[component]
 pub fn ErrorNote(error: crate::api::Failure) -> impl IntoView {
-    let records: Vec<serde_json::Value> = error.details["invalid_records"]
-        .as_array()
-        .cloned()
+    let records = serde_json::from_value::<InvalidRecords>(error.details.clone())
+        .map(|details| details.invalid_records)
         .unwrap_or_default();
     view! {
         <div class="error" role="alert">
@@ -28,9 +28,9 @@ pub fn ErrorNote(error: crate::api::Failure) -> impl IntoView {
                     <tbody>
                         {records.into_iter().map(|r| view! {
                             <tr>
-                                <td>{r["location"].as_str().unwrap_or("").to_owned()}</td>
-                                <td>{r["field"].as_str().unwrap_or("").to_owned()}</td>
-                                <td>{r["message"].as_str().unwrap_or("").to_owned()}</td>
+                                <td>{r.location}</td>
+                                <td>{r.field.unwrap_or_default()}</td>
+                                <td>{r.message}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>

@@ -8,7 +8,7 @@ use glmtune_shared::api::{Dataset, ReadOptions, RecordFormat, SplitRequest, Spli
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::datasets::{find, record, record_json, validate, PREVIEW};
+use super::datasets::{find, preview_record, record, validate, PREVIEW};
 use crate::db::{new_id, now};
 use crate::serve::auth::Caller;
 use crate::serve::{ApiError, AppState};
@@ -97,7 +97,7 @@ pub async fn split(
             owner_id: Some(caller.principal.clone()),
             created_at: now(),
             stats: None,
-            preview: records.iter().take(PREVIEW).map(record_json).collect(),
+            preview: records.iter().take(PREVIEW).map(preview_record).collect(),
         };
         record(&state.db, &state.blobs, upload, &part).await?;
         made.push(part);

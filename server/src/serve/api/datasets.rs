@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_engine::data::{check_dataset, read_records, Record, Unusable};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
-use glmtune_shared::api::{Dataset, List, ReadOptions, RecordFormat};
+use glmtune_shared::api::{Dataset, List, PreviewRecord, ReadOptions, RecordFormat};
+use glmtune_shared::error::{InvalidRecords, RecordIssue};
 use serde::Deserialize;
 
 use crate::db::{new_id, now, Db};
@@ -35,12 +36,16 @@ pub(super) struct Validated {
     stats: Option<serde_json::Value>,
 }
 
-pub(super) fn record_json(record: &Record) -> serde_json::Value {
-    serde_json::json!({
-        "prompt": record.prompt,
-        "response": record.response,
-        "history": record.history,
-    })
+pub(super) fn preview_record(record: &Record) -> PreviewRecord {
+    PreviewRecord {
+        prompt: record.prompt.clone(),
+        response: record.response.clone(),
+        history: record
+            .history
+            .iter()
+            .map(|(query, response)| [query.clone(), response.clone()])
+            .collect(),
+    }
 }
 
 /// Reads and checks a stored or uploaded file (blocking).
@@ -65,9 +70,21 @@ pub(super) fn validate(
     let stats = check_dataset(&records, &report, measure).map_err(|unusable| {
         let error = ApiError::invalid(format!("{name}: {unusable}"));
         match &unusable {
-            Unusable::Invalid(issues) => error.with_details(serde_json::json!({
-                "invalid_records": &issues[..issues.len().min(MAX_LISTED)]
-            })),
+            Unusable::Invalid(issues) => {
+                let invalid_records = issues[..issues.len().min(MAX_LISTED)]
+                    .iter()
+                    .map(|issue| RecordIssue {
+                        location: issue.location.to_string(),
+                        line: issue.line().map(|l| l as u64),
+                        field: issue.field.clone(),
+                        message: issue.message.clone(),
+                    })
+                    .collect();
+                match serde_json::to_value(InvalidRecords { invalid_records }) {
+                    Ok(details) => error.with_details(details),
+                    Err(_) => error,
+                }
+            }
             _ => error,
         }
     })?;
@@ -167,7 +184,7 @@ pub async fn ingest(
             .records
             .iter()
             .take(PREVIEW)
-            .map(record_json)
+            .map(preview_record)
             .collect(),
     };
     record(&state.db, &state.blobs, upload, &dataset).await?;
