@@ -1,5 +1,8 @@
 //! Checkpoint layouts (single and sharded safetensors, f16 storage, tied LM head) give the same
 //! logits as the fixture's torch pickle; broken checkpoints fail with the file and tensor named.
+//!
+//! Past 500 lines on purpose: every layout in one test binary over shared helpers (each test binary
+//! links the engine again, which costs CI minutes and disk).
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! The Rust ChatGLM-6B tokenizer against THUDM's `tokenization_chatglm.py` (transformers 4.33,
 //! sentencepiece 0.2): the fixture's cases, extra edge cases computed with the official code
 //! (embedded below, so no Python is needed), and broken inputs that must fail cleanly.
+//!
+//! Past 500 lines on purpose: most of it is the reference cases computed with the official code,
+//! embedded so that no Python is needed.
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,7 @@
 //! The `glmtune` command contract, run as a user runs it, against the tiny ChatGLM-6B fixture.
+//!
+//! Past 500 lines on purpose: one test binary per command family (each binary links the whole
+//! server again, which costs CI minutes and disk); each test is short.
 
 use std::io::Write;
 use std::path::PathBuf;

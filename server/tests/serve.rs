@@ -1,4 +1,7 @@
 //! `glmtune serve` over real HTTP on 127.0.0.1: the OpenAI-compatible chat API and JSON errors.
+//!
+//! Past 500 lines on purpose: one test binary for the served APIs (each binary links the whole
+//! server again, which costs CI minutes and disk); each test is short.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -1,5 +1,8 @@
 //! `glmtune train` and `glmtune data` as a user runs them: the official trajectory through the CLI,
 //! a run killed with SIGKILL and resumed, and bad datasets.
+//!
+//! Past 500 lines on purpose: one test binary for training through the CLI (each binary links the
+//! whole server again, which costs CI minutes and disk); each test is short.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,8 @@
 //! The dashboard API under `/api/v1`: users and keys, models, datasets, runs and their events,
 //! chats. Times are Unix seconds.
+//!
+//! Past 500 lines on purpose: the whole dashboard contract in one file, by resource, so that it
+//! reads beside the route table.
 
 use serde::{Deserialize, Serialize};
 
