@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use glmtune_shared::api::RunEvent;
+use glmtune_shared::api::{List, RunEvent};
 use serde::Deserialize;
 
 use crate::serve::error::ApiError;
@@ -42,6 +42,21 @@ fn sse_event(event: &RunEvent) -> Event {
         .data(serde_json::to_string(event).unwrap_or_default())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/events",
+    summary = "Progress as Server-Sent Events (Last-Event-ID replays)",
+    params(
+        ("after" = Option<i64>, Query, description = "Replay the events after this id"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "As `after`, and wins over it"),
+    ),
+    responses((
+        status = 200,
+        body = RunEvent,
+        content_type = "text/event-stream",
+        description = "One event a message, with the event's id"
+    ))
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -98,11 +113,18 @@ fn follow(
 }
 
 /// The events as a JSON list (for clients that poll).
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/events.json",
+    summary = "Progress events as JSON",
+    params(("after" = Option<i64>, Query, description = "Only the events after this id")),
+    responses((status = 200, body = List<RunEvent>))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<After>,
-) -> Result<axum::Json<glmtune_shared::api::List<RunEvent>>, ApiError> {
+) -> Result<axum::Json<List<RunEvent>>, ApiError> {
     if state.db.run(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("run {id} does not exist")));
     }

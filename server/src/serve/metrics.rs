@@ -133,6 +133,12 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, body = String, description = "The Prometheus text format"))
+)]
 pub async fn endpoint(State(state): State<AppState>) -> Result<String, ApiError> {
     let runs = state.db.count_runs_by_state().await?;
     let mut text = state.metrics.render(&runs);

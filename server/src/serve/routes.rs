@@ -97,23 +97,13 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Prometheus metrics
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    responses((status = 200, body = String, description = "The Prometheus text format"))
-)]
-async fn metrics(state: State<AppState>) -> Result<String, crate::serve::ApiError> {
-    crate::serve::metrics::endpoint(state).await
-}
-
 /// The routes of the server itself (the API groups add theirs).
 fn system() -> Vec<Route> {
-    use crate::serve::openapi;
+    use crate::serve::{metrics, openapi};
     use Need::*;
     vec![
         route!(Public, healthz),
-        route!(Read, metrics),
+        route!(Read, metrics::endpoint),
         route!(Read, openapi::document),
     ]
 }

@@ -19,11 +19,7 @@ impl ChatFormat for ChatGlm {
         history: &[Turn],
         query: &str,
     ) -> Vec<u32> {
-        tokenizer.encode(&format!(
-            "{}{}",
-            system.unwrap_or_default(),
-            build_prompt(query, history)
-        ))
+        super::template_ids(tokenizer, system, &build_prompt(query, history))
     }
 
     fn response_text(&self, decoded: &str) -> String {

@@ -19,11 +19,7 @@ impl ChatFormat for ChatGlm2 {
         history: &[Turn],
         query: &str,
     ) -> Vec<u32> {
-        tokenizer.encode(&format!(
-            "{}{}",
-            system.unwrap_or_default(),
-            build_prompt_glm2(query, history)
-        ))
+        super::template_ids(tokenizer, system, &build_prompt_glm2(query, history))
     }
 
     fn response_text(&self, decoded: &str) -> String {

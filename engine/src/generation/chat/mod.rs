@@ -111,6 +111,12 @@ pub fn response_text(family: Family, decoded: &str) -> String {
     chat_format(family).response_text(decoded)
 }
 
+/// The ids of a text-template prompt with the system prompt as text before it (as
+/// `--source_prefix` puts it in training).
+fn template_ids(tokenizer: &ChatGlmTokenizer, system: Option<&str>, prompt: &str) -> Vec<u32> {
+    tokenizer.encode(&format!("{}{prompt}", system.unwrap_or_default()))
+}
+
 /// A conversation for a text template: the system prompt (leading system messages, each line
 /// ended), the finished turns and the query.
 fn template_conversation(

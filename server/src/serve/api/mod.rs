@@ -6,13 +6,13 @@ mod dataset_split;
 pub mod datasets;
 mod models;
 mod presets;
-mod run_events;
 pub mod run_files;
 pub mod runs;
 
 use axum::extract::DefaultBodyLimit;
 
 use crate::serve::auth::Need::{Admin, Public, Read, Write};
+use crate::serve::events;
 use crate::serve::routes::{route, Route};
 
 /// The dashboard API's routes, with who may call each.
@@ -49,8 +49,8 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
         route!(Write, runs::cancel),
         route!(Write, runs::resume),
         route!(Read, run_files::logs),
-        route!(Read, run_events::stream),
-        route!(Read, run_events::list),
+        route!(Read, events::stream),
+        route!(Read, events::list),
         route!(Read, run_files::checkpoints),
         route!(Read, run_files::evaluation),
         route!(Read, run_files::adapter),
