@@ -341,6 +341,76 @@ fn hostile_lengths_and_step_counts_are_refused_by_name() {
 }
 
 #[test]
+fn bench_generate_sets_decode_against_the_bandwidth_bound() {
+    let model = fixture("model");
+    for source in [
+        vec![
+            "--config",
+            "h128l1",
+            "--random-weights",
+            "--weights",
+            "q4_0",
+        ],
+        vec!["--model", model.as_str(), "--weights", "bf16"],
+    ] {
+        let mut args = vec!["bench", "generate"];
+        args.extend(&source);
+        args.extend([
+            "--prompt-tokens",
+            "8",
+            "--new-tokens",
+            "4",
+            "--runs",
+            "1",
+            "--threads",
+            "1",
+            "--bandwidth-bytes",
+            "16777216",
+        ]);
+        let report = stdout_json(&glmtune(&args));
+        let number = |field: &str| report[field].as_f64().unwrap_or(-1.0);
+        for field in [
+            "prompt_tokens_per_second",
+            "decode_tokens_per_second",
+            "weight_bytes_per_token",
+            "read_bytes_per_second",
+            "decode_fraction_of_bound",
+        ] {
+            assert!(number(field) > 0.0, "{field}: {report}");
+        }
+        let bound = number("decode_tokens_per_second") * number("weight_bytes_per_token")
+            / number("read_bytes_per_second");
+        assert!(
+            (number("decode_fraction_of_bound") - bound).abs() <= 1e-9 * bound,
+            "{report}"
+        );
+        assert_eq!(report["threads"], 1, "{report}");
+    }
+    let refused = glmtune(&[
+        "bench",
+        "generate",
+        "--config",
+        "mid",
+        "--random-weights",
+        "--weights",
+        "q5_0",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("q5_0"));
+    let refused = glmtune(&[
+        "bench",
+        "generate",
+        "--threads",
+        "0",
+        "--config",
+        "mid",
+        "--random-weights",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--threads"));
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for command in ["encode", "logits", "generate", "chat"] {
         let output = glmtune(&[command, "--help"]);

@@ -23,7 +23,7 @@ const CHATGLM2_6B: &str = r#"{"architectures": ["ChatGLMModel"], "model_type": "
  "rmsnorm": true, "seq_length": 32768, "eos_token_id": 2, "pad_token_id": 0,
  "torch_dtype": "float16", "use_cache": true}"#;
 
-/// A config by name: `chatglm-6b`, `chatglm2-6b`, `chatglm3-6b`, or `h{hidden}l{layers}` (the
+/// A config by name: `chatglm-6b`, `chatglm2-6b`, `chatglm3-6b`, `mid`, or `h{hidden}l{layers}` (the
 /// ChatGLM-6B architecture at that hidden size and depth, 128-wide heads, a 4× MLP, the real
 /// vocabulary), with the family it belongs to.
 pub fn named(name: &str) -> Result<(ChatGlmConfig, Family)> {
@@ -36,9 +36,15 @@ pub fn named(name: &str) -> Result<(ChatGlmConfig, Family)> {
             let text = CHATGLM2_6B.replace("\"seq_length\": 32768", "\"seq_length\": 8192");
             Ok((parse(&text)?, Family::ChatGlm3))
         }
+        // `performance.md`'s decode model: ChatGLM-6B's architecture, hidden 2048, 16 layers,
+        // inner 8192, a 512-token vocabulary (≈0.8 B parameters, nearly all in the blocks).
+        "mid" => Ok((
+            ChatGlmConfig::synthetic(512, 2048, 16, 16, 8192),
+            Family::ChatGlm,
+        )),
         _ => smaller(name).ok_or_else(|| {
             EngineError::Input(format!(
-                "unknown config {name:?}: chatglm-6b, chatglm2-6b, chatglm3-6b or h{{hidden}}l{{layers}} (e.g. h1024l12)"
+                "unknown config {name:?}: chatglm-6b, chatglm2-6b, chatglm3-6b, mid or h{{hidden}}l{{layers}} (e.g. h1024l12)"
             ))
         }),
     }

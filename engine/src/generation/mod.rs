@@ -7,6 +7,7 @@ pub mod cleanup;
 pub mod detokenize;
 pub mod generate;
 pub mod sampling;
+pub mod speed;
 
 pub use answer::{answer, answer_blocking, Answer, AnswerStream, Backend, Finish};
 pub use chat::{

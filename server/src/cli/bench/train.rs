@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::quantized::GgmlDType;
 use candle_core::DType;
-use clap::{Args, Subcommand};
+use clap::Args;
 use glmtune::memory::PeakMemory;
 use glmtune_engine::config::shapes;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
@@ -15,19 +15,7 @@ use glmtune_engine::train::{AdamWConfig, Example, LossScaling, TrainOptions, Tra
 use glmtune_engine::{ChatGlmConfig, PrefixConfig};
 use serde::Serialize;
 
-use super::model_args::DeviceArg;
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    what: Bench,
-}
-
-#[derive(Debug, Subcommand)]
-enum Bench {
-    /// Training steps on a random model of a real shape; prints one JSON object.
-    Train(TrainBenchArgs),
-}
+use crate::cli::model_args::DeviceArg;
 
 #[derive(Debug, Args)]
 pub struct TrainBenchArgs {
@@ -99,13 +87,7 @@ struct TrainBenchReport {
     final_loss: f64,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.what {
-        Bench::Train(args) => train(args),
-    }
-}
-
-fn train(args: TrainBenchArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: TrainBenchArgs) -> anyhow::Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }

@@ -1,0 +1,278 @@
+//! Generation speed against this machine's limit. Decoding one token reads every weight of the
+//! blocks and the output layer once (an embedding row is only gathered), so decode tokens/s can be
+//! at most the memory read bandwidth ÷ those bytes. `glmtune bench generate` and
+//! `cargo bench --bench inference` measure both in one process and report the fraction reached.
+
+use std::ops::ControlFlow;
+use std::str::FromStr;
+use std::time::Instant;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device};
+
+use super::{generate, GenerationOptions, Sampling};
+use crate::config::ChatGlmConfig;
+use crate::error::{EngineError, Result};
+use crate::model::weights::Matrix;
+use crate::model::ChatGlmModel;
+
+/// How a benchmark model's weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    F32,
+    F16,
+    Bf16,
+    Q8_0,
+    Q4_0,
+}
+
+impl WeightFormat {
+    pub const ALL: [WeightFormat; 5] = [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Bf16,
+        WeightFormat::Q8_0,
+        WeightFormat::Q4_0,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+            WeightFormat::Bf16 => "bf16",
+            WeightFormat::Q8_0 => "q8_0",
+            WeightFormat::Q4_0 => "q4_0",
+        }
+    }
+
+    /// The dtype of the model's dense tensors, and the block format of its linear layers.
+    pub fn storage(self) -> (DType, Option<GgmlDType>) {
+        match self {
+            WeightFormat::F32 => (DType::F32, None),
+            WeightFormat::F16 => (DType::F16, None),
+            WeightFormat::Bf16 => (DType::BF16, None),
+            WeightFormat::Q8_0 => (DType::F32, Some(GgmlDType::Q8_0)),
+            WeightFormat::Q4_0 => (DType::F32, Some(GgmlDType::Q4_0)),
+        }
+    }
+
+    /// `model` (loaded in [`WeightFormat::storage`]'s dtype) in this format: block-quantized ones
+    /// get the linear layers in the format and the embeddings in q8_0, as `glmtune quantize`
+    /// writes them.
+    pub fn store(self, model: ChatGlmModel) -> Result<ChatGlmModel> {
+        match self.storage().1 {
+            Some(format) => model.quantized(format, GgmlDType::Q8_0),
+            None => Ok(model),
+        }
+    }
+
+    /// A model of random weights in this format, drawn layer by layer (no dense copy of a large
+    /// quantized model is ever made).
+    pub fn random_model(self, config: &ChatGlmConfig, seed: u64) -> Result<ChatGlmModel> {
+        let (dtype, quantized) = self.storage();
+        let model =
+            ChatGlmModel::random_with(config.clone(), dtype, quantized, &Device::Cpu, seed)?;
+        self.store(model)
+    }
+}
+
+impl FromStr for WeightFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        WeightFormat::ALL
+            .into_iter()
+            .find(|w| w.as_str() == text)
+            .ok_or_else(|| format!("unknown weight format {text:?}: f32, f16, bf16, q8_0 or q4_0"))
+    }
+}
+
+fn matrix_bytes(matrix: &Matrix) -> u64 {
+    match matrix {
+        Matrix::Dense(t) => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+        Matrix::Quantized(q) => q.storage_size_in_bytes() as u64,
+    }
+}
+
+/// Bytes of weights one decode step reads: every block's matrices and biases, the norms, and the
+/// output layer.
+pub fn weight_bytes_per_token(model: &ChatGlmModel) -> u64 {
+    let tensor = |t: &candle_core::Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+    let linear = |l: &crate::model::weights::Linear| {
+        matrix_bytes(&l.weight) + l.bias.as_ref().map_or(0, tensor)
+    };
+    let norm = |n: &crate::model::norm::Norm| tensor(&n.weight) + n.bias.as_ref().map_or(0, tensor);
+    let blocks: u64 = model
+        .blocks
+        .iter()
+        .map(|b| {
+            norm(&b.input_layernorm)
+                + linear(&b.query_key_value)
+                + linear(&b.dense)
+                + norm(&b.post_attention_layernorm)
+                + linear(&b.dense_h_to_4h)
+                + linear(&b.dense_4h_to_h)
+        })
+        .sum();
+    blocks + model.final_layernorm.as_ref().map_or(0, norm) + linear(&model.lm_head)
+}
+
+/// Bytes per second of a sequential read of `bytes` (larger than the caches), split over
+/// `threads` threads: the best of three passes.
+pub fn read_bandwidth(bytes: usize, threads: usize) -> f64 {
+    let words = (bytes / 8).max(1);
+    // Written, so the pages are really there before the timed reads.
+    let data: Vec<u64> = (0..words as u64).collect();
+    let threads = threads.max(1);
+    let chunk = words.div_ceil(threads);
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let sum = std::thread::scope(|scope| {
+            let parts: Vec<_> = data
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || part.iter().fold(0u64, |acc, &x| acc.wrapping_add(x)))
+                })
+                .collect();
+            parts
+                .into_iter()
+                .map(|p| p.join().unwrap_or(0))
+                .fold(0u64, u64::wrapping_add)
+        });
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / seconds);
+    }
+    best
+}
+
+/// Prompt and decode rates of greedy generations (medians over the runs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerationSpeed {
+    /// Prompt tokens ÷ the time to the first new token.
+    pub prompt_tokens_per_second: f64,
+    /// New tokens after the first ÷ the time from the first to the last.
+    pub decode_tokens_per_second: f64,
+}
+
+/// A prompt of `tokens` ids for a ChatGLM-6B-architecture config: text ids, then `[gMASK] <sop>`;
+/// for ChatGLM2/3, text ids after their `[gMASK] sop`-free start (their positions need no marks).
+pub fn prompt_ids(config: &ChatGlmConfig, tokens: usize) -> Vec<u32> {
+    let text = |n: usize| (0..n as u32).map(|i| 20 + i % 400).collect::<Vec<u32>>();
+    if config.glm2().is_some() {
+        return text(tokens);
+    }
+    let mut ids = text(tokens.saturating_sub(2));
+    ids.extend([config.gmask_token_id, config.bos_token_id]);
+    ids
+}
+
+/// Greedy decoding of `new_tokens`, never stopping early.
+pub fn fixed_length(new_tokens: usize) -> GenerationOptions {
+    GenerationOptions {
+        max_new_tokens: Some(new_tokens),
+        max_length: None,
+        sampling: Sampling::Greedy,
+        repetition_penalty: 1.0,
+        stop_at_eos: false,
+        stop_ids: Vec::new(),
+    }
+}
+
+/// Times `runs` generations over a prompt of `prompt_tokens`: `generate_once` runs one, calling
+/// its argument at every new token (any backend).
+pub fn time_generations<E>(
+    prompt_tokens: usize,
+    runs: usize,
+    mut generate_once: impl FnMut(&mut dyn FnMut()) -> std::result::Result<(), E>,
+) -> std::result::Result<GenerationSpeed, E> {
+    let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let start = Instant::now();
+        let mut first = None;
+        let mut produced = 0usize;
+        generate_once(&mut || {
+            first.get_or_insert_with(Instant::now);
+            produced += 1;
+        })?;
+        let end = Instant::now();
+        let first = first.unwrap_or(end);
+        prompt_rates.push(prompt_tokens as f64 / (first - start).as_secs_f64());
+        if produced > 1 {
+            decode_rates.push((produced - 1) as f64 / (end - first).as_secs_f64());
+        }
+    }
+    Ok(GenerationSpeed {
+        prompt_tokens_per_second: median(prompt_rates),
+        decode_tokens_per_second: median(decode_rates),
+    })
+}
+
+/// Greedy generations of `new_tokens` after a prompt of `prompt_tokens` (no early stop) on the
+/// CPU, `runs` times.
+pub fn generation_speed(
+    model: &ChatGlmModel,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    runs: usize,
+) -> Result<GenerationSpeed> {
+    if prompt_tokens < 2 || new_tokens < 2 || runs == 0 {
+        return Err(EngineError::Input(
+            "a speed measurement needs 2 prompt tokens, 2 new tokens and 1 run at least".into(),
+        ));
+    }
+    let prompt = prompt_ids(model.config(), prompt_tokens);
+    let options = fixed_length(new_tokens);
+    time_generations(prompt.len(), runs, |token| {
+        generate(
+            model,
+            None,
+            std::slice::from_ref(&prompt),
+            &options,
+            |_, _| {
+                token();
+                ControlFlow::Continue(())
+            },
+        )
+        .map(|_| ())
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_bytes_count_the_blocks_and_the_output_layer_in_their_storage() {
+        let config = ChatGlmConfig::synthetic(512, 256, 2, 2, 1024);
+        let (h, inner, vocab) = (256u64, 1024u64, 512u64);
+        let matrices = 2 * (3 * h * h + h * h + 2 * h * inner);
+        let vectors = 2 * (3 * h + h + inner + h) + 2 * 2 * (2 * h) + 2 * h;
+        let f32_model = WeightFormat::F32.random_model(&config, 1).unwrap();
+        assert_eq!(
+            weight_bytes_per_token(&f32_model),
+            4 * (matrices + vectors + vocab * h)
+        );
+        let q4 = WeightFormat::Q4_0.random_model(&config, 1).unwrap();
+        // q4_0: 32 weights in 18 bytes; the tied output layer is the q8_0 embeddings (34 bytes).
+        assert_eq!(
+            weight_bytes_per_token(&q4),
+            matrices / 32 * 18 + 4 * vectors + vocab * h / 32 * 34
+        );
+    }
+
+    #[test]
+    fn formats_parse_from_their_names() {
+        for format in WeightFormat::ALL {
+            assert_eq!(format.as_str().parse::<WeightFormat>(), Ok(format));
+        }
+        assert!("q5_0".parse::<WeightFormat>().is_err());
+    }
+}

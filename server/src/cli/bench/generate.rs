@@ -1,0 +1,111 @@
+//! `glmtune bench generate`: prompt and decode tokens/s of greedy generations on the CPU, set
+//! against this machine's read bandwidth measured in the same run with the same threads (decoding
+//! reads every weight once per token, so bandwidth ÷ weight bytes is the ceiling).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use glmtune_engine::config::shapes;
+use glmtune_engine::generation::speed::{
+    generation_speed, read_bandwidth, weight_bytes_per_token, WeightFormat,
+};
+use glmtune_engine::model::ChatGlmModel;
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct GenerateBenchArgs {
+    /// A checkpoint folder (its weights stored as `--weights`).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    model: Option<PathBuf>,
+    /// `chatglm-6b`, `chatglm2-6b`, `chatglm3-6b`, `mid` (performance.md's 0.8 B decode model) or
+    /// `h{hidden}l{layers}`, with `--random-weights`.
+    #[arg(long, requires = "random_weights")]
+    config: Option<String>,
+    /// Draw the weights at random (with `--config`).
+    #[arg(long)]
+    random_weights: bool,
+    /// `f32`, `f16`, `bf16`, `q8_0` or `q4_0` (quantized: the blocks' linear layers, with q8_0
+    /// embeddings, as `glmtune quantize` writes them).
+    #[arg(long, default_value = "q4_0")]
+    weights: WeightFormat,
+    #[arg(long, default_value_t = 146)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Threads for the model and the bandwidth read (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Generations to time (the medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Bytes the bandwidth read streams through (far past the caches).
+    #[arg(long, default_value_t = 1 << 30)]
+    bandwidth_bytes: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// What `bench generate` prints.
+#[derive(Debug, Serialize)]
+struct GenerateBenchReport {
+    model: String,
+    weights: WeightFormat,
+    threads: usize,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    runs: usize,
+    prompt_tokens_per_second: f64,
+    decode_tokens_per_second: f64,
+    /// Bytes of weights one decode step reads (blocks, norms, output layer).
+    weight_bytes_per_token: u64,
+    /// A streaming read over `bandwidth_bytes` with the same threads, best of three.
+    read_bytes_per_second: f64,
+    /// decode tok/s × weight bytes per token ÷ read bandwidth: 1 is the memory-bound ceiling.
+    decode_fraction_of_bound: f64,
+}
+
+pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    // candle's kernels and rayon's pool read this when they first run, which is after this.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let (name, model) = match (&args.model, &args.config) {
+        (Some(dir), None) => (dir.display().to_string(), load(dir, args.weights)?),
+        (None, Some(name)) => {
+            let (config, _) = shapes::named(name)?;
+            (name.clone(), args.weights.random_model(&config, args.seed)?)
+        }
+        _ => bail!("give --model DIR, or --config NAME --random-weights"),
+    };
+    let speed = generation_speed(&model, args.prompt_tokens, args.new_tokens, args.runs)?;
+    let weight_bytes = weight_bytes_per_token(&model);
+    drop(model);
+    let bandwidth = read_bandwidth(args.bandwidth_bytes, threads);
+    let report = GenerateBenchReport {
+        model: name,
+        weights: args.weights,
+        threads,
+        prompt_tokens: args.prompt_tokens,
+        new_tokens: args.new_tokens,
+        runs: args.runs,
+        prompt_tokens_per_second: speed.prompt_tokens_per_second,
+        decode_tokens_per_second: speed.decode_tokens_per_second,
+        weight_bytes_per_token: weight_bytes,
+        read_bytes_per_second: bandwidth,
+        decode_fraction_of_bound: speed.decode_tokens_per_second * weight_bytes as f64 / bandwidth,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// A checkpoint folder's model with its weights stored as `weights`.
+fn load(dir: &std::path::Path, weights: WeightFormat) -> anyhow::Result<ChatGlmModel> {
+    let (dtype, _) = weights.storage();
+    let model = ChatGlmModel::load(dir, dtype, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {}", dir.display()))?;
+    Ok(weights.store(model)?)
+}
