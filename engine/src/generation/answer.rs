@@ -10,6 +10,7 @@ use super::chat::chat_format;
 use super::cleanup::Cleanup;
 use super::detokenize::Detokenizer;
 use super::generate::{generate, run_ready};
+use super::text::partial_match_len;
 use super::GenerationOptions;
 use crate::error::Result;
 use crate::model::{ChatGlmModel, PrefixEncoder};
@@ -126,14 +127,8 @@ impl<'t> AnswerStream<'t> {
         let decoded = self.tokenizer.decode(self.detokenizer.ids());
         let whole = chat_format(self.family).response_text(&decoded);
         let text = self.stops.cut(&whole).to_owned();
-        let common = self
-            .sent
-            .char_indices()
-            .zip(text.chars())
-            .find(|((_, a), b)| a != b)
-            .map_or(self.sent.len().min(text.len()), |((i, _), _)| i);
-        let rest = text[common..].to_owned();
-        (text, (!rest.is_empty()).then_some(rest))
+        let rest = super::text::unshown(&self.sent, &text);
+        (text, rest)
     }
 }
 
@@ -161,35 +156,27 @@ impl StopSequences {
         }
         self.held.push_str(text);
         // Text handed out never holds the start of a stop sequence, so a match lies in `held`.
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s)).min() {
+        if let Some(at) = self.first(&self.held) {
             self.found = true;
             let out = self.held[..at].to_owned();
             self.held.clear();
             return out;
         }
-        let keep = self
-            .stops
+        let keep = partial_match_len(&self.held, self.stops.iter().map(String::as_str));
+        self.held.drain(..self.held.len() - keep).collect()
+    }
+
+    /// Where the first stop sequence in `text` starts.
+    fn first(&self, text: &str) -> Option<usize> {
+        self.stops
             .iter()
-            .flat_map(|s| s.char_indices().skip(1).map(move |(at, _)| &s[..at]))
-            .filter(|start| self.held.ends_with(start))
-            .map(str::len)
-            .max()
-            .unwrap_or(0);
-        let out: String = self.held.drain(..self.held.len() - keep).collect();
-        out
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
     }
 
     /// `text` up to its first stop sequence.
     fn cut<'a>(&self, text: &'a str) -> &'a str {
-        match self
-            .stops
-            .iter()
-            .filter_map(|s| text.find(s.as_str()))
-            .min()
-        {
-            Some(at) => &text[..at],
-            None => text,
-        }
+        &text[..self.first(text).unwrap_or(text.len())]
     }
 }
 

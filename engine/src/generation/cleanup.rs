@@ -103,15 +103,9 @@ impl Cleanup {
     /// punctuation (whose right neighbour is not known yet).
     fn unsettled_suffix(&self) -> usize {
         let text = &self.pending;
-        let placeholder = TRAINING_DATE
-            .char_indices()
-            .skip(1)
-            .map(|(at, _)| &TRAINING_DATE[..at])
-            .filter(|start| text.ends_with(start))
-            .map(str::len)
-            .max();
-        if let Some(len) = placeholder {
-            return len;
+        let placeholder = super::text::partial_match_len(text, [TRAINING_DATE]);
+        if placeholder > 0 {
+            return placeholder;
         }
         let punctuation = self.rules.full_width_punctuation;
         let settled = text.trim_end_matches(|c: char| {

@@ -50,15 +50,7 @@ impl<'t> Detokenizer<'t> {
     /// The text of the ids pushed but not returned yet (an unfinished character, or a window whose
     /// shown text the decoder rewrote: then what follows the common beginning).
     pub fn finish(&self) -> Option<String> {
-        let text = self.tokenizer.decode(&self.ids[self.start..]);
-        let common = self
-            .shown
-            .char_indices()
-            .zip(text.chars())
-            .find(|((_, a), b)| a != b)
-            .map_or(self.shown.len().min(text.len()), |((i, _), _)| i);
-        let rest = &text[common..];
-        (!rest.is_empty()).then(|| rest.to_owned())
+        super::text::unshown(&self.shown, &self.tokenizer.decode(&self.ids[self.start..]))
     }
 
     /// Every id pushed.

@@ -8,6 +8,7 @@ pub mod detokenize;
 pub mod generate;
 pub mod sampling;
 pub mod speed;
+mod text;
 
 pub use answer::{answer, answer_blocking, Answer, AnswerStream, Backend, Finish};
 pub use chat::{
