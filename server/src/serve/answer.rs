@@ -87,17 +87,29 @@ impl Question {
         chat_prompt_ids(&served.base.tokenizer, system, &self.history, &self.query)
     }
 
-    /// Refuses a question whose prompt is longer than `limits` allow, before any generation.
-    pub fn check_prompt(&self, served: &Served, limits: &Limits) -> Result<(), ApiError> {
-        let tokens = self.prompt(served).len();
+    /// The question with its prompt rendered once, refused when longer than `limits` allow,
+    /// before any generation.
+    pub fn check(self, served: &Served, limits: &Limits) -> Result<Checked, ApiError> {
+        let prompt = self.prompt(served);
+        let tokens = prompt.len();
         if tokens > limits.max_prompt_tokens {
             return Err(ApiError::invalid(format!(
                 "messages: the prompt is {tokens} tokens, more than this server accepts ({}, its --max-prompt-tokens)",
                 limits.max_prompt_tokens
             )));
         }
-        Ok(())
+        Ok(Checked {
+            question: self,
+            prompt,
+        })
     }
+}
+
+/// A question whose prompt fits the server's limits: what [`answer`] takes.
+pub struct Checked {
+    question: Question,
+    /// The model input, in the served model's chat format.
+    prompt: Vec<u32>,
 }
 
 pub struct Answer {
@@ -125,7 +137,7 @@ impl Drop for Abandoned {
 pub async fn answer_whole(
     served: Served,
     metrics: Arc<Metrics>,
-    question: Question,
+    question: Checked,
 ) -> Result<Answer, ApiError> {
     let abandoned = Abandoned::default();
     let gone = abandoned.0.clone();
@@ -145,18 +157,18 @@ pub async fn answer_whole(
 pub fn answer(
     served: &Served,
     metrics: &Metrics,
-    question: &Question,
+    checked: &Checked,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Answer, ApiError> {
     let base = &served.base;
     let _turn = base.turn.lock();
-    let prompt = question.prompt(served);
+    let (question, prompt) = (&checked.question, &checked.prompt);
     let started = std::time::Instant::now();
     let answer = answer_blocking(
         &base.model,
         &base.tokenizer,
         served.prefix.as_deref(),
-        &prompt,
+        prompt,
         &question.options,
         &question.stops,
         |text| {

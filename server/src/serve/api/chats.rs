@@ -178,7 +178,7 @@ pub async fn post_message(
         )?,
         stops: Vec::new(),
     };
-    question.check_prompt(&served, &state.settings.limits)?;
+    let question = question.check(&served, &state.settings.limits)?;
     let metrics = state.metrics.clone();
     if !request.stream {
         let outcome = answer_whole(served, metrics, question).await?;

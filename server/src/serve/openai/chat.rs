@@ -185,7 +185,7 @@ pub async fn chat_completions(
     let limits = state.settings.limits;
     let question = plan(&request, &limits)?;
     let served = registry::serve(&state, &request.model).await?;
-    question.check_prompt(&served, &limits)?;
+    let question = question.check(&served, &limits)?;
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let serial = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let created = crate::db::now().max(0) as u64;
