@@ -157,8 +157,8 @@ pub struct GenerationSpeed {
     pub decode_tokens_per_second: f64,
 }
 
-/// A prompt of `tokens` ids for a ChatGLM-6B-architecture config: text ids, then `[gMASK] <sop>`;
-/// for ChatGLM2/3, text ids after their `[gMASK] sop`-free start (their positions need no marks).
+/// A prompt of `tokens` ids: text ids, then (ChatGLM-6B, whose positions count from them)
+/// `[gMASK] <sop>`; ChatGLM2/3's causal positions need no such marks, so theirs is text only.
 pub fn prompt_ids(config: &ChatGlmConfig, tokens: usize) -> Vec<u32> {
     let text = |n: usize| (0..n as u32).map(|i| 20 + i % 400).collect::<Vec<u32>>();
     if config.glm2().is_some() {
