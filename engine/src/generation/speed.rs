@@ -118,8 +118,12 @@ pub fn weight_bytes_per_token(model: &ChatGlmModel) -> u64 {
     blocks + model.final_layernorm.as_ref().map_or(0, norm) + linear(&model.lm_head)
 }
 
-/// Bytes per second of a sequential read of `bytes` (larger than the caches), split over
-/// `threads` threads: the best of three passes.
+/// Bytes per second of a read of `bytes` (larger than the caches), split over `threads` threads:
+/// the best of three passes.
+///
+/// Each thread reads its part as four streams with software prefetch: a single sequential stream
+/// per core leaves the memory idle part of the time (15 % less on this machine), and the kernels
+/// read several streams, so the bound would understate what a decode can reach.
 pub fn read_bandwidth(bytes: usize, threads: usize) -> f64 {
     let words = (bytes / 8).max(1);
     // Written, so the pages are really there before the timed reads.
@@ -132,9 +136,7 @@ pub fn read_bandwidth(bytes: usize, threads: usize) -> f64 {
         let sum = std::thread::scope(|scope| {
             let parts: Vec<_> = data
                 .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().fold(0u64, |acc, &x| acc.wrapping_add(x)))
-                })
+                .map(|part| scope.spawn(move || read_streams(part)))
                 .collect();
             parts
                 .into_iter()
@@ -146,6 +148,34 @@ pub fn read_bandwidth(bytes: usize, threads: usize) -> f64 {
         best = best.max((words * 8) as f64 / seconds);
     }
     best
+}
+
+/// The wrapping sum of `part`, read as four interleaved streams, each prefetched 8 KiB ahead.
+fn read_streams(part: &[u64]) -> u64 {
+    const STREAMS: usize = 4;
+    const LINE: usize = 8;
+    #[cfg(target_arch = "x86_64")]
+    const AHEAD: usize = 1024;
+    let len = part.len() / STREAMS / LINE * LINE;
+    let mut acc = [0u64; STREAMS];
+    for i in (0..len).step_by(LINE) {
+        for (s, acc) in acc.iter_mut().enumerate() {
+            let at = s * len + i;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(part.as_ptr().wrapping_add(at + AHEAD) as *const i8);
+            }
+            for &x in &part[at..at + LINE] {
+                *acc = acc.wrapping_add(x);
+            }
+        }
+    }
+    part[STREAMS * len..]
+        .iter()
+        .chain(&acc)
+        .fold(0u64, |sum, &x| sum.wrapping_add(x))
 }
 
 /// Prompt and decode rates of greedy generations (medians over the runs).
@@ -266,6 +296,15 @@ mod tests {
             weight_bytes_per_token(&q4),
             matrices / 32 * 18 + 4 * vectors + vocab * h / 32 * 34
         );
+    }
+
+    #[test]
+    fn the_bandwidth_probe_reads_every_word() {
+        for len in [0usize, 7, 64, 1000, 4099] {
+            let part: Vec<u64> = (0..len as u64).map(|i| i * 2_654_435_761).collect();
+            let sum = part.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+            assert_eq!(read_streams(&part), sum, "{len} words");
+        }
     }
 
     #[test]

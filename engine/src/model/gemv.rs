@@ -12,8 +12,7 @@ use half::{bf16, f16};
 use crate::error::Result;
 
 /// Rows handed to one task: large enough to amortise scheduling, small enough to balance cores.
-#[cfg(not(target_arch = "wasm32"))]
-const ROWS_PER_TASK: usize = 64;
+const ROWS_PER_TASK: usize = 16;
 /// Width of the f32 scratch block used to widen half-precision weights.
 const BLOCK: usize = 256;
 
@@ -41,19 +40,11 @@ pub fn row_times_transposed(
     };
     let mut output = vec![0f32; out_dim];
     match &*storage {
-        Storage::Cpu(CpuStorage::F32(w)) => run(&mut output, |row, out| {
-            *out = dot_f32(&w[start + row * in_dim..start + (row + 1) * in_dim], &input)
-        }),
-        Storage::Cpu(CpuStorage::F16(w)) => run(&mut output, |row, out| {
-            *out = dot_f16(&w[start..end][row * in_dim..(row + 1) * in_dim], &input)
-        }),
-        Storage::Cpu(CpuStorage::BF16(w)) => run(&mut output, |row, out| {
-            *out = dot_widened(
-                &w[start..end][row * in_dim..(row + 1) * in_dim],
-                &input,
-                <[bf16]>::convert_to_f32_slice,
-            )
-        }),
+        Storage::Cpu(CpuStorage::F32(w)) => rows_times(&w[start..end], in_dim, &input, &mut output),
+        Storage::Cpu(CpuStorage::F16(w)) => rows_times(&w[start..end], in_dim, &input, &mut output),
+        Storage::Cpu(CpuStorage::BF16(w)) => {
+            rows_times(&w[start..end], in_dim, &input, &mut output)
+        }
         _ => return Ok(None),
     }
     drop(storage);
@@ -68,44 +59,82 @@ pub fn row_times_transposed(
     Ok(Some(y.to_dtype(x.dtype())?))
 }
 
-/// Fills `output[row]` with `kernel(row)`, spread over the CPU's cores.
-fn run(output: &mut [f32], kernel: impl Fn(usize, &mut f32) + Sync) {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        output
-            .par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(chunk, outs)| {
-                for (i, out) in outs.iter_mut().enumerate() {
-                    kernel(chunk * ROWS_PER_TASK + i, out);
+/// A weight element: f32, or a half-precision one widened in registers.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait Weight: x86::Lanes + Copy + Send + Sync + 'static {
+    fn widen(row: &[Self], out: &mut [f32]);
+}
+
+/// A weight element: f32, or a half-precision one widened to f32.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) trait Weight: Copy + Send + Sync + 'static {
+    fn widen(row: &[Self], out: &mut [f32]);
+}
+
+impl Weight for f32 {
+    fn widen(row: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(row);
+    }
+}
+
+impl Weight for f16 {
+    fn widen(row: &[f16], out: &mut [f32]) {
+        row.convert_to_f32_slice(out);
+    }
+}
+
+impl Weight for bf16 {
+    fn widen(row: &[bf16], out: &mut [f32]) {
+        row.convert_to_f32_slice(out);
+    }
+}
+
+/// `output[j] = weights[j, ·] · input` for `weights` of rows of `in_dim`, split over the CPU
+/// thread pool by groups of rows (the pool candle's ops and the quantized kernels use, so no two
+/// pools spin against each other).
+fn rows_times<W: Weight>(weights: &[W], in_dim: usize, input: &[f32], output: &mut [f32]) {
+    let out = SharedRows(output.as_mut_ptr());
+    let n = output.len();
+    crate::kernels::parallel(n.div_ceil(ROWS_PER_TASK), |task| {
+        let first = task * ROWS_PER_TASK;
+        let last = n.min(first + ROWS_PER_TASK);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut group = first;
+        #[cfg(target_arch = "x86_64")]
+        if x86::available() {
+            while group + x86::ROWS <= last {
+                let rows = &weights[group * in_dim..(group + x86::ROWS) * in_dim];
+                // SAFETY: `available` checked the CPU features; `rows` holds ROWS rows of in_dim.
+                let dots = unsafe { x86::dot4(rows, in_dim, input) };
+                for (i, dot) in dots.into_iter().enumerate() {
+                    // SAFETY: each output row belongs to one task.
+                    unsafe { out.write(group + i, dot) };
                 }
-            });
-    }
-    #[cfg(target_arch = "wasm32")]
-    for (row, out) in output.iter_mut().enumerate() {
-        kernel(row, out);
-    }
+                group += x86::ROWS;
+            }
+        }
+        for row in group..last {
+            let dot = dot_widened(&weights[row * in_dim..(row + 1) * in_dim], input);
+            // SAFETY: each output row belongs to one task.
+            unsafe { out.write(row, dot) };
+        }
+    });
 }
 
-/// f32 weights · input, with AVX2/FMA when the CPU has them.
-fn dot_f32(row: &[f32], input: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        // SAFETY: `available` checked the CPU features the kernel is compiled for.
-        return unsafe { x86::dot_f32(row, input) };
-    }
-    dot(row, input)
-}
+/// The output vector, written by the tasks at rows no two tasks share.
+#[derive(Clone, Copy)]
+struct SharedRows(*mut f32);
+// SAFETY: tasks write disjoint rows and the pool joins before `rows_times` returns.
+unsafe impl Send for SharedRows {}
+unsafe impl Sync for SharedRows {}
 
-/// f16 weights · input, widened with F16C when the CPU has it.
-fn dot_f16(row: &[f16], input: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        // SAFETY: `available` checked the CPU features the kernel is compiled for.
-        return unsafe { x86::dot_f16(row, input) };
+impl SharedRows {
+    /// # Safety
+    /// `at` is inside the output and no other task writes it.
+    unsafe fn write(self, at: usize, value: f32) {
+        // SAFETY: the caller's.
+        unsafe { *self.0.add(at) = value };
     }
-    dot_widened(row, input, <[f16]>::convert_to_f32_slice)
 }
 
 /// Dot product with eight independent accumulators, so the compiler vectorises it.
@@ -124,25 +153,28 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-fn dot_widened<T>(row: &[T], input: &[f32], widen: impl Fn(&[T], &mut [f32])) -> f32 {
+fn dot_widened<W: Weight>(row: &[W], input: &[f32]) -> f32 {
     let mut block = [0f32; BLOCK];
     let mut sum = 0f32;
     for (part, x) in row.chunks(BLOCK).zip(input.chunks(BLOCK)) {
         let block = &mut block[..part.len()];
-        widen(part, block);
+        W::widen(part, block);
         sum += dot(block, x);
     }
     sum
 }
 
-/// AVX2 + FMA (+ F16C) kernels: baseline x86-64 builds only vectorise with SSE2, and widening f16
-/// one element at a time costs more than reading it.
+/// AVX2 + FMA (+ F16C) kernels: baseline x86-64 builds only vectorise with SSE2, and widening a
+/// half-precision weight one element at a time costs more than reading it.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
-    use half::f16;
+    use half::{bf16, f16};
+
+    /// Rows one kernel call multiplies: the input is loaded once for all of them.
+    pub const ROWS: usize = 4;
 
     pub fn available() -> bool {
         static AVAILABLE: OnceLock<bool> = OnceLock::new();
@@ -153,82 +185,85 @@ mod x86 {
         })
     }
 
+    /// Eight weights widened to f32 in a register.
+    pub trait Lanes: Copy {
+        /// # Safety
+        /// Eight elements must be readable at `at`; the CPU has [`available`]'s features.
+        unsafe fn load8(at: *const Self) -> __m256;
+    }
+
+    impl Lanes for f32 {
+        #[inline(always)]
+        unsafe fn load8(at: *const f32) -> __m256 {
+            // SAFETY: the caller's.
+            unsafe { _mm256_loadu_ps(at) }
+        }
+    }
+
+    impl Lanes for f16 {
+        #[inline(always)]
+        unsafe fn load8(at: *const f16) -> __m256 {
+            // SAFETY: the caller's.
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(at as *const __m128i)) }
+        }
+    }
+
+    impl Lanes for bf16 {
+        /// A bf16 is the high half of the f32 it stands for.
+        #[inline(always)]
+        unsafe fn load8(at: *const bf16) -> __m256 {
+            // SAFETY: the caller's.
+            unsafe {
+                let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(at as *const __m128i));
+                _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     fn horizontal_sum(v: __m256) -> f32 {
         let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let pair = _mm_hadd_ps(pair, pair);
-        _mm_cvtss_f32(_mm_hadd_ps(pair, pair))
+        let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
     }
 
+    /// Four consecutive rows of `in_dim` · `input`, prefetching the rows two groups ahead (the
+    /// hardware prefetcher does not follow four interleaved streams far enough).
+    ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA ([`available`]).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        // SAFETY: every load reads 8 floats at an offset + 8 ≤ n of both slices.
-        unsafe {
-            while i + 32 <= n {
-                for (k, lane) in acc.iter_mut().enumerate() {
-                    let offset = i + 8 * k;
-                    *lane = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(pa.add(offset)),
-                        _mm256_loadu_ps(pb.add(offset)),
-                        *lane,
-                    );
-                }
-                i += 32;
-            }
-            while i + 8 <= n {
-                acc[0] = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i)),
-                    _mm256_loadu_ps(pb.add(i)),
-                    acc[0],
-                );
-                i += 8;
-            }
-        }
-        let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = horizontal_sum(total);
-        for j in i..n {
-            sum += a[j] * b[j];
-        }
-        sum
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C ([`available`]).
+    /// The CPU has [`available`]'s features; `rows` holds ROWS rows of `in_dim`, `input` `in_dim`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
+    pub unsafe fn dot4<W: super::Weight>(rows: &[W], in_dim: usize, input: &[f32]) -> [f32; ROWS] {
+        let base = rows.as_ptr();
+        let x = input.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); ROWS];
         let mut i = 0;
-        // SAFETY: every load reads 8 halves / 8 floats at an offset + 8 ≤ n of both slices.
+        let ahead = 2 * ROWS * in_dim;
+        // SAFETY: every load reads 8 elements at an offset + 8 ≤ in_dim of a row and the input.
         unsafe {
-            while i + 32 <= n {
-                for (k, lane) in acc.iter_mut().enumerate() {
-                    let offset = i + 8 * k;
-                    let weights =
-                        _mm256_cvtph_ps(_mm_loadu_si128(pa.add(offset) as *const __m128i));
-                    *lane = _mm256_fmadd_ps(weights, _mm256_loadu_ps(pb.add(offset)), *lane);
+            while i + 8 <= in_dim {
+                let xs = _mm256_loadu_ps(x.add(i));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let at = base.add(r * in_dim + i);
+                    if i % 16 == 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead) as *const i8);
+                    }
+                    *acc = _mm256_fmadd_ps(W::load8(at), xs, *acc);
                 }
-                i += 32;
-            }
-            while i + 8 <= n {
-                let weights = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i) as *const __m128i));
-                acc[0] = _mm256_fmadd_ps(weights, _mm256_loadu_ps(pb.add(i)), acc[0]);
                 i += 8;
             }
         }
-        let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = horizontal_sum(total);
-        for j in i..n {
-            sum += a[j].to_f32() * b[j];
+        let mut sums = [0f32; ROWS];
+        for (r, sum) in sums.iter_mut().enumerate() {
+            *sum = horizontal_sum(acc[r]);
+            let row = &rows[r * in_dim..(r + 1) * in_dim];
+            let mut tail = [0f32; 8];
+            super::Weight::widen(&row[i..], &mut tail[..in_dim - i]);
+            for (w, x) in tail.iter().zip(&input[i..]) {
+                *sum += w * x;
+            }
         }
-        sum
+        sums
     }
 }
 

@@ -11,6 +11,7 @@ use candle_core::Device;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
+use crate::kernels::{self, BlockFormat};
 use crate::model::gemv;
 
 /// A weight matrix `[out, in]`.
@@ -105,15 +106,54 @@ impl Linear {
                 x.broadcast_matmul(&weight.t()?)?
             }
             // The quantized kernels take f32 activations (they quantize them to q8 blocks).
-            Matrix::Quantized(q) => QMatMul::QTensor(q.clone())
-                .forward(&x.to_dtype(DType::F32)?)?
-                .to_dtype(x.dtype())?,
+            Matrix::Quantized(q) => {
+                let x32 = x.to_dtype(DType::F32)?;
+                match blocks_times(q, &x32)? {
+                    Some(y) => y,
+                    None => QMatMul::QTensor(q.clone()).forward(&x32)?,
+                }
+                .to_dtype(x.dtype())?
+            }
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
+}
+
+/// `x · Wᵀ` by our CPU kernels (see [`crate::kernels`]) when they cover the matrix's format on
+/// this CPU; `None` otherwise.
+fn blocks_times(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+    let format = match q.dtype() {
+        GgmlDType::Q4_0 => BlockFormat::Q4_0,
+        GgmlDType::Q8_0 => BlockFormat::Q8_0,
+        _ => return Ok(None),
+    };
+    let Some(isa) = kernels::Isa::detected() else {
+        return Ok(None);
+    };
+    if !matches!(q.device(), Device::Cpu) || !matches!(x.device(), Device::Cpu) {
+        return Ok(None);
+    }
+    let (n, k) = q.shape().dims2()?;
+    let x = x.contiguous()?;
+    let mut shape = x.dims().to_vec();
+    let mut out = vec![0f32; x.elem_count() / k.max(1) * n];
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
+            return Ok(None);
+        };
+        let values = &values[layout.start_offset()..layout.start_offset() + x.elem_count()];
+        let data = q.data()?;
+        kernels::matmul(isa, format, &data, n, k, values, &mut out)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    }
+    if let Some(last) = shape.last_mut() {
+        *last = n;
+    }
+    Ok(Some(Tensor::from_vec(out, shape, x.device())?))
 }
 
 /// Rows looked up by token id.

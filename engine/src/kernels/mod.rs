@@ -1,0 +1,247 @@
+//! CPU kernels for the products of block-quantized (q4_0, q8_0) weight matrices by f32
+//! activations: decoding (one activation row) and prompt processing (many rows) alike.
+//!
+//! Why our own: candle's CPU path multiplies q4_0 one row at a time with AVX2 only (a fifth of
+//! this machine's read bandwidth when decoding), and its AVX-512 path for q8_0 rounds activations
+//! to 256-value blocks, which changes the answers. Here the activations are rounded to q8_0 blocks
+//! exactly as candle's reference path rounds them (so the integer sums are the same), then
+//! multiplied with the widest integer dot products the CPU has, chosen at run time: AVX-512 VNNI,
+//! AVX2, or the portable code every SIMD kernel is tested against. Work is split over the same
+//! thread pool candle's CPU ops use, by groups of weight rows, with no allocation per product
+//! once a thread's scratch has grown.
+//!
+//! On other architectures (aarch64's NEON dot products, wasm32's simd128) candle's own kernels
+//! are used: see [`Isa::detected`].
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod blocks;
+mod portable;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+pub use blocks::BlockFormat;
+use blocks::{pairs, prepare_row, Pair, BLOCK};
+
+/// An instruction set the products can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Portable,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni];
+
+    /// Whether this CPU runs it.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::supported(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => avx512::supported(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512Vnni => false,
+        }
+    }
+
+    /// The widest this CPU has, when ours beat candle's there: on x86-64 always; elsewhere
+    /// `None` (candle's NEON and simd128 kernels are used).
+    pub fn detected() -> Option<Isa> {
+        static DETECTED: OnceLock<Option<Isa>> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            if !cfg!(target_arch = "x86_64") {
+                return None;
+            }
+            Isa::ALL.into_iter().rev().find(|isa| isa.supported())
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+
+    fn tile(self, format: BlockFormat, rows: &[&[u8]], acts: &[&[Pair]], out: &mut [f32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `matmul` checked that the CPU supports the kernel and that every row holds
+            // the blocks the activations' pairs cover.
+            Isa::Avx512Vnni => unsafe { avx512::tile(format, rows, acts, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { avx2::tile(format, rows, acts, out) },
+            _ => portable::tile(format, rows, acts, out),
+        }
+    }
+}
+
+/// Why a product cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{isa:?} kernels are not supported by this CPU")]
+    Unsupported { isa: Isa },
+    #[error("a {n}×{k} {format:?} matrix: {detail}")]
+    Shape {
+        format: BlockFormat,
+        n: usize,
+        k: usize,
+        detail: String,
+    },
+}
+
+/// Weight rows one task takes when decoding (a single activation row), and rows per tile.
+const DECODE_ROWS: usize = 4;
+/// Weight rows one task takes when processing a prompt: their blocks stay in the core's caches
+/// while every activation row passes over them.
+const PREFILL_ROWS: usize = 16;
+/// Activation rows per prompt tile, and weight rows it multiplies at once.
+const PREFILL_TILE: (usize, usize) = (2, 4);
+
+thread_local! {
+    /// The calling thread's rounded activations, grown to the largest product seen.
+    static ACTIVATIONS: RefCell<Vec<Pair>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out[i, j] = x[i, ·] · w[j, ·]` for `x` holding rows of `k` f32 values and `w` holding `n`
+/// rows of `k / 32` blocks of `format` (GGML's layout): each activation row is rounded to q8_0
+/// blocks first, as candle's quantized matmul does.
+pub fn matmul(
+    isa: Isa,
+    format: BlockFormat,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    if !isa.supported() {
+        return Err(KernelError::Unsupported { isa });
+    }
+    let shape = |detail: String| KernelError::Shape {
+        format,
+        n,
+        k,
+        detail,
+    };
+    if k == 0 || !k.is_multiple_of(BLOCK) {
+        return Err(shape(
+            "the row length is not a positive multiple of 32".into(),
+        ));
+    }
+    let row_bytes = k / BLOCK * format.block_bytes();
+    if weights.len() != n * row_bytes {
+        return Err(shape(format!("{} bytes of blocks", weights.len())));
+    }
+    if !x.len().is_multiple_of(k) {
+        return Err(shape(format!("{} activations", x.len())));
+    }
+    let m = x.len() / k;
+    if out.len() != m * n {
+        return Err(shape(format!("{} outputs for {m} rows", out.len())));
+    }
+    let per_row = pairs(k);
+    ACTIVATIONS.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        if scratch.len() < m * per_row {
+            scratch.resize(m * per_row, Pair::default());
+        }
+        let acts = &mut scratch[..m * per_row];
+        if m == 1 {
+            prepare_row(x, format, acts);
+        } else {
+            let shared = Shared(acts.as_mut_ptr());
+            parallel(m, |i| {
+                // SAFETY: row i's pairs are written by task i alone.
+                let act = unsafe { shared.slice(i * per_row, per_row) };
+                prepare_row(&x[i * k..(i + 1) * k], format, act);
+            });
+        }
+        let acts: &[Pair] = acts;
+        let act = |i: usize| &acts[i * per_row..(i + 1) * per_row];
+        let row = |j: usize| &weights[j * row_bytes..(j + 1) * row_bytes];
+        let out = Shared(out.as_mut_ptr());
+        if m == 1 {
+            parallel(n.div_ceil(DECODE_ROWS), |task| {
+                let first = task * DECODE_ROWS;
+                let count = DECODE_ROWS.min(n - first);
+                let rows: [&[u8]; DECODE_ROWS] =
+                    std::array::from_fn(|r| row((first + r).min(n - 1)));
+                let mut dots = [0f32; DECODE_ROWS];
+                isa.tile(format, &rows[..count], &[act(0)], &mut dots[..count]);
+                for (j, &dot) in dots[..count].iter().enumerate() {
+                    // SAFETY: each output column belongs to one task.
+                    unsafe { out.write(first + j, dot) };
+                }
+            });
+        } else {
+            const ROWS: usize = PREFILL_TILE.0;
+            const ACTS: usize = PREFILL_TILE.1;
+            parallel(n.div_ceil(PREFILL_ROWS), |task| {
+                let first = task * PREFILL_ROWS;
+                let last = n.min(first + PREFILL_ROWS);
+                let mut dots = [0f32; ROWS * ACTS];
+                for i in (0..m).step_by(ACTS) {
+                    let count = ACTS.min(m - i);
+                    let tile: [&[Pair]; ACTS] = std::array::from_fn(|c| act((i + c).min(m - 1)));
+                    for j in (first..last).step_by(ROWS) {
+                        let rows_count = ROWS.min(last - j);
+                        let rows: [&[u8]; ROWS] = std::array::from_fn(|r| row((j + r).min(n - 1)));
+                        let dots = &mut dots[..rows_count * count];
+                        isa.tile(format, &rows[..rows_count], &tile[..count], dots);
+                        for (r, chunk) in dots.chunks(count).enumerate() {
+                            for (c, &dot) in chunk.iter().enumerate() {
+                                // SAFETY: each output column belongs to one task.
+                                unsafe { out.write((i + c) * n + j + r, dot) };
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// A buffer the tasks write at places no two tasks share.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: tasks write disjoint places (see the callers) and the pool joins before `matmul` returns.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// # Safety
+    /// `at` is inside the buffer, and no other task writes it.
+    unsafe fn write(self, at: usize, value: T) {
+        // SAFETY: the caller's.
+        unsafe { *self.0.add(at) = value };
+    }
+
+    /// # Safety
+    /// `start..start + len` is inside the buffer, and no other task touches it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [T] {
+        // SAFETY: the caller's.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// Runs `task(0..tasks)` over candle's CPU thread pool (inline on wasm32).
+pub(crate) fn parallel(tasks: usize, task: impl Fn(usize) + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    candle_core::utils::barrier_pool().execute_chunked(tasks, |range| range.for_each(&task));
+    #[cfg(target_arch = "wasm32")]
+    (0..tasks).for_each(task);
+}
+
+#[cfg(test)]
+mod tests;
