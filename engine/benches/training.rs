@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             prefix.pre_seq_len,
             &device,
         )?;
-        let mut cache = KvCache::from_prefix(init.key_values(&config, 1, DType::F32)?);
+        let mut cache = KvCache::from_prefix(init.key_values(&config, 1, DType::F32)?)?;
         let hidden = model.forward(
             &batch.ids,
             &batch.positions,

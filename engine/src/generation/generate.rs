@@ -205,9 +205,12 @@ pub fn generate(
     let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
     let batch = Batch::new(prompts, config, prefix_len, model.device())?;
     let budget = options.new_token_budget(batch.ids.dim(1)?)?;
+    let mut cache = initial_cache(model, prefix, prompts.len())?;
+    // The prompt and the whole answer: the cache never grows while decoding.
+    cache.reserve(prefix_len + batch.ids.dim(1)? + budget);
     let mut session = CpuSession {
         model,
-        cache: initial_cache(model, prefix, prompts.len())?,
+        cache,
         state: batch.next.clone(),
         batch,
         prefix_len,
@@ -249,7 +252,7 @@ fn initial_cache(
     batch: usize,
 ) -> Result<KvCache> {
     Ok(match prefix {
-        Some(p) => KvCache::from_prefix(p.key_values(model.config(), batch, model.dtype())?),
+        Some(p) => KvCache::from_prefix(p.key_values(model.config(), batch, model.dtype())?)?,
         None => KvCache::new(model.config().num_layers),
     })
 }

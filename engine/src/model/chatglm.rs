@@ -14,6 +14,7 @@ use crate::config::{Architecture, ChatGlmConfig};
 use crate::error::{EngineError, Result};
 use crate::model::gguf::QuantizedFile;
 use crate::model::init;
+use crate::model::kv_cache::{KvCache, LayerCache};
 use crate::model::names::Names;
 use crate::model::norm::Norm;
 use crate::model::rotary::Rotary;
@@ -49,39 +50,8 @@ fn block_layout(
 pub struct LayerContext {
     pub(crate) rotations: Vec<(Tensor, Tensor)>,
     pub(crate) mask: Option<Tensor>,
-}
-
-/// Cached keys and values of every layer, each `[batch, kv_heads, len, head_dim]`.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-        }
-    }
-
-    /// A cache that starts with the prefix keys and values of a P-Tuning v2 adapter.
-    pub fn from_prefix(prefix: Vec<(Tensor, Tensor)>) -> Self {
-        Self {
-            layers: prefix.into_iter().map(Some).collect(),
-        }
-    }
-
-    /// Number of cached positions (prefix included).
-    pub fn len(&self) -> usize {
-        match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    /// Positions a layer's cache buffers are made for (see [`KvCache::reserve`]).
+    pub(crate) capacity: usize,
 }
 
 /// The whole model: embeddings, blocks, final norm and the output layer.
@@ -345,7 +315,8 @@ impl ChatGlmModel {
                 self.blocks.len()
             )));
         }
-        let context = self.layer_context(ids, positions, mask)?;
+        let mut context = self.layer_context(ids, positions, mask)?;
+        context.capacity = cache.capacity;
         let mut hidden = self.embed(ids)?;
         for (layer, cache) in cache.layers.iter_mut().enumerate() {
             hidden = self.layer(layer, &hidden, &context, cache)?;
@@ -384,7 +355,11 @@ impl ChatGlmModel {
             }
             None => None,
         };
-        Ok(LayerContext { rotations, mask })
+        Ok(LayerContext {
+            rotations,
+            mask,
+            capacity: 0,
+        })
     }
 
     /// Layer `layer` over `hidden`, appending its keys and values to `cache` (which may start
@@ -394,16 +369,21 @@ impl ChatGlmModel {
         layer: usize,
         hidden: &Tensor,
         context: &LayerContext,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<LayerCache>,
     ) -> Result<Tensor> {
         let block = self
             .blocks
             .get(layer)
             .ok_or_else(|| EngineError::Input(format!("layer {layer} of {}", self.blocks.len())))?;
         let (rotations, mask) = (&context.rotations, context.mask.as_ref());
+        let capacity = context.capacity;
         match &self.config.architecture {
-            Architecture::Glm => glm::block(self, block, layer, hidden, rotations, mask, cache),
-            Architecture::Glm2(g) => glm2::block(self, g, block, hidden, rotations, mask, cache),
+            Architecture::Glm => {
+                glm::block(self, block, layer, hidden, rotations, mask, cache, capacity)
+            }
+            Architecture::Glm2(g) => {
+                glm2::block(self, g, block, hidden, rotations, mask, cache, capacity)
+            }
         }
     }
 
@@ -424,21 +404,6 @@ impl ChatGlmModel {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
     }
-}
-
-/// The past keys and values of `cache` (if any) followed by the new ones, along the sequence axis.
-pub(crate) fn with_cached(
-    cache: &mut Option<(Tensor, Tensor)>,
-    key: Tensor,
-    value: Tensor,
-) -> Result<(Tensor, Tensor)> {
-    Ok(match cache.take() {
-        Some((past_key, past_value)) => (
-            Tensor::cat(&[&past_key, &key], 2)?,
-            Tensor::cat(&[&past_value, &value], 2)?,
-        ),
-        None => (key, value),
-    })
 }
 
 /// Softmax over the last axis: the fused kernel for inference, a differentiable composition

@@ -10,7 +10,8 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
-use crate::model::chatglm::{softmax, with_cached, Block, ChatGlmModel};
+use crate::model::chatglm::{softmax, Block, ChatGlmModel};
+use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
 use crate::model::rotary;
 use crate::model::weights::Linear;
@@ -48,7 +49,8 @@ pub(crate) fn block(
     hidden: &Tensor,
     rotations: &[(Tensor, Tensor)],
     mask: Option<&Tensor>,
-    cache: &mut Option<(Tensor, Tensor)>,
+    cache: &mut Option<LayerCache>,
+    capacity: usize,
 ) -> Result<Tensor> {
     let alpha = RESIDUAL_ALPHA;
     let attention_input = block.input_layernorm.forward(hidden)?;
@@ -60,6 +62,7 @@ pub(crate) fn block(
         rotations,
         mask,
         cache,
+        capacity,
     )?;
     let residual = ((&attention_input * alpha)? + attention)?;
     let mlp_input = block.post_attention_layernorm.forward(&residual)?;
@@ -76,7 +79,8 @@ fn attention(
     x: &Tensor,
     rotations: &[(Tensor, Tensor)],
     mask: Option<&Tensor>,
-    cache: &mut Option<(Tensor, Tensor)>,
+    cache: &mut Option<LayerCache>,
+    capacity: usize,
 ) -> Result<Tensor> {
     let (batch, seq, hidden) = x.dims3()?;
     let (heads, head_dim) = (model.config.num_attention_heads, model.config.head_dim());
@@ -92,7 +96,7 @@ fn attention(
     let query = (query.transpose(1, 2)? / ((head_dim as f64).sqrt() * coeff))?.contiguous()?;
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
-    let (key, value) = with_cached(cache, key, value)?;
+    let (key, value) = kv_cache::append(cache, key, value, capacity)?;
     let scores = query.matmul(&key.t()?)?;
     let scores = match mask {
         Some(mask) => {
@@ -106,7 +110,6 @@ fn attention(
     let scores = (scores.to_dtype(DType::F32)? * coeff)?;
     let probs = softmax(&scores)?;
     let context = probs.to_dtype(model.dtype)?.matmul(&value)?;
-    *cache = Some((key, value));
     let context = context.transpose(1, 2)?.reshape((batch, seq, hidden))?;
     block.dense.forward(&context)
 }

@@ -12,7 +12,8 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::{ChatGlmConfig, Glm2Config};
 use crate::error::Result;
-use crate::model::chatglm::{softmax, with_cached, Block, ChatGlmModel};
+use crate::model::chatglm::{softmax, Block, ChatGlmModel};
+use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
 use crate::model::rotary;
 use crate::model::weights::Linear;
@@ -51,11 +52,12 @@ pub(crate) fn block(
     x: &Tensor,
     rotations: &[(Tensor, Tensor)],
     mask: Option<&Tensor>,
-    cache: &mut Option<(Tensor, Tensor)>,
+    cache: &mut Option<LayerCache>,
+    capacity: usize,
 ) -> Result<Tensor> {
     let post_ln_residual = g.apply_residual_connection_post_layernorm;
     let normed = block.input_layernorm.forward(x)?;
-    let attention = attention(model, g, block, &normed, rotations, mask, cache)?;
+    let attention = attention(model, g, block, &normed, rotations, mask, cache, capacity)?;
     let residual = if post_ln_residual { &normed } else { x };
     let hidden = (residual + attention)?;
     let normed = block.post_attention_layernorm.forward(&hidden)?;
@@ -75,7 +77,8 @@ fn attention(
     x: &Tensor,
     rotations: &[(Tensor, Tensor)],
     mask: Option<&Tensor>,
-    cache: &mut Option<(Tensor, Tensor)>,
+    cache: &mut Option<LayerCache>,
+    capacity: usize,
 ) -> Result<Tensor> {
     let (batch, seq, _) = x.dims3()?;
     let config = &model.config;
@@ -112,7 +115,7 @@ fn attention(
     let query = (query.transpose(1, 2)? / (d as f64).sqrt())?.contiguous()?;
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
-    let (key, value) = with_cached(cache, key, value)?;
+    let (key, value) = kv_cache::append(cache, key, value, capacity)?;
     let total = key.dim(2)?;
     // Query heads of one group share its key and value: fold them into the row axis, so the
     // group's keys are read once instead of copied per head.
@@ -135,7 +138,6 @@ fn attention(
         .reshape((batch, groups, per_group * seq, total))?
         .matmul(&value)?
         .reshape((batch, heads, seq, d))?;
-    *cache = Some((key, value));
     let context = context.transpose(1, 2)?.reshape((batch, seq, heads * d))?;
     block.dense.forward(&context)
 }

@@ -8,6 +8,7 @@ pub(crate) mod glm;
 mod glm2;
 pub mod init;
 pub mod inputs;
+pub mod kv_cache;
 mod names;
 pub(crate) mod norm;
 pub mod prefix;
@@ -15,6 +16,7 @@ pub mod rotary;
 mod storage;
 pub mod weights;
 
-pub use chatglm::{ChatGlmModel, KvCache, LayerContext};
+pub use chatglm::{ChatGlmModel, LayerContext};
 pub use inputs::{Batch, SequencePositions, Step};
+pub use kv_cache::{KvCache, LayerCache};
 pub use prefix::PrefixEncoder;

@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor, Var};
 
 use crate::error::{EngineError, Result};
 use crate::model::prefix::split_key_values;
-use crate::model::{Batch, ChatGlmModel, LayerContext, PrefixEncoder};
+use crate::model::{Batch, ChatGlmModel, LayerCache, LayerContext, PrefixEncoder};
 use crate::train::head::head_log_probs;
 use crate::train::prefix_params::PrefixParams;
 use crate::train::trainer::Example;
@@ -190,7 +190,8 @@ impl<'a> Forward<'a> {
         let context = self.context()?;
         let mut hidden = model.embed(&self.inputs.ids)?;
         for (layer, prefix) in self.prefix.iter().enumerate() {
-            hidden = model.layer(layer, &hidden, &context, &mut Some(prefix.clone()))?;
+            let mut cache = Some(LayerCache::new(prefix.0.clone(), prefix.1.clone())?);
+            hidden = model.layer(layer, &hidden, &context, &mut cache)?;
         }
         Ok(hidden)
     }
@@ -217,7 +218,7 @@ impl<'a> Forward<'a> {
         let mut inputs = Vec::with_capacity(model.num_layers());
         let mut hidden = model.embed(&self.inputs.ids)?;
         for (layer, (key, value)) in self.prefix.iter().enumerate() {
-            let mut cache = Some((key.detach(), value.detach()));
+            let mut cache = Some(LayerCache::new(key.detach(), value.detach())?);
             let output = model.layer(layer, &hidden, &context, &mut cache)?;
             inputs.push(hidden);
             hidden = output;
@@ -234,7 +235,8 @@ impl<'a> Forward<'a> {
                 None
             };
             let x = input.as_ref().map_or(&inputs[0], |v| v.as_tensor());
-            let mut cache = Some(self.prefix[layer].clone());
+            let (key, value) = &self.prefix[layer];
+            let mut cache = Some(LayerCache::new(key.clone(), value.clone())?);
             let output = model.layer(layer, x, &context, &mut cache)?;
             // Σ output ⊙ upstream has the layer's gradients for that upstream gradient.
             let surrogate = output

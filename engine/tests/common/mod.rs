@@ -84,7 +84,9 @@ pub fn logits_of(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u3
     let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
     let batch = Batch::new(&[ids.to_vec()], model.config(), prefix_len, &Device::Cpu).unwrap();
     let mut cache = match prefix {
-        Some(p) => KvCache::from_prefix(p.key_values(model.config(), 1, model.dtype()).unwrap()),
+        Some(p) => {
+            KvCache::from_prefix(p.key_values(model.config(), 1, model.dtype()).unwrap()).unwrap()
+        }
         None => KvCache::new(model.config().num_layers),
     };
     let hidden = model
