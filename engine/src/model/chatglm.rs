@@ -375,15 +375,9 @@ impl ChatGlmModel {
             .blocks
             .get(layer)
             .ok_or_else(|| EngineError::Input(format!("layer {layer} of {}", self.blocks.len())))?;
-        let (rotations, mask) = (&context.rotations, context.mask.as_ref());
-        let capacity = context.capacity;
         match &self.config.architecture {
-            Architecture::Glm => {
-                glm::block(self, block, layer, hidden, rotations, mask, cache, capacity)
-            }
-            Architecture::Glm2(g) => {
-                glm2::block(self, g, block, hidden, rotations, mask, cache, capacity)
-            }
+            Architecture::Glm => glm::block(self, block, layer, hidden, context, cache),
+            Architecture::Glm2(g) => glm2::block(self, g, block, hidden, context, cache),
         }
     }
 

@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
-use crate::model::chatglm::{softmax, Block, ChatGlmModel};
+use crate::model::chatglm::{softmax, Block, ChatGlmModel, LayerContext};
 use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
 use crate::model::rotary;
@@ -47,23 +47,12 @@ pub(crate) fn block(
     block: &Block,
     layer: usize,
     hidden: &Tensor,
-    rotations: &[(Tensor, Tensor)],
-    mask: Option<&Tensor>,
+    context: &LayerContext,
     cache: &mut Option<LayerCache>,
-    capacity: usize,
 ) -> Result<Tensor> {
     let alpha = RESIDUAL_ALPHA;
     let attention_input = block.input_layernorm.forward(hidden)?;
-    let attention = attention(
-        model,
-        block,
-        layer,
-        &attention_input,
-        rotations,
-        mask,
-        cache,
-        capacity,
-    )?;
+    let attention = attention(model, block, layer, &attention_input, context, cache)?;
     let residual = ((&attention_input * alpha)? + attention)?;
     let mlp_input = block.post_attention_layernorm.forward(&residual)?;
     let mlp = block
@@ -77,11 +66,10 @@ fn attention(
     block: &Block,
     layer: usize,
     x: &Tensor,
-    rotations: &[(Tensor, Tensor)],
-    mask: Option<&Tensor>,
+    context: &LayerContext,
     cache: &mut Option<LayerCache>,
-    capacity: usize,
 ) -> Result<Tensor> {
+    let (rotations, mask) = (&context.rotations[..], context.mask.as_ref());
     let (batch, seq, hidden) = x.dims3()?;
     let (heads, head_dim) = (model.config.num_attention_heads, model.config.head_dim());
     let qkv = block
@@ -96,7 +84,7 @@ fn attention(
     let query = (query.transpose(1, 2)? / ((head_dim as f64).sqrt() * coeff))?.contiguous()?;
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
-    let (key, value) = kv_cache::append(cache, key, value, capacity)?;
+    let (key, value) = kv_cache::append(cache, key, value, context.capacity)?;
     let scores = query.matmul(&key.t()?)?;
     let scores = match mask {
         Some(mask) => {

@@ -12,7 +12,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::{ChatGlmConfig, Glm2Config};
 use crate::error::Result;
-use crate::model::chatglm::{softmax, Block, ChatGlmModel};
+use crate::model::chatglm::{softmax, Block, ChatGlmModel, LayerContext};
 use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
 use crate::model::rotary;
@@ -50,14 +50,12 @@ pub(crate) fn block(
     g: &Glm2Config,
     block: &Block,
     x: &Tensor,
-    rotations: &[(Tensor, Tensor)],
-    mask: Option<&Tensor>,
+    context: &LayerContext,
     cache: &mut Option<LayerCache>,
-    capacity: usize,
 ) -> Result<Tensor> {
     let post_ln_residual = g.apply_residual_connection_post_layernorm;
     let normed = block.input_layernorm.forward(x)?;
-    let attention = attention(model, g, block, &normed, rotations, mask, cache, capacity)?;
+    let attention = attention(model, g, block, &normed, context, cache)?;
     let residual = if post_ln_residual { &normed } else { x };
     let hidden = (residual + attention)?;
     let normed = block.post_attention_layernorm.forward(&hidden)?;
@@ -75,11 +73,10 @@ fn attention(
     g: &Glm2Config,
     block: &Block,
     x: &Tensor,
-    rotations: &[(Tensor, Tensor)],
-    mask: Option<&Tensor>,
+    context: &LayerContext,
     cache: &mut Option<LayerCache>,
-    capacity: usize,
 ) -> Result<Tensor> {
+    let (rotations, mask) = (&context.rotations[..], context.mask.as_ref());
     let (batch, seq, _) = x.dims3()?;
     let config = &model.config;
     let (heads, groups, d) = (
@@ -115,7 +112,7 @@ fn attention(
     let query = (query.transpose(1, 2)? / (d as f64).sqrt())?.contiguous()?;
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
-    let (key, value) = kv_cache::append(cache, key, value, capacity)?;
+    let (key, value) = kv_cache::append(cache, key, value, context.capacity)?;
     let total = key.dim(2)?;
     // Query heads of one group share its key and value: fold them into the row axis, so the
     // group's keys are read once instead of copied per head.
