@@ -8,6 +8,7 @@ pub mod detokenize;
 pub mod generate;
 pub mod sampling;
 pub mod speed;
+pub mod streams;
 mod text;
 
 pub use answer::{answer, answer_blocking, Answer, AnswerStream, Backend, Finish};
@@ -17,3 +18,4 @@ pub use chat::{
 };
 pub use generate::{generate, sequence_logits, GenerationOptions};
 pub use sampling::{Sampler, Sampling};
+pub use streams::{Finished, StreamRequest, Streams};

@@ -190,7 +190,16 @@ pub struct GenerationSpeed {
 /// A prompt of `tokens` ids: text ids, then (ChatGLM-6B, whose positions count from them)
 /// `[gMASK] <sop>`; ChatGLM2/3's causal positions need no such marks, so theirs is text only.
 pub fn prompt_ids(config: &ChatGlmConfig, tokens: usize) -> Vec<u32> {
-    let text = |n: usize| (0..n as u32).map(|i| 20 + i % 400).collect::<Vec<u32>>();
+    prompt_ids_from(config, tokens, 20)
+}
+
+/// As [`prompt_ids`], the text ids counting from `first` (different prompts for streams).
+fn prompt_ids_from(config: &ChatGlmConfig, tokens: usize, first: u32) -> Vec<u32> {
+    let text = |n: usize| {
+        (0..n as u32)
+            .map(|i| 20 + (first.saturating_sub(20) + i) % 400)
+            .collect::<Vec<u32>>()
+    };
     if config.glm2().is_some() {
         return text(tokens);
     }
@@ -267,6 +276,80 @@ pub fn generation_speed(
             },
         )
         .map(|_| ())
+    })
+}
+
+/// Decoding many streams together (see [`super::streams`]) against one stream alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamsSpeed {
+    /// New tokens of every stream after each one's first ÷ the time from the first to the last.
+    pub aggregate_decode_tokens_per_second: f64,
+    /// Whether every stream's tokens are those of its prompt generated alone.
+    pub identical_to_alone: bool,
+}
+
+/// `streams` greedy generations of `new_tokens` over different prompts of `prompt_tokens`,
+/// admitted together and decoded in shared steps (the median of `runs`), and each prompt
+/// generated alone to compare the tokens.
+pub fn streams_speed(
+    model: &ChatGlmModel,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    streams: usize,
+    runs: usize,
+) -> Result<StreamsSpeed> {
+    if streams == 0 || new_tokens < 2 || runs == 0 {
+        return Err(EngineError::Input(
+            "a streams measurement needs 1 stream, 2 new tokens and 1 run at least".into(),
+        ));
+    }
+    let prompts: Vec<Vec<u32>> = (0..streams)
+        .map(|i| prompt_ids_from(model.config(), prompt_tokens, 20 + 37 * i as u32))
+        .collect();
+    let options = fixed_length(new_tokens);
+    let mut rates = Vec::with_capacity(runs);
+    let mut together = Vec::new();
+    for _ in 0..runs {
+        let mut batch = super::Streams::new(model);
+        let mut order = Vec::with_capacity(streams);
+        for prompt in &prompts {
+            order.push(batch.admit(super::StreamRequest {
+                prompt: prompt.clone(),
+                options: options.clone(),
+                prefix: None,
+            })?);
+        }
+        let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); streams];
+        let mut first = None;
+        let mut produced = 0usize;
+        while !batch.is_empty() {
+            batch.step(|stream, token| {
+                first.get_or_insert_with(Instant::now);
+                produced += 1;
+                if let Some(slot) = order.iter().position(|&s| s == stream) {
+                    tokens[slot].push(token);
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        let seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+        rates.push(produced.saturating_sub(streams) as f64 / seconds.max(f64::MIN_POSITIVE));
+        together = tokens;
+    }
+    let mut identical = true;
+    for (prompt, tokens) in prompts.iter().zip(&together) {
+        let alone = generate(
+            model,
+            None,
+            std::slice::from_ref(prompt),
+            &options,
+            |_, _| ControlFlow::Continue(()),
+        )?;
+        identical &= alone.first() == Some(tokens);
+    }
+    Ok(StreamsSpeed {
+        aggregate_decode_tokens_per_second: median(rates),
+        identical_to_alone: identical,
     })
 }
 

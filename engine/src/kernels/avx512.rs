@@ -26,28 +26,38 @@ pub fn supported() -> bool {
 /// The CPU must have the features [`supported`] checks; every row holds `acts[c].len()` pairs of
 /// blocks (the last possibly one block), and `out` has `rows.len() × acts.len()` places.
 pub unsafe fn tile(format: BlockFormat, rows: &[&[u8]], acts: &[&[Pair]], out: &mut [f32]) {
+    /// The kernel for `$rows` weight rows and `acts.len()` (1 to 8) activation rows.
+    macro_rules! by_acts {
+        ($kernel:ident, $rows:literal) => {
+            match acts.len() {
+                1 => $kernel::<$rows, 1>(rows, acts, out),
+                2 => $kernel::<$rows, 2>(rows, acts, out),
+                3 => $kernel::<$rows, 3>(rows, acts, out),
+                4 => $kernel::<$rows, 4>(rows, acts, out),
+                5 => $kernel::<$rows, 5>(rows, acts, out),
+                6 => $kernel::<$rows, 6>(rows, acts, out),
+                7 => $kernel::<$rows, 7>(rows, acts, out),
+                _ => $kernel::<$rows, 8>(rows, acts, out),
+            }
+        };
+    }
+    debug_assert!((1..=ACTS).contains(&acts.len()) && (1..=4).contains(&rows.len()));
     // SAFETY: forwarded from the caller.
     unsafe {
-        match (format, rows.len(), acts.len()) {
-            (BlockFormat::Q4_0, 4, 1) => q4_0::<4, 1>(rows, acts, out),
-            (BlockFormat::Q4_0, 2, 4) => q4_0::<2, 4>(rows, acts, out),
-            (BlockFormat::Q8_0, 4, 1) => q8_0::<4, 1>(rows, acts, out),
-            (BlockFormat::Q8_0, 2, 4) => q8_0::<2, 4>(rows, acts, out),
-            _ => {
-                for (r, row) in rows.iter().enumerate() {
-                    for (c, act) in acts.iter().enumerate() {
-                        let mut one = [0f32];
-                        match format {
-                            BlockFormat::Q4_0 => q4_0::<1, 1>(&[row], &[act], &mut one),
-                            BlockFormat::Q8_0 => q8_0::<1, 1>(&[row], &[act], &mut one),
-                        }
-                        out[r * acts.len() + c] = one[0];
-                    }
-                }
-            }
+        match (format, rows.len()) {
+            (BlockFormat::Q4_0, 4) if acts.len() == 1 => q4_0::<4, 1>(rows, acts, out),
+            (BlockFormat::Q8_0, 4) if acts.len() == 1 => q8_0::<4, 1>(rows, acts, out),
+            (BlockFormat::Q4_0, 2) => by_acts!(q4_0, 2),
+            (BlockFormat::Q8_0, 2) => by_acts!(q8_0, 2),
+            (BlockFormat::Q4_0, _) => by_acts!(q4_0, 1),
+            (BlockFormat::Q8_0, _) => by_acts!(q8_0, 1),
         }
     }
 }
+
+/// Activation rows one prompt tile multiplies at once (2 × 8 accumulators and the operands fit
+/// the 32 registers).
+pub const ACTS: usize = 8;
 
 /// The two blocks' f16 scales (at the start of each block), as eight lanes each.
 #[target_feature(enable = "avx512f,f16c")]

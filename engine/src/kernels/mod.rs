@@ -70,6 +70,16 @@ impl Isa {
         }
     }
 
+    /// Activation rows a tile of this kernel takes: as many as the registers hold accumulators
+    /// for beside two weight rows.
+    fn tile_acts(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => avx512::ACTS,
+            _ => 4,
+        }
+    }
+
     fn tile(self, format: BlockFormat, rows: &[&[u8]], acts: &[&[Pair]], out: &mut [f32]) {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -103,8 +113,10 @@ const DECODE_ROWS: usize = 4;
 /// Weight rows one task takes when processing a prompt: their blocks stay in the core's caches
 /// while every activation row passes over them.
 const PREFILL_ROWS: usize = 16;
-/// Activation rows per prompt tile, and weight rows it multiplies at once.
-const PREFILL_TILE: (usize, usize) = (2, 4);
+/// Weight rows a prompt tile multiplies at once.
+const TILE_ROWS: usize = 2;
+/// Activation rows a prompt tile multiplies at once, at most (see [`Isa::tile_acts`]).
+const MAX_TILE_ACTS: usize = 8;
 
 thread_local! {
     /// The calling thread's rounded activations, grown to the largest product seen.
@@ -183,15 +195,16 @@ pub fn matmul(
                 }
             });
         } else {
-            const ROWS: usize = PREFILL_TILE.0;
-            const ACTS: usize = PREFILL_TILE.1;
+            const ROWS: usize = TILE_ROWS;
+            let tile_acts = isa.tile_acts();
             parallel(n.div_ceil(PREFILL_ROWS), |task| {
                 let first = task * PREFILL_ROWS;
                 let last = n.min(first + PREFILL_ROWS);
-                let mut dots = [0f32; ROWS * ACTS];
-                for i in (0..m).step_by(ACTS) {
-                    let count = ACTS.min(m - i);
-                    let tile: [&[Pair]; ACTS] = std::array::from_fn(|c| act((i + c).min(m - 1)));
+                let mut dots = [0f32; ROWS * MAX_TILE_ACTS];
+                for i in (0..m).step_by(tile_acts) {
+                    let count = tile_acts.min(m - i);
+                    let tile: [&[Pair]; MAX_TILE_ACTS] =
+                        std::array::from_fn(|c| act((i + c).min(m - 1)));
                     for j in (first..last).step_by(ROWS) {
                         let rows_count = ROWS.min(last - j);
                         let rows: [&[u8]; ROWS] = std::array::from_fn(|r| row((j + r).min(n - 1)));

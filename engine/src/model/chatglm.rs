@@ -324,6 +324,48 @@ impl ChatGlmModel {
         self.final_norm(&hidden)
     }
 
+    /// One decoding step of independent streams: row `i` of `ids` (`[streams, 1]`) is stream
+    /// `i`'s next token, `contexts[i]` its positions (from [`layer_context`](Self::layer_context))
+    /// and `caches[i]` its cache. Returns the final hidden states `[streams, 1, hidden]`.
+    pub fn forward_streams(
+        &self,
+        ids: &Tensor,
+        contexts: &mut [LayerContext],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
+        if contexts.len() != caches.len() || ids.dim(0)? != caches.len() {
+            return Err(EngineError::Input(format!(
+                "{} token rows for {} contexts and {} caches",
+                ids.dim(0)?,
+                contexts.len(),
+                caches.len()
+            )));
+        }
+        for (context, cache) in contexts.iter_mut().zip(caches.iter()) {
+            if cache.layers.len() != self.blocks.len() {
+                return Err(EngineError::Input(format!(
+                    "a stream's cache has {} layers, the model {}",
+                    cache.layers.len(),
+                    self.blocks.len()
+                )));
+            }
+            context.capacity = cache.capacity;
+        }
+        let mut hidden = self.embed(ids)?;
+        for layer in 0..self.blocks.len() {
+            let mut slots: Vec<Slot> = contexts
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|(context, cache)| Slot {
+                    context,
+                    cache: &mut cache.layers[layer],
+                })
+                .collect();
+            hidden = self.layer_slots(layer, &hidden, &mut slots)?;
+        }
+        self.final_norm(&hidden)
+    }
+
     /// The input embeddings of `ids` (`[batch, seq]`) in the model's dtype.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         self.word_embeddings.gather(ids, self.dtype)
@@ -371,13 +413,20 @@ impl ChatGlmModel {
         context: &LayerContext,
         cache: &mut Option<LayerCache>,
     ) -> Result<Tensor> {
+        self.layer_slots(layer, hidden, &mut [Slot { context, cache }])
+    }
+
+    /// Layer `layer` over `hidden` whose batch rows are split evenly over `slots`: each slot's
+    /// rows attend to their own cache with their own positions (independent streams decoded in
+    /// one step), while the linear layers multiply every row in one pass over the weights.
+    pub fn layer_slots(&self, layer: usize, hidden: &Tensor, slots: &mut [Slot]) -> Result<Tensor> {
         let block = self
             .blocks
             .get(layer)
             .ok_or_else(|| EngineError::Input(format!("layer {layer} of {}", self.blocks.len())))?;
         match &self.config.architecture {
-            Architecture::Glm => glm::block(self, block, layer, hidden, context, cache),
-            Architecture::Glm2(g) => glm2::block(self, g, block, hidden, context, cache),
+            Architecture::Glm => glm::block(self, block, layer, hidden, slots),
+            Architecture::Glm2(g) => glm2::block(self, g, block, hidden, slots),
         }
     }
 
@@ -398,6 +447,37 @@ impl ChatGlmModel {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
     }
+}
+
+/// Rows of a layer with their own positions and cache (see [`ChatGlmModel::layer_slots`]).
+pub struct Slot<'a> {
+    pub context: &'a LayerContext,
+    pub cache: &'a mut Option<LayerCache>,
+}
+
+/// `f` over each slot's rows of `rows` (`[batch, …]`, split evenly), joined back in order.
+pub(crate) fn per_slot(
+    rows: &Tensor,
+    slots: &mut [Slot],
+    mut f: impl FnMut(&Tensor, &mut Slot) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if let [slot] = slots {
+        return f(rows, slot);
+    }
+    let batch = rows.dim(0)?;
+    if slots.is_empty() || batch % slots.len() != 0 {
+        return Err(EngineError::Input(format!(
+            "{batch} rows cannot be split over {} streams",
+            slots.len()
+        )));
+    }
+    let per = batch / slots.len();
+    let parts = slots
+        .iter_mut()
+        .enumerate()
+        .map(|(i, slot)| f(&rows.narrow(0, i * per, per)?, slot))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// Softmax over the last axis: the fused kernel for inference, a differentiable composition

@@ -16,20 +16,27 @@ const ROWS_PER_TASK: usize = 16;
 /// Width of the f32 scratch block used to widen half-precision weights.
 const BLOCK: usize = 256;
 
-/// `x · Wᵀ (+ bias)` for `x` holding one row, when the weights are a contiguous CPU matrix;
-/// `None` when this fast path does not apply (the caller then uses the general matmul).
+/// Activation rows this path takes at most: one token of each of that many streams. Each row's
+/// products are computed exactly as a lone row's, so a stream decodes the same tokens batched or
+/// alone; longer inputs (prompts) go to the general matmul, which reuses the weights in cache.
+pub const MAX_ROWS: usize = 16;
+
+/// `x · Wᵀ (+ bias)` for `x` holding up to [`MAX_ROWS`] rows, when the weights are a contiguous
+/// CPU matrix; `None` when this fast path does not apply (the caller then uses the general
+/// matmul).
 pub fn row_times_transposed(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    if !matches!(weight.device(), Device::Cpu)
-        || x.elem_count() != weight.dim(1)?
-        || weight.rank() != 2
-    {
+    if !matches!(weight.device(), Device::Cpu) || weight.rank() != 2 {
         return Ok(None);
     }
     let (out_dim, in_dim) = weight.dims2()?;
+    let rows = x.elem_count() / in_dim.max(1);
+    if x.dim(candle_core::D::Minus1)? != in_dim || rows == 0 || rows > MAX_ROWS {
+        return Ok(None);
+    }
     let input: Vec<f32> = x
         .flatten_all()?
         .to_dtype(candle_core::DType::F32)?
@@ -38,7 +45,7 @@ pub fn row_times_transposed(
     let Some((start, end)) = layout.contiguous_offsets() else {
         return Ok(None);
     };
-    let mut output = vec![0f32; out_dim];
+    let mut output = vec![0f32; rows * out_dim];
     match &*storage {
         Storage::Cpu(CpuStorage::F32(w)) => rows_times(&w[start..end], in_dim, &input, &mut output),
         Storage::Cpu(CpuStorage::F16(w)) => rows_times(&w[start..end], in_dim, &input, &mut output),
@@ -89,36 +96,55 @@ impl Weight for bf16 {
     }
 }
 
-/// `output[j] = weights[j, ·] · input` for `weights` of rows of `in_dim`, split over the CPU
-/// thread pool by groups of rows (the pool candle's ops and the quantized kernels use, so no two
-/// pools spin against each other).
-fn rows_times<W: Weight>(weights: &[W], in_dim: usize, input: &[f32], output: &mut [f32]) {
+/// `output[i, j] = weights[j, ·] · inputs[i, ·]` for `weights` of rows of `in_dim`, split over
+/// the CPU thread pool by groups of weight rows (the pool candle's ops and the quantized kernels
+/// use, so no two pools spin against each other). A group's rows are read from memory once and
+/// from the core's caches for the other inputs.
+fn rows_times<W: Weight>(weights: &[W], in_dim: usize, inputs: &[f32], output: &mut [f32]) {
     let out = SharedRows(output.as_mut_ptr());
-    let n = output.len();
+    let m = inputs.len() / in_dim;
+    let n = output.len() / m;
     crate::kernels::parallel(n.div_ceil(ROWS_PER_TASK), |task| {
-        let first = task * ROWS_PER_TASK;
-        let last = n.min(first + ROWS_PER_TASK);
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut group = first;
-        #[cfg(target_arch = "x86_64")]
-        if x86::available() {
-            while group + x86::ROWS <= last {
-                let rows = &weights[group * in_dim..(group + x86::ROWS) * in_dim];
-                // SAFETY: `available` checked the CPU features; `rows` holds ROWS rows of in_dim.
-                let dots = unsafe { x86::dot4(rows, in_dim, input) };
-                for (i, dot) in dots.into_iter().enumerate() {
-                    // SAFETY: each output row belongs to one task.
-                    unsafe { out.write(group + i, dot) };
-                }
-                group += x86::ROWS;
-            }
-        }
-        for row in group..last {
-            let dot = dot_widened(&weights[row * in_dim..(row + 1) * in_dim], input);
-            // SAFETY: each output row belongs to one task.
-            unsafe { out.write(row, dot) };
+        for (i, input) in inputs.chunks_exact(in_dim).enumerate() {
+            rows_times_one(weights, in_dim, input, task, n, |j, dot| {
+                // SAFETY: each output column belongs to one task.
+                unsafe { out.write(i * n + j, dot) }
+            });
         }
     });
+}
+
+/// Task `task`'s group of weight rows times one input.
+fn rows_times_one<W: Weight>(
+    weights: &[W],
+    in_dim: usize,
+    input: &[f32],
+    task: usize,
+    n: usize,
+    mut write: impl FnMut(usize, f32),
+) {
+    let first = task * ROWS_PER_TASK;
+    let last = n.min(first + ROWS_PER_TASK);
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut group = first;
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        while group + x86::ROWS <= last {
+            let rows = &weights[group * in_dim..(group + x86::ROWS) * in_dim];
+            // SAFETY: `available` checked the CPU features; `rows` holds ROWS rows of in_dim.
+            let dots = unsafe { x86::dot4(rows, in_dim, input) };
+            for (i, dot) in dots.into_iter().enumerate() {
+                write(group + i, dot);
+            }
+            group += x86::ROWS;
+        }
+    }
+    for row in group..last {
+        write(
+            row,
+            dot_widened(&weights[row * in_dim..(row + 1) * in_dim], input),
+        );
+    }
 }
 
 /// The output vector, written by the tasks at rows no two tasks share.

@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
-use crate::model::chatglm::{softmax, Block, ChatGlmModel, LayerContext};
+use crate::model::chatglm::{per_slot, softmax, Block, ChatGlmModel, LayerContext, Slot};
 use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
 use crate::model::rotary;
@@ -47,12 +47,15 @@ pub(crate) fn block(
     block: &Block,
     layer: usize,
     hidden: &Tensor,
-    context: &LayerContext,
-    cache: &mut Option<LayerCache>,
+    slots: &mut [Slot],
 ) -> Result<Tensor> {
     let alpha = RESIDUAL_ALPHA;
     let attention_input = block.input_layernorm.forward(hidden)?;
-    let attention = attention(model, block, layer, &attention_input, context, cache)?;
+    let qkv = block.query_key_value.forward(&attention_input)?;
+    let context = per_slot(&qkv, slots, |qkv, slot| {
+        attention(model, layer, qkv, slot.context, slot.cache)
+    })?;
+    let attention = block.dense.forward(&context)?;
     let residual = ((&attention_input * alpha)? + attention)?;
     let mlp_input = block.post_attention_layernorm.forward(&residual)?;
     let mlp = block
@@ -61,21 +64,20 @@ pub(crate) fn block(
     Ok(((&mlp_input * alpha)? + mlp)?)
 }
 
+/// The attention context of the rows of one slot (`qkv`: their `query_key_value` output),
+/// before the output projection.
 fn attention(
     model: &ChatGlmModel,
-    block: &Block,
     layer: usize,
-    x: &Tensor,
+    qkv: &Tensor,
     context: &LayerContext,
     cache: &mut Option<LayerCache>,
 ) -> Result<Tensor> {
     let (rotations, mask) = (&context.rotations[..], context.mask.as_ref());
-    let (batch, seq, hidden) = x.dims3()?;
+    let (batch, seq, _) = qkv.dims3()?;
     let (heads, head_dim) = (model.config.num_attention_heads, model.config.head_dim());
-    let qkv = block
-        .query_key_value
-        .forward(x)?
-        .reshape((batch, seq, heads, 3 * head_dim))?;
+    let hidden = heads * head_dim;
+    let qkv = qkv.reshape((batch, seq, heads, 3 * head_dim))?;
     let query = qkv.narrow(D::Minus1, 0, head_dim)?;
     let key = qkv.narrow(D::Minus1, head_dim, head_dim)?;
     let value = qkv.narrow(D::Minus1, 2 * head_dim, head_dim)?;
@@ -98,8 +100,7 @@ fn attention(
     let scores = (scores.to_dtype(DType::F32)? * coeff)?;
     let probs = softmax(&scores)?;
     let context = probs.to_dtype(model.dtype)?.matmul(&value)?;
-    let context = context.transpose(1, 2)?.reshape((batch, seq, hidden))?;
-    block.dense.forward(&context)
+    Ok(context.transpose(1, 2)?.reshape((batch, seq, hidden))?)
 }
 
 /// Applies the rotary embedding: with 2D encoding, the first half of each head by the position

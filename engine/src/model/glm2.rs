@@ -12,7 +12,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::{ChatGlmConfig, Glm2Config};
 use crate::error::Result;
-use crate::model::chatglm::{softmax, Block, ChatGlmModel, LayerContext};
+use crate::model::chatglm::{per_slot, softmax, Block, ChatGlmModel, LayerContext, Slot};
 use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
 use crate::model::rotary;
@@ -50,12 +50,15 @@ pub(crate) fn block(
     g: &Glm2Config,
     block: &Block,
     x: &Tensor,
-    context: &LayerContext,
-    cache: &mut Option<LayerCache>,
+    slots: &mut [Slot],
 ) -> Result<Tensor> {
     let post_ln_residual = g.apply_residual_connection_post_layernorm;
     let normed = block.input_layernorm.forward(x)?;
-    let attention = attention(model, g, block, &normed, context, cache)?;
+    let qkv = block.query_key_value.forward(&normed)?;
+    let context = per_slot(&qkv, slots, |qkv, slot| {
+        attention(model, g, qkv, slot.context, slot.cache)
+    })?;
+    let attention = block.dense.forward(&context)?;
     let residual = if post_ln_residual { &normed } else { x };
     let hidden = (residual + attention)?;
     let normed = block.post_attention_layernorm.forward(&hidden)?;
@@ -68,23 +71,23 @@ pub(crate) fn block(
     Ok((residual + mlp)?)
 }
 
+/// The attention context of the rows of one slot (`qkv`: their `query_key_value` output),
+/// before the output projection.
 fn attention(
     model: &ChatGlmModel,
     g: &Glm2Config,
-    block: &Block,
-    x: &Tensor,
+    qkv: &Tensor,
     context: &LayerContext,
     cache: &mut Option<LayerCache>,
 ) -> Result<Tensor> {
     let (rotations, mask) = (&context.rotations[..], context.mask.as_ref());
-    let (batch, seq, _) = x.dims3()?;
+    let (batch, seq, _) = qkv.dims3()?;
     let config = &model.config;
     let (heads, groups, d) = (
         config.num_attention_heads,
         config.kv_heads(),
         config.head_dim(),
     );
-    let qkv = block.query_key_value.forward(x)?;
     let multi_query = g.multi_query;
     let (query, key, value) = if multi_query {
         let part = |start: usize, n: usize| -> Result<Tensor> {
@@ -135,8 +138,7 @@ fn attention(
         .reshape((batch, groups, per_group * seq, total))?
         .matmul(&value)?
         .reshape((batch, heads, seq, d))?;
-    let context = context.transpose(1, 2)?.reshape((batch, seq, heads * d))?;
-    block.dense.forward(&context)
+    Ok(context.transpose(1, 2)?.reshape((batch, seq, heads * d))?)
 }
 
 /// Rotates the first half of each head of `x` (`[batch, seq, heads, d]`) in interleaved pairs

@@ -16,7 +16,7 @@ pub mod rotary;
 mod storage;
 pub mod weights;
 
-pub use chatglm::{ChatGlmModel, LayerContext};
+pub use chatglm::{ChatGlmModel, LayerContext, Slot};
 pub use inputs::{Batch, SequencePositions, Step};
 pub use kv_cache::{KvCache, LayerCache};
 pub use prefix::PrefixEncoder;

@@ -97,8 +97,8 @@ impl Linear {
                 x.broadcast_matmul(&self.weight_in(x.dtype())?.t()?)?
             }
             Matrix::Dense(weight) => {
-                let single_row = x.elem_count() == x.dim(candle_core::D::Minus1)?;
-                if single_row && !x.track_op() {
+                let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
+                if rows <= gemv::MAX_ROWS && !x.track_op() {
                     if let Some(y) = gemv::row_times_transposed(x, weight, self.bias.as_ref())? {
                         return Ok(y);
                     }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use glmtune_engine::config::shapes;
 use glmtune_engine::generation::speed::{
-    generation_speed, read_bandwidth, weight_bytes_per_token, WeightFormat,
+    generation_speed, read_bandwidth, streams_speed, weight_bytes_per_token, WeightFormat,
 };
 use glmtune_engine::model::ChatGlmModel;
 use serde::Serialize;
@@ -39,6 +39,10 @@ pub struct GenerateBenchArgs {
     /// Generations to time (the medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Also decode this many streams together (different prompts, shared steps) and report their
+    /// aggregate rate, its ratio to one stream's, and whether each got its tokens alone.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
     /// Bytes the bandwidth read streams through (far past the caches).
     #[arg(long, default_value_t = 1 << 30)]
     bandwidth_bytes: usize,
@@ -59,10 +63,21 @@ struct GenerateBenchReport {
     decode_tokens_per_second: f64,
     /// Bytes of weights one decode step reads (blocks, norms, output layer).
     weight_bytes_per_token: u64,
-    /// A streaming read over `bandwidth_bytes` with the same threads, best of three.
+    /// A read over `bandwidth_bytes` with the same threads, best of three, the higher of one
+    /// before loading the model and one after.
     read_bytes_per_second: f64,
     /// decode tok/s × weight bytes per token ÷ read bandwidth: 1 is the memory-bound ceiling.
     decode_fraction_of_bound: f64,
+    streams: usize,
+    /// With `--streams N` (N > 1): every stream's new tokens per second, decoded together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aggregate_decode_tokens_per_second: Option<f64>,
+    /// The aggregate rate ÷ one stream's decode rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams_over_one: Option<f64>,
+    /// Whether each stream's greedy tokens are those of its prompt generated alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streams_identical_to_alone: Option<bool>,
 }
 
 pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
@@ -73,6 +88,12 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
     };
     // candle's kernels and rayon's pool read this when they first run, which is after this.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    if args.streams == 0 {
+        bail!("--streams must be at least 1");
+    }
+    // Measured before the model takes memory and after it is dropped: the higher (the stricter
+    // bound) is reported, as the machine's bandwidth drifts with its neighbours.
+    let bandwidth_before = read_bandwidth(args.bandwidth_bytes, threads);
     let (name, model) = match (&args.model, &args.config) {
         (Some(dir), None) => (dir.display().to_string(), load(dir, args.weights)?),
         (None, Some(name)) => {
@@ -82,9 +103,20 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
         _ => bail!("give --model DIR, or --config NAME --random-weights"),
     };
     let speed = generation_speed(&model, args.prompt_tokens, args.new_tokens, args.runs)?;
+    let streams = if args.streams > 1 {
+        Some(streams_speed(
+            &model,
+            args.prompt_tokens,
+            args.new_tokens,
+            args.streams,
+            args.runs,
+        )?)
+    } else {
+        None
+    };
     let weight_bytes = weight_bytes_per_token(&model);
     drop(model);
-    let bandwidth = read_bandwidth(args.bandwidth_bytes, threads);
+    let bandwidth = read_bandwidth(args.bandwidth_bytes, threads).max(bandwidth_before);
     let report = GenerateBenchReport {
         model: name,
         weights: args.weights,
@@ -97,6 +129,11 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
         weight_bytes_per_token: weight_bytes,
         read_bytes_per_second: bandwidth,
         decode_fraction_of_bound: speed.decode_tokens_per_second * weight_bytes as f64 / bandwidth,
+        streams: args.streams,
+        aggregate_decode_tokens_per_second: streams.map(|s| s.aggregate_decode_tokens_per_second),
+        streams_over_one: streams
+            .map(|s| s.aggregate_decode_tokens_per_second / speed.decode_tokens_per_second),
+        streams_identical_to_alone: streams.map(|s| s.identical_to_alone),
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -1,0 +1,147 @@
+//! Continuous batching: streams decoded together, joining at different steps, with and without an
+//! adapter prefix, get the very tokens each gets alone (and, on the fixture, THUDM's greedy ids).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device};
+use glmtune_engine::generation::{generate, GenerationOptions, Sampling, StreamRequest, Streams};
+use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+
+use common::*;
+
+fn greedy(max_new_tokens: usize) -> GenerationOptions {
+    GenerationOptions {
+        max_new_tokens: Some(max_new_tokens),
+        max_length: None,
+        sampling: Sampling::Greedy,
+        repetition_penalty: 1.0,
+        stop_at_eos: true,
+        stop_ids: Vec::new(),
+    }
+}
+
+fn alone(
+    model: &ChatGlmModel,
+    prefix: Option<&PrefixEncoder>,
+    prompt: &[u32],
+    n: usize,
+) -> Vec<u32> {
+    generate(model, prefix, &[prompt.to_vec()], &greedy(n), |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap()
+    .remove(0)
+}
+
+/// Runs `requests` as streams, admitting request `i` before step `joins[i]`; returns each
+/// stream's tokens by request, and checks that `on_token` saw them in order.
+fn together(
+    model: &ChatGlmModel,
+    requests: Vec<(Vec<u32>, Option<&PrefixEncoder>, usize)>,
+    joins: &[usize],
+) -> Vec<Vec<u32>> {
+    let mut streams = Streams::new(model);
+    let mut ids = BTreeMap::new();
+    let mut seen: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    let mut done = BTreeMap::new();
+    let mut pending: Vec<_> = requests.into_iter().enumerate().collect();
+    let mut step = 0;
+    while !pending.is_empty() || !streams.is_empty() {
+        let (now, later): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|(i, _)| joins[*i] <= step);
+        pending = later;
+        for (i, (prompt, prefix, n)) in now {
+            let id = streams
+                .admit(StreamRequest {
+                    prompt,
+                    options: greedy(n),
+                    prefix,
+                })
+                .unwrap();
+            ids.insert(id, i);
+        }
+        for finished in streams
+            .step(|stream, token| {
+                seen.entry(stream).or_default().push(token);
+                ControlFlow::Continue(())
+            })
+            .unwrap()
+        {
+            assert_eq!(seen[&finished.stream], finished.tokens);
+            done.insert(ids[&finished.stream], finished.tokens);
+        }
+        step += 1;
+    }
+    done.into_values().collect()
+}
+
+#[test]
+fn streams_get_thudms_greedy_ids_joining_at_any_step() {
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let prefix = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let cases = expected()["cases"].as_array().unwrap().clone();
+    let mut requests = Vec::new();
+    let mut wanted = Vec::new();
+    for case in &cases {
+        let ids = ids_of(&case["ids"]);
+        requests.push((ids.clone(), None, 10));
+        wanted.push(ids_of(&case["greedy_base"]));
+        requests.push((ids, Some(&prefix), 10));
+        wanted.push(ids_of(&case["greedy_ptuned"]));
+    }
+    let joins: Vec<usize> = (0..requests.len()).map(|i| (i * 3) % 5).collect();
+    let got = together(&model, requests, &joins);
+    for (i, (got, wanted)) in got.iter().zip(&wanted).enumerate() {
+        assert_eq!(got, wanted, "request {i}");
+    }
+}
+
+fn check_as_alone(model: &ChatGlmModel, prompts: &[Vec<u32>], what: &str) {
+    let requests: Vec<_> = prompts.iter().map(|p| (p.clone(), None, 12)).collect();
+    let joins: Vec<usize> = (0..prompts.len()).map(|i| i % 3).collect();
+    let got = together(model, requests, &joins);
+    for (i, prompt) in prompts.iter().enumerate() {
+        assert_eq!(got[i], alone(model, None, prompt, 12), "{what}: prompt {i}");
+    }
+}
+
+#[test]
+fn quantized_and_chatglm3_streams_decode_as_alone() {
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let prompts: Vec<Vec<u32>> = expected()["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| ids_of(&c["ids"]))
+        .collect();
+    for format in [GgmlDType::Q4_0, GgmlDType::Q8_0] {
+        let quantized = model.quantized(format, GgmlDType::Q8_0).unwrap();
+        check_as_alone(&quantized, &prompts, &format!("{format:?}"));
+    }
+    let glm3_dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm3-tiny/model");
+    let glm3 = ChatGlmModel::load(&glm3_dir, DType::F32, &Device::Cpu).unwrap();
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|i| {
+            (0..5 + 3 * i)
+                .map(|t| 30 + (t * 7 + i) as u32 % 200)
+                .collect()
+        })
+        .collect();
+    check_as_alone(&glm3, &prompts, "ChatGLM3");
+    check_as_alone(
+        &glm3.quantized(GgmlDType::Q4_0, GgmlDType::Q8_0).unwrap(),
+        &prompts,
+        "ChatGLM3 q4_0",
+    );
+}
