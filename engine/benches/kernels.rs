@@ -3,7 +3,8 @@
 //! every instruction set this CPU runs and for candle's `QMatMul` as the baseline, set against the
 //! read bandwidth measured in the same process with the same threads.
 //!
-//! `cargo bench -p glmtune-engine --bench kernels` (`RAYON_NUM_THREADS` sets the threads).
+//! `cargo bench -p glmtune-engine --bench kernels` (`RAYON_NUM_THREADS` sets the threads;
+//! `GLMTUNE_BENCH_KERNELS=avx512-vnni,candle` keeps those rows).
 //! Decode rows: weight bytes ÷ time per token, and that as a fraction of the read bandwidth.
 //! Prompt rows: 146 activation rows through one layer's matrices, in tokens/s.
 
@@ -93,7 +94,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 PROMPT as f64 / prompt
             );
         };
-        for isa in Isa::ALL.into_iter().filter(|isa| isa.supported()) {
+        let chosen = std::env::var("GLMTUNE_BENCH_KERNELS").ok();
+        let wanted = |name: &str| {
+            chosen
+                .as_deref()
+                .is_none_or(|c| c.split(',').any(|c| c == name))
+        };
+        for isa in Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.supported() && wanted(isa.as_str()))
+        {
             let decode = best_of(5, || {
                 for (n, k, data) in &matrices {
                     kernels::matmul(isa, format, data, *n, *k, &x[..*k], &mut out[..*n])
@@ -115,6 +125,56 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }) * LAYERS as f64;
             report(isa.as_str(), decode, prompt);
+            if isa == Isa::Avx512Vnni {
+                let eight = best_of(3, || {
+                    for (n, k, data) in &matrices {
+                        kernels::matmul(isa, format, data, *n, *k, &x[..8 * k], &mut out[..8 * n])
+                            .expect("shapes are consistent");
+                    }
+                });
+                println!(
+                    "{format:?}  avx512-vnni: 8 rows at once {:.2} ms/step = {:.2}× one row's rate",
+                    eight * 1e3,
+                    8.0 * decode / eight
+                );
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx512Vnni.supported() && wanted("packed") {
+            let packed: Vec<kernels::Packed> = matrices
+                .iter()
+                .map(|(n, k, data)| {
+                    kernels::Packed::pack(format, data, *n, *k).expect("16-row tiles")
+                })
+                .collect();
+            let decode = best_of(5, || {
+                for p in &packed {
+                    let (n, k) = p.dims();
+                    kernels::packed::matmul(p, &x[..k], &mut out[..n]).expect("shapes");
+                }
+            });
+            let prompt = best_of(2, || {
+                for p in &packed[..4] {
+                    let (n, k) = p.dims();
+                    kernels::packed::matmul(p, &x[..PROMPT * k], &mut out[..PROMPT * n])
+                        .expect("shapes");
+                }
+            }) * LAYERS as f64;
+            report("packed", decode, prompt);
+            let eight = best_of(3, || {
+                for p in &packed {
+                    let (n, k) = p.dims();
+                    kernels::packed::matmul(p, &x[..8 * k], &mut out[..8 * n]).expect("shapes");
+                }
+            });
+            println!(
+                "{format:?}       packed: 8 rows at once {:.2} ms/step = {:.2}× one row's rate",
+                eight * 1e3,
+                8.0 * decode / eight
+            );
+        }
+        if !wanted("candle") {
+            continue;
         }
         // candle's QMatMul on the same blocks: the baseline.
         let device = Device::Cpu;

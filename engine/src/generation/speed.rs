@@ -89,10 +89,7 @@ impl FromStr for WeightFormat {
 }
 
 fn matrix_bytes(matrix: &Matrix) -> u64 {
-    match matrix {
-        Matrix::Dense(t) => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
-        Matrix::Quantized(q) => q.storage_size_in_bytes() as u64,
-    }
+    matrix.bytes()
 }
 
 /// Bytes of weights one decode step reads: every block's matrices and biases, the norms, and the

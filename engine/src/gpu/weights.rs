@@ -117,6 +117,7 @@ fn pack(matrix: &Matrix) -> Result<Packed> {
             GgmlDType::Q4_0 => pack_blocks(q, Layout::Q4_0, 18),
             _ => pack_dense(&q.dequantize(&q.device())?),
         },
+        Matrix::Packed(_) => pack(&matrix.unpacked()?),
     }
 }
 

@@ -11,6 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{BlockFormat, Pair};
+use super::packed::ActBlock;
 
 pub fn supported() -> bool {
     is_x86_feature_detected!("avx512f")
@@ -188,5 +189,139 @@ unsafe fn q8_0<const R: usize, const C: usize>(rows: &[&[u8]], acts: &[&[Pair]],
         for c in 0..C {
             out[r * C + c] = _mm512_reduce_add_ps(acc[r][c]);
         }
+    }
+}
+
+/// Sums of one 16-row tile of packed blocks (see [`super::packed`]) with `count` (1 to 8)
+/// activation rows of `nb` blocks each: `sums[c][r]`.
+///
+/// # Safety
+/// The CPU must have the features [`supported`] checks; `tile` holds `nb` tile blocks of
+/// `format`, `acts` `count × nb` blocks, `sums` `count` rows.
+pub unsafe fn packed_tile(
+    format: BlockFormat,
+    tile: &[u8],
+    nb: usize,
+    acts: &[ActBlock],
+    count: usize,
+    sums: &mut [[f32; 16]],
+) {
+    macro_rules! by_count {
+        ($kernel:ident) => {
+            match count {
+                1 => $kernel::<1>(tile, nb, acts, sums),
+                2 => $kernel::<2>(tile, nb, acts, sums),
+                3 => $kernel::<3>(tile, nb, acts, sums),
+                4 => $kernel::<4>(tile, nb, acts, sums),
+                5 => $kernel::<5>(tile, nb, acts, sums),
+                6 => $kernel::<6>(tile, nb, acts, sums),
+                7 => $kernel::<7>(tile, nb, acts, sums),
+                _ => $kernel::<8>(tile, nb, acts, sums),
+            }
+        };
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match format {
+            BlockFormat::Q4_0 => by_count!(packed_q4_0),
+            BlockFormat::Q8_0 => by_count!(packed_q8_0),
+        }
+    }
+}
+
+/// Four activation values as one 32-bit lane, in all 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn broadcast4(qs: &[i8; 32], at: usize) -> __m512i {
+    _mm512_set1_epi32(i32::from_le_bytes([
+        qs[at] as u8,
+        qs[at + 1] as u8,
+        qs[at + 2] as u8,
+        qs[at + 3] as u8,
+    ]))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
+unsafe fn packed_q4_0<const C: usize>(
+    tile: &[u8],
+    nb: usize,
+    acts: &[ActBlock],
+    sums: &mut [[f32; 16]],
+) {
+    const BYTES: usize = 16 * 18;
+    let low = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..nb {
+        // SAFETY: tile block b lies inside the tile (caller); 32 + 4 × 64 = 288 bytes.
+        let (scales, groups) = unsafe {
+            let at = tile.as_ptr().add(b * BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(4 * BYTES) as *const i8);
+            let scales = _mm512_cvtph_ps(_mm256_loadu_si256(at as *const __m256i));
+            let group = |g: usize| _mm512_loadu_si512(at.add(32 + 64 * g) as *const __m512i);
+            (scales, [group(0), group(1), group(2), group(3)])
+        };
+        let mut ints = [_mm512_setzero_si512(); C];
+        for c in 0..C {
+            ints[c] = _mm512_set1_epi32(-8 * acts[c * nb + b].sum);
+        }
+        for (g, &v) in groups.iter().enumerate() {
+            let lo = _mm512_and_si512(v, low);
+            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            for c in 0..C {
+                let qs = &acts[c * nb + b].qs;
+                ints[c] = _mm512_dpbusd_epi32(ints[c], lo, broadcast4(qs, 4 * g));
+                ints[c] = _mm512_dpbusd_epi32(ints[c], hi, broadcast4(qs, 16 + 4 * g));
+            }
+        }
+        for c in 0..C {
+            let scale = _mm512_mul_ps(scales, _mm512_set1_ps(acts[c * nb + b].d));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints[c]), scale, acc[c]);
+        }
+    }
+    for c in 0..C {
+        // SAFETY: sums[c] holds 16 floats.
+        unsafe { _mm512_storeu_ps(sums[c].as_mut_ptr(), acc[c]) };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
+unsafe fn packed_q8_0<const C: usize>(
+    tile: &[u8],
+    nb: usize,
+    acts: &[ActBlock],
+    sums: &mut [[f32; 16]],
+) {
+    const BYTES: usize = 16 * 34;
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..nb {
+        // SAFETY: tile block b lies inside the tile (caller); 32 + 8 × 64 = 544 bytes.
+        let (scales, at) = unsafe {
+            let at = tile.as_ptr().add(b * BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(2 * BYTES) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(2 * BYTES + 256) as *const i8);
+            (
+                _mm512_cvtph_ps(_mm256_loadu_si256(at as *const __m256i)),
+                at,
+            )
+        };
+        let mut ints = [_mm512_setzero_si512(); C];
+        for c in 0..C {
+            ints[c] = _mm512_set1_epi32(-128 * acts[c * nb + b].sum);
+        }
+        for g in 0..8 {
+            // SAFETY: group g of the tile block.
+            let v = unsafe { _mm512_loadu_si512(at.add(32 + 64 * g) as *const __m512i) };
+            for c in 0..C {
+                ints[c] = _mm512_dpbusd_epi32(ints[c], v, broadcast4(&acts[c * nb + b].qs, 4 * g));
+            }
+        }
+        for c in 0..C {
+            let scale = _mm512_mul_ps(scales, _mm512_set1_ps(acts[c * nb + b].d));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints[c]), scale, acc[c]);
+        }
+    }
+    for c in 0..C {
+        // SAFETY: sums[c] holds 16 floats.
+        unsafe { _mm512_storeu_ps(sums[c].as_mut_ptr(), acc[c]) };
     }
 }

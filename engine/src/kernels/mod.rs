@@ -18,6 +18,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod blocks;
+pub mod packed;
 mod portable;
 
 use std::cell::RefCell;
@@ -25,6 +26,7 @@ use std::sync::OnceLock;
 
 pub use blocks::BlockFormat;
 use blocks::{pairs, prepare_row, Pair, BLOCK};
+pub use packed::Packed;
 
 /// An instruction set the products can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +228,7 @@ pub fn matmul(
 
 /// A buffer the tasks write at places no two tasks share.
 #[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
+pub(crate) struct Shared<T>(pub(crate) *mut T);
 // SAFETY: tasks write disjoint places (see the callers) and the pool joins before `matmul` returns.
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
@@ -234,7 +236,7 @@ unsafe impl<T> Sync for Shared<T> {}
 impl<T> Shared<T> {
     /// # Safety
     /// `at` is inside the buffer, and no other task writes it.
-    unsafe fn write(self, at: usize, value: T) {
+    pub(crate) unsafe fn write(self, at: usize, value: T) {
         // SAFETY: the caller's.
         unsafe { *self.0.add(at) = value };
     }
@@ -242,7 +244,7 @@ impl<T> Shared<T> {
     /// # Safety
     /// `start..start + len` is inside the buffer, and no other task touches it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [T] {
+    pub(crate) unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [T] {
         // SAFETY: the caller's.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }

@@ -148,3 +148,35 @@ fn bad_shapes_are_refused_with_the_shape() {
     .unwrap_err();
     assert!(error.to_string().contains("bytes of blocks"), "{error}");
 }
+
+#[test]
+fn packed_tiles_unpack_exactly_and_multiply_as_the_portable_kernel() {
+    for format in [BlockFormat::Q4_0, BlockFormat::Q8_0] {
+        for (seed, &(n, k, m)) in [(16, 32, 1), (32, 96, 3), (48, 320, 9), (16, 2048, 17)]
+            .iter()
+            .enumerate()
+        {
+            let q = weights(format, n, k, 50 + seed as u64);
+            let data = q.data().unwrap();
+            let packed = Packed::pack(format, &data, n, k).unwrap();
+            assert_eq!(packed.bytes(), data.len());
+            assert_eq!(packed.unpack(), data.to_vec(), "{format:?} {n}×{k}");
+            if !Isa::Avx512Vnni.supported() {
+                continue;
+            }
+            let xs = values(m * k, 200 + seed as u64);
+            let mut reference = vec![0f32; m * n];
+            matmul(Isa::Portable, format, &data, n, k, &xs, &mut reference).unwrap();
+            let mut got = vec![f32::NAN; m * n];
+            #[cfg(target_arch = "x86_64")]
+            packed::matmul(&packed, &xs, &mut got).unwrap();
+            close(
+                &got,
+                &reference,
+                1e-5,
+                &format!("packed {format:?} n={n} k={k} m={m}"),
+            );
+        }
+    }
+    assert!(Packed::pack(BlockFormat::Q4_0, &[0; 18], 1, 32).is_none());
+}

@@ -179,6 +179,7 @@ impl ChatGlmModel {
         } else {
             word_embeddings.as_linear()
         };
+        // Quantized layers as this CPU's fastest kernels read them (a no-op elsewhere).
         Self::from_parts(
             config,
             word_embeddings,
@@ -187,7 +188,8 @@ impl ChatGlmModel {
             lm_head,
             dtype,
             device,
-        )
+        )?
+        .packed_for_cpu()
     }
 
     fn from_parts(

@@ -13,7 +13,14 @@ impl ChatGlmModel {
     /// This model with its linear layers block-quantized to `linear` and its word embeddings (and
     /// the output layer tied to them) to `embeddings`, as `glmtune quantize` stores them.
     pub fn quantized(&self, linear: GgmlDType, embeddings: GgmlDType) -> Result<Self> {
-        self.map_matrices(|m| m.quantized(linear), |m| m.quantized(embeddings))
+        self.map_matrices(|m| m.quantized(linear), |m| m.quantized(embeddings))?
+            .packed_for_cpu()
+    }
+
+    /// This model with its blocks' quantized linear layers as this CPU's fastest kernels read
+    /// them ([`Matrix::packed_for_cpu`]): for inference; the same numbers.
+    pub fn packed_for_cpu(&self) -> Result<Self> {
+        self.map_matrices(Matrix::packed_for_cpu, |m| Ok(m.clone()))
     }
 
     /// This model with its blocks' linear layers block-quantized to `format` and the embeddings
@@ -28,8 +35,13 @@ impl ChatGlmModel {
     /// keep their precision), so gradients reach the activations and the prefix, and a quantized
     /// base trains as the dense model of its dequantized weights. The weights stay as stored.
     pub fn for_training(&self) -> Self {
+        // Training dequantizes each matrix per product: from GGML blocks, not from tiles.
         let exact = |layer: &Linear| Linear {
             exact: true,
+            weight: layer
+                .weight
+                .unpacked()
+                .unwrap_or_else(|_| layer.weight.clone()),
             ..layer.clone()
         };
         Self {
@@ -51,10 +63,7 @@ impl ChatGlmModel {
 
     /// The GGML format the layers' linear weights are held in, `None` when they are dense.
     pub fn linear_format(&self) -> Option<GgmlDType> {
-        match &self.blocks.first()?.query_key_value.weight {
-            Matrix::Quantized(q) => Some(q.dtype()),
-            Matrix::Dense(_) => None,
-        }
+        self.blocks.first()?.query_key_value.weight.format()
     }
 
     /// This model with every block-quantized matrix widened back to dense f32: the same numbers,
@@ -90,11 +99,7 @@ impl ChatGlmModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let word_embeddings = Embedding(embedding(&self.word_embeddings.0)?);
-        let tied = match (&self.word_embeddings.0, &self.lm_head.weight) {
-            (Matrix::Dense(a), Matrix::Dense(b)) => a.id() == b.id(),
-            (Matrix::Quantized(a), Matrix::Quantized(b)) => std::sync::Arc::ptr_eq(a, b),
-            _ => false,
-        };
+        let tied = self.word_embeddings.0.same(&self.lm_head.weight);
         let lm_head = if tied {
             word_embeddings.as_linear()
         } else {

@@ -11,7 +11,7 @@ use candle_core::Device;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::kernels::{self, BlockFormat};
+use crate::kernels::{self, BlockFormat, Packed};
 use crate::model::gemv;
 
 /// A weight matrix `[out, in]`.
@@ -19,6 +19,9 @@ use crate::model::gemv;
 pub enum Matrix {
     Dense(Tensor),
     Quantized(Arc<QTensor>),
+    /// GGML blocks repacked in 16-row tiles for this CPU's AVX-512 VNNI kernels (see
+    /// [`kernels::packed`]): the same bytes reordered; [`Matrix::ggml`] gives the blocks back.
+    Packed(Arc<Packed>),
 }
 
 impl Matrix {
@@ -26,16 +29,89 @@ impl Matrix {
     pub fn quantized(&self, format: GgmlDType) -> Result<Matrix> {
         Ok(match self {
             Matrix::Dense(t) => Matrix::Quantized(quantize(t, format)?),
-            Matrix::Quantized(q) => Matrix::Quantized(q.clone()),
+            Matrix::Quantized(_) | Matrix::Packed(_) => self.clone(),
         })
     }
 
     /// The matrix as dense f32 (quantized ones dequantized).
     pub fn dequantized(&self) -> Result<Matrix> {
-        Ok(match self {
-            Matrix::Dense(t) => Matrix::Dense(t.clone()),
-            Matrix::Quantized(q) => Matrix::Dense(q.dequantize(&q.device())?),
+        Ok(match self.ggml()? {
+            Some(q) => Matrix::Dense(q.dequantize(&q.device())?),
+            None => self.clone(),
         })
+    }
+
+    /// The GGML blocks of a quantized matrix (a packed one unpacked, byte for byte); `None` for
+    /// a dense one.
+    pub fn ggml(&self) -> Result<Option<Arc<QTensor>>> {
+        Ok(match self {
+            Matrix::Dense(_) => None,
+            Matrix::Quantized(q) => Some(q.clone()),
+            Matrix::Packed(p) => {
+                let dtype = match p.format() {
+                    BlockFormat::Q4_0 => GgmlDType::Q4_0,
+                    BlockFormat::Q8_0 => GgmlDType::Q8_0,
+                };
+                let storage =
+                    QStorage::from_data(std::borrow::Cow::Owned(p.unpack()), &Device::Cpu, dtype)?;
+                Some(Arc::new(QTensor::new(storage, p.dims())?))
+            }
+        })
+    }
+
+    /// The matrix as the fastest CPU kernels read it: q4_0/q8_0 blocks on a CPU with AVX-512
+    /// VNNI repacked in 16-row tiles (when the rows fill tiles); anything else as it is.
+    pub fn packed_for_cpu(&self) -> Result<Matrix> {
+        let Matrix::Quantized(q) = self else {
+            return Ok(self.clone());
+        };
+        let format = match q.dtype() {
+            GgmlDType::Q4_0 => BlockFormat::Q4_0,
+            GgmlDType::Q8_0 => BlockFormat::Q8_0,
+            _ => return Ok(self.clone()),
+        };
+        if kernels::Isa::detected() != Some(kernels::Isa::Avx512Vnni)
+            || !matches!(q.device(), Device::Cpu)
+        {
+            return Ok(self.clone());
+        }
+        let (n, k) = q.shape().dims2()?;
+        Ok(match Packed::pack(format, &q.data()?, n, k) {
+            Some(packed) => Matrix::Packed(Arc::new(packed)),
+            None => self.clone(),
+        })
+    }
+
+    /// The matrix in GGML's layout when it is packed (what training and other devices read).
+    pub fn unpacked(&self) -> Result<Matrix> {
+        Ok(match self {
+            Matrix::Packed(_) => Matrix::Quantized(
+                self.ggml()?
+                    .ok_or_else(|| candle_core::Error::Msg("a packed matrix has blocks".into()))?,
+            ),
+            _ => self.clone(),
+        })
+    }
+
+    /// The GGML format of a quantized matrix.
+    pub fn format(&self) -> Option<GgmlDType> {
+        match self {
+            Matrix::Dense(_) => None,
+            Matrix::Quantized(q) => Some(q.dtype()),
+            Matrix::Packed(p) => Some(match p.format() {
+                BlockFormat::Q4_0 => GgmlDType::Q4_0,
+                BlockFormat::Q8_0 => GgmlDType::Q8_0,
+            }),
+        }
+    }
+
+    /// Bytes the weights take (and one product reads).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Matrix::Dense(t) => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+            Matrix::Quantized(q) => q.storage_size_in_bytes() as u64,
+            Matrix::Packed(p) => p.bytes() as u64,
+        }
     }
 
     /// Whether both name the very same weights (a tied output layer).
@@ -43,6 +119,7 @@ impl Matrix {
         match (self, other) {
             (Matrix::Dense(a), Matrix::Dense(b)) => a.id() == b.id(),
             (Matrix::Quantized(a), Matrix::Quantized(b)) => Arc::ptr_eq(a, b),
+            (Matrix::Packed(a), Matrix::Packed(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -51,6 +128,7 @@ impl Matrix {
         Ok(match self {
             Matrix::Dense(t) => t.dims2()?,
             Matrix::Quantized(q) => q.shape().dims2()?,
+            Matrix::Packed(p) => p.dims(),
         })
     }
 }
@@ -85,6 +163,10 @@ impl Linear {
         Ok(match &self.weight {
             Matrix::Dense(weight) => weight.to_dtype(dtype)?,
             Matrix::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype)?,
+            Matrix::Packed(_) => match self.weight.dequantized()? {
+                Matrix::Dense(weight) => weight.to_dtype(dtype)?,
+                _ => unreachable!("dequantized matrices are dense"),
+            },
         })
     }
 
@@ -93,7 +175,7 @@ impl Linear {
             // Training: the dequantized matrix exists only for this product (and the backward
             // that needs it), and the activations keep their precision, so the numbers are those
             // of the dense dequantized model and gradients flow to the activations.
-            Matrix::Quantized(_) if self.exact => {
+            Matrix::Quantized(_) | Matrix::Packed(_) if self.exact => {
                 x.broadcast_matmul(&self.weight_in(x.dtype())?.t()?)?
             }
             Matrix::Dense(weight) => {
@@ -114,6 +196,7 @@ impl Linear {
                 }
                 .to_dtype(x.dtype())?
             }
+            Matrix::Packed(p) => packed_times(p, &x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -156,6 +239,40 @@ fn blocks_times(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(out, shape, x.device())?))
 }
 
+/// `x · Wᵀ` for a packed `W` (packed only where the AVX-512 kernels run).
+#[cfg(target_arch = "x86_64")]
+fn packed_times(p: &Packed, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = p.dims();
+    let x = x.contiguous()?;
+    let mut shape = x.dims().to_vec();
+    let mut out = vec![0f32; x.elem_count() / k.max(1) * n];
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
+            return Err(
+                candle_core::Error::Msg("packed weights multiply f32 CPU rows".into()).into(),
+            );
+        };
+        let values = &values[layout.start_offset()..layout.start_offset() + x.elem_count()];
+        kernels::packed::matmul(p, values, &mut out)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    }
+    if let Some(last) = shape.last_mut() {
+        *last = n;
+    }
+    Ok(Tensor::from_vec(out, shape, x.device())?)
+}
+
+/// Matrices are packed only where the AVX-512 kernels run ([`Matrix::packed_for_cpu`]).
+#[cfg(not(target_arch = "x86_64"))]
+fn packed_times(p: &Packed, _x: &Tensor) -> Result<Tensor> {
+    Err(candle_core::Error::Msg(format!(
+        "a packed {:?} matrix needs AVX-512 VNNI, which this CPU lacks",
+        p.dims()
+    ))
+    .into())
+}
+
 /// Rows looked up by token id.
 #[derive(Debug, Clone)]
 pub struct Embedding(pub Matrix);
@@ -168,6 +285,11 @@ impl Embedding {
         let rows = match &self.0 {
             Matrix::Dense(table) => table.index_select(&flat, 0)?,
             Matrix::Quantized(q) => quantized_rows(q, &flat.to_vec1::<u32>()?)?,
+            // Embedding tables are never packed (a row gather reads GGML rows); this is exact.
+            Matrix::Packed(_) => match self.0.ggml()? {
+                Some(q) => quantized_rows(&q, &flat.to_vec1::<u32>()?)?,
+                None => unreachable!("packed matrices have blocks"),
+            },
         };
         shape.push(rows.dim(1)?);
         Ok(rows.reshape(shape)?.to_dtype(dtype)?)
