@@ -10,6 +10,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
+use crate::model::attend;
 use crate::model::chatglm::{per_slot, softmax, Block, ChatGlmModel, LayerContext, Slot};
 use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
@@ -87,6 +88,11 @@ fn attention(
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
     let (key, value) = kv_cache::append(cache, key, value, context.capacity)?;
+    if mask.is_none() {
+        if let Some(context) = attend::one_token(&query, &key, &value, coeff as f32)? {
+            return Ok(context);
+        }
+    }
     let scores = query.matmul(&key.t()?)?;
     let scores = match mask {
         Some(mask) => {

@@ -12,6 +12,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::{ChatGlmConfig, Glm2Config};
 use crate::error::Result;
+use crate::model::attend;
 use crate::model::chatglm::{per_slot, softmax, Block, ChatGlmModel, LayerContext, Slot};
 use crate::model::kv_cache::{self, LayerCache};
 use crate::model::norm::Norm;
@@ -116,6 +117,11 @@ fn attention(
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
     let (key, value) = kv_cache::append(cache, key, value, context.capacity)?;
+    if mask.is_none() {
+        if let Some(context) = attend::one_token(&query, &key, &value, 1.0)? {
+            return Ok(context);
+        }
+    }
     let total = key.dim(2)?;
     // Query heads of one group share its key and value: fold them into the row axis, so the
     // group's keys are read once instead of copied per head.

@@ -1,5 +1,6 @@
 //! The ChatGLM networks (ChatGLM-6B, ChatGLM2/3), their inputs and their P-Tuning v2 prefix.
 
+mod attend;
 pub mod chatglm;
 mod fused;
 mod gemv;
