@@ -386,6 +386,37 @@ fn bench_generate_sets_decode_against_the_bandwidth_bound() {
         );
         assert_eq!(report["threads"], 1, "{report}");
     }
+    // Streams decoded together, --threads before the subcommand (it is global).
+    let report = stdout_json(&glmtune(&[
+        "--threads",
+        "2",
+        "bench",
+        "generate",
+        "--config",
+        "h128l2",
+        "--random-weights",
+        "--weights",
+        "q8_0",
+        "--prompt-tokens",
+        "6",
+        "--new-tokens",
+        "5",
+        "--runs",
+        "1",
+        "--streams",
+        "3",
+        "--bandwidth-bytes",
+        "16777216",
+    ]));
+    assert_eq!(report["threads"], 2, "{report}");
+    assert_eq!(report["streams"], 3, "{report}");
+    assert_eq!(report["streams_identical_to_alone"], true, "{report}");
+    assert!(
+        report["aggregate_decode_tokens_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+    );
     let refused = glmtune(&[
         "bench",
         "generate",
@@ -406,7 +437,7 @@ fn bench_generate_sets_decode_against_the_bandwidth_bound() {
         "mid",
         "--random-weights",
     ]);
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--threads"));
 }
 

@@ -9,8 +9,15 @@ use anyhow::{bail, Context};
 
 /// Expands `--config FILE` (anywhere after the subcommand) into the flags the file holds.
 pub fn expand(args: Vec<String>) -> anyhow::Result<Vec<String>> {
-    // `glmtune bench train --config chatglm-6b` names a model shape, not a flags file.
-    if args.get(1).is_some_and(|command| command == "bench") {
+    // `glmtune bench train --config chatglm-6b` names a model shape, not a flags file (global
+    // flags such as `--threads N` may come before the subcommand).
+    let is_config = |a: &String| a == "--config" || a.starts_with("--config=");
+    if args
+        .iter()
+        .skip(1)
+        .take_while(|a| !is_config(a))
+        .any(|a| a == "bench")
+    {
         return Ok(args);
     }
     let Some(position) = args

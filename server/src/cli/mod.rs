@@ -27,6 +27,10 @@ use clap::{Parser, Subcommand};
     about = "ChatGLM-6B with P-Tuning v2: tokenize, generate, chat, train"
 )]
 pub struct Cli {
+    /// CPU threads for the model's kernels, on every command (`serve`'s generations, and the
+    /// training runs it starts, inherit it); default: the physical cores.
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +65,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    use_threads(cli.threads);
     match cli.command {
         Command::Encode(args) => encode::run(args),
         Command::Logits(args) => logits::run(args),
@@ -75,6 +80,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Train(args) => train::run(*args),
     }
+}
+
+/// Sets the threads every CPU pool uses (candle's barrier pool, rayon's, ours) before any of
+/// them starts: `--threads`, else `RAYON_NUM_THREADS`, else the physical cores. The variable is
+/// what the pools read, and what a training run started by `serve` inherits.
+fn use_threads(threads: Option<std::num::NonZeroUsize>) {
+    let threads = threads.map_or_else(candle_core::utils::get_num_threads, usize::from);
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
 }
 
 /// Help and version go to stdout with success; every other parse failure is one line on stderr

@@ -33,9 +33,6 @@ pub struct GenerateBenchArgs {
     prompt_tokens: usize,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
-    /// Threads for the model and the bandwidth read (default: every core).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Generations to time (the medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -81,13 +78,8 @@ struct GenerateBenchReport {
 }
 
 pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
-    let threads = match args.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, usize::from),
-    };
-    // candle's kernels and rayon's pool read this when they first run, which is after this.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    // The global --threads (see cli::use_threads): the model's and the bandwidth read's.
+    let threads = candle_core::utils::get_num_threads();
     if args.streams == 0 {
         bail!("--streams must be at least 1");
     }
