@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
 use crate::error::Result;
 
-/// The attention context `[1, 1, heads × d]` of one token of one sequence: `query`
+/// The attention context `[1, heads, 1, d]` of one token of one sequence: `query`
 /// `[1, heads, 1, d]` (already scaled as the general path scales it), `keys` and `values`
 /// `[1, kv_heads, len, d]` (views of the cache, the new token's included); `None` when the fast
 /// path does not apply (another device or dtype, a batch, a tracked graph).
@@ -73,10 +73,7 @@ pub(crate) fn one_token(
         // SAFETY: head h's d outputs are written by task h alone.
         let context = unsafe { shared.slice(h * d, d) };
         for (t, &p) in scores.iter().enumerate() {
-            let weight = p / sum;
-            for (c, &x) in context.iter_mut().zip(value(t)) {
-                *c += weight * x;
-            }
+            add_scaled(context, p / sum, value(t));
         }
     });
     drop((q_storage, k_storage, v_storage));
@@ -96,6 +93,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { x86::dot(a, b) };
     }
     portable_dot(a, b)
+}
+
+/// `into += weight × x`.
+fn add_scaled(into: &mut [f32], weight: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: `available` checked the features the kernel is compiled for.
+        return unsafe { x86::add_scaled(into, weight, x) };
+    }
+    for (c, &v) in into.iter_mut().zip(x) {
+        *c += weight * v;
+    }
 }
 
 fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
@@ -123,6 +132,29 @@ mod x86 {
         static AVAILABLE: OnceLock<bool> = OnceLock::new();
         *AVAILABLE
             .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA ([`available`]).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn add_scaled(into: &mut [f32], weight: f32, x: &[f32]) {
+        let n = into.len().min(x.len());
+        let w = _mm256_set1_ps(weight);
+        let mut i = 0;
+        // SAFETY: every access is 8 floats at an offset + 8 ≤ n of both slices.
+        unsafe {
+            while i + 8 <= n {
+                let at = into.as_mut_ptr().add(i);
+                _mm256_storeu_ps(
+                    at,
+                    _mm256_fmadd_ps(w, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(at)),
+                );
+                i += 8;
+            }
+        }
+        for j in i..n {
+            into[j] += weight * x[j];
+        }
     }
 
     /// # Safety

@@ -353,6 +353,23 @@ impl ChatGlmModel {
             }
             context.capacity = cache.capacity;
         }
+        // Every stream's rotations, in order: the rotary embedding takes all rows at once.
+        let rows = match &contexts[..] {
+            [one] => one.clone(),
+            _ => LayerContext {
+                rotations: (0..contexts.first().map_or(0, |c| c.rotations.len()))
+                    .map(|d| -> Result<(Tensor, Tensor)> {
+                        let cos: Vec<&Tensor> =
+                            contexts.iter().map(|c| &c.rotations[d].0).collect();
+                        let sin: Vec<&Tensor> =
+                            contexts.iter().map(|c| &c.rotations[d].1).collect();
+                        Ok((Tensor::cat(&cos, 0)?, Tensor::cat(&sin, 0)?))
+                    })
+                    .collect::<Result<_>>()?,
+                mask: None,
+                capacity: 0,
+            },
+        };
         let mut hidden = self.embed(ids)?;
         for layer in 0..self.blocks.len() {
             let mut slots: Vec<Slot> = contexts
@@ -363,7 +380,7 @@ impl ChatGlmModel {
                     cache: &mut cache.layers[layer],
                 })
                 .collect();
-            hidden = self.layer_slots(layer, &hidden, &mut slots)?;
+            hidden = self.layer_slots(layer, &hidden, &rows, &mut slots)?;
         }
         self.final_norm(&hidden)
     }
@@ -415,20 +432,27 @@ impl ChatGlmModel {
         context: &LayerContext,
         cache: &mut Option<LayerCache>,
     ) -> Result<Tensor> {
-        self.layer_slots(layer, hidden, &mut [Slot { context, cache }])
+        self.layer_slots(layer, hidden, context, &mut [Slot { context, cache }])
     }
 
     /// Layer `layer` over `hidden` whose batch rows are split evenly over `slots`: each slot's
-    /// rows attend to their own cache with their own positions (independent streams decoded in
-    /// one step), while the linear layers multiply every row in one pass over the weights.
-    pub fn layer_slots(&self, layer: usize, hidden: &Tensor, slots: &mut [Slot]) -> Result<Tensor> {
+    /// rows attend to their own cache with their own mask (independent streams decoded in one
+    /// step), while the linear layers and the rotary embedding take every row at once (`rows`:
+    /// the rotations of every row, in order).
+    pub fn layer_slots(
+        &self,
+        layer: usize,
+        hidden: &Tensor,
+        rows: &LayerContext,
+        slots: &mut [Slot],
+    ) -> Result<Tensor> {
         let block = self
             .blocks
             .get(layer)
             .ok_or_else(|| EngineError::Input(format!("layer {layer} of {}", self.blocks.len())))?;
         match &self.config.architecture {
-            Architecture::Glm => glm::block(self, block, layer, hidden, slots),
-            Architecture::Glm2(g) => glm2::block(self, g, block, hidden, slots),
+            Architecture::Glm => glm::block(self, block, layer, hidden, rows, slots),
+            Architecture::Glm2(g) => glm2::block(self, g, block, hidden, rows, slots),
         }
     }
 
@@ -457,16 +481,17 @@ pub struct Slot<'a> {
     pub cache: &'a mut Option<LayerCache>,
 }
 
-/// `f` over each slot's rows of `rows` (`[batch, …]`, split evenly), joined back in order.
-pub(crate) fn per_slot(
-    rows: &Tensor,
+/// `f` over each slot's rows of the tensors `rows` (`[batch, …]`, split evenly), joined back in
+/// order.
+pub(crate) fn per_slot<const N: usize>(
+    rows: &[&Tensor; N],
     slots: &mut [Slot],
-    mut f: impl FnMut(&Tensor, &mut Slot) -> Result<Tensor>,
+    mut f: impl FnMut([&Tensor; N], &mut Slot) -> Result<Tensor>,
 ) -> Result<Tensor> {
     if let [slot] = slots {
-        return f(rows, slot);
+        return f(*rows, slot);
     }
-    let batch = rows.dim(0)?;
+    let batch = rows.first().map_or(Ok(0), |t| t.dim(0))?;
     if slots.is_empty() || batch % slots.len() != 0 {
         return Err(EngineError::Input(format!(
             "{batch} rows cannot be split over {} streams",
@@ -477,7 +502,14 @@ pub(crate) fn per_slot(
     let parts = slots
         .iter_mut()
         .enumerate()
-        .map(|(i, slot)| f(&rows.narrow(0, i * per, per)?, slot))
+        .map(|(i, slot)| {
+            let mine = rows
+                .iter()
+                .map(|t| t.narrow(0, i * per, per))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let mine: [&Tensor; N] = std::array::from_fn(|k| &mine[k]);
+            f(mine, slot)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 0)?)
 }

@@ -48,14 +48,22 @@ pub(crate) fn block(
     block: &Block,
     layer: usize,
     hidden: &Tensor,
+    rows: &LayerContext,
     slots: &mut [Slot],
 ) -> Result<Tensor> {
     let alpha = RESIDUAL_ALPHA;
     let attention_input = block.input_layernorm.forward(hidden)?;
     let qkv = block.query_key_value.forward(&attention_input)?;
-    let context = per_slot(&qkv, slots, |qkv, slot| {
-        attention(model, layer, qkv, slot.context, slot.cache)
-    })?;
+    let (query, key, value) = project(model, layer, &qkv, &rows.rotations)?;
+    let context = per_slot(
+        &[&query, &key, &value],
+        slots,
+        |[query, key, value], slot| {
+            attention(model, layer, query, key, value, slot.context, slot.cache)
+        },
+    )?;
+    let (batch, seq, _) = qkv.dims3()?;
+    let context = context.transpose(1, 2)?.reshape((batch, seq, ()))?;
     let attention = block.dense.forward(&context)?;
     let residual = ((&attention_input * alpha)? + attention)?;
     let mlp_input = block.post_attention_layernorm.forward(&residual)?;
@@ -65,19 +73,16 @@ pub(crate) fn block(
     Ok(((&mlp_input * alpha)? + mlp)?)
 }
 
-/// The attention context of the rows of one slot (`qkv`: their `query_key_value` output),
-/// before the output projection.
-fn attention(
+/// Every row's query (scaled as the official code scales it), key and value, rotated by its
+/// positions: `[batch, heads, seq, head_dim]` each.
+fn project(
     model: &ChatGlmModel,
     layer: usize,
     qkv: &Tensor,
-    context: &LayerContext,
-    cache: &mut Option<LayerCache>,
-) -> Result<Tensor> {
-    let (rotations, mask) = (&context.rotations[..], context.mask.as_ref());
+    rotations: &[(Tensor, Tensor)],
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (batch, seq, _) = qkv.dims3()?;
     let (heads, head_dim) = (model.config.num_attention_heads, model.config.head_dim());
-    let hidden = heads * head_dim;
     let qkv = qkv.reshape((batch, seq, heads, 3 * head_dim))?;
     let query = qkv.narrow(D::Minus1, 0, head_dim)?;
     let key = qkv.narrow(D::Minus1, head_dim, head_dim)?;
@@ -87,9 +92,25 @@ fn attention(
     let query = (query.transpose(1, 2)? / ((head_dim as f64).sqrt() * coeff))?.contiguous()?;
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
-    let (key, value) = kv_cache::append(cache, key, value, context.capacity)?;
+    Ok((query, key, value))
+}
+
+/// The attention context `[batch, heads, seq, head_dim]` of one slot's rows, their keys and
+/// values appended to its cache.
+fn attention(
+    model: &ChatGlmModel,
+    layer: usize,
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+    context: &LayerContext,
+    cache: &mut Option<LayerCache>,
+) -> Result<Tensor> {
+    let mask = context.mask.as_ref();
+    let coeff = (layer + 1) as f64;
+    let (key, value) = kv_cache::append(cache, key.clone(), value.clone(), context.capacity)?;
     if mask.is_none() {
-        if let Some(context) = attend::one_token(&query, &key, &value, coeff as f32)? {
+        if let Some(context) = attend::one_token(query, &key, &value, coeff as f32)? {
             return Ok(context);
         }
     }
@@ -105,8 +126,7 @@ fn attention(
     };
     let scores = (scores.to_dtype(DType::F32)? * coeff)?;
     let probs = softmax(&scores)?;
-    let context = probs.to_dtype(model.dtype)?.matmul(&value)?;
-    Ok(context.transpose(1, 2)?.reshape((batch, seq, hidden))?)
+    Ok(probs.to_dtype(model.dtype)?.matmul(&value)?)
 }
 
 /// Applies the rotary embedding: with 2D encoding, the first half of each head by the position

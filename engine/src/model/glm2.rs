@@ -51,14 +51,20 @@ pub(crate) fn block(
     g: &Glm2Config,
     block: &Block,
     x: &Tensor,
+    rows: &LayerContext,
     slots: &mut [Slot],
 ) -> Result<Tensor> {
     let post_ln_residual = g.apply_residual_connection_post_layernorm;
     let normed = block.input_layernorm.forward(x)?;
     let qkv = block.query_key_value.forward(&normed)?;
-    let context = per_slot(&qkv, slots, |qkv, slot| {
-        attention(model, g, qkv, slot.context, slot.cache)
-    })?;
+    let (query, key, value) = project(model, g, &qkv, &rows.rotations)?;
+    let context = per_slot(
+        &[&query, &key, &value],
+        slots,
+        |[query, key, value], slot| attention(model, query, key, value, slot.context, slot.cache),
+    )?;
+    let (batch, seq, _) = qkv.dims3()?;
+    let context = context.transpose(1, 2)?.reshape((batch, seq, ()))?;
     let attention = block.dense.forward(&context)?;
     let residual = if post_ln_residual { &normed } else { x };
     let hidden = (residual + attention)?;
@@ -72,16 +78,14 @@ pub(crate) fn block(
     Ok((residual + mlp)?)
 }
 
-/// The attention context of the rows of one slot (`qkv`: their `query_key_value` output),
-/// before the output projection.
-fn attention(
+/// Every row's query (scaled), key and value, rotated by its positions:
+/// `[batch, heads or groups, seq, d]`.
+fn project(
     model: &ChatGlmModel,
     g: &Glm2Config,
     qkv: &Tensor,
-    context: &LayerContext,
-    cache: &mut Option<LayerCache>,
-) -> Result<Tensor> {
-    let (rotations, mask) = (&context.rotations[..], context.mask.as_ref());
+    rotations: &[(Tensor, Tensor)],
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (batch, seq, _) = qkv.dims3()?;
     let config = &model.config;
     let (heads, groups, d) = (
@@ -116,9 +120,25 @@ fn attention(
     let query = (query.transpose(1, 2)? / (d as f64).sqrt())?.contiguous()?;
     let key = key.transpose(1, 2)?.contiguous()?;
     let value = value.transpose(1, 2)?.contiguous()?;
-    let (key, value) = kv_cache::append(cache, key, value, context.capacity)?;
+    Ok((query, key, value))
+}
+
+/// The attention context `[batch, heads, seq, d]` of one slot's rows, their keys and values
+/// appended to its cache.
+fn attention(
+    model: &ChatGlmModel,
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+    context: &LayerContext,
+    cache: &mut Option<LayerCache>,
+) -> Result<Tensor> {
+    let mask = context.mask.as_ref();
+    let (batch, heads, seq, d) = query.dims4()?;
+    let groups = model.config.kv_heads();
+    let (key, value) = kv_cache::append(cache, key.clone(), value.clone(), context.capacity)?;
     if mask.is_none() {
-        if let Some(context) = attend::one_token(&query, &key, &value, 1.0)? {
+        if let Some(context) = attend::one_token(query, &key, &value, 1.0)? {
             return Ok(context);
         }
     }
@@ -144,7 +164,7 @@ fn attention(
         .reshape((batch, groups, per_group * seq, total))?
         .matmul(&value)?
         .reshape((batch, heads, seq, d))?;
-    Ok(context.transpose(1, 2)?.reshape((batch, seq, heads * d))?)
+    Ok(context)
 }
 
 /// Rotates the first half of each head of `x` (`[batch, seq, heads, d]`) in interleaved pairs
