@@ -378,7 +378,9 @@ fn bench_generate_sets_decode_against_the_bandwidth_bound() {
         ] {
             assert!(number(field) > 0.0, "{field}: {report}");
         }
-        let bound = number("decode_tokens_per_second") * number("weight_bytes_per_token")
+        assert!(number("cache_bytes_per_token") > 0.0, "{report}");
+        let bound = number("decode_tokens_per_second")
+            * (number("weight_bytes_per_token") + number("cache_bytes_per_token"))
             / number("read_bytes_per_second");
         assert!(
             (number("decode_fraction_of_bound") - bound).abs() <= 1e-9 * bound,

@@ -115,6 +115,24 @@ pub fn weight_bytes_per_token(model: &ChatGlmModel) -> u64 {
     blocks + model.final_layernorm.as_ref().map_or(0, norm) + linear(&model.lm_head)
 }
 
+/// Bytes of keys and values one decode step reads from the cache, on average over a generation
+/// of `new_tokens` after `prompt_tokens`: every layer's keys and values of every earlier position
+/// (ChatGLM2/3's multi-query attention caches 2 key/value heads where ChatGLM-6B caches 32).
+pub fn cache_bytes_per_token(model: &ChatGlmModel, prompt_tokens: usize, new_tokens: usize) -> u64 {
+    let config = model.config();
+    let per_position = 2
+        * config.num_layers
+        * config.kv_heads()
+        * config.head_dim()
+        * model.dtype().size_in_bytes();
+    // Step i (1 ≤ i < new_tokens) reads prompt + i positions.
+    let steps = new_tokens.saturating_sub(1).max(1) as u64;
+    let positions: u64 = (1..new_tokens.max(2) as u64)
+        .map(|i| prompt_tokens as u64 + i)
+        .sum();
+    per_position as u64 * positions / steps
+}
+
 /// Bytes per second of a read of `bytes` (larger than the caches), split over `threads` threads:
 /// the best of three passes.
 ///
@@ -385,6 +403,15 @@ mod tests {
             let sum = part.iter().fold(0u64, |a, &x| a.wrapping_add(x));
             assert_eq!(read_streams(&part), sum, "{len} words");
         }
+    }
+
+    #[test]
+    fn cache_bytes_count_each_layers_key_value_heads() {
+        // ChatGLM-6B-like: 2 layers, 2 heads of 128, f32; steps read 11, 12 and 13 positions.
+        let glm = WeightFormat::F32
+            .random_model(&ChatGlmConfig::synthetic(512, 256, 2, 2, 1024), 1)
+            .unwrap();
+        assert_eq!(cache_bytes_per_token(&glm, 10, 4), 2 * 2 * 2 * 128 * 4 * 12);
     }
 
     #[test]

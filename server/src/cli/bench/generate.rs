@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use glmtune_engine::config::shapes;
 use glmtune_engine::generation::speed::{
-    generation_speed, read_bandwidth, streams_speed, weight_bytes_per_token, WeightFormat,
+    cache_bytes_per_token, generation_speed, read_bandwidth, streams_speed, weight_bytes_per_token,
+    WeightFormat,
 };
 use glmtune_engine::model::ChatGlmModel;
 use serde::Serialize;
@@ -60,10 +61,13 @@ struct GenerateBenchReport {
     decode_tokens_per_second: f64,
     /// Bytes of weights one decode step reads (blocks, norms, output layer).
     weight_bytes_per_token: u64,
+    /// Bytes of cached keys and values one decode step reads, on average over the answer.
+    cache_bytes_per_token: u64,
     /// A read over `bandwidth_bytes` with the same threads, best of three, the higher of one
     /// before loading the model and one after.
     read_bytes_per_second: f64,
-    /// decode tok/s × weight bytes per token ÷ read bandwidth: 1 is the memory-bound ceiling.
+    /// decode tok/s × (weight + cache bytes per token) ÷ read bandwidth: 1 is the memory-bound
+    /// ceiling.
     decode_fraction_of_bound: f64,
     streams: usize,
     /// With `--streams N` (N > 1): every stream's new tokens per second, decoded together.
@@ -107,6 +111,7 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
         None
     };
     let weight_bytes = weight_bytes_per_token(&model);
+    let cache_bytes = cache_bytes_per_token(&model, args.prompt_tokens, args.new_tokens);
     drop(model);
     let bandwidth = read_bandwidth(args.bandwidth_bytes, threads).max(bandwidth_before);
     let report = GenerateBenchReport {
@@ -119,8 +124,11 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
         prompt_tokens_per_second: speed.prompt_tokens_per_second,
         decode_tokens_per_second: speed.decode_tokens_per_second,
         weight_bytes_per_token: weight_bytes,
+        cache_bytes_per_token: cache_bytes,
         read_bytes_per_second: bandwidth,
-        decode_fraction_of_bound: speed.decode_tokens_per_second * weight_bytes as f64 / bandwidth,
+        decode_fraction_of_bound: speed.decode_tokens_per_second
+            * (weight_bytes + cache_bytes) as f64
+            / bandwidth,
         streams: args.streams,
         aggregate_decode_tokens_per_second: streams.map(|s| s.aggregate_decode_tokens_per_second),
         streams_over_one: streams
