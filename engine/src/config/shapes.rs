@@ -23,7 +23,7 @@ const CHATGLM2_6B: &str = r#"{"architectures": ["ChatGLMModel"], "model_type": "
  "rmsnorm": true, "seq_length": 32768, "eos_token_id": 2, "pad_token_id": 0,
  "torch_dtype": "float16", "use_cache": true}"#;
 
-/// A config by name: `chatglm-6b`, `chatglm2-6b`, `chatglm3-6b`, `mid`, or `h{hidden}l{layers}` (the
+/// A config by name: `chatglm-6b`, `chatglm2-6b`, `chatglm3-6b`, `mid`, `mid-chatglm3`, or `h{hidden}l{layers}` (the
 /// ChatGLM-6B architecture at that hidden size and depth, 128-wide heads, a 4× MLP, the real
 /// vocabulary), with the family it belongs to.
 pub fn named(name: &str) -> Result<(ChatGlmConfig, Family)> {
@@ -42,9 +42,22 @@ pub fn named(name: &str) -> Result<(ChatGlmConfig, Family)> {
             ChatGlmConfig::synthetic(512, 2048, 16, 16, 8192),
             Family::ChatGlm,
         )),
+        // The same size in ChatGLM3's architecture: multi-query attention (2 key/value heads of
+        // 128), SwiGLU, RMSNorm, a 512-token vocabulary and its own output layer.
+        "mid-chatglm3" => {
+            let mut json: serde_json::Value = serde_json::from_str(CHATGLM2_6B)
+                .map_err(|e| EngineError::Input(e.to_string()))?;
+            json["hidden_size"] = 2048.into();
+            json["ffn_hidden_size"] = 8192.into();
+            json["num_attention_heads"] = 16.into();
+            json["num_layers"] = 16.into();
+            json["padded_vocab_size"] = 512.into();
+            json["seq_length"] = 8192.into();
+            Ok((parse(&json.to_string())?, Family::ChatGlm3))
+        }
         _ => smaller(name).ok_or_else(|| {
             EngineError::Input(format!(
-                "unknown config {name:?}: chatglm-6b, chatglm2-6b, chatglm3-6b, mid or h{{hidden}}l{{layers}} (e.g. h1024l12)"
+                "unknown config {name:?}: chatglm-6b, chatglm2-6b, chatglm3-6b, mid, mid-chatglm3 or h{{hidden}}l{{layers}} (e.g. h1024l12)"
             ))
         }),
     }
@@ -88,5 +101,11 @@ mod tests {
             (1024, 12, Family::ChatGlm)
         );
         assert!(named("h1000l12").is_err() && named("gpt").is_err());
+        let (mid3, family) = named("mid-chatglm3").unwrap();
+        assert_eq!(family, Family::ChatGlm3);
+        assert_eq!(
+            (mid3.hidden_size, mid3.num_layers, mid3.kv_heads(), mid3.vocab_size),
+            (2048, 16, 2, 512)
+        );
     }
 }
