@@ -9,17 +9,6 @@ use std::ops::ControlFlow;
 
 use common::*;
 
-fn greedy(max_new_tokens: usize) -> GenerationOptions {
-    GenerationOptions {
-        max_new_tokens: Some(max_new_tokens),
-        max_length: None,
-        sampling: Sampling::Greedy,
-        repetition_penalty: 1.0,
-        stop_at_eos: true,
-        stop_ids: Vec::new(),
-    }
-}
-
 /// A prompt with its reference greedy ids without and with the adapter.
 type Case = (Vec<u32>, Vec<u32>, Vec<u32>);
 

@@ -9,21 +9,10 @@ use std::path::PathBuf;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
-use glmtune_engine::generation::{generate, GenerationOptions, Sampling, StreamRequest, Streams};
+use glmtune_engine::generation::{generate, StreamRequest, Streams};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 
 use common::*;
-
-fn greedy(max_new_tokens: usize) -> GenerationOptions {
-    GenerationOptions {
-        max_new_tokens: Some(max_new_tokens),
-        max_length: None,
-        sampling: Sampling::Greedy,
-        repetition_penalty: 1.0,
-        stop_at_eos: true,
-        stop_ids: Vec::new(),
-    }
-}
 
 fn alone(
     model: &ChatGlmModel,

@@ -104,7 +104,12 @@ mod tests {
         let (mid3, family) = named("mid-chatglm3").unwrap();
         assert_eq!(family, Family::ChatGlm3);
         assert_eq!(
-            (mid3.hidden_size, mid3.num_layers, mid3.kv_heads(), mid3.vocab_size),
+            (
+                mid3.hidden_size,
+                mid3.num_layers,
+                mid3.kv_heads(),
+                mid3.vocab_size
+            ),
             (2048, 16, 2, 512)
         );
     }

@@ -236,17 +236,21 @@ pub fn sequence_logits(
     let prefix_len = prefix.map_or(0, |p| p.config.pre_seq_len);
     let batch = Batch::new(&[ids.to_vec()], config, prefix_len, model.device())?;
     let mut cache = initial_cache(model, prefix, 1)?;
-    let hidden = model.forward(
-        &batch.ids,
-        &batch.positions,
-        batch.mask.as_ref(),
-        &mut cache,
-    )?;
+    let hidden = forward_batch(model, &batch, &mut cache)?;
     Ok(model.logits(&hidden)?.squeeze(0)?.contiguous()?)
 }
 
+/// The final hidden states of a whole batch (prompts), appended to `cache`.
+pub(crate) fn forward_batch(
+    model: &ChatGlmModel,
+    batch: &Batch,
+    cache: &mut KvCache,
+) -> Result<Tensor> {
+    model.forward(&batch.ids, &batch.positions, batch.mask.as_ref(), cache)
+}
+
 /// An empty cache, or one holding the adapter's prefix keys and values for `batch` sequences.
-fn initial_cache(
+pub(crate) fn initial_cache(
     model: &ChatGlmModel,
     prefix: Option<&PrefixEncoder>,
     batch: usize,

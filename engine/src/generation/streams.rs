@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 
 use candle_core::Tensor;
 
+use super::generate::{forward_batch, initial_cache};
 use super::sampling::Sampler;
 use super::GenerationOptions;
 use crate::error::{EngineError, Result};
@@ -89,17 +90,9 @@ impl<'m> Streams<'m> {
                 "a stream needs a budget of one token at least".into(),
             ));
         }
-        let mut cache = match request.prefix {
-            Some(p) => KvCache::from_prefix(p.key_values(config, 1, model.dtype())?)?,
-            None => KvCache::new(config.num_layers),
-        };
+        let mut cache = initial_cache(model, request.prefix, 1)?;
         cache.reserve(prefix_len + prompt_len + budget);
-        let hidden = model.forward(
-            &batch.ids,
-            &batch.positions,
-            batch.mask.as_ref(),
-            &mut cache,
-        )?;
+        let hidden = forward_batch(model, &batch, &mut cache)?;
         let last = hidden.narrow(1, prompt_len - 1, 1)?;
         let logits = model.logits(&last)?.flatten_all()?.to_vec1()?;
         let positions = batch

@@ -51,8 +51,9 @@ unsafe fn scale(block: *const u8) -> __m256 {
     )))))
 }
 
+/// The sum of the eight lanes (the dense kernels' too).
 #[target_feature(enable = "avx2,fma")]
-fn horizontal_sum(v: __m256) -> f32 {
+pub(crate) fn horizontal_sum(v: __m256) -> f32 {
     let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
     _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))

@@ -16,6 +16,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::horizontal_sum;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod blocks;
 pub mod packed;

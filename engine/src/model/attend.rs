@@ -178,10 +178,7 @@ mod x86 {
                 i += 16;
             }
         }
-        let v = _mm256_add_ps(acc[0], acc[1]);
-        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-        let mut sum = _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
+        let mut sum = crate::kernels::horizontal_sum(_mm256_add_ps(acc[0], acc[1]));
         for j in i..n {
             sum += a[j] * b[j];
         }

@@ -199,6 +199,8 @@ mod x86 {
 
     use half::{bf16, f16};
 
+    use crate::kernels::horizontal_sum;
+
     /// Rows one kernel call multiplies: the input is loaded once for all of them.
     pub const ROWS: usize = 4;
 
@@ -244,13 +246,6 @@ mod x86 {
                 _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
             }
         }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn horizontal_sum(v: __m256) -> f32 {
-        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-        _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
     }
 
     /// Four consecutive rows of `in_dim` · `input`, prefetching the rows two groups ahead (the

@@ -6,6 +6,18 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor};
 use glmtune_engine::model::{Batch, ChatGlmModel, KvCache, PrefixEncoder};
 
+/// Greedy decoding of at most `max_new_tokens`, stopping at the end token.
+pub fn greedy(max_new_tokens: usize) -> glmtune_engine::generation::GenerationOptions {
+    glmtune_engine::generation::GenerationOptions {
+        max_new_tokens: Some(max_new_tokens),
+        max_length: None,
+        sampling: glmtune_engine::generation::Sampling::Greedy,
+        repetition_penalty: 1.0,
+        stop_at_eos: true,
+        stop_ids: Vec::new(),
+    }
+}
+
 pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny")
 }
