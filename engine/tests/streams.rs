@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
-use glmtune_engine::generation::{generate, StreamRequest, Streams};
+use glmtune_engine::generation::{generate, GenerationOptions, StreamRequest, Streams};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 
 use common::*;
@@ -133,4 +133,108 @@ fn quantized_and_chatglm3_streams_decode_as_alone() {
         &prompts,
         "ChatGLM3 q4_0",
     );
+}
+
+#[test]
+fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks() {
+    use glmtune_engine::generation::{Backend, Batcher, Sampling};
+    let model = std::sync::Arc::new(
+        ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu)
+            .unwrap()
+            .quantized(GgmlDType::Q4_0, GgmlDType::Q8_0)
+            .unwrap(),
+    );
+    let prefix = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let prompts: Vec<Vec<u32>> = expected()["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| ids_of(&c["ids"]))
+        .collect();
+    let sampled = |seed| {
+        let mut options = greedy(12);
+        options.sampling = Sampling::Sample {
+            temperature: 0.9,
+            top_p: 0.8,
+            top_k: 50,
+            seed,
+        };
+        options.stop_at_eos = false;
+        options
+    };
+    // (prompt, with the adapter, options) for each caller.
+    let asks: Vec<(Vec<u32>, bool, GenerationOptions)> = prompts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            [
+                (p.clone(), i % 2 == 0, greedy(12)),
+                (p.clone(), i % 2 == 1, sampled(7 + i as u64)),
+            ]
+        })
+        .collect();
+    let batcher = Batcher::new(model.clone()).unwrap();
+    let together: Vec<Vec<u32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = asks
+            .iter()
+            .map(|(prompt, tuned, options)| {
+                let (batcher, prefix) = (&batcher, &prefix);
+                scope.spawn(move || {
+                    glmtune_engine::generation::generate::run_ready(batcher.generate_one(
+                        tuned.then_some(prefix),
+                        prompt,
+                        options,
+                        |_| ControlFlow::Continue(()),
+                    ))
+                    .unwrap()
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((prompt, tuned, options), got) in asks.iter().zip(&together) {
+        let alone = generate(
+            &model,
+            tuned.then_some(&prefix),
+            &[prompt.clone()],
+            options,
+            |_, _| ControlFlow::Continue(()),
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!(got, &alone, "prompt {prompt:?}, adapter {tuned}");
+    }
+    // A caller that breaks at its third token gets three, and the batcher goes on serving.
+    let mut seen = 0;
+    let cut = glmtune_engine::generation::generate::run_ready(batcher.generate_one(
+        None,
+        &prompts[0],
+        &sampled(1),
+        |_| {
+            seen += 1;
+            if seen == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(cut.len(), 3);
+    let again = glmtune_engine::generation::generate::run_ready(batcher.generate_one(
+        Some(&prefix),
+        &prompts[0],
+        &greedy(12),
+        |_| ControlFlow::Continue(()),
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(again, together[0]);
 }

@@ -241,7 +241,7 @@ pub async fn answer(
 
 /// [`answer`] on the CPU, on the calling thread.
 pub fn answer_blocking(
-    model: &ChatGlmModel,
+    model: &impl Backend,
     tokenizer: &ChatGlmTokenizer,
     prefix: Option<&PrefixEncoder>,
     prompt: &[u32],

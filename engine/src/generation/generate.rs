@@ -177,7 +177,7 @@ impl Session for CpuSession<'_> {
 }
 
 /// Runs a future that never waits (CPU decoding) to its end on this thread.
-pub(crate) fn run_ready<F: std::future::Future>(future: F) -> Result<F::Output> {
+pub fn run_ready<F: std::future::Future>(future: F) -> Result<F::Output> {
     use std::task::{Context, Poll, Waker};
     let mut future = std::pin::pin!(future);
     match future

@@ -2,6 +2,7 @@
 //! answer a chat streams.
 
 pub mod answer;
+pub mod batcher;
 pub mod chat;
 pub mod cleanup;
 pub mod detokenize;
@@ -12,6 +13,7 @@ pub mod streams;
 mod text;
 
 pub use answer::{answer, answer_blocking, Answer, AnswerStream, Backend, Finish};
+pub use batcher::Batcher;
 pub use chat::{
     build_prompt, build_prompt_glm2, chat_format, chat_ids, chat_prompt_ids, process_response,
     response_text, ChatFormat, ChatMessage, Turn,

@@ -161,24 +161,35 @@ pub fn answer(
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Answer, ApiError> {
     let base = &served.base;
-    let _turn = base.turn.lock();
     let (question, prompt) = (&checked.question, &checked.prompt);
     let started = std::time::Instant::now();
-    let answer = answer_blocking(
-        &base.model,
-        &base.tokenizer,
-        served.prefix.as_deref(),
-        prompt,
-        &question.options,
-        &question.stops,
-        |text| {
-            if on_text(text) {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
-            }
-        },
-    )?;
+    let on_text = |text: &str| {
+        if on_text(text) {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    };
+    let (tokenizer, prefix) = (&base.tokenizer, served.prefix.as_deref());
+    let (options, stops) = (&question.options, &question.stops);
+    let answer = match &base.batcher {
+        // The CPU: decoded together with every other chat of this model.
+        Some(batcher) => {
+            answer_blocking(batcher, tokenizer, prefix, prompt, options, stops, on_text)?
+        }
+        None => {
+            let _turn = base.turn.lock();
+            answer_blocking(
+                &*base.model,
+                tokenizer,
+                prefix,
+                prompt,
+                options,
+                stops,
+                on_text,
+            )?
+        }
+    };
     let elapsed = started.elapsed();
     metrics.observe_generation(answer.completion_tokens, elapsed);
     Ok(Answer {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use candle_core::{DType, Device};
+use glmtune_engine::generation::Batcher;
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 use glmtune_shared::api::RunState;
@@ -19,11 +20,13 @@ use crate::serve::error::ApiError;
 use crate::serve::gpus::Gpus;
 use crate::serve::state::AppState;
 
-/// A base model in memory. `turn` makes generations over it take turns, so that two requests do
-/// not split the CPU between them.
+/// A base model in memory. On the CPU its generations are decoded together by `batcher`
+/// (continuous batching: concurrent chats share each step's read of the weights); on a GPU `turn`
+/// makes them take turns.
 pub struct Base {
-    pub model: ChatGlmModel,
+    pub model: Arc<ChatGlmModel>,
     pub tokenizer: ChatGlmTokenizer,
+    pub batcher: Option<Batcher>,
     pub turn: Mutex<()>,
 }
 
@@ -104,9 +107,18 @@ impl Registry {
             .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
         let tokenizer = ChatGlmTokenizer::from_dir(dir)
             .map_err(|e| ApiError::internal(format!("loading {}: {e}", dir.display())))?;
+        let model = Arc::new(model);
+        let batcher = match model.device() {
+            candle_core::Device::Cpu => Some(
+                Batcher::new(model.clone())
+                    .map_err(|e| ApiError::internal(format!("starting {}: {e}", dir.display())))?,
+            ),
+            _ => None,
+        };
         let base = Arc::new(Base {
             model,
             tokenizer,
+            batcher,
             turn: Mutex::new(()),
         });
         Ok(self.bases.lock().entry(dir.clone()).or_insert(base).clone())
