@@ -202,7 +202,7 @@ fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks(
         let alone = generate(
             &model,
             tuned.then_some(&prefix),
-            &[prompt.clone()],
+            std::slice::from_ref(prompt),
             options,
             |_, _| ControlFlow::Continue(()),
         )
