@@ -157,8 +157,8 @@ impl<'m> Streams<'m> {
         let model = self.model;
         let config = model.config();
         let device = model.device();
-        let mut contexts = Vec::with_capacity(streams.len());
         let mut ids = Vec::with_capacity(streams.len());
+        let mut positions = Vec::with_capacity(streams.len());
         for stream in streams.iter_mut() {
             let token = *stream.produced.last().unwrap_or(&config.pad_token_id);
             let step = Step::new(
@@ -170,12 +170,13 @@ impl<'m> Streams<'m> {
                 config,
                 device,
             )?;
-            contexts.push(model.layer_context(&step.ids, &step.positions, step.mask.as_ref())?);
-            ids.push(token);
+            ids.push(step.ids);
+            positions.push(step.positions);
         }
-        let ids = Tensor::from_vec(ids, (streams.len(), 1), device)?;
+        let ids = Tensor::cat(&ids, 0)?;
+        let positions = Tensor::cat(&positions, 0)?;
         let mut caches: Vec<&mut KvCache> = streams.iter_mut().map(|s| &mut s.cache).collect();
-        let hidden = model.forward_streams(&ids, &mut contexts, &mut caches)?;
+        let hidden = model.forward_streams(&ids, &positions, &mut caches)?;
         let logits: Vec<Vec<f32>> = model.logits(&hidden)?.squeeze(1)?.to_vec2()?;
         for (stream, row) in streams.iter_mut().zip(logits) {
             stream.logits = row;

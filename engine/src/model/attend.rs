@@ -10,6 +10,9 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
 use crate::error::Result;
 
+/// Multiply-adds below which one token's attention runs on the calling thread.
+const PARALLEL_WORK: usize = 1 << 16;
+
 /// The attention context `[1, heads, 1, d]` of one token of one sequence: `query`
 /// `[1, heads, 1, d]` (already scaled as the general path scales it), `keys` and `values`
 /// `[1, kv_heads, len, d]` (views of the cache, the new token's included); `None` when the fast
@@ -58,7 +61,7 @@ pub(crate) fn one_token(
     let per_group = heads / groups;
     let mut out = vec![0f32; heads * d];
     let shared = crate::kernels::Shared(out.as_mut_ptr());
-    crate::kernels::parallel(heads, |h| {
+    let head = |h: usize| {
         let g = h / per_group;
         let query = &q[h * d..(h + 1) * d];
         let key = |t: usize| &k[k_start + g * k_group + t * d..][..d];
@@ -75,7 +78,14 @@ pub(crate) fn one_token(
         for (t, &p) in scores.iter().enumerate() {
             add_scaled(context, p / sum, value(t));
         }
-    });
+    };
+    // Handing the heads to the pool costs more than a short cache's few thousand products (many
+    // small streams decoded together would spend their step dispatching).
+    if heads * len * d < PARALLEL_WORK {
+        (0..heads).for_each(head);
+    } else {
+        crate::kernels::parallel(heads, head);
+    }
     drop((q_storage, k_storage, v_storage));
     Ok(Some(Tensor::from_vec(
         out,

@@ -327,49 +327,39 @@ impl ChatGlmModel {
     }
 
     /// One decoding step of independent streams: row `i` of `ids` (`[streams, 1]`) is stream
-    /// `i`'s next token, `contexts[i]` its positions (from [`layer_context`](Self::layer_context))
-    /// and `caches[i]` its cache. Returns the final hidden states `[streams, 1, hidden]`.
+    /// `i`'s next token, row `i` of `positions` (`[streams, n_dims, 1]`) its positions and
+    /// `caches[i]` its cache (no stream is padded, so none needs a mask). Returns the final hidden
+    /// states `[streams, 1, hidden]`.
     pub fn forward_streams(
         &self,
         ids: &Tensor,
-        contexts: &mut [LayerContext],
+        positions: &Tensor,
         caches: &mut [&mut KvCache],
     ) -> Result<Tensor> {
-        if contexts.len() != caches.len() || ids.dim(0)? != caches.len() {
+        if ids.dim(0)? != caches.len() {
             return Err(EngineError::Input(format!(
-                "{} token rows for {} contexts and {} caches",
+                "{} token rows for {} caches",
                 ids.dim(0)?,
-                contexts.len(),
                 caches.len()
             )));
         }
-        for (context, cache) in contexts.iter_mut().zip(caches.iter()) {
-            if cache.layers.len() != self.blocks.len() {
-                return Err(EngineError::Input(format!(
-                    "a stream's cache has {} layers, the model {}",
-                    cache.layers.len(),
-                    self.blocks.len()
-                )));
-            }
-            context.capacity = cache.capacity;
+        if let Some(cache) = caches.iter().find(|c| c.layers.len() != self.blocks.len()) {
+            return Err(EngineError::Input(format!(
+                "a stream's cache has {} layers, the model {}",
+                cache.layers.len(),
+                self.blocks.len()
+            )));
         }
-        // Every stream's rotations, in order: the rotary embedding takes all rows at once.
-        let rows = match &contexts[..] {
-            [one] => one.clone(),
-            _ => LayerContext {
-                rotations: (0..contexts.first().map_or(0, |c| c.rotations.len()))
-                    .map(|d| -> Result<(Tensor, Tensor)> {
-                        let cos: Vec<&Tensor> =
-                            contexts.iter().map(|c| &c.rotations[d].0).collect();
-                        let sin: Vec<&Tensor> =
-                            contexts.iter().map(|c| &c.rotations[d].1).collect();
-                        Ok((Tensor::cat(&cos, 0)?, Tensor::cat(&sin, 0)?))
-                    })
-                    .collect::<Result<_>>()?,
+        // Every stream's rotations at once; each stream's own context only sizes its cache.
+        let rows = self.layer_context(ids, positions, None)?;
+        let contexts: Vec<LayerContext> = caches
+            .iter()
+            .map(|cache| LayerContext {
+                rotations: Vec::new(),
                 mask: None,
-                capacity: 0,
-            },
-        };
+                capacity: cache.capacity,
+            })
+            .collect();
         let mut hidden = self.embed(ids)?;
         for layer in 0..self.blocks.len() {
             let mut slots: Vec<Slot> = contexts
