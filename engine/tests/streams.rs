@@ -237,4 +237,15 @@ fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks(
     .unwrap()
     .unwrap();
     assert_eq!(again, together[0]);
+    // Taking turns (one stream at a time) answers the same.
+    let turns = Batcher::with_streams(model.clone(), 1).unwrap();
+    let alone = glmtune_engine::generation::generate::run_ready(turns.generate_one(
+        Some(&prefix),
+        &prompts[0],
+        &greedy(12),
+        |_| ControlFlow::Continue(()),
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(alone, together[0]);
 }

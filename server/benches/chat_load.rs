@@ -3,8 +3,9 @@
 //! puts the server's overhead beside the model's own time, measured in this process on the same
 //! prompt first (the baseline). Run with `cargo bench -p glmtune --bench chat_load`.
 //!
-//! On the CPU a model's concurrent generations are decoded together (continuous batching), so the
-//! burst's wall time is set against 50 answers of the model alone, one after another.
+//! On the CPU a model's concurrent generations are decoded together (continuous batching); the
+//! burst's wall time is set against 50 answers of the model alone, one after another, in this
+//! process (no HTTP, no client threads sharing the cores).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

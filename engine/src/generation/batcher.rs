@@ -36,33 +36,47 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the worker that decodes `model`'s generations; it ends when the batcher is dropped.
+    /// Starts the worker that decodes `model`'s generations, every active one in each step; it
+    /// ends when the batcher is dropped.
     pub fn new(model: Arc<ChatGlmModel>) -> Result<Self> {
+        Self::with_streams(model, usize::MAX)
+    }
+
+    /// As [`new`](Self::new), with at most `at_once` generations sharing a step (the others wait
+    /// in arrival order; 1: they take turns).
+    pub fn with_streams(model: Arc<ChatGlmModel>, at_once: usize) -> Result<Self> {
         let (jobs, queue) = mpsc::channel();
         let eos_token_id = model.config().eos_token_id;
+        let at_once = at_once.max(1);
         std::thread::Builder::new()
             .name("glmtune-batcher".into())
-            .spawn(move || work(&model, &queue))
+            .spawn(move || work(&model, &queue, at_once))
             .map_err(|e| EngineError::Input(format!("starting the batching thread: {e}")))?;
         Ok(Batcher { jobs, eos_token_id })
     }
 }
 
-/// The worker: admits what is waiting between steps, steps while any stream is active, and
-/// sleeps on the queue when none is.
-fn work(model: &ChatGlmModel, queue: &mpsc::Receiver<Job>) {
+/// The worker: admits what is waiting between steps (up to `at_once` streams active, in arrival
+/// order), steps while any stream is active, and sleeps on the queue when none is.
+fn work(model: &ChatGlmModel, queue: &mpsc::Receiver<Job>, at_once: usize) {
     let mut streams = Streams::new(model);
     let mut active: std::collections::HashMap<usize, Job> = std::collections::HashMap::new();
+    let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
-        let mut waiting: Vec<Job> = Vec::new();
-        if active.is_empty() {
+        if active.is_empty() && waiting.is_empty() {
             match queue.recv() {
-                Ok(job) => waiting.push(job),
+                Ok(job) => waiting.push_back(job),
                 Err(_) => return,
             }
         }
         waiting.extend(queue.try_iter());
-        for job in waiting {
+        while active.len() < at_once {
+            let Some(job) = waiting.pop_front() else {
+                break;
+            };
+            if job.stopped.load(Ordering::Relaxed) {
+                continue;
+            }
             let request = StreamRequest {
                 prompt: job.prompt.clone(),
                 options: job.options.clone(),
