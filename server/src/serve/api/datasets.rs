@@ -208,10 +208,17 @@ pub async fn record(
     Ok(())
 }
 
-/// Deletes a dataset's row, and its blob when no other row names it, as one step against uploads
-/// of the same bytes (see [`Blobs::references`]).
-pub async fn forget(db: &Db, blobs: &Blobs, dataset: &Dataset) -> Result<(), ApiError> {
+/// [`forget_held`], taking the blob references itself.
+#[cfg(test)]
+async fn forget(db: &Db, blobs: &Blobs, dataset: &Dataset) -> Result<(), ApiError> {
     let _references = blobs.references().await;
+    forget_held(db, blobs, dataset).await
+}
+
+/// Deletes a dataset's row, and its blob when no other row names it. The caller holds the blob
+/// references ([`Blobs::references`]), so this is one step against uploads of the same bytes and
+/// against runs being queued on the dataset.
+async fn forget_held(db: &Db, blobs: &Blobs, dataset: &Dataset) -> Result<(), ApiError> {
     db.delete_dataset(&dataset.id).await?;
     if db.datasets_using_blob(&dataset.sha256).await? == 0 {
         let _ = std::fs::remove_file(blobs.path(&dataset.sha256));
@@ -355,12 +362,15 @@ pub async fn delete(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let dataset = find(&state, &id).await?;
     caller.check_owner(dataset.owner_id.as_deref(), &format!("dataset {id}"))?;
+    // Held from the check to the removal: a run being queued on this dataset (which holds it
+    // from its own check to its insertion) is either counted here or finds the dataset gone.
+    let _references = state.blobs.references().await;
     if state.db.runs_using_dataset(&id).await? > 0 {
         return Err(ApiError::conflict(format!(
             "dataset {id} is used by a run; runs keep their data"
         )));
     }
-    forget(&state.db, &state.blobs, &dataset).await?;
+    forget_held(&state.db, &state.blobs, &dataset).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

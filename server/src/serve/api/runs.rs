@@ -106,6 +106,9 @@ pub async fn create_run(
             request.model
         )));
     }
+    // Held from the datasets' checks to the run's insertion, so that a dataset deleted meanwhile
+    // is not named by the run (see `datasets::delete`).
+    let _references = state.blobs.references().await;
     let train = state
         .db
         .dataset(&request.train_dataset)
