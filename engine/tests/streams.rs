@@ -135,9 +135,25 @@ fn quantized_and_chatglm3_streams_decode_as_alone() {
     );
 }
 
+/// One generation asked of `batcher`, on this thread.
+fn ask(
+    batcher: &glmtune_engine::generation::Batcher,
+    prefix: Option<&PrefixEncoder>,
+    prompt: &[u32],
+    options: &GenerationOptions,
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Vec<u32> {
+    use glmtune_engine::generation::Backend;
+    glmtune_engine::generation::generate::run_ready(
+        batcher.generate_one(prefix, prompt, options, on_token),
+    )
+    .unwrap()
+    .unwrap()
+}
+
 #[test]
 fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks() {
-    use glmtune_engine::generation::{Backend, Batcher, Sampling};
+    use glmtune_engine::generation::{Batcher, Sampling};
     let model = std::sync::Arc::new(
         ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu)
             .unwrap()
@@ -185,14 +201,9 @@ fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks(
             .map(|(prompt, tuned, options)| {
                 let (batcher, prefix) = (&batcher, &prefix);
                 scope.spawn(move || {
-                    glmtune_engine::generation::generate::run_ready(batcher.generate_one(
-                        tuned.then_some(prefix),
-                        prompt,
-                        options,
-                        |_| ControlFlow::Continue(()),
-                    ))
-                    .unwrap()
-                    .unwrap()
+                    ask(batcher, tuned.then_some(prefix), prompt, options, |_| {
+                        ControlFlow::Continue(())
+                    })
                 })
             })
             .collect();
@@ -212,40 +223,23 @@ fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks(
     }
     // A caller that breaks at its third token gets three, and the batcher goes on serving.
     let mut seen = 0;
-    let cut = glmtune_engine::generation::generate::run_ready(batcher.generate_one(
-        None,
-        &prompts[0],
-        &sampled(1),
-        |_| {
-            seen += 1;
-            if seen == 3 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        },
-    ))
-    .unwrap()
-    .unwrap();
+    let cut = ask(&batcher, None, &prompts[0], &sampled(1), |_| {
+        seen += 1;
+        if seen == 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
     assert_eq!(cut.len(), 3);
-    let again = glmtune_engine::generation::generate::run_ready(batcher.generate_one(
-        Some(&prefix),
-        &prompts[0],
-        &greedy(12),
-        |_| ControlFlow::Continue(()),
-    ))
-    .unwrap()
-    .unwrap();
+    let again = ask(&batcher, Some(&prefix), &prompts[0], &greedy(12), |_| {
+        ControlFlow::Continue(())
+    });
     assert_eq!(again, together[0]);
     // Taking turns (one stream at a time) answers the same.
     let turns = Batcher::with_streams(model.clone(), 1).unwrap();
-    let alone = glmtune_engine::generation::generate::run_ready(turns.generate_one(
-        Some(&prefix),
-        &prompts[0],
-        &greedy(12),
-        |_| ControlFlow::Continue(()),
-    ))
-    .unwrap()
-    .unwrap();
+    let alone = ask(&turns, Some(&prefix), &prompts[0], &greedy(12), |_| {
+        ControlFlow::Continue(())
+    });
     assert_eq!(alone, together[0]);
 }

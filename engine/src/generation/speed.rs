@@ -13,7 +13,6 @@ use candle_core::{DType, Device};
 use super::{generate, GenerationOptions, Sampling};
 use crate::config::ChatGlmConfig;
 use crate::error::{EngineError, Result};
-use crate::model::weights::Matrix;
 use crate::model::ChatGlmModel;
 
 /// How a benchmark model's weights are stored.
@@ -88,17 +87,12 @@ impl FromStr for WeightFormat {
     }
 }
 
-fn matrix_bytes(matrix: &Matrix) -> u64 {
-    matrix.bytes()
-}
-
 /// Bytes of weights one decode step reads: every block's matrices and biases, the norms, and the
 /// output layer.
 pub fn weight_bytes_per_token(model: &ChatGlmModel) -> u64 {
     let tensor = |t: &candle_core::Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-    let linear = |l: &crate::model::weights::Linear| {
-        matrix_bytes(&l.weight) + l.bias.as_ref().map_or(0, tensor)
-    };
+    let linear =
+        |l: &crate::model::weights::Linear| l.weight.bytes() + l.bias.as_ref().map_or(0, tensor);
     let norm = |n: &crate::model::norm::Norm| tensor(&n.weight) + n.bias.as_ref().map_or(0, tensor);
     let blocks: u64 = model
         .blocks

@@ -157,31 +157,13 @@ pub fn matmul(
     if weights.len() != n * row_bytes {
         return Err(shape(format!("{} bytes of blocks", weights.len())));
     }
-    if !x.len().is_multiple_of(k) {
-        return Err(shape(format!("{} activations", x.len())));
-    }
-    let m = x.len() / k;
-    if out.len() != m * n {
-        return Err(shape(format!("{} outputs for {m} rows", out.len())));
-    }
+    let m = activation_rows(x.len(), k, out.len(), n).map_err(shape)?;
     let per_row = pairs(k);
     ACTIVATIONS.with(|cell| {
         let mut scratch = cell.borrow_mut();
-        if scratch.len() < m * per_row {
-            scratch.resize(m * per_row, Pair::default());
-        }
-        let acts = &mut scratch[..m * per_row];
-        if m == 1 {
-            prepare_row(x, format, acts);
-        } else {
-            let shared = Shared(acts.as_mut_ptr());
-            parallel(m, |i| {
-                // SAFETY: row i's pairs are written by task i alone.
-                let act = unsafe { shared.slice(i * per_row, per_row) };
-                prepare_row(&x[i * k..(i + 1) * k], format, act);
-            });
-        }
-        let acts: &[Pair] = acts;
+        let acts = rounded_rows(&mut scratch, x, k, per_row, |row, act| {
+            prepare_row(row, format, act)
+        });
         let act = |i: usize| &acts[i * per_row..(i + 1) * per_row];
         let row = |j: usize| &weights[j * row_bytes..(j + 1) * row_bytes];
         let out = Shared(out.as_mut_ptr());
@@ -228,9 +210,56 @@ pub fn matmul(
     Ok(())
 }
 
+/// Activation rows of `k` in `x_len` values, checked against an output of `out_len` for `n`
+/// columns; the reason when they do not fit.
+fn activation_rows(x_len: usize, k: usize, out_len: usize, n: usize) -> Result<usize, String> {
+    if k == 0 || !x_len.is_multiple_of(k) {
+        return Err(format!("{x_len} activations"));
+    }
+    let m = x_len / k;
+    if out_len != m * n {
+        return Err(format!("{out_len} outputs for {m} rows"));
+    }
+    Ok(m)
+}
+
+/// `x`'s rows of `k` values rounded by `prepare` into `per_row` items each, in `scratch` (grown
+/// as needed, so a thread allocates only for a larger product than any before); several rows
+/// are rounded over the pool.
+fn rounded_rows<'s, T: Clone + Default + Send>(
+    scratch: &'s mut Vec<T>,
+    x: &[f32],
+    k: usize,
+    per_row: usize,
+    prepare: impl Fn(&[f32], &mut [T]) + Sync,
+) -> &'s [T] {
+    let m = x.len() / k;
+    if scratch.len() < m * per_row {
+        scratch.resize(m * per_row, T::default());
+    }
+    let rows = &mut scratch[..m * per_row];
+    if m == 1 {
+        prepare(x, rows);
+    } else {
+        let shared = Shared(rows.as_mut_ptr());
+        parallel(m, |i| {
+            // SAFETY: row i's items are written by task i alone.
+            let row = unsafe { shared.slice(i * per_row, per_row) };
+            prepare(&x[i * k..(i + 1) * k], row);
+        });
+    }
+    rows
+}
+
 /// A buffer the tasks write at places no two tasks share.
-#[derive(Clone, Copy)]
 pub(crate) struct Shared<T>(pub(crate) *mut T);
+// A pointer is copied whatever it points at (a derive would ask `T: Copy`).
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Shared<T> {}
 // SAFETY: tasks write disjoint places (see the callers) and the pool joins before `matmul` returns.
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}

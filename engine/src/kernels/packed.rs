@@ -37,74 +37,66 @@ const fn tile_block_bytes(format: BlockFormat) -> usize {
     TILE * format.block_bytes()
 }
 
-impl Packed {
-    /// Repacks GGML blocks (`n` rows of `k / 32` blocks); `None` when `n` is not a multiple of 16.
-    pub fn pack(format: BlockFormat, ggml: &[u8], n: usize, k: usize) -> Option<Packed> {
-        let nb = k / BLOCK;
-        let bytes = format.block_bytes();
-        if !n.is_multiple_of(TILE) || !k.is_multiple_of(BLOCK) || ggml.len() != n * nb * bytes {
-            return None;
-        }
-        let mut data = vec![0u8; ggml.len()];
-        for (t, tile) in data.chunks_mut(nb * tile_block_bytes(format)).enumerate() {
-            for (b, out) in tile.chunks_mut(tile_block_bytes(format)).enumerate() {
-                for r in 0..TILE {
-                    let block = &ggml[((t * TILE + r) * nb + b) * bytes..][..bytes];
-                    out[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
-                    let qs = &block[2..];
-                    let groups = &mut out[2 * TILE..];
-                    match format {
-                        BlockFormat::Q4_0 => {
-                            for g in 0..4 {
-                                groups[64 * g + 4 * r..][..4]
-                                    .copy_from_slice(&qs[4 * g..4 * g + 4]);
-                            }
-                        }
-                        BlockFormat::Q8_0 => {
-                            for g in 0..8 {
-                                for j in 0..4 {
-                                    groups[64 * g + 4 * r + j] = qs[4 * g + j] ^ 0x80;
-                                }
-                            }
-                        }
-                    }
+/// Calls `visit(ggml_at, packed_at, len, flip)` for every run of bytes of an `n × k` matrix: the
+/// run at `ggml_at` in GGML's layout is at `packed_at` in the tiles, each byte xor `flip`. The one
+/// map both directions of the repacking follow.
+fn each_run(
+    format: BlockFormat,
+    n: usize,
+    k: usize,
+    mut visit: impl FnMut(usize, usize, usize, u8),
+) {
+    let nb = k / BLOCK;
+    let bytes = format.block_bytes();
+    let (groups, flip) = match format {
+        BlockFormat::Q4_0 => (4, 0),
+        BlockFormat::Q8_0 => (8, 0x80),
+    };
+    for t in 0..n / TILE {
+        for b in 0..nb {
+            let tile_block = (t * nb + b) * tile_block_bytes(format);
+            for r in 0..TILE {
+                let block = ((t * TILE + r) * nb + b) * bytes;
+                visit(block, tile_block + 2 * r, 2, 0);
+                for g in 0..groups {
+                    let packed = tile_block + 2 * TILE + 64 * g + 4 * r;
+                    visit(block + 2 + 4 * g, packed, 4, flip);
                 }
             }
         }
+    }
+}
+
+impl Packed {
+    /// Repacks GGML blocks (`n` rows of `k / 32` blocks); `None` when `n` is not a multiple of 16.
+    pub fn pack(format: BlockFormat, ggml: &[u8], n: usize, k: usize) -> Option<Packed> {
+        let bytes = format.block_bytes();
+        if !n.is_multiple_of(TILE)
+            || !k.is_multiple_of(BLOCK)
+            || ggml.len() != n * k / BLOCK * bytes
+        {
+            return None;
+        }
+        let mut data = vec![0u8; ggml.len()];
+        each_run(format, n, k, |from, to, len, flip| {
+            for (o, &i) in data[to..to + len].iter_mut().zip(&ggml[from..from + len]) {
+                *o = i ^ flip;
+            }
+        });
         Some(Packed { format, n, k, data })
     }
 
     /// The GGML blocks back, byte for byte.
     pub fn unpack(&self) -> Vec<u8> {
-        let format = self.format;
-        let nb = self.k / BLOCK;
-        let bytes = format.block_bytes();
         let mut ggml = vec![0u8; self.data.len()];
-        for (t, tile) in self.data.chunks(nb * tile_block_bytes(format)).enumerate() {
-            for (b, packed) in tile.chunks(tile_block_bytes(format)).enumerate() {
-                for r in 0..TILE {
-                    let block = &mut ggml[((t * TILE + r) * nb + b) * bytes..][..bytes];
-                    block[..2].copy_from_slice(&packed[2 * r..2 * r + 2]);
-                    let groups = &packed[2 * TILE..];
-                    let qs = &mut block[2..];
-                    match format {
-                        BlockFormat::Q4_0 => {
-                            for g in 0..4 {
-                                qs[4 * g..4 * g + 4]
-                                    .copy_from_slice(&groups[64 * g + 4 * r..][..4]);
-                            }
-                        }
-                        BlockFormat::Q8_0 => {
-                            for g in 0..8 {
-                                for j in 0..4 {
-                                    qs[4 * g + j] = groups[64 * g + 4 * r + j] ^ 0x80;
-                                }
-                            }
-                        }
-                    }
-                }
+        each_run(self.format, self.n, self.k, |to, from, len, flip| {
+            for (o, &i) in ggml[to..to + len]
+                .iter_mut()
+                .zip(&self.data[from..from + len])
+            {
+                *o = i ^ flip;
             }
-        }
+        });
         ggml
     }
 
@@ -155,39 +147,18 @@ pub fn matmul(packed: &Packed, x: &[f32], out: &mut [f32]) -> Result<(), KernelE
             isa: super::Isa::Avx512Vnni,
         });
     }
-    if k == 0 || !x.len().is_multiple_of(k) {
-        return Err(shape(format!("{} activations", x.len())));
-    }
-    let m = x.len() / k;
-    if out.len() != m * n {
-        return Err(shape(format!("{} outputs for {m} rows", out.len())));
-    }
+    let m = super::activation_rows(x.len(), k, out.len(), n).map_err(shape)?;
     let nb = k / BLOCK;
     ACTS.with(|cell| {
         let mut scratch = cell.borrow_mut();
-        if scratch.len() < m * nb {
-            scratch.resize(m * nb, ActBlock::default());
-        }
-        let acts = &mut scratch[..m * nb];
-        let prepare = |row: &[f32], blocks: &mut [ActBlock]| {
+        let acts = super::rounded_rows(&mut scratch, x, k, nb, |row, blocks| {
             for (values, block) in row.chunks(BLOCK).zip(blocks.iter_mut()) {
                 let (d, qs) = quantize_block(values);
                 block.qs = qs;
                 block.d = d.to_f32();
                 block.sum = qs.iter().map(|&q| i32::from(q)).sum();
             }
-        };
-        if m == 1 {
-            prepare(x, acts);
-        } else {
-            let shared = super::Shared(acts.as_mut_ptr());
-            super::parallel(m, |i| {
-                // SAFETY: row i's blocks are written by task i alone.
-                let blocks = unsafe { shared.slice(i * nb, nb) };
-                prepare(&x[i * k..(i + 1) * k], blocks);
-            });
-        }
-        let acts: &[ActBlock] = acts;
+        });
         let out = super::Shared(out.as_mut_ptr());
         let tile_bytes = nb * tile_block_bytes(packed.format);
         super::parallel(n / TILE, |t| {

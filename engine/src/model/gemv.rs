@@ -101,7 +101,7 @@ impl Weight for bf16 {
 /// use, so no two pools spin against each other). A group's rows are read from memory once and
 /// from the core's caches for the other inputs.
 fn rows_times<W: Weight>(weights: &[W], in_dim: usize, inputs: &[f32], output: &mut [f32]) {
-    let out = SharedRows(output.as_mut_ptr());
+    let out = crate::kernels::Shared(output.as_mut_ptr());
     let m = inputs.len() / in_dim;
     let n = output.len() / m;
     crate::kernels::parallel(n.div_ceil(ROWS_PER_TASK), |task| {
@@ -144,22 +144,6 @@ fn rows_times_one<W: Weight>(
             row,
             dot_widened(&weights[row * in_dim..(row + 1) * in_dim], input),
         );
-    }
-}
-
-/// The output vector, written by the tasks at rows no two tasks share.
-#[derive(Clone, Copy)]
-struct SharedRows(*mut f32);
-// SAFETY: tasks write disjoint rows and the pool joins before `rows_times` returns.
-unsafe impl Send for SharedRows {}
-unsafe impl Sync for SharedRows {}
-
-impl SharedRows {
-    /// # Safety
-    /// `at` is inside the output and no other task writes it.
-    unsafe fn write(self, at: usize, value: f32) {
-        // SAFETY: the caller's.
-        unsafe { *self.0.add(at) = value };
     }
 }
 

@@ -216,12 +216,46 @@ fn blocks_times(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     let Some(isa) = kernels::Isa::detected() else {
         return Ok(None);
     };
-    if !matches!(q.device(), Device::Cpu) || !matches!(x.device(), Device::Cpu) {
+    if !matches!(q.device(), Device::Cpu) {
         return Ok(None);
     }
     let (n, k) = q.shape().dims2()?;
+    let data = q.data()?;
+    cpu_product(x, n, k, |values, out| {
+        kernels::matmul(isa, format, &data, n, k, values, out)
+    })
+}
+
+/// `x · Wᵀ` for a packed `W` (packed only where the AVX-512 kernels run).
+fn packed_times(p: &Packed, x: &Tensor) -> Result<Tensor> {
+    let (n, k) = p.dims();
+    #[cfg(target_arch = "x86_64")]
+    let product = cpu_product(x, n, k, |values, out| {
+        kernels::packed::matmul(p, values, out)
+    })?;
+    #[cfg(not(target_arch = "x86_64"))]
+    let product: Option<Tensor> = {
+        // Never packed there (`Matrix::packed_for_cpu`).
+        let _ = x;
+        None
+    };
+    product.ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "a packed {n}×{k} matrix multiplies f32 CPU rows on a CPU with AVX-512 VNNI"
+        ))
+        .into()
+    })
+}
+
+/// `[.., k]` f32 CPU rows `x` times an `n × k` matrix by `product(rows, out)`, as `[.., n]`;
+/// `None` when `x` is not f32 on the CPU.
+fn cpu_product(
+    x: &Tensor,
+    n: usize,
+    k: usize,
+    product: impl FnOnce(&[f32], &mut [f32]) -> std::result::Result<(), kernels::KernelError>,
+) -> Result<Option<Tensor>> {
     let x = x.contiguous()?;
-    let mut shape = x.dims().to_vec();
     let mut out = vec![0f32; x.elem_count() / k.max(1) * n];
     {
         let (storage, layout) = x.storage_and_layout();
@@ -229,48 +263,13 @@ fn blocks_times(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
             return Ok(None);
         };
         let values = &values[layout.start_offset()..layout.start_offset() + x.elem_count()];
-        let data = q.data()?;
-        kernels::matmul(isa, format, &data, n, k, values, &mut out)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        product(values, &mut out).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     }
+    let mut shape = x.dims().to_vec();
     if let Some(last) = shape.last_mut() {
         *last = n;
     }
     Ok(Some(Tensor::from_vec(out, shape, x.device())?))
-}
-
-/// `x · Wᵀ` for a packed `W` (packed only where the AVX-512 kernels run).
-#[cfg(target_arch = "x86_64")]
-fn packed_times(p: &Packed, x: &Tensor) -> Result<Tensor> {
-    let (n, k) = p.dims();
-    let x = x.contiguous()?;
-    let mut shape = x.dims().to_vec();
-    let mut out = vec![0f32; x.elem_count() / k.max(1) * n];
-    {
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
-            return Err(
-                candle_core::Error::Msg("packed weights multiply f32 CPU rows".into()).into(),
-            );
-        };
-        let values = &values[layout.start_offset()..layout.start_offset() + x.elem_count()];
-        kernels::packed::matmul(p, values, &mut out)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    }
-    if let Some(last) = shape.last_mut() {
-        *last = n;
-    }
-    Ok(Tensor::from_vec(out, shape, x.device())?)
-}
-
-/// Matrices are packed only where the AVX-512 kernels run ([`Matrix::packed_for_cpu`]).
-#[cfg(not(target_arch = "x86_64"))]
-fn packed_times(p: &Packed, _x: &Tensor) -> Result<Tensor> {
-    Err(candle_core::Error::Msg(format!(
-        "a packed {:?} matrix needs AVX-512 VNNI, which this CPU lacks",
-        p.dims()
-    ))
-    .into())
 }
 
 /// Rows looked up by token id.
