@@ -152,7 +152,14 @@ fn bad_shapes_are_refused_with_the_shape() {
 #[test]
 fn packed_tiles_unpack_exactly_and_multiply_as_the_portable_kernel() {
     for format in [BlockFormat::Q4_0, BlockFormat::Q8_0] {
-        for (seed, &(n, k, m)) in [(16, 32, 1), (32, 96, 3), (48, 320, 9), (16, 2048, 17)]
+        for (seed, &(n, k, m)) in [
+            (16, 32, 1),
+            (32, 96, 3),
+            (48, 320, 9),
+            (16, 2048, 17),
+            (32, 64, 16),
+            (16, 96, 33),
+        ]
             .iter()
             .enumerate()
         {
