@@ -160,8 +160,8 @@ fn packed_tiles_unpack_exactly_and_multiply_as_the_portable_kernel() {
             (32, 64, 16),
             (16, 96, 33),
         ]
-            .iter()
-            .enumerate()
+        .iter()
+        .enumerate()
         {
             let q = weights(format, n, k, 50 + seed as u64);
             let data = q.data().unwrap();

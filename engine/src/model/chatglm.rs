@@ -12,9 +12,10 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Architecture, ChatGlmConfig};
 use crate::error::{EngineError, Result};
+use crate::model::attend::{self, OneToken};
 use crate::model::gguf::QuantizedFile;
 use crate::model::init;
-use crate::model::kv_cache::{KvCache, LayerCache};
+use crate::model::kv_cache::{self, KvCache, LayerCache};
 use crate::model::names::Names;
 use crate::model::norm::Norm;
 use crate::model::rotary::Rotary;
@@ -471,37 +472,70 @@ pub struct Slot<'a> {
     pub cache: &'a mut Option<LayerCache>,
 }
 
-/// `f` over each slot's rows of the tensors `rows` (`[batch, …]`, split evenly), joined back in
-/// order.
-pub(crate) fn per_slot<const N: usize>(
-    rows: &[&Tensor; N],
+/// Each slot's rows of `query`, `key` and `value` (`[batch, heads, seq, d]`, the batch split
+/// evenly over the slots) attended to the slot's cache after appending its keys and values,
+/// joined back in order. When every slot brings one token and no mask, all of them go through
+/// the fused one-token kernel in one pass over the thread pool (`score_scale` times the scores:
+/// what the generation's general path multiplies them by); otherwise each slot through
+/// `general(query, keys, values, context)`, its keys and values being its whole cache.
+pub(crate) fn attend_slots(
+    [query, key, value]: [&Tensor; 3],
     slots: &mut [Slot],
-    mut f: impl FnMut([&Tensor; N], &mut Slot) -> Result<Tensor>,
+    score_scale: f32,
+    mut general: impl FnMut(&Tensor, &Tensor, &Tensor, &LayerContext) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    if let [slot] = slots {
-        return f(*rows, slot);
-    }
-    let batch = rows.first().map_or(Ok(0), |t| t.dim(0))?;
-    if slots.is_empty() || batch % slots.len() != 0 {
+    let batch = query.dim(0)?;
+    if slots.is_empty() || !batch.is_multiple_of(slots.len()) {
         return Err(EngineError::Input(format!(
             "{batch} rows cannot be split over {} streams",
             slots.len()
         )));
     }
     let per = batch / slots.len();
-    let parts = slots
-        .iter_mut()
-        .enumerate()
-        .map(|(i, slot)| {
-            let mine = rows
-                .iter()
-                .map(|t| t.narrow(0, i * per, per))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            let mine: [&Tensor; N] = std::array::from_fn(|k| &mine[k]);
-            f(mine, slot)
+    let whole = slots.len() == 1;
+    let mine = |t: &Tensor, i: usize| -> Result<Tensor> {
+        Ok(if whole {
+            t.clone()
+        } else {
+            t.narrow(0, i * per, per)?
         })
+    };
+    let mut parts = Vec::with_capacity(slots.len());
+    for (i, slot) in slots.iter_mut().enumerate() {
+        let (keys, values) = kv_cache::append(
+            slot.cache,
+            mine(key, i)?,
+            mine(value, i)?,
+            slot.context.capacity,
+        )?;
+        parts.push((mine(query, i)?, keys, values));
+    }
+    if slots.iter().all(|slot| slot.context.mask.is_none()) {
+        let streams: Vec<OneToken> = parts
+            .iter()
+            .map(|(query, keys, values)| OneToken {
+                query,
+                keys,
+                values,
+            })
+            .collect();
+        if let Some(context) = attend::one_token(&streams, score_scale)? {
+            return Ok(context);
+        }
+    }
+    let mut contexts = parts
+        .iter()
+        .zip(slots.iter())
+        .map(|((query, keys, values), slot)| general(query, keys, values, slot.context))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 0)?)
+    match contexts.pop() {
+        Some(context) if contexts.is_empty() => Ok(context),
+        Some(last) => {
+            contexts.push(last);
+            Ok(Tensor::cat(&contexts, 0)?)
+        }
+        None => Err(EngineError::Input("no stream to attend".into())),
+    }
 }
 
 /// Softmax over the last axis: the fused kernel for inference, a differentiable composition

@@ -10,9 +10,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::ChatGlmConfig;
 use crate::error::Result;
-use crate::model::attend;
-use crate::model::chatglm::{per_slot, softmax, Block, ChatGlmModel, LayerContext, Slot};
-use crate::model::kv_cache::{self, LayerCache};
+use crate::model::chatglm::{attend_slots, softmax, Block, ChatGlmModel, LayerContext, Slot};
 use crate::model::norm::Norm;
 use crate::model::rotary;
 use crate::model::weights::Linear;
@@ -55,12 +53,12 @@ pub(crate) fn block(
     let attention_input = block.input_layernorm.forward(hidden)?;
     let qkv = block.query_key_value.forward(&attention_input)?;
     let (query, key, value) = project(model, layer, &qkv, &rows.rotations)?;
-    let context = per_slot(
-        &[&query, &key, &value],
+    let coeff = (layer + 1) as f64;
+    let context = attend_slots(
+        [&query, &key, &value],
         slots,
-        |[query, key, value], slot| {
-            attention(model, layer, query, key, value, slot.context, slot.cache)
-        },
+        coeff as f32,
+        |query, keys, values, context| attention(model, coeff, query, keys, values, context),
     )?;
     let (batch, seq, _) = qkv.dims3()?;
     let context = context.transpose(1, 2)?.reshape((batch, seq, ()))?;
@@ -95,25 +93,17 @@ fn project(
     Ok((query, key, value))
 }
 
-/// The attention context `[batch, heads, seq, head_dim]` of one slot's rows, their keys and
-/// values appended to its cache.
+/// The attention context `[batch, heads, seq, head_dim]` of one slot's rows over its whole cache
+/// (`key`, `value`), the scores scaled back by the layer's `coeff`.
 fn attention(
     model: &ChatGlmModel,
-    layer: usize,
+    coeff: f64,
     query: &Tensor,
     key: &Tensor,
     value: &Tensor,
     context: &LayerContext,
-    cache: &mut Option<LayerCache>,
 ) -> Result<Tensor> {
     let mask = context.mask.as_ref();
-    let coeff = (layer + 1) as f64;
-    let (key, value) = kv_cache::append(cache, key.clone(), value.clone(), context.capacity)?;
-    if mask.is_none() {
-        if let Some(context) = attend::one_token(query, &key, &value, coeff as f32)? {
-            return Ok(context);
-        }
-    }
     let scores = query.matmul(&key.t()?)?;
     let scores = match mask {
         Some(mask) => {
@@ -126,7 +116,7 @@ fn attention(
     };
     let scores = (scores.to_dtype(DType::F32)? * coeff)?;
     let probs = softmax(&scores)?;
-    Ok(probs.to_dtype(model.dtype)?.matmul(&value)?)
+    Ok(probs.to_dtype(model.dtype)?.matmul(value)?)
 }
 
 /// Applies the rotary embedding: with 2D encoding, the first half of each head by the position

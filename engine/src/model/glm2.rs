@@ -12,9 +12,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::{ChatGlmConfig, Glm2Config};
 use crate::error::Result;
-use crate::model::attend;
-use crate::model::chatglm::{per_slot, softmax, Block, ChatGlmModel, LayerContext, Slot};
-use crate::model::kv_cache::{self, LayerCache};
+use crate::model::chatglm::{attend_slots, softmax, Block, ChatGlmModel, LayerContext, Slot};
 use crate::model::norm::Norm;
 use crate::model::rotary;
 use crate::model::weights::Linear;
@@ -58,10 +56,11 @@ pub(crate) fn block(
     let normed = block.input_layernorm.forward(x)?;
     let qkv = block.query_key_value.forward(&normed)?;
     let (query, key, value) = project(model, g, &qkv, &rows.rotations)?;
-    let context = per_slot(
-        &[&query, &key, &value],
+    let context = attend_slots(
+        [&query, &key, &value],
         slots,
-        |[query, key, value], slot| attention(model, query, key, value, slot.context, slot.cache),
+        1.0,
+        |query, keys, values, context| attention(model, query, keys, values, context),
     )?;
     let (batch, seq, _) = qkv.dims3()?;
     let context = context.transpose(1, 2)?.reshape((batch, seq, ()))?;
@@ -123,25 +122,18 @@ fn project(
     Ok((query, key, value))
 }
 
-/// The attention context `[batch, heads, seq, d]` of one slot's rows, their keys and values
-/// appended to its cache.
+/// The attention context `[batch, heads, seq, d]` of one slot's rows over its whole cache
+/// (`key`, `value`).
 fn attention(
     model: &ChatGlmModel,
     query: &Tensor,
     key: &Tensor,
     value: &Tensor,
     context: &LayerContext,
-    cache: &mut Option<LayerCache>,
 ) -> Result<Tensor> {
     let mask = context.mask.as_ref();
     let (batch, heads, seq, d) = query.dims4()?;
     let groups = model.config.kv_heads();
-    let (key, value) = kv_cache::append(cache, key.clone(), value.clone(), context.capacity)?;
-    if mask.is_none() {
-        if let Some(context) = attend::one_token(query, &key, &value, 1.0)? {
-            return Ok(context);
-        }
-    }
     let total = key.dim(2)?;
     // Query heads of one group share its key and value: fold them into the row axis, so the
     // group's keys are read once instead of copied per head.
@@ -162,7 +154,7 @@ fn attention(
     let context = probs
         .to_dtype(model.dtype)?
         .reshape((batch, groups, per_group * seq, total))?
-        .matmul(&value)?
+        .matmul(value)?
         .reshape((batch, heads, seq, d))?;
     Ok(context)
 }
