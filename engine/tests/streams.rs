@@ -1,5 +1,6 @@
 //! Continuous batching: streams decoded together, joining at different steps, with and without an
-//! adapter prefix, get the very tokens each gets alone (and, on the fixture, THUDM's greedy ids).
+//! adapter prefix, their prompts whole or in chunks, get the very tokens each gets alone (and, on
+//! the fixture, THUDM's greedy ids).
 
 mod common;
 
@@ -27,14 +28,16 @@ fn alone(
     .remove(0)
 }
 
-/// Runs `requests` as streams, admitting request `i` before step `joins[i]`; returns each
-/// stream's tokens by request, and checks that `on_token` saw them in order.
+/// Runs `requests` as streams, admitting request `i` before step `joins[i]`, prompts processed
+/// `chunk` tokens a step; returns each stream's tokens by request, and checks that `on_token` saw
+/// them in order and that every decoding stream got a token at every step.
 fn together(
     model: &ChatGlmModel,
     requests: Vec<(Vec<u32>, Option<&PrefixEncoder>, usize)>,
     joins: &[usize],
+    chunk: usize,
 ) -> Vec<Vec<u32>> {
-    let mut streams = Streams::new(model);
+    let mut streams = Streams::with_chunk(model, chunk);
     let mut ids = BTreeMap::new();
     let mut seen: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     let mut done = BTreeMap::new();
@@ -54,13 +57,26 @@ fn together(
                 .unwrap();
             ids.insert(id, i);
         }
-        for finished in streams
+        let decoding: Vec<usize> = seen
+            .keys()
+            .copied()
+            .filter(|s| !done_ids(&done, &ids, *s))
+            .collect();
+        let before: Vec<usize> = decoding.iter().map(|s| seen[s].len()).collect();
+        let finished = streams
             .step(|stream, token| {
                 seen.entry(stream).or_default().push(token);
                 ControlFlow::Continue(())
             })
-            .unwrap()
-        {
+            .unwrap();
+        for (s, n) in decoding.iter().zip(before) {
+            assert_eq!(
+                seen[s].len(),
+                n + 1,
+                "stream {s} got no token at step {step}"
+            );
+        }
+        for finished in finished {
             assert_eq!(seen[&finished.stream], finished.tokens);
             done.insert(ids[&finished.stream], finished.tokens);
         }
@@ -89,16 +105,29 @@ fn streams_get_thudms_greedy_ids_joining_at_any_step() {
         wanted.push(ids_of(&case["greedy_ptuned"]));
     }
     let joins: Vec<usize> = (0..requests.len()).map(|i| (i * 3) % 5).collect();
-    let got = together(&model, requests, &joins);
-    for (i, (got, wanted)) in got.iter().zip(&wanted).enumerate() {
-        assert_eq!(got, wanted, "request {i}");
+    for chunk in [64, 2] {
+        let got = together(&model, requests.clone(), &joins, chunk);
+        for (i, (got, wanted)) in got.iter().zip(&wanted).enumerate() {
+            assert_eq!(got, wanted, "request {i}, chunks of {chunk}");
+        }
     }
 }
 
+/// Whether stream `s` has finished.
+fn done_ids(done: &BTreeMap<usize, Vec<u32>>, ids: &BTreeMap<usize, usize>, s: usize) -> bool {
+    ids.get(&s).is_some_and(|i| done.contains_key(i))
+}
+
 fn check_as_alone(model: &ChatGlmModel, prompts: &[Vec<u32>], what: &str) {
+    for chunk in [64, 3] {
+        check_chunked(model, prompts, chunk, &format!("{what}, chunks of {chunk}"));
+    }
+}
+
+fn check_chunked(model: &ChatGlmModel, prompts: &[Vec<u32>], chunk: usize, what: &str) {
     let requests: Vec<_> = prompts.iter().map(|p| (p.clone(), None, 12)).collect();
     let joins: Vec<usize> = (0..prompts.len()).map(|i| i % 3).collect();
-    let got = together(model, requests, &joins);
+    let got = together(model, requests, &joins, chunk);
     for (i, prompt) in prompts.iter().enumerate() {
         assert_eq!(got[i], alone(model, None, prompt, 12), "{what}: prompt {i}");
     }
@@ -122,7 +151,7 @@ fn quantized_and_chatglm3_streams_decode_as_alone() {
     let glm3 = ChatGlmModel::load(&glm3_dir, DType::F32, &Device::Cpu).unwrap();
     let prompts: Vec<Vec<u32>> = (0..4)
         .map(|i| {
-            (0..5 + 3 * i)
+            (0..5 + 11 * i)
                 .map(|t| 30 + (t * 7 + i) as u32 % 200)
                 .collect()
         })
@@ -242,4 +271,46 @@ fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks(
         ControlFlow::Continue(())
     });
     assert_eq!(alone, together[0]);
+}
+
+/// Steps a lone stream's prompt takes to join with prompts processed `chunk` tokens a step.
+fn steps_to_join(model: &ChatGlmModel, prompt: Vec<u32>, chunk: usize) -> usize {
+    let mut streams = Streams::with_chunk(model, chunk);
+    streams
+        .admit(StreamRequest {
+            prompt,
+            options: greedy(2),
+            prefix: None,
+        })
+        .unwrap();
+    let mut steps = 0;
+    while streams.joining() > 0 {
+        streams.step(|_, _| ControlFlow::Continue(())).unwrap();
+        steps += 1;
+    }
+    steps
+}
+
+#[test]
+fn a_causal_prompt_joins_a_chunk_a_step_and_glm_6b_cuts_only_after_its_context() {
+    let glm3_dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm3-tiny/model");
+    let glm3 = ChatGlmModel::load(&glm3_dir, DType::F32, &Device::Cpu).unwrap();
+    let prompt: Vec<u32> = (0..38).map(|t| 30 + (t * 7) % 200).collect();
+    assert_eq!(steps_to_join(&glm3, prompt.clone(), 5), 8);
+    assert_eq!(steps_to_join(&glm3, prompt, 64), 1);
+    // ChatGLM-6B: the context (up to <sop>) attends both ways and goes in one piece, whatever
+    // the chunk; the tokens after it one chunk at a time.
+    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
+    let config = model.config();
+    let mut prompt: Vec<u32> = (0..20).map(|t| 30 + t).collect();
+    prompt.extend([config.gmask_token_id, config.bos_token_id]);
+    prompt.extend(40..44);
+    // The context is 21 tokens (up to [gMASK]), then <sop> and 4 more: 1 + 5 steps of one.
+    assert_eq!(steps_to_join(&model, prompt.clone(), 1), 6);
+    assert_eq!(steps_to_join(&model, prompt.clone(), 3), 3);
+    assert_eq!(
+        together(&model, vec![(prompt.clone(), None, 6)], &[0], 2)[0],
+        alone(&model, None, &prompt, 6)
+    );
 }

@@ -328,6 +328,7 @@ pub fn streams_speed(
                 prefix: None,
             })?);
         }
+        batch.join_all()?;
         let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); streams];
         let mut first = None;
         let mut produced = 0usize;

@@ -381,6 +381,19 @@ impl ChatGlmModel {
         self.word_embeddings.gather(ids, self.dtype)
     }
 
+    /// An error when a position of `positions` is beyond the model's rotary tables.
+    pub fn check_positions(&self, positions: &Tensor) -> Result<()> {
+        if let Ok(max) = positions.flatten_all()?.max(0)?.to_scalar::<u32>() {
+            if max as usize >= self.rotary.max_positions() {
+                return Err(EngineError::Input(format!(
+                    "position {max} is beyond the model's {} positions",
+                    self.rotary.max_positions()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// What every layer of one forward shares: the rotary tables of `positions` and the mask
     /// broadcast over the heads.
     pub fn layer_context(
@@ -390,14 +403,7 @@ impl ChatGlmModel {
         mask: Option<&Tensor>,
     ) -> Result<LayerContext> {
         let (batch, seq) = ids.dims2()?;
-        if let Ok(max) = positions.flatten_all()?.max(0)?.to_scalar::<u32>() {
-            if max as usize >= self.rotary.max_positions() {
-                return Err(EngineError::Input(format!(
-                    "position {max} is beyond the model's {} positions",
-                    self.rotary.max_positions()
-                )));
-            }
-        }
+        self.check_positions(positions)?;
         let rotations = (0..positions.dim(1)?)
             .map(|d| self.rotary.gather(&positions.get_on_dim(1, d)?))
             .collect::<Result<Vec<_>>>()?;
