@@ -1,7 +1,8 @@
-//! Load benchmark: 50 concurrent streamed chat completions against `glmtune serve` on the tiny
-//! model, over real HTTP on 127.0.0.1. Reports latency and time-to-first-token percentiles, and
-//! puts the server's overhead beside the model's own time, measured in this process on the same
-//! prompt first (the baseline). Run with `cargo bench -p glmtune --bench chat_load`.
+//! Load benchmark: bursts of 1, 8 and 50 concurrent streamed chat completions against
+//! `glmtune serve` on the tiny model, over real HTTP on 127.0.0.1. Reports first-token and
+//! per-token (the gap between two streamed tokens) percentiles at each, and puts the server's
+//! overhead beside the model's own time, measured in this process on the same prompt first (the
+//! baseline). Run with `cargo bench -p glmtune --bench chat_load`.
 //!
 //! On the CPU a model's concurrent generations are decoded together (continuous batching); the
 //! burst's wall time is set against 50 answers of the model alone, one after another, in this
@@ -19,7 +20,8 @@ use glmtune_engine::generation::{build_prompt, generate, GenerationOptions, Samp
 use glmtune_engine::model::ChatGlmModel;
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 
-const CLIENTS: usize = 50;
+/// Concurrent clients of each burst; the last one is set against the model alone.
+const BURSTS: [usize; 3] = [1, 8, 50];
 const MAX_TOKENS: usize = 32;
 const QUERY: &str = "高血压患者平时应该注意什么？";
 
@@ -73,6 +75,8 @@ struct Timing {
     first_token: f64,
     total: f64,
     chunks: usize,
+    /// Seconds between two streamed tokens.
+    gaps: Vec<f64>,
 }
 
 fn streamed_chat(address: &str) -> Timing {
@@ -95,11 +99,17 @@ fn streamed_chat(address: &str) -> Timing {
     let mut reader = BufReader::new(stream);
     let mut first_token = None;
     let mut chunks = 0;
+    let mut gaps = Vec::new();
+    let mut last = None;
     let mut line = String::new();
     while reader.read_line(&mut line).unwrap_or(0) > 0 {
         if line.starts_with("data: ") && line.contains("\"content\"") {
             chunks += 1;
-            first_token.get_or_insert_with(|| started.elapsed().as_secs_f64());
+            let now = started.elapsed().as_secs_f64();
+            first_token.get_or_insert(now);
+            if let Some(last) = last.replace(now) {
+                gaps.push(now - last);
+            }
         }
         line.clear();
     }
@@ -109,7 +119,29 @@ fn streamed_chat(address: &str) -> Timing {
         first_token: first_token.unwrap_or(f64::NAN),
         total: started.elapsed().as_secs_f64(),
         chunks,
+        gaps,
     }
+}
+
+/// `clients` streamed chats at once; their timings and the burst's wall time.
+fn burst(address: &str, clients: usize) -> (Vec<Timing>, f64) {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let address = address.to_owned();
+            std::thread::spawn(move || streamed_chat(&address))
+        })
+        .collect();
+    let timings = handles
+        .into_iter()
+        .map(|h| h.join().expect("a client"))
+        .collect();
+    (timings, started.elapsed().as_secs_f64())
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    values
 }
 
 /// The server's own count of seconds spent generating, from `/metrics`.
@@ -161,29 +193,6 @@ fn main() {
     let mut alone: Vec<f64> = (0..10).map(|_| streamed_chat(&address).total).collect();
     alone.sort_by(f64::total_cmp);
 
-    let generation_before = server_generation_seconds(&address);
-    let started = Instant::now();
-    let handles: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let address = address.clone();
-            std::thread::spawn(move || streamed_chat(&address))
-        })
-        .collect();
-    let timings: Vec<Timing> = handles
-        .into_iter()
-        .map(|h| h.join().expect("a client"))
-        .collect();
-    let wall = started.elapsed().as_secs_f64();
-    let server_model = server_generation_seconds(&address) - generation_before;
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&data_dir);
-
-    let mut totals: Vec<f64> = timings.iter().map(|t| t.total).collect();
-    let mut firsts: Vec<f64> = timings.iter().map(|t| t.first_token).collect();
-    totals.sort_by(f64::total_cmp);
-    firsts.sort_by(f64::total_cmp);
-    let complete = timings.iter().filter(|t| t.chunks > 0).count();
     let ms = |s: f64| s * 1000.0;
     println!("chat_load: tiny model, {MAX_TOKENS} new tokens greedy, streamed");
     println!(
@@ -196,26 +205,50 @@ fn main() {
         ms(percentile(&alone, 50.0) - baseline),
         100.0 * (percentile(&alone, 50.0) - baseline) / baseline
     );
-    println!("  {CLIENTS} concurrent clients: {complete}/{CLIENTS} answered, wall {:.2} s, {:.1} answers/s", wall, CLIENTS as f64 / wall);
-    println!(
-        "    latency   p50 {:8.1} ms  p90 {:8.1} ms  p99 {:8.1} ms  max {:8.1} ms",
-        ms(percentile(&totals, 50.0)),
-        ms(percentile(&totals, 90.0)),
-        ms(percentile(&totals, 99.0)),
-        ms(percentile(&totals, 100.0))
-    );
-    println!(
-        "    first token p50 {:8.1} ms  p90 {:8.1} ms  p99 {:8.1} ms",
-        ms(percentile(&firsts, 50.0)),
-        ms(percentile(&firsts, 90.0)),
-        ms(percentile(&firsts, 99.0))
-    );
-    println!(
-        "    generation time summed over the requests {:.3} s (they overlap: decoded together) in {:.3} s wall; \
-the model alone one answer after another x {CLIENTS} = {:.3} s: {:.2}x that",
-        server_model,
-        wall,
-        baseline * CLIENTS as f64,
-        baseline * CLIENTS as f64 / wall
-    );
+    let mut last = None;
+    for clients in BURSTS {
+        let generation_before = server_generation_seconds(&address);
+        let (timings, wall) = burst(&address, clients);
+        let server_model = server_generation_seconds(&address) - generation_before;
+        let complete = timings.iter().filter(|t| t.chunks > 0).count();
+        let totals = sorted(timings.iter().map(|t| t.total).collect());
+        let firsts = sorted(timings.iter().map(|t| t.first_token).collect());
+        let gaps = sorted(timings.iter().flat_map(|t| t.gaps.clone()).collect());
+        println!(
+            "  {clients:2} concurrent clients: {complete}/{clients} answered, wall {wall:.2} s, {:.1} answers/s",
+            clients as f64 / wall
+        );
+        println!(
+            "    latency     p50 {:8.1} ms  p99 {:8.1} ms  max {:8.1} ms",
+            ms(percentile(&totals, 50.0)),
+            ms(percentile(&totals, 99.0)),
+            ms(percentile(&totals, 100.0))
+        );
+        println!(
+            "    first token p50 {:8.1} ms  p99 {:8.1} ms",
+            ms(percentile(&firsts, 50.0)),
+            ms(percentile(&firsts, 99.0))
+        );
+        if !gaps.is_empty() {
+            println!(
+                "    per token   p50 {:8.2} ms  p99 {:8.2} ms",
+                ms(percentile(&gaps, 50.0)),
+                ms(percentile(&gaps, 99.0))
+            );
+        }
+        last = Some((clients, wall, server_model));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    if let Some((clients, wall, server_model)) = last {
+        println!(
+            "  {clients} clients: generation time summed over the requests {:.3} s (they overlap: decoded together) in {:.3} s wall; \
+the model alone one answer after another x {clients} = {:.3} s: {:.2}x that",
+            server_model,
+            wall,
+            baseline * clients as f64,
+            baseline * clients as f64 / wall
+        );
+    }
 }
