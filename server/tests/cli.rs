@@ -419,6 +419,50 @@ fn bench_generate_sets_decode_against_the_bandwidth_bound() {
             .unwrap_or(0.0)
             > 0.0
     );
+    // The wgpu backend, against the device's copy bandwidth.
+    let report = stdout_json(&glmtune(&[
+        "bench",
+        "generate",
+        "--config",
+        "h128l1",
+        "--random-weights",
+        "--weights",
+        "q4_0",
+        "--backend",
+        "wgpu",
+        "--prompt-tokens",
+        "6",
+        "--new-tokens",
+        "4",
+        "--runs",
+        "1",
+        "--bandwidth-bytes",
+        "16777216",
+    ]));
+    assert_eq!(report["backend"], "wgpu", "{report}");
+    assert!(
+        report["device"].as_str().is_some_and(|d| !d.is_empty()),
+        "{report}"
+    );
+    for field in ["decode_tokens_per_second", "read_bytes_per_second"] {
+        assert!(
+            report[field].as_f64().unwrap_or(0.0) > 0.0,
+            "{field}: {report}"
+        );
+    }
+    let refused = glmtune(&[
+        "bench",
+        "generate",
+        "--config",
+        "h128l1",
+        "--random-weights",
+        "--backend",
+        "wgpu",
+        "--streams",
+        "2",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--streams"));
     let refused = glmtune(&[
         "bench",
         "generate",

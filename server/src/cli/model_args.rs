@@ -13,7 +13,8 @@ use glmtune::device::DeviceSpec;
 pub use glmtune::precision::DTypeArg;
 
 /// Where the forward runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendArg {
     /// candle on the CPU.
     Cpu,

@@ -1,6 +1,7 @@
-//! `glmtune bench generate`: prompt and decode tokens/s of greedy generations on the CPU, set
-//! against this machine's read bandwidth measured in the same run with the same threads (decoding
-//! reads every weight once per token, so bandwidth ÷ weight bytes is the ceiling).
+//! `glmtune bench generate`: prompt and decode tokens/s of greedy generations on the CPU (or the
+//! wgpu backend), set against the read bandwidth measured in the same run: this machine's with the
+//! same threads, or the device's buffer copy rate (decoding reads every weight once per token, so
+//! bandwidth ÷ weight bytes is the ceiling).
 
 use std::path::PathBuf;
 
@@ -8,11 +9,13 @@ use anyhow::{bail, Context};
 use clap::Args;
 use glmtune_engine::config::shapes;
 use glmtune_engine::generation::speed::{
-    cache_bytes_per_token, generation_speed, read_bandwidth, streams_speed, weight_bytes_per_token,
-    WeightFormat,
+    cache_bytes_per_token, fixed_length, generation_speed, prompt_ids, read_bandwidth,
+    streams_speed, time_generations, weight_bytes_per_token, GenerationSpeed, WeightFormat,
 };
 use glmtune_engine::model::ChatGlmModel;
 use serde::Serialize;
+
+use crate::cli::model_args::BackendArg;
 
 #[derive(Debug, Args)]
 pub struct GenerateBenchArgs {
@@ -41,6 +44,9 @@ pub struct GenerateBenchArgs {
     /// aggregate rate, its ratio to one stream's, and whether each got its tokens alone.
     #[arg(long, default_value_t = 1)]
     streams: usize,
+    /// Where the model decodes: `cpu`, or `wgpu` (its bound then the device's buffer copy rate).
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
     /// Bytes the bandwidth read streams through (far past the caches).
     #[arg(long, default_value_t = 1 << 30)]
     bandwidth_bytes: usize,
@@ -53,6 +59,10 @@ pub struct GenerateBenchArgs {
 struct GenerateBenchReport {
     model: String,
     weights: WeightFormat,
+    backend: BackendArg,
+    /// The wgpu adapter, with `--backend wgpu`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
     threads: usize,
     prompt_tokens: usize,
     new_tokens: usize,
@@ -64,7 +74,8 @@ struct GenerateBenchReport {
     /// Bytes of cached keys and values one decode step reads, on average over the answer.
     cache_bytes_per_token: u64,
     /// A read over `bandwidth_bytes` with the same threads, best of three, the higher of one
-    /// before loading the model and one after.
+    /// before loading the model and one after; with `--backend wgpu`, the device's copy of
+    /// `bandwidth_bytes` (each byte counted once), best of three.
     read_bytes_per_second: f64,
     /// decode tok/s × (weight + cache bytes per token) ÷ read bandwidth: 1 is the memory-bound
     /// ceiling.
@@ -87,6 +98,9 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
     if args.streams == 0 {
         bail!("--streams must be at least 1");
     }
+    if args.backend == BackendArg::Wgpu && args.streams > 1 {
+        bail!("--streams: the wgpu backend decodes one generation at a time; use --backend cpu");
+    }
     // Measured before the model takes memory and after it is dropped: the higher (the stricter
     // bound) is reported, as the machine's bandwidth drifts with its neighbours.
     let bandwidth_before = read_bandwidth(args.bandwidth_bytes, threads);
@@ -98,25 +112,42 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
         }
         _ => bail!("give --model DIR, or --config NAME --random-weights"),
     };
-    let speed = generation_speed(&model, args.prompt_tokens, args.new_tokens, args.runs)?;
-    let streams = if args.streams > 1 {
-        Some(streams_speed(
-            &model,
-            args.prompt_tokens,
-            args.new_tokens,
-            args.streams,
-            args.runs,
-        )?)
-    } else {
-        None
-    };
     let weight_bytes = weight_bytes_per_token(&model);
     let cache_bytes = cache_bytes_per_token(&model, args.prompt_tokens, args.new_tokens);
-    drop(model);
-    let bandwidth = read_bandwidth(args.bandwidth_bytes, threads).max(bandwidth_before);
+    let (speed, streams, bandwidth, device) = match args.backend {
+        BackendArg::Cpu => {
+            let speed = generation_speed(&model, args.prompt_tokens, args.new_tokens, args.runs)?;
+            let streams = if args.streams > 1 {
+                Some(streams_speed(
+                    &model,
+                    args.prompt_tokens,
+                    args.new_tokens,
+                    args.streams,
+                    args.runs,
+                )?)
+            } else {
+                None
+            };
+            drop(model);
+            let bandwidth = read_bandwidth(args.bandwidth_bytes, threads).max(bandwidth_before);
+            (speed, streams, bandwidth, None)
+        }
+        BackendArg::Wgpu => {
+            let device = glmtune_engine::gpu::Gpu::blocking()?;
+            let bandwidth = device.copy_bandwidth(args.bandwidth_bytes as u64)? * 1e9;
+            let description = device.description.clone();
+            let gpu = glmtune_engine::gpu::GpuModel::upload(device, &model)
+                .with_context(|| format!("uploading the model to {description}"))?;
+            drop(model);
+            let speed = gpu_speed(&gpu, args.prompt_tokens, args.new_tokens, args.runs)?;
+            (speed, None, bandwidth, Some(description))
+        }
+    };
     let report = GenerateBenchReport {
         model: name,
         weights: args.weights,
+        backend: args.backend,
+        device,
         threads,
         prompt_tokens: args.prompt_tokens,
         new_tokens: args.new_tokens,
@@ -137,6 +168,27 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// Greedy generations on the wgpu backend, timed as on the CPU.
+fn gpu_speed(
+    gpu: &glmtune_engine::gpu::GpuModel,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    runs: usize,
+) -> anyhow::Result<GenerationSpeed> {
+    if prompt_tokens < 2 || new_tokens < 2 || runs == 0 {
+        bail!("a speed measurement needs 2 prompt tokens, 2 new tokens and 1 run at least");
+    }
+    let prompt = prompt_ids(gpu.config(), prompt_tokens);
+    let options = fixed_length(new_tokens);
+    Ok(time_generations(prompt.len(), runs, |token| {
+        pollster::block_on(gpu.generate(None, &prompt, &options, |_| {
+            token();
+            std::ops::ControlFlow::Continue(())
+        }))
+        .map(|_| ())
+    })?)
 }
 
 /// A checkpoint folder's model with its weights stored as `weights`.
