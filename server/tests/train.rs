@@ -223,7 +223,10 @@ fn check_official_run(dir: &Path, args: Vec<String>) {
         log_rows(dir).last(),
         Some(&LogRow::Finished(FinishedRow {
             step: 12,
-            adapter: "pytorch_model.bin".into()
+            adapter: "pytorch_model.bin".into(),
+            best_step: None,
+            adapter_step: None,
+            stopped_early: false,
         }))
     );
     // The trained adapter is an adapter: generation loads it.
@@ -644,4 +647,118 @@ fn flags_can_come_from_a_json_config_file() {
     let rows = step_rows(&out);
     assert_eq!(rows.len(), 12);
     assert!((rows[0].loss - 13.715119361877441).abs() < 1e-3);
+}
+
+/// The fixture's records with each answer moved to another prompt: a validation set the training
+/// data does not teach, written to `dir/validation.jsonl`.
+fn shifted_validation(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(fixture("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let mut shifted = record.clone();
+            shifted["summary"] = records[(i + 3) % records.len()]["summary"].clone();
+            format!("{shifted}\n")
+        })
+        .collect();
+    let path = dir.join("validation.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn early_stopping_keeps_the_best_evaluation_and_makes_it_the_adapter() {
+    let data = scratch("early-stopping-data");
+    let validation = shifted_validation(&data);
+    for load_best in [true, false] {
+        let dir = scratch(&format!("early-stopping-{load_best}"));
+        let mut args = fixture_run_args(&dir);
+        // A step size that overshoots now and then, and evaluations at every step.
+        let at = args.iter().position(|a| a == "--learning-rate").unwrap();
+        args[at + 1] = "2".into();
+        let at = args.iter().position(|a| a == "--max-steps").unwrap();
+        args[at + 1] = "30".into();
+        args.extend(
+            [
+                "--validation-file",
+                &validation.to_string_lossy(),
+                "--eval-steps",
+                "1",
+                "--early-stopping-patience",
+                "1",
+            ]
+            .map(String::from),
+        );
+        if load_best {
+            args.push("--load-best-model-at-end".into());
+        }
+        glmtune_ok(&args);
+        let rows = log_rows(&dir);
+        let evals: Vec<(u64, f64, Option<u64>)> = rows
+            .iter()
+            .filter_map(|row| match row {
+                LogRow::Eval(row) => Some((row.step, row.eval_loss, row.best_step)),
+                _ => None,
+            })
+            .collect();
+        let (best, best_loss) =
+            evals.iter().fold(
+                (0, f64::INFINITY),
+                |b, e| if e.1 < b.1 { (e.0, e.1) } else { b },
+            );
+        // Every evaluation names the best so far; the run stops at the first that does not beat
+        // it (patience 1), long before its last step.
+        for (i, &(step, _, best_step)) in evals.iter().enumerate() {
+            let so_far =
+                evals[..=i].iter().fold(
+                    (0, f64::INFINITY),
+                    |b, e| if e.1 < b.1 { (e.0, e.1) } else { b },
+                );
+            assert_eq!(best_step, Some(so_far.0), "step {step}: {evals:?}");
+        }
+        let last = evals.last().unwrap();
+        assert!(last.1 >= best_loss && last.0 == best + 1, "{evals:?}");
+        assert!(last.0 < 30, "{evals:?}");
+        let Some(LogRow::Finished(finished)) = rows.last() else {
+            panic!("no finished row: {rows:?}");
+        };
+        assert!(finished.stopped_early);
+        assert_eq!(finished.step, last.0);
+        assert_eq!(finished.best_step, Some(best));
+        assert!(rows.iter().any(|row| matches!(row,
+            LogRow::Checkpoint(c) if c.step == best && c.checkpoint == format!("checkpoint-{best}"))));
+        let adapter = |dir: &Path| std::fs::read(dir.join("pytorch_model.bin")).unwrap();
+        let best_adapter = adapter(&dir.join(format!("checkpoint-{best}")));
+        if load_best {
+            assert_eq!(finished.adapter_step, Some(best));
+            assert_eq!(
+                adapter(&dir),
+                best_adapter,
+                "the adapter is the best checkpoint's"
+            );
+        } else {
+            assert_eq!(finished.adapter_step, None);
+            assert_ne!(
+                adapter(&dir),
+                best_adapter,
+                "the adapter is the last step's"
+            );
+        }
+    }
+    // The best model is chosen by evaluations: without validation data the flags are refused.
+    let dir = scratch("early-stopping-refused");
+    let mut args = fixture_run_args(&dir);
+    args.extend(["--early-stopping-patience", "2"].map(String::from));
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--validation-file"));
 }

@@ -299,7 +299,7 @@ pub struct SplitResponse {
     pub validation: Dataset,
 }
 
-pub use crate::run_settings::{OptimName, Precision, QuantizationBit, RunSettings};
+pub use crate::run_settings::{BestMetric, OptimName, Precision, QuantizationBit, RunSettings};
 
 /// Settings a run can start from (`/api/v1/presets`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

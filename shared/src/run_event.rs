@@ -117,6 +117,7 @@ mod tests {
             RunEventData::Log(LogRow::Eval(EvalRow {
                 step: 2,
                 eval_loss: 1.5,
+                best_step: None,
             })),
             RunEventData::Log(LogRow::Checkpoint(CheckpointRow {
                 step: 2,
@@ -125,6 +126,9 @@ mod tests {
             RunEventData::Log(LogRow::Finished(FinishedRow {
                 step: 4,
                 adapter: "pytorch_model.bin".into(),
+                best_step: None,
+                adapter_step: None,
+                stopped_early: false,
             })),
             RunEventData::State(StateChange {
                 state: RunState::Running,

@@ -85,6 +85,10 @@ pub struct EvalRow {
     pub step: u64,
     #[serde(deserialize_with = "null_as_nan")]
     pub eval_loss: f64,
+    /// The step of the best evaluation so far (this one's, when it is the best), with
+    /// `--early-stopping-patience` or `--load-best-model-at-end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<u64>,
 }
 
 /// A checkpoint saved after `step` (a folder of the run's, named by
@@ -102,6 +106,15 @@ pub struct FinishedRow {
     pub step: u64,
     /// The adapter's file name in the run's folder.
     pub adapter: String,
+    /// The best evaluation's step (its checkpoint is kept), where the run chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<u64>,
+    /// The step whose prefix the adapter holds, when not the last (`--load-best-model-at-end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_step: Option<u64>,
+    /// Whether early stopping ended the run before its last step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
 }
 
 /// The run stopped on an error (after its log was opened; the last step it completed).
@@ -136,6 +149,7 @@ mod tests {
         let eval = LogRow::Eval(EvalRow {
             step: 3,
             eval_loss: 2.0,
+            best_step: None,
         });
         let checkpoint = LogRow::Checkpoint(CheckpointRow {
             step: 3,
@@ -144,6 +158,9 @@ mod tests {
         let finished = LogRow::Finished(FinishedRow {
             step: 10,
             adapter: "pytorch_model.bin".into(),
+            best_step: None,
+            adapter_step: None,
+            stopped_early: false,
         });
         let error = LogRow::Error(ErrorRow {
             step: 4,

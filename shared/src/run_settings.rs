@@ -65,6 +65,57 @@ pub struct RunSettings {
     /// The frozen base's linear layers kept quantized in memory (`--quantization-bit 4|8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization_bit: Option<QuantizationBit>,
+    /// Stop after this many evaluations in a row without a better `metric_for_best_model`
+    /// (`--early-stopping-patience`, the Trainer's `EarlyStoppingCallback`); needs validation data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping_patience: Option<u64>,
+    /// What "better" means for early stopping and the best checkpoint (`--metric-for-best-model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_for_best_model: Option<BestMetric>,
+    /// Make the run's adapter the best evaluated checkpoint's rather than the last step's
+    /// (`--load-best-model-at-end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_best_model_at_end: Option<bool>,
+}
+
+/// A metric the best checkpoint is chosen by: those computed at every evaluation during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BestMetric {
+    /// The validation loss (lower is better); the Trainer's `loss` names it too.
+    #[serde(rename = "eval_loss", alias = "loss")]
+    EvalLoss,
+}
+
+impl BestMetric {
+    pub const ALL: [BestMetric; 1] = [BestMetric::EvalLoss];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BestMetric::EvalLoss => "eval_loss",
+        }
+    }
+
+    /// Whether `value` is better than `best`.
+    pub fn better(self, value: f64, best: f64) -> bool {
+        match self {
+            BestMetric::EvalLoss => value < best,
+        }
+    }
+}
+
+impl std::str::FromStr for BestMetric {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "eval_loss" | "loss" => Ok(BestMetric::EvalLoss),
+            _ => Err(format!(
+                "unknown metric {text:?}: the best model is chosen by eval_loss, the metric \
+                 every evaluation during training computes"
+            )),
+        }
+    }
 }
 
 impl RunSettings {
@@ -109,6 +160,7 @@ impl RunSettings {
             ("logging_steps", s.logging_steps),
             ("save_steps", s.save_steps),
             ("eval_steps", s.eval_steps),
+            ("early_stopping_patience", s.early_stopping_patience),
         ];
         for (field, value) in positive {
             if value == Some(0) {

@@ -132,6 +132,24 @@ fn lifecycle(backend: Backend) {
         (json!(6), json!(2))
     );
 
+    // Early stopping and the best checkpoint are chosen by evaluations: refused without them.
+    for setting in [
+        json!({"early_stopping_patience": 2}),
+        json!({"load_best_model_at_end": true}),
+    ] {
+        let refused = server.post(
+            "/api/v1/runs",
+            &key,
+            &json!({"model": "tiny", "train_dataset": split["train"]["id"], "settings": setting}),
+        );
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        assert!(
+            refused.text().contains("needs a validation_dataset"),
+            "{}",
+            refused.text()
+        );
+    }
+
     // A run with validation: queued → running → succeeded, streamed live.
     let created = server.post(
         "/api/v1/runs",

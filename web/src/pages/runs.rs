@@ -65,6 +65,7 @@ pub fn Runs() -> impl IntoView {
         "eval_steps",
         "eval_samples",
         "forward_batch_size",
+        "early_stopping_patience",
     ]
     .into_iter()
     .map(|name| (name, RwSignal::new(String::new())))
@@ -74,6 +75,8 @@ pub fn Runs() -> impl IntoView {
     let optim = RwSignal::new(String::new());
     let quantization_bit = RwSignal::new(String::new());
     let checkpointing = RwSignal::new(false);
+    // The best evaluation's prefix as the run's adapter (needs validation data).
+    let load_best = RwSignal::new(false);
     let error = RwSignal::new(None::<api::Failure>);
     // Runs ticked for the compare view.
     let picked = RwSignal::new(Vec::<String>::new());
@@ -114,6 +117,8 @@ pub fn Runs() -> impl IntoView {
             eval_steps: parsed(&value("eval_steps")),
             eval_samples: parsed(&value("eval_samples")),
             forward_batch_size: parsed(&value("forward_batch_size")),
+            early_stopping_patience: parsed(&value("early_stopping_patience")),
+            load_best_model_at_end: load_best.get_untracked().then_some(true),
             gradient_checkpointing: checkpointing.get_untracked().then_some(true),
             precision: serde_json::from_value(serde_json::Value::String(precision.get_untracked()))
                 .ok(),
@@ -221,6 +226,9 @@ pub fn Runs() -> impl IntoView {
                         </label>
                         <label>"gradient checkpointing"
                             <input type="checkbox" name="gradient_checkpointing" bind:checked=checkpointing />
+                        </label>
+                        <label>"best evaluation as the adapter (load_best_model_at_end)"
+                            <input type="checkbox" name="load_best_model_at_end" bind:checked=load_best />
                         </label>
                     </div>
                 </details>

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::builder::TypedValueParser;
 use clap::Args;
-use glmtune_shared::api::{OptimName, Precision, QuantizationBit, RunSettings};
+use glmtune_shared::api::{BestMetric, OptimName, Precision, QuantizationBit, RunSettings};
 use glmtune_shared::train_job::{defaults, TrainJob};
 
 use crate::cli::data::DatasetArgs;
@@ -123,6 +123,18 @@ pub struct TrainArgs {
     save_steps: u64,
     #[arg(long, default_value_t = defaults::EVAL_STEPS)]
     eval_steps: u64,
+    /// Stop after N evaluations in a row (every --eval-steps) that do not beat the best
+    /// --metric-for-best-model; the best one's checkpoint is kept. Needs --validation-file.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    early_stopping_patience: Option<u64>,
+    /// What the best evaluation is: `eval_loss` (lower is better; `loss` names it too).
+    #[arg(long, value_name = "METRIC", value_parser = clap::builder::PossibleValuesParser::new(["eval_loss", "loss"])
+        .try_map(|name: String| name.parse::<BestMetric>()))]
+    metric_for_best_model: Option<BestMetric>,
+    /// Write the best evaluation's prefix as the run's adapter instead of the last step's.
+    /// Needs --validation-file.
+    #[arg(long)]
+    load_best_model_at_end: bool,
     /// Continue from the newest checkpoint-N in --output-dir.
     #[arg(long)]
     resume: bool,
@@ -175,8 +187,19 @@ impl TrainArgs {
             precision: Some(precision),
             optim: self.optim,
             quantization_bit,
+            early_stopping_patience: self.early_stopping_patience,
+            metric_for_best_model: self.metric_for_best_model,
+            load_best_model_at_end: self.load_best_model_at_end.then_some(true),
         };
         settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if (self.early_stopping_patience.is_some() || self.load_best_model_at_end)
+            && self.validation_file.is_none()
+        {
+            bail!(
+                "--early-stopping-patience and --load-best-model-at-end need --validation-file: \
+                 the best model is the one its evaluations score best"
+            );
+        }
         Ok(TrainJob {
             model,
             train_file,

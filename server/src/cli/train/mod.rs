@@ -20,14 +20,16 @@ use glmtune_engine::train::{
 use glmtune_engine::PrefixConfig;
 
 use glmtune::device::DeviceSpec;
-use glmtune_shared::api::{Precision, QuantizationBit, RunSettings};
+use glmtune_shared::api::{BestMetric, Precision, QuantizationBit, RunSettings};
 use glmtune_shared::train_job::{defaults, TrainJob};
 
 use super::data::read_usable;
 use super::model_args::load_tokenizer;
 
 mod args;
+mod best;
 pub use args::TrainArgs;
+use best::Best;
 
 use glmtune_shared::run_layout::RunLayout;
 use glmtune_shared::run_log::{CheckpointRow, ErrorRow, EvalRow, FinishedRow, LogRow, StepRow};
@@ -55,6 +57,13 @@ fn load_examples(
             labels: f.labels,
         })
         .collect())
+}
+
+/// The rows of a run's log (none when it cannot be read).
+fn read_log(path: &Path) -> Vec<LogRow> {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().filter_map(LogRow::parse).collect())
+        .unwrap_or_default()
 }
 
 /// The newest `checkpoint-N` folder in `dir`, if any.
@@ -209,6 +218,20 @@ fn train(
         Some(path) => Some(load_examples(job, path, &tokenizer)?),
         None => None,
     };
+    let load_best = s.load_best_model_at_end.unwrap_or(false);
+    // Kept when the run stops early or ends on its best evaluation: each new best is saved.
+    let mut best = (s.early_stopping_patience.is_some() || load_best).then(|| {
+        Best::new(
+            s.metric_for_best_model.unwrap_or(BestMetric::EvalLoss),
+            s.early_stopping_patience,
+        )
+    });
+    if best.is_some() && validation.is_none() {
+        bail!(
+            "--early-stopping-patience and --load-best-model-at-end need --validation-file: \
+             the best model is the one its evaluations score best"
+        );
+    }
     let init = match &job.init_adapter {
         Some(dir) => {
             let init = PrefixEncoder::load_adapter(dir, model.config(), device)
@@ -282,6 +305,9 @@ fn train(
             Some((step, dir)) => {
                 trainer.restore_checkpoint(&dir)?;
                 truncate_log(&log_path, step)?;
+                if let Some(best) = &mut best {
+                    best.replay(&read_log(&log_path));
+                }
                 eprintln!("glmtune: resuming from {} (step {step})", dir.display());
             }
             None => {
@@ -304,6 +330,16 @@ fn train(
     let mut window = (Instant::now(), 0usize);
     let terminal = std::io::stderr().is_terminal();
     let mut last_saved = trainer.step();
+    let mut stopped_early = false;
+    let save =
+        |trainer: &Trainer, log: &mut std::fs::File, step: u64| -> glmtune_engine::Result<()> {
+            trainer.save_checkpoint(&layout.checkpoint(step))?;
+            let row = LogRow::Checkpoint(CheckpointRow {
+                step,
+                checkpoint: RunLayout::checkpoint_name(step),
+            });
+            write_row(log, &log_path, &row)
+        };
     trainer.run(&train, |step: &StepLog, trainer: &Trainer| {
         window.1 += step.tokens;
         let is_last = step.step >= max_steps;
@@ -338,28 +374,39 @@ fn train(
             }
             window = (Instant::now(), 0);
         }
+        let mut saved = false;
         if let Some(validation) = &validation {
             if step.step.is_multiple_of(eval_steps) || is_last {
                 let eval_loss = trainer.evaluate(validation)?;
+                let best_step = match &mut best {
+                    Some(best) => {
+                        if best.observe(step.step, eval_loss) {
+                            // The best checkpoint is on disk before its row says so.
+                            save(trainer, log, step.step)?;
+                            saved = true;
+                        }
+                        stopped_early |= best.exhausted() && !is_last;
+                        best.step()
+                    }
+                    None => None,
+                };
                 let row = LogRow::Eval(EvalRow {
                     step: step.step,
                     eval_loss,
+                    best_step,
                 });
                 write_row(log, &log_path, &row)?;
             }
         }
         let stop = interrupted.load(Ordering::SeqCst);
-        if step.step.is_multiple_of(save_steps) || stop {
-            trainer.save_checkpoint(&layout.checkpoint(step.step))?;
+        if (step.step.is_multiple_of(save_steps) || stop) && !saved {
+            save(trainer, log, step.step)?;
+        }
+        if saved || step.step.is_multiple_of(save_steps) || stop {
             last_saved = step.step;
-            let row = LogRow::Checkpoint(CheckpointRow {
-                step: step.step,
-                checkpoint: RunLayout::checkpoint_name(step.step),
-            });
-            write_row(log, &log_path, &row)?;
         }
         last_step.set(step.step);
-        Ok(if stop {
+        Ok(if stop || stopped_early {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -372,12 +419,38 @@ fn train(
         eprintln!("glmtune: interrupted; saved checkpoint-{last_saved}; continue with --resume");
         return Ok(());
     }
+    let last = trainer.step();
+    let best_step = best.as_ref().and_then(Best::step);
+    // The best evaluation's prefix becomes the run's adapter (its checkpoint was saved then).
+    let adapter_step = best_step.filter(|&b| load_best && b != last);
+    if let Some(step) = adapter_step {
+        trainer.restore_checkpoint(&layout.checkpoint(step))?;
+    }
     trainer.save_checkpoint(&job.output_dir)?;
     let row = LogRow::Finished(FinishedRow {
-        step: trainer.step(),
+        step: last,
         adapter: RunLayout::ADAPTER.to_owned(),
+        best_step,
+        adapter_step,
+        stopped_early,
     });
     write_row(log, &log_path, &row)?;
-    eprintln!("glmtune: adapter written to {}", job.output_dir.display());
+    if stopped_early {
+        eprintln!(
+            "glmtune: stopped early at step {last}: no better evaluation in {} in a row",
+            s.early_stopping_patience.unwrap_or(0)
+        );
+    }
+    if let Some(step) = best_step {
+        eprintln!(
+            "glmtune: best evaluation at step {step} ({})",
+            RunLayout::checkpoint_name(step)
+        );
+    }
+    eprintln!(
+        "glmtune: adapter written to {} (the prefix of step {})",
+        job.output_dir.display(),
+        adapter_step.unwrap_or(last)
+    );
     Ok(())
 }

@@ -142,6 +142,24 @@ pub async fn create_run(
     }
     let mut settings = resolve_settings(request.preset.as_deref(), &request.settings)?;
     state.settings.run_limits.check(&settings)?;
+    if request.validation_dataset.is_none() {
+        for (field, asked) in [
+            (
+                "early_stopping_patience",
+                settings.early_stopping_patience.is_some(),
+            ),
+            (
+                "load_best_model_at_end",
+                settings.load_best_model_at_end == Some(true),
+            ),
+        ] {
+            if asked {
+                return Err(ApiError::invalid(format!(
+                    "settings.{field}: needs a validation_dataset (the best model is the one its evaluations score best)"
+                )));
+            }
+        }
+    }
     if request.validation_dataset.is_some() && settings.eval_samples.is_none() {
         settings.eval_samples = Some(20);
     }
