@@ -119,6 +119,7 @@ fn a_job_file_trains_as_the_flags_do() {
         skip_invalid: false,
         output_dir: dir.join("run"),
         init_adapter: Some(fixture("adapter_init").into()),
+        probe_file: None,
         resume: false,
         device: "cpu".into(),
         settings: RunSettings {
@@ -761,4 +762,103 @@ fn early_stopping_keeps_the_best_evaluation_and_makes_it_the_adapter() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--validation-file"));
+}
+
+#[test]
+fn the_forgetting_guard_scores_every_evaluation_and_warns_over_its_threshold() {
+    let data = scratch("forgetting-data");
+    let validation = shifted_validation(&data);
+    let probes = data.join("probes.txt");
+    std::fs::write(
+        &probes,
+        "# ours\n你好\n请介绍一下长城。\nWhat is the capital of France?\n",
+    )
+    .unwrap();
+    let dir = scratch("forgetting");
+    let mut args = fixture_run_args(&dir);
+    args.extend(
+        [
+            "--validation-file",
+            &validation.to_string_lossy(),
+            "--eval-steps",
+            "4",
+            "--forgetting-probe-file",
+            &probes.to_string_lossy(),
+            "--forgetting-threshold",
+            "0",
+        ]
+        .map(String::from),
+    );
+    let output = glmtune_ok(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("answered 3 of 3 general prompts")
+            || stderr.contains("of 3 general prompts"),
+        "{stderr}"
+    );
+    let scored: Vec<(u64, f64, f64, bool)> = log_rows(&dir)
+        .iter()
+        .filter_map(|row| match row {
+            LogRow::Eval(row) => Some((
+                row.step,
+                row.forgetting_kl.unwrap(),
+                row.forgetting_logprob_delta.unwrap(),
+                row.forgetting_warning,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scored.iter().map(|s| s.0).collect::<Vec<_>>(), [4, 8, 12]);
+    // Any change of the prefix moves the distributions (the threshold 0 warns at once).
+    assert!(scored.iter().all(|s| s.1 > 0.0 && s.3), "{scored:?}");
+    assert!(stderr.contains("over --forgetting-threshold 0"), "{stderr}");
+}
+
+#[test]
+fn replay_of_the_base_models_answers_keeps_the_model_closer_to_its_base() {
+    let data = scratch("replay-data");
+    let validation = shifted_validation(&data);
+    let probes = data.join("probes.txt");
+    std::fs::write(
+        &probes,
+        "你好\n中国的首都是哪里？\n请写一句关于春天的话。\nWhat is the capital of France?\nName three colors.\n",
+    )
+    .unwrap();
+    // The forgetting guard's KL at the last evaluation of the fixture recipe (at a step size
+    // that moves the prefix far), with `extra` flags.
+    let last_kl = |name: &str, extra: &[&str]| -> (f64, String) {
+        let dir = scratch(name);
+        let mut args = fixture_run_args(&dir);
+        let at = args.iter().position(|a| a == "--learning-rate").unwrap();
+        args[at + 1] = "0.5".into();
+        args.extend(
+            [
+                "--validation-file",
+                &validation.to_string_lossy(),
+                "--eval-steps",
+                "12",
+                "--forgetting-probe-file",
+                &probes.to_string_lossy(),
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let output = glmtune_ok(&args);
+        let kl = log_rows(&dir)
+            .iter()
+            .rev()
+            .find_map(|row| match row {
+                LogRow::Eval(row) => row.forgetting_kl,
+                _ => None,
+            })
+            .unwrap();
+        (kl, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (without, _) = last_kl("replay-without", &[]);
+    let (with, stderr) = last_kl("replay-with", &["--replay-ratio", "1"]);
+    println!(
+        "forgetting KL after 12 steps: without replay {without:.4}, with replay 1:1 {with:.4}"
+    );
+    assert!(stderr.contains("replay: 8 general examples"), "{stderr}");
+    assert!(with < without, "without {without}, with {with}");
 }

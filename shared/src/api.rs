@@ -421,6 +421,9 @@ pub struct Checkpoint {
     pub eval_loss: Option<f64>,
     #[serde(default)]
     pub eval_step: Option<i64>,
+    /// That evaluation's forgetting guard: the KL from the base on general prompts (nats a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgetting_kl: Option<f64>,
 }
 
 /// BLEU/ROUGE of a finished run on its validation set, with some predictions.

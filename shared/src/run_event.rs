@@ -118,6 +118,9 @@ mod tests {
                 step: 2,
                 eval_loss: 1.5,
                 best_step: None,
+                forgetting_kl: None,
+                forgetting_logprob_delta: None,
+                forgetting_warning: false,
             })),
             RunEventData::Log(LogRow::Checkpoint(CheckpointRow {
                 step: 2,

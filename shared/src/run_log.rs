@@ -89,6 +89,16 @@ pub struct EvalRow {
     /// `--early-stopping-patience` or `--load-best-model-at-end`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_step: Option<u64>,
+    /// The forgetting guard (`forgetting_guard`): mean KL(base ‖ tuned) of the next-token
+    /// distributions on the base model's answers to general prompts, nats a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgetting_kl: Option<f64>,
+    /// The mean change of those answers' token log-likelihood (tuned − base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgetting_logprob_delta: Option<f64>,
+    /// Whether `forgetting_kl` is over the run's `forgetting_threshold`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forgetting_warning: bool,
 }
 
 /// A checkpoint saved after `step` (a folder of the run's, named by
@@ -150,6 +160,9 @@ mod tests {
             step: 3,
             eval_loss: 2.0,
             best_step: None,
+            forgetting_kl: None,
+            forgetting_logprob_delta: None,
+            forgetting_warning: false,
         });
         let checkpoint = LogRow::Checkpoint(CheckpointRow {
             step: 3,

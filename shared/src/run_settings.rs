@@ -76,6 +76,18 @@ pub struct RunSettings {
     /// (`--load-best-model-at-end`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_best_model_at_end: Option<bool>,
+    /// Score every evaluation against the base model on general prompts (`--forgetting-guard`):
+    /// the KL divergence of the next-token distributions on the base model's own answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgetting_guard: Option<bool>,
+    /// The KL (nats a token) above which an evaluation warns that the prefix is making the model
+    /// forget (`--forgetting-threshold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgetting_threshold: Option<f64>,
+    /// General examples mixed into training, this many per training example
+    /// (`--replay-ratio`): the base model's own answers to the general prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_ratio: Option<f64>,
 }
 
 /// A metric the best checkpoint is chosen by: those computed at every evaluation during training.
@@ -146,6 +158,8 @@ impl RunSettings {
         for (field, value) in [
             ("weight_decay", s.weight_decay),
             ("max_grad_norm", s.max_grad_norm),
+            ("forgetting_threshold", s.forgetting_threshold),
+            ("replay_ratio", s.replay_ratio),
         ] {
             if value.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
                 return Err(format!("settings.{field}: must be a number at least 0"));

@@ -32,6 +32,10 @@ pub struct TrainJob {
     /// Start from this adapter (incremental tuning on new data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_adapter: Option<PathBuf>,
+    /// General prompts for the forgetting guard, one a line (`settings.forgetting_guard` with our
+    /// default set when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_file: Option<PathBuf>,
     /// Continue from the newest checkpoint in `output_dir`.
     #[serde(default)]
     pub resume: bool,
@@ -118,6 +122,7 @@ mod tests {
             skip_invalid: true,
             output_dir: "/runs/r1".into(),
             init_adapter: None,
+            probe_file: Some("/data/probes.txt".into()),
             resume: true,
             device: "cuda:1".into(),
             settings: RunSettings {

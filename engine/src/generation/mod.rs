@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod chat;
 pub mod cleanup;
 pub mod detokenize;
+pub mod forgetting;
 pub mod generate;
 pub mod sampling;
 pub mod speed;

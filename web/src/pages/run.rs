@@ -18,6 +18,9 @@ use crate::pages::{ErrorNote, Table};
 struct Progress {
     loss: Vec<(f64, f64)>,
     eval_loss: Vec<(f64, f64)>,
+    /// The forgetting guard's KL at each evaluation, and its last warning.
+    forgetting: Vec<(f64, f64)>,
+    forgetting_warning: Option<String>,
     learning_rate: Vec<(f64, f64)>,
     grad_norm: Vec<(f64, f64)>,
     state: String,
@@ -55,6 +58,16 @@ impl Progress {
             Some(RunEventData::Log(LogRow::Eval(row))) => {
                 self.stalled = None;
                 self.eval_loss.push((row.step as f64, row.eval_loss));
+                if let Some(kl) = row.forgetting_kl {
+                    self.forgetting.push((row.step as f64, kl));
+                }
+                if row.forgetting_warning {
+                    self.forgetting_warning = Some(format!(
+                        "at step {} the prefix moves the model from its base on general prompts by {:.4} nats a token, over the run's threshold: it may be forgetting what it knew outside the domain",
+                        row.step,
+                        row.forgetting_kl.unwrap_or_default()
+                    ));
+                }
             }
             Some(RunEventData::State(change)) => {
                 self.state = change.state.as_str().to_owned();
@@ -178,7 +191,8 @@ pub fn RunPage(id: String) -> impl IntoView {
             });
         }
     };
-    let series = |pick: fn(&Progress) -> Vec<Series>| Signal::derive(move || progress.with(pick));
+    let series =
+        move |pick: fn(&Progress) -> Vec<Series>| Signal::derive(move || progress.with(pick));
     view! {
         <section>
             {move || run.get().map(|r| match r {
@@ -212,11 +226,15 @@ pub fn RunPage(id: String) -> impl IntoView {
                 }}
             </div>
             {move || progress.with(|p| p.stalled.clone()).map(|m| view! { <div class="warning" role="alert">{format!("Stalled: {m}")}</div> })}
+            {move || progress.with(|p| p.forgetting_warning.clone()).map(|m| view! { <div class="warning" role="alert">{format!("Forgetting: {m}")}</div> })}
             {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
             <div class="charts">
                 <LineChart title="Loss" series=series(|p| vec![("train".into(), p.loss.clone()), ("validation".into(), p.eval_loss.clone())]) />
                 <LineChart title="Learning rate" series=series(|p| vec![("learning rate".into(), p.learning_rate.clone())]) />
                 <LineChart title="Gradient norm" series=series(|p| vec![("grad norm".into(), p.grad_norm.clone())]) />
+                {move || (!progress.with(|p| p.forgetting.is_empty())).then(|| view! {
+                    <LineChart title="Forgetting: KL from the base on general prompts" series=series(|p| vec![("KL (nats a token)".into(), p.forgetting.clone())]) />
+                })}
             </div>
             {move || progress.with(|p| p.scores.clone()).map(|s| view! {
                 <div class="card evaluation"><h2>"Evaluation of the final adapter"</h2>
@@ -227,13 +245,14 @@ pub fn RunPage(id: String) -> impl IntoView {
             })}
             <h2>"Checkpoints"</h2>
             {move || checkpoints.get().and_then(Result::ok).map(|list| view! {
-                <Table class="checkpoints" headers=&["Checkpoint", "Training loss", "Validation loss", "Evaluated at step"]>
+                <Table class="checkpoints" headers=&["Checkpoint", "Training loss", "Validation loss", "Evaluated at step", "Forgetting KL"]>
                     {list.data.into_iter().map(|c| view! {
                         <tr>
                             <td class="mono">{c.name}</td>
                             <td>{c.loss.map(|v| format!("{v:.4}"))}</td>
                             <td>{c.eval_loss.map(|v| format!("{v:.4}"))}</td>
                             <td>{c.eval_step}</td>
+                            <td>{c.forgetting_kl.map(|v| format!("{v:.4}"))}</td>
                         </tr>
                     }).collect_view()}
                 </Table>

@@ -66,6 +66,8 @@ pub fn Runs() -> impl IntoView {
         "eval_samples",
         "forward_batch_size",
         "early_stopping_patience",
+        "forgetting_threshold",
+        "replay_ratio",
     ]
     .into_iter()
     .map(|name| (name, RwSignal::new(String::new())))
@@ -77,6 +79,8 @@ pub fn Runs() -> impl IntoView {
     let checkpointing = RwSignal::new(false);
     // The best evaluation's prefix as the run's adapter (needs validation data).
     let load_best = RwSignal::new(false);
+    // Score evaluations against the base on general prompts (needs validation data).
+    let forgetting_guard = RwSignal::new(false);
     let error = RwSignal::new(None::<api::Failure>);
     // Runs ticked for the compare view.
     let picked = RwSignal::new(Vec::<String>::new());
@@ -119,6 +123,9 @@ pub fn Runs() -> impl IntoView {
             forward_batch_size: parsed(&value("forward_batch_size")),
             early_stopping_patience: parsed(&value("early_stopping_patience")),
             load_best_model_at_end: load_best.get_untracked().then_some(true),
+            forgetting_guard: forgetting_guard.get_untracked().then_some(true),
+            forgetting_threshold: parsed(&value("forgetting_threshold")),
+            replay_ratio: parsed(&value("replay_ratio")),
             gradient_checkpointing: checkpointing.get_untracked().then_some(true),
             precision: serde_json::from_value(serde_json::Value::String(precision.get_untracked()))
                 .ok(),
@@ -229,6 +236,9 @@ pub fn Runs() -> impl IntoView {
                         </label>
                         <label>"best evaluation as the adapter (load_best_model_at_end)"
                             <input type="checkbox" name="load_best_model_at_end" bind:checked=load_best />
+                        </label>
+                        <label>"forgetting guard: score evaluations against the base on general prompts"
+                            <input type="checkbox" name="forgetting_guard" bind:checked=forgetting_guard />
                         </label>
                     </div>
                 </details>

@@ -135,6 +135,23 @@ pub struct TrainArgs {
     /// Needs --validation-file.
     #[arg(long)]
     load_best_model_at_end: bool,
+    /// At every evaluation, score how far the prefix moves the model from the base on general
+    /// prompts (our default set, or --forgetting-probe-file): the KL of the next-token
+    /// distributions on the base model's own answers, logged beside the validation loss.
+    #[arg(long)]
+    forgetting_guard: bool,
+    /// The general prompts of the forgetting guard, one a line (`#` comments); implies
+    /// --forgetting-guard.
+    #[arg(long, value_name = "FILE")]
+    forgetting_probe_file: Option<PathBuf>,
+    /// Warn when the forgetting guard's KL (nats a token) is over this.
+    #[arg(long, value_name = "KL")]
+    forgetting_threshold: Option<f64>,
+    /// Mix R general examples per training example into training: the base model's own answers
+    /// to the general prompts (the default set, or --forgetting-probe-file), so the prefix learns
+    /// the domain without unlearning the rest.
+    #[arg(long, value_name = "R")]
+    replay_ratio: Option<f64>,
     /// Continue from the newest checkpoint-N in --output-dir.
     #[arg(long)]
     resume: bool,
@@ -190,14 +207,20 @@ impl TrainArgs {
             early_stopping_patience: self.early_stopping_patience,
             metric_for_best_model: self.metric_for_best_model,
             load_best_model_at_end: self.load_best_model_at_end.then_some(true),
+            forgetting_guard: (self.forgetting_guard || self.forgetting_probe_file.is_some())
+                .then_some(true),
+            forgetting_threshold: self.forgetting_threshold,
+            replay_ratio: self.replay_ratio,
         };
         settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-        if (self.early_stopping_patience.is_some() || self.load_best_model_at_end)
+        if (self.early_stopping_patience.is_some()
+            || self.load_best_model_at_end
+            || settings.forgetting_guard == Some(true))
             && self.validation_file.is_none()
         {
             bail!(
-                "--early-stopping-patience and --load-best-model-at-end need --validation-file: \
-                 the best model is the one its evaluations score best"
+                "--early-stopping-patience, --load-best-model-at-end and --forgetting-guard need \
+                 --validation-file: they act at its evaluations"
             );
         }
         Ok(TrainJob {
@@ -208,6 +231,7 @@ impl TrainArgs {
             skip_invalid: self.dataset.skip_invalid,
             output_dir,
             init_adapter: self.init_adapter,
+            probe_file: self.forgetting_probe_file,
             resume: self.resume,
             device: self.device.spec.to_string(),
             settings,

@@ -93,6 +93,9 @@ mod tests {
                     step: i as u64 + 1,
                     eval_loss,
                     best_step: None,
+                    forgetting_kl: None,
+                    forgetting_logprob_delta: None,
+                    forgetting_warning: false,
                 })
             })
             .collect();

@@ -89,6 +89,12 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
                 LogRow::Eval(row) => Some(row.eval_loss),
                 _ => None,
             });
+            let forgetting = evaluated.and_then(|(at, _)| {
+                rows.iter().rev().find_map(|row| match row {
+                    LogRow::Eval(row) if row.step as i64 == at => row.forgetting_kl,
+                    _ => None,
+                })
+            });
             Some(Checkpoint {
                 step,
                 name,
@@ -100,6 +106,7 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
                 .map(|(_, loss)| loss),
                 eval_loss: evaluated.map(|(_, loss)| loss),
                 eval_step: evaluated.map(|(at, _)| at),
+                forgetting_kl: forgetting,
             })
         })
         .collect();

@@ -155,7 +155,7 @@ pub async fn create_run(
         ] {
             if asked {
                 return Err(ApiError::invalid(format!(
-                    "settings.{field}: needs a validation_dataset (the best model is the one its evaluations score best)"
+                    "settings.{field}: needs a validation_dataset (it acts at its evaluations)"
                 )));
             }
         }

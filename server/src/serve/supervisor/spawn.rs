@@ -40,6 +40,8 @@ impl Supervisor {
                 .init_run
                 .as_deref()
                 .map(|init| run_dir(&self.settings.data_dir, init)),
+            // A run asking for the forgetting guard uses our default probe set.
+            probe_file: None,
             resume: layout.trainer_log().exists(),
             device: device_of(gpu).to_string(),
             settings: run.settings.clone(),
