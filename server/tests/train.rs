@@ -523,7 +523,7 @@ fn eval_writes_predictions_and_scores_them() {
         String::from_utf8_lossy(&output.stderr)
     );
     let scores: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    for key in ["bleu-4", "rouge-1", "rouge-2", "rouge-l"] {
+    for key in ["bleu-4", "rouge-1", "rouge-2", "rouge-l", "exact-match"] {
         let value = scores[key].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&value), "{key}: {value}");
     }
@@ -537,6 +537,21 @@ fn eval_writes_predictions_and_scores_them() {
     assert!(lines
         .iter()
         .all(|l| l["labels"].is_string() && l["predict"].is_string()));
+    // Each line also has its prompt and its own scores; their mean is the corpus score.
+    assert!(lines.iter().all(|l| l["prompt"].is_string()));
+    let exact: Vec<f64> = lines
+        .iter()
+        .map(|l| l["scores"]["exact-match"].as_f64().unwrap())
+        .collect();
+    assert!(exact.iter().all(|&e| e == 0.0 || e == 100.0));
+    let mean = exact.iter().sum::<f64>() / exact.len() as f64;
+    assert!((scores["exact-match"].as_f64().unwrap() - mean).abs() < 1e-3);
+    let rouge: f64 = lines
+        .iter()
+        .map(|l| l["scores"]["rouge-l"].as_f64().unwrap())
+        .sum::<f64>()
+        / lines.len() as f64;
+    assert!((scores["rouge-l"].as_f64().unwrap() - rouge).abs() < 1e-3);
     // Batching does not change greedy answers; as in the official batched `generate`, the length
     // limit counts the padded prompt, so short prompts in a batch may stop sooner.
     let single = scratch("eval-single");

@@ -436,8 +436,9 @@ pub struct Evaluation {
     pub samples: Vec<Prediction>,
 }
 
-/// BLEU-4 and ROUGE-1/2/L (×100) by their official names (`bleu-4`, `rouge-1`…), as
-/// `glmtune eval` writes them to `scores.json`.
+/// BLEU-4 and ROUGE-1/2/L (×100) by their official names (`bleu-4`, `rouge-1`…), and
+/// `exact-match` (the share of answers equal to their label, ×100), as `glmtune eval` writes
+/// them to `scores.json`.
 pub type ScoreTable = std::collections::BTreeMap<String, f64>;
 
 /// One line of `generated_predictions.jsonl`, in the official script's names: the reference answer
@@ -447,6 +448,21 @@ pub type ScoreTable = std::collections::BTreeMap<String, f64>;
 pub struct Prediction {
     pub labels: String,
     pub predict: String,
+    /// The record's prompt (ours, beside the official two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// This pair's scores: BLEU-4 and ROUGE-1/2/L as the official code scores a pair, and
+    /// `exact-match` (100 or 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<ScoreTable>,
+}
+
+impl Prediction {
+    /// How well the pair scored, for ordering the worst first: its ROUGE-L, then BLEU-4.
+    pub fn rank(&self) -> Option<(f64, f64)> {
+        let scores = self.scores.as_ref()?;
+        Some((*scores.get("rouge-l")?, *scores.get("bleu-4")?))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -79,6 +79,33 @@ pub fn score_pair(prediction: &str, reference: &str) -> Scores {
     try_score_pair(prediction, reference).unwrap_or_default()
 }
 
+/// Whether a prediction gives the labelled answer: equal after trimming, collapsing runs of
+/// whitespace and folding ASCII case (labelled domain answers: a diagnosis code, a class, a
+/// number). Not one of the official metrics; scored beside them as `exact-match`.
+pub fn exact_match(prediction: &str, reference: &str) -> bool {
+    let normal = |text: &str| {
+        text.split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    normal(prediction) == normal(reference)
+}
+
+/// The share of pairs that [`exact_match`], ×100 and rounded to 4 decimals (accuracy for
+/// labelled answers).
+pub fn exact_match_rate(predictions: &[String], references: &[String]) -> f64 {
+    if predictions.is_empty() {
+        return 0.0;
+    }
+    let hits = predictions
+        .iter()
+        .zip(references)
+        .filter(|(p, r)| exact_match(p, r))
+        .count();
+    round4(100.0 * hits as f64 / predictions.len() as f64)
+}
+
 /// Python's `round(value, 4)`: the decimal nearest to the exact binary value, ties to even.
 /// Rust's fixed-precision formatting rounds the exact value the same way.
 pub fn round4(value: f64) -> f64 {
@@ -179,4 +206,22 @@ pub fn score_corpus(
         rouge_l: column(|s| s.rouge_l),
     };
     Ok((mean, per_example, warnings))
+}
+
+#[cfg(test)]
+mod exact_match_tests {
+    use super::*;
+
+    #[test]
+    fn exact_match_ignores_spacing_and_ascii_case_only() {
+        assert!(exact_match(" I10  高血压\n", "i10 高血压"));
+        assert!(!exact_match("I10", "I11"));
+        assert!(!exact_match("高血压。", "高血压"));
+        let (p, r) = (
+            vec!["a".to_owned(), "b".to_owned(), "c".to_owned()],
+            vec!["A".to_owned(), "x".to_owned(), "c".to_owned()],
+        );
+        assert_eq!(exact_match_rate(&p, &r), 66.6667);
+        assert_eq!(exact_match_rate(&[], &[]), 0.0);
+    }
 }

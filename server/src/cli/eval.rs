@@ -16,7 +16,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use glmtune_engine::data::{eval_prompt_ids, PreprocessOptions};
 use glmtune_engine::generation::{chat_format, generate, GenerationOptions};
-use glmtune_engine::metrics::score_corpus;
+use glmtune_engine::metrics::{exact_match, exact_match_rate, score_corpus};
+use glmtune_shared::api::ScoreTable;
 
 use super::data::DatasetArgs;
 use super::model_args::ModelArgs;
@@ -121,19 +122,38 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let path = args
         .output_dir
         .join(glmtune_shared::run_layout::RunLayout::PREDICTIONS);
-    let mut file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    for (label, predict) in references.iter().zip(&predictions) {
-        let line = glmtune_shared::api::Prediction {
-            labels: label.clone(),
-            predict: predict.clone(),
-        };
-        writeln!(file, "{}", serde_json::to_string(&line)?)?;
-    }
-    let (mean, _, warnings) = score_corpus(&predictions, &references)?;
+    let (mean, per_example, warnings) = score_corpus(&predictions, &references)?;
     for warning in warnings {
         eprintln!("glmtune: {warning}");
     }
+    let table =
+        |scores: &glmtune_engine::metrics::Scores, exact: f64| -> anyhow::Result<ScoreTable> {
+            let mut table: ScoreTable = serde_json::from_value(serde_json::to_value(scores)?)?;
+            table.insert("exact-match".into(), exact);
+            Ok(table)
+        };
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    for (((label, predict), record), scores) in references
+        .iter()
+        .zip(&predictions)
+        .zip(&records)
+        .zip(&per_example)
+    {
+        let exact = if exact_match(predict, label) {
+            100.0
+        } else {
+            0.0
+        };
+        let line = glmtune_shared::api::Prediction {
+            labels: label.clone(),
+            predict: predict.clone(),
+            prompt: Some(record.prompt.clone()),
+            scores: Some(table(scores, exact)?),
+        };
+        writeln!(file, "{}", serde_json::to_string(&line)?)?;
+    }
+    let mean = table(&mean, exact_match_rate(&predictions, &references))?;
     println!("{}", serde_json::to_string(&mean)?);
     Ok(())
 }

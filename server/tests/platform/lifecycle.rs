@@ -253,6 +253,21 @@ fn lifecycle(backend: Backend) {
         .json();
     assert!(evaluation["scores"]["rouge-l"].is_number(), "{evaluation}");
     assert_eq!(evaluation["samples"].as_array().unwrap().len(), 2);
+    // The worst answers first, each with its prompt and scores.
+    let ranks: Vec<f64> = evaluation["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert!(s["prompt"].is_string(), "{s}");
+            s["scores"]["rouge-l"].as_f64().unwrap()
+        })
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    assert!(
+        evaluation["scores"]["exact-match"].is_number(),
+        "{evaluation}"
+    );
     assert!(server
         .get(&format!("/api/v1/runs/{run_id}/logs"), &key)
         .text()

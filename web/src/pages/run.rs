@@ -3,7 +3,7 @@
 //! grad-norm charts with progress, ETA, tokens/s, a stall warning and the log.
 
 use futures_util::StreamExt;
-use glmtune_shared::api::{Checkpoint, List, Run, RunEvent, ScoreTable};
+use glmtune_shared::api::{Checkpoint, Evaluation, List, Run, RunEvent, ScoreTable};
 use glmtune_shared::run_event::RunEventData;
 use glmtune_shared::run_log::LogRow;
 use gloo_net::eventsource::futures::EventSource;
@@ -162,6 +162,21 @@ pub fn RunPage(id: String) -> impl IntoView {
         let _ = progress.with(|p| p.state.clone());
         async move { api::get::<List<Checkpoint>>(&format!("/api/v1/runs/{id}/checkpoints")).await }
     });
+    let evaluation_id = id.clone();
+    // The final adapter's answers, the worst first, once the run has scores.
+    let evaluation = LocalResource::new(move || {
+        let id = evaluation_id.clone();
+        let scored = progress.with(|p| p.scores.is_some());
+        async move {
+            if scored {
+                api::get::<Evaluation>(&format!("/api/v1/runs/{id}/evaluation"))
+                    .await
+                    .ok()
+            } else {
+                None
+            }
+        }
+    });
     let error = RwSignal::new(None::<api::Failure>);
 
     follow_events(&id, progress);
@@ -241,6 +256,25 @@ pub fn RunPage(id: String) -> impl IntoView {
                     <dl class="scores">{s.into_iter().map(|(name, value)| view! {
                         <dt>{name}</dt><dd>{format!("{value:.4}")}</dd>
                     }).collect_view()}</dl>
+                    {move || evaluation.get().flatten().map(|e| view! {
+                        <h3>"Answers, the worst first"</h3>
+                        <Table class="samples" headers=&["Prompt", "Reference", "Answer", "ROUGE-L", "BLEU-4", "Exact"]>
+                            {e.samples.into_iter().map(|p| {
+                                let score = |name: &str| p.scores.as_ref().and_then(|s| s.get(name).copied());
+                                let (rouge, bleu, exact) = (score("rouge-l"), score("bleu-4"), score("exact-match"));
+                                view! {
+                                    <tr>
+                                        <td>{p.prompt.clone()}</td>
+                                        <td>{p.labels.clone()}</td>
+                                        <td>{p.predict.clone()}</td>
+                                        <td>{rouge.map(|v| format!("{v:.2}"))}</td>
+                                        <td>{bleu.map(|v| format!("{v:.2}"))}</td>
+                                        <td>{exact.map(|v| if v > 0.0 { "yes" } else { "no" })}</td>
+                                    </tr>
+                                }
+                            }).collect_view()}
+                        </Table>
+                    })}
                 </div>
             })}
             <h2>"Checkpoints"</h2>

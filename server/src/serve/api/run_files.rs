@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use glmtune_shared::api::{Checkpoint, Evaluation, List, RunState};
+use glmtune_shared::api::{Checkpoint, Evaluation, List, Prediction, RunState};
 use glmtune_shared::run_layout::RunLayout;
 use glmtune_shared::run_log::LogRow;
 
@@ -114,6 +114,9 @@ pub fn list_checkpoints(state: &AppState, id: &str) -> Vec<Checkpoint> {
     found
 }
 
+/// Predictions the evaluation endpoint returns, the worst first.
+const EVALUATION_SAMPLES: usize = 20;
+
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}/evaluation",
@@ -135,13 +138,18 @@ pub async fn evaluation(
                 "run {id} has no evaluation (it needs validation data and eval_samples > 0)"
             ))
         })?;
-    let samples = tokio::fs::read_to_string(layout.predictions())
+    let mut samples: Vec<Prediction> = tokio::fs::read_to_string(layout.predictions())
         .await
         .unwrap_or_default()
         .lines()
-        .take(20)
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    // The worst answers first (those scored pair by pair; older files keep their order).
+    samples.sort_by(|a, b| match (a.rank(), b.rank()) {
+        (Some(a), Some(b)) => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+        _ => std::cmp::Ordering::Equal,
+    });
+    samples.truncate(EVALUATION_SAMPLES);
     Ok(Json(Evaluation { scores, samples }))
 }
 
