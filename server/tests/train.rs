@@ -121,6 +121,7 @@ fn a_job_file_trains_as_the_flags_do() {
         init_adapter: Some(fixture("adapter_init").into()),
         probe_file: None,
         resume: false,
+        stop_after_step: None,
         device: "cpu".into(),
         settings: RunSettings {
             prefix_dropout: Some(0.0),

@@ -10,4 +10,5 @@ pub mod run_event;
 pub mod run_layout;
 pub mod run_log;
 pub mod run_settings;
+pub mod sweep;
 pub mod train_job;

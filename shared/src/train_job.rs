@@ -39,6 +39,10 @@ pub struct TrainJob {
     /// Continue from the newest checkpoint in `output_dir`.
     #[serde(default)]
     pub resume: bool,
+    /// Pause after this optimizer step (a checkpoint saved, no adapter written; `resume` goes
+    /// on): a sweep's trial stops at its halving rungs so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after_step: Option<u64>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "cpu")]
     pub device: String,
@@ -124,6 +128,7 @@ mod tests {
             init_adapter: None,
             probe_file: Some("/data/probes.txt".into()),
             resume: true,
+            stop_after_step: Some(40),
             device: "cuda:1".into(),
             settings: RunSettings {
                 max_steps: Some(3000),

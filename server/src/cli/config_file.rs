@@ -9,14 +9,15 @@ use anyhow::{bail, Context};
 
 /// Expands `--config FILE` (anywhere after the subcommand) into the flags the file holds.
 pub fn expand(args: Vec<String>) -> anyhow::Result<Vec<String>> {
-    // `glmtune bench train --config chatglm-6b` names a model shape, not a flags file (global
-    // flags such as `--threads N` may come before the subcommand).
+    // `glmtune bench train --config chatglm-6b` names a model shape, and `glmtune sweep
+    // --config sweep.toml` a sweep, not a flags file (global flags such as `--threads N` may
+    // come before the subcommand).
     let is_config = |a: &String| a == "--config" || a.starts_with("--config=");
     if args
         .iter()
         .skip(1)
         .take_while(|a| !is_config(a))
-        .any(|a| a == "bench")
+        .any(|a| a == "bench" || a == "sweep")
     {
         return Ok(args);
     }

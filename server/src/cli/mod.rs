@@ -12,6 +12,7 @@ pub mod model_args;
 mod quantize;
 mod sampling_args;
 mod score;
+mod sweep;
 mod token;
 mod train;
 
@@ -62,6 +63,9 @@ pub enum Command {
     /// Train a P-Tuning v2 prefix on a frozen model (the official ptuning/main.py recipe).
     #[command(args_override_self = true)]
     Train(Box<train::TrainArgs>),
+    /// Sweep hyperparameters: a grid or random search of trials (each a run folder), the worse
+    /// ones stopped by successive halving, and a leaderboard.
+    Sweep(sweep::SweepArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Token(args) => token::run(args),
         Command::Train(args) => train::run(*args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }
 

@@ -233,6 +233,7 @@ impl TrainArgs {
             init_adapter: self.init_adapter,
             probe_file: self.forgetting_probe_file,
             resume: self.resume,
+            stop_after_step: None,
             device: self.device.spec.to_string(),
             settings,
         })

@@ -534,7 +534,8 @@ fn train(
                 write_row(log, &log_path, &row)?;
             }
         }
-        let stop = interrupted.load(Ordering::SeqCst);
+        let paused = job.stop_after_step.is_some_and(|at| step.step >= at) && !is_last;
+        let stop = interrupted.load(Ordering::SeqCst) || paused;
         if (step.step.is_multiple_of(save_steps) || stop) && !saved {
             save(trainer, log, step.step)?;
         }
@@ -553,6 +554,15 @@ fn train(
     }
     if interrupted.load(Ordering::SeqCst) {
         eprintln!("glmtune: interrupted; saved checkpoint-{last_saved}; continue with --resume");
+        return Ok(());
+    }
+    if job
+        .stop_after_step
+        .is_some_and(|at| trainer.step() >= at && trainer.step() < max_steps)
+    {
+        eprintln!(
+            "glmtune: paused after step {last_saved} (checkpoint-{last_saved}); resume goes on"
+        );
         return Ok(());
     }
     let last = trainer.step();

@@ -43,6 +43,7 @@ impl Supervisor {
             // A run asking for the forgetting guard uses our default probe set.
             probe_file: None,
             resume: layout.trainer_log().exists(),
+            stop_after_step: None,
             device: device_of(gpu).to_string(),
             settings: run.settings.clone(),
         };

@@ -1,0 +1,175 @@
+//! `glmtune sweep`: a grid of 4 trials on the fixture with successive halving stops the worse
+//! two at the rung, trains the others to the end, and ranks them by their own evaluations.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use glmtune_shared::run_log::{LogRow, TRAINER_LOG};
+use glmtune_shared::sweep::{SweepReport, TrialState};
+
+use common::{fixture, glmtune};
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("sweep", name)
+}
+
+/// The fixture's records with each answer moved to another prompt (a validation set the training
+/// data does not teach).
+fn shifted_validation(dir: &Path) -> PathBuf {
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(fixture("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let mut shifted = record.clone();
+            shifted["summary"] = records[(i + 3) % records.len()]["summary"].clone();
+            format!("{shifted}\n")
+        })
+        .collect();
+    let path = dir.join("validation.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let validation = shifted_validation(dir);
+    let text = format!(
+        r#"model = {model:?}
+train_file = {train:?}
+validation_file = {validation:?}
+output_dir = {out:?}
+{extra}
+[settings]
+max_steps = 8
+eval_steps = 2
+save_steps = 100
+per_device_train_batch_size = 2
+gradient_accumulation_steps = 1
+max_source_length = 24
+max_target_length = 16
+prefix_dropout = 0.0
+
+[space]
+learning_rate = [0.02, 0.5]
+pre_seq_len = [4, 8]
+
+[halving]
+rungs = [4]
+eta = 2
+"#,
+        model = fixture("model"),
+        train = fixture("train.jsonl"),
+        validation = validation.display().to_string(),
+        out = dir.join("out").display().to_string(),
+    );
+    let path = dir.join("sweep.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A trial's evaluations: (step, eval_loss).
+fn evaluations(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join(TRAINER_LOG))
+        .unwrap()
+        .lines()
+        .filter_map(LogRow::parse)
+        .filter_map(|row| match row {
+            LogRow::Eval(row) => Some((row.step, row.eval_loss)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_halves_its_trials_and_ranks_them_by_their_own_evaluations() {
+    let dir = scratch("grid");
+    let path = config(&dir, "");
+    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: SweepReport = serde_json::from_slice(&output.stdout).unwrap();
+    let written: SweepReport =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/sweep.json")).unwrap())
+            .unwrap();
+    assert_eq!(report, written);
+    assert_eq!(report.trials.len(), 4);
+    let out = dir.join("out");
+    // The leaderboard is each trial's own best evaluation, best first.
+    for trial in &report.trials {
+        let evals = evaluations(&out.join(&trial.name));
+        let best = evals
+            .iter()
+            .copied()
+            .fold((0, f64::INFINITY), |b, e| if e.1 < b.1 { e } else { b });
+        assert_eq!((trial.metric_step, trial.metric), best, "{}", trial.name);
+    }
+    assert!(report.trials.windows(2).all(|w| w[0].metric <= w[1].metric));
+    let stopped: Vec<_> = report
+        .trials
+        .iter()
+        .filter(|t| t.state == TrialState::Stopped { rung: 4 })
+        .collect();
+    let completed: Vec<_> = report
+        .trials
+        .iter()
+        .filter(|t| t.state == TrialState::Completed)
+        .collect();
+    assert_eq!((stopped.len(), completed.len()), (2, 2), "{report:?}");
+    // Stopped at the rung (a checkpoint, no adapter); the others trained on to their end.
+    for trial in &stopped {
+        assert_eq!(trial.steps, 4);
+        assert!(out.join(&trial.name).join("checkpoint-4").is_dir());
+        assert!(!out.join(&trial.name).join("pytorch_model.bin").exists());
+    }
+    for trial in &completed {
+        assert_eq!(trial.steps, 8);
+        assert!(out.join(&trial.name).join("pytorch_model.bin").is_file());
+    }
+    // At the rung, every stopped trial had evaluated worse than every one that went on.
+    let at_rung = |name: &str| {
+        evaluations(&out.join(name))
+            .into_iter()
+            .filter(|e| e.0 <= 4)
+            .last()
+            .unwrap()
+            .1
+    };
+    for s in &stopped {
+        for c in &completed {
+            assert!(
+                at_rung(&s.name) >= at_rung(&c.name),
+                "{} vs {}",
+                s.name,
+                c.name
+            );
+        }
+    }
+    // A sweep's folder is not swept over again.
+    let again = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a sweep"));
+}
+
+#[test]
+fn bad_sweeps_are_refused_naming_the_field() {
+    for (extra, says) in [
+        ("[search]\ntrials = 0\n", "search.trials"),
+        ("lr = 1\n", "unknown field `lr`"),
+    ] {
+        let dir = scratch(&format!("bad-{}", says.len()));
+        let path = config(&dir, extra);
+        let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
