@@ -138,8 +138,7 @@ fn a_sweep_halves_its_trials_and_ranks_them_by_their_own_evaluations() {
     let at_rung = |name: &str| {
         evaluations(&out.join(name))
             .into_iter()
-            .filter(|e| e.0 <= 4)
-            .last()
+            .rfind(|e| e.0 <= 4)
             .unwrap()
             .1
     };
