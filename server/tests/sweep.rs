@@ -172,3 +172,21 @@ fn bad_sweeps_are_refused_naming_the_field() {
         assert!(stderr.contains(says), "{stderr}");
     }
 }
+
+#[test]
+fn the_medical_example_sweep_is_valid_and_its_files_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/medical/sweep.toml")).unwrap();
+    let config: glmtune_shared::sweep::SweepConfig = toml::from_str(&text).unwrap();
+    config.check().unwrap();
+    for path in [&config.model, &config.train_file, &config.validation_file] {
+        assert!(root.join(path).exists(), "{}", path.display());
+    }
+    for file in ["train.jsonl", "validation.jsonl"] {
+        let text = std::fs::read_to_string(root.join("examples/medical").join(file)).unwrap();
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(record["content"].is_string() && record["summary"].is_string());
+        }
+    }
+}

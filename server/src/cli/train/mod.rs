@@ -144,8 +144,11 @@ fn probe_answers(
         prompts: Vec::new(),
         answers: Vec::new(),
     };
+    // Asked as the adapter's chats ask: after the run's source prefix, their system prompt (and
+    // as the replay examples train).
+    let system = job.settings.source_prefix.as_deref();
     for prompt in &prompts {
-        let ids = chat_prompt_ids(tokenizer, None, &[], prompt);
+        let ids = chat_prompt_ids(tokenizer, system, &[], prompt);
         if let Some(answer) = base_answers(model, &[ids], PROBE_ANSWER_TOKENS)?.pop() {
             answered.prompts.push(prompt.clone());
             answered.answers.push(answer);
