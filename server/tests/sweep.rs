@@ -8,32 +8,10 @@ use std::path::{Path, PathBuf};
 use glmtune_shared::run_log::{LogRow, TRAINER_LOG};
 use glmtune_shared::sweep::{SweepReport, TrialState};
 
-use common::{fixture, glmtune};
+use common::{fixture, glmtune, shifted_validation};
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("sweep", name)
-}
-
-/// The fixture's records with each answer moved to another prompt (a validation set the training
-/// data does not teach).
-fn shifted_validation(dir: &Path) -> PathBuf {
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(fixture("train.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let text: String = records
-        .iter()
-        .enumerate()
-        .map(|(i, record)| {
-            let mut shifted = record.clone();
-            shifted["summary"] = records[(i + 3) % records.len()]["summary"].clone();
-            format!("{shifted}\n")
-        })
-        .collect();
-    let path = dir.join("validation.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn config(dir: &Path, extra: &str) -> PathBuf {

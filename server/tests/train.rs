@@ -14,7 +14,7 @@ use glmtune_shared::run_log::{FinishedRow, LogRow, StepRow, TRAINER_LOG};
 use glmtune_shared::train_job::TrainJob;
 
 mod common;
-use common::{fixture, glmtune};
+use common::{fixture, glmtune, shifted_validation};
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("train", name)
@@ -664,29 +664,6 @@ fn flags_can_come_from_a_json_config_file() {
     let rows = step_rows(&out);
     assert_eq!(rows.len(), 12);
     assert!((rows[0].loss - 13.715119361877441).abs() < 1e-3);
-}
-
-/// The fixture's records with each answer moved to another prompt: a validation set the training
-/// data does not teach, written to `dir/validation.jsonl`.
-fn shifted_validation(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(fixture("train.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let text: String = records
-        .iter()
-        .enumerate()
-        .map(|(i, record)| {
-            let mut shifted = record.clone();
-            shifted["summary"] = records[(i + 3) % records.len()]["summary"].clone();
-            format!("{shifted}\n")
-        })
-        .collect();
-    let path = dir.join("validation.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]

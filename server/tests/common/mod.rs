@@ -57,3 +57,26 @@ pub fn scratch(kind: &str, name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+/// The fixture's records with each answer moved to another prompt: a validation set the training
+/// data does not teach, written to `dir/validation.jsonl`.
+pub fn shifted_validation(dir: &std::path::Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(fixture("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let mut shifted = record.clone();
+            shifted["summary"] = records[(i + 3) % records.len()]["summary"].clone();
+            format!("{shifted}\n")
+        })
+        .collect();
+    let path = dir.join("validation.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
