@@ -14,10 +14,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use glmtune_engine::data::Record;
 use glmtune_engine::data::{preprocess_train, PreprocessOptions};
-use glmtune_engine::generation::forgetting::{
-    base_answers, forgetting, general_probes, probe_prompts, ProbeAnswer,
-};
-use glmtune_engine::generation::{chat_prompt_ids, response_text};
+use glmtune_engine::generation::forgetting::forgetting;
 use glmtune_engine::model::PrefixEncoder;
 use glmtune_engine::train::{
     AdamWConfig, Example, LossScaling, Optim, StepLog, TrainOptions, Trainer,
@@ -33,8 +30,10 @@ use super::model_args::load_tokenizer;
 
 mod args;
 mod best;
+mod probes;
 pub use args::TrainArgs;
 use best::Best;
+use probes::{probe_answers, replay_examples};
 
 use glmtune_shared::run_layout::RunLayout;
 use glmtune_shared::run_log::{CheckpointRow, ErrorRow, EvalRow, FinishedRow, LogRow, StepRow};
@@ -49,7 +48,7 @@ fn load_examples(
 }
 
 /// `records` as training examples with the run's lengths and source prefix.
-fn examples(
+pub(super) fn examples(
     job: &TrainJob,
     records: &[Record],
     tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
@@ -72,94 +71,6 @@ fn examples(
             labels: f.labels,
         })
         .collect())
-}
-
-/// `ratio × train.len()` (rounded) general examples for replay: the base model's own answers to
-/// the probe prompts (self-distillation), cycled, with the run's source prefix and lengths.
-fn replay_examples(
-    job: &TrainJob,
-    tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
-    probes: &Probes,
-    train_len: usize,
-    ratio: f64,
-) -> anyhow::Result<Vec<Example>> {
-    let wanted = (ratio * train_len as f64).round() as usize;
-    if wanted == 0 || probes.answers.is_empty() {
-        return Ok(Vec::new());
-    }
-    let records: Vec<Record> = probes
-        .answers
-        .iter()
-        .zip(&probes.prompts)
-        .map(|(answer, prompt)| Record {
-            prompt: prompt.clone(),
-            response: response_text(
-                tokenizer.family(),
-                &tokenizer.decode(&answer.ids[answer.prompt_len..]),
-            ),
-            history: Vec::new(),
-            messages: Vec::new(),
-        })
-        .collect();
-    let examples = examples(job, &records, tokenizer, false)?;
-    Ok(examples.iter().cycle().take(wanted).cloned().collect())
-}
-
-/// Greedy answers of new tokens the base model gives each probe prompt.
-const PROBE_ANSWER_TOKENS: usize = 32;
-
-/// General prompts the base model answered (the ones it answered with nothing left out).
-struct Probes {
-    prompts: Vec<String>,
-    answers: Vec<ProbeAnswer>,
-}
-
-/// The base model's answers to the general prompts, when the run asks for the forgetting guard
-/// or for replay.
-fn probe_answers(
-    job: &TrainJob,
-    model: &glmtune_engine::model::ChatGlmModel,
-    tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
-) -> anyhow::Result<Option<Probes>> {
-    let replay = job.settings.replay_ratio.is_some_and(|r| r > 0.0);
-    if job.settings.forgetting_guard != Some(true) && job.probe_file.is_none() && !replay {
-        return Ok(None);
-    }
-    let prompts = match &job.probe_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the probe prompts {}", path.display()))?;
-            let prompts = probe_prompts(&text);
-            if prompts.is_empty() {
-                bail!(
-                    "{}: no probe prompt (one a line, # comments)",
-                    path.display()
-                );
-            }
-            prompts
-        }
-        None => general_probes(),
-    };
-    let mut answered = Probes {
-        prompts: Vec::new(),
-        answers: Vec::new(),
-    };
-    // Asked as the adapter's chats ask: after the run's source prefix, their system prompt (and
-    // as the replay examples train).
-    let system = job.settings.source_prefix.as_deref();
-    for prompt in &prompts {
-        let ids = chat_prompt_ids(tokenizer, system, &[], prompt);
-        if let Some(answer) = base_answers(model, &[ids], PROBE_ANSWER_TOKENS)?.pop() {
-            answered.prompts.push(prompt.clone());
-            answered.answers.push(answer);
-        }
-    }
-    eprintln!(
-        "glmtune: the base model answered {} of {} general prompts",
-        answered.answers.len(),
-        prompts.len()
-    );
-    Ok(Some(answered))
 }
 
 /// The rows of a run's log (none when it cannot be read).
@@ -321,20 +232,7 @@ fn train(
         Some(path) => Some(load_examples(job, path, &tokenizer)?),
         None => None,
     };
-    let probes = probe_answers(job, &model, &tokenizer)?;
     let guard = s.forgetting_guard == Some(true) || job.probe_file.is_some();
-    let mut train = train;
-    if let (Some(probes), Some(ratio)) = (&probes, s.replay_ratio) {
-        let replay = replay_examples(job, &tokenizer, probes, train.len(), ratio)?;
-        // The mix, in the run's log folder's stderr log and on the terminal.
-        eprintln!(
-            "glmtune: replay: {} general examples (the base model's answers to {} prompts) mixed into {} training examples",
-            replay.len(),
-            probes.answers.len(),
-            train.len()
-        );
-        train.extend(replay);
-    }
     let load_best = s.load_best_model_at_end.unwrap_or(false);
     // Kept when the run stops early or ends on its best evaluation: each new best is saved.
     let mut best = (s.early_stopping_patience.is_some() || load_best).then(|| {
@@ -348,6 +246,19 @@ fn train(
             "--early-stopping-patience, --load-best-model-at-end and --forgetting-guard need \
              --validation-file: they act at its evaluations"
         );
+    }
+    let probes = probe_answers(job, &model, &tokenizer)?;
+    let mut train = train;
+    if let (Some(probes), Some(ratio)) = (&probes, s.replay_ratio) {
+        let replay = replay_examples(job, &tokenizer, probes, train.len(), ratio)?;
+        // The mix, in the run's log folder's stderr log and on the terminal.
+        eprintln!(
+            "glmtune: replay: {} general examples (the base model's answers to {} prompts) mixed into {} training examples",
+            replay.len(),
+            probes.answers.len(),
+            train.len()
+        );
+        train.extend(replay);
     }
     let init = match &job.init_adapter {
         Some(dir) => {
