@@ -168,3 +168,67 @@ fn the_medical_example_sweep_is_valid_and_its_files_exist() {
         }
     }
 }
+
+#[test]
+fn a_trial_that_stops_early_on_its_own_is_not_resumed_at_a_later_rung() {
+    let dir = scratch("early");
+    std::fs::create_dir_all(&dir).unwrap();
+    let validation = shifted_validation(&dir);
+    let text = format!(
+        r#"model = {model:?}
+train_file = {train:?}
+validation_file = {validation:?}
+output_dir = {out:?}
+
+[settings]
+max_steps = 30
+eval_steps = 1
+save_steps = 100
+per_device_train_batch_size = 2
+gradient_accumulation_steps = 1
+max_source_length = 24
+max_target_length = 16
+prefix_dropout = 0.0
+early_stopping_patience = 1
+
+[space]
+learning_rate = [2.0]
+
+[halving]
+rungs = [20]
+"#,
+        model = fixture("model"),
+        train = fixture("train.jsonl"),
+        validation = validation.display().to_string(),
+        out = dir.join("out").display().to_string(),
+    );
+    let path = dir.join("sweep.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Trained once: never resumed past its own end.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("resuming from"), "{stderr}");
+    let report: SweepReport = serde_json::from_slice(&output.stdout).unwrap();
+    let trial = &report.trials[0];
+    assert_eq!(trial.state, TrialState::Completed);
+    assert!(trial.steps < 20, "{trial:?}");
+    let rows: Vec<LogRow> = std::fs::read_to_string(dir.join("out/trial-1").join(TRAINER_LOG))
+        .unwrap()
+        .lines()
+        .filter_map(LogRow::parse)
+        .collect();
+    let finished: Vec<_> = rows
+        .iter()
+        .filter_map(|row| match row {
+            LogRow::Finished(row) => Some(row),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 1, "{rows:?}");
+    assert!(finished[0].stopped_early);
+}

@@ -163,6 +163,8 @@ struct Trial {
     settings: RunSettings,
     state: TrialState,
     started: bool,
+    /// Whether its run wrote its adapter (it reached its end, or stopped early on its own).
+    finished: bool,
     seconds: f64,
 }
 
@@ -191,6 +193,12 @@ impl Trial {
         super::train::run_job(&job).with_context(|| format!("sweep trial {}", self.name))?;
         self.seconds += started.elapsed().as_secs_f64();
         self.started = true;
+        let log = self.dir(config).join(glmtune_shared::run_log::TRAINER_LOG);
+        self.finished = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(LogRow::parse)
+            .any(|row| matches!(row, LogRow::Finished(_)));
         Ok(())
     }
 
@@ -241,6 +249,7 @@ pub fn sweep(config: &SweepConfig) -> anyhow::Result<SweepReport> {
             settings,
             state: TrialState::Completed,
             started: false,
+            finished: false,
             seconds: 0.0,
         })
         .collect();
@@ -257,7 +266,7 @@ pub fn sweep(config: &SweepConfig) -> anyhow::Result<SweepReport> {
         let mut reached = Vec::new();
         for (i, trial) in trials.iter_mut().enumerate() {
             let end = trial.settings.max_steps.unwrap_or(u64::MAX);
-            if trial.state != TrialState::Completed || end <= rung {
+            if trial.state != TrialState::Completed || trial.finished || end <= rung {
                 continue;
             }
             trial.train(config, Some(rung))?;
@@ -287,7 +296,7 @@ pub fn sweep(config: &SweepConfig) -> anyhow::Result<SweepReport> {
         }
     }
     for trial in trials.iter_mut() {
-        if trial.state == TrialState::Completed {
+        if trial.state == TrialState::Completed && !trial.finished {
             trial.train(config, None)?;
         }
     }

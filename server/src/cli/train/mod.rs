@@ -470,9 +470,10 @@ fn train(
         eprintln!("glmtune: interrupted; saved checkpoint-{last_saved}; continue with --resume");
         return Ok(());
     }
-    if job
-        .stop_after_step
-        .is_some_and(|at| trainer.step() >= at && trainer.step() < max_steps)
+    if !stopped_early
+        && job
+            .stop_after_step
+            .is_some_and(|at| trainer.step() >= at && trainer.step() < max_steps)
     {
         eprintln!(
             "glmtune: paused after step {last_saved} (checkpoint-{last_saved}); resume goes on"
