@@ -138,9 +138,17 @@ try {
   await page.locator("input[name=logging_steps]").fill("1");
   await page.locator("input[name=pre_seq_len]").fill("4");
   await page.locator("input[name=learning_rate]").fill("0.01");
+  // Evaluated on the training set every 10 steps, with the forgetting guard.
+  await page.locator("select[name=validation]").selectOption(trainOption);
+  await page.locator("input[name=eval_steps]").fill("10");
+  await page.locator("input[name=forgetting_guard]").check();
   await page.getByRole("button", { name: "Start run" }).click();
   await page.waitForURL((url) => /\/runs\/ftjob-/.test(url.href) && !url.href.endsWith(firstRun));
   await page.locator(".state.succeeded").first().waitFor({ timeout: 120_000 });
+  const forgetting = page.locator("figure[data-title='Forgetting: KL from the base on general prompts'] .points");
+  await forgetting.waitFor();
+  seen.forgetting_points = await forgetting.innerText();
+  await shot("6-run-forgetting");
   await page.goto(`${base}/#/runs`);
   await page.locator("input[name=compare_run]").nth(1).waitFor();
   for (const box of await page.locator("input[name=compare_run]").all()) await box.check();

@@ -160,6 +160,8 @@ fn dashboard_walkthrough_in_chromium() {
     for key in ["learning_rate", "max_steps", "source_prefix"] {
         assert!(differ.iter().any(|k| k == key), "{key}: {seen}");
     }
+    // The second run's forgetting guard, charted from its evaluations at steps 10, 20 and 30.
+    assert_eq!(seen["forgetting_points"], "3 points", "{seen}");
     assert_eq!(seen["phone_overflow"], serde_json::json!([]), "{seen}");
     // The in-browser chat ran on WebGPU and answered as the server does; after a reload, from the
     // browser's cache, with the conversation kept in IndexedDB, the same again.
