@@ -14,15 +14,8 @@ fn scratch(name: &str) -> PathBuf {
     common::scratch("sweep", name)
 }
 
-fn config(dir: &Path, extra: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let validation = shifted_validation(dir);
-    let text = format!(
-        r#"model = {model:?}
-train_file = {train:?}
-validation_file = {validation:?}
-output_dir = {out:?}
-{extra}
+/// The settings of the fixture recipe, the two settings swept, halved at step 4.
+const GRID: &str = r#"
 [settings]
 max_steps = 8
 eval_steps = 2
@@ -40,7 +33,14 @@ pre_seq_len = [4, 8]
 [halving]
 rungs = [4]
 eta = 2
-"#,
+"#;
+
+/// A sweep file in `dir` on the fixture: its data and folder, then `body`.
+fn config(dir: &Path, body: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let validation = shifted_validation(dir);
+    let text = format!(
+        "model = {model:?}\ntrain_file = {train:?}\nvalidation_file = {validation:?}\noutput_dir = {out:?}\n{body}",
         model = fixture("model"),
         train = fixture("train.jsonl"),
         validation = validation.display().to_string(),
@@ -67,7 +67,7 @@ fn evaluations(dir: &Path) -> Vec<(u64, f64)> {
 #[test]
 fn a_sweep_halves_its_trials_and_ranks_them_by_their_own_evaluations() {
     let dir = scratch("grid");
-    let path = config(&dir, "");
+    let path = config(&dir, GRID);
     let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
     assert!(
         output.status.success(),
@@ -143,7 +143,7 @@ fn bad_sweeps_are_refused_naming_the_field() {
         ("lr = 1\n", "unknown field `lr`"),
     ] {
         let dir = scratch(&format!("bad-{}", says.len()));
-        let path = config(&dir, extra);
+        let path = config(&dir, &format!("{extra}{GRID}"));
         let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -172,14 +172,9 @@ fn the_medical_example_sweep_is_valid_and_its_files_exist() {
 #[test]
 fn a_trial_that_stops_early_on_its_own_is_not_resumed_at_a_later_rung() {
     let dir = scratch("early");
-    std::fs::create_dir_all(&dir).unwrap();
-    let validation = shifted_validation(&dir);
-    let text = format!(
-        r#"model = {model:?}
-train_file = {train:?}
-validation_file = {validation:?}
-output_dir = {out:?}
-
+    let path = config(
+        &dir,
+        r#"
 [settings]
 max_steps = 30
 eval_steps = 1
@@ -197,13 +192,7 @@ learning_rate = [2.0]
 [halving]
 rungs = [20]
 "#,
-        model = fixture("model"),
-        train = fixture("train.jsonl"),
-        validation = validation.display().to_string(),
-        out = dir.join("out").display().to_string(),
     );
-    let path = dir.join("sweep.toml");
-    std::fs::write(&path, text).unwrap();
     let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
     assert!(
         output.status.success(),
