@@ -221,3 +221,54 @@ rungs = [20]
     assert_eq!(finished.len(), 1, "{rows:?}");
     assert!(finished[0].stopped_early);
 }
+
+#[test]
+fn a_killed_sweep_resumes_to_the_same_leaderboard() {
+    let body = GRID
+        .replace("max_steps = 8", "max_steps = 160")
+        .replace("eval_steps = 2", "eval_steps = 10")
+        .replace("rungs = [4]", "rungs = [80]");
+    let whole = scratch("whole");
+    let path = config(&whole, &body);
+    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(output.status.success());
+    let uninterrupted: SweepReport = serde_json::from_slice(&output.stdout).unwrap();
+
+    let dir = scratch("killed");
+    let path = config(&dir, &body);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(["sweep", "--config", &path.to_string_lossy()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the second trial has paused at the rung: the third is under way.
+    let paused = dir.join("out/trial-2/checkpoint-80/pytorch_model.bin");
+    let started = std::time::Instant::now();
+    while !paused.exists() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the sweep never got there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.join("out/sweep.json").exists(), "killed too late");
+    let refused = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    let output = glmtune(&["sweep", "--config", &path.to_string_lossy(), "--resume"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let resumed: SweepReport = serde_json::from_slice(&output.stdout).unwrap();
+    let board = |r: &SweepReport| -> Vec<(String, TrialState, u64, f64, u64)> {
+        r.trials
+            .iter()
+            .map(|t| (t.name.clone(), t.state, t.metric_step, t.metric, t.steps))
+            .collect()
+    };
+    assert_eq!(board(&resumed), board(&uninterrupted));
+}

@@ -198,7 +198,8 @@ pub struct TrialResult {
     /// Its best evaluation's metric, and that step.
     pub metric: f64,
     pub metric_step: u64,
-    /// Optimizer steps trained and seconds taken: what the trial cost.
+    /// Optimizer steps trained and seconds taken (by this invocation, when resumed): what the
+    /// trial cost.
     pub steps: u64,
     pub seconds: f64,
 }

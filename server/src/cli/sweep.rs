@@ -23,6 +23,10 @@ pub struct SweepArgs {
     /// `[halving]`; see the README.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Continue an interrupted sweep: the trials already in its folder go on from their
+    /// checkpoints, and the halving decisions are made again from their logs.
+    #[arg(long)]
+    resume: bool,
 }
 
 pub fn run(args: SweepArgs) -> anyhow::Result<()> {
@@ -36,7 +40,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     config
         .check()
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
-    let report = sweep(&config)?;
+    let report = sweep(&config, args.resume)?;
     let path = config.output_dir.join("sweep.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -193,13 +197,18 @@ impl Trial {
         super::train::run_job(&job).with_context(|| format!("sweep trial {}", self.name))?;
         self.seconds += started.elapsed().as_secs_f64();
         self.started = true;
+        self.finished = self.log_finished(config);
+        Ok(())
+    }
+
+    /// Whether its log says its run wrote its adapter.
+    fn log_finished(&self, config: &SweepConfig) -> bool {
         let log = self.dir(config).join(glmtune_shared::run_log::TRAINER_LOG);
-        self.finished = std::fs::read_to_string(log)
+        std::fs::read_to_string(log)
             .unwrap_or_default()
             .lines()
             .filter_map(LogRow::parse)
-            .any(|row| matches!(row, LogRow::Finished(_)));
-        Ok(())
+            .any(|row| matches!(row, LogRow::Finished(_)))
     }
 
     /// The evaluations in its log: (step, eval_loss).
@@ -230,11 +239,18 @@ impl Trial {
     }
 }
 
-/// Runs every trial (with successive halving when configured); the leaderboard, best first.
-pub fn sweep(config: &SweepConfig) -> anyhow::Result<SweepReport> {
+/// Runs every trial (with successive halving when configured), or with `resume` goes on with
+/// those an interrupted sweep left; the leaderboard, best first.
+pub fn sweep(config: &SweepConfig, resume: bool) -> anyhow::Result<SweepReport> {
     if config.output_dir.join("sweep.json").exists() {
         bail!(
             "{} already holds a sweep (sweep.json); give another output_dir",
+            config.output_dir.display()
+        );
+    }
+    if !resume && config.output_dir.join("trial-1").exists() {
+        bail!(
+            "{} holds the trials of an interrupted sweep: --resume goes on with them",
             config.output_dir.display()
         );
     }
@@ -253,6 +269,11 @@ pub fn sweep(config: &SweepConfig) -> anyhow::Result<SweepReport> {
             seconds: 0.0,
         })
         .collect();
+    for trial in &mut trials {
+        let log = trial.dir(config).join(glmtune_shared::run_log::TRAINER_LOG);
+        trial.started = log.exists();
+        trial.finished = trial.started && trial.log_finished(config);
+    }
     eprintln!("glmtune: sweep of {} trials", trials.len());
     let mut rungs = config
         .halving
@@ -269,9 +290,16 @@ pub fn sweep(config: &SweepConfig) -> anyhow::Result<SweepReport> {
             if trial.state != TrialState::Completed || trial.finished || end <= rung {
                 continue;
             }
-            trial.train(config, Some(rung))?;
-            // Its last evaluation so far: what it is ranked by at this rung.
-            let Some(&(_, value)) = trial.evaluations(config).last() else {
+            // A resumed sweep's trial may have got there already.
+            if !trial.started || trial.steps(config) < rung {
+                trial.train(config, Some(rung))?;
+            }
+            // Its last evaluation up to the rung: what it is ranked by there.
+            let Some((_, value)) = trial
+                .evaluations(config)
+                .into_iter()
+                .rfind(|&(step, _)| step <= rung)
+            else {
                 bail!(
                     "sweep trial {}: no evaluation by step {rung}; give settings.eval_steps \
                      that fall at or before the halving rungs",
