@@ -53,8 +53,6 @@ struct Joining {
 
 struct Stream {
     id: usize,
-    /// While the prompt is processed.
-    joining: Option<Joining>,
     cache: KvCache,
     positions: SequencePositions,
     prefix_len: usize,
@@ -71,7 +69,7 @@ struct Stream {
 pub struct Streams<'m> {
     model: &'m ChatGlmModel,
     active: Vec<Stream>,
-    joining: VecDeque<Stream>,
+    joining: VecDeque<(Stream, Joining)>,
     next_id: usize,
     chunk: usize,
 }
@@ -137,13 +135,8 @@ impl<'m> Streams<'m> {
         let cuts = cuts(&batch, prefix_len, prompt_len)?;
         let id = self.next_id;
         self.next_id += 1;
-        self.joining.push_back(Stream {
+        let stream = Stream {
             id,
-            joining: Some(Joining {
-                batch,
-                done: 0,
-                cuts,
-            }),
             cache,
             positions,
             prefix_len,
@@ -156,15 +149,21 @@ impl<'m> Streams<'m> {
             budget,
             logits: Vec::new(),
             options: request.options,
-        });
+        };
+        let joining = Joining {
+            batch,
+            done: 0,
+            cuts,
+        };
+        self.joining.push_back((stream, joining));
         Ok(id)
     }
 
     /// Processes every joining prompt to its end now, each whole (as alone): what a measurement
     /// of decoding alone calls before its first step.
     pub fn join_all(&mut self) -> Result<()> {
-        while let Some(mut stream) = self.joining.pop_front() {
-            self.advance(&mut stream, usize::MAX)?;
+        while let Some((mut stream, mut joining)) = self.joining.pop_front() {
+            self.advance(&mut stream, &mut joining, usize::MAX)?;
             self.active.push(stream);
         }
         Ok(())
@@ -172,23 +171,20 @@ impl<'m> Streams<'m> {
 
     /// The next chunk of the first joining prompt; the stream decodes once it is done.
     fn advance_joining(&mut self) -> Result<()> {
-        let Some(mut stream) = self.joining.pop_front() else {
+        let Some((mut stream, mut joining)) = self.joining.pop_front() else {
             return Ok(());
         };
-        if self.advance(&mut stream, self.chunk)? {
+        if self.advance(&mut stream, &mut joining, self.chunk)? {
             self.active.push(stream);
         } else {
-            self.joining.push_front(stream);
+            self.joining.push_front((stream, joining));
         }
         Ok(())
     }
 
-    /// Feeds `stream`'s prompt on from where it stands, about `chunk` tokens (up to the nearest
-    /// place the prompt may be cut); whether the prompt is done (its logits then set).
-    fn advance(&self, stream: &mut Stream, chunk: usize) -> Result<bool> {
-        let Some(joining) = stream.joining.as_mut() else {
-            return Ok(true);
-        };
+    /// Feeds `stream`'s prompt (`joining`) on from where it stands, about `chunk` tokens (up to
+    /// the nearest place the prompt may be cut); whether the prompt is done (its logits then set).
+    fn advance(&self, stream: &mut Stream, joining: &mut Joining, chunk: usize) -> Result<bool> {
         let seq = joining.cuts.len() - 1;
         let from = joining.done;
         let target = from.saturating_add(chunk).min(seq);
@@ -218,7 +214,6 @@ impl<'m> Streams<'m> {
         }
         let last = hidden.narrow(1, len - 1, 1)?;
         stream.logits = self.model.logits(&last)?.flatten_all()?.to_vec1()?;
-        stream.joining = None;
         Ok(true)
     }
 

@@ -234,6 +234,17 @@ pub unsafe fn packed_tile(
 /// time of the reads plus the multiplications instead of the longer of the two).
 const AHEAD_BYTES: usize = 2048;
 
+/// Prefetches every line of the tile block [`AHEAD_BYTES`] (rounded up to whole blocks of
+/// `bytes`) after the one at `at`; a prefetch never faults, past the tile's end included.
+#[inline]
+#[target_feature(enable = "sse")]
+fn prefetch_ahead(at: *const u8, bytes: usize) {
+    let ahead = at.wrapping_add(AHEAD_BYTES.div_ceil(bytes) * bytes);
+    for line in 0..bytes.div_ceil(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+    }
+}
+
 /// Four activation values as one 32-bit lane, in all 16 lanes.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -260,10 +271,7 @@ unsafe fn packed_q4_0<const C: usize>(
         // SAFETY: tile block b lies inside the tile (caller); 32 + 4 × 64 = 288 bytes.
         let (scales, groups) = unsafe {
             let at = tile.as_ptr().add(b * BYTES);
-            let ahead = at.wrapping_add(AHEAD_BYTES.div_ceil(BYTES) * BYTES);
-            for line in 0..BYTES.div_ceil(64) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
-            }
+            prefetch_ahead(at, BYTES);
             let scales = _mm512_cvtph_ps(_mm256_loadu_si256(at as *const __m256i));
             let group = |g: usize| _mm512_loadu_si512(at.add(32 + 64 * g) as *const __m512i);
             (scales, [group(0), group(1), group(2), group(3)])
@@ -305,10 +313,7 @@ unsafe fn packed_q8_0<const C: usize>(
         // SAFETY: tile block b lies inside the tile (caller); 32 + 8 × 64 = 544 bytes.
         let (scales, at) = unsafe {
             let at = tile.as_ptr().add(b * BYTES);
-            let ahead = at.wrapping_add(AHEAD_BYTES.div_ceil(BYTES) * BYTES);
-            for line in 0..BYTES.div_ceil(64) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
-            }
+            prefetch_ahead(at, BYTES);
             (
                 _mm512_cvtph_ps(_mm256_loadu_si256(at as *const __m256i)),
                 at,

@@ -41,23 +41,23 @@ pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option
         return Ok(None);
     };
     let (_, heads, _, d) = first.query.dims4()?;
-    let mut groups = 0;
+    // Every stream has the first one's heads and key/value groups (the model's).
+    let groups = first.keys.dim(1)?;
+    if groups == 0 || heads % groups != 0 {
+        return Ok(None);
+    }
     for s in streams {
         if ![s.query, s.keys, s.values].iter().all(|t| applies(t)) {
             return Ok(None);
         }
         let (b, h, seq, qd) = s.query.dims4()?;
         let (kb, g, len, kd) = s.keys.dims4()?;
-        if (b, h, seq, qd) != (1, heads, 1, d) || kb != 1 || kd != d {
+        if (b, h, seq, qd) != (1, heads, 1, d) || (kb, g, kd) != (1, groups, d) || len == 0 {
             return Ok(None);
         }
-        if s.values.dims4()? != (1, g, len, d) || g == 0 || heads % g != 0 || len == 0 {
+        if s.values.dims4()? != (1, groups, len, d) {
             return Ok(None);
         }
-        if groups != 0 && g != groups {
-            return Ok(None);
-        }
-        groups = g;
     }
     let queries = streams
         .iter()
@@ -88,7 +88,9 @@ pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option
             .then(|| (data.as_slice(), layout.start_offset(), stride[1]))
     }
     let mut views = Vec::with_capacity(streams.len());
-    for [(q_storage, q_layout), (k_storage, k_layout), (v_storage, v_layout)] in &guards {
+    for ([(q_storage, q_layout), (k_storage, k_layout), (v_storage, v_layout)], s) in
+        guards.iter().zip(streams)
+    {
         let (Storage::Cpu(CpuStorage::F32(q)), Some(keys), Some(values)) = (
             &**q_storage,
             rows(k_storage, k_layout, d),
@@ -101,11 +103,8 @@ pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option
             query: &q[at..at + heads * d],
             keys,
             values,
-            len: 0,
+            len: s.keys.dim(2)?,
         });
-    }
-    for (view, s) in views.iter_mut().zip(streams) {
-        view.len = s.keys.dim(2)?;
     }
     let per_group = heads / groups;
     let mut out = vec![0f32; streams.len() * heads * d];

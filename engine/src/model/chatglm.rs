@@ -498,14 +498,8 @@ pub(crate) fn attend_slots(
         )));
     }
     let per = batch / slots.len();
-    let whole = slots.len() == 1;
-    let mine = |t: &Tensor, i: usize| -> Result<Tensor> {
-        Ok(if whole {
-            t.clone()
-        } else {
-            t.narrow(0, i * per, per)?
-        })
-    };
+    // A lone slot's narrow is the whole tensor (candle returns it as it is).
+    let mine = |t: &Tensor, i: usize| t.narrow(0, i * per, per);
     let mut parts = Vec::with_capacity(slots.len());
     for (i, slot) in slots.iter_mut().enumerate() {
         let (keys, values) = kv_cache::append(
@@ -529,19 +523,13 @@ pub(crate) fn attend_slots(
             return Ok(context);
         }
     }
-    let mut contexts = parts
+    let contexts = parts
         .iter()
         .zip(slots.iter())
         .map(|((query, keys, values), slot)| general(query, keys, values, slot.context))
         .collect::<Result<Vec<_>>>()?;
-    match contexts.pop() {
-        Some(context) if contexts.is_empty() => Ok(context),
-        Some(last) => {
-            contexts.push(last);
-            Ok(Tensor::cat(&contexts, 0)?)
-        }
-        None => Err(EngineError::Input("no stream to attend".into())),
-    }
+    // At least one slot (checked above); one slot's context is returned as it is.
+    Ok(Tensor::cat(&contexts, 0)?)
 }
 
 /// Softmax over the last axis: the fused kernel for inference, a differentiable composition
