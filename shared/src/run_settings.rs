@@ -114,6 +114,17 @@ impl BestMetric {
             BestMetric::EvalLoss => value < best,
         }
     }
+
+    /// The better of `a` and `b` first (for sorting best first; equal when neither is better).
+    pub fn order(self, a: f64, b: f64) -> std::cmp::Ordering {
+        if self.better(a, b) {
+            std::cmp::Ordering::Less
+        } else if self.better(b, a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    }
 }
 
 impl std::str::FromStr for BestMetric {

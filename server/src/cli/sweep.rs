@@ -17,6 +17,8 @@ use glmtune_shared::sweep::{
 };
 use glmtune_shared::train_job::{defaults, TrainJob};
 
+use super::train::best::Best;
+
 #[derive(Debug, Args)]
 pub struct SweepArgs {
     /// The sweep (TOML or JSON): the base run, `[settings]`, `[space]`, `[search]`,
@@ -201,23 +203,22 @@ impl Trial {
         Ok(())
     }
 
+    /// The rows of its log (none before it started).
+    fn log(&self, config: &SweepConfig) -> Vec<LogRow> {
+        super::train::read_log(&self.dir(config).join(glmtune_shared::run_log::TRAINER_LOG))
+    }
+
     /// Whether its log says its run wrote its adapter.
     fn log_finished(&self, config: &SweepConfig) -> bool {
-        let log = self.dir(config).join(glmtune_shared::run_log::TRAINER_LOG);
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(LogRow::parse)
+        self.log(config)
+            .iter()
             .any(|row| matches!(row, LogRow::Finished(_)))
     }
 
     /// The evaluations in its log: (step, eval_loss).
     fn evaluations(&self, config: &SweepConfig) -> Vec<(u64, f64)> {
-        let log = self.dir(config).join(glmtune_shared::run_log::TRAINER_LOG);
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(LogRow::parse)
+        self.log(config)
+            .into_iter()
             .filter_map(|row| match row {
                 LogRow::Eval(row) => Some((row.step, row.eval_loss)),
                 _ => None,
@@ -228,14 +229,7 @@ impl Trial {
     /// The last step it trained: the furthest its log's rows reach (training rows come only
     /// every `logging_steps`; a pause always saves a checkpoint).
     fn steps(&self, config: &SweepConfig) -> u64 {
-        let log = self.dir(config).join(glmtune_shared::run_log::TRAINER_LOG);
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(LogRow::parse)
-            .map(|row| row.step())
-            .max()
-            .unwrap_or(0)
+        self.log(config).iter().map(LogRow::step).max().unwrap_or(0)
     }
 }
 
@@ -308,15 +302,7 @@ pub fn sweep(config: &SweepConfig, resume: bool) -> anyhow::Result<SweepReport> 
             };
             reached.push((i, value));
         }
-        reached.sort_by(|a, b| {
-            if metric.better(a.1, b.1) {
-                std::cmp::Ordering::Less
-            } else if metric.better(b.1, a.1) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        });
+        reached.sort_by(|a, b| metric.order(a.1, b.1));
         let keep = reached.len().div_ceil(eta);
         for &(i, _) in &reached[keep..] {
             trials[i].state = TrialState::Stopped { rung };
@@ -330,12 +316,10 @@ pub fn sweep(config: &SweepConfig, resume: bool) -> anyhow::Result<SweepReport> 
     }
     let mut results = Vec::with_capacity(trials.len());
     for trial in &trials {
-        let best = trial
-            .evaluations(config)
-            .into_iter()
-            .filter(|e| !e.1.is_nan())
-            .reduce(|best, e| if metric.better(e.1, best.1) { e } else { best });
-        let Some((metric_step, value)) = best else {
+        // Its best evaluation, as its run chose its best checkpoint.
+        let mut best = Best::new(metric, None);
+        best.replay(&trial.log(config));
+        let Some((metric_step, value)) = best.best() else {
             bail!(
                 "sweep trial {}: no evaluation (settings.eval_steps {})",
                 trial.name,
@@ -352,15 +336,7 @@ pub fn sweep(config: &SweepConfig, resume: bool) -> anyhow::Result<SweepReport> 
             seconds: trial.seconds,
         });
     }
-    results.sort_by(|a, b| {
-        if metric.better(a.metric, b.metric) {
-            std::cmp::Ordering::Less
-        } else if metric.better(b.metric, a.metric) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    });
+    results.sort_by(|a, b| metric.order(a.metric, b.metric));
     Ok(SweepReport {
         metric,
         trials: results,

@@ -54,6 +54,11 @@ impl Best {
         self.best.map(|(step, _)| step)
     }
 
+    /// The best evaluation: its step and value.
+    pub fn best(&self) -> Option<(u64, f64)> {
+        self.best
+    }
+
     /// Whether `patience` evaluations in a row have not beaten the best.
     pub fn exhausted(&self) -> bool {
         self.patience.is_some_and(|p| self.since >= p)

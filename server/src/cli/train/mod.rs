@@ -29,7 +29,7 @@ use super::data::read_usable;
 use super::model_args::load_tokenizer;
 
 mod args;
-mod best;
+pub(super) mod best;
 mod probes;
 pub use args::TrainArgs;
 use best::Best;
@@ -74,7 +74,7 @@ pub(super) fn examples(
 }
 
 /// The rows of a run's log (none when it cannot be read).
-fn read_log(path: &Path) -> Vec<LogRow> {
+pub(super) fn read_log(path: &Path) -> Vec<LogRow> {
     std::fs::read_to_string(path)
         .map(|text| text.lines().filter_map(LogRow::parse).collect())
         .unwrap_or_default()
@@ -359,6 +359,8 @@ fn train(
     let terminal = std::io::stderr().is_terminal();
     let mut last_saved = trainer.step();
     let mut stopped_early = false;
+    // Whether the run stopped at `stop_after_step` (a pause, not its end).
+    let mut paused = false;
     let save =
         |trainer: &Trainer, log: &mut std::fs::File, step: u64| -> glmtune_engine::Result<()> {
             trainer.save_checkpoint(&layout.checkpoint(step))?;
@@ -448,12 +450,13 @@ fn train(
                 write_row(log, &log_path, &row)?;
             }
         }
-        let paused = job.stop_after_step.is_some_and(|at| step.step >= at) && !is_last;
+        paused = job.stop_after_step.is_some_and(|at| step.step >= at) && !is_last;
         let stop = interrupted.load(Ordering::SeqCst) || paused;
-        if (step.step.is_multiple_of(save_steps) || stop) && !saved {
+        if !saved && (step.step.is_multiple_of(save_steps) || stop) {
             save(trainer, log, step.step)?;
+            saved = true;
         }
-        if saved || step.step.is_multiple_of(save_steps) || stop {
+        if saved {
             last_saved = step.step;
         }
         last_step.set(step.step);
@@ -470,11 +473,7 @@ fn train(
         eprintln!("glmtune: interrupted; saved checkpoint-{last_saved}; continue with --resume");
         return Ok(());
     }
-    if !stopped_early
-        && job
-            .stop_after_step
-            .is_some_and(|at| trainer.step() >= at && trainer.step() < max_steps)
-    {
+    if paused && !stopped_early {
         eprintln!(
             "glmtune: paused after step {last_saved} (checkpoint-{last_saved}); resume goes on"
         );
