@@ -132,10 +132,12 @@ fn lifecycle(backend: Backend) {
         (json!(6), json!(2))
     );
 
-    // Early stopping and the best checkpoint are chosen by evaluations: refused without them.
+    // Early stopping, the best checkpoint and the forgetting guard act at evaluations: refused
+    // without them.
     for setting in [
         json!({"early_stopping_patience": 2}),
         json!({"load_best_model_at_end": true}),
+        json!({"forgetting_guard": true}),
     ] {
         let refused = server.post(
             "/api/v1/runs",

@@ -152,6 +152,7 @@ pub async fn create_run(
                 "load_best_model_at_end",
                 settings.load_best_model_at_end == Some(true),
             ),
+            ("forgetting_guard", settings.forgetting_guard == Some(true)),
         ] {
             if asked {
                 return Err(ApiError::invalid(format!(
