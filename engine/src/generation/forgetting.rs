@@ -37,6 +37,8 @@ pub fn general_probes() -> Vec<String> {
 /// A probe prompt's ids followed by the base model's greedy answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeAnswer {
+    /// Which of the prompts [`base_answers`] was given it answers.
+    pub prompt: usize,
     pub ids: Vec<u32>,
     /// Where the answer starts in `ids`.
     pub prompt_len: usize,
@@ -58,7 +60,7 @@ pub fn base_answers(
         stop_ids: Vec::new(),
     };
     let mut answers = Vec::with_capacity(prompts.len());
-    for prompt in prompts {
+    for (index, prompt) in prompts.iter().enumerate() {
         let answer = generate(
             model,
             None,
@@ -74,6 +76,7 @@ pub fn base_answers(
         let mut ids = prompt.clone();
         ids.extend(answer);
         answers.push(ProbeAnswer {
+            prompt: index,
             ids,
             prompt_len: prompt.len(),
         });

@@ -247,18 +247,23 @@ fn train(
              --validation-file: they act at its evaluations"
         );
     }
-    let probes = probe_answers(job, &model, &tokenizer)?;
+    let replay = s.replay_ratio.is_some_and(|r| r > 0.0);
+    let probes = if guard || replay {
+        Some(probe_answers(job, &model, &tokenizer)?)
+    } else {
+        None
+    };
     let mut train = train;
     if let (Some(probes), Some(ratio)) = (&probes, s.replay_ratio) {
-        let replay = replay_examples(job, &tokenizer, probes, train.len(), ratio)?;
+        let general = replay_examples(job, &tokenizer, probes, train.len(), ratio)?;
         // The mix, in the run's log folder's stderr log and on the terminal.
         eprintln!(
             "glmtune: replay: {} general examples (the base model's answers to {} prompts) mixed into {} training examples",
-            replay.len(),
+            general.len(),
             probes.answers.len(),
             train.len()
         );
-        train.extend(replay);
+        train.extend(general);
     }
     let init = match &job.init_adapter {
         Some(dir) => {

@@ -28,9 +28,8 @@ pub(super) fn replay_examples(
     let records: Vec<Record> = probes
         .answers
         .iter()
-        .zip(&probes.prompts)
-        .map(|(answer, prompt)| Record {
-            prompt: prompt.clone(),
+        .map(|answer| Record {
+            prompt: probes.prompts[answer.prompt].clone(),
             response: response_text(
                 tokenizer.family(),
                 &tokenizer.decode(&answer.ids[answer.prompt_len..]),
@@ -46,23 +45,20 @@ pub(super) fn replay_examples(
 /// Greedy answers of new tokens the base model gives each probe prompt.
 const PROBE_ANSWER_TOKENS: usize = 32;
 
-/// General prompts the base model answered (the ones it answered with nothing left out).
+/// The general prompts, and the base model's answers to them (a prompt it answered with nothing
+/// has none).
 pub(super) struct Probes {
     pub prompts: Vec<String>,
     pub answers: Vec<ProbeAnswer>,
 }
 
-/// The base model's answers to the general prompts, when the run asks for the forgetting guard
-/// or for replay.
+/// The base model's answers to the general prompts (the run's file, else our default set), for
+/// the forgetting guard and replay.
 pub(super) fn probe_answers(
     job: &TrainJob,
     model: &glmtune_engine::model::ChatGlmModel,
     tokenizer: &glmtune_engine::tokenizer::ChatGlmTokenizer,
-) -> anyhow::Result<Option<Probes>> {
-    let replay = job.settings.replay_ratio.is_some_and(|r| r > 0.0);
-    if job.settings.forgetting_guard != Some(true) && job.probe_file.is_none() && !replay {
-        return Ok(None);
-    }
+) -> anyhow::Result<Probes> {
     let prompts = match &job.probe_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -78,24 +74,18 @@ pub(super) fn probe_answers(
         }
         None => general_probes(),
     };
-    let mut answered = Probes {
-        prompts: Vec::new(),
-        answers: Vec::new(),
-    };
     // Asked as the adapter's chats ask: after the run's source prefix, their system prompt (and
     // as the replay examples train).
     let system = job.settings.source_prefix.as_deref();
-    for prompt in &prompts {
-        let ids = chat_prompt_ids(tokenizer, system, &[], prompt);
-        if let Some(answer) = base_answers(model, &[ids], PROBE_ANSWER_TOKENS)?.pop() {
-            answered.prompts.push(prompt.clone());
-            answered.answers.push(answer);
-        }
-    }
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|prompt| chat_prompt_ids(tokenizer, system, &[], prompt))
+        .collect();
+    let answers = base_answers(model, &ids, PROBE_ANSWER_TOKENS)?;
     eprintln!(
         "glmtune: the base model answered {} of {} general prompts",
-        answered.answers.len(),
+        answers.len(),
         prompts.len()
     );
-    Ok(Some(answered))
+    Ok(Probes { prompts, answers })
 }
