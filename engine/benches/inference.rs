@@ -14,11 +14,11 @@
 //! `GLMTUNE_BENCH_BACKEND=wgpu` skips the CPU rows and `GLMTUNE_BENCH_WEIGHTS=q4_0` keeps one
 //! format (`scripts/bench-gpu-6b.sh` runs both on a GPU machine).
 
-#[cfg(feature = "gpu")]
-use glmtune_engine::generation::speed::{fixed_length, prompt_ids, time_generations};
 use glmtune_engine::generation::speed::{
     generation_speed, read_bandwidth, weight_bytes_per_token, WeightFormat,
 };
+#[cfg(feature = "gpu")]
+use glmtune_engine::generation::speed::{speed_inputs, time_generations};
 use glmtune_engine::model::ChatGlmModel;
 use glmtune_engine::ChatGlmConfig;
 
@@ -64,8 +64,7 @@ fn cpu_rates(model: &ChatGlmModel) -> Result<(f64, f64), Box<dyn std::error::Err
 fn gpu_rates(
     gpu: &glmtune_engine::gpu::GpuModel,
 ) -> Result<(f64, f64), Box<dyn std::error::Error>> {
-    let prompt = prompt_ids(gpu.config(), PROMPT_TOKENS);
-    let options = fixed_length(NEW_TOKENS);
+    let (prompt, options) = speed_inputs(gpu.config(), PROMPT_TOKENS, NEW_TOKENS, RUNS)?;
     let speed = time_generations(prompt.len(), RUNS, |token| {
         pollster::block_on(gpu.generate(None, &prompt, &options, |_| {
             token();

@@ -258,6 +258,22 @@ pub fn time_generations<E>(
     })
 }
 
+/// The prompt and options of a speed measurement (any backend): `prompt_tokens` of text, then
+/// `new_tokens` greedy ones with no early stop; refused below 2 of each or with no run.
+pub fn speed_inputs(
+    config: &ChatGlmConfig,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    runs: usize,
+) -> Result<(Vec<u32>, GenerationOptions)> {
+    if prompt_tokens < 2 || new_tokens < 2 || runs == 0 {
+        return Err(EngineError::Input(
+            "a speed measurement needs 2 prompt tokens, 2 new tokens and 1 run at least".into(),
+        ));
+    }
+    Ok((prompt_ids(config, prompt_tokens), fixed_length(new_tokens)))
+}
+
 /// Greedy generations of `new_tokens` after a prompt of `prompt_tokens` (no early stop) on the
 /// CPU, `runs` times.
 pub fn generation_speed(
@@ -266,13 +282,7 @@ pub fn generation_speed(
     new_tokens: usize,
     runs: usize,
 ) -> Result<GenerationSpeed> {
-    if prompt_tokens < 2 || new_tokens < 2 || runs == 0 {
-        return Err(EngineError::Input(
-            "a speed measurement needs 2 prompt tokens, 2 new tokens and 1 run at least".into(),
-        ));
-    }
-    let prompt = prompt_ids(model.config(), prompt_tokens);
-    let options = fixed_length(new_tokens);
+    let (prompt, options) = speed_inputs(model.config(), prompt_tokens, new_tokens, runs)?;
     time_generations(prompt.len(), runs, |token| {
         generate(
             model,

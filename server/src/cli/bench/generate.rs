@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use glmtune_engine::config::shapes;
 use glmtune_engine::generation::speed::{
-    cache_bytes_per_token, fixed_length, generation_speed, prompt_ids, read_bandwidth,
-    streams_speed, time_generations, weight_bytes_per_token, GenerationSpeed, WeightFormat,
+    cache_bytes_per_token, generation_speed, read_bandwidth, speed_inputs, streams_speed,
+    time_generations, weight_bytes_per_token, GenerationSpeed, WeightFormat,
 };
 use glmtune_engine::model::ChatGlmModel;
 use serde::Serialize;
@@ -101,9 +101,14 @@ pub(super) fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
     if args.backend == BackendArg::Wgpu && args.streams > 1 {
         bail!("--streams: the wgpu backend decodes one generation at a time; use --backend cpu");
     }
-    // Measured before the model takes memory and after it is dropped: the higher (the stricter
-    // bound) is reported, as the machine's bandwidth drifts with its neighbours.
-    let bandwidth_before = read_bandwidth(args.bandwidth_bytes, threads);
+    // On the CPU, measured before the model takes memory and after it is dropped: the higher (the
+    // stricter bound) is reported, as the machine's bandwidth drifts with its neighbours. (The
+    // wgpu backend's bound is the device's, measured there.)
+    let bandwidth_before = if args.backend == BackendArg::Cpu {
+        read_bandwidth(args.bandwidth_bytes, threads)
+    } else {
+        0.0
+    };
     let (name, model) = match (&args.model, &args.config) {
         (Some(dir), None) => (dir.display().to_string(), load(dir, args.weights)?),
         (None, Some(name)) => {
@@ -177,11 +182,7 @@ fn gpu_speed(
     new_tokens: usize,
     runs: usize,
 ) -> anyhow::Result<GenerationSpeed> {
-    if prompt_tokens < 2 || new_tokens < 2 || runs == 0 {
-        bail!("a speed measurement needs 2 prompt tokens, 2 new tokens and 1 run at least");
-    }
-    let prompt = prompt_ids(gpu.config(), prompt_tokens);
-    let options = fixed_length(new_tokens);
+    let (prompt, options) = speed_inputs(gpu.config(), prompt_tokens, new_tokens, runs)?;
     Ok(time_generations(prompt.len(), runs, |token| {
         pollster::block_on(gpu.generate(None, &prompt, &options, |_| {
             token();
