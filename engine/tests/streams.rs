@@ -136,7 +136,7 @@ fn check_chunked(model: &ChatGlmModel, prompts: &[Vec<u32>], chunk: usize, what:
 #[test]
 fn quantized_and_chatglm3_streams_decode_as_alone() {
     let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let prompts = case_prompts();
+    let prompts = cases();
     for format in [GgmlDType::Q4_0, GgmlDType::Q8_0] {
         let quantized = model.quantized(format, GgmlDType::Q8_0).unwrap();
         check_as_alone(&quantized, &prompts, &format!("{format:?}"));
@@ -190,7 +190,7 @@ fn a_batcher_answers_concurrent_callers_as_alone_and_stops_a_caller_that_breaks(
         &Device::Cpu,
     )
     .unwrap();
-    let prompts = case_prompts();
+    let prompts = cases();
     let sampled = |seed| {
         let mut options = greedy(12);
         options.sampling = Sampling::Sample {

@@ -27,16 +27,6 @@ pub fn expected() -> serde_json::Value {
     serde_json::from_str(&text).expect("expected.json parses")
 }
 
-/// The prompt ids of every case of `expected.json`.
-pub fn case_prompts() -> Vec<Vec<u32>> {
-    expected()["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .map(|c| ids_of(&c["ids"]))
-        .collect()
-}
-
 /// Training examples from a reference's `features` (`input_ids`, `labels`), the first `count`.
 pub fn examples_of(
     features: &serde_json::Value,
