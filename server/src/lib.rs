@@ -2,6 +2,7 @@
 //! training supervisor). The `glmtune` binary's subcommands use it, and so do in-process callers
 //! such as the fuzz target that sends hostile requests through the whole router.
 
+pub mod best;
 pub mod dataset;
 pub mod db;
 pub mod device;
@@ -9,3 +10,4 @@ pub mod memory;
 pub mod precision;
 pub mod run_folder;
 pub mod serve;
+pub mod sweep;

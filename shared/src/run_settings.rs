@@ -108,6 +108,13 @@ impl BestMetric {
         }
     }
 
+    /// This metric in an evaluation row (`None`: the row lacks it).
+    pub fn of(self, row: &crate::run_log::EvalRow) -> Option<f64> {
+        match self {
+            BestMetric::EvalLoss => Some(row.eval_loss),
+        }
+    }
+
     /// Whether `value` is better than `best`.
     pub fn better(self, value: f64, best: f64) -> bool {
         match self {

@@ -29,10 +29,9 @@ use super::data::read_usable;
 use super::model_args::load_tokenizer;
 
 mod args;
-pub(super) mod best;
 mod probes;
 pub use args::TrainArgs;
-use best::Best;
+use glmtune::best::Best;
 use probes::{probe_answers, replay_examples};
 
 use glmtune_shared::run_layout::RunLayout;
@@ -71,13 +70,6 @@ pub(super) fn examples(
             labels: f.labels,
         })
         .collect())
-}
-
-/// The rows of a run's log (none when it cannot be read).
-pub(super) fn read_log(path: &Path) -> Vec<LogRow> {
-    std::fs::read_to_string(path)
-        .map(|text| text.lines().filter_map(LogRow::parse).collect())
-        .unwrap_or_default()
 }
 
 /// The newest `checkpoint-N` folder in `dir`, if any.
@@ -339,7 +331,7 @@ fn train(
                 trainer.restore_checkpoint(&dir)?;
                 truncate_log(&log_path, step)?;
                 if let Some(best) = &mut best {
-                    best.replay(&read_log(&log_path));
+                    best.replay(&glmtune::run_folder::read_log(&log_path));
                 }
                 eprintln!("glmtune: resuming from {} (step {step})", dir.display());
             }

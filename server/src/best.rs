@@ -28,8 +28,11 @@ impl Best {
     /// Takes the evaluations a resumed run's log already holds, in order.
     pub fn replay(&mut self, rows: &[LogRow]) {
         for row in rows {
-            if let LogRow::Eval(row) = row {
-                self.observe(row.step, row.eval_loss);
+            if let Some(value) = match row {
+                LogRow::Eval(row) => self.metric.of(row),
+                _ => None,
+            } {
+                self.observe(row.step(), value);
             }
         }
     }
