@@ -334,15 +334,18 @@ pub struct CreateRun {
 pub enum RunState {
     Queued,
     Running,
+    /// Waiting at a step its sweep chose (a halving rung), or for its sweep to give it a turn.
+    Paused,
     Succeeded,
     Failed,
     Cancelled,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 5] = [
+    pub const ALL: [RunState; 6] = [
         RunState::Queued,
         RunState::Running,
+        RunState::Paused,
         RunState::Succeeded,
         RunState::Failed,
         RunState::Cancelled,
@@ -352,6 +355,7 @@ impl RunState {
         match self {
             RunState::Queued => "queued",
             RunState::Running => "running",
+            RunState::Paused => "paused",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Cancelled => "cancelled",
@@ -393,6 +397,9 @@ pub struct Run {
     pub finished_at: Option<i64>,
     /// The name to chat with once the run succeeded (`ft:MODEL:RUN`).
     pub fine_tuned_model: Option<String>,
+    /// The sweep it is a trial of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::sweep::TrialOf>,
 }
 
 /// One entry of a run's progress stream; `id` orders them and is the SSE event id.

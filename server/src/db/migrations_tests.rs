@@ -80,11 +80,12 @@ async fn applied(db: &Db) -> (Vec<i64>, Vec<i64>) {
 
 fn every_version() -> (Vec<i64>, Vec<i64>) {
     let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     (versions.clone(), versions)
 }
 
-/// The latest schema is usable: a chat with a system prompt (the second migration) is stored.
+/// The latest schema is usable: a chat with a system prompt (the second migration) is stored,
+/// and a sweep's trial is read back with its place (the third).
 async fn check_latest_schema(db: &Db) {
     sqlx::query(
         "INSERT INTO chats (id, model, title, system, created_at) VALUES ($1, 'm', 't', 's', 0)",
@@ -93,6 +94,21 @@ async fn check_latest_schema(db: &Db) {
     .execute(&db.pool)
     .await
     .unwrap();
+    let id = crate::db::new_id("ftjob-");
+    sqlx::query(
+        "INSERT INTO runs (id, model, train_dataset, settings, state, attempts, step, trained_tokens, cancel_requested, created_at, sweep_id, sweep_trial, pause_at) \
+         VALUES ($1, 'm', 'd', '{}', 'paused', 0, 0, 0, 0, 0, 's', 2, 8)",
+    )
+    .bind(&id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let run = db.run(&id).await.unwrap().unwrap();
+    let trial = run.sweep.unwrap();
+    assert_eq!(
+        (trial.trial, trial.pause_at, trial.stopped_at),
+        (2, Some(8), None)
+    );
 }
 
 async fn new_database(postgres: bool) {

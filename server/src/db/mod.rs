@@ -6,6 +6,7 @@ pub mod datasets;
 mod migrations;
 pub mod models;
 pub mod runs;
+pub mod sweeps;
 pub mod users;
 
 use std::path::Path;

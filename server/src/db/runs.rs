@@ -4,6 +4,7 @@
 
 use glmtune_shared::api::{Run, RunEvent, RunSettings, RunState};
 use glmtune_shared::run_event::{RunEventData, StateChange};
+use glmtune_shared::sweep::TrialOf;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -17,7 +18,7 @@ fn corrupt(column: &'static str, message: impl Into<String>) -> DbError {
     }
 }
 
-fn run_of(row: &AnyRow) -> DbResult<Run> {
+pub(super) fn run_of(row: &AnyRow) -> DbResult<Run> {
     let state: String = row.try_get("state")?;
     let state = RunState::parse(&state).ok_or_else(|| corrupt("state", state.clone()))?;
     let settings: String = row.try_get("settings")?;
@@ -43,8 +44,23 @@ fn run_of(row: &AnyRow) -> DbResult<Run> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         fine_tuned_model,
+        sweep: trial_of(row)?,
         id,
     })
+}
+
+fn trial_of(row: &AnyRow) -> DbResult<Option<TrialOf>> {
+    let sweep_id: Option<String> = row.try_get("sweep_id")?;
+    let Some(sweep_id) = sweep_id else {
+        return Ok(None);
+    };
+    let trial: Option<i64> = row.try_get("sweep_trial")?;
+    Ok(Some(TrialOf {
+        sweep_id,
+        trial: trial.ok_or_else(|| corrupt("sweep_trial", "a sweep's run without its number"))?,
+        pause_at: row.try_get("pause_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+    }))
 }
 
 /// The model name a succeeded run answers to in chat completions.
@@ -60,32 +76,8 @@ pub fn run_of_fine_tuned(name: &str) -> Option<&str> {
 
 impl Db {
     pub async fn insert_run(&self, run: &Run) -> DbResult<()> {
-        let settings =
-            serde_json::to_string(&run.settings).map_err(|e| corrupt("settings", e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO runs (id, model, train_dataset, validation_dataset, settings, init_run, state, error, owner_id, attempts, step, max_steps, trained_tokens, cancel_requested, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, 0, 0, $9, 0, 0, $10)",
-        )
-        .bind(&run.id)
-        .bind(&run.model)
-        .bind(&run.train_dataset)
-        .bind(run.validation_dataset.clone())
-        .bind(settings)
-        .bind(run.init_run.clone())
-        .bind(run.state.as_str())
-        .bind(run.owner_id.clone())
-        .bind(run.max_steps)
-        .bind(run.created_at)
-        .execute(&mut *tx)
-        .await?;
-        append_event_in(
-            &mut tx,
-            &run.id,
-            "queued",
-            &state_change(RunState::Queued, None),
-        )
-        .await?;
+        insert_run_in(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -154,7 +146,7 @@ impl Db {
             .bind(to.as_str())
             .bind(error.map(str::to_owned))
             .bind(now),
-            RunState::Queued => sqlx::query(
+            RunState::Queued | RunState::Paused => sqlx::query(
                 "UPDATE runs SET state = $1, error = $2, finished_at = NULL, cancel_requested = 0 WHERE id = $3 AND state = $4",
             )
             .bind(to.as_str())
@@ -255,6 +247,41 @@ impl Db {
             })
             .collect()
     }
+}
+
+/// Inserts a run (in its state, a sweep's trial with its place) and its first event.
+pub(super) async fn insert_run_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    run: &Run,
+) -> DbResult<()> {
+    let settings =
+        serde_json::to_string(&run.settings).map_err(|e| corrupt("settings", e.to_string()))?;
+    let sweep = run.sweep.as_ref();
+    sqlx::query(
+        "INSERT INTO runs (id, model, train_dataset, validation_dataset, settings, init_run, state, error, owner_id, attempts, step, max_steps, trained_tokens, cancel_requested, created_at, sweep_id, sweep_trial, pause_at, stopped_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, 0, 0, $9, 0, 0, $10, $11, $12, $13, NULL)",
+    )
+    .bind(&run.id)
+    .bind(&run.model)
+    .bind(&run.train_dataset)
+    .bind(run.validation_dataset.clone())
+    .bind(settings)
+    .bind(run.init_run.clone())
+    .bind(run.state.as_str())
+    .bind(run.owner_id.clone())
+    .bind(run.max_steps)
+    .bind(run.created_at)
+    .bind(sweep.map(|s| s.sweep_id.clone()))
+    .bind(sweep.map(|s| s.trial))
+    .bind(sweep.and_then(|s| s.pause_at))
+    .execute(&mut **tx)
+    .await?;
+    let message = match run.state {
+        RunState::Paused => "waiting for its sweep to give it a turn",
+        _ => "queued",
+    };
+    append_event_in(tx, &run.id, message, &state_change(run.state, None)).await?;
+    Ok(())
 }
 
 fn state_change(state: RunState, error: Option<&str>) -> RunEventData {

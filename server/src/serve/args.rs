@@ -49,9 +49,10 @@ pub struct ServeArgs {
     /// Longest prompt a chat request may send, in tokens (history and system prompt included).
     #[arg(long, default_value_t = 8192)]
     pub(crate) max_prompt_tokens: usize,
-    /// Seconds a request may take before it is answered 504 (streams: until the first byte).
-    #[arg(long, default_value_t = 600)]
-    pub(crate) request_timeout_s: u64,
+    /// Seconds a request may take before it is answered 504 (streams: until the first byte);
+    /// fractions allowed, at least a millisecond.
+    #[arg(long, default_value_t = 600.0, value_parser = timeout_seconds)]
+    pub(crate) request_timeout_s: f64,
     /// Requests per minute per API key or user (0: no limit).
     #[arg(long, default_value_t = 600)]
     pub(crate) rate_limit: u32,
@@ -147,4 +148,16 @@ pub fn flags(flags: &[&str]) -> Result<ServeArgs, clap::Error> {
     }
     let argv = std::iter::once("serve").chain(flags.iter().copied());
     <Standalone as clap::Parser>::try_parse_from(argv).map(|s| s.args)
+}
+
+/// `--request-timeout-s`: a number of seconds from a millisecond to about 30 years.
+fn timeout_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if (0.001..=1e9).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{text}: give 0.001 to 1e9 seconds"))
+    }
 }

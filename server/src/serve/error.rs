@@ -29,6 +29,12 @@ impl ApiError {
         }
     }
 
+    /// The same error, its message prefixed with where it arose (`trial 3: …`).
+    pub fn context(mut self, place: &str) -> Self {
+        self.message = format!("{place}: {}", self.message);
+        self
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

@@ -19,6 +19,7 @@ mod registry;
 mod routes;
 mod state;
 mod supervisor;
+mod sweeps;
 mod web;
 
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
         Ok(response) => response,
         Err(_) => ApiError::timeout(format!(
             "no answer within {} s (--request-timeout-s)",
-            state.settings.request_timeout.as_secs()
+            state.settings.request_timeout.as_secs_f64()
         ))
         .into_response(),
     }
@@ -228,7 +229,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> Result<Prepared, ServeE
             max_new_tokens: args.max_new_tokens.max(1),
             max_prompt_tokens: args.max_prompt_tokens.max(1),
         },
-        request_timeout: Duration::from_secs(args.request_timeout_s.max(1)),
+        request_timeout: Duration::from_secs_f64(args.request_timeout_s),
         max_concurrent_runs: args.max_concurrent_runs.max(1),
         stall: Duration::from_secs(args.stall_seconds.max(1)),
         web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
@@ -270,6 +271,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> Result<Prepared, ServeE
         setup_token: Arc::new(Mutex::new(setup_token.clone())),
         supervisor,
     };
+    sweeps::start(state.clone());
     Ok(Prepared { state, setup_token })
 }
 

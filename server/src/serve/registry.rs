@@ -157,14 +157,30 @@ impl Registry {
     }
 }
 
-/// Finds the files of a model name: a registered model, or a succeeded run's `ft:` name.
+/// Finds the files of a model name: a registered model, a succeeded run's `ft:` name, or a
+/// sweep's (`ft:MODEL:SWEEP`: the trial it promoted).
 pub async fn resolve(state: &AppState, name: &str) -> Result<Resolved, ApiError> {
     if let Some(run_id) = run_of_fine_tuned(name) {
+        // A sweep's chat model answers with the trial it promoted.
+        let (run_id, via_sweep) = match state.db.sweep(run_id).await? {
+            Some(sweep) if sweep.chat_model == name => {
+                let promoted = sweep.promoted_run.ok_or_else(|| {
+                    ApiError::conflict(format!(
+                        "model {name:?} is not ready: sweep {} has promoted no trial yet",
+                        sweep.id
+                    ))
+                })?;
+                (promoted, true)
+            }
+            _ => (run_id.to_owned(), false),
+        };
         let run = state
             .db
-            .run(run_id)
+            .run(&run_id)
             .await?
-            .filter(|run| crate::db::runs::fine_tuned_name(&run.model, &run.id) == name)
+            .filter(|run| {
+                via_sweep || crate::db::runs::fine_tuned_name(&run.model, &run.id) == name
+            })
             .ok_or_else(|| ApiError::not_found(format!("model {name:?} does not exist")))?;
         if run.state != RunState::Succeeded {
             return Err(ApiError::conflict(format!(

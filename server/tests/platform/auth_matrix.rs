@@ -257,8 +257,9 @@ fn no_auth_is_refused_off_loopback_and_limits_apply() {
     assert!(limited.header("retry-after").is_some());
     assert_eq!(limited.json()["error"]["code"], "rate_limited");
 
-    // A request past --request-timeout-s is answered 504 (and its generation stops).
-    let slow = site.start(&["--request-timeout-s", "1", "--rate-limit", "0"]);
+    // A request past --request-timeout-s is answered 504 (and its generation stops). 1500 tokens
+    // of the tiny model take about a second on this machine's two cores: the limit is far below.
+    let slow = site.start(&["--request-timeout-s", "0.05", "--rate-limit", "0"]);
     let started = std::time::Instant::now();
     let timed_out = slow.post(
         "/v1/chat/completions",

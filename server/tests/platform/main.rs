@@ -10,4 +10,5 @@ mod openai_client;
 mod restart;
 mod security;
 mod soak;
+mod sweeps;
 mod uploads;

@@ -8,6 +8,7 @@ mod models;
 mod presets;
 pub mod run_files;
 pub mod runs;
+mod sweeps;
 
 use axum::extract::DefaultBodyLimit;
 
@@ -48,6 +49,12 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
         route!(Read, runs::get_one),
         route!(Write, runs::cancel),
         route!(Write, runs::resume),
+        route!(Read, sweeps::list),
+        route!(Write, sweeps::create),
+        route!(Read, sweeps::get_one),
+        route!(Write, sweeps::cancel),
+        route!(Write, sweeps::resume),
+        route!(Write, sweeps::promote),
         route!(Read, run_files::logs),
         route!(Read, events::stream),
         route!(Read, events::list),

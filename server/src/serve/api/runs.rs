@@ -100,15 +100,28 @@ pub async fn create_run(
     caller: &Caller,
     request: CreateRun,
 ) -> Result<Run, ApiError> {
+    // Held from the datasets' checks to the run's insertion, so that a dataset deleted meanwhile
+    // is not named by the run (see `datasets::delete`).
+    let _references = state.blobs.references().await;
+    let run = prepare_run(state, caller, request).await?;
+    state.db.insert_run(&run).await?;
+    state.supervisor.wake();
+    Ok(run)
+}
+
+/// Checks a run's request and makes the queued run it asks for (not stored yet). The caller
+/// holds the blob references lock until the run is stored.
+pub async fn prepare_run(
+    state: &AppState,
+    caller: &Caller,
+    request: CreateRun,
+) -> Result<Run, ApiError> {
     if state.db.model(&request.model).await?.is_none() {
         return Err(ApiError::invalid(format!(
             "model: {:?} is not a registered base model",
             request.model
         )));
     }
-    // Held from the datasets' checks to the run's insertion, so that a dataset deleted meanwhile
-    // is not named by the run (see `datasets::delete`).
-    let _references = state.blobs.references().await;
     let train = state
         .db
         .dataset(&request.train_dataset)
@@ -185,9 +198,8 @@ pub async fn create_run(
         started_at: None,
         finished_at: None,
         fine_tuned_model: None,
+        sweep: None,
     };
-    state.db.insert_run(&run).await?;
-    state.supervisor.wake();
     Ok(run)
 }
 
@@ -246,10 +258,10 @@ pub async fn cancel_run(state: &AppState, caller: &Caller, id: &str) -> Result<R
     let run = find(state, id).await?;
     caller.check_owner(run.owner_id.as_deref(), &format!("run {id}"))?;
     match run.state {
-        RunState::Queued => {
+        RunState::Queued | RunState::Paused => {
             state
                 .db
-                .transition(id, RunState::Queued, RunState::Cancelled, None, "cancelled")
+                .transition(id, run.state, RunState::Cancelled, None, "cancelled")
                 .await?;
         }
         RunState::Running => {
@@ -277,7 +289,7 @@ pub async fn cancel_run(state: &AppState, caller: &Caller, id: &str) -> Result<R
 #[utoipa::path(
     post,
     path = "/api/v1/runs/{id}/cancel",
-    summary = "Cancel a queued or running run",
+    summary = "Cancel a queued, running or paused run",
     responses((status = 200, body = Run))
 )]
 pub async fn cancel(
@@ -302,6 +314,12 @@ pub async fn resume(
 ) -> Result<Json<Run>, ApiError> {
     let run = find(&state, &id).await?;
     caller.check_owner(run.owner_id.as_deref(), &format!("run {id}"))?;
+    if let Some(trial) = &run.sweep {
+        return Err(ApiError::conflict(format!(
+            "run {id} is trial {} of sweep {}: its sweep decides when it trains (resume the sweep)",
+            trial.trial, trial.sweep_id
+        )));
+    }
     if !matches!(run.state, RunState::Failed | RunState::Cancelled) {
         return Err(ApiError::conflict(format!(
             "run {id} is {}; only failed or cancelled runs resume",

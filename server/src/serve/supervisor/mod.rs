@@ -5,7 +5,8 @@
 //! It lives on one dedicated thread. Children are started from that thread with
 //! `PR_SET_PDEATHSIG`, so a server killed outright takes its children with it; the next start
 //! finds their runs `running`, puts them back in the queue and resumes them from their last
-//! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run.
+//! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run. A sweep's
+//! trial trains to the step its sweep gives (`TrialOf::pause_at`) and is then `paused`.
 
 mod child;
 mod spawn;
@@ -335,6 +336,21 @@ impl Supervisor {
                     }
                 }
                 self.finish(&run_id, RunState::Succeeded, None, "succeeded");
+            }
+            Phase::Train
+                if status.success()
+                    && child
+                        .run
+                        .sweep
+                        .as_ref()
+                        .and_then(|trial| trial.pause_at)
+                        .is_some_and(|at| child.run.step >= at) =>
+            {
+                let message = format!(
+                    "paused at step {}: its sweep ranks its trials there",
+                    child.run.step
+                );
+                self.finish(&run_id, RunState::Paused, None, &message);
             }
             Phase::Train => {
                 let message = if status.success() {

@@ -43,7 +43,12 @@ impl Supervisor {
             // A run asking for the forgetting guard uses our default probe set.
             probe_file: None,
             resume: layout.trainer_log().exists(),
-            stop_after_step: None,
+            // A sweep's trial pauses at its rung for the sweep to rank it there.
+            stop_after_step: run
+                .sweep
+                .as_ref()
+                .and_then(|trial| trial.pause_at)
+                .and_then(|step| u64::try_from(step).ok()),
             device: device_of(gpu).to_string(),
             settings: run.settings.clone(),
         };

@@ -1,0 +1,17 @@
+-- Hyperparameter sweeps: the request, its state and the trial chats use; each trial is a run.
+CREATE TABLE sweeps (
+    id TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    owner_id TEXT,
+    promoted_run TEXT,
+    created_at BIGINT NOT NULL,
+    finished_at BIGINT
+);
+-- A trial run: its sweep and number, the step it pauses at, the rung the halving stopped it at.
+ALTER TABLE runs ADD COLUMN sweep_id TEXT;
+ALTER TABLE runs ADD COLUMN sweep_trial BIGINT;
+ALTER TABLE runs ADD COLUMN pause_at BIGINT;
+ALTER TABLE runs ADD COLUMN stopped_at BIGINT;
+CREATE INDEX runs_by_sweep ON runs (sweep_id, sweep_trial);
