@@ -160,6 +160,32 @@ try {
   seen.settings_differ = await page.locator("table.config-diff tbody th").allInnerTexts();
   await shot("6-compare-runs");
 
+  // A sweep from its form: 4 trials (2 learning rates × 2 prefix lengths), two at a time, halved
+  // at step 4; its leaderboard, a scatter plot a swept setting, and the best promoted for chats.
+  await page.goto(`${base}/#/sweeps`);
+  await page.locator("select[name=model]").selectOption("tiny");
+  await page.locator("select[name=train]").selectOption(trainOption);
+  await page.locator("select[name=validation]").selectOption(trainOption);
+  await page.locator("summary").click();
+  await page.locator("input[name=max_steps]").fill("8");
+  await page.locator("input[name=eval_steps]").fill("2");
+  await page.locator("input[name=eval_samples]").fill("0");
+  await page.locator("input[name=space_learning_rate]").fill("0.02, 0.5");
+  await page.locator("input[name=space_pre_seq_len]").fill("4, 8");
+  await page.locator("input[name=rungs]").fill("4");
+  await page.locator("input[name=parallelism]").fill("2");
+  await page.getByRole("button", { name: "Start sweep" }).click();
+  await page.waitForURL((url) => /\/sweeps\/sweep-/.test(url.href));
+  await page.locator("main p > .state.succeeded").waitFor({ timeout: 120_000 });
+  seen.sweep_rows = await page.locator("table.leaderboard tbody tr").count();
+  seen.sweep_stopped = await page.locator("table.leaderboard tbody tr", { hasText: "stopped at step 4" }).count();
+  seen.sweep_plots = await page.locator("figure.scatter").evaluateAll((figures) =>
+    figures.map((f) => `${f.dataset.title}: ${f.querySelector(".points").textContent}`));
+  await page.getByRole("button", { name: "Promote the best" }).click();
+  await page.locator("main p", { hasText: "answers with" }).waitFor();
+  seen.sweep_promoted_row = await page.locator("table.leaderboard tbody tr.promoted td").first().innerText();
+  await shot("7-sweep");
+
   // A chat with the tuned model, streamed.
   await page.goto(`${base}/#/chats`);
   const tuned = await page.locator("select[name=target] option", { hasText: firstRun }).first().getAttribute("value");
@@ -241,7 +267,7 @@ try {
   // A phone's width: nothing wider than the screen; and the dark theme.
   await page.setViewportSize({ width: 390, height: 844 });
   seen.phone_overflow = [];
-  for (const [name, hash] of [["datasets", "#/datasets"], ["runs", "#/runs"], ["run", new URL(seen.run_url).pathname.slice(1)], ["chats", "#/chats"]]) {
+  for (const [name, hash] of [["datasets", "#/datasets"], ["runs", "#/runs"], ["sweeps", "#/sweeps"], ["run", new URL(seen.run_url).pathname.slice(1)], ["chats", "#/chats"]]) {
     await page.goto(`${base}/${hash}`);
     await page.locator("main h1").first().waitFor();
     await page.waitForTimeout(300);

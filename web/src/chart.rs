@@ -1,5 +1,6 @@
 //! Charts drawn by plotters into SVG text: line charts for training curves (one series per line,
-//! overlaid for a comparison) and bar histograms for token lengths. SVG scales with the page and
+//! overlaid for a comparison), bar histograms for token lengths, and scatter plots of a sweep's
+//! setting against its metric. SVG scales with the page and
 //! prints; the palette's colours are remapped for the dark theme in `style.css`.
 
 use leptos::prelude::*;
@@ -186,6 +187,78 @@ pub fn Histogram(
     view! {
         <figure class="chart histogram" data-title=data_title>
             <figcaption>{caption}</figcaption>
+            <div class="plot" role="img" aria-label=title inner_html=svg></div>
+        </figure>
+    }
+}
+
+/// A labelled point of a scatter plot.
+pub type Point = (f64, f64, String);
+
+fn scatter_svg(points: &[Point], x_desc: &str, y_desc: &str, log_x: bool) -> String {
+    render(|root| {
+        let x_of = |x: f64| if log_x { x.log10() } else { x };
+        let (x0, x1) = bounds(points.iter().map(|p| x_of(p.0)));
+        let (y0, y1) = bounds(points.iter().map(|p| p.1));
+        // Room around the outermost points and their labels.
+        let (dx, dy) = ((x1 - x0) * 0.08, (y1 - y0) * 0.12);
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0 - dx)..(x1 + dx), (y0 - dy)..(y1 + dy))?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID.stroke_width(1))
+            .axis_style(AXIS)
+            .x_labels(5)
+            .y_labels(5)
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style(text_style(11))
+            .axis_desc_style(text_style(11))
+            .x_label_formatter(&|x| {
+                if log_x {
+                    label(10f64.powf(*x))
+                } else {
+                    whole_or_label(*x)
+                }
+            })
+            .y_label_formatter(&|y| label(*y))
+            .draw()?;
+        chart.draw_series(
+            points
+                .iter()
+                .map(|(x, y, _)| Circle::new((x_of(*x), *y), 4, PALETTE[0].filled())),
+        )?;
+        chart.draw_series(points.iter().map(|(x, y, name)| {
+            Text::new(
+                name.clone(),
+                (x_of(*x), *y),
+                ("sans-serif", 11).into_font().color(&AXIS),
+            )
+        }))?;
+        Ok(())
+    })
+}
+
+/// A sweep's trials as points: a setting (log scale for learning rates) against the metric, each
+/// point labelled with its trial.
+#[component]
+pub fn ScatterChart(
+    title: String,
+    x_desc: &'static str,
+    y_desc: &'static str,
+    log_x: bool,
+    points: Vec<Point>,
+) -> impl IntoView {
+    let svg = scatter_svg(&points, x_desc, y_desc, log_x);
+    let (data_title, caption) = (title.clone(), title.clone());
+    let count = format!("{} points", points.len());
+    view! {
+        <figure class="chart scatter" data-title=data_title>
+            <figcaption>{caption}<span class="points">{count}</span></figcaption>
             <div class="plot" role="img" aria-label=title inner_html=svg></div>
         </figure>
     }

@@ -93,6 +93,8 @@ fn Pages() -> impl IntoView {
             <Route path=path!("/runs") view=pages::runs::Runs />
             <Route path=path!("/runs/:id") view=RunRoute />
             <Route path=path!("/compare/:ids") view=CompareRoute />
+            <Route path=path!("/sweeps") view=pages::sweeps::Sweeps />
+            <Route path=path!("/sweeps/:id") view=SweepRoute />
             <Route path=path!("/chats") view=pages::chats::Chats />
             <Route path=path!("/local") view=pages::local::InBrowser />
             <Route path=path!("/keys") view=pages::keys::Keys />
@@ -107,6 +109,16 @@ fn RunRoute() -> impl IntoView {
     move || {
         let id = params.with(|p| p.get("id")).unwrap_or_default();
         view! { <pages::run::RunPage id=id /> }
+    }
+}
+
+/// `/sweeps/ID`.
+#[component]
+fn SweepRoute() -> impl IntoView {
+    let params = use_params_map();
+    move || {
+        let id = params.with(|p| p.get("id")).unwrap_or_default();
+        view! { <pages::sweeps::SweepPage id=id /> }
     }
 }
 
@@ -186,6 +198,7 @@ fn Shell() -> impl IntoView {
                 <A href="/datasets" attr:class=active("datasets")>"Datasets"</A>
                 <A href="/models" attr:class=active("models")>"Models"</A>
                 <A href="/runs" attr:class=active("runs")>"Runs"</A>
+                <A href="/sweeps" attr:class=active("sweeps")>"Sweeps"</A>
                 <A href="/chats" attr:class=active("chats")>"Chats"</A>
                 <A href="/local" attr:class=active("local")>"In this browser"</A>
             </nav>

@@ -238,6 +238,22 @@ fn dashboard_walkthrough_in_chromium() {
     assert_eq!(seen["chat_system"], "你是医生。", "{seen}");
     assert_eq!(seen["conversation_system"], "System: 你是医生。", "{seen}");
     assert!(!seen["chat_answer"].as_str().unwrap().is_empty(), "{seen}");
+    // The sweep from its form: 4 trials, 2 stopped at the rung, one plot a swept setting (each
+    // trial a point), and the best (rank 1) promoted.
+    assert_eq!(
+        (seen["sweep_rows"].clone(), seen["sweep_stopped"].clone()),
+        (serde_json::json!(4), serde_json::json!(2)),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["sweep_plots"],
+        serde_json::json!([
+            "learning_rate vs eval_loss: 4 points",
+            "pre_seq_len vs eval_loss: 4 points"
+        ]),
+        "{seen}"
+    );
+    assert_eq!(seen["sweep_promoted_row"], "1", "{seen}");
     let compared = seen["compare"].as_array().unwrap();
     assert!(
         compared.iter().any(|c| c == "tiny")

@@ -9,6 +9,8 @@ pub mod login;
 pub mod models;
 pub mod run;
 pub mod runs;
+pub mod settings_form;
+pub mod sweeps;
 
 use glmtune_shared::error::InvalidRecords;
 use leptos::prelude::*;
@@ -84,5 +86,25 @@ pub fn Table(
                 <tbody>{children()}</tbody>
             </table>
         </div>
+    }
+}
+
+/// The `<option>`s of every dataset (name and size), once the list has loaded.
+pub fn dataset_options(
+    datasets: LocalResource<
+        Result<glmtune_shared::api::List<glmtune_shared::api::Dataset>, crate::api::Failure>,
+    >,
+) -> impl Fn() -> Option<AnyView> + Copy {
+    move || {
+        datasets.get().and_then(Result::ok).map(|list| {
+            list.data
+                .into_iter()
+                .map(|d| {
+                    let label = format!("{} ({} records)", d.name, d.records);
+                    view! { <option value=d.id.clone()>{label}</option> }
+                })
+                .collect_view()
+                .into_any()
+        })
     }
 }

@@ -107,6 +107,18 @@ async fn find(state: &AppState, id: &str) -> Result<Sweep, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("sweep {id} does not exist")))
 }
 
+/// A sweep the caller may change.
+async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Sweep, ApiError> {
+    let sweep = find(state, id).await?;
+    caller.check_owner(sweep.owner_id.as_deref(), &format!("sweep {id}"))?;
+    Ok(sweep)
+}
+
+/// The sweep as it stands now, with its leaderboard.
+async fn answer(state: &AppState, id: &str) -> Result<Json<Sweep>, ApiError> {
+    Ok(Json(with_leaderboard(state, find(state, id).await?).await?))
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/sweeps",
@@ -131,9 +143,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sweep>, ApiError> {
-    Ok(Json(
-        with_leaderboard(&state, find(&state, &id).await?).await?,
-    ))
+    answer(&state, &id).await
 }
 
 #[utoipa::path(
@@ -147,8 +157,7 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Sweep>, ApiError> {
-    let sweep = find(&state, &id).await?;
-    caller.check_owner(sweep.owner_id.as_deref(), &format!("sweep {id}"))?;
+    let sweep = owned(&state, &caller, &id).await?;
     if !state
         .db
         .sweep_transition(&id, SweepState::Running, SweepState::Cancelled, None)
@@ -161,9 +170,7 @@ pub async fn cancel(
     }
     stop_trials(&state, &state.db.sweep_trials(&id).await?).await?;
     state.supervisor.events.notify_waiters();
-    Ok(Json(
-        with_leaderboard(&state, find(&state, &id).await?).await?,
-    ))
+    answer(&state, &id).await
 }
 
 #[utoipa::path(
@@ -177,8 +184,7 @@ pub async fn resume(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Sweep>, ApiError> {
-    let sweep = find(&state, &id).await?;
-    caller.check_owner(sweep.owner_id.as_deref(), &format!("sweep {id}"))?;
+    let sweep = owned(&state, &caller, &id).await?;
     if !matches!(sweep.state, SweepState::Cancelled | SweepState::Failed) {
         return Err(ApiError::conflict(format!(
             "sweep {id} is {}; only cancelled or failed sweeps resume",
@@ -207,9 +213,7 @@ pub async fn resume(
         .sweep_transition(&id, sweep.state, SweepState::Running, None)
         .await?;
     tick(&state).await?;
-    Ok(Json(
-        with_leaderboard(&state, find(&state, &id).await?).await?,
-    ))
+    answer(&state, &id).await
 }
 
 #[utoipa::path(
@@ -226,8 +230,7 @@ pub async fn promote(
     body: Result<Json<Promote>, JsonRejection>,
 ) -> Result<Json<Sweep>, ApiError> {
     let Json(request) = body?;
-    let sweep = find(&state, &id).await?;
-    caller.check_owner(sweep.owner_id.as_deref(), &format!("sweep {id}"))?;
+    let sweep = owned(&state, &caller, &id).await?;
     let sweep = with_leaderboard(&state, sweep).await?;
     let chosen = match request.trial {
         Some(number) => sweep
@@ -252,7 +255,5 @@ pub async fn promote(
         )));
     }
     state.db.promote(&id, &chosen.run_id).await?;
-    Ok(Json(
-        with_leaderboard(&state, find(&state, &id).await?).await?,
-    ))
+    answer(&state, &id).await
 }
