@@ -2,7 +2,7 @@
 //! `metric_for_best_model`, `EarlyStoppingCallback` and `load_best_model_at_end`).
 
 use glmtune_shared::api::BestMetric;
-use glmtune_shared::run_log::LogRow;
+use glmtune_shared::run_log::{EvalRow, LogRow};
 
 /// What a run tracks when it keeps its best checkpoint or stops early.
 #[derive(Debug, Clone)]
@@ -28,11 +28,8 @@ impl Best {
     /// Takes the evaluations a resumed run's log already holds, in order.
     pub fn replay(&mut self, rows: &[LogRow]) {
         for row in rows {
-            if let Some(value) = match row {
-                LogRow::Eval(row) => self.metric.of(row),
-                _ => None,
-            } {
-                self.observe(row.step(), value);
+            if let LogRow::Eval(row) = row {
+                self.observe_row(row);
             }
         }
     }
@@ -50,6 +47,11 @@ impl Best {
             self.since += 1;
         }
         improved
+    }
+
+    /// Counts an evaluation by its value of the metric (one without it never improves).
+    pub fn observe_row(&mut self, row: &EvalRow) -> bool {
+        self.observe(row.step, self.metric.of(row).unwrap_or(f64::NAN))
     }
 
     /// The best evaluation's step.

@@ -272,3 +272,42 @@ fn a_killed_sweep_resumes_to_the_same_leaderboard() {
     };
     assert_eq!(board(&resumed), board(&uninterrupted));
 }
+
+#[test]
+fn a_sweep_ranks_by_the_forgetting_guard_when_asked() {
+    let dir = scratch("by-forgetting");
+    let body = GRID.replace(
+        "prefix_dropout = 0.0",
+        "prefix_dropout = 0.0\nforgetting_guard = true",
+    );
+    let path = config(&dir, &format!("metric = \"forgetting_kl\"\n{body}"));
+    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: SweepReport = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report.metric, glmtune_shared::api::BestMetric::ForgettingKl);
+    // Each trial's value is its own least KL from the base; the board is ordered by it.
+    for trial in &report.trials {
+        let least = std::fs::read_to_string(dir.join("out").join(&trial.name).join(TRAINER_LOG))
+            .unwrap()
+            .lines()
+            .filter_map(LogRow::parse)
+            .filter_map(|row| match row {
+                LogRow::Eval(row) => Some((row.step, row.forgetting_kl.unwrap())),
+                _ => None,
+            })
+            .fold((0, f64::INFINITY), |b, e| if e.1 < b.1 { e } else { b });
+        assert_eq!((trial.metric_step, trial.metric), least, "{}", trial.name);
+    }
+    assert!(report.trials.windows(2).all(|w| w[0].metric <= w[1].metric));
+    // Without the guard the metric is not computed: refused, naming the setting.
+    let dir = scratch("by-forgetting-refused");
+    let path = config(&dir, &format!("metric = \"forgetting_kl\"\n{GRID}"));
+    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("settings.forgetting_guard"), "{stderr}");
+}

@@ -758,6 +758,74 @@ fn early_stopping_keeps_the_best_evaluation_and_makes_it_the_adapter() {
 }
 
 #[test]
+fn the_best_model_can_be_the_one_that_forgot_least() {
+    let data = scratch("least-forgetting-data");
+    let validation = shifted_validation(&data);
+    let dir = scratch("least-forgetting");
+    let mut args = fixture_run_args(&dir);
+    let at = args.iter().position(|a| a == "--max-steps").unwrap();
+    args[at + 1] = "8".into();
+    let scored = [
+        "--validation-file",
+        &validation.to_string_lossy(),
+        "--eval-steps",
+        "2",
+        "--forgetting-guard",
+        "--metric-for-best-model",
+        "forgetting_kl",
+    ];
+    args.extend(scored.map(String::from));
+    args.push("--load-best-model-at-end".into());
+    glmtune_ok(&args);
+    let rows = log_rows(&dir);
+    let evals: Vec<(u64, f64, f64)> = rows
+        .iter()
+        .filter_map(|row| match row {
+            LogRow::Eval(row) => Some((row.step, row.forgetting_kl.unwrap(), row.eval_loss)),
+            _ => None,
+        })
+        .collect();
+    let least = evals.iter().fold(
+        (0, f64::INFINITY),
+        |b, e| if e.1 < b.1 { (e.0, e.1) } else { b },
+    );
+    let lowest_loss = evals.iter().fold(
+        (0, f64::INFINITY),
+        |b, e| if e.2 < b.1 { (e.0, e.2) } else { b },
+    );
+    // The two metrics choose different checkpoints here, so the test tells them apart.
+    assert_ne!(least.0, lowest_loss.0, "{evals:?}");
+    let Some(LogRow::Finished(finished)) = rows.last() else {
+        panic!("no finished row: {rows:?}");
+    };
+    assert_eq!(
+        (finished.best_step, finished.adapter_step),
+        (Some(least.0), Some(least.0))
+    );
+    let adapter = |dir: &Path| std::fs::read(dir.join("pytorch_model.bin")).unwrap();
+    assert_eq!(
+        adapter(&dir),
+        adapter(&dir.join(format!("checkpoint-{}", least.0)))
+    );
+    // Without the guard there is no such metric to choose by.
+    let dir = scratch("least-forgetting-refused");
+    let mut args = fixture_run_args(&dir);
+    args.extend(
+        scored
+            .iter()
+            .filter(|a| **a != "--forgetting-guard")
+            .map(|a| a.to_string()),
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("forgetting_guard"), "{stderr}");
+}
+
+#[test]
 fn the_forgetting_guard_scores_every_evaluation_and_warns_over_its_threshold() {
     let data = scratch("forgetting-data");
     let validation = shifted_validation(&data);

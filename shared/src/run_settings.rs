@@ -97,28 +97,47 @@ pub enum BestMetric {
     /// The validation loss (lower is better); the Trainer's `loss` names it too.
     #[serde(rename = "eval_loss", alias = "loss")]
     EvalLoss,
+    /// The forgetting guard's KL from the base on general prompts (lower is better; needs
+    /// `forgetting_guard`): the checkpoint that stayed closest to the base.
+    #[serde(rename = "forgetting_kl")]
+    ForgettingKl,
 }
 
 impl BestMetric {
-    pub const ALL: [BestMetric; 1] = [BestMetric::EvalLoss];
+    pub const ALL: [BestMetric; 2] = [BestMetric::EvalLoss, BestMetric::ForgettingKl];
 
     pub fn as_str(self) -> &'static str {
         match self {
             BestMetric::EvalLoss => "eval_loss",
+            BestMetric::ForgettingKl => "forgetting_kl",
         }
+    }
+
+    /// Refuses settings whose evaluations do not compute this metric, naming the field.
+    pub fn check_scored(self, settings: &RunSettings) -> Result<(), String> {
+        if self == BestMetric::ForgettingKl && settings.forgetting_guard != Some(true) {
+            return Err(
+                "settings.forgetting_guard: the metric forgetting_kl is computed by the forgetting \
+                 guard; turn it on"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// This metric in an evaluation row (`None`: the row lacks it).
     pub fn of(self, row: &crate::run_log::EvalRow) -> Option<f64> {
         match self {
             BestMetric::EvalLoss => Some(row.eval_loss),
+            BestMetric::ForgettingKl => row.forgetting_kl,
         }
     }
 
     /// Whether `value` is better than `best`.
     pub fn better(self, value: f64, best: f64) -> bool {
         match self {
-            BestMetric::EvalLoss => value < best,
+            // Both lower is better.
+            BestMetric::EvalLoss | BestMetric::ForgettingKl => value < best,
         }
     }
 
@@ -140,9 +159,10 @@ impl std::str::FromStr for BestMetric {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "eval_loss" | "loss" => Ok(BestMetric::EvalLoss),
+            "forgetting_kl" => Ok(BestMetric::ForgettingKl),
             _ => Err(format!(
-                "unknown metric {text:?}: the best model is chosen by eval_loss, the metric \
-                 every evaluation during training computes"
+                "unknown metric {text:?}: the best model is chosen by a metric every evaluation \
+                 during training computes, eval_loss or forgetting_kl (with the forgetting guard)"
             )),
         }
     }
@@ -217,6 +237,9 @@ impl RunSettings {
         }
         if s.prefix_dropout.is_some_and(|v| !(0.0..1.0).contains(&v)) {
             return Err("settings.prefix_dropout: must be in [0, 1)".into());
+        }
+        if let Some(metric) = s.metric_for_best_model {
+            metric.check_scored(s)?;
         }
         Ok(())
     }

@@ -151,6 +151,7 @@ impl SweepConfig {
     /// Refuses a sweep no trial can run, naming the field.
     pub fn check(&self) -> Result<(), String> {
         self.settings.check()?;
+        self.metric.check_scored(&self.settings)?;
         check_search(&self.space, &self.search, self.halving.as_ref())
     }
 }

@@ -3,7 +3,9 @@
 //! under "Advanced", empty for "the preset's value". The new-run form and the sweep form (its base
 //! run) both use them.
 
-use glmtune_shared::api::{Dataset, List, ModelInfo, Preset, QuantizationBit, RunSettings};
+use glmtune_shared::api::{
+    BestMetric, Dataset, List, ModelInfo, Preset, QuantizationBit, RunSettings,
+};
 use leptos::prelude::*;
 
 use crate::api;
@@ -27,6 +29,8 @@ pub struct SettingsForm {
     load_best: RwSignal<bool>,
     /// Score evaluations against the base on general prompts (needs validation data).
     forgetting_guard: RwSignal<bool>,
+    /// What "best" means for early stopping and the best checkpoint (empty: eval_loss).
+    metric: RwSignal<String>,
 }
 
 impl SettingsForm {
@@ -65,6 +69,7 @@ impl SettingsForm {
             checkpointing: RwSignal::new(false),
             load_best: RwSignal::new(false),
             forgetting_guard: RwSignal::new(false),
+            metric: RwSignal::new(String::new()),
         }
     }
 
@@ -99,6 +104,13 @@ impl SettingsForm {
             eval_samples: parsed(&value("eval_samples")),
             forward_batch_size: parsed(&value("forward_batch_size")),
             early_stopping_patience: parsed(&value("early_stopping_patience")),
+            // Unset is eval_loss.
+            metric_for_best_model: self
+                .metric
+                .get_untracked()
+                .parse()
+                .ok()
+                .filter(|m| *m != BestMetric::EvalLoss),
             load_best_model_at_end: self.load_best.get_untracked().then_some(true),
             forgetting_guard: self.forgetting_guard.get_untracked().then_some(true),
             forgetting_threshold: parsed(&value("forgetting_threshold")),
@@ -129,6 +141,7 @@ impl SettingsForm {
             (self.precision, self.optim, self.quantization_bit);
         let (checkpointing, load_best, forgetting_guard) =
             (self.checkpointing, self.load_best, self.forgetting_guard);
+        let metric = self.metric;
         view! {
             <details>
                 <summary>"Advanced (empty: the preset's value)"</summary>
@@ -157,6 +170,11 @@ impl SettingsForm {
                             <option value="">"as stored"</option>
                             <option value="8">"8-bit (q8_0)"</option>
                             <option value="4">"4-bit (q4_0)"</option>
+                        </select>
+                    </label>
+                    <label>"metric_for_best_model"
+                        <select name="metric_for_best_model" on:change=move |ev| metric.set(event_target_value(&ev))>
+                            {metric_options()}
                         </select>
                     </label>
                     <label>"gradient checkpointing"
@@ -305,4 +323,11 @@ impl DataPicker {
             </label>
         }
     }
+}
+
+/// The `<option>`s of the metrics a best checkpoint (or a sweep's ranking) is chosen by.
+pub fn metric_options() -> impl IntoView {
+    BestMetric::ALL
+        .map(|m| view! { <option value=m.as_str()>{m.as_str()}</option> })
+        .collect_view()
 }

@@ -14,7 +14,7 @@ use leptos_router::hooks::use_navigate;
 
 use crate::api;
 use crate::chart::ScatterChart;
-use crate::pages::settings_form::{parsed, DataPicker, PresetPicker, SettingsForm};
+use crate::pages::settings_form::{metric_options, parsed, DataPicker, PresetPicker, SettingsForm};
 use crate::pages::{loaded, ErrorNote, Table};
 
 /// The numbers of a comma-separated list; `None` names the first entry that is not one.
@@ -59,6 +59,7 @@ pub fn Sweeps() -> impl IntoView {
         RwSignal::new("2".to_owned()),
         RwSignal::new("1".to_owned()),
     );
+    let metric = RwSignal::new(BestMetric::EvalLoss.as_str().to_owned());
     let error = RwSignal::new(None::<api::Failure>);
     let navigate = use_navigate();
     let values = form.clone();
@@ -126,7 +127,10 @@ pub fn Sweeps() -> impl IntoView {
                 rungs,
                 eta: parsed(&eta.get_untracked()).unwrap_or(2),
             }),
-            metric: BestMetric::EvalLoss,
+            metric: metric
+                .get_untracked()
+                .parse()
+                .unwrap_or(BestMetric::EvalLoss),
             parallelism: parsed(&parallelism.get_untracked())
                 .ok_or("parallelism: give a number")?,
         })
@@ -150,7 +154,7 @@ pub fn Sweeps() -> impl IntoView {
             <h1>"Sweeps"</h1>
             <form class="card" on:submit=submit>
                 <h2>"New sweep"</h2>
-                <p class="muted">"Each trial is a run in the queue, on the base settings with the swept values; trials are ranked by their validation loss."</p>
+                <p class="muted">"Each trial is a run in the queue, on the base settings with the swept values; trials are ranked by the chosen metric at their evaluations."</p>
                 <div class="row">
                     {data.view(true)}
                     {presets.select()}
@@ -183,6 +187,11 @@ pub fn Sweeps() -> impl IntoView {
                     <label>"At once"<input name="parallelism" bind:value=parallelism inputmode="numeric" /></label>
                     <label>"Halving rungs (steps)"<input name="rungs" bind:value=rungs placeholder="none" /></label>
                     <label>"Keep 1 in"<input name="eta" bind:value=eta inputmode="numeric" /></label>
+                    <label>"Ranked by"
+                        <select name="sweep_metric" on:change=move |ev| metric.set(event_target_value(&ev))>
+                            {metric_options()}
+                        </select>
+                    </label>
                 </div>
                 <button type="submit">"Start sweep"</button>
                 {move || error.get().map(|e| view! { <ErrorNote error=e /> })}

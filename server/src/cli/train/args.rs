@@ -127,8 +127,9 @@ pub struct TrainArgs {
     /// --metric-for-best-model; the best one's checkpoint is kept. Needs --validation-file.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     early_stopping_patience: Option<u64>,
-    /// What the best evaluation is: `eval_loss` (lower is better; `loss` names it too).
-    #[arg(long, value_name = "METRIC", value_parser = clap::builder::PossibleValuesParser::new(["eval_loss", "loss"])
+    /// What the best evaluation is: `eval_loss` (lower is better; `loss` names it too), or
+    /// `forgetting_kl` (with --forgetting-guard: the checkpoint closest to the base).
+    #[arg(long, value_name = "METRIC", value_parser = clap::builder::PossibleValuesParser::new(["eval_loss", "loss", "forgetting_kl"])
         .try_map(|name: String| name.parse::<BestMetric>()))]
     metric_for_best_model: Option<BestMetric>,
     /// Write the best evaluation's prefix as the run's adapter instead of the last step's.

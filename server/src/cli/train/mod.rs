@@ -405,18 +405,6 @@ fn train(
         if let Some(validation) = &validation {
             if step.step.is_multiple_of(eval_steps) || is_last {
                 let eval_loss = trainer.evaluate(validation)?;
-                let best_step = match &mut best {
-                    Some(best) => {
-                        if best.observe(step.step, eval_loss) {
-                            // The best checkpoint is on disk before its row says so.
-                            save(trainer, log, step.step)?;
-                            saved = true;
-                        }
-                        stopped_early |= best.exhausted() && !is_last;
-                        best.step()
-                    }
-                    None => None,
-                };
                 let forgetting = match &probes {
                     Some(probes) if guard => Some(forgetting(
                         &model,
@@ -436,14 +424,24 @@ fn train(
                         s.forgetting_threshold.unwrap_or_default()
                     );
                 }
-                let row = LogRow::Eval(EvalRow {
+                let mut scores = EvalRow {
                     step: step.step,
                     eval_loss,
-                    best_step,
+                    best_step: None,
                     forgetting_kl: forgetting.map(|f| f.kl),
                     forgetting_logprob_delta: forgetting.map(|f| f.logprob_delta),
                     forgetting_warning,
-                });
+                };
+                if let Some(best) = &mut best {
+                    if best.observe_row(&scores) {
+                        // The best checkpoint is on disk before its row says so.
+                        save(trainer, log, step.step)?;
+                        saved = true;
+                    }
+                    stopped_early |= best.exhausted() && !is_last;
+                    scores.best_step = best.step();
+                }
+                let row = LogRow::Eval(scores);
                 write_row(log, &log_path, &row)?;
             }
         }

@@ -46,6 +46,10 @@ pub async fn create(
     {
         let number = i as i64 + 1;
         let in_trial = |e: ApiError| e.context(&format!("trial {number}"));
+        request
+            .metric
+            .check_scored(&settings)
+            .map_err(|e| in_trial(ApiError::invalid(e)))?;
         if let Some(halving) = &request.halving {
             let first = halving.rungs.iter().min().copied().unwrap_or(0);
             let eval_steps = settings.eval_steps.unwrap_or(defaults::EVAL_STEPS);
