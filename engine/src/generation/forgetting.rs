@@ -7,6 +7,11 @@
 //! base model's: the mean KL divergence `KL(base ‖ tuned)` (0 when the prefix changes nothing),
 //! and the mean change in the log-likelihood of the base's own answer tokens (negative when the
 //! tuned model has drifted away from answering as the base did).
+//!
+//! The same comparison between any two sides — a model with or without an adapter — is
+//! [`divergence`]: prefix distillation measures with it how close a student (say a q4_0 base with
+//! its distilled prefix) answers to its teacher, adding the share of positions where both would
+//! choose the same next token.
 
 use candle_core::{DType, Tensor};
 use std::ops::ControlFlow;
@@ -51,6 +56,32 @@ pub fn base_answers(
     prompts: &[Vec<u32>],
     max_new_tokens: usize,
 ) -> Result<Vec<ProbeAnswer>> {
+    answers(Side::base(model), prompts, max_new_tokens)
+}
+
+/// A model with an adapter or without: one side of a comparison.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    pub model: &'a ChatGlmModel,
+    pub prefix: Option<&'a PrefixEncoder>,
+}
+
+impl<'a> Side<'a> {
+    pub fn base(model: &'a ChatGlmModel) -> Self {
+        Side {
+            model,
+            prefix: None,
+        }
+    }
+}
+
+/// `side`'s greedy answers (at most `max_new_tokens` each) to `prompts`, as [`base_answers`].
+pub fn answers(
+    side: Side,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+) -> Result<Vec<ProbeAnswer>> {
+    let model = side.model;
     let options = GenerationOptions {
         max_new_tokens: Some(max_new_tokens),
         max_length: None,
@@ -63,7 +94,7 @@ pub fn base_answers(
     for (index, prompt) in prompts.iter().enumerate() {
         let answer = generate(
             model,
-            None,
+            side.prefix,
             std::slice::from_ref(prompt),
             &options,
             |_, _| ControlFlow::Continue(()),
@@ -102,7 +133,39 @@ pub fn forgetting(
     prefix: Option<&PrefixEncoder>,
     answers: &[ProbeAnswer],
 ) -> Result<Forgetting> {
-    let (mut kl, mut delta, mut tokens) = (0f64, 0f64, 0usize);
+    let tuned = Side { model, prefix };
+    let d = divergence(Side::base(model), tuned, answers)?;
+    Ok(Forgetting {
+        kl: d.kl,
+        logprob_delta: d.logprob_delta,
+        tokens: d.tokens,
+    })
+}
+
+/// How far one side's next-token distributions are from a reference's on the reference's
+/// answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Divergence {
+    /// Mean over answer tokens of `KL(reference ‖ other)`, in nats.
+    pub kl: f64,
+    /// Mean over answer tokens of `log p_other − log p_reference` of the answer's token.
+    pub logprob_delta: f64,
+    /// The share of answer positions where both sides' most likely next token is the same
+    /// (teacher-forced greedy agreement).
+    pub agreement: f64,
+    /// Answer tokens compared.
+    pub tokens: usize,
+}
+
+/// [`Divergence`] of `other` from `reference` on `answers` (the same side twice: 0, 0 and 1).
+pub fn divergence(reference: Side, other: Side, answers: &[ProbeAnswer]) -> Result<Divergence> {
+    let same = std::ptr::eq(reference.model, other.model)
+        && match (reference.prefix, other.prefix) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            _ => false,
+        };
+    let (mut kl, mut delta, mut agreed, mut tokens) = (0f64, 0f64, 0usize, 0usize);
     for answer in answers {
         let n = answer.ids.len();
         if answer.prompt_len == 0 || answer.prompt_len >= n {
@@ -112,16 +175,13 @@ pub fn forgetting(
             )));
         }
         // Row r predicts token r + 1: rows prompt_len − 1 .. n − 1 predict the answer.
-        let rows = |prefix| -> Result<Vec<Vec<f64>>> {
-            let logits = sequence_logits(model, prefix, &answer.ids)?;
+        let rows = |side: Side| -> Result<Vec<Vec<f64>>> {
+            let logits = sequence_logits(side.model, side.prefix, &answer.ids)?;
             let logits = logits.narrow(0, answer.prompt_len - 1, n - answer.prompt_len)?;
             log_softmax(&logits)
         };
-        let base = rows(None)?;
-        let tuned = match prefix {
-            Some(_) => rows(prefix)?,
-            None => base.clone(),
-        };
+        let base = rows(reference)?;
+        let tuned = if same { base.clone() } else { rows(other)? };
         for (i, (b, t)) in base.iter().zip(&tuned).enumerate() {
             kl += b
                 .iter()
@@ -130,6 +190,7 @@ pub fn forgetting(
                 .sum::<f64>();
             let token = answer.ids[answer.prompt_len + i] as usize;
             delta += t[token] - b[token];
+            agreed += usize::from(argmax(b) == argmax(t));
             tokens += 1;
         }
     }
@@ -140,11 +201,30 @@ pub fn forgetting(
             total / tokens as f64
         }
     };
-    Ok(Forgetting {
+    Ok(Divergence {
         kl: mean(kl),
         logprob_delta: mean(delta),
+        agreement: if tokens == 0 {
+            1.0
+        } else {
+            agreed as f64 / tokens as f64
+        },
         tokens,
     })
+}
+
+/// The first index of the largest value.
+fn argmax(row: &[f64]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
 }
 
 /// Row-wise log-softmax of `[rows, vocab]` logits, in f64.

@@ -14,6 +14,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::error::Result;
 use crate::model::ChatGlmModel;
+use crate::train::distill::Teacher;
 use crate::train::loss::Labelled;
 
 /// Rows through the output layer at once: enough for the product to run near the matmul's full
@@ -27,23 +28,46 @@ const CHUNK_ROWS: usize = 128;
 /// Only the labelled positions go through the output layer: a position's logits depend on its own
 /// hidden state alone, and for ChatGLM-6B the 130528-wide layer is the largest product and the
 /// largest activation of the step (half of whose positions, the prompt's, have no label).
+///
+/// With a teacher (and the forward's `sequences`, unpadded), each value is the distillation
+/// objective of [`Teacher::values_and_directions`] instead.
 pub(crate) fn head_log_probs(
     model: &ChatGlmModel,
     hidden: &Tensor,
     labels: &[Vec<i64>],
+    teacher: Option<(&Teacher, &[Vec<u32>])>,
 ) -> Result<(Tensor, Vec<usize>)> {
     let (batch, seq, width) = hidden.dims3()?;
     let labelled = Labelled::of(labels, batch, seq, model.config().vocab_size)?;
     let normed = model.final_norm(hidden)?;
     let picked = labelled.pick(&normed.reshape((batch * seq, width))?)?;
-    let log_probs = label_log_probs(model, &picked, &labelled)?;
+    let soft = match teacher {
+        Some((teacher, sequences)) => {
+            // Row b is left-padded to `seq`: its position t is t − padding in the sequence.
+            let positions: Vec<(usize, usize)> = labelled
+                .rows
+                .iter()
+                .zip(&labelled.owners)
+                .map(|(&row, &b)| (b, row as usize - b * seq - (seq - sequences[b].len())))
+                .collect();
+            Some((teacher, teacher.targets(sequences, &positions)?))
+        }
+        None => None,
+    };
+    let soft = soft.as_ref().map(|(teacher, targets)| (*teacher, targets));
+    let log_probs = label_log_probs(model, &picked, &labelled, soft)?;
     Ok((log_probs, labelled.owners))
 }
 
 /// The log-probability of each label of `labelled` (`[n]`, f32) from the final hidden states of
 /// the labelled positions (`picked`, `[n, width]`, after the final norm), differentiable with
 /// respect to `picked` when it tracks gradients.
-fn label_log_probs(model: &ChatGlmModel, picked: &Tensor, labelled: &Labelled) -> Result<Tensor> {
+fn label_log_probs(
+    model: &ChatGlmModel,
+    picked: &Tensor,
+    labelled: &Labelled,
+    soft: Option<(&Teacher, &Tensor)>,
+) -> Result<Tensor> {
     let tracking = picked.track_op();
     let rows = picked.detach();
     let head = &model.lm_head;
@@ -71,11 +95,28 @@ fn label_log_probs(model: &ChatGlmModel, picked: &Tensor, labelled: &Labelled) -
             (len, 1),
             picked.device(),
         )?;
-        values.push(log_probs.gather(&targets, 1)?.squeeze(1)?);
+        let (value, direction) = match soft {
+            Some((teacher, soft_targets)) => {
+                let (value, direction) = teacher.values_and_directions(
+                    &logits,
+                    &log_probs,
+                    &soft_targets.narrow(0, start, len)?,
+                    &targets,
+                )?;
+                (value, Some(direction))
+            }
+            None => (log_probs.gather(&targets, 1)?.squeeze(1)?, None),
+        };
+        values.push(value);
         if let Some(weight) = &weight {
-            // d log p(label) / d logits = onehot(label) − softmax.
-            let ones = Tensor::ones((len, 1), DType::F32, picked.device())?;
-            let direction = log_probs.exp()?.neg()?.scatter_add(&targets, &ones, 1)?;
+            let direction = match direction {
+                Some(direction) => direction,
+                None => {
+                    // d log p(label) / d logits = onehot(label) − softmax.
+                    let ones = Tensor::ones((len, 1), DType::F32, picked.device())?;
+                    log_probs.exp()?.neg()?.scatter_add(&targets, &ones, 1)?
+                }
+            };
             directions.push(direction.to_dtype(weight.dtype())?.matmul(weight)?);
         }
     }
@@ -119,7 +160,7 @@ mod tests {
         let weights: Vec<f32> = (0..rows).map(|i| 1. + (i % 5) as f32).collect();
         let weights = Tensor::from_vec(weights, rows, &Device::Cpu).unwrap();
 
-        let ours = label_log_probs(&model, picked.as_tensor(), &labelled).unwrap();
+        let ours = label_log_probs(&model, picked.as_tensor(), &labelled, None).unwrap();
         let whole = labelled
             .log_probs(&model.logits(picked.as_tensor()).unwrap())
             .unwrap();

@@ -2,8 +2,10 @@
 //!
 //! The loop follows the Hugging Face Trainer that THUDM's `ptuning/main.py` runs: epochs of
 //! micro-batches, gradient accumulation counted across epochs, global-norm clipping, `adamw_hf` and
-//! a linear schedule.
+//! a linear schedule. With a teacher (`distill`) the prefix learns the teacher's next-token
+//! distributions instead of the labels alone.
 
+pub mod distill;
 mod head;
 pub mod loss;
 pub mod optimizer;
@@ -12,6 +14,7 @@ pub mod scaler;
 mod step;
 pub mod trainer;
 
+pub use distill::Teacher;
 pub use loss::{causal_lm_loss, labelled_log_probs};
 pub use optimizer::{decays, AdamW, AdamWConfig, Optim};
 pub use prefix_params::PrefixParams;

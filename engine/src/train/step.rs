@@ -10,6 +10,7 @@ use candle_core::{DType, Tensor, Var};
 use crate::error::{EngineError, Result};
 use crate::model::prefix::split_key_values;
 use crate::model::{Batch, ChatGlmModel, LayerCache, LayerContext, PrefixEncoder};
+use crate::train::distill::Teacher;
 use crate::train::head::head_log_probs;
 use crate::train::prefix_params::PrefixParams;
 use crate::train::trainer::Example;
@@ -48,6 +49,7 @@ pub(crate) type PrefixTransform<'f> = &'f dyn Fn(&Tensor, &[Row]) -> Result<Tens
 /// Runs every row of a step and returns the summed gradients and each micro-batch's loss.
 pub(crate) fn step_gradients(
     model: &ChatGlmModel,
+    teacher: Option<&Teacher>,
     params: &PrefixParams,
     rows: &[Row],
     micro_batches: usize,
@@ -74,7 +76,7 @@ pub(crate) fn step_gradients(
                 (shape.loss_scale / (shape.accumulation * labelled[r.micro_batch]) as f64) as f32
             })
             .collect();
-        let forward = Forward::new(model, params, group, transform)?;
+        let forward = Forward::new(model, teacher, params, group, transform)?;
         let (log_probs, owners) = if shape.gradient_checkpointing {
             forward.checkpointed(&weights, &mut grads)?
         } else {
@@ -99,10 +101,17 @@ pub(crate) fn step_gradients(
 
 /// The mean loss over the labelled tokens of `rows` under the current prefix, no dropout, no
 /// backward (evaluation).
-pub(crate) fn mean_loss(model: &ChatGlmModel, params: &PrefixParams, rows: &[Row]) -> Result<f64> {
-    let forward = Forward::new(model, params, rows, &|encoded, _| Ok(encoded.clone()))?;
+pub(crate) fn mean_loss(
+    model: &ChatGlmModel,
+    teacher: Option<&Teacher>,
+    params: &PrefixParams,
+    rows: &[Row],
+) -> Result<f64> {
+    let forward = Forward::new(model, teacher, params, rows, &|encoded, _| {
+        Ok(encoded.clone())
+    })?;
     let hidden = forward.last_hidden()?;
-    let (log_probs, _) = head_log_probs(model, &hidden, &forward.labels)?;
+    let (log_probs, _) = head_log_probs(model, &hidden, &forward.labels, forward.soft())?;
     Ok(f64::from(log_probs.mean_all()?.neg()?.to_scalar::<f32>()?))
 }
 
@@ -117,7 +126,11 @@ fn count_labelled(labels: &[i64]) -> usize {
 /// One forward's left-padded inputs and prefix.
 struct Forward<'a> {
     model: &'a ChatGlmModel,
+    /// With a teacher, the loss is the distillation objective (`distill`).
+    teacher: Option<&'a Teacher>,
     params: &'a PrefixParams,
+    /// The rows' ids, unpadded (what the teacher reads).
+    sequences: Vec<Vec<u32>>,
     inputs: Batch,
     labels: Vec<Vec<i64>>,
     /// The prefix keys and values of every layer, tracking the prefix parameters.
@@ -127,6 +140,7 @@ struct Forward<'a> {
 impl<'a> Forward<'a> {
     fn new(
         model: &'a ChatGlmModel,
+        teacher: Option<&'a Teacher>,
         params: &'a PrefixParams,
         rows: &[Row],
         transform: PrefixTransform,
@@ -154,11 +168,17 @@ impl<'a> Forward<'a> {
         let prefix = split_key_values(&encoded, config)?;
         Ok(Self {
             model,
+            teacher,
             params,
+            sequences,
             inputs,
             labels,
             prefix,
         })
+    }
+
+    fn soft(&self) -> Option<(&Teacher, &[Vec<u32>])> {
+        self.teacher.map(|t| (t, self.sequences.as_slice()))
     }
 
     fn tokens(&self) -> usize {
@@ -168,7 +188,7 @@ impl<'a> Forward<'a> {
     /// The weighted loss `−Σ w_row · log p(label)` of the last layer's output (before the final
     /// norm), and the labelled log-probabilities with the row each belongs to.
     fn loss(&self, hidden: &Tensor, weights: &[f32]) -> Result<(Tensor, Vec<f32>, Vec<usize>)> {
-        let (log_probs, owners) = head_log_probs(self.model, hidden, &self.labels)?;
+        let (log_probs, owners) = head_log_probs(self.model, hidden, &self.labels, self.soft())?;
         let w: Vec<f32> = owners.iter().map(|&row| weights[row]).collect();
         let w = Tensor::from_vec(w, owners.len(), log_probs.device())?;
         let loss = (log_probs.mul(&w)?.sum_all()?.neg())?;

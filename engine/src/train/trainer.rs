@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use rand::rngs::StdRng;
@@ -17,6 +18,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
 use crate::model::{ChatGlmModel, PrefixEncoder};
+use crate::train::distill::Teacher;
 use crate::train::optimizer::{clip, global_norm, linear_lr, AdamW, AdamWConfig};
 use crate::train::prefix_params::PrefixParams;
 use crate::train::scaler::{LossScaling, ScalerState};
@@ -124,6 +126,9 @@ pub struct Trainer {
     /// Optimizer steps so far, skipped ones included; the schedule follows `optimizer.step`.
     global_step: u64,
     scaler: Option<ScalerState>,
+    /// With a teacher, the prefix is distilled from it: the losses, training and evaluation,
+    /// are the distillation objective (`distill`).
+    teacher: Option<Arc<Teacher>>,
 }
 
 impl Trainer {
@@ -147,7 +152,15 @@ impl Trainer {
             options,
             micro_batches_done: 0,
             global_step: 0,
+            teacher: None,
         })
+    }
+
+    /// Distils the prefix from `teacher` instead of fitting the labels alone.
+    pub fn with_teacher(mut self, teacher: Arc<Teacher>) -> Result<Self> {
+        teacher.check_student(&self.model)?;
+        self.teacher = Some(teacher);
+        Ok(self)
     }
 
     /// A copy of the prefix as it stands, detached from the graph.
@@ -184,7 +197,8 @@ impl Trainer {
                     row_in_micro_batch: i,
                 })
                 .collect();
-            total += mean_loss(&self.model, &self.params, &rows)? * batch.len() as f64;
+            total += mean_loss(&self.model, self.teacher.as_deref(), &self.params, &rows)?
+                * batch.len() as f64;
         }
         Ok(total / examples.len() as f64)
     }
@@ -360,6 +374,7 @@ impl Trainer {
                 tokens,
             } = step_gradients(
                 &self.model,
+                self.teacher.as_deref(),
                 &self.params,
                 &rows,
                 micro_batches,
