@@ -120,6 +120,8 @@ fn a_job_file_trains_as_the_flags_do() {
         output_dir: dir.join("run"),
         init_adapter: Some(fixture("adapter_init").into()),
         probe_file: None,
+        teacher_model: None,
+        teacher_adapter: None,
         resume: false,
         stop_after_step: None,
         device: "cpu".into(),
@@ -922,4 +924,83 @@ fn replay_of_the_base_models_answers_keeps_the_model_closer_to_its_base() {
     );
     assert!(stderr.contains("replay: 8 general examples"), "{stderr}");
     assert!(with < without, "without {without}, with {with}");
+}
+
+/// `glmtune fidelity`'s report.
+fn fidelity(student_adapter: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "fidelity",
+        "--model",
+        &FIXTURE_MODEL,
+        "--adapter",
+        student_adapter,
+        "--teacher-adapter",
+        &TRAINED_ADAPTER,
+        "--max-new-tokens",
+        "8",
+    ];
+    args.extend_from_slice(extra);
+    let output = glmtune_ok(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+static FIXTURE_MODEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| fixture("model"));
+static TRAINED_ADAPTER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| fixture("adapter_trained"));
+
+#[test]
+fn a_prefix_distilled_onto_a_4_bit_base_answers_closer_to_its_teacher() {
+    // The teacher against itself: no divergence, full agreement.
+    let itself = fidelity(&TRAINED_ADAPTER, &[]);
+    assert_eq!(
+        (itself["kl"].as_f64(), itself["greedy_agreement"].as_f64()),
+        (Some(0.0), Some(1.0))
+    );
+    // The teacher's adapter reused on the q4_0 base.
+    let reused = fidelity(&TRAINED_ADAPTER, &["--quantization-bit", "4"]);
+    let dir = scratch("distilled");
+    let mut args = fixture_run_args(&dir);
+    let at = args.iter().position(|a| a == "--init-adapter").unwrap();
+    args[at + 1] = TRAINED_ADAPTER.clone();
+    let at = args.iter().position(|a| a == "--max-steps").unwrap();
+    args[at + 1] = "40".into();
+    args.extend(
+        [
+            "--quantization-bit",
+            "4",
+            "--teacher-adapter",
+            &TRAINED_ADAPTER,
+        ]
+        .map(String::from),
+    );
+    let output = glmtune_ok(&args);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("distilling from"));
+    // The loss is the KL from the teacher: over the same four batches it falls.
+    let losses: Vec<f64> = log_rows(&dir)
+        .iter()
+        .filter_map(|row| match row {
+            LogRow::Step(row) => Some(row.loss),
+            _ => None,
+        })
+        .collect();
+    let epoch = |start: usize| losses[start..start + 4].iter().sum::<f64>();
+    assert!(epoch(losses.len() - 4) < epoch(0), "{losses:?}");
+    let distilled = fidelity(&dir.to_string_lossy(), &["--quantization-bit", "4"]);
+    println!("reused on q4_0 {reused}; distilled {distilled}");
+    assert!(
+        distilled["kl"].as_f64() < reused["kl"].as_f64(),
+        "{reused} vs {distilled}"
+    );
+    assert!(
+        distilled["greedy_agreement"].as_f64() >= reused["greedy_agreement"].as_f64(),
+        "{reused} vs {distilled}"
+    );
+    // Distillation settings without a teacher are refused.
+    let refused = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(fixture_run_args(&scratch("no-teacher")))
+        .args(["--distill-temperature", "2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--teacher"));
 }

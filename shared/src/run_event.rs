@@ -160,7 +160,7 @@ mod tests {
             );
         }
         assert_eq!(
-            RunEventData::parse("state", &serde_json::json!({"state": "paused"})),
+            RunEventData::parse("state", &serde_json::json!({"state": "sleeping"})),
             None
         );
         assert_eq!(RunEventData::parse("gossip", &serde_json::json!({})), None);

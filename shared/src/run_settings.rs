@@ -88,6 +88,14 @@ pub struct RunSettings {
     /// (`--replay-ratio`): the base model's own answers to the general prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_ratio: Option<f64>,
+    /// With a teacher: the temperature both next-token distributions are softened by
+    /// (`--distill-temperature`, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill_temperature: Option<f64>,
+    /// With a teacher: the weight of the labels' own cross-entropy beside the teacher's KL
+    /// (`--distill-hard-weight`, 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill_hard_weight: Option<f64>,
 }
 
 /// A metric the best checkpoint is chosen by: those computed at every evaluation during training.
@@ -237,6 +245,16 @@ impl RunSettings {
         }
         if s.prefix_dropout.is_some_and(|v| !(0.0..1.0).contains(&v)) {
             return Err("settings.prefix_dropout: must be in [0, 1)".into());
+        }
+        if s.distill_temperature
+            .is_some_and(|v| !(v.is_finite() && v > 0.0))
+        {
+            return Err("settings.distill_temperature: must be a positive number".into());
+        }
+        if s.distill_hard_weight
+            .is_some_and(|v| !(0.0..=1.0).contains(&v))
+        {
+            return Err("settings.distill_hard_weight: must be in [0, 1]".into());
         }
         if let Some(metric) = s.metric_for_best_model {
             metric.check_scored(s)?;

@@ -36,6 +36,12 @@ pub struct TrainJob {
     /// default set when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_file: Option<PathBuf>,
+    /// Distil the prefix from a teacher: this model folder (none: `model`, loaded unquantized)
+    /// with `teacher_adapter` (none: its base alone). Either one turns distillation on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_model: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_adapter: Option<PathBuf>,
     /// Continue from the newest checkpoint in `output_dir`.
     #[serde(default)]
     pub resume: bool,
@@ -127,6 +133,8 @@ mod tests {
             output_dir: "/runs/r1".into(),
             init_adapter: None,
             probe_file: Some("/data/probes.txt".into()),
+            teacher_model: None,
+            teacher_adapter: Some("/runs/teacher".into()),
             resume: true,
             stop_after_step: Some(40),
             device: "cuda:1".into(),

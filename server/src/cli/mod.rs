@@ -6,6 +6,7 @@ pub mod config_file;
 mod data;
 mod encode;
 mod eval;
+mod fidelity;
 mod generate;
 mod logits;
 pub mod model_args;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Sweep hyperparameters: a grid or random search of trials (each a run folder), the worse
     /// ones stopped by successive halving, and a leaderboard.
     Sweep(sweep::SweepArgs),
+    /// How closely a student (a distilled prefix, a quantized base) answers as its teacher: KL
+    /// and greedy agreement on the teacher's answers, as JSON.
+    Fidelity(fidelity::FidelityArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -84,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Train(args) => train::run(*args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Fidelity(args) => fidelity::run(args),
     }
 }
 
@@ -111,8 +116,17 @@ pub fn report_usage_error(error: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = error.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = rendered.lines();
+            let first = lines.next().unwrap_or("invalid arguments");
+            let mut message = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+            // "the following required arguments were not provided:" lists them below.
+            if message.ends_with(':') {
+                let listed: Vec<&str> = lines
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                message = format!("{message} {}", listed.join(", "));
+            }
             eprintln!("glmtune: {message} (see --help)");
             ExitCode::from(2)
         }

@@ -91,6 +91,8 @@ impl Trial {
             output_dir: self.dir(config),
             init_adapter: None,
             probe_file: None,
+            teacher_model: None,
+            teacher_adapter: None,
             resume: self.log(config).exists(),
             stop_after_step: until,
             device: config.device.clone(),

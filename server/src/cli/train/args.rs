@@ -23,6 +23,7 @@ fn parse_epochs(text: &str) -> Result<f64, String> {
 
 /// The flags build a [`TrainJob`] (as `--job FILE` reads one); the run takes only the job.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("teacher").args(["teacher_adapter", "teacher_model"]).multiple(true)))]
 pub struct TrainArgs {
     /// Read flags from a TOML or JSON file (keys are flag names); flags typed after it win.
     #[arg(long, value_name = "FILE")]
@@ -153,6 +154,21 @@ pub struct TrainArgs {
     /// the domain without unlearning the rest.
     #[arg(long, value_name = "R")]
     replay_ratio: Option<f64>,
+    /// Distil the prefix from a teacher with this adapter (on --teacher-model, or on --model
+    /// loaded unquantized): the loss becomes the KL of the teacher's next-token distributions
+    /// from the student's at every labelled position (say, a tuned adapter's answers taught to a
+    /// new prefix on a --quantization-bit 4 base).
+    #[arg(long, value_name = "DIR")]
+    teacher_adapter: Option<PathBuf>,
+    /// The teacher's base folder (default: --model, unquantized).
+    #[arg(long, value_name = "DIR")]
+    teacher_model: Option<PathBuf>,
+    /// Soften both distributions by T (the loss is scaled by T², as Hinton's).
+    #[arg(long, value_name = "T", requires = "teacher")]
+    distill_temperature: Option<f64>,
+    /// Mix in the labels' cross-entropy with this weight (0 to 1).
+    #[arg(long, value_name = "W", requires = "teacher")]
+    distill_hard_weight: Option<f64>,
     /// Continue from the newest checkpoint-N in --output-dir.
     #[arg(long)]
     resume: bool,
@@ -212,6 +228,8 @@ impl TrainArgs {
                 .then_some(true),
             forgetting_threshold: self.forgetting_threshold,
             replay_ratio: self.replay_ratio,
+            distill_temperature: self.distill_temperature,
+            distill_hard_weight: self.distill_hard_weight,
         };
         settings.check().map_err(|e| anyhow::anyhow!("{e}"))?;
         if (self.early_stopping_patience.is_some()
@@ -233,6 +251,8 @@ impl TrainArgs {
             output_dir,
             init_adapter: self.init_adapter,
             probe_file: self.forgetting_probe_file,
+            teacher_model: self.teacher_model,
+            teacher_adapter: self.teacher_adapter,
             resume: self.resume,
             stop_after_step: None,
             device: self.device.spec.to_string(),

@@ -30,6 +30,7 @@ use super::model_args::load_tokenizer;
 
 mod args;
 mod probes;
+mod teacher;
 pub use args::TrainArgs;
 use glmtune::best::Best;
 use probes::{probe_answers, replay_examples};
@@ -324,6 +325,9 @@ fn train(
         loss_scaling: (dtype == DType::F16).then(LossScaling::default),
     };
     let mut trainer = Trainer::new(&model, &init, options)?;
+    if job.teacher_model.is_some() || job.teacher_adapter.is_some() {
+        trainer = trainer.with_teacher(Arc::new(teacher::load(job, device)?))?;
+    }
     let log_path = layout.trainer_log();
     if job.resume {
         match newest_checkpoint(&job.output_dir)? {

@@ -42,6 +42,8 @@ impl Supervisor {
                 .map(|init| run_dir(&self.settings.data_dir, init)),
             // A run asking for the forgetting guard uses our default probe set.
             probe_file: None,
+            teacher_model: None,
+            teacher_adapter: None,
             resume: layout.trainer_log().exists(),
             // A sweep's trial pauses at its rung for the sweep to rank it there.
             stop_after_step: run
