@@ -15,3 +15,5 @@ ALTER TABLE runs ADD COLUMN sweep_trial BIGINT;
 ALTER TABLE runs ADD COLUMN pause_at BIGINT;
 ALTER TABLE runs ADD COLUMN stopped_at BIGINT;
 CREATE INDEX runs_by_sweep ON runs (sweep_id, sweep_trial);
+-- A distillation run's teacher: a succeeded run whose adapter (on the same base) it learns from.
+ALTER TABLE runs ADD COLUMN teacher_run TEXT;

@@ -326,6 +326,11 @@ pub struct CreateRun {
     /// Start from an earlier run's adapter.
     #[serde(default)]
     pub init_run: Option<String>,
+    /// Distil the prefix from a succeeded run of the same model: its adapter on the base loaded
+    /// unquantized is the teacher (with `settings.quantization_bit`, the student's base is
+    /// quantized: a tuned model taught to a 4-bit one).
+    #[serde(default)]
+    pub teacher_run: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -384,6 +389,9 @@ pub struct Run {
     /// The settings the run trains with, preset applied.
     pub settings: RunSettings,
     pub init_run: Option<String>,
+    /// The run it is distilled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_run: Option<String>,
     pub state: RunState,
     pub error: Option<String>,
     pub owner_id: Option<String>,

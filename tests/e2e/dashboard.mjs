@@ -186,6 +186,22 @@ try {
   seen.sweep_promoted_row = await page.locator("table.leaderboard tbody tr.promoted td").first().innerText();
   await shot("7-sweep");
 
+  // A run distilled from the first one onto a 4-bit copy of the base.
+  await page.goto(`${base}/#/runs`);
+  await page.locator("select[name=model]").selectOption("tiny");
+  await page.locator("select[name=train]").selectOption(trainOption);
+  await page.locator(`select[name=teacher_run] option[value='${firstRun}']`).waitFor({ state: "attached" });
+  await page.locator("select[name=teacher_run]").selectOption(firstRun);
+  await page.locator("summary").click();
+  await page.locator("input[name=max_steps]").fill("4");
+  await page.locator("input[name=pre_seq_len]").fill("4");
+  await page.locator("select[name=quantization_bit]").selectOption("4");
+  await page.getByRole("button", { name: "Start run" }).click();
+  await page.waitForURL((url) => /\/runs\/ftjob-/.test(url.href) && !url.href.endsWith(firstRun));
+  await page.locator(".state.succeeded").first().waitFor({ timeout: 120_000 });
+  await page.getByText("distilling from").first().waitFor();
+  seen.distilled_note = await page.getByText("distilling from").first().innerText();
+
   // A chat with the tuned model, streamed.
   await page.goto(`${base}/#/chats`);
   const tuned = await page.locator("select[name=target] option", { hasText: firstRun }).first().getAttribute("value");

@@ -33,6 +33,7 @@ pub(super) fn run_of(row: &AnyRow) -> DbResult<Run> {
         validation_dataset: row.try_get("validation_dataset")?,
         settings,
         init_run: row.try_get("init_run")?,
+        teacher_run: row.try_get("teacher_run")?,
         state,
         error: row.try_get("error")?,
         owner_id: row.try_get("owner_id")?,
@@ -258,8 +259,8 @@ pub(super) async fn insert_run_in(
         serde_json::to_string(&run.settings).map_err(|e| corrupt("settings", e.to_string()))?;
     let sweep = run.sweep.as_ref();
     sqlx::query(
-        "INSERT INTO runs (id, model, train_dataset, validation_dataset, settings, init_run, state, error, owner_id, attempts, step, max_steps, trained_tokens, cancel_requested, created_at, sweep_id, sweep_trial, pause_at, stopped_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, 0, 0, $9, 0, 0, $10, $11, $12, $13, NULL)",
+        "INSERT INTO runs (id, model, train_dataset, validation_dataset, settings, init_run, state, error, owner_id, attempts, step, max_steps, trained_tokens, cancel_requested, created_at, sweep_id, sweep_trial, pause_at, stopped_at, teacher_run) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, 0, 0, $9, 0, 0, $10, $11, $12, $13, NULL, $14)",
     )
     .bind(&run.id)
     .bind(&run.model)
@@ -274,6 +275,7 @@ pub(super) async fn insert_run_in(
     .bind(sweep.map(|s| s.sweep_id.clone()))
     .bind(sweep.map(|s| s.trial))
     .bind(sweep.and_then(|s| s.pause_at))
+    .bind(run.teacher_run.clone())
     .execute(&mut **tx)
     .await?;
     let message = match run.state {

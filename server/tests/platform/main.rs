@@ -5,6 +5,7 @@ mod harness;
 
 mod auth_matrix;
 mod dashboard;
+mod distill;
 mod lifecycle;
 mod openai_client;
 mod restart;

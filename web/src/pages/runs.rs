@@ -2,7 +2,7 @@
 //! try, domain templates with a suggested system prompt) and every official flag under "Advanced"
 //! (`settings_form`).
 
-use glmtune_shared::api::{CreateRun, List, Run};
+use glmtune_shared::api::{CreateRun, List, Run, RunState};
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_navigate;
@@ -17,6 +17,8 @@ pub fn Runs() -> impl IntoView {
     let data = DataPicker::new();
     let presets = PresetPicker::new();
     let form = SettingsForm::new();
+    // Distil from a finished run (its adapter on the base, unquantized, is the teacher).
+    let teacher = RwSignal::new(String::new());
     let error = RwSignal::new(None::<api::Failure>);
     // Runs ticked for the compare view.
     let picked = RwSignal::new(Vec::<String>::new());
@@ -39,6 +41,7 @@ pub fn Runs() -> impl IntoView {
             preset: Some(presets.name()),
             settings,
             init_run: None,
+            teacher_run: Some(teacher.get_untracked()).filter(|t| !t.is_empty()),
         };
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
@@ -56,6 +59,15 @@ pub fn Runs() -> impl IntoView {
                 <div class="row">
                     {data.view(false)}
                     {presets.select()}
+                    <label>"Distil from (teacher)"
+                        <select name="teacher_run" on:change=move |ev| teacher.set(event_target_value(&ev))>
+                            <option value="">"none: learn the labels"</option>
+                            {move || runs.get().and_then(Result::ok).map(|list| list.data.into_iter()
+                                .filter(|r| r.state == RunState::Succeeded)
+                                .map(|r| view! { <option value=r.id.clone()>{format!("{} ({})", r.id, r.model)}</option> })
+                                .collect_view())}
+                        </select>
+                    </label>
                 </div>
                 {presets.system_prompt_field()}
                 {form.view(presets.placeholder())}

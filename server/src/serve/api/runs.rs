@@ -153,6 +153,15 @@ pub async fn prepare_run(
             )));
         }
     }
+    if let Some(teacher) = &request.teacher_run {
+        let run = state.db.run(teacher).await?;
+        if !run.is_some_and(|r| r.state == RunState::Succeeded && r.model == request.model) {
+            return Err(ApiError::invalid(format!(
+                "teacher_run: {teacher} is not a succeeded run on model {}",
+                request.model
+            )));
+        }
+    }
     let mut settings = resolve_settings(request.preset.as_deref(), &request.settings)?;
     state.settings.run_limits.check(&settings)?;
     if request.validation_dataset.is_none() {
@@ -188,6 +197,7 @@ pub async fn prepare_run(
             .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
         settings,
         init_run: request.init_run,
+        teacher_run: request.teacher_run,
         state: RunState::Queued,
         error: None,
         owner_id: Some(caller.principal.clone()),

@@ -70,6 +70,7 @@ pub async fn create(
                 preset: None,
                 settings,
                 init_run: None,
+                teacher_run: None,
             },
         )
         .await

@@ -130,6 +130,7 @@ pub async fn create(
             preset: Some(preset.unwrap_or_else(|| "quick".into())),
             settings,
             init_run: None,
+            teacher_run: None,
         },
     )
     .await?;

@@ -42,8 +42,12 @@ impl Supervisor {
                 .map(|init| run_dir(&self.settings.data_dir, init)),
             // A run asking for the forgetting guard uses our default probe set.
             probe_file: None,
+            // A distillation run's teacher: that run's adapter on the same base, unquantized.
             teacher_model: None,
-            teacher_adapter: None,
+            teacher_adapter: run
+                .teacher_run
+                .as_deref()
+                .map(|teacher| run_dir(&self.settings.data_dir, teacher)),
             resume: layout.trainer_log().exists(),
             // A sweep's trial pauses at its rung for the sweep to rank it there.
             stop_after_step: run
