@@ -12,6 +12,7 @@
 //! here they are dropped too (so the features stay identical) but counted in the
 //! [`ReadReport`], and with `skip_invalid` every other bad record is listed there as well.
 
+pub mod augment;
 pub mod formats;
 pub mod inspect;
 pub mod preprocess;

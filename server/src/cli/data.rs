@@ -1,7 +1,8 @@
 //! `glmtune data`: training datasets, read and preprocessed as THUDM's `ptuning/main.py` does.
 //!
 //! `glmtune data inspect FILE --model DIR` reads the records, tokenizes them as training would
-//! and prints counts, token-length statistics, truncation and one rendered example.
+//! and prints counts, token-length statistics, truncation and one rendered example;
+//! `glmtune data augment` makes a new version of a dataset (`augment`).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,9 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Summarise a training file: record counts, token lengths, truncation, one example.
     Inspect(InspectArgs),
+    /// Make a new version of a dataset with new prompts by rule (word deletion, swap,
+    /// insertion, punctuation), near-duplicates and validation leaks dropped.
+    Augment(super::augment::AugmentArgs),
 }
 
 /// How to read a dataset's records: shared by `data inspect`, `train` and `eval`.
@@ -113,6 +117,7 @@ pub struct InspectArgs {
 pub fn run(args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Inspect(args) => run_inspect(args),
+        DataCommand::Augment(args) => super::augment::run(args),
     }
 }
 

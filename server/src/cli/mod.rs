@@ -1,5 +1,6 @@
 //! Command-line interface: argument types and the dispatch to each subcommand.
 
+mod augment;
 mod bench;
 mod chat;
 pub mod config_file;

@@ -256,7 +256,10 @@ fn dashboard_walkthrough_in_chromium() {
     assert_eq!(seen["sweep_promoted_row"], "1", "{seen}");
     // A run distilled from the first run, picked as its teacher in the form.
     let note = seen["distilled_note"].as_str().unwrap_or_default();
-    assert!(note.contains("distilling from") && note.contains("ftjob-"), "{seen}");
+    assert!(
+        note.contains("distilling from") && note.contains("ftjob-"),
+        "{seen}"
+    );
     let compared = seen["compare"].as_array().unwrap();
     assert!(
         compared.iter().any(|c| c == "tiny")

@@ -1,0 +1,405 @@
+//! Rule-based data augmentation for Chinese (and mixed) prompts, without a teacher: new prompts
+//! made from a record's own words — jieba's words, as ROUGE cuts them — by random deletion, swap,
+//! insertion of a word of the same record, or punctuation inserted between words (EDA and AEDA's
+//! operations, on words rather than whitespace tokens). The answer is kept.
+//!
+//! Every new prompt is checked before it is kept: one whose character-3-gram MinHash signature is
+//! as similar as `threshold` to its own parent's, to another record's, or to a record already kept
+//! is a near-duplicate and dropped; one as similar to a validation prompt would leak the
+//! validation set into training and is dropped too. Everything is seeded: the same records,
+//! options and seed give the same records.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+use crate::metrics::segment::cut;
+
+/// An operation on a prompt's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Each word dropped with probability `rate` (at least one kept).
+    Delete,
+    /// `rate · words` (at least 1) swaps of two words.
+    Swap,
+    /// `rate · words` (at least 1) words of the same record inserted at random places.
+    Insert,
+    /// `rate · words` (at least 1) punctuation marks inserted between words.
+    Punctuation,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [
+        Method::Delete,
+        Method::Swap,
+        Method::Insert,
+        Method::Punctuation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Delete => "delete",
+            Method::Swap => "swap",
+            Method::Insert => "insert",
+            Method::Punctuation => "punctuation",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Method::ALL.map(Method::as_str).to_vec();
+                format!("unknown augmentation {text:?} ({})", names.join(", "))
+            })
+    }
+}
+
+/// What to make and how alike is too alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugmentOptions {
+    pub methods: Vec<Method>,
+    /// New prompts per record and method.
+    pub copies: usize,
+    /// The share of words an operation touches.
+    pub rate: f64,
+    pub seed: u64,
+    /// Estimated Jaccard similarity of character 3-grams at which two prompts are the same.
+    pub threshold: f64,
+}
+
+impl Default for AugmentOptions {
+    fn default() -> Self {
+        AugmentOptions {
+            methods: Method::ALL.to_vec(),
+            copies: 1,
+            rate: 0.1,
+            seed: 42,
+            threshold: 0.9,
+        }
+    }
+}
+
+/// A new record's origin, written beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The record it was made from: its number (from 1) in the parent dataset.
+    pub parent: usize,
+    pub method: Method,
+    /// Which of the parent's copies by this method (from 1).
+    pub copy: usize,
+    pub seed: u64,
+}
+
+/// A kept new record: the parent's answer and history, a new prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Augmented {
+    pub prompt: String,
+    pub provenance: Provenance,
+}
+
+/// What an augmentation made and why some of it was dropped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Augmentation {
+    pub kept: Vec<Augmented>,
+    /// Near-duplicates of a record of the parent or of one kept before.
+    pub dropped_duplicates: usize,
+    /// Near-duplicates of a validation prompt.
+    pub dropped_leaking: usize,
+    /// Kept per method.
+    pub by_method: HashMap<Method, usize>,
+}
+
+/// New prompts for `records`, none a near-duplicate of the parent, of each other or of
+/// `validation`'s prompts.
+pub fn augment(
+    records: &[Record],
+    validation: &[Record],
+    options: &AugmentOptions,
+) -> Augmentation {
+    let hasher = MinHash::new(options.seed);
+    let mut seen: Vec<Signature> = records
+        .iter()
+        .map(|r| hasher.signature(&r.prompt))
+        .collect();
+    let held_out: Vec<Signature> = validation
+        .iter()
+        .map(|r| hasher.signature(&r.prompt))
+        .collect();
+    let similar = |a: &Signature, pool: &[Signature]| {
+        pool.iter()
+            .any(|b| MinHash::similarity(a, b) >= options.threshold)
+    };
+    let mut out = Augmentation::default();
+    for (index, record) in records.iter().enumerate() {
+        let words: Vec<&str> = cut(&record.prompt);
+        // Words to insert come from the whole record: its prompt and its answer.
+        let mut pool = words.clone();
+        pool.extend(cut(&record.response));
+        pool.retain(|w| !w.trim().is_empty());
+        for &method in &options.methods {
+            for copy in 1..=options.copies {
+                // Each (record, method, copy) draws from its own stream: adding a method or a
+                // copy does not change the others.
+                let mut rng = Rng::new(
+                    options.seed
+                        ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        ^ (method as u64 + 1).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+                        ^ (copy as u64).wrapping_mul(0x1656_67B1_9E37_79F9),
+                );
+                let prompt = apply(method, &words, &pool, options.rate, &mut rng);
+                let signature = hasher.signature(&prompt);
+                if similar(&signature, &held_out) {
+                    out.dropped_leaking += 1;
+                } else if prompt.trim().is_empty() || similar(&signature, &seen) {
+                    out.dropped_duplicates += 1;
+                } else {
+                    seen.push(signature);
+                    *out.by_method.entry(method).or_default() += 1;
+                    out.kept.push(Augmented {
+                        prompt,
+                        provenance: Provenance {
+                            parent: index + 1,
+                            method,
+                            copy,
+                            seed: options.seed,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Full-width marks for Chinese text (AEDA inserts a language's own punctuation).
+const MARKS: [&str; 6] = ["，", "。", "！", "？", "；", "："];
+
+fn apply(method: Method, words: &[&str], pool: &[&str], rate: f64, rng: &mut Rng) -> String {
+    let mut out: Vec<&str> = words.to_vec();
+    let times = ((words.len() as f64 * rate).round() as usize).max(1);
+    match method {
+        Method::Delete => {
+            let kept: Vec<&str> = words
+                .iter()
+                .copied()
+                .filter(|_| rng.unit() >= rate)
+                .collect();
+            out = if kept.is_empty() && !words.is_empty() {
+                vec![words[rng.below(words.len())]]
+            } else {
+                kept
+            };
+        }
+        Method::Swap => {
+            for _ in 0..times {
+                if out.len() < 2 {
+                    break;
+                }
+                let (a, b) = (rng.below(out.len()), rng.below(out.len()));
+                out.swap(a, b);
+            }
+        }
+        Method::Insert => {
+            for _ in 0..times {
+                if pool.is_empty() {
+                    break;
+                }
+                let word = pool[rng.below(pool.len())];
+                out.insert(rng.below(out.len() + 1), word);
+            }
+        }
+        Method::Punctuation => {
+            for _ in 0..times {
+                let mark = MARKS[rng.below(MARKS.len())];
+                out.insert(rng.below(out.len() + 1), mark);
+            }
+        }
+    }
+    out.concat()
+}
+
+/// splitmix64: a tiny seeded generator, so the same seed gives the same records everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in 0..n (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A MinHash signature: the least hash of the text's 3-grams under each of the hash functions.
+pub type Signature = [u64; MinHash::HASHES];
+
+/// MinHash over character 3-grams: the share of equal entries of two signatures estimates the
+/// Jaccard similarity of the two texts' 3-gram sets (within about ±0.09 at 128 hashes).
+pub struct MinHash {
+    salts: [u64; MinHash::HASHES],
+}
+
+impl MinHash {
+    pub const HASHES: usize = 128;
+
+    pub fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x5851_F42D_4C95_7F2D);
+        MinHash {
+            salts: std::array::from_fn(|_| rng.next()),
+        }
+    }
+
+    pub fn signature(&self, text: &str) -> Signature {
+        let chars: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let grams: Vec<u64> = if chars.len() < 3 {
+            vec![fnv(&chars)]
+        } else {
+            chars.windows(3).map(fnv).collect()
+        };
+        std::array::from_fn(|i| {
+            grams
+                .iter()
+                .map(|&g| mix(g ^ self.salts[i]))
+                .min()
+                .unwrap_or(u64::MAX)
+        })
+    }
+
+    pub fn similarity(a: &Signature, b: &Signature) -> f64 {
+        a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / MinHash::HASHES as f64
+    }
+}
+
+/// FNV-1a of a few characters.
+fn fnv(chars: &[char]) -> u64 {
+    chars.iter().fold(0xcbf2_9ce4_8422_2325, |h, &c| {
+        (h ^ c as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// splitmix64's finaliser: spreads a gram's hash under each salt.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(prompt: &str, response: &str) -> Record {
+        Record {
+            prompt: prompt.into(),
+            response: response.into(),
+            history: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn minhash_estimates_jaccard_of_3_grams() {
+        let hasher = MinHash::new(7);
+        let a = hasher.signature("高血压患者日常饮食应该注意什么问题");
+        assert_eq!(MinHash::similarity(&a, &a), 1.0);
+        let b = hasher.signature("高血压患者日常饮食应该注意什么");
+        // 15 shared 3-grams of 17 and 15: Jaccard 15 / 17 ≈ 0.88.
+        let estimate = MinHash::similarity(&a, &b);
+        assert!((estimate - 15.0 / 17.0).abs() < 0.1, "{estimate}");
+        let c = hasher.signature("今天天气怎么样，适合出去散步吗");
+        assert!(MinHash::similarity(&a, &c) < 0.1);
+    }
+
+    #[test]
+    fn methods_keep_the_answer_drop_near_duplicates_and_leaks_and_are_seeded() {
+        let records = vec![
+            record(
+                "高血压患者日常饮食应该注意什么问题呢",
+                "少盐少油，多吃蔬菜水果。",
+            ),
+            record(
+                "糖尿病患者可以吃水果吗，哪些比较合适",
+                "可以适量吃低糖水果，如苹果。",
+            ),
+            // A copy of the first: every new prompt of it is a near-duplicate of the first's.
+            record(
+                "高血压患者日常饮食应该注意什么问题呢",
+                "少盐少油，多吃蔬菜水果。",
+            ),
+        ];
+        // The second record's prompt is also a validation prompt: what is made of it leaks.
+        let validation = vec![record("糖尿病患者可以吃水果吗，哪些比较合适", "适量。")];
+        let options = AugmentOptions {
+            copies: 2,
+            threshold: 0.7,
+            ..AugmentOptions::default()
+        };
+        let made = augment(&records, &validation, &options);
+        assert_eq!(made, augment(&records, &validation, &options), "seeded");
+        let total = 3 * Method::ALL.len() * 2;
+        assert_eq!(
+            made.kept.len() + made.dropped_duplicates + made.dropped_leaking,
+            total
+        );
+        assert!(
+            !made.kept.is_empty() && made.dropped_duplicates > 0,
+            "{made:?}"
+        );
+        assert!(made.dropped_leaking > 0, "{made:?}");
+        let hasher = MinHash::new(options.seed);
+        let signatures: Vec<Signature> = made
+            .kept
+            .iter()
+            .map(|k| hasher.signature(&k.prompt))
+            .collect();
+        for (i, a) in signatures.iter().enumerate() {
+            for b in &signatures[..i] {
+                assert!(MinHash::similarity(a, b) < 0.7, "two kept prompts alike");
+            }
+        }
+        for kept in &made.kept {
+            let parent = &records[kept.provenance.parent - 1];
+            assert_ne!(kept.prompt, parent.prompt);
+            let s = hasher.signature(&kept.prompt);
+            for other in records.iter().chain(&validation) {
+                assert!(MinHash::similarity(&s, &hasher.signature(&other.prompt)) < 0.7);
+            }
+        }
+        // The methods do what they say, on words.
+        let words = ["高血压", "患者", "饮食"];
+        let mut rng = Rng::new(1);
+        let swapped = apply(Method::Swap, &words, &words, 1.0, &mut rng);
+        let mut sorted: Vec<char> = swapped.chars().collect();
+        sorted.sort_unstable();
+        let mut original: Vec<char> = words.concat().chars().collect();
+        original.sort_unstable();
+        assert_eq!(sorted, original, "a swap moves words, adds none");
+        let marked = apply(Method::Punctuation, &words, &words, 0.34, &mut rng);
+        assert_eq!(marked.chars().count(), words.concat().chars().count() + 1);
+        let fewer = apply(Method::Delete, &words, &words, 0.5, &mut rng);
+        assert!(fewer.chars().count() < words.concat().chars().count());
+    }
+}
