@@ -1,4 +1,7 @@
 -- Hyperparameter sweeps: the request, its state and the trial chats use; each trial is a run.
+-- Dataset versions: the parent and how a dataset was made from it.
+ALTER TABLE datasets ADD COLUMN parent_id TEXT;
+ALTER TABLE datasets ADD COLUMN derivation TEXT;
 CREATE TABLE sweeps (
     id TEXT PRIMARY KEY,
     request TEXT NOT NULL,

@@ -270,6 +270,66 @@ pub struct Dataset {
     pub stats: Option<serde_json::Value>,
     /// The first records, as read.
     pub preview: Vec<PreviewRecord>,
+    /// The dataset this one is a version of, and how it was made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation: Option<Derivation>,
+}
+
+/// How a dataset was made from its parent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Derivation {
+    /// One part of a split (`train` or `validation`).
+    Split {
+        part: String,
+        validation_fraction: f64,
+        seed: u64,
+    },
+    /// The parent's records and new ones made by rule.
+    Augment {
+        request: AugmentRequest,
+        new_records: i64,
+        dropped_duplicates: i64,
+        dropped_leaking: i64,
+    },
+}
+
+/// `POST /api/v1/datasets/{id}/augment`: new prompts by rule (`glmtune data augment`'s options).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AugmentRequest {
+    /// `delete`, `swap`, `insert`, `punctuation` (empty: all).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default = "one_copy")]
+    pub copies: u64,
+    #[serde(default = "tenth")]
+    pub rate: f64,
+    #[serde(default = "seed_42")]
+    pub seed: u64,
+    /// MinHash similarity of character 3-grams at which two prompts are the same.
+    #[serde(default = "nine_tenths")]
+    pub threshold: f64,
+    /// New prompts like one of its prompts are dropped (they would leak).
+    #[serde(default)]
+    pub validation_dataset: Option<String>,
+}
+
+fn one_copy() -> u64 {
+    1
+}
+fn tenth() -> f64 {
+    0.1
+}
+fn seed_42() -> u64 {
+    42
+}
+fn nine_tenths() -> f64 {
+    0.9
 }
 
 /// A record of a dataset's preview, as read.

@@ -179,6 +179,75 @@ pub fn augment(
     out
 }
 
+/// A record as a new version's file holds it: the `prompt`/`response` (and `history`) columns, or
+/// the `messages` of a conversation; a new record also has its `provenance`.
+#[derive(Serialize)]
+struct Row<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<&'a [(String, String)]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<crate::generation::ChatMessage>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<&'a Provenance>,
+}
+
+impl<'a> Row<'a> {
+    /// `record` with `prompt` as its (last user) prompt.
+    fn of(record: &'a Record, prompt: &'a str, provenance: Option<&'a Provenance>) -> Self {
+        if record.messages.is_empty() {
+            return Row {
+                prompt: Some(prompt),
+                response: Some(&record.response),
+                history: (!record.history.is_empty()).then_some(record.history.as_slice()),
+                messages: None,
+                provenance,
+            };
+        }
+        let mut messages = record.messages.clone();
+        // The prompt is the last user message before the answer.
+        if let Some(last) = messages
+            .iter_mut()
+            .rev()
+            .find(|m| m.role == crate::tokenizer::Role::User)
+        {
+            last.content = prompt.to_owned();
+        }
+        Row {
+            prompt: None,
+            response: None,
+            history: None,
+            messages: Some(messages),
+            provenance,
+        }
+    }
+}
+
+/// The new version as JSON lines: `records` as they were, then the kept new ones. Conversations
+/// (`messages`) stay conversations; the others get `prompt`/`response`(/`history`) columns.
+pub fn version_lines(records: &[Record], made: &Augmentation) -> String {
+    let mut text = String::new();
+    let rows = records
+        .iter()
+        .map(|r| Row::of(r, &r.prompt, None))
+        .chain(made.kept.iter().map(|k| {
+            Row::of(
+                &records[k.provenance.parent - 1],
+                &k.prompt,
+                Some(&k.provenance),
+            )
+        }));
+    for row in rows {
+        // Plain strings and numbers: serializing cannot fail.
+        text.push_str(&serde_json::to_string(&row).unwrap_or_default());
+        text.push('\n');
+    }
+    text
+}
+
 /// Full-width marks for Chinese text (AEDA inserts a language's own punctuation).
 const MARKS: [&str; 6] = ["，", "。", "！", "？", "；", "："];
 

@@ -5,15 +5,11 @@
 //! (`--validation-file`) are dropped and counted. Without `--out` it only shows what each method
 //! would make.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use glmtune_engine::data::augment::{augment, AugmentOptions, Method, Provenance};
-use glmtune_engine::data::Record;
-use glmtune_engine::generation::ChatMessage;
-use glmtune_engine::tokenizer::Role;
+use glmtune_engine::data::augment::{augment, version_lines, AugmentOptions, Method};
 
 use super::data::DatasetArgs;
 
@@ -52,47 +48,6 @@ pub struct AugmentArgs {
 
 fn parse_method(text: &str) -> Result<Method, String> {
     text.parse()
-}
-
-/// A record as the new file holds it: the `content`/`summary` (and `history`) columns, or the
-/// `messages` of a conversation; a new record also has its `provenance`.
-#[derive(serde::Serialize)]
-struct Row<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    summary: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    history: Option<&'a [(String, String)]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<Vec<ChatMessage>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    provenance: Option<&'a Provenance>,
-}
-
-/// `record` as a row, with `prompt` as its (last user) prompt.
-fn row<'a>(record: &'a Record, prompt: &'a str, provenance: Option<&'a Provenance>) -> Row<'a> {
-    if record.messages.is_empty() {
-        return Row {
-            content: Some(prompt),
-            summary: Some(&record.response),
-            history: (!record.history.is_empty()).then_some(record.history.as_slice()),
-            messages: None,
-            provenance,
-        };
-    }
-    let mut messages = record.messages.clone();
-    // The prompt is the last user message before the answer.
-    if let Some(last) = messages.iter_mut().rev().find(|m| m.role == Role::User) {
-        last.content = prompt.to_owned();
-    }
-    Row {
-        content: None,
-        summary: None,
-        history: None,
-        messages: Some(messages),
-        provenance,
-    }
 }
 
 /// What `glmtune data augment` prints.
@@ -145,22 +100,7 @@ pub fn run(args: AugmentArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(out) = &args.out {
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
-        );
-        let mut write = |row: Row| -> anyhow::Result<()> {
-            serde_json::to_writer(&mut file, &row)?;
-            file.write_all(b"\n")?;
-            Ok(())
-        };
-        for record in &records {
-            write(row(record, &record.prompt, None))?;
-        }
-        for kept in &made.kept {
-            let parent = &records[kept.provenance.parent - 1];
-            write(row(parent, &kept.prompt, Some(&kept.provenance)))?;
-        }
-        file.flush()
+        std::fs::write(out, version_lines(&records, &made))
             .with_context(|| format!("writing {}", out.display()))?;
     }
     let report = Report {

@@ -17,6 +17,7 @@ fn json_column<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &'static st
 
 fn dataset_of(row: &AnyRow) -> DbResult<Dataset> {
     let stats: Option<String> = row.try_get("stats")?;
+    let derivation: Option<String> = row.try_get("derivation")?;
     Ok(Dataset {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -31,6 +32,15 @@ fn dataset_of(row: &AnyRow) -> DbResult<Dataset> {
         created_at: row.try_get("created_at")?,
         stats: stats.and_then(|s| serde_json::from_str(&s).ok()),
         preview: json_column(row, "preview")?,
+        parent_id: row.try_get("parent_id")?,
+        derivation: derivation
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| DbError::Corrupt {
+                table: "datasets",
+                column: "derivation",
+                message: e.to_string(),
+            })?,
     })
 }
 
@@ -41,8 +51,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 impl Db {
     pub async fn insert_dataset(&self, dataset: &Dataset) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO datasets (id, name, sha256, bytes, format, read_options, records, skipped_empty, purpose, owner_id, stats, preview, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO datasets (id, name, sha256, bytes, format, read_options, records, skipped_empty, purpose, owner_id, stats, preview, created_at, parent_id, derivation) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&dataset.id)
         .bind(&dataset.name)
@@ -57,6 +67,8 @@ impl Db {
         .bind(dataset.stats.as_ref().map(to_json))
         .bind(to_json(&dataset.preview))
         .bind(dataset.created_at)
+        .bind(dataset.parent_id.clone())
+        .bind(dataset.derivation.as_ref().map(to_json))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -13,3 +13,4 @@ mod security;
 mod soak;
 mod sweeps;
 mod uploads;
+mod versions;

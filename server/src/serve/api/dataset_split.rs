@@ -4,12 +4,11 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_engine::data::Record;
-use glmtune_shared::api::{Dataset, ReadOptions, RecordFormat, SplitRequest, SplitResponse};
+use glmtune_shared::api::{Derivation, ReadOptions, RecordFormat, SplitRequest, SplitResponse};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::datasets::{find, preview_record, record, validate, PREVIEW};
-use crate::db::{new_id, now};
+use super::datasets::{find, store_derived, validate, Derived};
 use crate::serve::auth::Caller;
 use crate::serve::{ApiError, AppState};
 
@@ -79,28 +78,23 @@ pub async fn split(
     let (parts, history) = parts;
     let mut made = Vec::new();
     for (label, upload, records) in parts {
-        let part = Dataset {
-            id: new_id("file-"),
+        let derived = Derived {
             name: format!("{} ({label})", dataset.name),
-            sha256: upload.sha256.clone(),
-            bytes: upload.bytes as i64,
-            format: RecordFormat::Columns.to_string(),
+            upload,
+            records,
             read_options: ReadOptions {
                 format: RecordFormat::Columns,
                 prompt_column: Some("prompt".into()),
                 response_column: Some("response".into()),
                 history_column: history.then(|| "history".into()),
             },
-            records: records.len() as i64,
-            skipped_empty: 0,
-            purpose: dataset.purpose.clone(),
-            owner_id: Some(caller.principal.clone()),
-            created_at: now(),
-            stats: None,
-            preview: records.iter().take(PREVIEW).map(preview_record).collect(),
+            derivation: Derivation::Split {
+                part: label.to_owned(),
+                validation_fraction: request.validation_fraction,
+                seed: request.seed,
+            },
         };
-        record(&state.db, &state.blobs, upload, &part).await?;
-        made.push(part);
+        made.push(store_derived(&state, &caller, &dataset, derived).await?);
     }
     let validation = made.pop();
     let train = made.pop();

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_engine::data::{check_dataset, read_records, Record, Unusable};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
-use glmtune_shared::api::{Dataset, List, PreviewRecord, ReadOptions, RecordFormat};
+use glmtune_shared::api::{Dataset, Derivation, List, PreviewRecord, ReadOptions, RecordFormat};
 use glmtune_shared::error::{InvalidRecords, RecordIssue};
 use serde::Deserialize;
 
@@ -186,6 +186,8 @@ pub async fn ingest(
             .take(PREVIEW)
             .map(preview_record)
             .collect(),
+        parent_id: None,
+        derivation: None,
     };
     record(&state.db, &state.blobs, upload, &dataset).await?;
     Ok(dataset)
@@ -206,6 +208,49 @@ pub async fn record(
         .map_err(|e| ApiError::internal(e.to_string()))??;
     db.insert_dataset(dataset).await?;
     Ok(())
+}
+
+/// Stores a dataset made from `parent` (a split part, an augmented version): its bytes already
+/// prepared in the store, its records as read back, in the parent's purpose.
+pub async fn store_derived(
+    state: &AppState,
+    caller: &Caller,
+    parent: &Dataset,
+    made: Derived,
+) -> Result<Dataset, ApiError> {
+    let dataset = Dataset {
+        id: new_id("file-"),
+        name: made.name,
+        sha256: made.upload.sha256.clone(),
+        bytes: made.upload.bytes as i64,
+        format: made.read_options.format.to_string(),
+        read_options: made.read_options,
+        records: made.records.len() as i64,
+        skipped_empty: 0,
+        purpose: parent.purpose.clone(),
+        owner_id: Some(caller.principal.clone()),
+        created_at: now(),
+        stats: None,
+        preview: made
+            .records
+            .iter()
+            .take(PREVIEW)
+            .map(preview_record)
+            .collect(),
+        parent_id: Some(parent.id.clone()),
+        derivation: Some(made.derivation),
+    };
+    record(&state.db, &state.blobs, made.upload, &dataset).await?;
+    Ok(dataset)
+}
+
+/// A dataset made from another, before it is stored.
+pub struct Derived {
+    pub name: String,
+    pub upload: Upload,
+    pub records: Vec<Record>,
+    pub read_options: ReadOptions,
+    pub derivation: Derivation,
 }
 
 /// [`forget_held`], taking the blob references itself.
@@ -393,6 +438,8 @@ mod tests {
             created_at: now(),
             stats: None,
             preview: Vec::new(),
+            parent_id: None,
+            derivation: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod account;
 pub mod chats;
+mod dataset_augment;
 mod dataset_split;
 pub mod datasets;
 mod models;
@@ -43,6 +44,7 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
         route!(Write, datasets::delete),
         route!(Read, datasets::content),
         route!(Write, dataset_split::split),
+        route!(Write, dataset_augment::augment),
         route!(Read, presets::list),
         route!(Read, runs::list),
         route!(Write, runs::create),

@@ -1,0 +1,133 @@
+//! Augmenting a dataset: a new version of it, its records followed by new prompts made by rule,
+//! each naming its parent record and method (`glmtune_engine::data::augment`, as `glmtune data
+//! augment`). The version names its parent dataset and the request that made it.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use glmtune_engine::data::augment::{augment as make, version_lines, AugmentOptions, Method};
+use glmtune_shared::api::{AugmentRequest, Dataset, Derivation, ReadOptions, RecordFormat};
+
+use super::datasets::{find, store_derived, validate, Derived};
+use crate::serve::auth::Caller;
+use crate::serve::{ApiError, AppState};
+
+/// The most new prompts one request may make.
+const MAX_NEW: u64 = 1_000_000;
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/datasets/{id}/augment",
+    summary = "Make a new version with new prompts by rule, near-duplicates and validation leaks dropped",
+    request_body = AugmentRequest,
+    responses((status = 201, body = Dataset))
+)]
+pub async fn augment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<AugmentRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body?;
+    let methods = request
+        .methods
+        .iter()
+        .map(|m| m.parse::<Method>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid(format!("methods: {e}")))?;
+    if !(0.0..=1.0).contains(&request.rate) || !(0.0..=1.0).contains(&request.threshold) {
+        return Err(ApiError::invalid(
+            "rate, threshold: give numbers from 0 to 1",
+        ));
+    }
+    let parent = find(&state, &id).await?;
+    let per_record = request.copies.saturating_mul(if methods.is_empty() {
+        Method::ALL.len() as u64
+    } else {
+        methods.len() as u64
+    });
+    if request.copies == 0 || per_record.saturating_mul(parent.records.max(0) as u64) > MAX_NEW {
+        return Err(ApiError::invalid(format!(
+            "copies: give 1 or more, and at most {MAX_NEW} new prompts in all"
+        )));
+    }
+    let validation = match &request.validation_dataset {
+        Some(v) => Some(
+            find(&state, v)
+                .await
+                .map_err(|e| e.context("validation_dataset"))?,
+        ),
+        None => None,
+    };
+    let options = AugmentOptions {
+        methods: if methods.is_empty() {
+            Method::ALL.to_vec()
+        } else {
+            methods
+        },
+        copies: request.copies as usize,
+        rate: request.rate,
+        seed: request.seed,
+        threshold: request.threshold,
+    };
+    let blobs = state.blobs.clone();
+    let source = parent.clone();
+    let (upload, records, made, messages) = tokio::task::spawn_blocking(move || {
+        let validated = validate(
+            &blobs.path(&source.sha256),
+            &source.name,
+            &source.read_options,
+            None,
+        )?;
+        let held_out = match &validation {
+            Some(v) => validate(&blobs.path(&v.sha256), &v.name, &v.read_options, None)?.records,
+            None => Vec::new(),
+        };
+        let made = make(&validated.records, &held_out, &options);
+        let text = version_lines(&validated.records, &made);
+        let upload = blobs.prepare(text.as_bytes())?;
+        let messages = validated.records.iter().any(|r| !r.messages.is_empty());
+        // The new version's records (its preview and count): the parent's, then the new ones.
+        let mut records = validated.records.clone();
+        records.extend(made.kept.iter().map(|k| {
+            let mut record = validated.records[k.provenance.parent - 1].clone();
+            record.prompt = k.prompt.clone();
+            record
+        }));
+        Ok::<_, ApiError>((upload, records, made, messages))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let read_options = if messages {
+        ReadOptions {
+            format: RecordFormat::Messages,
+            ..ReadOptions::default()
+        }
+    } else {
+        ReadOptions {
+            format: RecordFormat::Columns,
+            prompt_column: Some("prompt".into()),
+            response_column: Some("response".into()),
+            history_column: records
+                .iter()
+                .any(|r| !r.history.is_empty())
+                .then(|| "history".into()),
+        }
+    };
+    let derived = Derived {
+        name: format!("{} (augmented)", parent.name),
+        upload,
+        records,
+        read_options,
+        derivation: Derivation::Augment {
+            request,
+            new_records: made.kept.len() as i64,
+            dropped_duplicates: made.dropped_duplicates as i64,
+            dropped_leaking: made.dropped_leaking as i64,
+        },
+    };
+    let dataset = store_derived(&state, &caller, &parent, derived).await?;
+    Ok((StatusCode::CREATED, Json(dataset)).into_response())
+}
