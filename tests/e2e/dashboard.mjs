@@ -76,6 +76,14 @@ try {
   seen.preview_rows = await page.locator("table.preview tbody tr").count();
   await shot("4-dataset");
 
+  // A new version of it: new prompts by rule, shown beside the prompts they came from.
+  await page.locator("form.augment button[type=submit]").click();
+  await page.locator(".detail h2", { hasText: "(augmented)" }).waitFor();
+  await page.locator("table.version-diff tbody tr").first().waitFor();
+  seen.augmented_rows = await page.locator("table.version-diff tbody tr").count();
+  seen.version_of = await page.locator("table.datasets tbody tr", { hasText: "(augmented)" }).first().innerText();
+  await shot("4-dataset-augmented");
+
   // A larger upload over a slow link shows its progress.
   const cdp = await page.context().newCDPSession(page);
   await cdp.send("Network.enable");
@@ -94,7 +102,7 @@ try {
   // A run, live; a reload mid-run shows the whole curve again.
   await page.goto(`${base}/#/runs`);
   await page.locator("select[name=model]").selectOption("tiny");
-  const trainOption = await page.locator("select[name=train] option", { hasText: "train.jsonl" }).first().getAttribute("value");
+  const trainOption = await page.locator("select[name=train] option", { hasText: /^train\.jsonl \(\d+ records\)$/ }).first().getAttribute("value");
   await page.locator("select[name=train]").selectOption(trainOption);
   // A domain template suggests a system prompt and its lengths; the quick try keeps the test short.
   await page.locator("select[name=preset]").selectOption("medical");

@@ -238,6 +238,16 @@ fn dashboard_walkthrough_in_chromium() {
     assert_eq!(seen["chat_system"], "你是医生。", "{seen}");
     assert_eq!(seen["conversation_system"], "System: 你是医生。", "{seen}");
     assert!(!seen["chat_answer"].as_str().unwrap().is_empty(), "{seen}");
+    // The uploaded dataset augmented from its page: a version naming its parent, its new
+    // prompts beside their parents'.
+    assert!(seen["augmented_rows"].as_u64().unwrap_or(0) > 0, "{seen}");
+    assert!(
+        seen["version_of"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("augmented from train.jsonl"),
+        "{seen}"
+    );
     // The sweep from its form: 4 trials, 2 stopped at the rung, one plot a swept setting (each
     // trial a point), and the best (rank 1) promoted.
     assert_eq!(

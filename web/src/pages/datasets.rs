@@ -1,18 +1,19 @@
 //! Datasets: a file picked or dropped is checked and measured in the browser first (the engine's
 //! reader and the model's tokenizer, compiled to wasm), every bad record listed by line and field,
 //! token-length histograms against the truncation limits; then uploaded with progress, previewed,
-//! and split into training and validation.
+//! split into training and validation, and augmented into new versions (`dataset_versions`).
 
 use std::sync::Arc;
 
 use glmtune_engine::data::TokenStats;
-use glmtune_shared::api::{Dataset, List, ModelInfo, SplitRequest, SplitResponse};
+use glmtune_shared::api::{Dataset, Derivation, List, ModelInfo, SplitRequest, SplitResponse};
 use leptos::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::api;
 use crate::chart::Histogram;
 use crate::measure::{self, Checked, MAX_LOCAL_BYTES};
+use crate::pages::dataset_versions::{version_of, AugmentForm, VersionDiff};
 use crate::pages::{loaded, model_options, ErrorNote, Table};
 
 /// A file chosen for upload, with its bytes once read.
@@ -242,15 +243,29 @@ pub fn Datasets() -> impl IntoView {
                 </div>
                 {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
             </div>
-            {move || selected.get().map(|d| view! { <DatasetDetail dataset=d /> })}
+            {move || selected.get().map(|d| {
+                let others: Vec<Dataset> = datasets
+                    .get()
+                    .and_then(Result::ok)
+                    .map(|l| l.data.into_iter().filter(|o| o.id != d.id).collect())
+                    .unwrap_or_default();
+                let on_made = Callback::new(move |made: Dataset| {
+                    status.set(format!("Made {} ({} records).", made.name, made.records));
+                    selected.set(Some(made));
+                    datasets.refetch();
+                });
+                view! { <DatasetDetail dataset=d others=others on_made=on_made /> }
+            })}
             <h2>"Stored datasets"</h2>
             {loaded(datasets, move |list| view! {
-                    <Table class="datasets" headers=&["Name", "Format", "Records", "Bytes", "Id", ""]>
-                            {list.data.into_iter().map(|d| {
+                    <Table class="datasets" headers=&["Name", "Version of", "Format", "Records", "Bytes", "Id", ""]>
+                            {list.data.iter().map(|d| {
                                 let (show, cut) = (d.clone(), d.clone());
+                                let version = version_of(d, &list.data);
                                 view! {
                                     <tr>
                                         <td><button class="link" on:click=move |_| selected.set(Some(show.clone()))>{d.name.clone()}</button></td>
+                                        <td>{version}</td>
                                         <td>{d.format.clone()}</td>
                                         <td>{d.records}</td>
                                         <td>{d.bytes}</td>
@@ -307,7 +322,13 @@ fn LocalCheck(checked: Checked) -> impl IntoView {
 }
 
 #[component]
-fn DatasetDetail(dataset: Dataset) -> impl IntoView {
+fn DatasetDetail(
+    dataset: Dataset,
+    others: Vec<Dataset>,
+    on_made: Callback<Dataset>,
+) -> impl IntoView {
+    let augmented = matches!(dataset.derivation, Some(Derivation::Augment { .. }));
+    let (diffed, augmenting) = (dataset.clone(), dataset.clone());
     let stats = dataset
         .stats
         .clone()
@@ -326,6 +347,8 @@ fn DatasetDetail(dataset: Dataset) -> impl IntoView {
                         </tr>
                     }).collect_view()}
                 </Table>
+            {augmented.then(|| view! { <VersionDiff dataset=diffed /> })}
+            <AugmentForm dataset=augmenting others=others on_made=on_made />
         </div>
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod chats;
 pub mod compare;
+pub mod dataset_versions;
 pub mod datasets;
 pub mod keys;
 pub mod local;
