@@ -192,29 +192,39 @@ struct Row<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     messages: Option<Vec<crate::generation::ChatMessage>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    provenance: Option<&'a Provenance>,
+    provenance: Option<serde_json::Value>,
 }
 
-impl<'a> Row<'a> {
-    /// `record` with `prompt` as its (last user) prompt.
-    fn of(record: &'a Record, prompt: &'a str, provenance: Option<&'a Provenance>) -> Self {
-        if record.messages.is_empty() {
-            return Row {
-                prompt: Some(prompt),
-                response: Some(&record.response),
-                history: (!record.history.is_empty()).then_some(record.history.as_slice()),
-                messages: None,
-                provenance,
-            };
+/// `record` as one line of a new version, with `prompt` (and `response`, when given) in place of
+/// its own — in a conversation, the last user message (and the last assistant message) — and
+/// `provenance` beside it.
+pub fn record_line<P: Serialize>(
+    record: &Record,
+    prompt: &str,
+    response: Option<&str>,
+    provenance: Option<&P>,
+) -> String {
+    // Plain strings and numbers: serializing cannot fail.
+    let provenance = provenance.and_then(|p| serde_json::to_value(p).ok());
+    let row = if record.messages.is_empty() {
+        Row {
+            prompt: Some(prompt),
+            response: Some(response.unwrap_or(&record.response)),
+            history: (!record.history.is_empty()).then_some(record.history.as_slice()),
+            messages: None,
+            provenance,
         }
+    } else {
+        use crate::tokenizer::Role;
         let mut messages = record.messages.clone();
-        // The prompt is the last user message before the answer.
-        if let Some(last) = messages
-            .iter_mut()
-            .rev()
-            .find(|m| m.role == crate::tokenizer::Role::User)
-        {
-            last.content = prompt.to_owned();
+        let mut set_last = |role: Role, text: &str| {
+            if let Some(last) = messages.iter_mut().rev().find(|m| m.role == role) {
+                last.content = text.to_owned();
+            }
+        };
+        set_last(Role::User, prompt);
+        if let Some(response) = response {
+            set_last(Role::Assistant, response);
         }
         Row {
             prompt: None,
@@ -223,26 +233,31 @@ impl<'a> Row<'a> {
             messages: Some(messages),
             provenance,
         }
-    }
+    };
+    serde_json::to_string(&row).unwrap_or_default()
 }
 
 /// The new version as JSON lines: `records` as they were, then the kept new ones. Conversations
 /// (`messages`) stay conversations; the others get `prompt`/`response`(/`history`) columns.
 pub fn version_lines(records: &[Record], made: &Augmentation) -> String {
     let mut text = String::new();
-    let rows = records
-        .iter()
-        .map(|r| Row::of(r, &r.prompt, None))
-        .chain(made.kept.iter().map(|k| {
-            Row::of(
-                &records[k.provenance.parent - 1],
-                &k.prompt,
-                Some(&k.provenance),
-            )
-        }));
-    for row in rows {
-        // Plain strings and numbers: serializing cannot fail.
-        text.push_str(&serde_json::to_string(&row).unwrap_or_default());
+    for record in records {
+        text.push_str(&record_line::<Provenance>(
+            record,
+            &record.prompt,
+            None,
+            None,
+        ));
+        text.push('\n');
+    }
+    for kept in &made.kept {
+        let parent = &records[kept.provenance.parent - 1];
+        text.push_str(&record_line(
+            parent,
+            &kept.prompt,
+            None,
+            Some(&kept.provenance),
+        ));
         text.push('\n');
     }
     text

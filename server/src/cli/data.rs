@@ -27,6 +27,9 @@ pub enum DataCommand {
     /// Make a new version of a dataset with new prompts by rule (word deletion, swap,
     /// insertion, punctuation), near-duplicates and validation leaks dropped.
     Augment(super::augment::AugmentArgs),
+    /// Make a new dataset with a teacher behind an OpenAI-compatible endpoint: its answers to
+    /// the prompts (distillation), or rewordings of them.
+    Teach(Box<super::teach::TeachArgs>),
 }
 
 /// How to read a dataset's records: shared by `data inspect`, `train` and `eval`.
@@ -118,6 +121,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Inspect(args) => run_inspect(args),
         DataCommand::Augment(args) => super::augment::run(args),
+        DataCommand::Teach(args) => super::teach::run(*args),
     }
 }
 

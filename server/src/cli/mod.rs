@@ -15,6 +15,7 @@ mod quantize;
 mod sampling_args;
 mod score;
 mod sweep;
+mod teach;
 mod token;
 mod train;
 

@@ -12,5 +12,6 @@ mod restart;
 mod security;
 mod soak;
 mod sweeps;
+mod teach;
 mod uploads;
 mod versions;

@@ -1,0 +1,250 @@
+//! `glmtune data teach` against teachers on 127.0.0.1: this server itself serving the fixture over
+//! `/v1` (its answers become the records' responses), and a stand-in that fails on purpose (429,
+//! then 500, then the answer) to show the retries; a job killed mid-way and run again ends with
+//! every record once.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{fixture, Backend, Site};
+
+fn teach(out: &Path, url: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(["data", "teach", &fixture("train.jsonl"), "--out"])
+        .arg(out)
+        .args(["--teacher-url", url, "--teacher-model", "tiny"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_server_itself_teaches_and_its_answers_become_the_responses() {
+    let site = Site::new("teach", Backend::Sqlite);
+    let key = site.token("member");
+    let server = site.start(&[]);
+    let out = site.data_dir.join("taught.jsonl");
+    let url = format!("http://{}/v1", server.address);
+    let output = teach(
+        &out,
+        &url,
+        &[
+            "--teacher-key",
+            &key,
+            "--max-tokens",
+            "8",
+            "--concurrency",
+            "2",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(!printed.contains(&key), "the key is never printed");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["written"].clone(), report["retries"].clone()),
+        (json!(8), json!(0))
+    );
+    assert!(
+        report["completion_tokens"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let rows = lines(&out);
+    let mut parents: Vec<u64> = rows
+        .iter()
+        .map(|r| r["provenance"]["parent"].as_u64().unwrap())
+        .collect();
+    parents.sort_unstable();
+    assert_eq!(parents, (1..=8).collect::<Vec<_>>());
+    // A record's response is what the server answers its prompt.
+    let row = &rows[0];
+    assert_eq!(row["provenance"]["method"], "teacher_answer");
+    let asked = server.post(
+        "/v1/chat/completions",
+        &key,
+        &json!({"model": "tiny", "messages": [{"role": "user", "content": row["prompt"]}], "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(asked.status, 200, "{}", asked.text());
+    let answer = asked.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(row["response"], answer.as_str());
+    // A refusal that is not worth retrying (a wrong key) fails at once, naming the record.
+    let refused = teach(
+        &site.data_dir.join("refused.jsonl"),
+        &url,
+        &["--teacher-key", "glm-wrong"],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("record"),
+        "{stderr}"
+    );
+}
+
+/// A teacher that answers each question `429`, then `500`, then `答：QUESTION`, each answer after
+/// `delay`; its address.
+fn flaky_teacher(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        let attempts = std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new());
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+            let request: Value = serde_json::from_slice(&body).unwrap();
+            let question = request["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let attempt = {
+                let mut attempts = attempts.lock().unwrap();
+                let n = attempts.entry(question.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let (status, extra, body) = match attempt {
+                1 => (
+                    "429 Too Many Requests",
+                    "Retry-After: 0\r\n",
+                    "{}".to_owned(),
+                ),
+                2 => ("500 Internal Server Error", "", "{}".to_owned()),
+                _ => {
+                    std::thread::sleep(delay);
+                    let answer = json!({
+                        "id": "x", "object": "chat.completion", "created": 0, "model": "tiny",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("答：{question}")}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+                    });
+                    ("200 OK", "", answer.to_string())
+                }
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (format!("http://{address}/v1"), requests)
+}
+
+#[test]
+fn a_failing_teacher_is_retried_and_a_killed_job_ends_with_every_record_once() {
+    let site = Site::new("teach-flaky", Backend::Sqlite);
+    let dir = &site.data_dir;
+    std::fs::create_dir_all(dir).unwrap();
+    let (url, requests) = flaky_teacher(Duration::ZERO);
+    let out = dir.join("taught.jsonl");
+    let output = teach(&out, &url, &["--concurrency", "3"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["written"].clone(), report["retries"].clone()),
+        (json!(8), json!(16))
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 24);
+    for row in lines(&out) {
+        assert_eq!(
+            row["response"],
+            format!("答：{}", row["prompt"].as_str().unwrap())
+        );
+    }
+
+    // Killed once three answers are in, with a half-written line after them; run again.
+    let (url, _) = flaky_teacher(Duration::from_millis(150));
+    let out = dir.join("killed.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(["data", "teach", &fixture("train.jsonl"), "--out"])
+        .arg(&out)
+        .args([
+            "--teacher-url",
+            &url,
+            "--teacher-model",
+            "tiny",
+            "--concurrency",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = lines(&out).len();
+    assert!(before < 8, "killed too late");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .unwrap()
+        .write_all(b"{\"prompt\": \"half")
+        .unwrap();
+    let output = teach(&out, &url, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["already_done"], before);
+    assert_eq!(report["written"], 8 - before);
+    let mut parents: Vec<u64> = lines(&out)
+        .iter()
+        .map(|r| r["provenance"]["parent"].as_u64().unwrap())
+        .collect();
+    parents.sort_unstable();
+    assert_eq!(parents, (1..=8).collect::<Vec<_>>(), "every record once");
+}
