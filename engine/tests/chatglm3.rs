@@ -12,7 +12,7 @@ use glmtune_engine::generation::{chat_ids, generate, ChatMessage, GenerationOpti
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
 
-use common::{ids_of, logits_of, relative_error};
+use common::{ids_of, logits_of, relative_error, train_losses};
 
 const TOLERANCE: f32 = 2e-5;
 
@@ -267,13 +267,7 @@ fn training_on_conversations_halves_the_loss() {
         ..TrainOptions::default()
     };
     let mut trainer = Trainer::new(&model, &init, options).unwrap();
-    let mut losses = Vec::new();
-    trainer
-        .run(&examples, |log, _| {
-            losses.push(log.loss);
-            Ok(ControlFlow::Continue(()))
-        })
-        .unwrap();
+    let losses = train_losses(&mut trainer, &examples);
     let (first, last) = (losses[0], *losses.last().unwrap());
     eprintln!("loss {first:.3} → {last:.3} over {} steps", losses.len());
     assert!(last < first / 2.0, "loss {first} → {last}");

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
@@ -18,7 +17,7 @@ use glmtune_engine::generation::chat_prompt_ids;
 use glmtune_engine::generation::forgetting::{answers, divergence, general_probes, Side};
 use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::tokenizer::ChatGlmTokenizer;
-use glmtune_engine::train::{AdamWConfig, Example, Teacher, TrainOptions, Trainer};
+use glmtune_engine::train::{Example, Teacher, TrainOptions, Trainer};
 
 use common::*;
 
@@ -28,15 +27,9 @@ fn options(max_steps: u64) -> TrainOptions {
         gradient_accumulation_steps: 1,
         learning_rate: 0.02,
         max_steps,
-        warmup_steps: 0,
-        max_grad_norm: 1.0,
-        adam: AdamWConfig::default(),
         prefix_dropout: 0.0,
         shuffle: false,
-        seed: 42,
-        forward_batch_size: None,
-        gradient_checkpointing: false,
-        loss_scaling: None,
+        ..TrainOptions::default()
     }
 }
 
@@ -114,13 +107,7 @@ fn a_distilled_prefix_answers_closer_to_its_teacher_on_a_quantized_base() {
         .with_teacher(teacher)
         .unwrap();
     let before = trainer.evaluate(&examples).unwrap();
-    let mut losses = Vec::new();
-    trainer
-        .run(&examples, |log, _| {
-            losses.push(log.loss);
-            Ok(ControlFlow::Continue(()))
-        })
-        .unwrap();
+    let losses = train_losses(&mut trainer, &examples);
     let after_training = trainer.evaluate(&examples).unwrap();
     let distilled = trainer.encoder().unwrap();
     let closer = divergence(

@@ -51,6 +51,17 @@ fn config(dir: &Path, body: &str) -> PathBuf {
     path
 }
 
+/// Runs the sweep `path` describes; its report.
+fn sweep_ok(path: &Path) -> SweepReport {
+    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// A trial's evaluations: (step, eval_loss).
 fn evaluations(dir: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(dir.join(TRAINER_LOG))
@@ -68,13 +79,7 @@ fn evaluations(dir: &Path) -> Vec<(u64, f64)> {
 fn a_sweep_halves_its_trials_and_ranks_them_by_their_own_evaluations() {
     let dir = scratch("grid");
     let path = config(&dir, GRID);
-    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: SweepReport = serde_json::from_slice(&output.stdout).unwrap();
+    let report = sweep_ok(&path);
     let written: SweepReport =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/sweep.json")).unwrap())
             .unwrap();
@@ -281,13 +286,7 @@ fn a_sweep_ranks_by_the_forgetting_guard_when_asked() {
         "prefix_dropout = 0.0\nforgetting_guard = true",
     );
     let path = config(&dir, &format!("metric = \"forgetting_kl\"\n{body}"));
-    let output = glmtune(&["sweep", "--config", &path.to_string_lossy()]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: SweepReport = serde_json::from_slice(&output.stdout).unwrap();
+    let report = sweep_ok(&path);
     assert_eq!(report.metric, glmtune_shared::api::BestMetric::ForgettingKl);
     // Each trial's value is its own least KL from the base; the board is ordered by it.
     for trial in &report.trials {

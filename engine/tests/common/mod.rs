@@ -111,3 +111,18 @@ pub fn logits_of(model: &ChatGlmModel, prefix: Option<&PrefixEncoder>, ids: &[u3
         .unwrap();
     model.logits(&hidden).unwrap().squeeze(0).unwrap()
 }
+
+/// Runs `trainer` over `examples` to its last step; each step's logged loss.
+pub fn train_losses(
+    trainer: &mut glmtune_engine::train::Trainer,
+    examples: &[glmtune_engine::train::Example],
+) -> Vec<f64> {
+    let mut losses = Vec::new();
+    trainer
+        .run(examples, |log, _| {
+            losses.push(log.loss);
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .expect("training runs");
+    losses
+}
