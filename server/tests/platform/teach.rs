@@ -248,3 +248,103 @@ fn a_failing_teacher_is_retried_and_a_killed_job_ends_with_every_record_once() {
     parents.sort_unstable();
     assert_eq!(parents, (1..=8).collect::<Vec<_>>(), "every record once");
 }
+
+#[test]
+fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
+    let site = Site::new("teach-tasks", Backend::Sqlite);
+    let dir = &site.data_dir;
+    std::fs::create_dir_all(dir).unwrap();
+    let (url, requests) = flaky_teacher(Duration::ZERO);
+    // Back-translation: two questions a record, the second about the first's answer.
+    let out = dir.join("back.jsonl");
+    let output = teach(
+        &out,
+        &url,
+        &["--task", "backtranslate", "--concurrency", "8"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 8 * 2 * 3);
+    let parent: Vec<Value> = lines(Path::new(&fixture("train.jsonl")));
+    for row in lines(&out) {
+        let n = row["provenance"]["parent"].as_u64().unwrap() as usize;
+        assert_eq!(row["provenance"]["method"], "teacher_backtranslation");
+        let prompt = parent[n - 1]["content"].as_str().unwrap();
+        assert_eq!(
+            row["response"],
+            parent[n - 1]["summary"],
+            "the answer is kept"
+        );
+        // 答：(the Chinese instruction, then the first answer: 答：(the English instruction,
+        // then the prompt)).
+        let text = row["prompt"].as_str().unwrap();
+        assert!(
+            text.starts_with("答：把下面的英文翻译成中文") && text.ends_with(prompt),
+            "{text}"
+        );
+    }
+    // Questions about a document's passages: each record a question and its answer.
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let passage = |topic: &str| {
+        format!(
+            "{topic}。{}",
+            "高血压患者应当少盐饮食，规律服药。".repeat(30)
+        )
+    };
+    std::fs::write(
+        docs.join("guide.md"),
+        format!(
+            "{}\n\n{}\n\n{}\n",
+            passage("一"),
+            passage("二"),
+            passage("三")
+        ),
+    )
+    .unwrap();
+    std::fs::write(docs.join("skip.pdf"), b"not text").unwrap();
+    let out = dir.join("questions.jsonl");
+    let output = Command::new(env!("CARGO_BIN_EXE_glmtune"))
+        .args(["data", "teach"])
+        .arg(&docs)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--teacher-url",
+            &url,
+            "--teacher-model",
+            "tiny",
+            "--task",
+            "questions",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 3, "one record a passage");
+    for row in rows {
+        let provenance = &row["provenance"];
+        assert_eq!(provenance["method"], "teacher_questions");
+        assert!(provenance["document"]
+            .as_str()
+            .unwrap()
+            .ends_with("guide.md"));
+        let question = row["prompt"].as_str().unwrap();
+        assert!(
+            question.starts_with("答：根据下面的资料提出一个问题"),
+            "{question}"
+        );
+        let answer = row["response"].as_str().unwrap();
+        assert!(
+            answer.starts_with("答：根据资料回答问题") && answer.ends_with(question),
+            "{answer}"
+        );
+    }
+}

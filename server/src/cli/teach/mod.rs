@@ -1,9 +1,11 @@
 //! `glmtune data teach FILE --out NEW.jsonl --teacher-url URL --teacher-model NAME`: a teacher
 //! behind an OpenAI-compatible endpoint makes a new dataset from a parent's prompts —
 //! `--task answer`, its answers to them (sequence-level distillation: a student's prefix then
-//! trains on what the teacher says), or `--task paraphrase`, `--samples` rewordings of each prompt
-//! with the parent's answer kept. Every record names its parent record, the task, the teacher and
-//! the template.
+//! trains on what the teacher says); `--task paraphrase`, `--samples` rewordings of each prompt
+//! with the parent's answer kept; `--task backtranslate`, each prompt into English and back; or,
+//! from a text or Markdown document (FILE, or a folder of them), `--task questions`: a question
+//! about each passage and its answer from the passage. Every record names its parent record (or
+//! passage and document), the task, the teacher and the templates.
 //!
 //! The job survives interruptions: each record is one line appended whole and flushed as its
 //! answer arrives, and a run on an existing `--out` first drops a half-written last line, then
@@ -21,6 +23,7 @@ use std::sync::mpsc;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use glmtune_engine::data::augment::record_line;
+use glmtune_engine::data::Record;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -34,17 +37,93 @@ pub enum Task {
     Answer,
     /// The teacher rewords each prompt: the rewordings are new prompts, the answer kept.
     Paraphrase,
+    /// The teacher translates each prompt into English and back: a new prompt, the answer kept.
+    Backtranslate,
+    /// FILE is a text or Markdown document (or a folder of them): for each passage the teacher
+    /// writes a question, then answers it from the passage.
+    Questions,
 }
 
 impl Task {
+    /// The first question's template (`--template` replaces it).
     fn default_template(self) -> &'static str {
         match self {
             Task::Answer => "{prompt}",
             Task::Paraphrase => {
                 "请换一种说法改写下面的问题，意思不变，只输出改写后的问题：\n{prompt}"
             }
+            Task::Backtranslate => "Translate into English. Output the translation only:\n{prompt}",
+            Task::Questions => "根据下面的资料提出一个问题，只输出问题：\n{prompt}",
         }
     }
+
+    /// The second question of a two-step task: `{prompt}` the record's prompt or the passage,
+    /// `{first}` the first answer.
+    fn second_template(self) -> Option<&'static str> {
+        match self {
+            Task::Answer | Task::Paraphrase => None,
+            Task::Backtranslate => Some("把下面的英文翻译成中文，只输出译文：\n{first}"),
+            Task::Questions => Some("根据资料回答问题。\n资料：{prompt}\n问题：{first}"),
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Task::Answer => "teacher_answer",
+            Task::Paraphrase => "teacher_paraphrase",
+            Task::Backtranslate => "teacher_backtranslation",
+            Task::Questions => "teacher_questions",
+        }
+    }
+}
+
+/// The longest passage of a document, in characters: paragraphs are joined up to it.
+const PASSAGE_CHARS: usize = 600;
+
+/// The passages of a text or Markdown document: its paragraphs (blank-line separated), joined
+/// while they stay under [`PASSAGE_CHARS`].
+fn passages(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for paragraph in text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+        match out.last_mut() {
+            Some(last) if last.chars().count() + paragraph.chars().count() < PASSAGE_CHARS => {
+                last.push_str("\n\n");
+                last.push_str(paragraph);
+            }
+            _ => out.push(paragraph.to_owned()),
+        }
+    }
+    out
+}
+
+/// The documents' passages, each with its document's path: FILE itself, or the `.txt` and `.md`
+/// files of the folder FILE, in name order.
+fn document_passages(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "txt" || e == "md"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        out.extend(
+            passages(&text)
+                .into_iter()
+                .map(|p| (file.display().to_string(), p)),
+        );
+    }
+    if out.is_empty() {
+        bail!("{}: no text to ask questions about", path.display());
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +186,9 @@ pub struct TeacherProvenance {
     pub copy: usize,
     pub teacher: String,
     pub template: String,
+    /// The document the passage came from (`questions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
 }
 
 /// What `glmtune data teach` prints.
@@ -157,6 +239,36 @@ fn done_so_far(out: &std::path::Path) -> anyhow::Result<HashSet<(usize, usize)>>
     Ok(done)
 }
 
+/// Asks what `task` needs about `record`: the new record's prompt, and its response when the task
+/// makes one (`None`: the record's own).
+fn ask(
+    teacher: &Teacher,
+    task: Task,
+    template: &str,
+    second: Option<&str>,
+    record: &Record,
+    seed: Option<u64>,
+) -> anyhow::Result<(String, Option<String>)> {
+    let first = teacher.ask(&template.replace("{prompt}", &record.prompt), seed)?;
+    let first = first.trim().to_owned();
+    let then = |second: &str| -> anyhow::Result<String> {
+        let question = second
+            .replace("{prompt}", &record.prompt)
+            .replace("{first}", &first);
+        Ok(teacher.ask(&question, seed)?.trim().to_owned())
+    };
+    Ok(match (task, second) {
+        (Task::Answer, _) => (record.prompt.clone(), Some(first)),
+        (Task::Paraphrase, _) => (first, None),
+        (Task::Backtranslate, Some(second)) => (then(second)?, None),
+        (Task::Questions, Some(second)) => {
+            let answer = then(second)?;
+            (first, Some(answer))
+        }
+        (_, None) => bail!("{task:?} needs a second question"),
+    })
+}
+
 pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     let template = args
         .template
@@ -168,7 +280,27 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     if args.samples == 0 || args.concurrency == 0 {
         bail!("--samples and --concurrency: give 1 or more");
     }
-    let (records, _) = args.dataset.read_usable(&args.file)?;
+    // What each question is about: a dataset's records, or a document's passages (as records
+    // whose prompt is the passage; `questions` replaces both prompt and answer).
+    let (records, documents): (Vec<Record>, Vec<Option<String>>) = match args.task {
+        Task::Questions => document_passages(&args.file)?
+            .into_iter()
+            .map(|(document, passage)| {
+                let record = Record {
+                    prompt: passage,
+                    response: String::new(),
+                    history: Vec::new(),
+                    messages: Vec::new(),
+                };
+                (record, Some(document))
+            })
+            .unzip(),
+        _ => {
+            let (records, _) = args.dataset.read_usable(&args.file)?;
+            let none = vec![None; records.len()];
+            (records, none)
+        }
+    };
     let done = done_so_far(&args.out)?;
     let mut teacher = Teacher::new(
         &args.teacher_url,
@@ -179,12 +311,13 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     teacher.max_tokens = args.max_tokens;
     teacher.max_retries = args.max_retries;
     teacher.temperature = args.temperature.unwrap_or(match args.task {
-        Task::Answer => 0.0,
         Task::Paraphrase => 0.8,
+        _ => 0.0,
     });
-    let method = match args.task {
-        Task::Answer => "teacher_answer",
-        Task::Paraphrase => "teacher_paraphrase",
+    let second = args.task.second_template();
+    let provenance_template = match second {
+        Some(second) => format!("{template}\n---\n{second}"),
+        None => template.clone(),
     };
     let work: VecDeque<(usize, usize)> = (1..=records.len())
         .flat_map(|parent| (1..=args.samples).map(move |copy| (parent, copy)))
@@ -202,33 +335,25 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         for _ in 0..args.concurrency {
             let sender = sender.clone();
             let (work, teacher, records, template) = (&work, &teacher, &records, &template);
+            let (documents, provenance_template) = (&documents, &provenance_template);
             let (file, task) = (&args.file, args.task);
             scope.spawn(move || loop {
                 let Some((parent, copy)) = work.lock().pop_front() else {
                     return;
                 };
                 let record = &records[parent - 1];
-                let question = template.replace("{prompt}", &record.prompt);
                 let seed = (copy > 1).then_some(copy as u64);
-                let line = teacher
-                    .ask(&question, seed)
-                    .map(|answer| {
-                        let answer = answer.trim();
+                let line = ask(teacher, task, template, second, record, seed)
+                    .map(|(prompt, response)| {
                         let provenance = TeacherProvenance {
                             parent,
-                            method: method.to_owned(),
+                            method: task.method().to_owned(),
                             copy,
                             teacher: teacher.model.clone(),
-                            template: template.clone(),
+                            template: provenance_template.clone(),
+                            document: documents[parent - 1].clone(),
                         };
-                        match task {
-                            Task::Answer => {
-                                record_line(record, &record.prompt, Some(answer), Some(&provenance))
-                            }
-                            Task::Paraphrase => {
-                                record_line(record, answer, None, Some(&provenance))
-                            }
-                        }
+                        record_line(record, &prompt, response.as_deref(), Some(&provenance))
                     })
                     .with_context(|| format!("{} record {parent}", file.display()));
                 let failed = line.is_err();
