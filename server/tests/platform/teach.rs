@@ -155,9 +155,18 @@ fn flaky_teacher(delay: Duration) -> (String, Arc<AtomicUsize>) {
                 2 => ("500 Internal Server Error", "", "{}".to_owned()),
                 _ => {
                     std::thread::sleep(delay);
+                    // A judge is told the second answer is best; a seed shows in the answer.
+                    let text = if question.starts_with("下面是同一个问题的几个回答") {
+                        "2".to_owned()
+                    } else {
+                        match request["seed"].as_u64() {
+                            Some(seed) => format!("答：{question}#{seed}"),
+                            None => format!("答：{question}"),
+                        }
+                    };
                     let answer = json!({
                         "id": "x", "object": "chat.completion", "created": 0, "model": "tiny",
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("答：{question}")}, "finish_reason": "stop"}],
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
                     });
                     ("200 OK", "", answer.to_string())
@@ -285,6 +294,28 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
             text.starts_with("答：把下面的英文翻译成中文") && text.ends_with(prompt),
             "{text}"
         );
+    }
+    // Three answers a prompt, the one the teacher judges best kept (its second).
+    let out = dir.join("judged.jsonl");
+    let output = teach(
+        &out,
+        &url,
+        &["--samples", "3", "--keep", "judge", "--concurrency", "8"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 8, "one record a prompt");
+    for row in rows {
+        assert_eq!(
+            row["provenance"]["picked"],
+            json!({"answer": 2, "of": 3, "by": "judge"})
+        );
+        let prompt = row["prompt"].as_str().unwrap();
+        assert_eq!(row["response"], format!("答：{prompt}#2"));
     }
     // Questions about a document's passages: each record a question and its answer.
     let docs = dir.join("docs");

@@ -24,6 +24,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use glmtune_engine::data::augment::record_line;
 use glmtune_engine::data::Record;
+use glmtune_engine::metrics::score_pair;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,61 @@ impl Task {
             Task::Questions => "teacher_questions",
         }
     }
+}
+
+/// Which of a prompt's sampled answers become records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Keep {
+    All,
+    Rouge,
+    Judge,
+}
+
+/// What the teacher is asked to pick the best of a prompt's answers with.
+const JUDGE_TEMPLATE: &str =
+    "下面是同一个问题的几个回答。哪一个最好？只输出它的编号。\n问题：{prompt}\n{answers}";
+
+/// The answer `keep` picks of `answers` to `record` (its index).
+fn pick(
+    teacher: &Teacher,
+    keep: Keep,
+    record: &Record,
+    answers: &[String],
+) -> anyhow::Result<usize> {
+    Ok(match keep {
+        Keep::All => 0,
+        Keep::Rouge => {
+            answers
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (i, score_pair(a, &record.response).rouge_l))
+                // The first of the best, so a tie keeps the greedy answer.
+                .fold(
+                    (0, f64::NEG_INFINITY),
+                    |b, (i, v)| if v > b.1 { (i, v) } else { b },
+                )
+                .0
+        }
+        Keep::Judge => {
+            let listed: Vec<String> = answers
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{}. {a}", i + 1))
+                .collect();
+            let question = JUDGE_TEMPLATE
+                .replace("{prompt}", &record.prompt)
+                .replace("{answers}", &listed.join("\n"));
+            let verdict = teacher.ask(&question, None)?;
+            // The first number in the verdict; one out of range or none keeps the first answer.
+            let number: Option<usize> = verdict
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|t| !t.is_empty())
+                .and_then(|t| t.parse().ok());
+            number
+                .filter(|n| (1..=answers.len()).contains(n))
+                .map_or(0, |n| n - 1)
+        }
+    })
 }
 
 /// The longest passage of a document, in characters: paragraphs are joined up to it.
@@ -159,6 +215,10 @@ pub struct TeachArgs {
     /// Questions per record (sampled with a seed each beyond the first).
     #[arg(long, default_value_t = 1)]
     samples: usize,
+    /// With `--task answer` and several `--samples`: keep one answer a prompt, the one closest to
+    /// the record's own answer (`rouge`: ROUGE-L) or the one the teacher judges best (`judge`).
+    #[arg(long, value_enum, default_value_t = Keep::All)]
+    keep: Keep,
     /// Questions in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -189,6 +249,17 @@ pub struct TeacherProvenance {
     /// The document the passage came from (`questions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document: Option<String>,
+    /// With `--keep`: which sampled answer (from 1) of how many was kept, and how it was picked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picked: Option<Picked>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Picked {
+    pub answer: usize,
+    pub of: usize,
+    /// `rouge` or `judge`.
+    pub by: String,
 }
 
 /// What `glmtune data teach` prints.
@@ -280,6 +351,9 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     if args.samples == 0 || args.concurrency == 0 {
         bail!("--samples and --concurrency: give 1 or more");
     }
+    if args.keep != Keep::All && (args.task != Task::Answer || args.samples < 2) {
+        bail!("--keep: picks one of several --samples answers of --task answer");
+    }
     // What each question is about: a dataset's records, or a document's passages (as records
     // whose prompt is the passage; `questions` replaces both prompt and answer).
     let (records, documents): (Vec<Record>, Vec<Option<String>>) = match args.task {
@@ -319,8 +393,14 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         Some(second) => format!("{template}\n---\n{second}"),
         None => template.clone(),
     };
+    let copies = if args.keep == Keep::All {
+        args.samples
+    } else {
+        1
+    };
     let work: VecDeque<(usize, usize)> = (1..=records.len())
-        .flat_map(|parent| (1..=args.samples).map(move |copy| (parent, copy)))
+        // Picking one answer of several asks for them all in one piece of work.
+        .flat_map(|parent| (1..=copies).map(move |copy| (parent, copy)))
         .filter(|key| !done.contains(key))
         .collect();
     let work = Mutex::new(work);
@@ -336,6 +416,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
             let sender = sender.clone();
             let (work, teacher, records, template) = (&work, &teacher, &records, &template);
             let (documents, provenance_template) = (&documents, &provenance_template);
+            let (keep, samples) = (args.keep, args.samples);
             let (file, task) = (&args.file, args.task);
             scope.spawn(move || loop {
                 let Some((parent, copy)) = work.lock().pop_front() else {
@@ -343,8 +424,31 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
                 };
                 let record = &records[parent - 1];
                 let seed = (copy > 1).then_some(copy as u64);
-                let line = ask(teacher, task, template, second, record, seed)
-                    .map(|(prompt, response)| {
+                let asked = if keep == Keep::All {
+                    ask(teacher, task, template, second, record, seed).map(|a| (a, None))
+                } else {
+                    (1..=samples)
+                        .map(|i| {
+                            let seed = (i > 1).then_some(i as u64);
+                            ask(teacher, task, template, second, record, seed)
+                                .map(|(_, answer)| answer.unwrap_or_default())
+                        })
+                        .collect::<anyhow::Result<Vec<String>>>()
+                        .and_then(|answers| {
+                            let best = pick(teacher, keep, record, &answers)?;
+                            let picked = Picked {
+                                answer: best + 1,
+                                of: answers.len(),
+                                by: format!("{keep:?}").to_lowercase(),
+                            };
+                            Ok((
+                                (record.prompt.clone(), Some(answers[best].clone())),
+                                Some(picked),
+                            ))
+                        })
+                };
+                let line = asked
+                    .map(|((prompt, response), picked)| {
                         let provenance = TeacherProvenance {
                             parent,
                             method: task.method().to_owned(),
@@ -352,6 +456,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
                             teacher: teacher.model.clone(),
                             template: provenance_template.clone(),
                             document: documents[parent - 1].clone(),
+                            picked,
                         };
                         record_line(record, &prompt, response.as_deref(), Some(&provenance))
                     })
@@ -387,4 +492,32 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rouge_keeps_the_answer_closest_to_the_records_own_and_passages_join_paragraphs() {
+        let teacher = Teacher::new("http://127.0.0.1:9/v1", None, "unused", None);
+        let record = Record {
+            prompt: "高血压患者饮食要注意什么？".into(),
+            response: "少盐少油，多吃蔬菜水果，控制体重。".into(),
+            history: Vec::new(),
+            messages: Vec::new(),
+        };
+        let answers = [
+            "多喝水，注意休息。".to_owned(),
+            "少盐少油，多吃蔬菜水果。".to_owned(),
+            "按时服药。".to_owned(),
+        ];
+        assert_eq!(pick(&teacher, Keep::Rouge, &record, &answers).unwrap(), 1);
+        let long = "字".repeat(PASSAGE_CHARS);
+        assert_eq!(
+            passages("一\n\n二\n\n\n三"),
+            vec!["一\n\n二\n\n三".to_owned()]
+        );
+        assert_eq!(passages(&format!("一\n\n{long}\n\n二")).len(), 3);
+    }
 }
