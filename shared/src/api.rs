@@ -288,6 +288,12 @@ pub enum Derivation {
         validation_fraction: f64,
         seed: u64,
     },
+    /// Made by a teacher (`POST /api/v1/datasets/{id}/teach`).
+    Teach {
+        request: crate::teach::TeachRequest,
+        teacher: String,
+        records: i64,
+    },
     /// The parent's records and new ones made by rule.
     Augment {
         request: AugmentRequest,

@@ -11,4 +11,5 @@ pub mod run_layout;
 pub mod run_log;
 pub mod run_settings;
 pub mod sweep;
+pub mod teach;
 pub mod train_job;

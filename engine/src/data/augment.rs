@@ -197,12 +197,14 @@ struct Row<'a> {
 
 /// `record` as one line of a new version, with `prompt` (and `response`, when given) in place of
 /// its own — in a conversation, the last user message (and the last assistant message) — and
-/// `provenance` beside it.
+/// `provenance` beside it. `with_history`: the dataset has a history column, so every record
+/// keeps its `history` (empty ones too: a reader of that column needs it on every line).
 pub fn record_line<P: Serialize>(
     record: &Record,
     prompt: &str,
     response: Option<&str>,
     provenance: Option<&P>,
+    with_history: bool,
 ) -> String {
     // Plain strings and numbers: serializing cannot fail.
     let provenance = provenance.and_then(|p| serde_json::to_value(p).ok());
@@ -210,7 +212,7 @@ pub fn record_line<P: Serialize>(
         Row {
             prompt: Some(prompt),
             response: Some(response.unwrap_or(&record.response)),
-            history: (!record.history.is_empty()).then_some(record.history.as_slice()),
+            history: with_history.then_some(record.history.as_slice()),
             messages: None,
             provenance,
         }
@@ -238,8 +240,9 @@ pub fn record_line<P: Serialize>(
 }
 
 /// The new version as JSON lines: `records` as they were, then the kept new ones. Conversations
-/// (`messages`) stay conversations; the others get `prompt`/`response`(/`history`) columns.
-pub fn version_lines(records: &[Record], made: &Augmentation) -> String {
+/// (`messages`) stay conversations; the others get `prompt`/`response` columns, and `history`
+/// when the parent has that column (`with_history`).
+pub fn version_lines(records: &[Record], made: &Augmentation, with_history: bool) -> String {
     let mut text = String::new();
     for record in records {
         text.push_str(&record_line::<Provenance>(
@@ -247,6 +250,7 @@ pub fn version_lines(records: &[Record], made: &Augmentation) -> String {
             &record.prompt,
             None,
             None,
+            with_history,
         ));
         text.push('\n');
     }
@@ -257,6 +261,7 @@ pub fn version_lines(records: &[Record], made: &Augmentation) -> String {
             &kept.prompt,
             None,
             Some(&kept.provenance),
+            with_history,
         ));
         text.push('\n');
     }

@@ -65,7 +65,7 @@ pub fn run(args: AugmentArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.rate) || !(0.0..=1.0).contains(&args.threshold) {
         anyhow::bail!("--rate and --threshold: give numbers from 0 to 1");
     }
-    let (records, _) = args.dataset.read_usable(&args.file)?;
+    let (records, report) = args.dataset.read_usable(&args.file)?;
     let validation = match &args.validation_file {
         Some(path) => args.dataset.read_usable(path)?.0,
         None => Vec::new(),
@@ -100,7 +100,7 @@ pub fn run(args: AugmentArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(out) = &args.out {
-        std::fs::write(out, version_lines(&records, &made))
+        std::fs::write(out, version_lines(&records, &made, report.history_column))
             .with_context(|| format!("writing {}", out.display()))?;
     }
     let report = Report {

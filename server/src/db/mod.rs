@@ -7,6 +7,7 @@ mod migrations;
 pub mod models;
 pub mod runs;
 pub mod sweeps;
+pub mod teachers;
 pub mod users;
 
 use std::path::Path;

@@ -17,9 +17,11 @@ mod openapi;
 mod origin;
 mod registry;
 mod routes;
+mod secrets;
 mod state;
 mod supervisor;
 mod sweeps;
+mod teach_jobs;
 mod web;
 
 use std::net::SocketAddr;
@@ -272,6 +274,7 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> Result<Prepared, ServeE
         supervisor,
     };
     sweeps::start(state.clone());
+    teach_jobs::start(state.clone());
     Ok(Prepared { state, setup_token })
 }
 

@@ -108,6 +108,14 @@ fn the_server_itself_teaches_and_its_answers_become_the_responses() {
 /// A teacher that answers each question `429`, then `500`, then `答：QUESTION`, each answer after
 /// `delay`; its address.
 fn flaky_teacher(delay: Duration) -> (String, Arc<AtomicUsize>) {
+    flaky_teacher_with_key(delay, None)
+}
+
+/// [`flaky_teacher`] that answers 401 to a request without `Bearer KEY`.
+fn flaky_teacher_with_key(
+    delay: Duration,
+    key: Option<&'static str>,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -118,10 +126,15 @@ fn flaky_teacher(delay: Duration) -> (String, Arc<AtomicUsize>) {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut length = 0;
+            let mut authorized = key.is_none();
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 {
                     break;
+                }
+                if let Some(key) = key {
+                    authorized |= line.trim() == format!("authorization: Bearer {key}")
+                        || line.trim() == format!("Authorization: Bearer {key}");
                 }
                 if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                     length = value.trim().parse().unwrap();
@@ -146,7 +159,9 @@ fn flaky_teacher(delay: Duration) -> (String, Arc<AtomicUsize>) {
                 *n += 1;
                 *n
             };
+            let attempt = if authorized { attempt } else { 0 };
             let (status, extra, body) = match attempt {
+                0 => ("401 Unauthorized", "", "{}".to_owned()),
                 1 => (
                     "429 Too Many Requests",
                     "Retry-After: 0\r\n",
@@ -378,4 +393,80 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
             "{answer}"
         );
     }
+}
+
+#[test]
+fn a_registered_teacher_makes_a_version_through_a_server_restart() {
+    let site = Site::new("teach-job", Backend::Sqlite);
+    let key = site.token("member");
+    let mut server = site.start(&[]);
+    let dataset = server.upload_fixture(&key);
+    let (url, _) = flaky_teacher_with_key(Duration::from_millis(150), Some("sk-stand-in"));
+    let created = server.post(
+        "/api/v1/teachers",
+        &key,
+        &json!({"name": "stand-in", "base_url": url, "model": "tiny", "key": "sk-stand-in", "concurrency": 1}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let teacher = created.json();
+    assert_eq!(teacher["has_key"], true);
+    let listed = server.get("/api/v1/teachers", &key).text();
+    assert!(!created.text().contains("sk-stand-in") && !listed.contains("sk-stand-in"));
+    let job = server.post(
+        &format!("/api/v1/datasets/{}/teach", dataset["id"].as_str().unwrap()),
+        &key,
+        &json!({"teacher": teacher["id"], "task": "answer"}),
+    );
+    assert_eq!(job.status, 202, "{}", job.text());
+    let id = job.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/teach-jobs/{id}");
+    let started = Instant::now();
+    // Killed with three answers in.
+    while server.get(&path, &key).json()["written"].as_i64().unwrap() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.signal("KILL");
+    let _ = server.child.wait();
+    // The key is sealed at rest: the database does not hold it.
+    let database = std::fs::read(site.data_dir.join("glmtune.db")).unwrap();
+    assert!(!database.windows(11).any(|w| w == b"sk-stand-in"));
+    let server = site.start(&[]);
+    let done = loop {
+        let job = server.get(&path, &key).json();
+        if job["state"] != "queued" && job["state"] != "running" {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{job}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let made = server
+        .get(
+            &format!(
+                "/api/v1/datasets/{}",
+                done["made_dataset"].as_str().unwrap()
+            ),
+            &key,
+        )
+        .json();
+    assert_eq!(made["parent_id"], dataset["id"]);
+    assert_eq!(made["derivation"]["kind"], "teach");
+    assert_eq!(made["records"], 8);
+    let content = server
+        .get(
+            &format!("/api/v1/datasets/{}/content", made["id"].as_str().unwrap()),
+            &key,
+        )
+        .text();
+    let mut parents: Vec<u64> = content
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["provenance"]["parent"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    parents.sort_unstable();
+    assert_eq!(parents, (1..=8).collect::<Vec<_>>(), "every record once");
 }

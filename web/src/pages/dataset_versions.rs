@@ -20,6 +20,9 @@ pub fn version_of(dataset: &Dataset, all: &[Dataset]) -> Option<String> {
             format!("augmented from {name} (+{new_records})")
         }
         Some(Derivation::Split { part, .. }) => format!("{part} part of {name}"),
+        Some(Derivation::Teach {
+            teacher, request, ..
+        }) => format!("{} by {teacher} from {name}", request.task.as_str()),
         None => format!("from {name}"),
     })
 }

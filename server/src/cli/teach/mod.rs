@@ -354,6 +354,8 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     if args.keep != Keep::All && (args.task != Task::Answer || args.samples < 2) {
         bail!("--keep: picks one of several --samples answers of --task answer");
     }
+    // Whether the parent has a history column: every new record then keeps one.
+    let mut with_history = false;
     // What each question is about: a dataset's records, or a document's passages (as records
     // whose prompt is the passage; `questions` replaces both prompt and answer).
     let (records, documents): (Vec<Record>, Vec<Option<String>>) = match args.task {
@@ -370,7 +372,8 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
             })
             .unzip(),
         _ => {
-            let (records, _) = args.dataset.read_usable(&args.file)?;
+            let (records, report) = args.dataset.read_usable(&args.file)?;
+            with_history = report.history_column;
             let none = vec![None; records.len()];
             (records, none)
         }
@@ -458,7 +461,13 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
                             document: documents[parent - 1].clone(),
                             picked,
                         };
-                        record_line(record, &prompt, response.as_deref(), Some(&provenance))
+                        record_line(
+                            record,
+                            &prompt,
+                            response.as_deref(),
+                            Some(&provenance),
+                            with_history,
+                        )
                     })
                     .with_context(|| format!("{} record {parent}", file.display()));
                 let failed = line.is_err();

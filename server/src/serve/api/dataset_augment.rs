@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_engine::data::augment::{augment as make, version_lines, AugmentOptions, Method};
-use glmtune_shared::api::{AugmentRequest, Dataset, Derivation, ReadOptions, RecordFormat};
+use glmtune_shared::api::{AugmentRequest, Dataset, Derivation};
 
-use super::datasets::{find, store_derived, validate, Derived};
+use super::datasets::{find, store_derived, validate, version_options, Derived};
 use crate::serve::auth::Caller;
 use crate::serve::{ApiError, AppState};
 
@@ -74,7 +74,7 @@ pub async fn augment(
     };
     let blobs = state.blobs.clone();
     let source = parent.clone();
-    let (upload, records, made, messages) = tokio::task::spawn_blocking(move || {
+    let (upload, records, made, read_options) = tokio::task::spawn_blocking(move || {
         let validated = validate(
             &blobs.path(&source.sha256),
             &source.name,
@@ -86,36 +86,16 @@ pub async fn augment(
             None => Vec::new(),
         };
         let made = make(&validated.records, &held_out, &options);
-        let text = version_lines(&validated.records, &made);
+        let text = version_lines(&validated.records, &made, validated.history);
         let upload = blobs.prepare(text.as_bytes())?;
         let messages = validated.records.iter().any(|r| !r.messages.is_empty());
-        // The new version's records (its preview and count): the parent's, then the new ones.
-        let mut records = validated.records.clone();
-        records.extend(made.kept.iter().map(|k| {
-            let mut record = validated.records[k.provenance.parent - 1].clone();
-            record.prompt = k.prompt.clone();
-            record
-        }));
-        Ok::<_, ApiError>((upload, records, made, messages))
+        let read_options = version_options(messages, validated.history);
+        // The new version read back as training will read it: its preview and count.
+        let records = validate(&upload.temp, &source.name, &read_options, None)?.records;
+        Ok::<_, ApiError>((upload, records, made, read_options))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    let read_options = if messages {
-        ReadOptions {
-            format: RecordFormat::Messages,
-            ..ReadOptions::default()
-        }
-    } else {
-        ReadOptions {
-            format: RecordFormat::Columns,
-            prompt_column: Some("prompt".into()),
-            response_column: Some("response".into()),
-            history_column: records
-                .iter()
-                .any(|r| !r.history.is_empty())
-                .then(|| "history".into()),
-        }
-    };
     let derived = Derived {
         name: format!("{} (augmented)", parent.name),
         upload,
@@ -128,6 +108,6 @@ pub async fn augment(
             dropped_leaking: made.dropped_leaking as i64,
         },
     };
-    let dataset = store_derived(&state, &caller, &parent, derived).await?;
+    let dataset = store_derived(&state, Some(caller.principal.clone()), &parent, derived).await?;
     Ok((StatusCode::CREATED, Json(dataset)).into_response())
 }

@@ -94,7 +94,7 @@ pub async fn split(
                 seed: request.seed,
             },
         };
-        made.push(store_derived(&state, &caller, &dataset, derived).await?);
+        made.push(store_derived(&state, Some(caller.principal.clone()), &dataset, derived).await?);
     }
     let validation = made.pop();
     let train = made.pop();

@@ -27,12 +27,12 @@ pub(super) const PREVIEW: usize = 5;
 const MAX_LISTED: usize = 100;
 
 /// What a valid file yields.
-pub(super) struct Validated {
-    pub(super) records: Vec<Record>,
+pub(crate) struct Validated {
+    pub(crate) records: Vec<Record>,
     options: ReadOptions,
     skipped_empty: usize,
     /// Whether prompts use the `[Round i]` template (a history column).
-    pub(super) history: bool,
+    pub(crate) history: bool,
     stats: Option<serde_json::Value>,
 }
 
@@ -49,7 +49,7 @@ pub(super) fn preview_record(record: &Record) -> PreviewRecord {
 }
 
 /// Reads and checks a stored or uploaded file (blocking).
-pub(super) fn validate(
+pub(crate) fn validate(
     path: &FsPath,
     name: &str,
     options: &ReadOptions,
@@ -214,7 +214,7 @@ pub async fn record(
 /// prepared in the store, its records as read back, in the parent's purpose.
 pub async fn store_derived(
     state: &AppState,
-    caller: &Caller,
+    owner: Option<String>,
     parent: &Dataset,
     made: Derived,
 ) -> Result<Dataset, ApiError> {
@@ -228,7 +228,7 @@ pub async fn store_derived(
         records: made.records.len() as i64,
         skipped_empty: 0,
         purpose: parent.purpose.clone(),
-        owner_id: Some(caller.principal.clone()),
+        owner_id: owner,
         created_at: now(),
         stats: None,
         preview: made
@@ -242,6 +242,24 @@ pub async fn store_derived(
     };
     record(&state.db, &state.blobs, made.upload, &dataset).await?;
     Ok(dataset)
+}
+
+/// How a new version written by `glmtune_engine::data::augment::record_line` reads: its
+/// conversations, or its `prompt`/`response` columns (and `history`, when the parent had one).
+pub fn version_options(messages: bool, history: bool) -> ReadOptions {
+    if messages {
+        ReadOptions {
+            format: RecordFormat::Messages,
+            ..ReadOptions::default()
+        }
+    } else {
+        ReadOptions {
+            format: RecordFormat::Columns,
+            prompt_column: Some("prompt".into()),
+            response_column: Some("response".into()),
+            history_column: history.then(|| "history".into()),
+        }
+    }
 }
 
 /// A dataset made from another, before it is stored.

@@ -10,6 +10,7 @@ mod presets;
 pub mod run_files;
 pub mod runs;
 mod sweeps;
+mod teachers;
 
 use axum::extract::DefaultBodyLimit;
 
@@ -45,6 +46,11 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
         route!(Read, datasets::content),
         route!(Write, dataset_split::split),
         route!(Write, dataset_augment::augment),
+        route!(Write, teachers::teach),
+        route!(Read, teachers::get_job),
+        route!(Read, teachers::list),
+        route!(Write, teachers::create),
+        route!(Write, teachers::delete),
         route!(Read, presets::list),
         route!(Read, runs::list),
         route!(Write, runs::create),

@@ -78,6 +78,17 @@ pub fn spawn_child(
     stderr_path: &Path,
     stdout_path: Option<&Path>,
 ) -> std::io::Result<Child> {
+    spawn_child_with(args, stderr_path, stdout_path, &[])
+}
+
+/// [`spawn_child`] with `env` set for the child alone (a secret it needs, never on its command
+/// line).
+pub fn spawn_child_with(
+    args: &[String],
+    stderr_path: &Path,
+    stdout_path: Option<&Path>,
+    env: &[(&str, &str)],
+) -> std::io::Result<Child> {
     // The binary this server runs, even after its file was replaced or removed (an upgrade in
     // place): on Linux /proc/self/exe still names it, where the path would name the new file or
     // nothing.
@@ -100,7 +111,8 @@ pub fn spawn_child(
         .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(Stdio::from(stderr));
+        .stderr(Stdio::from(stderr))
+        .envs(env.iter().copied());
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;

@@ -8,7 +8,7 @@
 //! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run. A sweep's
 //! trial trains to the step its sweep gives (`TrialOf::pause_at`) and is then `paused`.
 
-mod child;
+pub(crate) mod child;
 mod spawn;
 
 use std::process::Child;
