@@ -11,7 +11,7 @@ const KEPT = [
 
 // The dashboard's pages (routed in the browser): offline, a visit or reload of one is answered
 // with the kept "/" (the same index.html), which routes it. Keep in step with web/src/lib.rs.
-const PAGE = /^\/(datasets|models|runs|sweeps|compare|chats|local|keys)(\/|$)/;
+const PAGE = /^\/(datasets|models|runs|sweeps|teachers|compare|chats|local|keys)(\/|$)/;
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(SHELL).then((cache) => cache.addAll(FILES)).then(() => self.skipWaiting()));

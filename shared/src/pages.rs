@@ -3,8 +3,8 @@
 //! address. (`www/sw.js` lists the same first segments for offline visits.)
 
 /// The first path segment of every dashboard page other than `/`.
-pub const PAGES: [&str; 8] = [
-    "datasets", "models", "runs", "sweeps", "compare", "chats", "local", "keys",
+pub const PAGES: [&str; 9] = [
+    "datasets", "models", "runs", "sweeps", "teachers", "compare", "chats", "local", "keys",
 ];
 
 /// Whether `path` is one of the dashboard's pages (`/runs/ID` included).

@@ -84,6 +84,28 @@ try {
   seen.version_of = await page.locator("table.datasets tbody tr", { hasText: "(augmented)" }).first().innerText();
   await shot("4-dataset-augmented");
 
+  // This server registered as a teacher of itself, then asked for its answers to the dataset.
+  await page.goto(`${base}/#/teachers`);
+  await page.locator("input[name=teacher_name]").fill("this server");
+  await page.locator("input[name=teacher_base_url]").fill(`${base}/v1`);
+  await page.locator("input[name=teacher_model]").fill("tiny");
+  await page.locator("input[name=teacher_key]").fill(seen.key_secret);
+  await page.locator("input[name=teacher_concurrency]").fill("2");
+  await page.getByRole("button", { name: "Register" }).click();
+  await page.locator("table.teachers tbody tr", { hasText: "this server" }).waitFor();
+  seen.teacher_row = await page.locator("table.teachers tbody tr").first().innerText();
+  await shot("4-teachers");
+  await page.goto(`${base}/#/datasets`);
+  await page.locator("table.datasets button.link", { hasText: /^train\.jsonl$/ }).click();
+  await page.locator("select[name=teach_teacher] option", { hasText: "this server" }).waitFor({ state: "attached" });
+  const teacherValue = await page.locator("select[name=teach_teacher] option", { hasText: "this server" }).getAttribute("value");
+  await page.locator("select[name=teach_teacher]").selectOption(teacherValue);
+  await page.locator("input[name=teach_max_tokens]").fill("4");
+  await page.locator("form.teach button[type=submit]").click();
+  await page.locator(".detail h2", { hasText: "(taught: answer)" }).waitFor({ timeout: 120_000 });
+  seen.taught_version = await page.locator("table.datasets tbody tr", { hasText: "(taught: answer)" }).first().innerText();
+  await shot("4-dataset-taught");
+
   // A larger upload over a slow link shows its progress.
   const cdp = await page.context().newCDPSession(page);
   await cdp.send("Network.enable");
@@ -291,7 +313,7 @@ try {
   // A phone's width: nothing wider than the screen; and the dark theme.
   await page.setViewportSize({ width: 390, height: 844 });
   seen.phone_overflow = [];
-  for (const [name, hash] of [["datasets", "#/datasets"], ["runs", "#/runs"], ["sweeps", "#/sweeps"], ["run", new URL(seen.run_url).pathname.slice(1)], ["chats", "#/chats"]]) {
+  for (const [name, hash] of [["datasets", "#/datasets"], ["runs", "#/runs"], ["sweeps", "#/sweeps"], ["teachers", "#/teachers"], ["run", new URL(seen.run_url).pathname.slice(1)], ["chats", "#/chats"]]) {
     await page.goto(`${base}/${hash}`);
     await page.locator("main h1").first().waitFor();
     await page.waitForTimeout(300);

@@ -260,3 +260,13 @@ pub async fn post_stream<B: Serialize>(
     }
     Ok(())
 }
+
+/// Waits `ms` milliseconds (a job being followed).
+pub async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}

@@ -94,6 +94,7 @@ fn Pages() -> impl IntoView {
             <Route path=path!("/runs/:id") view=RunRoute />
             <Route path=path!("/compare/:ids") view=CompareRoute />
             <Route path=path!("/sweeps") view=pages::sweeps::Sweeps />
+            <Route path=path!("/teachers") view=pages::teachers::Teachers />
             <Route path=path!("/sweeps/:id") view=SweepRoute />
             <Route path=path!("/chats") view=pages::chats::Chats />
             <Route path=path!("/local") view=pages::local::InBrowser />
@@ -199,6 +200,7 @@ fn Shell() -> impl IntoView {
                 <A href="/models" attr:class=active("models")>"Models"</A>
                 <A href="/runs" attr:class=active("runs")>"Runs"</A>
                 <A href="/sweeps" attr:class=active("sweeps")>"Sweeps"</A>
+                <A href="/teachers" attr:class=active("teachers")>"Teachers"</A>
                 <A href="/chats" attr:class=active("chats")>"Chats"</A>
                 <A href="/local" attr:class=active("local")>"In this browser"</A>
             </nav>

@@ -248,6 +248,21 @@ fn dashboard_walkthrough_in_chromium() {
             .contains("augmented from train.jsonl"),
         "{seen}"
     );
+    // This server as a teacher of itself, its key sealed (the list says so and shows no key),
+    // and a version of the dataset made of its answers.
+    let teacher = seen["teacher_row"].as_str().unwrap_or_default();
+    assert!(teacher.contains("sealed"), "{seen}");
+    assert!(
+        !teacher.contains(seen["key_secret"].as_str().unwrap_or("?")),
+        "{seen}"
+    );
+    assert!(
+        seen["taught_version"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("answer by this server from train.jsonl"),
+        "{seen}"
+    );
     // The sweep from its form: 4 trials, 2 stopped at the rung, one plot a swept setting (each
     // trial a point), and the best (rank 1) promoted.
     assert_eq!(

@@ -1,8 +1,10 @@
-//! Dataset versions on the datasets page: what a dataset is a version of, the form that augments
-//! one (new prompts by rule, near-duplicates and validation leaks dropped), and an augmented
-//! version's new records beside the prompts they were made from.
+//! Dataset versions on the datasets page: what a dataset is a version of, the forms that augment
+//! one (new prompts by rule, near-duplicates and validation leaks dropped) or have a teacher make
+//! a version (its answers, rewordings or back-translations), and an augmented version's new
+//! records beside the prompts they were made from.
 
-use glmtune_shared::api::{AugmentRequest, Dataset, Derivation};
+use glmtune_shared::api::{AugmentRequest, Dataset, Derivation, List};
+use glmtune_shared::teach::{TeachJob, TeachJobState, TeachRequest, TeachTask, Teacher};
 use leptos::prelude::*;
 
 use crate::api;
@@ -139,5 +141,98 @@ pub fn VersionDiff(dataset: Dataset) -> impl IntoView {
                 }.into_any()
             }
         })}
+    }
+}
+
+/// Has a registered teacher make a new version of `dataset`; follows the job and hands the
+/// version to `on_made`.
+#[component]
+pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView {
+    let teachers = LocalResource::new(|| api::get::<List<Teacher>>("/api/v1/teachers"));
+    let teacher = RwSignal::new(String::new());
+    let task = RwSignal::new("answer".to_owned());
+    let max_tokens = RwSignal::new("64".to_owned());
+    let progress = RwSignal::new(None::<String>);
+    let error = RwSignal::new(None::<api::Failure>);
+    let id = dataset.id.clone();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let request = TeachRequest {
+            teacher: teacher.get_untracked(),
+            task: match task.get_untracked().as_str() {
+                "paraphrase" => TeachTask::Paraphrase,
+                "backtranslate" => TeachTask::Backtranslate,
+                _ => TeachTask::Answer,
+            },
+            samples: 1,
+            template: None,
+            max_tokens: max_tokens.get_untracked().trim().parse().unwrap_or(256),
+        };
+        let path = format!("/api/v1/datasets/{id}/teach");
+        leptos::task::spawn_local(async move {
+            let job = match api::post::<_, TeachJob>(&path, &request).await {
+                Ok(job) => job,
+                Err(failure) => return error.set(Some(failure)),
+            };
+            error.set(None);
+            // Followed until it ends: the records written so far, then the new version.
+            loop {
+                api::sleep(500).await;
+                let now =
+                    match api::get::<TeachJob>(&format!("/api/v1/teach-jobs/{}", job.id)).await {
+                        Ok(now) => now,
+                        Err(failure) => return error.set(Some(failure)),
+                    };
+                progress.set(Some(format!(
+                    "{}: {} records",
+                    now.state.as_str(),
+                    now.written
+                )));
+                match now.state {
+                    TeachJobState::Succeeded => {
+                        if let Some(made) = now.made_dataset {
+                            match api::get::<Dataset>(&format!("/api/v1/datasets/{made}")).await {
+                                Ok(made) => on_made.run(made),
+                                Err(failure) => error.set(Some(failure)),
+                            }
+                        }
+                        return;
+                    }
+                    TeachJobState::Failed => {
+                        return error.set(Some(api::Failure::local(
+                            now.error
+                                .unwrap_or_else(|| "the teaching job failed".into()),
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        });
+    };
+    view! {
+        <form class="teach" on:submit=submit>
+            <h3>"Teach: a new version made by a teacher"</h3>
+            <div class="row">
+                <label>"Teacher"
+                    <select name="teach_teacher" required on:change=move |ev| teacher.set(event_target_value(&ev))>
+                        <option value="">"choose… (register one under Teachers)"</option>
+                        {move || teachers.get().and_then(Result::ok).map(|list| list.data.into_iter()
+                            .map(|t| view! { <option value=t.id.clone()>{format!("{} ({})", t.name, t.model)}</option> })
+                            .collect_view())}
+                    </select>
+                </label>
+                <label>"Task"
+                    <select name="teach_task" on:change=move |ev| task.set(event_target_value(&ev))>
+                        <option value="answer">"its answers (distillation)"</option>
+                        <option value="paraphrase">"reworded prompts"</option>
+                        <option value="backtranslate">"back-translated prompts"</option>
+                    </select>
+                </label>
+                <label>"Max tokens"<input name="teach_max_tokens" bind:value=max_tokens inputmode="numeric" /></label>
+            </div>
+            <button type="submit">"Teach"</button>
+            <p class="status" aria-live="polite">{move || progress.get()}</p>
+            {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
+        </form>
     }
 }

@@ -13,7 +13,7 @@ use wasm_bindgen_futures::JsFuture;
 use crate::api;
 use crate::chart::Histogram;
 use crate::measure::{self, Checked, MAX_LOCAL_BYTES};
-use crate::pages::dataset_versions::{version_of, AugmentForm, VersionDiff};
+use crate::pages::dataset_versions::{version_of, AugmentForm, TeachForm, VersionDiff};
 use crate::pages::{loaded, model_options, ErrorNote, Table};
 
 /// A file chosen for upload, with its bytes once read.
@@ -328,7 +328,7 @@ fn DatasetDetail(
     on_made: Callback<Dataset>,
 ) -> impl IntoView {
     let augmented = matches!(dataset.derivation, Some(Derivation::Augment { .. }));
-    let (diffed, augmenting) = (dataset.clone(), dataset.clone());
+    let (diffed, augmenting, teaching) = (dataset.clone(), dataset.clone(), dataset.clone());
     let stats = dataset
         .stats
         .clone()
@@ -349,6 +349,7 @@ fn DatasetDetail(
                 </Table>
             {augmented.then(|| view! { <VersionDiff dataset=diffed /> })}
             <AugmentForm dataset=augmenting others=others on_made=on_made />
+            <TeachForm dataset=teaching on_made=on_made />
         </div>
     }
 }

@@ -12,6 +12,7 @@ pub mod run;
 pub mod runs;
 pub mod settings_form;
 pub mod sweeps;
+pub mod teachers;
 
 use glmtune_shared::error::InvalidRecords;
 use leptos::prelude::*;
