@@ -55,6 +55,8 @@ pub enum TeachTask {
     Answer,
     Paraphrase,
     Backtranslate,
+    /// The answers rewritten in the domain's style.
+    Rewrite,
 }
 
 impl TeachTask {
@@ -63,6 +65,7 @@ impl TeachTask {
             TeachTask::Answer => "answer",
             TeachTask::Paraphrase => "paraphrase",
             TeachTask::Backtranslate => "backtranslate",
+            TeachTask::Rewrite => "rewrite",
         }
     }
 }

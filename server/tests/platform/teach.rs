@@ -310,6 +310,25 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
             "{text}"
         );
     }
+    // Answers rewritten: the prompt kept, the teacher's rewriting of the record's answer.
+    let out = dir.join("rewritten.jsonl");
+    let output = teach(&out, &url, &["--task", "rewrite", "--concurrency", "8"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for row in lines(&out) {
+        let n = row["provenance"]["parent"].as_u64().unwrap() as usize;
+        assert_eq!(row["provenance"]["method"], "teacher_rewrite");
+        assert_eq!(row["prompt"], parent[n - 1]["content"]);
+        let answer = row["response"].as_str().unwrap();
+        let own = parent[n - 1]["summary"].as_str().unwrap();
+        assert!(
+            answer.starts_with("答：请用专业") && answer.ends_with(own),
+            "{answer}"
+        );
+    }
     // Three answers a prompt, the one the teacher judges best kept (its second).
     let out = dir.join("judged.jsonl");
     let output = teach(

@@ -162,6 +162,7 @@ pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView 
             task: match task.get_untracked().as_str() {
                 "paraphrase" => TeachTask::Paraphrase,
                 "backtranslate" => TeachTask::Backtranslate,
+                "rewrite" => TeachTask::Rewrite,
                 _ => TeachTask::Answer,
             },
             samples: 1,
@@ -226,6 +227,7 @@ pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView 
                         <option value="answer">"its answers (distillation)"</option>
                         <option value="paraphrase">"reworded prompts"</option>
                         <option value="backtranslate">"back-translated prompts"</option>
+                        <option value="rewrite">"answers rewritten in the domain's style"</option>
                     </select>
                 </label>
                 <label>"Max tokens"<input name="teach_max_tokens" bind:value=max_tokens inputmode="numeric" /></label>

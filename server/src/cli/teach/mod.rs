@@ -2,7 +2,8 @@
 //! behind an OpenAI-compatible endpoint makes a new dataset from a parent's prompts —
 //! `--task answer`, its answers to them (sequence-level distillation: a student's prefix then
 //! trains on what the teacher says); `--task paraphrase`, `--samples` rewordings of each prompt
-//! with the parent's answer kept; `--task backtranslate`, each prompt into English and back; or,
+//! with the parent's answer kept; `--task backtranslate`, each prompt into English and back;
+//! `--task rewrite`, each answer rewritten in the domain's style; or,
 //! from a text or Markdown document (FILE, or a folder of them), `--task questions`: a question
 //! about each passage and its answer from the passage. Every record names its parent record (or
 //! passage and document), the task, the teacher and the templates.
@@ -40,6 +41,9 @@ pub enum Task {
     Paraphrase,
     /// The teacher translates each prompt into English and back: a new prompt, the answer kept.
     Backtranslate,
+    /// The teacher rewrites each answer in the domain's style (`{response}` in the template): the
+    /// prompt kept, the rewritten answer its response.
+    Rewrite,
     /// FILE is a text or Markdown document (or a folder of them): for each passage the teacher
     /// writes a question, then answers it from the passage.
     Questions,
@@ -54,6 +58,7 @@ impl Task {
                 "请换一种说法改写下面的问题，意思不变，只输出改写后的问题：\n{prompt}"
             }
             Task::Backtranslate => "Translate into English. Output the translation only:\n{prompt}",
+            Task::Rewrite => "请用专业、准确、简洁的语气改写下面问题的回答，意思不变，只输出改写后的回答。\n问题：{prompt}\n回答：{response}",
             Task::Questions => "根据下面的资料提出一个问题，只输出问题：\n{prompt}",
         }
     }
@@ -62,7 +67,7 @@ impl Task {
     /// `{first}` the first answer.
     fn second_template(self) -> Option<&'static str> {
         match self {
-            Task::Answer | Task::Paraphrase => None,
+            Task::Answer | Task::Paraphrase | Task::Rewrite => None,
             Task::Backtranslate => Some("把下面的英文翻译成中文，只输出译文：\n{first}"),
             Task::Questions => Some("根据资料回答问题。\n资料：{prompt}\n问题：{first}"),
         }
@@ -73,6 +78,7 @@ impl Task {
             Task::Answer => "teacher_answer",
             Task::Paraphrase => "teacher_paraphrase",
             Task::Backtranslate => "teacher_backtranslation",
+            Task::Rewrite => "teacher_rewrite",
             Task::Questions => "teacher_questions",
         }
     }
@@ -320,7 +326,10 @@ fn ask(
     record: &Record,
     seed: Option<u64>,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let first = teacher.ask(&template.replace("{prompt}", &record.prompt), seed)?;
+    let question = template
+        .replace("{prompt}", &record.prompt)
+        .replace("{response}", &record.response);
+    let first = teacher.ask(&question, seed)?;
     let first = first.trim().to_owned();
     let then = |second: &str| -> anyhow::Result<String> {
         let question = second
@@ -331,6 +340,7 @@ fn ask(
     Ok(match (task, second) {
         (Task::Answer, _) => (record.prompt.clone(), Some(first)),
         (Task::Paraphrase, _) => (first, None),
+        (Task::Rewrite, _) => (record.prompt.clone(), Some(first)),
         (Task::Backtranslate, Some(second)) => (then(second)?, None),
         (Task::Questions, Some(second)) => {
             let answer = then(second)?;
