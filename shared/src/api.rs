@@ -325,6 +325,25 @@ pub struct AugmentRequest {
     pub validation_dataset: Option<String>,
 }
 
+/// What an augmentation would make (`POST /api/v1/datasets/{id}/augment/preview`), nothing saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AugmentPreview {
+    pub new_records: i64,
+    pub dropped_duplicates: i64,
+    pub dropped_leaking: i64,
+    /// A few new prompts of each method, beside the prompt each was made from.
+    pub examples: Vec<AugmentExample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AugmentExample {
+    pub method: String,
+    pub from: String,
+    pub to: String,
+}
+
 fn one_copy() -> u64 {
     1
 }

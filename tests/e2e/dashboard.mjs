@@ -76,7 +76,11 @@ try {
   seen.preview_rows = await page.locator("table.preview tbody tr").count();
   await shot("4-dataset");
 
-  // A new version of it: new prompts by rule, shown beside the prompts they came from.
+  // A new version of it: new prompts by rule, previewed, then saved and shown beside the prompts
+  // they came from.
+  await page.locator("button[name=augment_preview]").click();
+  await page.locator("table.augment-preview tbody tr").first().waitFor();
+  seen.preview_examples = await page.locator("table.augment-preview tbody tr").count();
   await page.locator("form.augment button[type=submit]").click();
   await page.locator(".detail h2", { hasText: "(augmented)" }).waitFor();
   await page.locator("table.version-diff tbody tr").first().waitFor();

@@ -241,6 +241,7 @@ fn dashboard_walkthrough_in_chromium() {
     // The uploaded dataset augmented from its page: a version naming its parent, its new
     // prompts beside their parents'.
     assert!(seen["augmented_rows"].as_u64().unwrap_or(0) > 0, "{seen}");
+    assert!(seen["preview_examples"].as_u64().unwrap_or(0) > 0, "{seen}");
     assert!(
         seen["version_of"]
             .as_str()

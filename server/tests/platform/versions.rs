@@ -34,10 +34,33 @@ fn an_augmented_version_names_its_parent_and_reads_as_a_dataset() {
     assert_eq!(refused.status, 400, "{}", refused.text());
     assert!(refused.text().contains("methods"), "{}", refused.text());
 
+    let options =
+        json!({"copies": 2, "rate": 0.2, "threshold": 0.8, "validation_dataset": validation["id"]});
+    // A preview first: what it would make, nothing stored.
+    let before = server.get("/api/v1/datasets", &key).json()["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let preview = server.post(
+        &format!("/api/v1/datasets/{train_id}/augment/preview"),
+        &key,
+        &options,
+    );
+    assert_eq!(preview.status, 200, "{}", preview.text());
+    let preview = preview.json();
+    assert!(
+        !preview["examples"].as_array().unwrap().is_empty(),
+        "{preview}"
+    );
+    let after = server.get("/api/v1/datasets", &key).json()["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "a preview stores nothing");
     let made = server.post(
         &format!("/api/v1/datasets/{train_id}/augment"),
         &key,
-        &json!({"copies": 2, "rate": 0.2, "threshold": 0.8, "validation_dataset": validation["id"]}),
+        &options,
     );
     assert_eq!(made.status, 201, "{}", made.text());
     let made = made.json();
@@ -45,6 +68,11 @@ fn an_augmented_version_names_its_parent_and_reads_as_a_dataset() {
     let derivation = &made["derivation"];
     assert_eq!(derivation["kind"], "augment");
     let new = derivation["new_records"].as_i64().unwrap();
+    assert_eq!(
+        preview["new_records"].as_i64(),
+        Some(new),
+        "the preview made the same"
+    );
     assert!(new > 0, "{made}");
     assert_eq!(
         made["records"].as_i64().unwrap(),

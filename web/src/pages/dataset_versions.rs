@@ -3,7 +3,7 @@
 //! a version (its answers, rewordings or back-translations), and an augmented version's new
 //! records beside the prompts they were made from.
 
-use glmtune_shared::api::{AugmentRequest, Dataset, Derivation, List};
+use glmtune_shared::api::{AugmentPreview, AugmentRequest, Dataset, Derivation, List};
 use glmtune_shared::teach::{TeachJob, TeachJobState, TeachRequest, TeachTask, Teacher};
 use leptos::prelude::*;
 
@@ -43,21 +43,36 @@ pub fn AugmentForm(
     let seed = RwSignal::new("42".to_owned());
     let validation = RwSignal::new(String::new());
     let error = RwSignal::new(None::<api::Failure>);
+    let previewed = RwSignal::new(None::<AugmentPreview>);
     let id = dataset.id.clone();
+    let request = move || AugmentRequest {
+        methods: picked
+            .iter()
+            .filter(|(_, on)| on.get_untracked())
+            .map(|(m, _)| (*m).to_owned())
+            .collect(),
+        copies: copies.get_untracked().trim().parse().unwrap_or(1),
+        rate: 0.1,
+        seed: seed.get_untracked().trim().parse().unwrap_or(42),
+        threshold: 0.9,
+        validation_dataset: Some(validation.get_untracked()).filter(|v| !v.is_empty()),
+    };
+    let preview_path = format!("/api/v1/datasets/{id}/augment/preview");
+    let preview = move |_| {
+        let (path, request) = (preview_path.clone(), request());
+        leptos::task::spawn_local(async move {
+            match api::post::<_, AugmentPreview>(&path, &request).await {
+                Ok(seen) => {
+                    error.set(None);
+                    previewed.set(Some(seen));
+                }
+                Err(failure) => error.set(Some(failure)),
+            }
+        });
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let request = AugmentRequest {
-            methods: picked
-                .iter()
-                .filter(|(_, on)| on.get_untracked())
-                .map(|(m, _)| (*m).to_owned())
-                .collect(),
-            copies: copies.get_untracked().trim().parse().unwrap_or(1),
-            rate: 0.1,
-            seed: seed.get_untracked().trim().parse().unwrap_or(42),
-            threshold: 0.9,
-            validation_dataset: Some(validation.get_untracked()).filter(|v| !v.is_empty()),
-        };
+        let request = request();
         let path = format!("/api/v1/datasets/{id}/augment");
         leptos::task::spawn_local(async move {
             match api::post::<_, Dataset>(&path, &request).await {
@@ -86,7 +101,18 @@ pub fn AugmentForm(
                     </select>
                 </label>
             </div>
-            <button type="submit">"Augment"</button>
+            <div class="row">
+                <button type="button" name="augment_preview" on:click=preview>"Preview"</button>
+                <button type="submit">"Augment"</button>
+            </div>
+            {move || previewed.get().map(|p| view! {
+                <p class="muted">{format!("Would add {} records; {} near-duplicates and {} leaks dropped.", p.new_records, p.dropped_duplicates, p.dropped_leaking)}</p>
+                <Table class="augment-preview" headers=&["Method", "Made from", "New prompt"]>
+                    {p.examples.into_iter().map(|e| view! {
+                        <tr><td>{e.method}</td><td>{e.from}</td><td>{e.to}</td></tr>
+                    }).collect_view()}
+                </Table>
+            })}
             {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
         </form>
     }

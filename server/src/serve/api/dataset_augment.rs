@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_engine::data::augment::{augment as make, version_lines, AugmentOptions, Method};
-use glmtune_shared::api::{AugmentRequest, Dataset, Derivation};
+use glmtune_shared::api::{AugmentExample, AugmentPreview, AugmentRequest, Dataset, Derivation};
 
 use super::datasets::{find, store_derived, validate, version_options, Derived};
 use crate::serve::auth::Caller;
@@ -31,47 +31,7 @@ pub async fn augment(
     body: Result<Json<AugmentRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
-    let methods = request
-        .methods
-        .iter()
-        .map(|m| m.parse::<Method>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::invalid(format!("methods: {e}")))?;
-    if !(0.0..=1.0).contains(&request.rate) || !(0.0..=1.0).contains(&request.threshold) {
-        return Err(ApiError::invalid(
-            "rate, threshold: give numbers from 0 to 1",
-        ));
-    }
-    let parent = find(&state, &id).await?;
-    let per_record = request.copies.saturating_mul(if methods.is_empty() {
-        Method::ALL.len() as u64
-    } else {
-        methods.len() as u64
-    });
-    if request.copies == 0 || per_record.saturating_mul(parent.records.max(0) as u64) > MAX_NEW {
-        return Err(ApiError::invalid(format!(
-            "copies: give 1 or more, and at most {MAX_NEW} new prompts in all"
-        )));
-    }
-    let validation = match &request.validation_dataset {
-        Some(v) => Some(
-            find(&state, v)
-                .await
-                .map_err(|e| e.context("validation_dataset"))?,
-        ),
-        None => None,
-    };
-    let options = AugmentOptions {
-        methods: if methods.is_empty() {
-            Method::ALL.to_vec()
-        } else {
-            methods
-        },
-        copies: request.copies as usize,
-        rate: request.rate,
-        seed: request.seed,
-        threshold: request.threshold,
-    };
+    let (parent, validation, options) = checked(&state, &id, &request).await?;
     let blobs = state.blobs.clone();
     let source = parent.clone();
     let (upload, records, made, read_options) = tokio::task::spawn_blocking(move || {
@@ -110,4 +70,114 @@ pub async fn augment(
     };
     let dataset = store_derived(&state, Some(caller.principal.clone()), &parent, derived).await?;
     Ok((StatusCode::CREATED, Json(dataset)).into_response())
+}
+
+/// The dataset, its validation set and the options `request` asks for, checked.
+async fn checked(
+    state: &AppState,
+    id: &str,
+    request: &AugmentRequest,
+) -> Result<(Dataset, Option<Dataset>, AugmentOptions), ApiError> {
+    let methods = request
+        .methods
+        .iter()
+        .map(|m| m.parse::<Method>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid(format!("methods: {e}")))?;
+    if !(0.0..=1.0).contains(&request.rate) || !(0.0..=1.0).contains(&request.threshold) {
+        return Err(ApiError::invalid(
+            "rate, threshold: give numbers from 0 to 1",
+        ));
+    }
+    let parent = find(state, id).await?;
+    let per_record = request.copies.saturating_mul(if methods.is_empty() {
+        Method::ALL.len() as u64
+    } else {
+        methods.len() as u64
+    });
+    if request.copies == 0 || per_record.saturating_mul(parent.records.max(0) as u64) > MAX_NEW {
+        return Err(ApiError::invalid(format!(
+            "copies: give 1 or more, and at most {MAX_NEW} new prompts in all"
+        )));
+    }
+    let validation = match &request.validation_dataset {
+        Some(v) => Some(
+            find(state, v)
+                .await
+                .map_err(|e| e.context("validation_dataset"))?,
+        ),
+        None => None,
+    };
+    let options = AugmentOptions {
+        methods: if methods.is_empty() {
+            Method::ALL.to_vec()
+        } else {
+            methods
+        },
+        copies: request.copies as usize,
+        rate: request.rate,
+        seed: request.seed,
+        threshold: request.threshold,
+    };
+    Ok((parent, validation, options))
+}
+
+/// Up to this many new prompts a method are shown by a preview.
+const PREVIEW_EXAMPLES: usize = 5;
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/datasets/{id}/augment/preview",
+    summary = "What an augmentation would make, without saving it: counts and examples a method",
+    request_body = AugmentRequest,
+    responses((status = 200, body = AugmentPreview))
+)]
+pub async fn preview(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<AugmentRequest>, JsonRejection>,
+) -> Result<Json<AugmentPreview>, ApiError> {
+    let Json(request) = body?;
+    let (parent, validation, options) = checked(&state, &id, &request).await?;
+    let blobs = state.blobs.clone();
+    let preview = tokio::task::spawn_blocking(move || {
+        let records = validate(
+            &blobs.path(&parent.sha256),
+            &parent.name,
+            &parent.read_options,
+            None,
+        )?
+        .records;
+        let held_out = match &validation {
+            Some(v) => validate(&blobs.path(&v.sha256), &v.name, &v.read_options, None)?.records,
+            None => Vec::new(),
+        };
+        let made = make(&records, &held_out, &options);
+        let examples = made
+            .kept
+            .iter()
+            .filter({
+                let mut shown = std::collections::HashMap::<Method, usize>::new();
+                move |k| {
+                    let n = shown.entry(k.provenance.method).or_default();
+                    *n += 1;
+                    *n <= PREVIEW_EXAMPLES
+                }
+            })
+            .map(|k| AugmentExample {
+                method: k.provenance.method.as_str().to_owned(),
+                from: records[k.provenance.parent - 1].prompt.clone(),
+                to: k.prompt.clone(),
+            })
+            .collect();
+        Ok::<_, ApiError>(AugmentPreview {
+            new_records: made.kept.len() as i64,
+            dropped_duplicates: made.dropped_duplicates as i64,
+            dropped_leaking: made.dropped_leaking as i64,
+            examples,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(preview))
 }

@@ -46,6 +46,7 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
         route!(Read, datasets::content),
         route!(Write, dataset_split::split),
         route!(Write, dataset_augment::augment),
+        route!(Write, dataset_augment::preview),
         route!(Write, teachers::teach),
         route!(Read, teachers::get_job),
         route!(Read, teachers::list),
