@@ -96,18 +96,7 @@ async fn step(state: &AppState, active: &mut Option<Active>) -> Result<(), ApiEr
                     )
                     .await?;
             }
-            Err(error) => {
-                state
-                    .db
-                    .teach_job_transition(
-                        &job.id,
-                        TeachJobState::Running,
-                        TeachJobState::Failed,
-                        Some(&error.to_string()),
-                        None,
-                    )
-                    .await?;
-            }
+            Err(error) => fail(state, &job, &error).await?,
         }
         return Ok(());
     }
@@ -147,19 +136,23 @@ async fn step(state: &AppState, active: &mut Option<Active>) -> Result<(), ApiEr
     };
     match spawn(state, &job).await {
         Ok(child) => *active = Some(Active { job, child }),
-        Err(error) => {
-            state
-                .db
-                .teach_job_transition(
-                    &job.id,
-                    TeachJobState::Running,
-                    TeachJobState::Failed,
-                    Some(&error.to_string()),
-                    None,
-                )
-                .await?;
-        }
+        Err(error) => fail(state, &job, &error).await?,
     }
+    Ok(())
+}
+
+/// Marks a running job failed, saying why.
+async fn fail(state: &AppState, job: &TeachJob, error: &ApiError) -> Result<(), ApiError> {
+    state
+        .db
+        .teach_job_transition(
+            &job.id,
+            TeachJobState::Running,
+            TeachJobState::Failed,
+            Some(&error.to_string()),
+            None,
+        )
+        .await?;
     Ok(())
 }
 

@@ -25,6 +25,16 @@ fn teach(out: &Path, url: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The report of a `glmtune data teach` that succeeded.
+fn report_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -52,15 +62,10 @@ fn the_server_itself_teaches_and_its_answers_become_the_responses() {
             "2",
         ],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = report_of(&output);
     let printed = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(!printed.contains(&key), "the key is never printed");
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         (report["written"].clone(), report["retries"].clone()),
         (json!(8), json!(0))
@@ -205,12 +210,7 @@ fn a_failing_teacher_is_retried_and_a_killed_job_ends_with_every_record_once() {
     let (url, requests) = flaky_teacher(Duration::ZERO);
     let out = dir.join("taught.jsonl");
     let output = teach(&out, &url, &["--concurrency", "3"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report_of(&output);
     assert_eq!(
         (report["written"].clone(), report["retries"].clone()),
         (json!(8), json!(16))
@@ -257,12 +257,7 @@ fn a_failing_teacher_is_retried_and_a_killed_job_ends_with_every_record_once() {
         .write_all(b"{\"prompt\": \"half")
         .unwrap();
     let output = teach(&out, &url, &[]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = report_of(&output);
     assert_eq!(report["already_done"], before);
     assert_eq!(report["written"], 8 - before);
     let mut parents: Vec<u64> = lines(&out)
@@ -286,11 +281,7 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
         &url,
         &["--task", "backtranslate", "--concurrency", "8"],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    report_of(&output);
     assert_eq!(requests.load(Ordering::SeqCst), 8 * 2 * 3);
     let parent: Vec<Value> = lines(Path::new(&fixture("train.jsonl")));
     for row in lines(&out) {
@@ -313,11 +304,7 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
     // Answers rewritten: the prompt kept, the teacher's rewriting of the record's answer.
     let out = dir.join("rewritten.jsonl");
     let output = teach(&out, &url, &["--task", "rewrite", "--concurrency", "8"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    report_of(&output);
     for row in lines(&out) {
         let n = row["provenance"]["parent"].as_u64().unwrap() as usize;
         assert_eq!(row["provenance"]["method"], "teacher_rewrite");
@@ -336,11 +323,7 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
         &url,
         &["--samples", "3", "--keep", "judge", "--concurrency", "8"],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    report_of(&output);
     let rows = lines(&out);
     assert_eq!(rows.len(), 8, "one record a prompt");
     for row in rows {
@@ -387,11 +370,7 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
         ])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    report_of(&output);
     let rows = lines(&out);
     assert_eq!(rows.len(), 3, "one record a passage");
     for row in rows {
