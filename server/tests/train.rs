@@ -105,6 +105,54 @@ fn forward_batching_and_checkpointing_keep_the_trajectory() {
     );
 }
 
+/// A job that pauses at a step (a sweep's rung), started again once it is there — its server
+/// killed after the checkpoint was written, before it saw the child exit — trains no further step.
+#[test]
+fn a_job_restarted_at_its_pause_stays_there() {
+    let dir = scratch("pause-again");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut job = TrainJob {
+        model: fixture("model").into(),
+        train_file: fixture("train.jsonl").into(),
+        validation_file: None,
+        dataset: ReadOptions::default(),
+        skip_invalid: false,
+        output_dir: dir.join("run"),
+        init_adapter: Some(fixture("adapter_init").into()),
+        probe_file: None,
+        teacher_model: None,
+        teacher_adapter: None,
+        resume: false,
+        stop_after_step: Some(4),
+        device: "cpu".into(),
+        settings: RunSettings {
+            max_steps: Some(12),
+            logging_steps: Some(1),
+            max_source_length: Some(24),
+            max_target_length: Some(16),
+            per_device_train_batch_size: Some(2),
+            gradient_accumulation_steps: Some(1),
+            ..RunSettings::default()
+        },
+    };
+    let path = dir.join("job.json");
+    let run = |job: &TrainJob| {
+        job.write(&path).unwrap();
+        glmtune_ok(&[
+            "train".into(),
+            "--job".into(),
+            path.to_string_lossy().into(),
+        ])
+    };
+    run(&job);
+    job.resume = true;
+    let again = run(&job);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("paused after step 4"));
+    let last = log_rows(&dir.join("run")).iter().map(LogRow::step).max();
+    assert_eq!(last, Some(4), "no step past the pause");
+    assert!(!dir.join("run/pytorch_model.bin").exists());
+}
+
 /// The fixture's recipe as a job file (what the server's supervisor writes): the same trajectory
 /// and adapter as the flags give. Settings left out take the official defaults, as unset flags do.
 #[test]

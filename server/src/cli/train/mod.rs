@@ -348,6 +348,15 @@ fn train(
             }
         }
     }
+    // A pause already reached (a run restarted after its checkpoint at the pause was written but
+    // before it exited): it trains nothing and stays paused there.
+    if job.stop_after_step.is_some_and(|at| trainer.step() >= at) && trainer.step() < max_steps {
+        eprintln!(
+            "glmtune: paused after step {0} (checkpoint-{0}); resume goes on",
+            trainer.step()
+        );
+        return Ok(());
+    }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();
