@@ -7,11 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use glmtune_engine::data::augment::{augment as make, version_lines, AugmentOptions, Method};
+use glmtune_engine::data::augment::{
+    augment as make, version_lines, AugmentOptions, Augmentation, Method,
+};
 use glmtune_shared::api::{AugmentExample, AugmentPreview, AugmentRequest, Dataset, Derivation};
 
-use super::datasets::{find, store_derived, validate, version_options, Derived};
+use super::datasets::{find, store_derived, validate, version_options, Derived, Validated};
 use crate::serve::auth::Caller;
+use crate::serve::blobs::Blobs;
 use crate::serve::{ApiError, AppState};
 
 /// The most new prompts one request may make.
@@ -35,17 +38,7 @@ pub async fn augment(
     let blobs = state.blobs.clone();
     let source = parent.clone();
     let (upload, records, made, read_options) = tokio::task::spawn_blocking(move || {
-        let validated = validate(
-            &blobs.path(&source.sha256),
-            &source.name,
-            &source.read_options,
-            None,
-        )?;
-        let held_out = match &validation {
-            Some(v) => validate(&blobs.path(&v.sha256), &v.name, &v.read_options, None)?.records,
-            None => Vec::new(),
-        };
-        let made = make(&validated.records, &held_out, &options);
+        let (validated, made) = generate(&blobs, &source, validation.as_ref(), &options)?;
         let text = version_lines(&validated.records, &made, validated.history);
         let upload = blobs.prepare(text.as_bytes())?;
         let messages = validated.records.iter().any(|r| !r.messages.is_empty());
@@ -70,6 +63,24 @@ pub async fn augment(
     };
     let dataset = store_derived(&state, Some(caller.principal.clone()), &parent, derived).await?;
     Ok((StatusCode::CREATED, Json(dataset)).into_response())
+}
+
+/// The parent's records as read, and what `options` make of them with `validation`'s prompts
+/// kept clear of (blocking: reads both datasets).
+fn generate(
+    blobs: &Blobs,
+    parent: &Dataset,
+    validation: Option<&Dataset>,
+    options: &AugmentOptions,
+) -> Result<(Validated, Augmentation), ApiError> {
+    let read = |d: &Dataset| validate(&blobs.path(&d.sha256), &d.name, &d.read_options, None);
+    let validated = read(parent)?;
+    let held_out = match validation {
+        Some(v) => read(v)?.records,
+        None => Vec::new(),
+    };
+    let made = make(&validated.records, &held_out, options);
+    Ok((validated, made))
 }
 
 /// The dataset, its validation set and the options `request` asks for, checked.
@@ -141,18 +152,8 @@ pub async fn preview(
     let (parent, validation, options) = checked(&state, &id, &request).await?;
     let blobs = state.blobs.clone();
     let preview = tokio::task::spawn_blocking(move || {
-        let records = validate(
-            &blobs.path(&parent.sha256),
-            &parent.name,
-            &parent.read_options,
-            None,
-        )?
-        .records;
-        let held_out = match &validation {
-            Some(v) => validate(&blobs.path(&v.sha256), &v.name, &v.read_options, None)?.records,
-            None => Vec::new(),
-        };
-        let made = make(&records, &held_out, &options);
+        let (validated, made) = generate(&blobs, &parent, validation.as_ref(), &options)?;
+        let records = validated.records;
         let examples = made
             .kept
             .iter()
