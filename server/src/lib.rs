@@ -11,3 +11,4 @@ pub mod precision;
 pub mod run_folder;
 pub mod serve;
 pub mod sweep;
+pub mod teach_journal;

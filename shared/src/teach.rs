@@ -57,6 +57,9 @@ pub enum TeachTask {
     Backtranslate,
     /// The answers rewritten in the domain's style.
     Rewrite,
+    /// A question about each passage of the request's `documents`, and its answer from the
+    /// passage: new records beside the dataset's own.
+    Questions,
 }
 
 impl TeachTask {
@@ -66,8 +69,53 @@ impl TeachTask {
             TeachTask::Paraphrase => "paraphrase",
             TeachTask::Backtranslate => "backtranslate",
             TeachTask::Rewrite => "rewrite",
+            TeachTask::Questions => "questions",
         }
     }
+
+    /// Whether the task makes new prompts: the version then holds the parent's records and the
+    /// new ones, near-duplicates and validation leaks dropped. The others give the parent's
+    /// prompts new answers: the version holds those alone.
+    pub fn makes_prompts(self) -> bool {
+        matches!(
+            self,
+            TeachTask::Paraphrase | TeachTask::Backtranslate | TeachTask::Questions
+        )
+    }
+}
+
+/// Which of a prompt's sampled answers become records (`--keep`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TeachKeep {
+    /// Every sample is a record.
+    #[default]
+    All,
+    /// The one closest to the record's own answer (ROUGE-L).
+    Rouge,
+    /// The one the teacher judges best.
+    Judge,
+}
+
+impl TeachKeep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TeachKeep::All => "all",
+            TeachKeep::Rouge => "rouge",
+            TeachKeep::Judge => "judge",
+        }
+    }
+}
+
+/// A text or Markdown document to ask questions about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TeachDocument {
+    /// Its file name (`.md` or `.txt`).
+    pub name: String,
+    pub text: String,
 }
 
 /// `POST /api/v1/datasets/{id}/teach`.
@@ -83,6 +131,47 @@ pub struct TeachRequest {
     pub template: Option<String>,
     #[serde(default = "max_tokens")]
     pub max_tokens: u64,
+    /// With `answer` and several `samples`: which answer of a prompt's is kept.
+    #[serde(default)]
+    pub keep: TeachKeep,
+    /// The documents of `questions` (and only of it).
+    #[serde(default)]
+    pub documents: Vec<TeachDocument>,
+    /// A new prompt like one of this dataset's prompts is dropped (it would leak).
+    #[serde(default)]
+    pub validation_dataset: Option<String>,
+    /// The character-3-gram similarity (MinHash) at which two prompts are the same.
+    #[serde(default = "threshold")]
+    pub threshold: f64,
+}
+
+fn threshold() -> f64 {
+    0.9
+}
+
+/// What `glmtune data teach` prints when it ends, and keeps beside its output while it runs
+/// (`OUT.report.json`): the server's teaching jobs show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TeachReport {
+    /// Records (or passages) asked about.
+    pub parent_records: u64,
+    /// Answers the job's journal held before this run (an interrupted job's).
+    pub already_done: u64,
+    /// Answers this run added to the journal.
+    pub written: u64,
+    /// New records in the output, once it is made.
+    pub kept: u64,
+    pub dropped_duplicates: u64,
+    pub dropped_leaking: u64,
+    /// The parent's own records at the head of the output (tasks that make prompts).
+    pub parent_included: u64,
+    /// Over every run of the job, not only this one.
+    pub retries: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Whether the output is made (every question answered).
+    pub finished: bool,
 }
 
 fn one() -> u64 {
@@ -136,9 +225,12 @@ pub struct TeachJob {
     pub error: Option<String>,
     /// The new version, once it succeeded.
     pub made_dataset: Option<String>,
-    /// Records written so far (the job's file).
+    /// Answers in so far (the job's journal).
     #[serde(default)]
     pub written: i64,
+    /// Tokens, retries and what was dropped, as the job's command last reported them.
+    #[serde(default)]
+    pub report: Option<TeachReport>,
     pub owner_id: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,

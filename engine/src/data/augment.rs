@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::near_duplicates::{MinHash, NearDuplicates, Signature, Verdict};
 use super::Record;
 use crate::metrics::segment::cut;
 
@@ -124,19 +125,12 @@ pub fn augment(
     validation: &[Record],
     options: &AugmentOptions,
 ) -> Augmentation {
-    let hasher = MinHash::new(options.seed);
-    let mut seen: Vec<Signature> = records
-        .iter()
-        .map(|r| hasher.signature(&r.prompt))
-        .collect();
-    let held_out: Vec<Signature> = validation
-        .iter()
-        .map(|r| hasher.signature(&r.prompt))
-        .collect();
-    let similar = |a: &Signature, pool: &[Signature]| {
-        pool.iter()
-            .any(|b| MinHash::similarity(a, b) >= options.threshold)
-    };
+    let mut novelty = NearDuplicates::new(
+        options.seed,
+        options.threshold,
+        records.iter().map(|r| r.prompt.as_str()),
+        validation.iter().map(|r| r.prompt.as_str()),
+    );
     let mut out = Augmentation::default();
     for (index, record) in records.iter().enumerate() {
         let words: Vec<&str> = cut(&record.prompt);
@@ -155,23 +149,21 @@ pub fn augment(
                         ^ (copy as u64).wrapping_mul(0x1656_67B1_9E37_79F9),
                 );
                 let prompt = apply(method, &words, &pool, options.rate, &mut rng);
-                let signature = hasher.signature(&prompt);
-                if similar(&signature, &held_out) {
-                    out.dropped_leaking += 1;
-                } else if prompt.trim().is_empty() || similar(&signature, &seen) {
-                    out.dropped_duplicates += 1;
-                } else {
-                    seen.push(signature);
-                    *out.by_method.entry(method).or_default() += 1;
-                    out.kept.push(Augmented {
-                        prompt,
-                        provenance: Provenance {
-                            parent: index + 1,
-                            method,
-                            copy,
-                            seed: options.seed,
-                        },
-                    });
+                match novelty.admit(&prompt) {
+                    Verdict::Leaking => out.dropped_leaking += 1,
+                    Verdict::Duplicate => out.dropped_duplicates += 1,
+                    Verdict::New => {
+                        *out.by_method.entry(method).or_default() += 1;
+                        out.kept.push(Augmented {
+                            prompt,
+                            provenance: Provenance {
+                                parent: index + 1,
+                                method,
+                                copy,
+                                seed: options.seed,
+                            },
+                        });
+                    }
                 }
             }
         }
@@ -342,60 +334,6 @@ impl Rng {
     }
 }
 
-/// A MinHash signature: the least hash of the text's 3-grams under each of the hash functions.
-pub type Signature = [u64; MinHash::HASHES];
-
-/// MinHash over character 3-grams: the share of equal entries of two signatures estimates the
-/// Jaccard similarity of the two texts' 3-gram sets (within about ±0.09 at 128 hashes).
-pub struct MinHash {
-    salts: [u64; MinHash::HASHES],
-}
-
-impl MinHash {
-    pub const HASHES: usize = 128;
-
-    pub fn new(seed: u64) -> Self {
-        let mut rng = Rng::new(seed ^ 0x5851_F42D_4C95_7F2D);
-        MinHash {
-            salts: std::array::from_fn(|_| rng.next()),
-        }
-    }
-
-    pub fn signature(&self, text: &str) -> Signature {
-        let chars: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
-        let grams: Vec<u64> = if chars.len() < 3 {
-            vec![fnv(&chars)]
-        } else {
-            chars.windows(3).map(fnv).collect()
-        };
-        std::array::from_fn(|i| {
-            grams
-                .iter()
-                .map(|&g| mix(g ^ self.salts[i]))
-                .min()
-                .unwrap_or(u64::MAX)
-        })
-    }
-
-    pub fn similarity(a: &Signature, b: &Signature) -> f64 {
-        a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / MinHash::HASHES as f64
-    }
-}
-
-/// FNV-1a of a few characters.
-fn fnv(chars: &[char]) -> u64 {
-    chars.iter().fold(0xcbf2_9ce4_8422_2325, |h, &c| {
-        (h ^ c as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// splitmix64's finaliser: spreads a gram's hash under each salt.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,19 +345,6 @@ mod tests {
             history: Vec::new(),
             messages: Vec::new(),
         }
-    }
-
-    #[test]
-    fn minhash_estimates_jaccard_of_3_grams() {
-        let hasher = MinHash::new(7);
-        let a = hasher.signature("高血压患者日常饮食应该注意什么问题");
-        assert_eq!(MinHash::similarity(&a, &a), 1.0);
-        let b = hasher.signature("高血压患者日常饮食应该注意什么");
-        // 15 shared 3-grams of 17 and 15: Jaccard 15 / 17 ≈ 0.88.
-        let estimate = MinHash::similarity(&a, &b);
-        assert!((estimate - 15.0 / 17.0).abs() < 0.1, "{estimate}");
-        let c = hasher.signature("今天天气怎么样，适合出去散步吗");
-        assert!(MinHash::similarity(&a, &c) < 0.1);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod augment;
 pub mod formats;
 pub mod inspect;
+pub mod near_duplicates;
 pub mod preprocess;
 pub mod records;
 

@@ -191,6 +191,8 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
 struct Prepared {
     state: AppState,
     setup_token: Option<String>,
+    /// Heard when the teaching jobs' thread has stopped.
+    teaching_stopped: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// `bound` is the address the listener got (its real port where `--bind` asked for port 0).
@@ -274,8 +276,12 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> Result<Prepared, ServeE
         supervisor,
     };
     sweeps::start(state.clone());
-    teach_jobs::start(state.clone());
-    Ok(Prepared { state, setup_token })
+    let teaching_stopped = teach_jobs::start(state.clone());
+    Ok(Prepared {
+        state,
+        setup_token,
+        teaching_stopped,
+    })
 }
 
 /// The router of a server started with `args`, for callers in this process (no socket, no
@@ -295,7 +301,11 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let address = listener
         .local_addr()
         .map_err(ServeError::io("the bound address"))?;
-    let Prepared { state, setup_token } = prepare(&args, address).await?;
+    let Prepared {
+        state,
+        setup_token,
+        teaching_stopped,
+    } = prepare(&args, address).await?;
     let supervisor = state.supervisor.clone();
     let shutdown = shutdown_signal();
     // Not println!: a reader that went away must not take the server down.
@@ -324,6 +334,9 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(ServeError::io("serving"))?;
     // Running jobs checkpoint, then stop; the next start resumes them.
     supervisor.shutdown().await;
+    // The teaching thread sees `stopping` within its poll and stops its child; the runtime must
+    // outlive its last `block_on`.
+    let _ = teaching_stopped.await;
     Ok(())
 }
 

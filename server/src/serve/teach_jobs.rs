@@ -11,21 +11,36 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
-use glmtune_shared::api::Derivation;
-use glmtune_shared::teach::{TeachJob, TeachJobState};
+use glmtune_engine::data::augment::record_line;
+use glmtune_engine::data::Record;
+use glmtune_shared::api::{Derivation, ReadOptions};
+use glmtune_shared::teach::{TeachJob, TeachJobState, TeachReport, TeachTask};
 use tokio::runtime::Handle as Runtime;
 
 use super::api::datasets::{find, store_derived, validate, version_options, Derived};
 use super::supervisor::child::{flag, read_flags, spawn_child_with};
 use super::{secrets, ApiError, AppState};
+use crate::teach_journal as journal;
 
+/// The job's output; its journal, report and inputs lie beside it.
 fn job_file(data_dir: &Path, job: &str) -> PathBuf {
     data_dir.join("teach").join(format!("{job}.jsonl"))
 }
 
-/// Records a job's file holds so far.
+/// A file of the job's beside its output (`JOB.SUFFIX`).
+fn job_input(data_dir: &Path, job: &str, suffix: &str) -> PathBuf {
+    data_dir.join("teach").join(format!("{job}.{suffix}"))
+}
+
+/// Answers a job's journal holds so far.
 pub fn written(data_dir: &Path, job: &str) -> i64 {
-    std::fs::read_to_string(job_file(data_dir, job)).map_or(0, |t| t.lines().count() as i64)
+    std::fs::read_to_string(journal::journal_path(&job_file(data_dir, job)))
+        .map_or(0, |t| t.lines().count() as i64)
+}
+
+/// What the job's command last reported (tokens, retries, what it dropped).
+pub fn report(data_dir: &Path, job: &str) -> Option<TeachReport> {
+    journal::read_report(&job_file(data_dir, job))
 }
 
 struct Active {
@@ -33,9 +48,12 @@ struct Active {
     child: Child,
 }
 
-/// Starts the runner's thread.
-pub fn start(state: AppState) {
+/// Starts the runner's thread; the receiver hears when it has stopped its child and left the
+/// runtime (the server waits for it before the runtime ends: a thread inside `block_on` then
+/// would panic).
+pub fn start(state: AppState) -> tokio::sync::oneshot::Receiver<()> {
     let runtime = Runtime::current();
+    let (done, stopped) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("glmtune-teach".into())
         .spawn(move || {
@@ -55,10 +73,12 @@ pub fn start(state: AppState) {
                 let _ = running.child.kill();
                 let _ = running.child.wait();
             }
+            let _ = done.send(());
         });
     if let Err(error) = spawned {
         tracing::error!("teaching jobs: no thread: {error}");
     }
+    stopped
 }
 
 async fn step(state: &AppState, active: &mut Option<Active>) -> Result<(), ApiError> {
@@ -156,9 +176,86 @@ async fn fail(state: &AppState, job: &TeachJob, error: &ApiError) -> Result<(), 
     Ok(())
 }
 
+/// `records` as lines of the layout a version of theirs has (`version_options`): the job's
+/// command reads its parent and validation set, whatever their own columns, in one layout.
+fn normalized(records: &[Record], conversations: bool, with_history: bool) -> String {
+    let mut text = String::new();
+    for record in records {
+        // A validation set's records in the parent's layout: only their prompts are compared.
+        let mut record = record.clone();
+        match (conversations, record.messages.is_empty()) {
+            (true, true) => record.messages = record.conversation(),
+            (false, false) => record.messages.clear(),
+            _ => {}
+        }
+        text.push_str(&record_line(
+            &record,
+            &record.prompt,
+            None,
+            None::<&()>,
+            with_history,
+        ));
+        text.push('\n');
+    }
+    text
+}
+
+/// Writes the job's inputs (the parent and validation set in one layout, the documents), and
+/// records the layout for [`finish`]: the command's arguments that read them.
+async fn inputs(state: &AppState, job: &TeachJob) -> Result<Vec<String>, ApiError> {
+    let data_dir = &state.settings.data_dir;
+    let dataset = find(state, &job.dataset_id).await?;
+    let parent = validate(
+        &state.blobs.path(&dataset.sha256),
+        &dataset.name,
+        &dataset.read_options,
+        None,
+    )?;
+    let conversations = parent.records.iter().any(|r| !r.messages.is_empty());
+    let layout = version_options(conversations, parent.history);
+    let parent_file = job_input(data_dir, &job.id, "parent.jsonl");
+    std::fs::write(
+        &parent_file,
+        normalized(&parent.records, conversations, parent.history),
+    )?;
+    std::fs::write(
+        job_input(data_dir, &job.id, "layout.json"),
+        serde_json::to_vec(&layout).map_err(|e| ApiError::invalid(e.to_string()))?,
+    )?;
+    let request = &job.request;
+    let mut args = Vec::new();
+    if request.task == TeachTask::Questions {
+        let folder = job_input(data_dir, &job.id, "documents");
+        std::fs::create_dir_all(&folder)?;
+        for document in &request.documents {
+            std::fs::write(folder.join(&document.name), &document.text)?;
+        }
+        args.push(folder.to_string_lossy().into_owned());
+        args.push(flag("parent", &parent_file.to_string_lossy()));
+    } else {
+        args.push(parent_file.to_string_lossy().into_owned());
+    }
+    if let Some(id) = &request.validation_dataset {
+        let held_out = find(state, id).await?;
+        let validation = validate(
+            &state.blobs.path(&held_out.sha256),
+            &held_out.name,
+            &held_out.read_options,
+            None,
+        )?;
+        let file = job_input(data_dir, &job.id, "validation.jsonl");
+        std::fs::write(
+            &file,
+            normalized(&validation.records, conversations, parent.history),
+        )?;
+        args.push(flag("validation-file", &file.to_string_lossy()));
+    }
+    args.extend(read_flags(&layout));
+    Ok(args)
+}
+
 /// Starts the job's `glmtune data teach`.
 async fn spawn(state: &AppState, job: &TeachJob) -> Result<Child, ApiError> {
-    let dataset = find(state, &job.dataset_id).await?;
     let (teacher, sealed) = state
         .db
         .teacher(&job.request.teacher)
@@ -176,29 +273,25 @@ async fn spawn(state: &AppState, job: &TeachJob) -> Result<Child, ApiError> {
         std::fs::create_dir_all(dir)?;
     }
     let request = &job.request;
-    let mut args = vec![
-        "data".to_owned(),
-        "teach".to_owned(),
-        state
-            .blobs
-            .path(&dataset.sha256)
-            .to_string_lossy()
-            .into_owned(),
+    let mut args = vec!["data".to_owned(), "teach".to_owned()];
+    args.extend(inputs(state, job).await?);
+    args.extend([
         flag("out", &out.to_string_lossy()),
         flag("teacher-url", &teacher.base_url),
         flag("teacher-model", &teacher.model),
         flag("task", request.task.as_str()),
         flag("samples", &request.samples.to_string()),
+        flag("keep", request.keep.as_str()),
+        flag("threshold", &request.threshold.to_string()),
         flag("max-tokens", &request.max_tokens.to_string()),
         flag("concurrency", &teacher.concurrency.to_string()),
-    ];
+    ]);
     if let Some(rpm) = teacher.requests_per_minute {
         args.push(flag("requests-per-minute", &rpm.to_string()));
     }
     if let Some(template) = &request.template {
         args.push(flag("template", template));
     }
-    args.extend(read_flags(&dataset.read_options));
     let env: Vec<(&str, &str)> = key
         .as_deref()
         .map(|k| vec![("GLMTUNE_TEACHER_KEY", k)])
@@ -211,35 +304,27 @@ async fn spawn(state: &AppState, job: &TeachJob) -> Result<Child, ApiError> {
     )?)
 }
 
-/// Stores the job's file as the dataset's new version; its id.
+/// Stores the job's output as the dataset's new version; its id.
 async fn finish(state: &AppState, job: &TeachJob) -> Result<String, ApiError> {
+    let data_dir = &state.settings.data_dir;
     let parent = find(state, &job.dataset_id).await?;
     let teacher = state
         .db
         .teacher(&job.request.teacher)
         .await?
         .map_or_else(|| job.request.teacher.clone(), |(t, _)| t.name);
-    let out = job_file(&state.settings.data_dir, &job.id);
-    let bytes = std::fs::read(&out)?;
-    // The job wrote the parent's layout: its conversations or its columns.
-    let parent_records = validate(
-        &state.blobs.path(&parent.sha256),
-        &parent.name,
-        &parent.read_options,
-        None,
-    )?;
-    let messages = parent_records
-        .records
-        .iter()
-        .any(|r| !r.messages.is_empty());
-    let read_options = version_options(messages, parent_records.history);
-    let validated = validate(&out, &format!("{}.jsonl", job.id), &read_options, None)?;
-    let upload = state.blobs.prepare(&bytes)?;
+    let out = job_file(data_dir, &job.id);
+    // The layout the job's inputs were written in, which its output has too.
+    let layout: ReadOptions =
+        serde_json::from_slice(&std::fs::read(job_input(data_dir, &job.id, "layout.json"))?)
+            .map_err(|e| ApiError::invalid(format!("the job's layout: {e}")))?;
+    let validated = validate(&out, &format!("{}.jsonl", job.id), &layout, None)?;
+    let upload = state.blobs.prepare(&std::fs::read(&out)?)?;
     let derived = Derived {
         name: format!("{} (taught: {})", parent.name, job.request.task.as_str()),
         upload,
         records: validated.records.clone(),
-        read_options,
+        read_options: layout,
         derivation: Derivation::Teach {
             request: job.request.clone(),
             teacher,

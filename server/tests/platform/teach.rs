@@ -245,17 +245,20 @@ fn a_failing_teacher_is_retried_and_a_killed_job_ends_with_every_record_once() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 3 {
+    // The answers so far are in the job's journal; the output is made at the end.
+    let journal = dir.join("killed.jsonl.journal");
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 3 {
         assert!(started.elapsed() < Duration::from_secs(60), "no progress");
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let before = lines(&out).len();
+    let before = lines(&journal).len();
     assert!(before < 8, "killed too late");
+    assert!(!out.exists(), "no output before every answer is in");
     std::fs::OpenOptions::new()
         .append(true)
-        .open(&out)
+        .open(&journal)
         .unwrap()
         .write_all(b"{\"prompt\": \"half")
         .unwrap();
@@ -284,10 +287,27 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
         &url,
         &["--task", "backtranslate", "--concurrency", "8"],
     );
-    report_of(&output);
+    let report = report_of(&output);
     assert_eq!(requests.load(Ordering::SeqCst), 8 * 2 * 3);
     let parent: Vec<Value> = lines(Path::new(&fixture("train.jsonl")));
-    for row in lines(&out) {
+    // New prompts join the parent's records: the version starts with them, as they were. The
+    // stand-in's echoes are mostly the instructions, so some are near-duplicates of others.
+    let rows = lines(&out);
+    let kept = report["kept"].as_u64().unwrap() as usize;
+    assert_eq!(
+        kept + report["dropped_duplicates"].as_u64().unwrap() as usize,
+        8
+    );
+    assert!(kept > 0, "{report}");
+    assert_eq!(rows.len(), 8 + kept);
+    for (row, own) in rows.iter().zip(&parent) {
+        assert_eq!(
+            (&row["prompt"], &row["response"]),
+            (&own["content"], &own["summary"])
+        );
+        assert!(row.get("provenance").is_none());
+    }
+    for row in &rows[8..] {
         let n = row["provenance"]["parent"].as_u64().unwrap() as usize;
         assert_eq!(row["provenance"]["method"], "teacher_backtranslation");
         let prompt = parent[n - 1]["content"].as_str().unwrap();
@@ -340,19 +360,14 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
     // Questions about a document's passages: each record a question and its answer.
     let docs = dir.join("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    let passage = |topic: &str| {
-        format!(
-            "{topic}。{}",
-            "高血压患者应当少盐饮食，规律服药。".repeat(30)
-        )
-    };
+    // Three passages on three subjects: their questions are not near-duplicates.
     std::fs::write(
         docs.join("guide.md"),
         format!(
             "{}\n\n{}\n\n{}\n",
-            passage("一"),
-            passage("二"),
-            passage("三")
+            "高血压患者应当少盐饮食，规律服药。".repeat(30),
+            "骨折之后需要固定伤处并尽快就医。".repeat(32),
+            "儿童发热超过三天要去医院检查血常规。".repeat(28)
         ),
     )
     .unwrap();
@@ -394,6 +409,66 @@ fn a_teacher_backtranslates_prompts_and_asks_questions_about_documents() {
             "{answer}"
         );
     }
+}
+
+#[test]
+fn paraphrases_drop_near_duplicates_and_validation_leaks() {
+    let site = Site::new("teach-dedupe", Backend::Sqlite);
+    let dir = &site.data_dir;
+    std::fs::create_dir_all(dir).unwrap();
+    let (url, _) = flaky_teacher(Duration::ZERO);
+    // The stand-in answers "答：QUESTION" and "答：QUESTION#2" for a second sample: a prompt's two
+    // paraphrases are near-duplicates (Jaccard of 3-grams 0.95), two prompts' are not (0.79 to
+    // 0.82). The validation set holds the first record's paraphrase: both of its leak.
+    let parent: Vec<Value> = lines(Path::new(&fixture("train.jsonl")));
+    let first = parent[0]["content"].as_str().unwrap();
+    let leaked = format!("答：请换一种说法改写下面的问题，意思不变，只输出改写后的问题：\n{first}");
+    let validation = dir.join("validation.jsonl");
+    std::fs::write(
+        &validation,
+        json!({"content": leaked, "summary": "…"}).to_string() + "\n",
+    )
+    .unwrap();
+    let out = dir.join("paraphrased.jsonl");
+    let args = [
+        "--task",
+        "paraphrase",
+        "--samples",
+        "2",
+        "--concurrency",
+        "4",
+        "--validation-file",
+        validation.to_str().unwrap(),
+    ];
+    let report = report_of(&teach(&out, &url, &args));
+    assert_eq!(
+        (
+            &report["kept"],
+            &report["dropped_duplicates"],
+            &report["dropped_leaking"],
+            &report["parent_included"]
+        ),
+        (&json!(7), &json!(7), &json!(2), &json!(8)),
+        "{report}"
+    );
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 15);
+    let mut kept: Vec<(u64, u64)> = rows[8..]
+        .iter()
+        .map(|r| {
+            let p = &r["provenance"];
+            (p["parent"].as_u64().unwrap(), p["copy"].as_u64().unwrap())
+        })
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(kept, (2..=8).map(|n| (n, 1)).collect::<Vec<_>>());
+    // Run again: every answer is in the journal (the dropped ones too), nothing is asked.
+    let again = report_of(&teach(&out, &url, &args));
+    assert_eq!(
+        (&again["already_done"], &again["written"]),
+        (&json!(16), &json!(0))
+    );
+    assert_eq!(lines(&out), rows);
 }
 
 #[test]
@@ -470,4 +545,73 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
         .collect();
     parents.sort_unstable();
     assert_eq!(parents, (1..=8).collect::<Vec<_>>(), "every record once");
+    assert_eq!(done["report"]["kept"], 8, "{done}");
+    assert!(done["report"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Questions about documents sent with the request: a version of the dataset's records and
+    // a question a passage, checked against a validation dataset.
+    let teach = format!("/api/v1/datasets/{}/teach", dataset["id"].as_str().unwrap());
+    let guide = format!(
+        "{}\n\n{}",
+        "哮喘患者应当避免接触过敏原。".repeat(40),
+        "骨折之后需要固定伤处并尽快就医。".repeat(35)
+    );
+    for (bad, field) in [
+        (
+            json!({"teacher": teacher["id"], "task": "questions"}),
+            "documents",
+        ),
+        (
+            json!({"teacher": teacher["id"], "task": "questions", "documents": [{"name": "../x.md", "text": "字"}]}),
+            "documents[0].name",
+        ),
+        (
+            json!({"teacher": teacher["id"], "task": "answer", "keep": "judge"}),
+            "keep",
+        ),
+    ] {
+        let refused = server.post(&teach, &key, &bad);
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        assert!(refused.text().contains(field), "{}", refused.text());
+    }
+    let job = server.post(
+        &teach,
+        &key,
+        &json!({"teacher": teacher["id"], "task": "questions", "documents": [{"name": "guide.md", "text": guide}], "validation_dataset": dataset["id"]}),
+    );
+    assert_eq!(job.status, 202, "{}", job.text());
+    let path = format!("/api/v1/teach-jobs/{}", job.json()["id"].as_str().unwrap());
+    let done = loop {
+        let job = server.get(&path, &key).json();
+        if job["state"] != "queued" && job["state"] != "running" {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "{job}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let report = &done["report"];
+    assert_eq!(
+        (
+            &report["kept"],
+            &report["parent_included"],
+            &report["dropped_leaking"]
+        ),
+        (&json!(2), &json!(8), &json!(0)),
+        "{done}"
+    );
+    let made = done["made_dataset"].as_str().unwrap();
+    let content = server
+        .get(&format!("/api/v1/datasets/{made}/content"), &key)
+        .text();
+    let rows: Vec<Value> = content
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 10);
+    assert_eq!(rows[9]["provenance"]["document"], "guide.md");
+    assert!(rows[9]["prompt"]
+        .as_str()
+        .unwrap()
+        .starts_with("答：根据下面的资料提出一个问题"));
 }

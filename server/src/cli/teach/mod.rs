@@ -8,15 +8,21 @@
 //! about each passage and its answer from the passage. Every record names its parent record (or
 //! passage and document), the task, the teacher and the templates.
 //!
-//! The job survives interruptions: each record is one line appended whole and flushed as its
-//! answer arrives, and a run on an existing `--out` first drops a half-written last line, then
-//! asks only what the file does not hold yet; nothing is lost or asked twice. The key comes from
-//! `--teacher-key` or `GLMTUNE_TEACHER_KEY` and is never printed.
+//! Tasks that make new prompts (paraphrase, backtranslate, questions) give a new version: the
+//! parent's records (`--parent` for questions) and the new ones, none a near-duplicate (MinHash
+//! over character 3-grams) of a parent's prompt, of another new one or of a `--validation-file`
+//! prompt. Tasks that answer the parent's prompts anew (answer, rewrite) give those answers alone.
+//!
+//! The job survives interruptions: each answer is one line of `OUT.journal`, appended whole and
+//! flushed as it arrives; a run again with the same `--out` first drops a half-written last line,
+//! then asks only what the journal does not hold yet, so nothing is lost or asked twice. `--out`
+//! is written when every question is answered. The key comes from `--teacher-key` or
+//! `GLMTUNE_TEACHER_KEY` and is never printed.
 
 mod client;
+mod documents;
 
-use std::collections::{HashSet, VecDeque};
-use std::io::Write;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -26,11 +32,13 @@ use clap::{Args, ValueEnum};
 use glmtune_engine::data::augment::record_line;
 use glmtune_engine::data::Record;
 use glmtune_engine::metrics::score_pair;
+use glmtune_shared::teach::{TeachReport, TeachTask};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::data::DatasetArgs;
 use client::Teacher;
+use glmtune::teach_journal::{self as journal, Journaled};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +78,17 @@ impl Task {
             Task::Answer | Task::Paraphrase | Task::Rewrite => None,
             Task::Backtranslate => Some("把下面的英文翻译成中文，只输出译文：\n{first}"),
             Task::Questions => Some("根据资料回答问题。\n资料：{prompt}\n问题：{first}"),
+        }
+    }
+
+    /// The server's name for it.
+    fn shared(self) -> TeachTask {
+        match self {
+            Task::Answer => TeachTask::Answer,
+            Task::Paraphrase => TeachTask::Paraphrase,
+            Task::Backtranslate => TeachTask::Backtranslate,
+            Task::Rewrite => TeachTask::Rewrite,
+            Task::Questions => TeachTask::Questions,
         }
     }
 
@@ -139,55 +158,6 @@ fn pick(
     })
 }
 
-/// The longest passage of a document, in characters: paragraphs are joined up to it.
-const PASSAGE_CHARS: usize = 600;
-
-/// The passages of a text or Markdown document: its paragraphs (blank-line separated), joined
-/// while they stay under [`PASSAGE_CHARS`].
-fn passages(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for paragraph in text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
-        match out.last_mut() {
-            Some(last) if last.chars().count() + paragraph.chars().count() < PASSAGE_CHARS => {
-                last.push_str("\n\n");
-                last.push_str(paragraph);
-            }
-            _ => out.push(paragraph.to_owned()),
-        }
-    }
-    out
-}
-
-/// The documents' passages, each with its document's path: FILE itself, or the `.txt` and `.md`
-/// files of the folder FILE, in name order.
-fn document_passages(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "txt" || e == "md"))
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        out.extend(
-            passages(&text)
-                .into_iter()
-                .map(|p| (file.display().to_string(), p)),
-        );
-    }
-    if out.is_empty() {
-        bail!("{}: no text to ask questions about", path.display());
-    }
-    Ok(out)
-}
-
 #[derive(Debug, Args)]
 pub struct TeachArgs {
     /// The parent dataset: JSON lines, or one JSON array.
@@ -239,6 +209,16 @@ pub struct TeachArgs {
     /// Sampling temperature (default: 0 to answer, 0.8 to reword).
     #[arg(long)]
     temperature: Option<f32>,
+    /// With `--task questions`: the dataset the questions join (its records head the output,
+    /// and a question like one of its prompts is dropped).
+    #[arg(long, value_name = "FILE")]
+    parent: Option<PathBuf>,
+    /// The validation set: a new prompt like one of its prompts is dropped (it would leak).
+    #[arg(long, value_name = "FILE")]
+    validation_file: Option<PathBuf>,
+    /// Two prompts whose character-3-gram similarity (MinHash) reaches this are the same.
+    #[arg(long, default_value_t = 0.9)]
+    threshold: f64,
 }
 
 /// Where a new record came from.
@@ -266,54 +246,6 @@ pub struct Picked {
     pub of: usize,
     /// `rouge` or `judge`.
     pub by: String,
-}
-
-/// What `glmtune data teach` prints.
-#[derive(Serialize)]
-struct Report {
-    parent_records: usize,
-    /// Records the file held before this run (an interrupted job's).
-    already_done: usize,
-    written: usize,
-    retries: u64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-}
-
-/// The (parent, copy) pairs `out` already holds, after dropping a half-written last line.
-fn done_so_far(out: &std::path::Path) -> anyhow::Result<HashSet<(usize, usize)>> {
-    let Ok(text) = std::fs::read_to_string(out) else {
-        return Ok(HashSet::new());
-    };
-    let whole = text.rfind('\n').map_or(0, |i| i + 1);
-    if whole < text.len() {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(out)
-            .with_context(|| format!("opening {}", out.display()))?;
-        file.set_len(whole as u64)
-            .with_context(|| format!("truncating {}", out.display()))?;
-        eprintln!(
-            "glmtune: dropped a half-written last line of {}",
-            out.display()
-        );
-    }
-    let mut done = HashSet::new();
-    for (n, line) in text[..whole].lines().enumerate() {
-        #[derive(Deserialize)]
-        struct Line {
-            provenance: TeacherProvenance,
-        }
-        let line: Line = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{} line {}: not a record this command wrote (its provenance)",
-                out.display(),
-                n + 1
-            )
-        })?;
-        done.insert((line.provenance.parent, line.provenance.copy));
-    }
-    Ok(done)
 }
 
 /// Asks what `task` needs about `record`: the new record's prompt, and its response when the task
@@ -364,31 +296,60 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     if args.keep != Keep::All && (args.task != Task::Answer || args.samples < 2) {
         bail!("--keep: picks one of several --samples answers of --task answer");
     }
-    // Whether the parent has a history column: every new record then keeps one.
-    let mut with_history = false;
-    // What each question is about: a dataset's records, or a document's passages (as records
-    // whose prompt is the passage; `questions` replaces both prompt and answer).
-    let (records, documents): (Vec<Record>, Vec<Option<String>>) = match args.task {
-        Task::Questions => document_passages(&args.file)?
-            .into_iter()
-            .map(|(document, passage)| {
-                let record = Record {
-                    prompt: passage,
-                    response: String::new(),
-                    history: Vec::new(),
-                    messages: Vec::new(),
-                };
-                (record, Some(document))
-            })
-            .unzip(),
-        _ => {
+    if args.parent.is_some() && args.task != Task::Questions {
+        bail!("--parent: only --task questions takes one (the others' FILE is the parent)");
+    }
+    if !(0.0..=1.0).contains(&args.threshold) {
+        bail!("--threshold: give a number from 0 to 1");
+    }
+    // The records the output starts with (tasks that make prompts), and whether the dataset has a
+    // history column (every new record then keeps one).
+    let (parent, with_history) = match (args.task, &args.parent) {
+        (Task::Questions, None) => (Vec::new(), false),
+        (Task::Questions, Some(path)) | (_, Some(path)) => {
+            let (records, report) = args.dataset.read_usable(path)?;
+            (records, report.history_column)
+        }
+        (_, None) => {
             let (records, report) = args.dataset.read_usable(&args.file)?;
-            with_history = report.history_column;
-            let none = vec![None; records.len()];
-            (records, none)
+            (records, report.history_column)
         }
     };
-    let done = done_so_far(&args.out)?;
+    let validation = match &args.validation_file {
+        Some(path) => args.dataset.read_usable(path)?.0,
+        None => Vec::new(),
+    };
+    // What each question is about: the parent's records, or a document's passages (as records
+    // whose prompt is the passage, conversations when the parent's are; `questions` replaces both
+    // prompt and answer).
+    let (records, documents): (Vec<Record>, Vec<Option<String>>) = match args.task {
+        Task::Questions => {
+            let conversations = parent.iter().any(|r| !r.messages.is_empty());
+            documents::document_passages(&args.file)?
+                .into_iter()
+                .map(|(document, passage)| {
+                    let mut record = Record {
+                        prompt: passage,
+                        response: String::new(),
+                        history: Vec::new(),
+                        messages: Vec::new(),
+                    };
+                    if conversations {
+                        record.messages = record.conversation();
+                    }
+                    (record, Some(document))
+                })
+                .unzip()
+        }
+        _ => {
+            let none = vec![None; parent.len()];
+            (parent.clone(), none)
+        }
+    };
+    let journal_path = journal::journal_path(&args.out);
+    let earlier = journal::read(&journal_path)?;
+    let done = journal::answered(&earlier);
+    let before = journal::earlier_report(&args.out, &earlier);
     let mut teacher = Teacher::new(
         &args.teacher_url,
         args.teacher_key.clone(),
@@ -417,13 +378,24 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         .filter(|key| !done.contains(key))
         .collect();
     let work = Mutex::new(work);
-    let mut out = std::fs::OpenOptions::new()
+    let mut journal_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&args.out)
-        .with_context(|| format!("opening {}", args.out.display()))?;
-    let (sender, receiver) = mpsc::channel::<anyhow::Result<String>>();
-    let mut written = 0;
+        .open(&journal_path)
+        .with_context(|| format!("opening {}", journal_path.display()))?;
+    let mut report = TeachReport {
+        parent_records: records.len() as u64,
+        already_done: earlier.len() as u64,
+        ..TeachReport::default()
+    };
+    // Tokens and retries over every run of the job.
+    let tally = |report: &mut TeachReport| {
+        report.retries = before.retries + teacher.retries.load(Ordering::Relaxed);
+        report.prompt_tokens = before.prompt_tokens + teacher.prompt_tokens.load(Ordering::Relaxed);
+        report.completion_tokens =
+            before.completion_tokens + teacher.completion_tokens.load(Ordering::Relaxed);
+    };
+    let (sender, receiver) = mpsc::channel::<anyhow::Result<Journaled>>();
     let outcome = std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..args.concurrency {
             let sender = sender.clone();
@@ -460,7 +432,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
                             ))
                         })
                 };
-                let line = asked
+                let entry = asked
                     .map(|((prompt, response), picked)| {
                         let provenance = TeacherProvenance {
                             parent,
@@ -471,17 +443,23 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
                             document: documents[parent - 1].clone(),
                             picked,
                         };
-                        record_line(
+                        let line = record_line(
                             record,
                             &prompt,
                             response.as_deref(),
                             Some(&provenance),
                             with_history,
-                        )
+                        );
+                        Journaled {
+                            parent,
+                            copy,
+                            prompt,
+                            line,
+                        }
                     })
                     .with_context(|| format!("{} record {parent}", file.display()));
-                let failed = line.is_err();
-                if sender.send(line).is_err() || failed {
+                let failed = entry.is_err();
+                if sender.send(entry).is_err() || failed {
                     // The writer stopped, or this record failed: the others stop too.
                     work.lock().clear();
                     return;
@@ -491,24 +469,33 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         drop(sender);
         // Each answer one whole line, flushed at once: an interruption loses at most the line
         // being written, which the next run drops and asks again.
-        for line in receiver {
-            let mut line = line?;
-            line.push('\n');
-            out.write_all(line.as_bytes())
-                .and_then(|()| out.flush())
-                .with_context(|| format!("writing {}", args.out.display()))?;
-            written += 1;
+        for entry in receiver {
+            journal::append(&mut journal_file, &journal_path, &entry?)?;
+            report.written += 1;
+            tally(&mut report);
+            journal::write_report(&args.out, &report)?;
         }
         Ok(())
     });
-    let report = Report {
-        parent_records: records.len(),
-        already_done: done.len(),
-        written,
-        retries: teacher.retries.load(Ordering::Relaxed),
-        prompt_tokens: teacher.prompt_tokens.load(Ordering::Relaxed),
-        completion_tokens: teacher.completion_tokens.load(Ordering::Relaxed),
-    };
+    tally(&mut report);
+    if outcome.is_ok() {
+        let made = journal::compose(
+            journal::read(&journal_path)?,
+            args.task
+                .shared()
+                .makes_prompts()
+                .then_some((parent.as_slice(), with_history)),
+            &validation,
+            args.threshold,
+        );
+        journal::write_output(&args.out, &made.lines)?;
+        report.kept = made.kept;
+        report.dropped_duplicates = made.dropped_duplicates;
+        report.dropped_leaking = made.dropped_leaking;
+        report.parent_included = made.lines.len() as u64 - made.kept;
+        report.finished = true;
+    }
+    journal::write_report(&args.out, &report)?;
     println!("{}", serde_json::to_string(&report)?);
     outcome
 }
@@ -518,7 +505,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rouge_keeps_the_answer_closest_to_the_records_own_and_passages_join_paragraphs() {
+    fn rouge_keeps_the_answer_closest_to_the_records_own() {
         let teacher = Teacher::new("http://127.0.0.1:9/v1", None, "unused", None);
         let record = Record {
             prompt: "高血压患者饮食要注意什么？".into(),
@@ -532,11 +519,5 @@ mod tests {
             "按时服药。".to_owned(),
         ];
         assert_eq!(pick(&teacher, Keep::Rouge, &record, &answers).unwrap(), 1);
-        let long = "字".repeat(PASSAGE_CHARS);
-        assert_eq!(
-            passages("一\n\n二\n\n\n三"),
-            vec!["一\n\n二\n\n三".to_owned()]
-        );
-        assert_eq!(passages(&format!("一\n\n{long}\n\n二")).len(), 3);
     }
 }

@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glmtune_shared::api::List;
-use glmtune_shared::teach::{CreateTeacher, TeachJob, TeachJobState, TeachRequest, Teacher};
+use glmtune_shared::teach::{
+    CreateTeacher, TeachJob, TeachJobState, TeachKeep, TeachRequest, TeachTask, Teacher,
+};
 
 use super::datasets::find as find_dataset;
 use crate::db::{new_id, now};
@@ -125,6 +127,21 @@ pub async fn teach(
     {
         return Err(ApiError::invalid("template: it must hold {prompt}"));
     }
+    if request.keep != TeachKeep::All && (request.task != TeachTask::Answer || request.samples < 2)
+    {
+        return Err(ApiError::invalid(
+            "keep: picks one of several samples' answers of the task answer",
+        ));
+    }
+    if !(0.0..=1.0).contains(&request.threshold) {
+        return Err(ApiError::invalid("threshold: a number from 0 to 1"));
+    }
+    check_documents(&request)?;
+    if let Some(validation) = &request.validation_dataset {
+        find_dataset(&state, validation)
+            .await
+            .map_err(|e| e.context("validation_dataset"))?;
+    }
     let job = TeachJob {
         id: new_id("teach-"),
         dataset_id: id,
@@ -133,6 +150,7 @@ pub async fn teach(
         error: None,
         made_dataset: None,
         written: 0,
+        report: None,
         owner_id: Some(caller.principal.clone()),
         created_at: now(),
         finished_at: None,
@@ -157,5 +175,52 @@ pub async fn get_job(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("teaching job {id} does not exist")))?;
     job.written = teach_jobs::written(&state.settings.data_dir, &job.id);
+    job.report = teach_jobs::report(&state.settings.data_dir, &job.id);
     Ok(Json(job))
+}
+
+/// The most a job's documents may hold together.
+const MAX_DOCUMENT_BYTES: usize = 8 << 20;
+
+/// `questions` asks about documents, and only it takes them; each a `.md` or `.txt` file name
+/// (no folder: they are written into the job's own).
+fn check_documents(request: &TeachRequest) -> Result<(), ApiError> {
+    let questions = request.task == TeachTask::Questions;
+    if questions == request.documents.is_empty() {
+        return Err(ApiError::invalid(if questions {
+            "documents: questions needs at least one document"
+        } else {
+            "documents: only the task questions takes documents"
+        }));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, document) in request.documents.iter().enumerate() {
+        let name = &document.name;
+        let plain = !name.starts_with('.')
+            && !name.contains(['/', '\\'])
+            && (name.ends_with(".md") || name.ends_with(".txt"));
+        if !plain || !names.insert(name) {
+            return Err(ApiError::invalid(format!(
+                "documents[{i}].name: {name:?} must be a file name ending .md or .txt, once"
+            )));
+        }
+        if document.text.trim().is_empty() {
+            return Err(ApiError::invalid(format!(
+                "documents[{i}].text: {name} is empty"
+            )));
+        }
+    }
+    if request
+        .documents
+        .iter()
+        .map(|d| d.text.len())
+        .sum::<usize>()
+        > MAX_DOCUMENT_BYTES
+    {
+        return Err(ApiError::invalid(format!(
+            "documents: more than {} MiB together",
+            MAX_DOCUMENT_BYTES >> 20
+        )));
+    }
+    Ok(())
 }
