@@ -507,7 +507,8 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
     // The key is sealed at rest: the database does not hold it.
     let database = std::fs::read(site.data_dir.join("glmtune.db")).unwrap();
     assert!(!database.windows(11).any(|w| w == b"sk-stand-in"));
-    let server = site.start(&[]);
+    let log = site.data_dir.join("restarted.log");
+    let mut server = site.start_logged(&[], &log);
     let done = loop {
         let job = server.get(&path, &key).json();
         if job["state"] != "queued" && job["state"] != "running" {
@@ -614,4 +615,25 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
         .as_str()
         .unwrap()
         .starts_with("答：根据下面的资料提出一个问题"));
+
+    // Stopped (SIGTERM) with a job running: the server waits for the teaching thread to stop
+    // its child before its runtime ends, and exits cleanly.
+    let job = server.post(
+        &teach,
+        &key,
+        &json!({"teacher": teacher["id"], "task": "answer"}),
+    );
+    assert_eq!(job.status, 202, "{}", job.text());
+    let path = format!("/api/v1/teach-jobs/{}", job.json()["id"].as_str().unwrap());
+    while server.get(&path, &key).json()["written"].as_i64().unwrap() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(240), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.signal("TERM");
+    let status = server.child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        status.success() && !log.contains("panicked"),
+        "{status}: {log}"
+    );
 }
