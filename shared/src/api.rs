@@ -293,6 +293,9 @@ pub enum Derivation {
         request: crate::teach::TeachRequest,
         teacher: String,
         records: i64,
+        /// What the job reported at its end: new records kept, dropped, tokens.
+        #[serde(default)]
+        report: Option<crate::teach::TeachReport>,
     },
     /// The parent's records and new ones made by rule.
     Augment {
@@ -301,6 +304,45 @@ pub enum Derivation {
         dropped_duplicates: i64,
         dropped_leaking: i64,
     },
+}
+
+/// Where a version's new record came from: the fields every augmentation writes in a record's
+/// `provenance` (by rule: `glmtune data augment`; by a teacher: `glmtune data teach`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecordOrigin {
+    /// The parent record's number (from 1), or the passage's for questions about documents.
+    pub parent: u64,
+    /// `delete`, …, `teacher_answer`, `teacher_paraphrase`, …
+    pub method: String,
+    /// Which of the parent's copies (from 1).
+    pub copy: u64,
+    /// The document of a passage (questions about documents).
+    #[serde(default)]
+    pub document: Option<String>,
+}
+
+/// One new record of a version beside what it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionChange {
+    /// Its number (from 1) in the version.
+    pub record: u64,
+    pub origin: RecordOrigin,
+    /// The parent's record it was made from (none for a document's passage).
+    pub before: Option<PreviewRecord>,
+    pub after: PreviewRecord,
+}
+
+/// `GET /api/v1/datasets/{id}/changes`: a version's new records, each beside its parent record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionChanges {
+    pub parent_id: Option<String>,
+    /// New records in the version.
+    pub total: u64,
+    /// The first `limit` of them.
+    pub changes: Vec<VersionChange>,
 }
 
 /// `POST /api/v1/datasets/{id}/augment`: new prompts by rule (`glmtune data augment`'s options).

@@ -329,6 +329,7 @@ async fn finish(state: &AppState, job: &TeachJob) -> Result<String, ApiError> {
             request: job.request.clone(),
             teacher,
             records: validated.records.len() as i64,
+            report: journal::read_report(&out),
         },
     };
     Ok(store_derived(state, job.owner_id.clone(), &parent, derived)

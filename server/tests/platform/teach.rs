@@ -547,6 +547,24 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
     parents.sort_unstable();
     assert_eq!(parents, (1..=8).collect::<Vec<_>>(), "every record once");
     assert_eq!(done["report"]["kept"], 8, "{done}");
+    assert_eq!(made["derivation"]["report"], done["report"]);
+    // The diff view: each new answer beside the parent's record.
+    let changes = server
+        .get(
+            &format!("/api/v1/datasets/{}/changes", made["id"].as_str().unwrap()),
+            &key,
+        )
+        .json();
+    assert_eq!(changes["total"], 8, "{changes}");
+    for change in changes["changes"].as_array().unwrap() {
+        let (before, after) = (&change["before"], &change["after"]);
+        assert_eq!(before["prompt"], after["prompt"]);
+        assert_eq!(
+            after["response"],
+            format!("答：{}", after["prompt"].as_str().unwrap())
+        );
+        assert_ne!(before["response"], after["response"]);
+    }
     assert!(done["report"]["completion_tokens"].as_u64().unwrap() > 0);
 
     // Questions about documents sent with the request: a version of the dataset's records and
@@ -611,6 +629,20 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
         .collect();
     assert_eq!(rows.len(), 10);
     assert_eq!(rows[9]["provenance"]["document"], "guide.md");
+    let changes = server
+        .get(&format!("/api/v1/datasets/{made}/changes?limit=1"), &key)
+        .json();
+    assert_eq!(changes["total"], 2, "{changes}");
+    assert_eq!(changes["changes"].as_array().unwrap().len(), 1);
+    let change = &changes["changes"][0];
+    assert_eq!(
+        (
+            &change["record"],
+            &change["origin"]["document"],
+            &change["before"]
+        ),
+        (&json!(9), &json!("guide.md"), &Value::Null)
+    );
     assert!(rows[9]["prompt"]
         .as_str()
         .unwrap()

@@ -95,6 +95,20 @@ fn an_augmented_version_names_its_parent_and_reads_as_a_dataset() {
         assert_eq!(row["response"], rows[parent - 1]["response"], "{row}");
         assert_ne!(row["prompt"], rows[parent - 1]["prompt"], "{row}");
     }
+    // The diff view: each new record beside the parent record it was made from.
+    let changes = server
+        .get(
+            &format!("/api/v1/datasets/{}/changes", made["id"].as_str().unwrap()),
+            &key,
+        )
+        .json();
+    assert_eq!(changes["total"], new, "{changes}");
+    for change in changes["changes"].as_array().unwrap() {
+        let record = change["record"].as_u64().unwrap() as usize;
+        let parent = change["origin"]["parent"].as_u64().unwrap() as usize;
+        assert_eq!(change["after"]["prompt"], rows[record - 1]["prompt"]);
+        assert_eq!(change["before"]["prompt"], rows[parent - 1]["prompt"]);
+    }
     // The list shows the version with its parent.
     let list = server.get("/api/v1/datasets", &key).json();
     assert!(list["data"]

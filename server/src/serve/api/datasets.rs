@@ -36,7 +36,7 @@ pub(crate) struct Validated {
     stats: Option<serde_json::Value>,
 }
 
-pub(super) fn preview_record(record: &Record) -> PreviewRecord {
+pub(crate) fn preview_record(record: &Record) -> PreviewRecord {
     PreviewRecord {
         prompt: record.prompt.clone(),
         response: record.response.clone(),

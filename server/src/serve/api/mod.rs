@@ -3,6 +3,7 @@
 mod account;
 pub mod chats;
 mod dataset_augment;
+mod dataset_changes;
 mod dataset_split;
 pub mod datasets;
 mod models;
@@ -44,6 +45,7 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
         route!(Read, datasets::get_one),
         route!(Write, datasets::delete),
         route!(Read, datasets::content),
+        route!(Read, dataset_changes::changes),
         route!(Write, dataset_split::split),
         route!(Write, dataset_augment::augment),
         route!(Write, dataset_augment::preview),
