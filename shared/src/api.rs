@@ -671,3 +671,57 @@ pub struct PostMessage {
 pub struct List<T> {
     pub data: Vec<T>,
 }
+
+/// Items in tree order: each root (no parent, or a parent not among them) followed by its
+/// versions, depth first, siblings in their given order; `(depth, index)` each. The datasets page
+/// lists a dataset's versions under it this way.
+pub fn tree_order<T>(
+    items: &[T],
+    id: impl Fn(&T) -> &str,
+    parent: impl Fn(&T) -> Option<&str>,
+) -> Vec<(usize, usize)> {
+    let known: std::collections::HashSet<&str> = items.iter().map(&id).collect();
+    let mut out = Vec::with_capacity(items.len());
+    // Depth first with an explicit stack (children pushed in reverse to come out in order).
+    let mut stack: Vec<(usize, usize)> = (0..items.len())
+        .rev()
+        .filter(|&i| parent(&items[i]).is_none_or(|p| !known.contains(p)))
+        .map(|i| (0, i))
+        .collect();
+    let mut placed = vec![false; items.len()];
+    while let Some((depth, i)) = stack.pop() {
+        // A cycle (corrupt parents) cannot loop: each item is placed once.
+        if std::mem::replace(&mut placed[i], true) {
+            continue;
+        }
+        out.push((depth, i));
+        let me = id(&items[i]);
+        stack.extend(
+            (0..items.len())
+                .rev()
+                .filter(|&c| parent(&items[c]) == Some(me))
+                .map(|c| (depth + 1, c)),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tree_order;
+
+    #[test]
+    fn versions_follow_their_parent_depth_first() {
+        // (id, parent): b and d are versions of a, c of b; e's parent is not listed.
+        let items = [
+            ("c", Some("b")),
+            ("a", None),
+            ("b", Some("a")),
+            ("e", Some("gone")),
+            ("d", Some("a")),
+        ];
+        let order = tree_order(&items, |t| t.0, |t| t.1);
+        let named: Vec<(usize, &str)> = order.iter().map(|&(d, i)| (d, items[i].0)).collect();
+        assert_eq!(named, [(0, "a"), (1, "b"), (2, "c"), (1, "d"), (0, "e")]);
+    }
+}

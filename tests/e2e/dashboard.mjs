@@ -108,7 +108,30 @@ try {
   await page.locator("form.teach button[type=submit]").click();
   await page.locator(".detail h2", { hasText: "(taught: answer)" }).waitFor({ timeout: 120_000 });
   seen.taught_version = await page.locator("table.datasets tbody tr", { hasText: "(taught: answer)" }).first().innerText();
+  // Listed under its parent, indented; its new answers beside the parent's.
+  seen.taught_row_class = await page.locator("table.datasets tbody tr", { hasText: "(taught: answer)" }).first().getAttribute("class");
+  await page.locator("table.version-diff tbody tr").first().waitFor();
+  seen.taught_diff_rows = await page.locator("table.version-diff tbody tr").count();
+  seen.taught_diff_changed = await page.locator("table.version-diff tbody tr td:nth-child(3) .answer.changed").count();
   await shot("4-dataset-taught");
+
+  // Questions about a Markdown document picked in the form, with a template of our own.
+  await page.locator("table.datasets button.link", { hasText: /^train\.jsonl$/ }).click();
+  await page.locator("select[name=teach_teacher] option", { hasText: "this server" }).waitFor({ state: "attached" });
+  await page.locator("select[name=teach_teacher]").selectOption(teacherValue);
+  await page.locator("select[name=teach_task]").selectOption("questions");
+  await page.locator("input[name=teach_documents]").setInputFiles({
+    name: "guide.md", mimeType: "text/markdown",
+    buffer: Buffer.from("高血压患者应当少盐饮食，规律服药，定期测量血压。\n\n骨折之后需要固定伤处并尽快就医。\n"),
+  });
+  await page.locator("form.teach p.muted", { hasText: "1 documents read" }).waitFor();
+  await page.locator("textarea[name=teach_template]").fill("就下面的资料提一个问题：{prompt}");
+  await page.locator("input[name=teach_max_tokens]").fill("4");
+  await page.locator("form.teach button[type=submit]").click();
+  await page.locator(".detail h2", { hasText: "(taught: questions)" }).waitFor({ timeout: 120_000 });
+  seen.questions_status = await page.locator(".detail p.derivation").innerText();
+  seen.questions_version = await page.locator("table.datasets tbody tr", { hasText: "(taught: questions)" }).first().innerText();
+  await shot("4-dataset-questions");
 
   // A larger upload over a slow link shows its progress.
   const cdp = await page.context().newCDPSession(page);

@@ -264,6 +264,25 @@ fn dashboard_walkthrough_in_chromium() {
             .contains("answer by this server from train.jsonl"),
         "{seen}"
     );
+    // Under its parent in the list; its 8 new answers beside the parent's, each changed.
+    assert_eq!(seen["taught_row_class"], "version", "{seen}");
+    assert_eq!(seen["taught_diff_rows"], 8, "{seen}");
+    assert_eq!(seen["taught_diff_changed"], 8, "{seen}");
+    // Questions about a document picked in the form: a version, with the job's token count.
+    assert!(
+        seen["questions_version"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("questions by this server from train.jsonl"),
+        "{seen}"
+    );
+    assert!(
+        seen["questions_status"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("completion tokens"),
+        "{seen}"
+    );
     // The sweep from its form: 4 trials, 2 stopped at the rung, one plot a swept setting (each
     // trial a point), and the best (rank 1) promoted.
     assert_eq!(

@@ -1,10 +1,14 @@
 //! Dataset versions on the datasets page: what a dataset is a version of, the forms that augment
 //! one (new prompts by rule, near-duplicates and validation leaks dropped) or have a teacher make
-//! a version (its answers, rewordings or back-translations), and an augmented version's new
-//! records beside the prompts they were made from.
+//! a version (its answers, rewordings, back-translations, rewritten answers, or questions about
+//! documents), and a version's new records beside the parent records they were made from.
 
-use glmtune_shared::api::{AugmentPreview, AugmentRequest, Dataset, Derivation, List};
-use glmtune_shared::teach::{TeachJob, TeachJobState, TeachRequest, TeachTask, Teacher};
+use glmtune_shared::api::{
+    AugmentPreview, AugmentRequest, Dataset, Derivation, List, PreviewRecord, VersionChanges,
+};
+use glmtune_shared::teach::{
+    TeachDocument, TeachJob, TeachJobState, TeachKeep, TeachRequest, TeachTask, Teacher,
+};
 use leptos::prelude::*;
 
 use crate::api;
@@ -26,6 +30,40 @@ pub fn version_of(dataset: &Dataset, all: &[Dataset]) -> Option<String> {
             teacher, request, ..
         }) => format!("{} by {teacher} from {name}", request.task.as_str()),
         None => format!("from {name}"),
+    })
+}
+
+/// How a version was made, in a sentence: what was kept and dropped, and a teacher's tokens.
+pub fn derivation_words(dataset: &Dataset) -> Option<String> {
+    Some(match dataset.derivation.as_ref()? {
+        Derivation::Split {
+            part,
+            validation_fraction,
+            seed,
+        } => format!("The {part} part of a split ({validation_fraction} validation, seed {seed})."),
+        Derivation::Augment {
+            new_records,
+            dropped_duplicates,
+            dropped_leaking,
+            ..
+        } => format!(
+            "{new_records} new records by rule; {dropped_duplicates} near-duplicates and {dropped_leaking} validation leaks dropped."
+        ),
+        Derivation::Teach {
+            teacher,
+            request,
+            report,
+            ..
+        } => {
+            let mut words = format!("Made by the teacher {teacher} ({}).", request.task.as_str());
+            if let Some(r) = report {
+                words.push_str(&format!(
+                    " {} new records; {} near-duplicates and {} validation leaks dropped; {} prompt and {} completion tokens, {} retries.",
+                    r.kept, r.dropped_duplicates, r.dropped_leaking, r.prompt_tokens, r.completion_tokens, r.retries
+                ));
+            }
+            words
+        }
     })
 }
 
@@ -118,82 +156,142 @@ pub fn AugmentForm(
     }
 }
 
-/// A new record of an augmented version, as its file holds it.
-#[derive(Clone, serde::Deserialize)]
-struct Row {
-    #[serde(default)]
-    prompt: String,
-    #[serde(default)]
-    provenance: Option<Provenance>,
-}
-
-#[derive(Clone, serde::Deserialize)]
-struct Provenance {
-    parent: usize,
-    method: String,
-}
-
-/// An augmented version's new records beside the prompt each was made from.
+/// A version's new records beside the parent records they were made from (the server's
+/// `/changes`): a new prompt beside the prompt it rewords, a new answer beside the answer it
+/// replaces, a question beside its document.
 #[component]
 pub fn VersionDiff(dataset: Dataset) -> impl IntoView {
-    let path = format!("/api/v1/datasets/{}/content", dataset.id);
-    let rows = LocalResource::new(move || {
+    let path = format!("/api/v1/datasets/{}/changes?limit=50", dataset.id);
+    let changes = LocalResource::new(move || {
         let path = path.clone();
-        async move {
-            let bytes = api::get_bytes(&path).await?;
-            let rows: Vec<Row> = String::from_utf8_lossy(&bytes)
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            Ok::<_, api::Failure>(rows)
-        }
+        async move { api::get::<VersionChanges>(&path).await }
     });
     view! {
-        {move || rows.get().map(|result| match result {
+        {move || changes.get().map(|result| match result {
             Err(failure) => view! { <ErrorNote error=failure /> }.into_any(),
-            Ok(rows) => {
-                let changes: Vec<(String, String, String)> = rows.iter().filter_map(|r| {
-                    let p = r.provenance.as_ref()?;
-                    let parent = rows.get(p.parent.checked_sub(1)?)?;
-                    Some((p.method.clone(), parent.prompt.clone(), r.prompt.clone()))
-                }).take(50).collect();
-                view! {
-                    <h3>{format!("New records ({} shown)", changes.len())}</h3>
-                    <Table class="version-diff" headers=&["Method", "Made from", "New prompt"]>
-                        {changes.into_iter().map(|(method, from, to)| view! {
-                            <tr><td>{method}</td><td>{from}</td><td>{to}</td></tr>
-                        }).collect_view()}
-                    </Table>
-                }.into_any()
-            }
+            Ok(changes) => view! {
+                <h3>{format!("New records ({} of {} shown)", changes.changes.len(), changes.total)}</h3>
+                <Table class="version-diff" headers=&["Method", "Made from", "New record"]>
+                    {changes.changes.into_iter().map(|c| {
+                        let from = match (&c.before, &c.origin.document) {
+                            (Some(before), _) => view! { <Side record=before.clone() other=c.after.clone() /> }.into_any(),
+                            (None, Some(document)) => view! { <span class="muted">{format!("{document}, passage {}", c.origin.parent)}</span> }.into_any(),
+                            (None, None) => view! { <span class="muted">{format!("record {}", c.origin.parent)}</span> }.into_any(),
+                        };
+                        let to = match &c.before {
+                            Some(before) => view! { <Side record=c.after.clone() other=before.clone() /> }.into_any(),
+                            None => view! { <Side record=c.after.clone() other=c.after.clone() /> }.into_any(),
+                        };
+                        view! { <tr><td>{c.origin.method.clone()}</td><td>{from}</td><td>{to}</td></tr> }
+                    }).collect_view()}
+                </Table>
+            }.into_any(),
         })}
     }
 }
 
-/// Has a registered teacher make a new version of `dataset`; follows the job and hands the
-/// version to `on_made`.
+/// A record's prompt and answer, the part that differs from `other`'s marked.
 #[component]
-pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView {
+fn Side(record: PreviewRecord, other: PreviewRecord) -> impl IntoView {
+    let mark = |same: bool| if same { "same" } else { "changed" };
+    view! {
+        <div class=mark(record.prompt == other.prompt)>{record.prompt.clone()}</div>
+        <div class=format!("answer {}", mark(record.response == other.response))>{format!("→ {}", record.response)}</div>
+    }
+}
+
+/// What a finished or running teaching job reported, in words.
+fn report_words(job: &TeachJob) -> String {
+    let mut words = format!("{}: {} answers", job.state.as_str(), job.written);
+    if let Some(r) = &job.report {
+        words.push_str(&format!(
+            "; {} prompt and {} completion tokens, {} retries",
+            r.prompt_tokens, r.completion_tokens, r.retries
+        ));
+        if r.finished {
+            words.push_str(&format!(
+                "; kept {}, dropped {} near-duplicates and {} validation leaks",
+                r.kept, r.dropped_duplicates, r.dropped_leaking
+            ));
+        }
+    }
+    words
+}
+
+/// Reads the picked text or Markdown files.
+async fn read_documents(files: web_sys::FileList) -> Result<Vec<TeachDocument>, api::Failure> {
+    let mut documents = Vec::new();
+    for i in 0..files.length() {
+        let Some(file) = files.get(i) else { continue };
+        let text = wasm_bindgen_futures::JsFuture::from(file.text())
+            .await
+            .map_err(|_| api::Failure::local(format!("{}: not readable as text", file.name())))?;
+        documents.push(TeachDocument {
+            name: file.name(),
+            text: text.as_string().unwrap_or_default(),
+        });
+    }
+    Ok(documents)
+}
+
+/// Has a registered teacher make a new version of `dataset` (its answers, rewordings,
+/// back-translations, rewritten answers, or questions about documents); follows the job and
+/// hands the version to `on_made`.
+#[component]
+pub fn TeachForm(
+    dataset: Dataset,
+    others: Vec<Dataset>,
+    on_made: Callback<Dataset>,
+) -> impl IntoView {
     let teachers = LocalResource::new(|| api::get::<List<Teacher>>("/api/v1/teachers"));
     let teacher = RwSignal::new(String::new());
     let task = RwSignal::new("answer".to_owned());
+    let samples = RwSignal::new("1".to_owned());
+    let keep = RwSignal::new("all".to_owned());
+    let template = RwSignal::new(String::new());
+    let validation = RwSignal::new(String::new());
+    let documents = RwSignal::new(Vec::<TeachDocument>::new());
     let max_tokens = RwSignal::new("64".to_owned());
     let progress = RwSignal::new(None::<String>);
     let error = RwSignal::new(None::<api::Failure>);
     let id = dataset.id.clone();
+    let on_documents = move |ev: leptos::ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        let Some(files) = input.files() else { return };
+        leptos::task::spawn_local(async move {
+            match read_documents(files).await {
+                Ok(read) => documents.set(read),
+                Err(failure) => error.set(Some(failure)),
+            }
+        });
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        let task = match task.get_untracked().as_str() {
+            "paraphrase" => TeachTask::Paraphrase,
+            "backtranslate" => TeachTask::Backtranslate,
+            "rewrite" => TeachTask::Rewrite,
+            "questions" => TeachTask::Questions,
+            _ => TeachTask::Answer,
+        };
         let request = TeachRequest {
             teacher: teacher.get_untracked(),
-            task: match task.get_untracked().as_str() {
-                "paraphrase" => TeachTask::Paraphrase,
-                "backtranslate" => TeachTask::Backtranslate,
-                "rewrite" => TeachTask::Rewrite,
-                _ => TeachTask::Answer,
-            },
-            samples: 1,
-            template: None,
+            task,
+            samples: samples.get_untracked().trim().parse().unwrap_or(1),
+            template: Some(template.get_untracked()).filter(|t| !t.trim().is_empty()),
             max_tokens: max_tokens.get_untracked().trim().parse().unwrap_or(256),
+            keep: match keep.get_untracked().as_str() {
+                "rouge" => TeachKeep::Rouge,
+                "judge" => TeachKeep::Judge,
+                _ => TeachKeep::All,
+            },
+            documents: if task == TeachTask::Questions {
+                documents.get_untracked()
+            } else {
+                Vec::new()
+            },
+            validation_dataset: Some(validation.get_untracked()).filter(|v| !v.is_empty()),
+            threshold: 0.9,
         };
         let path = format!("/api/v1/datasets/{id}/teach");
         leptos::task::spawn_local(async move {
@@ -202,7 +300,7 @@ pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView 
                 Err(failure) => return error.set(Some(failure)),
             };
             error.set(None);
-            // Followed until it ends: the records written so far, then the new version.
+            // Followed until it ends: the answers so far and their tokens, then the new version.
             loop {
                 api::sleep(500).await;
                 let now =
@@ -210,11 +308,7 @@ pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView 
                         Ok(now) => now,
                         Err(failure) => return error.set(Some(failure)),
                     };
-                progress.set(Some(format!(
-                    "{}: {} records",
-                    now.state.as_str(),
-                    now.written
-                )));
+                progress.set(Some(report_words(&now)));
                 match now.state {
                     TeachJobState::Succeeded => {
                         if let Some(made) = now.made_dataset {
@@ -236,6 +330,7 @@ pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView 
             }
         });
     };
+    let questions = move || task.get() == "questions";
     view! {
         <form class="teach" on:submit=submit>
             <h3>"Teach: a new version made by a teacher"</h3>
@@ -254,10 +349,34 @@ pub fn TeachForm(dataset: Dataset, on_made: Callback<Dataset>) -> impl IntoView 
                         <option value="paraphrase">"reworded prompts"</option>
                         <option value="backtranslate">"back-translated prompts"</option>
                         <option value="rewrite">"answers rewritten in the domain's style"</option>
+                        <option value="questions">"questions about documents"</option>
+                    </select>
+                </label>
+                <label>"Samples"<input name="teach_samples" bind:value=samples inputmode="numeric" /></label>
+                <label>"Keep"
+                    <select name="teach_keep" on:change=move |ev| keep.set(event_target_value(&ev))>
+                        <option value="all">"every sample"</option>
+                        <option value="rouge">"the closest to the record's answer (ROUGE-L)"</option>
+                        <option value="judge">"the one the teacher judges best"</option>
                     </select>
                 </label>
                 <label>"Max tokens"<input name="teach_max_tokens" bind:value=max_tokens inputmode="numeric" /></label>
+                <label>"Drop what leaks into"
+                    <select name="teach_validation" on:change=move |ev| validation.set(event_target_value(&ev))>
+                        <option value="">"no validation set"</option>
+                        {others.into_iter().map(|d| view! { <option value=d.id.clone()>{d.name.clone()}</option> }).collect_view()}
+                    </select>
+                </label>
             </div>
+            {move || questions().then(|| view! {
+                <label>"Documents (.md, .txt)"
+                    <input type="file" name="teach_documents" multiple accept=".md,.txt,text/plain,text/markdown" on:change=on_documents />
+                </label>
+                <p class="muted">{move || format!("{} documents read", documents.get().len())}</p>
+            })}
+            <label class="wide">"Prompt template (empty: the task's own; {prompt} is the record's prompt or passage, {response} its answer)"
+                <textarea name="teach_template" rows="2" bind:value=template></textarea>
+            </label>
             <button type="submit">"Teach"</button>
             <p class="status" aria-live="polite">{move || progress.get()}</p>
             {move || error.get().map(|e| view! { <ErrorNote error=e /> })}

@@ -6,14 +6,18 @@
 use std::sync::Arc;
 
 use glmtune_engine::data::TokenStats;
-use glmtune_shared::api::{Dataset, Derivation, List, ModelInfo, SplitRequest, SplitResponse};
+use glmtune_shared::api::{
+    tree_order, Dataset, Derivation, List, ModelInfo, SplitRequest, SplitResponse,
+};
 use leptos::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::api;
 use crate::chart::Histogram;
 use crate::measure::{self, Checked, MAX_LOCAL_BYTES};
-use crate::pages::dataset_versions::{version_of, AugmentForm, TeachForm, VersionDiff};
+use crate::pages::dataset_versions::{
+    derivation_words, version_of, AugmentForm, TeachForm, VersionDiff,
+};
 use crate::pages::{loaded, model_options, ErrorNote, Table};
 
 /// A file chosen for upload, with its bytes once read.
@@ -259,12 +263,15 @@ pub fn Datasets() -> impl IntoView {
             <h2>"Stored datasets"</h2>
             {loaded(datasets, move |list| view! {
                     <Table class="datasets" headers=&["Name", "Version of", "Format", "Records", "Bytes", "Id", ""]>
-                            {list.data.iter().map(|d| {
+                            // Each dataset's versions under it, indented by generation.
+                            {tree_order(&list.data, |d| d.id.as_str(), |d| d.parent_id.as_deref()).into_iter().map(|(depth, i)| {
+                                let d = &list.data[i];
                                 let (show, cut) = (d.clone(), d.clone());
                                 let version = version_of(d, &list.data);
+                                let indent = format!("padding-left: {}em", 1.5 * depth as f64);
                                 view! {
-                                    <tr>
-                                        <td><button class="link" on:click=move |_| selected.set(Some(show.clone()))>{d.name.clone()}</button></td>
+                                    <tr class:version={depth > 0}>
+                                        <td style=indent>{(depth > 0).then_some("↳ ")}<button class="link" on:click=move |_| selected.set(Some(show.clone()))>{d.name.clone()}</button></td>
                                         <td>{version}</td>
                                         <td>{d.format.clone()}</td>
                                         <td>{d.records}</td>
@@ -327,8 +334,13 @@ fn DatasetDetail(
     others: Vec<Dataset>,
     on_made: Callback<Dataset>,
 ) -> impl IntoView {
-    let augmented = matches!(dataset.derivation, Some(Derivation::Augment { .. }));
+    // Versions with new records made from the parent's: augmented and taught ones.
+    let augmented = matches!(
+        dataset.derivation,
+        Some(Derivation::Augment { .. } | Derivation::Teach { .. })
+    );
     let (diffed, augmenting, teaching) = (dataset.clone(), dataset.clone(), dataset.clone());
+    let teach_others = others.clone();
     let stats = dataset
         .stats
         .clone()
@@ -337,6 +349,7 @@ fn DatasetDetail(
         <div class="card detail">
             <h2>{dataset.name.clone()}</h2>
             <p>{format!("{} records in format {}; {} skipped as empty; sha256 {}", dataset.records, dataset.format, dataset.skipped_empty, &dataset.sha256[..12])}</p>
+            {derivation_words(&dataset).map(|words| view! { <p class="derivation">{words}</p> })}
             {stats.map(|stats| view! { <TokenCharts stats=stats /> })}
             <Table class="preview" headers=&["Prompt", "Response", "History turns"]>
                     {dataset.preview.iter().map(|r| view! {
@@ -349,7 +362,7 @@ fn DatasetDetail(
                 </Table>
             {augmented.then(|| view! { <VersionDiff dataset=diffed /> })}
             <AugmentForm dataset=augmenting others=others on_made=on_made />
-            <TeachForm dataset=teaching on_made=on_made />
+            <TeachForm dataset=teaching others=teach_others on_made=on_made />
         </div>
     }
 }
