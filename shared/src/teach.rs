@@ -73,6 +73,32 @@ impl TeachTask {
         }
     }
 
+    /// What the teacher is asked first, `{prompt}` standing for the record's prompt (or the
+    /// passage), `{response}` for its answer; a request's `template` replaces it.
+    pub fn default_template(self) -> &'static str {
+        match self {
+            TeachTask::Answer => "{prompt}",
+            TeachTask::Paraphrase => {
+                "请换一种说法改写下面的问题，意思不变，只输出改写后的问题：\n{prompt}"
+            }
+            TeachTask::Backtranslate => {
+                "Translate into English. Output the translation only:\n{prompt}"
+            }
+            TeachTask::Rewrite => "请用专业、准确、简洁的语气改写下面问题的回答，意思不变，只输出改写后的回答。\n问题：{prompt}\n回答：{response}",
+            TeachTask::Questions => "根据下面的资料提出一个问题，只输出问题：\n{prompt}",
+        }
+    }
+
+    /// The second question of a two-step task, `{first}` standing for the first answer and
+    /// `{prompt}` for the record's prompt (or the passage); a request's `then_template` replaces it.
+    pub fn then_template(self) -> Option<&'static str> {
+        match self {
+            TeachTask::Answer | TeachTask::Paraphrase | TeachTask::Rewrite => None,
+            TeachTask::Backtranslate => Some("把下面的英文翻译成中文，只输出译文：\n{first}"),
+            TeachTask::Questions => Some("根据资料回答问题。\n资料：{prompt}\n问题：{first}"),
+        }
+    }
+
     /// Whether the task makes new prompts: the version then holds the parent's records and the
     /// new ones, near-duplicates and validation leaks dropped. The others give the parent's
     /// prompts new answers: the version holds those alone.
@@ -83,6 +109,12 @@ impl TeachTask {
         )
     }
 }
+
+/// What the teacher is asked to pick the best of a prompt's answers with (`keep: judge`),
+/// `{prompt}` the prompt, `{answers}` the answers numbered from 1; a request's `judge_template`
+/// replaces it.
+pub const JUDGE_TEMPLATE: &str =
+    "下面是同一个问题的几个回答。哪一个最好？只输出它的编号。\n问题：{prompt}\n{answers}";
 
 /// Which of a prompt's sampled answers become records (`--keep`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +175,16 @@ pub struct TeachRequest {
     /// The character-3-gram similarity (MinHash) at which two prompts are the same.
     #[serde(default = "threshold")]
     pub threshold: f64,
+    /// The second question of `backtranslate` and `questions` (default: the task's own).
+    #[serde(default)]
+    pub then_template: Option<String>,
+    /// What picks the best answer with `keep: judge` (default: [`JUDGE_TEMPLATE`]).
+    #[serde(default)]
+    pub judge_template: Option<String>,
+    /// A preview: only the first this many records (or passages) are asked, and what they make
+    /// is shown with the job (`preview`), not stored as a version.
+    #[serde(default)]
+    pub preview: Option<u64>,
 }
 
 fn threshold() -> f64 {
@@ -231,6 +273,9 @@ pub struct TeachJob {
     /// Tokens, retries and what was dropped, as the job's command last reported them.
     #[serde(default)]
     pub report: Option<TeachReport>,
+    /// A preview job's new records beside their parent records, once it succeeded.
+    #[serde(default)]
+    pub preview: Option<crate::api::VersionChanges>,
     pub owner_id: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,

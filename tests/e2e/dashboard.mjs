@@ -105,6 +105,15 @@ try {
   const teacherValue = await page.locator("select[name=teach_teacher] option", { hasText: "this server" }).getAttribute("value");
   await page.locator("select[name=teach_teacher]").selectOption(teacherValue);
   await page.locator("input[name=teach_max_tokens]").fill("4");
+  // First a preview of reworded prompts: the task's own question shown, the first 5 records
+  // asked, what they made listed, nothing stored.
+  await page.locator("select[name=teach_task]").selectOption("paraphrase");
+  seen.paraphrase_template = await page.locator("textarea[name=teach_template]").inputValue();
+  await page.locator("button[name=teach_preview]").click();
+  await page.locator("form.teach table.version-diff tbody tr").first().waitFor({ timeout: 120_000 });
+  seen.teach_preview_rows = await page.locator("form.teach table.version-diff tbody tr").count();
+  seen.teach_preview_heading = await page.locator("form.teach h3", { hasText: "New records" }).innerText();
+  await page.locator("select[name=teach_task]").selectOption("answer");
   await page.locator("form.teach button[type=submit]").click();
   await page.locator(".detail h2", { hasText: "(taught: answer)" }).waitFor({ timeout: 120_000 });
   seen.taught_version = await page.locator("table.datasets tbody tr", { hasText: "(taught: answer)" }).first().innerText();

@@ -48,6 +48,7 @@ fn job_of(row: &AnyRow) -> DbResult<TeachJob> {
         made_dataset: row.try_get("made_dataset")?,
         written: 0,
         report: None,
+        preview: None,
         owner_id: row.try_get("owner_id")?,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use glmtune_engine::data::augment::record_line;
 use glmtune_engine::data::Record;
-use glmtune_shared::api::{Derivation, ReadOptions};
+use glmtune_shared::api::{Derivation, ReadOptions, VersionChanges};
 use glmtune_shared::teach::{TeachJob, TeachJobState, TeachReport, TeachTask};
 use tokio::runtime::Handle as Runtime;
 
+use super::api::dataset_changes::changes_of;
 use super::api::datasets::{find, store_derived, validate, version_options, Derived};
 use super::supervisor::child::{flag, read_flags, spawn_child_with};
 use super::{secrets, ApiError, AppState};
@@ -112,7 +113,7 @@ async fn step(state: &AppState, active: &mut Option<Active>) -> Result<(), ApiEr
                         TeachJobState::Running,
                         TeachJobState::Succeeded,
                         None,
-                        Some(&made),
+                        made.as_deref(),
                     )
                     .await?;
             }
@@ -289,8 +290,17 @@ async fn spawn(state: &AppState, job: &TeachJob) -> Result<Child, ApiError> {
     if let Some(rpm) = teacher.requests_per_minute {
         args.push(flag("requests-per-minute", &rpm.to_string()));
     }
-    if let Some(template) = &request.template {
-        args.push(flag("template", template));
+    for (name, value) in [
+        ("template", &request.template),
+        ("then-template", &request.then_template),
+        ("judge-template", &request.judge_template),
+    ] {
+        if let Some(value) = value {
+            args.push(flag(name, value));
+        }
+    }
+    if let Some(limit) = request.preview {
+        args.push(flag("limit", &limit.to_string()));
     }
     let env: Vec<(&str, &str)> = key
         .as_deref()
@@ -304,8 +314,44 @@ async fn spawn(state: &AppState, job: &TeachJob) -> Result<Child, ApiError> {
     )?)
 }
 
-/// Stores the job's output as the dataset's new version; its id.
-async fn finish(state: &AppState, job: &TeachJob) -> Result<String, ApiError> {
+/// The layout the job's inputs were written in, which its output has too.
+fn layout(data_dir: &Path, job: &str) -> Result<ReadOptions, ApiError> {
+    serde_json::from_slice(&std::fs::read(job_input(data_dir, job, "layout.json"))?)
+        .map_err(|e| ApiError::invalid(format!("the job's layout: {e}")))
+}
+
+/// A preview job's new records beside the parent's records they were made from.
+pub async fn preview(state: &AppState, job: &TeachJob) -> Result<VersionChanges, ApiError> {
+    let data_dir = state.settings.data_dir.clone();
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || {
+        let layout = layout(&data_dir, &job.id)?;
+        let parent = validate(
+            &job_input(&data_dir, &job.id, "parent.jsonl"),
+            "the parent",
+            &layout,
+            None,
+        )?;
+        let mut changes = changes_of(
+            &job_file(&data_dir, &job.id),
+            &format!("{}.jsonl", job.id),
+            &layout,
+            &parent.records,
+            100,
+        )?;
+        changes.parent_id = Some(job.dataset_id.clone());
+        Ok(changes)
+    })
+    .await
+    .map_err(|e| ApiError::invalid(e.to_string()))?
+}
+
+/// Stores the job's output as the dataset's new version; its id (none for a preview, which is
+/// only shown).
+async fn finish(state: &AppState, job: &TeachJob) -> Result<Option<String>, ApiError> {
+    if job.request.preview.is_some() {
+        return Ok(None);
+    }
     let data_dir = &state.settings.data_dir;
     let parent = find(state, &job.dataset_id).await?;
     let teacher = state
@@ -314,10 +360,7 @@ async fn finish(state: &AppState, job: &TeachJob) -> Result<String, ApiError> {
         .await?
         .map_or_else(|| job.request.teacher.clone(), |(t, _)| t.name);
     let out = job_file(data_dir, &job.id);
-    // The layout the job's inputs were written in, which its output has too.
-    let layout: ReadOptions =
-        serde_json::from_slice(&std::fs::read(job_input(data_dir, &job.id, "layout.json"))?)
-            .map_err(|e| ApiError::invalid(format!("the job's layout: {e}")))?;
+    let layout = layout(data_dir, &job.id)?;
     let validated = validate(&out, &format!("{}.jsonl", job.id), &layout, None)?;
     let upload = state.blobs.prepare(&std::fs::read(&out)?)?;
     let derived = Derived {
@@ -332,7 +375,9 @@ async fn finish(state: &AppState, job: &TeachJob) -> Result<String, ApiError> {
             report: journal::read_report(&out),
         },
     };
-    Ok(store_derived(state, job.owner_id.clone(), &parent, derived)
-        .await?
-        .id)
+    Ok(Some(
+        store_derived(state, job.owner_id.clone(), &parent, derived)
+            .await?
+            .id,
+    ))
 }

@@ -264,6 +264,17 @@ fn dashboard_walkthrough_in_chromium() {
             .contains("answer by this server from train.jsonl"),
         "{seen}"
     );
+    // Before it, a preview of reworded prompts: the task's own question shown to edit, at most
+    // 5 new records listed.
+    assert!(
+        seen["paraphrase_template"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("{prompt}"),
+        "{seen}"
+    );
+    let previewed = seen["teach_preview_rows"].as_u64().unwrap_or(0);
+    assert!((1..=5).contains(&previewed), "{seen}");
     // Under its parent in the list; its 8 new answers beside the parent's, each changed.
     assert_eq!(seen["taught_row_class"], "version", "{seen}");
     assert_eq!(seen["taught_diff_rows"], 8, "{seen}");

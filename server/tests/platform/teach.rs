@@ -588,6 +588,14 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
             json!({"teacher": teacher["id"], "task": "answer", "keep": "judge"}),
             "keep",
         ),
+        (
+            json!({"teacher": teacher["id"], "task": "answer", "then_template": "{first}"}),
+            "then_template",
+        ),
+        (
+            json!({"teacher": teacher["id"], "task": "answer", "preview": 0}),
+            "preview",
+        ),
     ] {
         let refused = server.post(&teach, &key, &bad);
         assert_eq!(refused.status, 400, "{}", refused.text());
@@ -647,6 +655,50 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
         .as_str()
         .unwrap()
         .starts_with("答：根据下面的资料提出一个问题"));
+
+    // A preview: the first 2 records back-translated with a second question of our own, shown
+    // with the job and stored as no version.
+    let datasets_before = server.get("/api/v1/datasets", &key).json()["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let job = server.post(
+        &teach,
+        &key,
+        &json!({"teacher": teacher["id"], "task": "backtranslate", "preview": 2, "then_template": "译回中文：{first}", "threshold": 0.99}),
+    );
+    assert_eq!(job.status, 202, "{}", job.text());
+    let path = format!("/api/v1/teach-jobs/{}", job.json()["id"].as_str().unwrap());
+    let done = loop {
+        let job = server.get(&path, &key).json();
+        if job["state"] != "queued" && job["state"] != "running" {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(200), "{job}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (&done["state"], &done["made_dataset"]),
+        (&json!("succeeded"), &Value::Null),
+        "{done}"
+    );
+    let preview = &done["preview"];
+    assert_eq!(preview["total"], 2, "{done}");
+    for (n, change) in preview["changes"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(change["origin"]["parent"], n + 1);
+        let prompt = change["after"]["prompt"].as_str().unwrap();
+        let own = change["before"]["prompt"].as_str().unwrap();
+        assert!(
+            prompt.starts_with("答：译回中文：") && prompt.ends_with(own),
+            "{prompt}"
+        );
+        assert_eq!(change["before"]["response"], change["after"]["response"]);
+    }
+    let datasets_after = server.get("/api/v1/datasets", &key).json()["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(datasets_before, datasets_after, "a preview stores nothing");
 
     // Stopped (SIGTERM) with a job running: the server waits for the teaching thread to stop
     // its child before its runtime ends, and exits cleanly.

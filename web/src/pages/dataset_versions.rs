@@ -8,6 +8,7 @@ use glmtune_shared::api::{
 };
 use glmtune_shared::teach::{
     TeachDocument, TeachJob, TeachJobState, TeachKeep, TeachRequest, TeachTask, Teacher,
+    JUDGE_TEMPLATE,
 };
 use leptos::prelude::*;
 
@@ -169,24 +170,30 @@ pub fn VersionDiff(dataset: Dataset) -> impl IntoView {
     view! {
         {move || changes.get().map(|result| match result {
             Err(failure) => view! { <ErrorNote error=failure /> }.into_any(),
-            Ok(changes) => view! {
-                <h3>{format!("New records ({} of {} shown)", changes.changes.len(), changes.total)}</h3>
-                <Table class="version-diff" headers=&["Method", "Made from", "New record"]>
-                    {changes.changes.into_iter().map(|c| {
-                        let from = match (&c.before, &c.origin.document) {
-                            (Some(before), _) => view! { <Side record=before.clone() other=c.after.clone() /> }.into_any(),
-                            (None, Some(document)) => view! { <span class="muted">{format!("{document}, passage {}", c.origin.parent)}</span> }.into_any(),
-                            (None, None) => view! { <span class="muted">{format!("record {}", c.origin.parent)}</span> }.into_any(),
-                        };
-                        let to = match &c.before {
-                            Some(before) => view! { <Side record=c.after.clone() other=before.clone() /> }.into_any(),
-                            None => view! { <Side record=c.after.clone() other=c.after.clone() /> }.into_any(),
-                        };
-                        view! { <tr><td>{c.origin.method.clone()}</td><td>{from}</td><td>{to}</td></tr> }
-                    }).collect_view()}
-                </Table>
-            }.into_any(),
+            Ok(changes) => view! { <ChangesTable changes=changes /> }.into_any(),
         })}
+    }
+}
+
+/// New records beside what they were made from.
+#[component]
+fn ChangesTable(changes: VersionChanges) -> impl IntoView {
+    view! {
+        <h3>{format!("New records ({} of {} shown)", changes.changes.len(), changes.total)}</h3>
+        <Table class="version-diff" headers=&["Method", "Made from", "New record"]>
+            {changes.changes.into_iter().map(|c| {
+                let from = match (&c.before, &c.origin.document) {
+                    (Some(before), _) => view! { <Side record=before.clone() other=c.after.clone() /> }.into_any(),
+                    (None, Some(document)) => view! { <span class="muted">{format!("{document}, passage {}", c.origin.parent)}</span> }.into_any(),
+                    (None, None) => view! { <span class="muted">{format!("record {}", c.origin.parent)}</span> }.into_any(),
+                };
+                let to = match &c.before {
+                    Some(before) => view! { <Side record=c.after.clone() other=before.clone() /> }.into_any(),
+                    None => view! { <Side record=c.after.clone() other=c.after.clone() /> }.into_any(),
+                };
+                view! { <tr><td>{c.origin.method.clone()}</td><td>{from}</td><td>{to}</td></tr> }
+            }).collect_view()}
+        </Table>
     }
 }
 
@@ -234,9 +241,26 @@ async fn read_documents(files: web_sys::FileList) -> Result<Vec<TeachDocument>, 
     Ok(documents)
 }
 
+/// The task a `teach_task` option names.
+fn task_of(value: &str) -> TeachTask {
+    match value {
+        "paraphrase" => TeachTask::Paraphrase,
+        "backtranslate" => TeachTask::Backtranslate,
+        "rewrite" => TeachTask::Rewrite,
+        "questions" => TeachTask::Questions,
+        _ => TeachTask::Answer,
+    }
+}
+
+/// A template as edited, sent only when it differs from the task's own.
+fn edited(text: String, default: Option<&str>) -> Option<String> {
+    (Some(text.as_str()) != default && !text.trim().is_empty()).then_some(text)
+}
+
 /// Has a registered teacher make a new version of `dataset` (its answers, rewordings,
-/// back-translations, rewritten answers, or questions about documents); follows the job and
-/// hands the version to `on_made`.
+/// back-translations, rewritten answers, or questions about documents), each question's
+/// template shown and editable; "Preview" asks about the first 5 records and shows what they
+/// make, "Teach" follows the whole job and hands the version to `on_made`.
 #[component]
 pub fn TeachForm(
     dataset: Dataset,
@@ -245,16 +269,26 @@ pub fn TeachForm(
 ) -> impl IntoView {
     let teachers = LocalResource::new(|| api::get::<List<Teacher>>("/api/v1/teachers"));
     let teacher = RwSignal::new(String::new());
-    let task = RwSignal::new("answer".to_owned());
+    let task = RwSignal::new(TeachTask::Answer);
     let samples = RwSignal::new("1".to_owned());
     let keep = RwSignal::new("all".to_owned());
-    let template = RwSignal::new(String::new());
+    let template = RwSignal::new(TeachTask::Answer.default_template().to_owned());
+    let then_template = RwSignal::new(String::new());
+    let judge_template = RwSignal::new(JUDGE_TEMPLATE.to_owned());
     let validation = RwSignal::new(String::new());
     let documents = RwSignal::new(Vec::<TeachDocument>::new());
     let max_tokens = RwSignal::new("64".to_owned());
     let progress = RwSignal::new(None::<String>);
+    let previewed = RwSignal::new(None::<VersionChanges>);
     let error = RwSignal::new(None::<api::Failure>);
     let id = dataset.id.clone();
+    let on_task = move |ev: leptos::ev::Event| {
+        // A new task shows its own questions, ready to edit.
+        let picked = task_of(&event_target_value(&ev));
+        task.set(picked);
+        template.set(picked.default_template().to_owned());
+        then_template.set(picked.then_template().unwrap_or_default().to_owned());
+    };
     let on_documents = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         let Some(files) = input.files() else { return };
@@ -265,26 +299,20 @@ pub fn TeachForm(
             }
         });
     };
-    let submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        let task = match task.get_untracked().as_str() {
-            "paraphrase" => TeachTask::Paraphrase,
-            "backtranslate" => TeachTask::Backtranslate,
-            "rewrite" => TeachTask::Rewrite,
-            "questions" => TeachTask::Questions,
-            _ => TeachTask::Answer,
+    let request = move |preview: Option<u64>| {
+        let task = task.get_untracked();
+        let keep = match keep.get_untracked().as_str() {
+            "rouge" => TeachKeep::Rouge,
+            "judge" => TeachKeep::Judge,
+            _ => TeachKeep::All,
         };
-        let request = TeachRequest {
+        TeachRequest {
             teacher: teacher.get_untracked(),
             task,
             samples: samples.get_untracked().trim().parse().unwrap_or(1),
-            template: Some(template.get_untracked()).filter(|t| !t.trim().is_empty()),
+            template: edited(template.get_untracked(), Some(task.default_template())),
             max_tokens: max_tokens.get_untracked().trim().parse().unwrap_or(256),
-            keep: match keep.get_untracked().as_str() {
-                "rouge" => TeachKeep::Rouge,
-                "judge" => TeachKeep::Judge,
-                _ => TeachKeep::All,
-            },
+            keep,
             documents: if task == TeachTask::Questions {
                 documents.get_untracked()
             } else {
@@ -292,7 +320,16 @@ pub fn TeachForm(
             },
             validation_dataset: Some(validation.get_untracked()).filter(|v| !v.is_empty()),
             threshold: 0.9,
-        };
+            then_template: task
+                .then_template()
+                .and_then(|own| edited(then_template.get_untracked(), Some(own))),
+            judge_template: (keep == TeachKeep::Judge)
+                .then(|| edited(judge_template.get_untracked(), Some(JUDGE_TEMPLATE)))
+                .flatten(),
+            preview,
+        }
+    };
+    let run = Callback::new(move |request: TeachRequest| {
         let path = format!("/api/v1/datasets/{id}/teach");
         leptos::task::spawn_local(async move {
             let job = match api::post::<_, TeachJob>(&path, &request).await {
@@ -300,7 +337,9 @@ pub fn TeachForm(
                 Err(failure) => return error.set(Some(failure)),
             };
             error.set(None);
-            // Followed until it ends: the answers so far and their tokens, then the new version.
+            previewed.set(None);
+            // Followed until it ends: the answers so far and their tokens, then the new
+            // version, or the preview's records.
             loop {
                 api::sleep(500).await;
                 let now =
@@ -311,7 +350,9 @@ pub fn TeachForm(
                 progress.set(Some(report_words(&now)));
                 match now.state {
                     TeachJobState::Succeeded => {
-                        if let Some(made) = now.made_dataset {
+                        if let Some(preview) = now.preview {
+                            previewed.set(Some(preview));
+                        } else if let Some(made) = now.made_dataset {
                             match api::get::<Dataset>(&format!("/api/v1/datasets/{made}")).await {
                                 Ok(made) => on_made.run(made),
                                 Err(failure) => error.set(Some(failure)),
@@ -329,8 +370,13 @@ pub fn TeachForm(
                 }
             }
         });
+    });
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        run.run(request(None));
     };
-    let questions = move || task.get() == "questions";
+    let preview = move |_| run.run(request(Some(5)));
+    let two_questions = move || task.get().then_template().is_some();
     view! {
         <form class="teach" on:submit=submit>
             <h3>"Teach: a new version made by a teacher"</h3>
@@ -344,7 +390,7 @@ pub fn TeachForm(
                     </select>
                 </label>
                 <label>"Task"
-                    <select name="teach_task" on:change=move |ev| task.set(event_target_value(&ev))>
+                    <select name="teach_task" on:change=on_task>
                         <option value="answer">"its answers (distillation)"</option>
                         <option value="paraphrase">"reworded prompts"</option>
                         <option value="backtranslate">"back-translated prompts"</option>
@@ -368,17 +414,31 @@ pub fn TeachForm(
                     </select>
                 </label>
             </div>
-            {move || questions().then(|| view! {
+            {move || (task.get() == TeachTask::Questions).then(|| view! {
                 <label>"Documents (.md, .txt)"
                     <input type="file" name="teach_documents" multiple accept=".md,.txt,text/plain,text/markdown" on:change=on_documents />
                 </label>
                 <p class="muted">{move || format!("{} documents read", documents.get().len())}</p>
             })}
-            <label class="wide">"Prompt template (empty: the task's own; {prompt} is the record's prompt or passage, {response} its answer)"
+            <label class="wide">"What the teacher is asked ({prompt}: the record's prompt or the passage; {response}: its answer)"
                 <textarea name="teach_template" rows="2" bind:value=template></textarea>
             </label>
-            <button type="submit">"Teach"</button>
+            {move || two_questions().then(|| view! {
+                <label class="wide">"Then ({first}: the first answer)"
+                    <textarea name="teach_then_template" rows="2" bind:value=then_template></textarea>
+                </label>
+            })}
+            {move || (keep.get() == "judge").then(|| view! {
+                <label class="wide">"The judge's question ({answers}: the answers, numbered)"
+                    <textarea name="teach_judge_template" rows="2" bind:value=judge_template></textarea>
+                </label>
+            })}
+            <div class="row">
+                <button type="button" name="teach_preview" on:click=preview>"Preview (5 records)"</button>
+                <button type="submit">"Teach"</button>
+            </div>
             <p class="status" aria-live="polite">{move || progress.get()}</p>
+            {move || previewed.get().map(|changes| view! { <ChangesTable changes=changes /> })}
             {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
         </form>
     }

@@ -32,7 +32,7 @@ use clap::{Args, ValueEnum};
 use glmtune_engine::data::augment::record_line;
 use glmtune_engine::data::Record;
 use glmtune_engine::metrics::score_pair;
-use glmtune_shared::teach::{TeachReport, TeachTask};
+use glmtune_shared::teach::{TeachReport, TeachTask, JUDGE_TEMPLATE};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -58,29 +58,6 @@ pub enum Task {
 }
 
 impl Task {
-    /// The first question's template (`--template` replaces it).
-    fn default_template(self) -> &'static str {
-        match self {
-            Task::Answer => "{prompt}",
-            Task::Paraphrase => {
-                "请换一种说法改写下面的问题，意思不变，只输出改写后的问题：\n{prompt}"
-            }
-            Task::Backtranslate => "Translate into English. Output the translation only:\n{prompt}",
-            Task::Rewrite => "请用专业、准确、简洁的语气改写下面问题的回答，意思不变，只输出改写后的回答。\n问题：{prompt}\n回答：{response}",
-            Task::Questions => "根据下面的资料提出一个问题，只输出问题：\n{prompt}",
-        }
-    }
-
-    /// The second question of a two-step task: `{prompt}` the record's prompt or the passage,
-    /// `{first}` the first answer.
-    fn second_template(self) -> Option<&'static str> {
-        match self {
-            Task::Answer | Task::Paraphrase | Task::Rewrite => None,
-            Task::Backtranslate => Some("把下面的英文翻译成中文，只输出译文：\n{first}"),
-            Task::Questions => Some("根据资料回答问题。\n资料：{prompt}\n问题：{first}"),
-        }
-    }
-
     /// The server's name for it.
     fn shared(self) -> TeachTask {
         match self {
@@ -111,14 +88,11 @@ pub enum Keep {
     Judge,
 }
 
-/// What the teacher is asked to pick the best of a prompt's answers with.
-const JUDGE_TEMPLATE: &str =
-    "下面是同一个问题的几个回答。哪一个最好？只输出它的编号。\n问题：{prompt}\n{answers}";
-
 /// The answer `keep` picks of `answers` to `record` (its index).
 fn pick(
     teacher: &Teacher,
     keep: Keep,
+    judge_template: &str,
     record: &Record,
     answers: &[String],
 ) -> anyhow::Result<usize> {
@@ -142,7 +116,7 @@ fn pick(
                 .enumerate()
                 .map(|(i, a)| format!("{}. {a}", i + 1))
                 .collect();
-            let question = JUDGE_TEMPLATE
+            let question = judge_template
                 .replace("{prompt}", &record.prompt)
                 .replace("{answers}", &listed.join("\n"));
             let verdict = teacher.ask(&question, None)?;
@@ -209,6 +183,18 @@ pub struct TeachArgs {
     /// Sampling temperature (default: 0 to answer, 0.8 to reword).
     #[arg(long)]
     temperature: Option<f32>,
+    /// The second question of `backtranslate` and `questions`, `{first}` standing for the first
+    /// answer and `{prompt}` for the record's prompt or the passage (default: a Chinese
+    /// instruction: translate it back; answer the question from the passage).
+    #[arg(long, value_name = "TEXT")]
+    then_template: Option<String>,
+    /// What the teacher is asked to pick the best answer with (`--keep judge`): `{prompt}` the
+    /// prompt, `{answers}` the answers numbered from 1; the first number of its reply is taken.
+    #[arg(long, value_name = "TEXT")]
+    judge_template: Option<String>,
+    /// Ask about the first N records (or passages) only: a preview of what the task makes.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// With `--task questions`: the dataset the questions join (its records head the output,
     /// and a question like one of its prompts is dropped).
     #[arg(long, value_name = "FILE")]
@@ -286,7 +272,21 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     let template = args
         .template
         .clone()
-        .unwrap_or_else(|| args.task.default_template().to_owned());
+        .unwrap_or_else(|| args.task.shared().default_template().to_owned());
+    let then_template = match (&args.then_template, args.task.shared().then_template()) {
+        (Some(_), None) => bail!("--then-template: only backtranslate and questions ask twice"),
+        (Some(then), Some(_)) if !then.contains("{first}") => {
+            bail!("--then-template: it must hold {{first}}, where the first answer goes")
+        }
+        (then, default) => then.clone().or(default.map(str::to_owned)),
+    };
+    let judge_template = args
+        .judge_template
+        .clone()
+        .unwrap_or_else(|| JUDGE_TEMPLATE.to_owned());
+    if args.keep == Keep::Judge && !judge_template.contains("{answers}") {
+        bail!("--judge-template: it must hold {{answers}}, where the numbered answers go");
+    }
     if !template.contains("{prompt}") {
         bail!("--template: it must hold {{prompt}}, where each record's prompt goes");
     }
@@ -346,6 +346,11 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
             (parent.clone(), none)
         }
     };
+    let (mut records, mut documents) = (records, documents);
+    if let Some(limit) = args.limit {
+        records.truncate(limit);
+        documents.truncate(limit);
+    }
     let journal_path = journal::journal_path(&args.out);
     let earlier = journal::read(&journal_path)?;
     let done = journal::answered(&earlier);
@@ -362,7 +367,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         Task::Paraphrase => 0.8,
         _ => 0.0,
     });
-    let second = args.task.second_template();
+    let second = then_template.as_deref();
     let provenance_template = match second {
         Some(second) => format!("{template}\n---\n{second}"),
         None => template.clone(),
@@ -401,7 +406,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
             let sender = sender.clone();
             let (work, teacher, records, template) = (&work, &teacher, &records, &template);
             let (documents, provenance_template) = (&documents, &provenance_template);
-            let (keep, samples) = (args.keep, args.samples);
+            let (keep, samples, judge_template) = (args.keep, args.samples, &judge_template);
             let (file, task) = (&args.file, args.task);
             scope.spawn(move || loop {
                 let Some((parent, copy)) = work.lock().pop_front() else {
@@ -420,7 +425,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
                         })
                         .collect::<anyhow::Result<Vec<String>>>()
                         .and_then(|answers| {
-                            let best = pick(teacher, keep, record, &answers)?;
+                            let best = pick(teacher, keep, judge_template, record, &answers)?;
                             let picked = Picked {
                                 answer: best + 1,
                                 of: answers.len(),
@@ -518,6 +523,9 @@ mod tests {
             "少盐少油，多吃蔬菜水果。".to_owned(),
             "按时服药。".to_owned(),
         ];
-        assert_eq!(pick(&teacher, Keep::Rouge, &record, &answers).unwrap(), 1);
+        assert_eq!(
+            pick(&teacher, Keep::Rouge, JUDGE_TEMPLATE, &record, &answers).unwrap(),
+            1
+        );
     }
 }

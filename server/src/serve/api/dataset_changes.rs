@@ -8,7 +8,7 @@ use axum::Json;
 use glmtune_shared::api::{RecordOrigin, VersionChange, VersionChanges};
 use serde::Deserialize;
 
-use super::datasets::{find, preview_record, validate, Validated};
+use super::datasets::{find, preview_record, validate};
 use crate::serve::{ApiError, AppState};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -44,63 +44,81 @@ pub async fn changes(
         None => None,
     };
     let blobs = state.blobs.clone();
-    let changes = tokio::task::spawn_blocking(move || -> Result<VersionChanges, ApiError> {
-        let path = blobs.path(&version.sha256);
-        let read = |path: &std::path::Path, name: &str, options| -> Result<Validated, ApiError> {
-            validate(path, name, options, None)
-        };
-        let records = read(&path, &version.name, &version.read_options)?.records;
-        let text = std::fs::read_to_string(&path)?;
-        let origins: Vec<Option<RecordOrigin>> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str::<Line>(l).map_or(None, |l| l.provenance))
-            .collect();
-        // A version is written by this server, one record a line: its lines are its records.
-        if origins.len() != records.len() {
-            return Err(ApiError::invalid(format!(
-                "{}: not a version of one record a line ({} lines, {} records)",
-                version.name,
-                origins.len(),
-                records.len()
-            )));
-        }
+    let changes = tokio::task::spawn_blocking(move || {
         let parent_records = match &parent {
             Some(parent) => {
-                read(
+                validate(
                     &blobs.path(&parent.sha256),
                     &parent.name,
                     &parent.read_options,
+                    None,
                 )?
                 .records
             }
             None => Vec::new(),
         };
-        let mut out = VersionChanges {
-            parent_id: parent.as_ref().map(|p| p.id.clone()),
-            total: 0,
-            changes: Vec::new(),
-        };
-        for (n, (record, origin)) in records.iter().zip(origins).enumerate() {
-            let Some(origin) = origin else { continue };
-            out.total += 1;
-            if out.changes.len() < limit {
-                // A document's passage is no record of the parent's.
-                let before = (origin.document.is_none())
-                    .then(|| parent_records.get((origin.parent as usize).checked_sub(1)?))
-                    .flatten()
-                    .map(preview_record);
-                out.changes.push(VersionChange {
-                    record: n as u64 + 1,
-                    origin,
-                    before,
-                    after: preview_record(record),
-                });
-            }
-        }
-        Ok(out)
+        let mut changes = changes_of(
+            &blobs.path(&version.sha256),
+            &version.name,
+            &version.read_options,
+            &parent_records,
+            limit,
+        )?;
+        changes.parent_id = parent.map(|p| p.id);
+        Ok::<_, ApiError>(changes)
     })
     .await
     .map_err(|e| ApiError::invalid(e.to_string()))??;
     Ok(Json(changes))
+}
+
+/// The new records of the version file at `path` (read with `options`), each beside its record
+/// of `parent_records`; the first `limit` of them (blocking).
+pub(crate) fn changes_of(
+    path: &std::path::Path,
+    name: &str,
+    options: &glmtune_shared::api::ReadOptions,
+    parent_records: &[glmtune_engine::data::Record],
+    limit: usize,
+) -> Result<VersionChanges, ApiError> {
+    let records = validate(path, name, options, None)?.records;
+    let text = std::fs::read_to_string(path)?;
+    let origins: Vec<Option<RecordOrigin>> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Line>(l).map_or(None, |l| l.provenance))
+        .collect();
+    // A version is written by this server, one record a line: its lines are its records.
+    if origins.len() != records.len() {
+        return Err(ApiError::invalid(format!(
+            "{name}: not a version of one record a line ({} lines, {} records)",
+            origins.len(),
+            records.len()
+        )));
+    }
+    let mut out = VersionChanges {
+        parent_id: None,
+        total: 0,
+        changes: Vec::new(),
+    };
+    for (n, (record, origin)) in records.iter().zip(origins).enumerate() {
+        let Some(origin) = origin else { continue };
+        out.total += 1;
+        if out.changes.len() < limit {
+            // A document's passage is no record of the parent's.
+            let before = origin
+                .document
+                .is_none()
+                .then(|| parent_records.get((origin.parent as usize).checked_sub(1)?))
+                .flatten()
+                .map(preview_record);
+            out.changes.push(VersionChange {
+                record: n as u64 + 1,
+                origin,
+                before,
+                after: preview_record(record),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -3,7 +3,7 @@
 mod account;
 pub mod chats;
 mod dataset_augment;
-mod dataset_changes;
+pub(crate) mod dataset_changes;
 mod dataset_split;
 pub mod datasets;
 mod models;

@@ -137,6 +137,7 @@ pub async fn teach(
         return Err(ApiError::invalid("threshold: a number from 0 to 1"));
     }
     check_documents(&request)?;
+    check_templates(&request)?;
     if let Some(validation) = &request.validation_dataset {
         find_dataset(&state, validation)
             .await
@@ -151,6 +152,7 @@ pub async fn teach(
         made_dataset: None,
         written: 0,
         report: None,
+        preview: None,
         owner_id: Some(caller.principal.clone()),
         created_at: now(),
         finished_at: None,
@@ -176,7 +178,39 @@ pub async fn get_job(
         .ok_or_else(|| ApiError::not_found(format!("teaching job {id} does not exist")))?;
     job.written = teach_jobs::written(&state.settings.data_dir, &job.id);
     job.report = teach_jobs::report(&state.settings.data_dir, &job.id);
+    if job.request.preview.is_some() && job.state == TeachJobState::Succeeded {
+        job.preview = Some(teach_jobs::preview(&state, &job).await?);
+    }
     Ok(Json(job))
+}
+
+/// The second question's and the judge's templates go with the tasks that ask them, each with
+/// its placeholder; a preview asks 1 to 100 records.
+fn check_templates(request: &TeachRequest) -> Result<(), ApiError> {
+    match (&request.then_template, request.task.then_template()) {
+        (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "then_template: only backtranslate and questions ask a second question",
+            ))
+        }
+        (Some(then), Some(_)) if !then.contains("{first}") => {
+            return Err(ApiError::invalid(
+                "then_template: it must hold {first}, where the first answer goes",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(judge) = &request.judge_template {
+        if request.keep != TeachKeep::Judge || !judge.contains("{answers}") {
+            return Err(ApiError::invalid(
+                "judge_template: goes with keep judge, and must hold {answers}",
+            ));
+        }
+    }
+    if request.preview.is_some_and(|n| !(1..=100).contains(&n)) {
+        return Err(ApiError::invalid("preview: 1 to 100 records"));
+    }
+    Ok(())
 }
 
 /// The most a job's documents may hold together.
