@@ -290,7 +290,8 @@ pub enum Derivation {
     },
     /// Made by a teacher (`POST /api/v1/datasets/{id}/teach`).
     Teach {
-        request: crate::teach::TeachRequest,
+        /// Boxed: the request (documents and templates) is much larger than the other variants.
+        request: Box<crate::teach::TeachRequest>,
         teacher: String,
         records: i64,
         /// What the job reported at its end: new records kept, dropped, tokens.

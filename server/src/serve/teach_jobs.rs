@@ -14,7 +14,9 @@ use std::time::Duration;
 use glmtune_engine::data::augment::record_line;
 use glmtune_engine::data::Record;
 use glmtune_shared::api::{Derivation, ReadOptions, VersionChanges};
-use glmtune_shared::teach::{TeachJob, TeachJobState, TeachReport, TeachTask};
+use glmtune_shared::teach::{
+    TeachDocument, TeachJob, TeachJobState, TeachReport, TeachRequest, TeachTask,
+};
 use tokio::runtime::Handle as Runtime;
 
 use super::api::dataset_changes::changes_of;
@@ -369,7 +371,20 @@ async fn finish(state: &AppState, job: &TeachJob) -> Result<Option<String>, ApiE
         records: validated.records.clone(),
         read_options: layout,
         derivation: Derivation::Teach {
-            request: job.request.clone(),
+            request: Box::new(TeachRequest {
+                // The documents' names only (each record names its own): their text, up to
+                // 8 MiB, would ride along in every listing of datasets.
+                documents: job
+                    .request
+                    .documents
+                    .iter()
+                    .map(|d| TeachDocument {
+                        name: d.name.clone(),
+                        text: String::new(),
+                    })
+                    .collect(),
+                ..job.request.clone()
+            }),
             teacher,
             records: validated.records.len() as i64,
             report: journal::read_report(&out),

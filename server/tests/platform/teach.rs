@@ -628,6 +628,12 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
         "{done}"
     );
     let made = done["made_dataset"].as_str().unwrap();
+    let version = server.get(&format!("/api/v1/datasets/{made}"), &key).json();
+    assert_eq!(
+        version["derivation"]["request"]["documents"],
+        json!([{"name": "guide.md", "text": ""}]),
+        "the version keeps the documents' names, not their text"
+    );
     let content = server
         .get(&format!("/api/v1/datasets/{made}/content"), &key)
         .text();
