@@ -125,9 +125,18 @@ impl Site {
 
     fn start_with(&self, binary: &std::path::Path, extra: &[&str], stderr: Stdio) -> Server {
         let model = format!("tiny={}", fixture("model"));
+        // Tests poll for minutes on end (sweeps, teaching jobs): at the default 600 requests a
+        // minute a slow run's polling met 429s and read them as answers. The limit has its own
+        // test (auth_matrix), which sets it.
+        let unlimited: &[&str] = if extra.contains(&"--rate-limit") {
+            &[]
+        } else {
+            &["--rate-limit", "0"]
+        };
         let mut child = Command::new(binary)
             .args(["serve", "--bind", "127.0.0.1:0", "--model", &model])
             .args(self.site_args())
+            .args(unlimited)
             .args(extra)
             .env_remove("GLMTUNE_ADMIN_PASSWORD")
             .env_remove("GLMTUNE_DATABASE_URL")

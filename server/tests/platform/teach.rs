@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use glmtune_engine::data::augment::MinHash;
 use serde_json::{json, Value};
 
-use crate::harness::{fixture, Backend, Site};
+use crate::harness::{fixture, Backend, Server, Site};
 
 fn teach(out: &Path, url: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_glmtune"))
@@ -108,6 +109,66 @@ fn the_server_itself_teaches_and_its_answers_become_the_responses() {
         stderr.contains("401") && stderr.contains("record"),
         "{stderr}"
     );
+
+    // An augmented version from the same teacher: 3 rewordings a prompt, checked against a
+    // validation file of two of the parent's records. Every new record names where it came
+    // from, and none is like a parent prompt, a validation prompt or another new one.
+    let parent: Vec<Value> = lines(Path::new(&fixture("train.jsonl")));
+    let validation = site.data_dir.join("validation.jsonl");
+    let held_out: Vec<String> = parent[..2].iter().map(|r| r.to_string()).collect();
+    std::fs::write(&validation, held_out.join("\n") + "\n").unwrap();
+    let out = site.data_dir.join("reworded.jsonl");
+    let report = report_of(&teach(
+        &out,
+        &url,
+        &[
+            "--teacher-key",
+            &key,
+            "--task",
+            "paraphrase",
+            "--samples",
+            "3",
+            "--max-tokens",
+            "12",
+            "--validation-file",
+            validation.to_str().unwrap(),
+        ],
+    ));
+    let count = |field: &str| report[field].as_u64().unwrap() as usize;
+    assert_eq!(
+        count("kept") + count("dropped_duplicates") + count("dropped_leaking"),
+        24,
+        "{report}"
+    );
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 8 + count("kept"), "{report}");
+    let hasher = MinHash::new(42);
+    let mut known: Vec<_> = parent
+        .iter()
+        .map(|r| hasher.signature(r["content"].as_str().unwrap()))
+        .collect();
+    for row in &rows[8..] {
+        let provenance = &row["provenance"];
+        assert_eq!(
+            (&provenance["method"], &provenance["teacher"]),
+            (&json!("teacher_paraphrase"), &json!("tiny"))
+        );
+        assert!(provenance["template"]
+            .as_str()
+            .unwrap()
+            .contains("{prompt}"));
+        let n = provenance["parent"].as_u64().unwrap() as usize;
+        assert_eq!(
+            row["response"],
+            parent[n - 1]["summary"],
+            "the answer is kept"
+        );
+        let signature = hasher.signature(row["prompt"].as_str().unwrap());
+        for other in &known {
+            assert!(MinHash::similarity(&signature, other) < 0.9, "{row}");
+        }
+        known.push(signature);
+    }
 }
 
 /// A teacher that answers each question `429`, then `500`, then `答：QUESTION`, each answer after
@@ -471,6 +532,22 @@ fn paraphrases_drop_near_duplicates_and_validation_leaks() {
     assert_eq!(lines(&out), rows);
 }
 
+/// Queues a teaching job (`POST teach` with `body`) and waits for its end: the job then.
+fn ended(server: &Server, key: &str, teach: &str, body: &Value) -> Value {
+    let job = server.post(teach, key, body);
+    assert_eq!(job.status, 202, "{}", job.text());
+    let path = format!("/api/v1/teach-jobs/{}", job.json()["id"].as_str().unwrap());
+    let started = Instant::now();
+    loop {
+        let job = server.get(&path, key).json();
+        if job["state"] != "queued" && job["state"] != "running" {
+            return job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{job}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_registered_teacher_makes_a_version_through_a_server_restart() {
     let site = Site::new("teach-job", Backend::Sqlite);
@@ -601,21 +678,12 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
         assert_eq!(refused.status, 400, "{}", refused.text());
         assert!(refused.text().contains(field), "{}", refused.text());
     }
-    let job = server.post(
-        &teach,
+    let done = ended(
+        &server,
         &key,
+        &teach,
         &json!({"teacher": teacher["id"], "task": "questions", "documents": [{"name": "guide.md", "text": guide}], "validation_dataset": dataset["id"]}),
     );
-    assert_eq!(job.status, 202, "{}", job.text());
-    let path = format!("/api/v1/teach-jobs/{}", job.json()["id"].as_str().unwrap());
-    let done = loop {
-        let job = server.get(&path, &key).json();
-        if job["state"] != "queued" && job["state"] != "running" {
-            break job;
-        }
-        assert!(started.elapsed() < Duration::from_secs(180), "{job}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
     assert_eq!(done["state"], "succeeded", "{done}");
     let report = &done["report"];
     assert_eq!(
@@ -668,21 +736,12 @@ fn a_registered_teacher_makes_a_version_through_a_server_restart() {
         .as_array()
         .unwrap()
         .len();
-    let job = server.post(
-        &teach,
+    let done = ended(
+        &server,
         &key,
+        &teach,
         &json!({"teacher": teacher["id"], "task": "backtranslate", "preview": 2, "then_template": "译回中文：{first}", "threshold": 0.99}),
     );
-    assert_eq!(job.status, 202, "{}", job.text());
-    let path = format!("/api/v1/teach-jobs/{}", job.json()["id"].as_str().unwrap());
-    let done = loop {
-        let job = server.get(&path, &key).json();
-        if job["state"] != "queued" && job["state"] != "running" {
-            break job;
-        }
-        assert!(started.elapsed() < Duration::from_secs(200), "{job}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
     assert_eq!(
         (&done["state"], &done["made_dataset"]),
         (&json!("succeeded"), &Value::Null),
