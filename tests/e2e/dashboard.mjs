@@ -139,6 +139,9 @@ try {
   await page.locator("form.teach button[type=submit]").click();
   await page.locator(".detail h2", { hasText: "(taught: questions)" }).waitFor({ timeout: 120_000 });
   seen.questions_status = await page.locator(".detail p.derivation").innerText();
+  // The new version's own form starts afresh: its task select agrees with its template.
+  seen.task_after_made = await page.locator("select[name=teach_task]").inputValue();
+  seen.template_after_made = await page.locator("textarea[name=teach_template]").inputValue();
   seen.questions_version = await page.locator("table.datasets tbody tr", { hasText: "(taught: questions)" }).first().innerText();
   await shot("4-dataset-questions");
 

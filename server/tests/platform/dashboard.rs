@@ -279,6 +279,12 @@ fn dashboard_walkthrough_in_chromium() {
     assert_eq!(seen["taught_row_class"], "version", "{seen}");
     assert_eq!(seen["taught_diff_rows"], 8, "{seen}");
     assert_eq!(seen["taught_diff_changed"], 8, "{seen}");
+    // A version's page opens with a fresh form: the task shown is the one its template is for.
+    assert_eq!(
+        (&seen["task_after_made"], &seen["template_after_made"]),
+        (&serde_json::json!("answer"), &serde_json::json!("{prompt}")),
+        "{seen}"
+    );
     // Questions about a document picked in the form: a version, with the job's token count.
     assert!(
         seen["questions_version"]

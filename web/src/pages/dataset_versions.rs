@@ -134,7 +134,7 @@ pub fn AugmentForm(
                 <label>"Copies"<input name="augment_copies" bind:value=copies inputmode="numeric" /></label>
                 <label>"Seed"<input name="augment_seed" bind:value=seed inputmode="numeric" /></label>
                 <label>"Drop what leaks into"
-                    <select name="augment_validation" on:change=move |ev| validation.set(event_target_value(&ev))>
+                    <select name="augment_validation" prop:value=move || validation.get() on:change=move |ev| validation.set(event_target_value(&ev))>
                         <option value="">"no validation set"</option>
                         {others.into_iter().map(|d| view! { <option value=d.id.clone()>{d.name.clone()}</option> }).collect_view()}
                     </select>
@@ -382,7 +382,7 @@ pub fn TeachForm(
             <h3>"Teach: a new version made by a teacher"</h3>
             <div class="row">
                 <label>"Teacher"
-                    <select name="teach_teacher" required on:change=move |ev| teacher.set(event_target_value(&ev))>
+                    <select name="teach_teacher" required prop:value=move || teacher.get() on:change=move |ev| teacher.set(event_target_value(&ev))>
                         <option value="">"choose… (register one under Teachers)"</option>
                         {move || teachers.get().and_then(Result::ok).map(|list| list.data.into_iter()
                             .map(|t| view! { <option value=t.id.clone()>{format!("{} ({})", t.name, t.model)}</option> })
@@ -390,7 +390,7 @@ pub fn TeachForm(
                     </select>
                 </label>
                 <label>"Task"
-                    <select name="teach_task" on:change=on_task>
+                    <select name="teach_task" prop:value=move || task.get().as_str() on:change=on_task>
                         <option value="answer">"its answers (distillation)"</option>
                         <option value="paraphrase">"reworded prompts"</option>
                         <option value="backtranslate">"back-translated prompts"</option>
@@ -400,7 +400,7 @@ pub fn TeachForm(
                 </label>
                 <label>"Samples"<input name="teach_samples" bind:value=samples inputmode="numeric" /></label>
                 <label>"Keep"
-                    <select name="teach_keep" on:change=move |ev| keep.set(event_target_value(&ev))>
+                    <select name="teach_keep" prop:value=move || keep.get() on:change=move |ev| keep.set(event_target_value(&ev))>
                         <option value="all">"every sample"</option>
                         <option value="rouge">"the closest to the record's answer (ROUGE-L)"</option>
                         <option value="judge">"the one the teacher judges best"</option>
@@ -408,7 +408,7 @@ pub fn TeachForm(
                 </label>
                 <label>"Max tokens"<input name="teach_max_tokens" bind:value=max_tokens inputmode="numeric" /></label>
                 <label>"Drop what leaks into"
-                    <select name="teach_validation" on:change=move |ev| validation.set(event_target_value(&ev))>
+                    <select name="teach_validation" prop:value=move || validation.get() on:change=move |ev| validation.set(event_target_value(&ev))>
                         <option value="">"no validation set"</option>
                         {others.into_iter().map(|d| view! { <option value=d.id.clone()>{d.name.clone()}</option> }).collect_view()}
                     </select>
