@@ -105,25 +105,22 @@ fn forward_batching_and_checkpointing_keep_the_trajectory() {
     );
 }
 
-/// A job that pauses at a step (a sweep's rung), started again once it is there — its server
-/// killed after the checkpoint was written, before it saw the child exit — trains no further step.
-#[test]
-fn a_job_restarted_at_its_pause_stays_there() {
-    let dir = scratch("pause-again");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut job = TrainJob {
+/// The fixture's recipe as a job training into `output_dir` (12 steps of 2 sequences, lengths
+/// 24 and 16, a log row each step), `settings` given beside it.
+fn fixture_job(output_dir: &Path, settings: RunSettings) -> TrainJob {
+    TrainJob {
         model: fixture("model").into(),
         train_file: fixture("train.jsonl").into(),
         validation_file: None,
         dataset: ReadOptions::default(),
         skip_invalid: false,
-        output_dir: dir.join("run"),
+        output_dir: output_dir.to_path_buf(),
         init_adapter: Some(fixture("adapter_init").into()),
         probe_file: None,
         teacher_model: None,
         teacher_adapter: None,
         resume: false,
-        stop_after_step: Some(4),
+        stop_after_step: None,
         device: "cpu".into(),
         settings: RunSettings {
             max_steps: Some(12),
@@ -132,9 +129,19 @@ fn a_job_restarted_at_its_pause_stays_there() {
             max_target_length: Some(16),
             per_device_train_batch_size: Some(2),
             gradient_accumulation_steps: Some(1),
-            ..RunSettings::default()
+            ..settings
         },
-    };
+    }
+}
+
+/// A job that pauses at a step (a sweep's rung), started again once it is there — its server
+/// killed after the checkpoint was written, before it saw the child exit — trains no further step.
+#[test]
+fn a_job_restarted_at_its_pause_stays_there() {
+    let dir = scratch("pause-again");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut job = fixture_job(&dir.join("run"), RunSettings::default());
+    job.stop_after_step = Some(4);
     let path = dir.join("job.json");
     let run = |job: &TrainJob| {
         job.write(&path).unwrap();
@@ -159,32 +166,14 @@ fn a_job_restarted_at_its_pause_stays_there() {
 fn a_job_file_trains_as_the_flags_do() {
     let dir = scratch("trajectory-job");
     std::fs::create_dir_all(&dir).unwrap();
-    let job = TrainJob {
-        model: fixture("model").into(),
-        train_file: fixture("train.jsonl").into(),
-        validation_file: None,
-        dataset: ReadOptions::default(),
-        skip_invalid: false,
-        output_dir: dir.join("run"),
-        init_adapter: Some(fixture("adapter_init").into()),
-        probe_file: None,
-        teacher_model: None,
-        teacher_adapter: None,
-        resume: false,
-        stop_after_step: None,
-        device: "cpu".into(),
-        settings: RunSettings {
+    let job = fixture_job(
+        &dir.join("run"),
+        RunSettings {
             prefix_dropout: Some(0.0),
             shuffle: Some(false),
-            logging_steps: Some(1),
-            max_source_length: Some(24),
-            max_target_length: Some(16),
-            per_device_train_batch_size: Some(2),
-            gradient_accumulation_steps: Some(1),
-            max_steps: Some(12),
             ..RunSettings::default()
         },
-    };
+    );
     let path = dir.join("job.json");
     job.write(&path).unwrap();
     check_official_run(
