@@ -200,9 +200,11 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         documents.truncate(limit);
     }
     let journal_path = journal::journal_path(&args.out);
-    let earlier = journal::read(&journal_path)?;
-    let done = journal::answered(&earlier);
-    let before = journal::earlier_report(&args.out, &earlier);
+    // Every answer so far: the journal's, then this run's as they come; the output is made
+    // from them without reading the journal again.
+    let mut entries = journal::read(&journal_path)?;
+    let done = journal::answered(&entries);
+    let before = journal::earlier_report(&args.out, &entries);
     let mut teacher = Teacher::new(
         &args.teacher_url,
         args.teacher_key.clone(),
@@ -238,7 +240,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", journal_path.display()))?;
     let mut report = TeachReport {
         parent_records: records.len() as u64,
-        already_done: earlier.len() as u64,
+        already_done: entries.len() as u64,
         ..TeachReport::default()
     };
     // Tokens and retries over every run of the job.
@@ -323,7 +325,9 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
         // Each answer one whole line, flushed at once: an interruption loses at most the line
         // being written, which the next run drops and asks again.
         for entry in receiver {
-            journal::append(&mut journal_file, &journal_path, &entry?)?;
+            let entry = entry?;
+            journal::append(&mut journal_file, &journal_path, &entry)?;
+            entries.push(entry);
             report.written += 1;
             tally(&mut report);
             journal::write_report(&args.out, &report)?;
@@ -333,7 +337,7 @@ pub fn run(args: TeachArgs) -> anyhow::Result<()> {
     tally(&mut report);
     if outcome.is_ok() {
         let made = journal::compose(
-            journal::read(&journal_path)?,
+            entries,
             args.task
                 .shared()
                 .makes_prompts()
