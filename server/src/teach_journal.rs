@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use glmtune_engine::data::augment::{record_line, NearDuplicates, Verdict};
+use glmtune_engine::data::augment::{record_as_it_was, NearDuplicates, Verdict};
 use glmtune_engine::data::Record;
 use glmtune_shared::teach::TeachReport;
 use serde::{Deserialize, Serialize};
@@ -173,7 +173,7 @@ pub fn compose(
     let mut out = Composed {
         lines: records
             .iter()
-            .map(|r| record_line(r, &r.prompt, None, None::<&()>, with_history))
+            .map(|r| record_as_it_was(r, with_history))
             .collect(),
         kept: 0,
         dropped_duplicates: 0,

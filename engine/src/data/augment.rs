@@ -231,19 +231,19 @@ pub fn record_line<P: Serialize>(
     serde_json::to_string(&row).unwrap_or_default()
 }
 
+/// `record` as one line of a new version, unchanged and with no provenance: a parent's record
+/// at the head of its version.
+pub fn record_as_it_was(record: &Record, with_history: bool) -> String {
+    record_line::<()>(record, &record.prompt, None, None, with_history)
+}
+
 /// The new version as JSON lines: `records` as they were, then the kept new ones. Conversations
 /// (`messages`) stay conversations; the others get `prompt`/`response` columns, and `history`
 /// when the parent has that column (`with_history`).
 pub fn version_lines(records: &[Record], made: &Augmentation, with_history: bool) -> String {
     let mut text = String::new();
     for record in records {
-        text.push_str(&record_line::<Provenance>(
-            record,
-            &record.prompt,
-            None,
-            None,
-            with_history,
-        ));
+        text.push_str(&record_as_it_was(record, with_history));
         text.push('\n');
     }
     for kept in &made.kept {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
-use glmtune_engine::data::augment::record_line;
+use glmtune_engine::data::augment::record_as_it_was;
 use glmtune_engine::data::Record;
 use glmtune_shared::api::{Derivation, ReadOptions, VersionChanges};
 use glmtune_shared::teach::{
@@ -191,13 +191,7 @@ fn normalized(records: &[Record], conversations: bool, with_history: bool) -> St
             (false, false) => record.messages.clear(),
             _ => {}
         }
-        text.push_str(&record_line(
-            &record,
-            &record.prompt,
-            None,
-            None::<&()>,
-            with_history,
-        ));
+        text.push_str(&record_as_it_was(&record, with_history));
         text.push('\n');
     }
     text
