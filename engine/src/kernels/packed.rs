@@ -14,7 +14,6 @@
 //! `16 + 4g + j`). Of q8_0: 16 scales, then eight groups; byte `4r + j` of group `g` is value
 //! `4g + j` of row `r` plus 128.
 
-#[cfg(target_arch = "x86_64")]
 use super::blocks::quantize_block;
 use super::blocks::{BlockFormat, BLOCK};
 #[cfg(target_arch = "x86_64")]
@@ -115,6 +114,17 @@ impl Packed {
     }
 }
 
+/// `row` rounded to activation blocks the portable way, one block at a time: what
+/// [`super::avx512::round_row`] is tested against.
+pub fn round_row(row: &[f32], blocks: &mut [ActBlock]) {
+    for (values, block) in row.chunks(BLOCK).zip(blocks.iter_mut()) {
+        let (d, qs) = quantize_block(values);
+        block.qs = qs;
+        block.d = d.to_f32();
+        block.sum = qs.iter().map(|&q| i32::from(q)).sum();
+    }
+}
+
 /// One activation block as the tile kernels read it.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(8))]
@@ -152,12 +162,9 @@ pub fn matmul(packed: &Packed, x: &[f32], out: &mut [f32]) -> Result<(), KernelE
     ACTS.with(|cell| {
         let mut scratch = cell.borrow_mut();
         let acts = super::rounded_rows(&mut scratch, x, k, nb, |row, blocks| {
-            for (values, block) in row.chunks(BLOCK).zip(blocks.iter_mut()) {
-                let (d, qs) = quantize_block(values);
-                block.qs = qs;
-                block.d = d.to_f32();
-                block.sum = qs.iter().map(|&q| i32::from(q)).sum();
-            }
+            // SAFETY: the CPU supports AVX-512 VNNI (checked above), which `round_row` needs
+            // less of; `blocks` has a place for each of the row's blocks.
+            unsafe { super::avx512::round_row(row, blocks) }
         });
         let out = super::Shared(out.as_mut_ptr());
         let tile_bytes = nb * tile_block_bytes(packed.format);

@@ -187,3 +187,40 @@ fn packed_tiles_unpack_exactly_and_multiply_as_the_portable_kernel() {
     }
     assert!(Packed::pack(BlockFormat::Q4_0, &[0; 18], 1, 32).is_none());
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vector_rounding_gives_the_scalar_blocks_bit_for_bit() {
+    use packed::ActBlock;
+    if !Isa::Avx512Vnni.supported() {
+        return;
+    }
+    let mut row = values(32 * 40, 7);
+    // Scaled up so the rounding sees every kind of fraction; a zero block, a block whose values
+    // are exact halves after scaling (scale 1), a lone outlier, and negative halves.
+    row.iter_mut().for_each(|v| *v *= 300.0);
+    row[..32].fill(0.0);
+    for (i, v) in row[32..64].iter_mut().enumerate() {
+        *v = if i == 0 { 127.0 } else { i as f32 - 15.5 };
+    }
+    for (i, v) in row[64..96].iter_mut().enumerate() {
+        *v = if i == 5 { -127.0 } else { -(i as f32) - 0.5 };
+    }
+    row[100] = 1e6;
+    row[140] = -3e-30;
+    let blocks = row.len() / 32;
+    let (mut scalar, mut vector) = (
+        vec![ActBlock::default(); blocks],
+        vec![ActBlock::default(); blocks],
+    );
+    packed::round_row(&row, &mut scalar);
+    // SAFETY: the CPU has AVX-512 VNNI (checked above); one place per block.
+    unsafe { avx512::round_row(&row, &mut vector) };
+    for (b, (s, v)) in scalar.iter().zip(&vector).enumerate() {
+        assert_eq!(s.qs, v.qs, "block {b}");
+        assert_eq!(s.d.to_bits(), v.d.to_bits(), "block {b}");
+        assert_eq!(s.sum, v.sum, "block {b}");
+    }
+    // The scalar rounding is the one the products are tested with: it must see halves.
+    assert!(scalar[1].qs.iter().any(|&q| q % 2 != 0));
+}

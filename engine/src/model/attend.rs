@@ -7,6 +7,8 @@
 //! reading the keys and values of its group (multi-query attention).
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 
 use crate::error::Result;
 
@@ -22,21 +24,107 @@ pub(crate) struct OneToken<'t> {
     pub values: &'t Tensor,
 }
 
-/// A stream's inputs as slices of f32: its query heads, and where each of its key and value rows
-/// start (rows of `d` contiguous, positions `d` apart, groups `group` apart).
-struct Views<'s> {
-    query: &'s [f32],
-    keys: (&'s [f32], usize, usize),
-    values: (&'s [f32], usize, usize),
+/// A stream's inputs as slices: its query heads, and where each of its key and value rows start
+/// (rows of `d` contiguous, positions `d` apart, groups `group` apart).
+struct Views<'s, T> {
+    query: &'s [T],
+    keys: (&'s [T], usize, usize),
+    values: (&'s [T], usize, usize),
     len: usize,
+}
+
+/// An element type of the cache the fused kernel reads: f32, or a half-precision one whose
+/// general path rounds the scores, the probabilities and the context to it (see [`half_head`]).
+trait Element: candle_core::WithDType {
+    /// The elements of a CPU storage of this type.
+    fn slice(storage: &Storage) -> Option<&[Self]>;
+    /// One head (see [`head`]).
+    fn head(query: &[Self], keys: &[Self], values: &[Self], score_scale: f32, out: &mut [Self]);
+}
+
+/// A half-precision element: widened a row at a time (half's SIMD conversions), rounded one
+/// value at a time.
+trait Half: Element {
+    fn widen(from: &[Self], into: &mut [f32]);
+    fn round(v: f32) -> Self;
+}
+
+impl Half for f16 {
+    fn widen(from: &[f16], into: &mut [f32]) {
+        from.convert_to_f32_slice(into);
+    }
+    fn round(v: f32) -> f16 {
+        f16::from_f32(v)
+    }
+}
+
+impl Half for bf16 {
+    fn widen(from: &[bf16], into: &mut [f32]) {
+        from.convert_to_f32_slice(into);
+    }
+    fn round(v: f32) -> bf16 {
+        bf16::from_f32(v)
+    }
+}
+
+impl Element for f32 {
+    fn slice(storage: &Storage) -> Option<&[f32]> {
+        match storage {
+            Storage::Cpu(CpuStorage::F32(data)) => Some(data),
+            _ => None,
+        }
+    }
+
+    fn head(query: &[f32], keys: &[f32], values: &[f32], score_scale: f32, out: &mut [f32]) {
+        head(query, keys, values, score_scale, out)
+    }
+}
+
+impl Element for f16 {
+    fn slice(storage: &Storage) -> Option<&[f16]> {
+        match storage {
+            Storage::Cpu(CpuStorage::F16(data)) => Some(data),
+            _ => None,
+        }
+    }
+
+    fn head(query: &[f16], keys: &[f16], values: &[f16], score_scale: f32, out: &mut [f16]) {
+        half_head(query, keys, values, score_scale, out)
+    }
+}
+
+impl Element for bf16 {
+    fn slice(storage: &Storage) -> Option<&[bf16]> {
+        match storage {
+            Storage::Cpu(CpuStorage::BF16(data)) => Some(data),
+            _ => None,
+        }
+    }
+
+    fn head(query: &[bf16], keys: &[bf16], values: &[bf16], score_scale: f32, out: &mut [bf16]) {
+        half_head(query, keys, values, score_scale, out)
+    }
 }
 
 /// The attention contexts `[streams, 1, heads × d]` of one new token of each of `streams`, all
 /// heads of all streams handed to the thread pool at once; `None` when the fast path does not
-/// apply to one of them (another device or dtype, a batch, a tracked graph, other shapes).
+/// apply to one of them (another device, a dtype other than f32/f16/bf16 or a mix, a batch, a
+/// tracked graph, other shapes).
 pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option<Tensor>> {
+    let Some(first) = streams.first() else {
+        return Ok(None);
+    };
+    match first.query.dtype() {
+        DType::F32 => one_token_of::<f32>(streams, score_scale),
+        DType::F16 => one_token_of::<f16>(streams, score_scale),
+        DType::BF16 => one_token_of::<bf16>(streams, score_scale),
+        _ => Ok(None),
+    }
+}
+
+fn one_token_of<T: Element>(streams: &[OneToken], score_scale: f32) -> Result<Option<Tensor>> {
     let applies =
-        |t: &Tensor| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32 && !t.track_op();
+        |t: &Tensor| matches!(t.device(), Device::Cpu) && t.dtype() == T::DTYPE && !t.track_op();
     let Some(first) = streams.first() else {
         return Ok(None);
     };
@@ -75,26 +163,23 @@ pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option
         })
         .collect();
     // A cache view: rows of d contiguous, positions d apart, groups `stride[1]` apart.
-    fn rows<'s>(
+    fn rows<'s, T: Element>(
         storage: &'s Storage,
         layout: &candle_core::Layout,
         d: usize,
-    ) -> Option<(&'s [f32], usize, usize)> {
-        let Storage::Cpu(CpuStorage::F32(data)) = storage else {
-            return None;
-        };
+    ) -> Option<(&'s [T], usize, usize)> {
+        let data = T::slice(storage)?;
         let stride = layout.stride();
-        (stride[3] == 1 && stride[2] == d)
-            .then(|| (data.as_slice(), layout.start_offset(), stride[1]))
+        (stride[3] == 1 && stride[2] == d).then(|| (data, layout.start_offset(), stride[1]))
     }
     let mut views = Vec::with_capacity(streams.len());
     for ([(q_storage, q_layout), (k_storage, k_layout), (v_storage, v_layout)], s) in
         guards.iter().zip(streams)
     {
-        let (Storage::Cpu(CpuStorage::F32(q)), Some(keys), Some(values)) = (
-            &**q_storage,
-            rows(k_storage, k_layout, d),
-            rows(v_storage, v_layout, d),
+        let (Some(q), Some(keys), Some(values)) = (
+            T::slice(q_storage),
+            rows::<T>(k_storage, k_layout, d),
+            rows::<T>(v_storage, v_layout, d),
         ) else {
             return Ok(None);
         };
@@ -107,7 +192,7 @@ pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option
         });
     }
     let per_group = heads / groups;
-    let mut out = vec![0f32; streams.len() * heads * d];
+    let mut out = vec![T::zero(); streams.len() * heads * d];
     let shared = crate::kernels::Shared(out.as_mut_ptr());
     let task = |i: usize| {
         let (view, h) = (&views[i / heads], i % heads);
@@ -119,7 +204,7 @@ pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option
         let values = &values[at + g * group..][..view.len * d];
         // SAFETY: the d outputs of head h of stream i / heads are written by task i alone.
         let context = unsafe { shared.slice(i * d, d) };
-        head(
+        T::head(
             &view.query[h * d..(h + 1) * d],
             keys,
             values,
@@ -142,6 +227,45 @@ pub(crate) fn one_token(streams: &[OneToken], score_scale: f32) -> Result<Option
         (streams.len(), 1, heads * d),
         &Device::Cpu,
     )?))
+}
+
+/// Longest head [`half_head`] widens on the stack (ChatGLM's heads have 128 values).
+const MAX_HALF_HEAD: usize = 256;
+
+/// [`head`] for a half-precision cache, rounding where the general path's tensors of the
+/// model's dtype round: each score `q·k` (computed in f32, as the CPU's half matmul computes)
+/// before it is scaled, each probability before it weighs the values, and the context. A head
+/// wider than [`MAX_HALF_HEAD`] is widened on the heap.
+fn half_head<T: Half>(query: &[T], keys: &[T], values: &[T], score_scale: f32, context: &mut [T]) {
+    let d = query.len();
+    let mut stack = [0f32; 3 * MAX_HALF_HEAD];
+    let mut heap = Vec::new();
+    let scratch: &mut [f32] = if d <= MAX_HALF_HEAD {
+        &mut stack[..3 * d]
+    } else {
+        heap.resize(3 * d, 0f32);
+        &mut heap
+    };
+    let (q, rest) = scratch.split_at_mut(d);
+    let (row, sum_out) = rest.split_at_mut(d);
+    T::widen(query, q);
+    let round = |v: f32| T::round(v).to_f64() as f32;
+    let mut scores: Vec<f32> = keys
+        .chunks_exact(d)
+        .map(|key| {
+            T::widen(key, row);
+            round(dot(q, row)) * score_scale
+        })
+        .collect();
+    let sum = exp_shifted(&mut scores);
+    sum_out.fill(0.0);
+    for (&p, value) in scores.iter().zip(values.chunks_exact(d)) {
+        T::widen(value, row);
+        add_scaled(sum_out, round(p / sum), row);
+    }
+    for (c, &v) in context.iter_mut().zip(sum_out.iter()) {
+        *c = T::round(v);
+    }
 }
 
 /// `context = softmax(keys · query × score_scale) · values` for one head: `keys` and `values`
@@ -428,6 +552,122 @@ mod tests {
                 .collect();
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() < 1e-5, "d={d} value {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The general path of a half-precision model by tensor operations: the scores and the
+    /// context are products of the model's dtype, the softmax is taken in f32 and rounded back.
+    fn general_half(query: &Tensor, keys: &Tensor, values: &Tensor, scale: f32) -> Vec<f32> {
+        let dtype = query.dtype();
+        let scores = query
+            .matmul(&keys.t().unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&(scores * scale as f64).unwrap()).unwrap();
+        let context = probs.to_dtype(dtype).unwrap().matmul(values).unwrap();
+        flat(&context)
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        let t = t.to_dtype(DType::F32).unwrap();
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// The same in f64 for one head, rounded to `round` where the model's dtype rounds (the
+    /// scores, the probabilities, the context): what the fused kernel computes, summed exactly.
+    fn rounded_reference(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        scale: f32,
+        round: impl Fn(f64) -> f64,
+    ) -> Vec<f64> {
+        let d = q.len();
+        let scores: Vec<f64> = keys
+            .chunks_exact(d)
+            .map(|k| {
+                let dot: f64 = q
+                    .iter()
+                    .zip(k)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                round(dot) * f64::from(scale)
+            })
+            .collect();
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let exp: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f64 = exp.iter().sum();
+        let mut out = vec![0f64; d];
+        for (e, v) in exp.iter().zip(values.chunks_exact(d)) {
+            let p = round(e / sum);
+            for (o, &x) in out.iter_mut().zip(v) {
+                *o += p * f64::from(x);
+            }
+        }
+        out.into_iter().map(round).collect()
+    }
+
+    #[test]
+    fn half_caches_attend_rounded_where_the_general_path_rounds() {
+        type Round = fn(f64) -> f64;
+        let cases: [(DType, Round, f32); 2] = [
+            (DType::F16, |v| f16::from_f64(v).to_f64(), 2e-2),
+            (DType::BF16, |v| bf16::from_f64(v).to_f64(), 6e-2),
+        ];
+        for (dtype, round, tolerance) in cases {
+            for len in [1, 9, 300] {
+                let (heads, d) = (4, 128);
+                let half = |t: Tensor| t.to_dtype(dtype).unwrap();
+                let query = half(tensor((1, heads, 1, d), 5));
+                let keys = half(tensor((1, heads, len, d), 6));
+                let values = half(tensor((1, heads, len, d), 7));
+                let stream = OneToken {
+                    query: &query,
+                    keys: &keys,
+                    values: &values,
+                };
+                let got = one_token(&[stream], 0.3)
+                    .unwrap()
+                    .expect("the fast path applies");
+                assert_eq!(got.dtype(), dtype);
+                let got = flat(&got);
+                let (q, k, v) = (flat(&query), flat(&keys), flat(&values));
+                let mut exact = 0;
+                for h in 0..heads {
+                    let want = rounded_reference(
+                        &q[h * d..(h + 1) * d],
+                        &k[h * len * d..(h + 1) * len * d],
+                        &v[h * len * d..(h + 1) * len * d],
+                        0.3,
+                        round,
+                    );
+                    for (i, (&a, &b)) in got[h * d..(h + 1) * d].iter().zip(&want).enumerate() {
+                        // f32 sums round differently from exact ones, at most an ulp of the
+                        // dtype's after rounding.
+                        let ulp = (round(b.abs() * (1.0 + 1.0 / 128.0)) - b.abs()).max(1e-7);
+                        assert!(
+                            (f64::from(a) - b).abs() <= ulp * 1.01,
+                            "{dtype:?} len={len} head {h} value {i}: {a} vs {b}"
+                        );
+                        exact += usize::from(f64::from(a) == b);
+                    }
+                }
+                assert!(
+                    exact * 10 >= got.len() * 9,
+                    "{dtype:?} len={len}: {exact} exact"
+                );
+                // And close to the tensor operations: candle's half matmul of one row sums in
+                // the half type at places (1 % off at 300 positions), the kernel in f32.
+                let general = general_half(&query, &keys, &values, 0.3);
+                let largest = general.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in got.iter().zip(&general).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tolerance * largest,
+                        "{dtype:?} len={len} value {i}: {a} vs general {b}"
+                    );
+                }
             }
         }
     }
