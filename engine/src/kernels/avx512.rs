@@ -276,8 +276,9 @@ pub unsafe fn round_row(row: &[f32], blocks: &mut [ActBlock]) {
 }
 
 /// How far ahead of the block being multiplied the packed kernels prefetch, every line of the
-/// tile block there (about 2 KiB; prefetching one line a block left 8 activation rows taking the
-/// time of the reads plus the multiplications instead of the longer of the two).
+/// tile block there (prefetching one line a block left 8 activation rows taking the time of the
+/// reads plus the multiplications instead of the longer of the two; 4 KiB ahead decoded q8_0
+/// 4 % faster than 2 KiB on this machine, 8 KiB no faster).
 const AHEAD_BYTES: usize = 4096;
 
 /// Prefetches every line of the tile block [`AHEAD_BYTES`] (rounded up to whole blocks of

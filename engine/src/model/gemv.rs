@@ -5,8 +5,9 @@
 //! that a vector product never gets; reading each weight row once, on every core, is what reaches
 //! the bandwidth. Half-precision rows are widened to f32 in small blocks on the fly.
 
-use candle_core::{CpuStorage, Device, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use half::slice::HalfFloatSliceExt;
+use half::vec::HalfFloatVecExt;
 use half::{bf16, f16};
 
 use crate::error::Result;
@@ -37,10 +38,7 @@ pub fn row_times_transposed(
     if x.dim(candle_core::D::Minus1)? != in_dim || rows == 0 || rows > MAX_ROWS {
         return Ok(None);
     }
-    let input: Vec<f32> = x
-        .flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1()?;
+    let input = widened(x)?;
     let (storage, layout) = weight.storage_and_layout();
     let Some((start, end)) = layout.contiguous_offsets() else {
         return Ok(None);
@@ -59,11 +57,44 @@ pub fn row_times_transposed(
     if let Some(last) = shape.last_mut() {
         *last = out_dim;
     }
-    let mut y = Tensor::from_vec(output, shape, x.device())?;
     if let Some(b) = bias {
-        y = y.broadcast_add(&b.to_dtype(candle_core::DType::F32)?)?;
+        let b = widened(b)?;
+        if b.len() != out_dim {
+            return Ok(None);
+        }
+        for row in output.chunks_exact_mut(out_dim) {
+            row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
+        }
     }
-    Ok(Some(y.to_dtype(x.dtype())?))
+    // Rounded once to the input's type, as the f32 product plus bias converted by `to_dtype`
+    // (a decode step of a half-precision model converted every product's input and output
+    // element by element through tensor ops, on one thread while the others waited).
+    let y = match x.dtype() {
+        DType::F16 => Tensor::from_vec(Vec::<f16>::from_f32_slice(&output), shape, x.device())?,
+        DType::BF16 => Tensor::from_vec(Vec::<bf16>::from_f32_slice(&output), shape, x.device())?,
+        _ => Tensor::from_vec(output, shape, x.device())?.to_dtype(x.dtype())?,
+    };
+    Ok(Some(y))
+}
+
+/// Every value of `t` in order, as f32 (half-precision ones widened with SIMD).
+fn widened(t: &Tensor) -> Result<Vec<f32>> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        drop(storage);
+        return Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
+    };
+    let values = match &*storage {
+        Storage::Cpu(CpuStorage::F16(v)) => v[start..end].to_f32_vec(),
+        Storage::Cpu(CpuStorage::BF16(v)) => v[start..end].to_f32_vec(),
+        Storage::Cpu(CpuStorage::F32(v)) => v[start..end].to_vec(),
+        _ => {
+            drop(storage);
+            return Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
+        }
+    };
+    Ok(values)
 }
 
 /// A weight element: f32, or a half-precision one widened in registers.
