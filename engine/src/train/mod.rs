@@ -5,6 +5,7 @@
 //! a linear schedule. With a teacher (`distill`) the prefix learns the teacher's next-token
 //! distributions instead of the labels alone.
 
+pub mod collective;
 pub mod distill;
 mod head;
 pub mod loss;
@@ -14,6 +15,7 @@ pub mod scaler;
 mod step;
 pub mod trainer;
 
+pub use collective::{Collective, InProcess, Single};
 pub use distill::Teacher;
 pub use loss::{causal_lm_loss, labelled_log_probs};
 pub use optimizer::{decays, AdamW, AdamWConfig, Optim};

@@ -10,6 +10,7 @@ use candle_core::{DType, Tensor, Var};
 use crate::error::{EngineError, Result};
 use crate::model::prefix::split_key_values;
 use crate::model::{Batch, ChatGlmModel, LayerCache, LayerContext, PrefixEncoder};
+use crate::train::collective::{share, Collective};
 use crate::train::distill::Teacher;
 use crate::train::head::head_log_probs;
 use crate::train::prefix_params::PrefixParams;
@@ -17,6 +18,7 @@ use crate::train::trainer::Example;
 
 /// One row of a step: an example, the micro-batch of the step it belongs to, and its place in it
 /// (which seed its prefix dropout, so a row draws the same mask in whichever forward it lands).
+#[derive(Clone, Copy)]
 pub(crate) struct Row<'e> {
     pub example: &'e Example,
     pub micro_batch: usize,
@@ -46,7 +48,9 @@ pub(crate) struct StepGradients {
 /// Transforms the batched prefix output of a forward's rows (dropout in training).
 pub(crate) type PrefixTransform<'f> = &'f dyn Fn(&Tensor, &[Row]) -> Result<Tensor>;
 
-/// Runs every row of a step and returns the summed gradients and each micro-batch's loss.
+/// Runs this rank's share of a step's rows (every row with a single rank) and returns the
+/// gradients and each micro-batch's loss summed over every rank's share.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn step_gradients(
     model: &ChatGlmModel,
     teacher: Option<&Teacher>,
@@ -55,6 +59,7 @@ pub(crate) fn step_gradients(
     micro_batches: usize,
     shape: StepShape,
     transform: PrefixTransform,
+    collective: &dyn Collective,
 ) -> Result<StepGradients> {
     // Labelled tokens per micro-batch: each one's mean is over its own tokens.
     let mut labelled = vec![0usize; micro_batches];
@@ -69,7 +74,10 @@ pub(crate) fn step_gradients(
     let mut sums = vec![0f64; micro_batches];
     let mut grads: Vec<Vec<f32>> = params.sizes().iter().map(|&n| vec![0.0; n]).collect();
     let mut tokens = 0;
-    for group in rows.chunks(shape.forward_batch_size.max(1)) {
+    let mine: Vec<Row> = share(rows.len(), collective.rank(), collective.world_size())
+        .map(|i| rows[i])
+        .collect();
+    for group in mine.chunks(shape.forward_batch_size.max(1)) {
         let weights: Vec<f32> = group
             .iter()
             .map(|r| {
@@ -87,6 +95,9 @@ pub(crate) fn step_gradients(
         }
         tokens += forward.tokens();
     }
+    if collective.world_size() > 1 {
+        reduce(collective, &mut sums, &mut grads, &mut tokens)?;
+    }
     let losses = sums
         .iter()
         .zip(&labelled)
@@ -97,6 +108,31 @@ pub(crate) fn step_gradients(
         grads,
         tokens,
     })
+}
+
+/// The loss sums, the gradients and the tokens of every rank's share, summed in one call.
+fn reduce(
+    collective: &dyn Collective,
+    sums: &mut [f64],
+    grads: &mut [Vec<f32>],
+    tokens: &mut usize,
+) -> Result<()> {
+    let mut all: Vec<f64> = sums.to_vec();
+    all.push(*tokens as f64);
+    for g in grads.iter() {
+        all.extend(g.iter().map(|&v| f64::from(v)));
+    }
+    collective.all_reduce_sum(&mut all)?;
+    let (head, rest) = all.split_at(sums.len() + 1);
+    sums.copy_from_slice(&head[..sums.len()]);
+    *tokens = head[sums.len()] as usize;
+    let mut rest = rest.iter();
+    for g in grads.iter_mut() {
+        g.iter_mut()
+            .zip(rest.by_ref())
+            .for_each(|(v, &sum)| *v = sum as f32);
+    }
+    Ok(())
 }
 
 /// The mean loss over the labelled tokens of `rows` under the current prefix, no dropout, no

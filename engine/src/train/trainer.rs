@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
 use crate::model::{ChatGlmModel, PrefixEncoder};
+use crate::train::collective::{Collective, Single};
 use crate::train::distill::Teacher;
 use crate::train::optimizer::{clip, global_norm, linear_lr, AdamW, AdamWConfig};
 use crate::train::prefix_params::PrefixParams;
@@ -129,6 +130,8 @@ pub struct Trainer {
     /// With a teacher, the prefix is distilled from it: the losses, training and evaluation,
     /// are the distillation objective (`distill`).
     teacher: Option<Arc<Teacher>>,
+    /// The data-parallel group this trainer is a rank of ([`Single`] alone).
+    collective: Arc<dyn Collective>,
 }
 
 impl Trainer {
@@ -153,7 +156,17 @@ impl Trainer {
             micro_batches_done: 0,
             global_step: 0,
             teacher: None,
+            collective: Arc::new(Single),
         })
+    }
+
+    /// Runs as one rank of a data-parallel group: each step's rows are split over the ranks and
+    /// their gradients summed before the update (see [`crate::train::collective`]). Every rank
+    /// takes the same examples and options; they end on the same prefix as one process would, to
+    /// float reassociation.
+    pub fn with_collective(mut self, collective: Arc<dyn Collective>) -> Self {
+        self.collective = collective;
+        self
     }
 
     /// Distils the prefix from `teacher` instead of fitting the labels alone.
@@ -383,6 +396,7 @@ impl Trainer {
                     ..shape
                 },
                 &dropout,
+                self.collective.as_ref(),
             )?;
             let loss_scale = self.scaler.map(|s| s.scale);
             // GradScaler: unscale before clipping; an overflow skips the update and the schedule.
