@@ -105,6 +105,23 @@ fn forward_batching_and_checkpointing_keep_the_trajectory() {
     );
 }
 
+/// `--nproc-per-node`: each step's two sequences split over 2 ranks (one each), and over 3 (one
+/// rank idle every step): the official trajectory and adapter, as one process trains them.
+#[test]
+fn data_parallel_ranks_keep_the_trajectory() {
+    for ranks in ["2", "3"] {
+        let dir = scratch(&format!("trajectory-ranks-{ranks}"));
+        check_official_trajectory(&dir, &["--nproc-per-node", ranks]);
+    }
+    let refused = glmtune(&["train", "--nproc-per-node", "0"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--nproc-per-node"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
 /// The fixture's recipe as a job training into `output_dir` (12 steps of 2 sequences, lengths
 /// 24 and 16, a log row each step), `settings` given beside it.
 fn fixture_job(output_dir: &Path, settings: RunSettings) -> TrainJob {

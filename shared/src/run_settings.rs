@@ -56,6 +56,11 @@ pub struct RunSettings {
     /// Recompute each layer in the backward (`--gradient-checkpointing`): less memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_checkpointing: Option<bool>,
+    /// Data-parallel ranks (`--nproc-per-node`, torchrun's name in THUDM's scripts): each step's
+    /// sequences split over this many devices from the run's device on (CUDA: NCCL; CPU: threads
+    /// of one process), the gradients summed before the update; the trajectory is one process's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nproc_per_node: Option<u64>,
     /// The frozen base's precision (`--bf16` / `--fp16`); the prefix always trains in f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
@@ -183,6 +188,7 @@ impl RunSettings {
     pub const MAX_STEPS: u64 = 1_000_000_000;
     /// The most sequences one forward may take.
     pub const MAX_FORWARD_BATCH_SIZE: u64 = 4096;
+    pub const MAX_NPROC_PER_NODE: u64 = 64;
 
     /// Refuses values no run can use, naming the field (`settings.max_steps: …`).
     pub fn check(&self) -> Result<(), String> {
@@ -201,6 +207,14 @@ impl RunSettings {
                 Self::MAX_FORWARD_BATCH_SIZE
             ));
         }
+        if s.nproc_per_node
+            .is_some_and(|v| v > Self::MAX_NPROC_PER_NODE)
+        {
+            return Err(format!(
+                "settings.nproc_per_node: must be at most {}",
+                Self::MAX_NPROC_PER_NODE
+            ));
+        }
         for (field, value) in [
             ("weight_decay", s.weight_decay),
             ("max_grad_norm", s.max_grad_norm),
@@ -213,6 +227,7 @@ impl RunSettings {
         }
         let positive = [
             ("forward_batch_size", s.forward_batch_size),
+            ("nproc_per_node", s.nproc_per_node),
             ("pre_seq_len", s.pre_seq_len),
             ("max_steps", s.max_steps),
             ("per_device_train_batch_size", s.per_device_train_batch_size),

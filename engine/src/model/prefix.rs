@@ -237,6 +237,24 @@ impl PrefixEncoder {
         })
     }
 
+    /// The same encoder on `device` (a data-parallel rank's own copy).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let moved = |t: &Tensor| t.to_device(device);
+        Ok(Self {
+            config: self.config,
+            embedding: moved(&self.embedding)?,
+            projection: match &self.projection {
+                Some(p) => Some(Projection {
+                    in_weight: moved(&p.in_weight)?,
+                    in_bias: moved(&p.in_bias)?,
+                    out_weight: moved(&p.out_weight)?,
+                    out_bias: moved(&p.out_bias)?,
+                }),
+                None => None,
+            },
+        })
+    }
+
     /// The named tensors, in the official names, for saving.
     pub fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
         let mut named = vec![(EMBEDDING, self.embedding.clone())];

@@ -9,6 +9,8 @@ pub mod collective;
 pub mod distill;
 mod head;
 pub mod loss;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod optimizer;
 pub mod prefix_params;
 pub mod scaler;

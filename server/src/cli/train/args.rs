@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// change: `1 × 16` can run as one forward of 16 with the same trajectory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=RunSettings::MAX_FORWARD_BATCH_SIZE))]
     forward_batch_size: Option<u64>,
+    /// Data-parallel ranks: each step's sequences split over N devices from `--device` on (CUDA:
+    /// summed with NCCL; CPU: N threads of this process), the same trajectory as one device's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=RunSettings::MAX_NPROC_PER_NODE))]
+    nproc_per_node: Option<u64>,
     /// Recompute each layer in the backward instead of keeping its activations (less memory,
     /// about one more forward of work; the same gradients).
     #[arg(long)]
@@ -217,6 +221,7 @@ impl TrainArgs {
             source_prefix: Some(self.source_prefix),
             eval_samples: None,
             forward_batch_size: self.forward_batch_size,
+            nproc_per_node: self.nproc_per_node,
             gradient_checkpointing: self.gradient_checkpointing.then_some(true),
             precision: Some(precision),
             optim: self.optim,

@@ -17,7 +17,7 @@ use glmtune_engine::data::{preprocess_train, PreprocessOptions};
 use glmtune_engine::generation::forgetting::forgetting;
 use glmtune_engine::model::PrefixEncoder;
 use glmtune_engine::train::{
-    AdamWConfig, Example, LossScaling, Optim, StepLog, TrainOptions, Trainer,
+    AdamWConfig, Collective, Example, InProcess, LossScaling, Optim, StepLog, TrainOptions, Trainer,
 };
 use glmtune_engine::PrefixConfig;
 
@@ -30,6 +30,7 @@ use super::model_args::load_tokenizer;
 
 mod args;
 mod probes;
+mod ranks;
 mod teacher;
 pub use args::TrainArgs;
 use glmtune::best::Best;
@@ -170,6 +171,87 @@ fn holds_a_run(path: &Path) -> bool {
     })
 }
 
+/// The frozen base on `device`, its linear layers quantized when the settings ask.
+fn load_base(
+    job: &TrainJob,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<glmtune_engine::model::ChatGlmModel> {
+    let mut model =
+        glmtune_engine::model::ChatGlmModel::load_keeping_quantized(&job.model, dtype, device)
+            .with_context(|| format!("loading model {}", job.model.display()))?;
+    if let Some(bits) = job.settings.quantization_bit {
+        let format = match bits {
+            QuantizationBit::Four => GgmlDType::Q4_0,
+            QuantizationBit::Eight => GgmlDType::Q8_0,
+        };
+        model = model.quantized_layers(format).with_context(|| {
+            format!(
+                "quantizing {} to {} bits",
+                job.model.display(),
+                u8::from(bits)
+            )
+        })?;
+    }
+    Ok(model)
+}
+
+/// The collectives of `ranks` data-parallel ranks from `spec` on, and ranks 1..'s replicas of
+/// what rank 0 trains with (on the CPU its very weights; on CUDA a copy on each rank's device).
+fn data_parallel(
+    job: &TrainJob,
+    spec: &DeviceSpec,
+    ranks: usize,
+    dtype: DType,
+    rank0: &ranks::Replica,
+) -> anyhow::Result<(
+    Arc<dyn Collective>,
+    Vec<(ranks::Replica, Arc<dyn Collective>)>,
+)> {
+    let mut collectives: Vec<Arc<dyn Collective>> = match spec {
+        DeviceSpec::Cpu => InProcess::group(ranks)?
+            .into_iter()
+            .map(|c| Arc::new(c) as Arc<dyn Collective>)
+            .collect(),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(first) => {
+            let ordinals = glmtune_engine::train::nccl::check_devices(*first, ranks)?;
+            glmtune_engine::train::nccl::Nccl::group(&ordinals)?
+                .into_iter()
+                .map(|c| Arc::new(c) as Arc<dyn Collective>)
+                .collect()
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => {
+            bail!("--nproc-per-node on CUDA needs a build with `--features cuda`")
+        }
+    };
+    let first = collectives.remove(0);
+    let mut followers = Vec::new();
+    for (rank, collective) in (1..).zip(collectives) {
+        let replica = match spec {
+            DeviceSpec::Cpu => ranks::Replica {
+                model: rank0.model.clone(),
+                init: rank0.init.clone(),
+                teacher: rank0.teacher.clone(),
+            },
+            DeviceSpec::Cuda(first) => {
+                let device = DeviceSpec::Cuda(first + rank).open()?;
+                ranks::Replica {
+                    model: load_base(job, dtype, &device)?,
+                    init: rank0.init.to_device(&device)?,
+                    teacher: match &rank0.teacher {
+                        Some(_) => Some(Arc::new(teacher::load(job, &device)?)),
+                        None => None,
+                    },
+                }
+            }
+        };
+        followers.push((replica, collective));
+    }
+    Ok((first, followers))
+}
+
 fn train(
     job: &TrainJob,
     (spec, device): (DeviceSpec, &Device),
@@ -185,22 +267,7 @@ fn train(
         Precision::Bf16 => DType::BF16,
         Precision::Fp16 => DType::F16,
     };
-    let mut model =
-        glmtune_engine::model::ChatGlmModel::load_keeping_quantized(&job.model, dtype, device)
-            .with_context(|| format!("loading model {}", job.model.display()))?;
-    if let Some(bits) = s.quantization_bit {
-        let format = match bits {
-            QuantizationBit::Four => GgmlDType::Q4_0,
-            QuantizationBit::Eight => GgmlDType::Q8_0,
-        };
-        model = model.quantized_layers(format).with_context(|| {
-            format!(
-                "quantizing {} to {} bits",
-                job.model.display(),
-                u8::from(bits)
-            )
-        })?;
-    }
+    let model = load_base(job, dtype, device)?;
     // What the log's rows say the base is held as: `bf16`, or `bf16+q4_0` with quantized layers.
     let precision = match model.linear_format() {
         Some(format) => format!("{dtype:?}+{format:?}").to_lowercase(),
@@ -324,15 +391,34 @@ fn train(
         // f16 gradients underflow without it (torch's GradScaler under the Trainer's --fp16).
         loss_scaling: (dtype == DType::F16).then(LossScaling::default),
     };
-    let mut trainer = Trainer::new(&model, &init, options)?;
-    if job.teacher_model.is_some() || job.teacher_adapter.is_some() {
-        trainer = trainer.with_teacher(Arc::new(teacher::load(job, device)?))?;
+    let mut trainer = Trainer::new(&model, &init, options.clone())?;
+    let teacher = if job.teacher_model.is_some() || job.teacher_adapter.is_some() {
+        Some(Arc::new(teacher::load(job, device)?))
+    } else {
+        None
+    };
+    if let Some(teacher) = &teacher {
+        trainer = trainer.with_teacher(teacher.clone())?;
+    }
+    let data_ranks = s.nproc_per_node.unwrap_or(1) as usize;
+    let mut replicas = Vec::new();
+    if data_ranks > 1 {
+        let rank0 = ranks::Replica {
+            model: model.clone(),
+            init: init.clone(),
+            teacher: teacher.clone(),
+        };
+        let (collective, others) = data_parallel(job, &spec, data_ranks, dtype, &rank0)?;
+        trainer = trainer.with_collective(collective);
+        replicas = others;
     }
     let log_path = layout.trainer_log();
+    let mut resumed_from = None;
     if job.resume {
         match newest_checkpoint(&job.output_dir)? {
             Some((step, dir)) => {
                 trainer.restore_checkpoint(&dir)?;
+                resumed_from = Some(dir.clone());
                 truncate_log(&log_path, step)?;
                 if let Some(best) = &mut best {
                     best.replay(&glmtune::run_folder::read_log(&log_path));
@@ -380,6 +466,7 @@ fn train(
             });
             write_row(log, &log_path, &row)
         };
+    let followers = ranks::Followers::start(replicas, &options, &train, resumed_from)?;
     trainer.run(&train, |step: &StepLog, trainer: &Trainer| {
         window.1 += step.tokens;
         let is_last = step.step >= max_steps;
@@ -468,12 +555,14 @@ fn train(
             last_saved = step.step;
         }
         last_step.set(step.step);
+        followers.decide(!(stop || stopped_early));
         Ok(if stop || stopped_early {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         })
     })?;
+    followers.join()?;
     if terminal {
         eprintln!();
     }
