@@ -3,7 +3,7 @@
 //! the launcher torchrun needs to pass a unique id between processes. cudarc opens libnccl at run
 //! time (`dynamic-loading`), like libcuda: the binary builds and starts without it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use candle_core::cuda_backend::cudarc::driver::CudaContext;
 use candle_core::cuda_backend::cudarc::nccl::{Comm, ReduceOp};

@@ -204,10 +204,7 @@ fn data_parallel(
     ranks: usize,
     dtype: DType,
     rank0: &ranks::Replica,
-) -> anyhow::Result<(
-    Arc<dyn Collective>,
-    Vec<(ranks::Replica, Arc<dyn Collective>)>,
-)> {
+) -> anyhow::Result<(Arc<dyn Collective>, Vec<ranks::Follower>)> {
     let mut collectives: Vec<Arc<dyn Collective>> = match spec {
         DeviceSpec::Cpu => InProcess::group(ranks)?
             .into_iter()

@@ -21,6 +21,9 @@ pub(super) struct Replica {
     pub teacher: Option<Arc<Teacher>>,
 }
 
+/// A rank after rank 0: what it trains with and its place in the group.
+pub(super) type Follower = (Replica, Arc<dyn Collective>);
+
 /// Ranks 1..N, running.
 pub(super) struct Followers {
     decisions: Vec<mpsc::Sender<bool>>,
@@ -31,7 +34,7 @@ impl Followers {
     /// Starts a rank for each replica with its collective (ranks 1.. in order), each restoring
     /// `resume` first when rank 0 resumed from it.
     pub fn start(
-        replicas: Vec<(Replica, Arc<dyn Collective>)>,
+        replicas: Vec<Follower>,
         options: &TrainOptions,
         train: &[Example],
         resume: Option<PathBuf>,
