@@ -171,6 +171,12 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Our kernels' f32 products take the bias as they write their rows (the same f32 sums as
+        // a separate add, without a tensor op on one thread while the others wait).
+        let bias = self
+            .bias
+            .as_ref()
+            .filter(|b| x.dtype() == DType::F32 && b.dtype() == DType::F32);
         let y = match &self.weight {
             // Training: the dequantized matrix exists only for this product (and the backward
             // that needs it), and the activations keep their precision, so the numbers are those
@@ -190,13 +196,20 @@ impl Linear {
             // The quantized kernels take f32 activations (they quantize them to q8 blocks).
             Matrix::Quantized(q) => {
                 let x32 = x.to_dtype(DType::F32)?;
-                match blocks_times(q, &x32)? {
+                match blocks_times(q, &x32, bias)? {
+                    Some(y) if bias.is_some() => return Ok(y),
                     Some(y) => y,
                     None => QMatMul::QTensor(q.clone()).forward(&x32)?,
                 }
                 .to_dtype(x.dtype())?
             }
-            Matrix::Packed(p) => packed_times(p, &x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?,
+            Matrix::Packed(p) => {
+                let y = packed_times(p, &x.to_dtype(DType::F32)?, bias)?;
+                if bias.is_some() {
+                    return Ok(y);
+                }
+                y.to_dtype(x.dtype())?
+            }
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -207,7 +220,7 @@ impl Linear {
 
 /// `x · Wᵀ` by our CPU kernels (see [`crate::kernels`]) when they cover the matrix's format on
 /// this CPU; `None` otherwise.
-fn blocks_times(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
+fn blocks_times(q: &QTensor, x: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     let format = match q.dtype() {
         GgmlDType::Q4_0 => BlockFormat::Q4_0,
         GgmlDType::Q8_0 => BlockFormat::Q8_0,
@@ -221,22 +234,22 @@ fn blocks_times(q: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     }
     let (n, k) = q.shape().dims2()?;
     let data = q.data()?;
-    cpu_product(x, n, k, |values, out| {
+    cpu_product(x, n, k, bias, |values, out| {
         kernels::matmul(isa, format, &data, n, k, values, out)
     })
 }
 
 /// `x · Wᵀ` for a packed `W` (packed only where the AVX-512 kernels run).
-fn packed_times(p: &Packed, x: &Tensor) -> Result<Tensor> {
+fn packed_times(p: &Packed, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (n, k) = p.dims();
     #[cfg(target_arch = "x86_64")]
-    let product = cpu_product(x, n, k, |values, out| {
+    let product = cpu_product(x, n, k, bias, |values, out| {
         kernels::packed::matmul(p, values, out)
     })?;
     #[cfg(not(target_arch = "x86_64"))]
     let product: Option<Tensor> = {
         // Never packed there (`Matrix::packed_for_cpu`).
-        let _ = x;
+        let _ = (x, bias);
         None
     };
     product.ok_or_else(|| {
@@ -247,12 +260,13 @@ fn packed_times(p: &Packed, x: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// `[.., k]` f32 CPU rows `x` times an `n × k` matrix by `product(rows, out)`, as `[.., n]`;
-/// `None` when `x` is not f32 on the CPU.
+/// `[.., k]` f32 CPU rows `x` times an `n × k` matrix by `product(rows, out)`, plus `bias` (f32,
+/// `n` values) when given, as `[.., n]`; `None` when `x` is not f32 on the CPU.
 fn cpu_product(
     x: &Tensor,
     n: usize,
     k: usize,
+    bias: Option<&Tensor>,
     product: impl FnOnce(&[f32], &mut [f32]) -> std::result::Result<(), kernels::KernelError>,
 ) -> Result<Option<Tensor>> {
     let x = x.contiguous()?;
@@ -264,6 +278,28 @@ fn cpu_product(
         };
         let values = &values[layout.start_offset()..layout.start_offset() + x.elem_count()];
         product(values, &mut out).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    }
+    if let Some(bias) = bias {
+        let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+        if bias.len() != n {
+            return Err(candle_core::Error::Msg(format!(
+                "a bias of {} values for {n} outputs",
+                bias.len()
+            ))
+            .into());
+        }
+        let rows = out.len() / n.max(1);
+        let shared = kernels::Shared(out.as_mut_ptr());
+        let add = |row: usize| {
+            // SAFETY: row `row`'s n outputs are written by this task alone.
+            let row = unsafe { shared.slice(row * n, n) };
+            row.iter_mut().zip(&bias).for_each(|(y, b)| *y += b);
+        };
+        if rows > 1 {
+            kernels::parallel(rows, add);
+        } else {
+            (0..rows).for_each(add);
+        }
     }
     let mut shape = x.dims().to_vec();
     if let Some(last) = shape.last_mut() {
