@@ -263,8 +263,14 @@ mod x86 {
         }
     }
 
-    /// Four consecutive rows of `in_dim` · `input`, prefetching the rows two groups ahead (the
-    /// hardware prefetcher does not follow four interleaved streams far enough).
+    /// How far ahead each of the four rows is prefetched, in bytes: past the row's end, at the
+    /// same distance into the row of the next group that continues its lane. Measured on this
+    /// machine's mid model, against the two groups ahead it replaced: f32 decode 4–8 % faster,
+    /// f16 and bf16 about 3 % (1 KiB and 4 KiB no better, in-row only worse for f16).
+    const AHEAD_BYTES: usize = 2048;
+
+    /// Four consecutive rows of `in_dim` · `input`, each row's lane prefetched [`AHEAD_BYTES`]
+    /// ahead (the hardware prefetcher does not follow four interleaved streams far enough).
     ///
     /// # Safety
     /// The CPU has [`available`]'s features; `rows` holds ROWS rows of `in_dim`, `input` `in_dim`.
@@ -274,15 +280,24 @@ mod x86 {
         let x = input.as_ptr();
         let mut acc = [_mm256_setzero_ps(); ROWS];
         let mut i = 0;
-        let ahead = 2 * ROWS * in_dim;
-        // SAFETY: every load reads 8 elements at an offset + 8 ≤ in_dim of a row and the input.
+        let ahead = AHEAD_BYTES / std::mem::size_of::<W>();
+        // Elements of a cache line: one prefetch each.
+        let line = 64 / std::mem::size_of::<W>();
+        // SAFETY: every load reads 8 elements at an offset + 8 ≤ in_dim of a row and the input;
+        // prefetches never fault.
         unsafe {
             while i + 8 <= in_dim {
                 let xs = _mm256_loadu_ps(x.add(i));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let at = base.add(r * in_dim + i);
-                    if i % 16 == 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead) as *const i8);
+                    if i % line == 0 {
+                        let further = i + ahead;
+                        let target = if further < in_dim {
+                            base.wrapping_add(r * in_dim + further)
+                        } else {
+                            base.wrapping_add((ROWS + r) * in_dim + further - in_dim)
+                        };
+                        _mm_prefetch::<_MM_HINT_T0>(target as *const i8);
                     }
                     *acc = _mm256_fmadd_ps(W::load8(at), xs, *acc);
                 }
