@@ -9,8 +9,6 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
-use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
 use glmtune_engine::train::{Example, InProcess, StepLog, TrainOptions, Trainer};
 
 use common::*;
@@ -46,13 +44,7 @@ fn relative(a: f64, b: f64) -> f64 {
 fn ranks_reproduce_the_single_process_trajectory() {
     let expected = expected();
     let examples = examples(&expected["train"]);
-    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(
-        &fixture_dir().join("adapter_init"),
-        model.config(),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (model, init) = model_and_initial_adapter();
     let options = TrainOptions {
         per_device_train_batch_size: 3,
         gradient_accumulation_steps: 2,

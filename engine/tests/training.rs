@@ -3,8 +3,7 @@
 
 mod common;
 
-use candle_core::{DType, Device};
-use glmtune_engine::model::{ChatGlmModel, PrefixEncoder};
+use candle_core::Device;
 use glmtune_engine::train::{AdamWConfig, Example, StepLog, TrainOptions, Trainer};
 use std::ops::ControlFlow;
 
@@ -13,18 +12,6 @@ use common::*;
 fn examples(train: &serde_json::Value) -> Vec<Example> {
     let count = train["features"].as_array().unwrap().len();
     examples_of(&train["features"], count)
-}
-
-/// The fixture model and the adapter the official run started from.
-fn model_and_initial_adapter() -> (ChatGlmModel, PrefixEncoder) {
-    let model = ChatGlmModel::load(&fixture_dir().join("model"), DType::F32, &Device::Cpu).unwrap();
-    let init = PrefixEncoder::load_adapter(
-        &fixture_dir().join("adapter_init"),
-        model.config(),
-        &Device::Cpu,
-    )
-    .unwrap();
-    (model, init)
 }
 
 fn relative(a: f64, b: f64) -> f64 {

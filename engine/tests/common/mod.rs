@@ -22,6 +22,23 @@ pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chatglm6b-tiny")
 }
 
+/// The fixture model (f32) and the adapter the official training run started from.
+pub fn model_and_initial_adapter() -> (ChatGlmModel, PrefixEncoder) {
+    let model = ChatGlmModel::load(
+        &fixture_dir().join("model"),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let init = PrefixEncoder::load_adapter(
+        &fixture_dir().join("adapter_init"),
+        model.config(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    (model, init)
+}
+
 pub fn expected() -> serde_json::Value {
     let text = std::fs::read_to_string(fixture_dir().join("expected.json")).expect("expected.json");
     serde_json::from_str(&text).expect("expected.json parses")
