@@ -6,7 +6,7 @@
 //! It computes what the general path computes: `softmax(q·kᵀ × score_scale) · v`, a query head
 //! reading the keys and values of its group (multi-query attention).
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
@@ -36,25 +36,24 @@ struct Views<'s, T> {
 /// An element type of the cache the fused kernel reads: f32, or a half-precision one whose
 /// general path rounds the scores, the probabilities and the context to it (see [`half_head`]).
 trait Element: candle_core::WithDType {
-    /// The elements of a CPU storage of this type.
-    fn slice(storage: &Storage) -> Option<&[Self]>;
     /// One head (see [`head`]).
     fn head(query: &[Self], keys: &[Self], values: &[Self], score_scale: f32, out: &mut [Self]);
 }
 
-/// A half-precision element: widened a row at a time (half's SIMD conversions), rounded one
-/// value at a time.
-trait Half: Element {
+impl Element for f32 {
+    fn head(query: &[f32], keys: &[f32], values: &[f32], score_scale: f32, out: &mut [f32]) {
+        head(query, keys, values, score_scale, out)
+    }
+}
+
+/// A half-precision element, widened a row at a time with half's SIMD conversions.
+trait Half: candle_core::WithDType {
     fn widen(from: &[Self], into: &mut [f32]);
-    fn round(v: f32) -> Self;
 }
 
 impl Half for f16 {
     fn widen(from: &[f16], into: &mut [f32]) {
         from.convert_to_f32_slice(into);
-    }
-    fn round(v: f32) -> f16 {
-        f16::from_f32(v)
     }
 }
 
@@ -62,47 +61,19 @@ impl Half for bf16 {
     fn widen(from: &[bf16], into: &mut [f32]) {
         from.convert_to_f32_slice(into);
     }
-    fn round(v: f32) -> bf16 {
-        bf16::from_f32(v)
-    }
 }
 
-impl Element for f32 {
-    fn slice(storage: &Storage) -> Option<&[f32]> {
-        match storage {
-            Storage::Cpu(CpuStorage::F32(data)) => Some(data),
-            _ => None,
-        }
-    }
-
-    fn head(query: &[f32], keys: &[f32], values: &[f32], score_scale: f32, out: &mut [f32]) {
-        head(query, keys, values, score_scale, out)
-    }
-}
-
-impl Element for f16 {
-    fn slice(storage: &Storage) -> Option<&[f16]> {
-        match storage {
-            Storage::Cpu(CpuStorage::F16(data)) => Some(data),
-            _ => None,
-        }
-    }
-
-    fn head(query: &[f16], keys: &[f16], values: &[f16], score_scale: f32, out: &mut [f16]) {
+impl<T: Half> Element for T {
+    fn head(query: &[T], keys: &[T], values: &[T], score_scale: f32, out: &mut [T]) {
         half_head(query, keys, values, score_scale, out)
     }
 }
 
-impl Element for bf16 {
-    fn slice(storage: &Storage) -> Option<&[bf16]> {
-        match storage {
-            Storage::Cpu(CpuStorage::BF16(data)) => Some(data),
-            _ => None,
-        }
-    }
-
-    fn head(query: &[bf16], keys: &[bf16], values: &[bf16], score_scale: f32, out: &mut [bf16]) {
-        half_head(query, keys, values, score_scale, out)
+/// The elements of a CPU storage of `T`'s type.
+fn slice_of<T: Element>(storage: &Storage) -> Option<&[T]> {
+    match storage {
+        Storage::Cpu(cpu) => T::cpu_storage_as_slice(cpu).ok(),
+        _ => None,
     }
 }
 
@@ -168,7 +139,7 @@ fn one_token_of<T: Element>(streams: &[OneToken], score_scale: f32) -> Result<Op
         layout: &candle_core::Layout,
         d: usize,
     ) -> Option<(&'s [T], usize, usize)> {
-        let data = T::slice(storage)?;
+        let data = slice_of::<T>(storage)?;
         let stride = layout.stride();
         (stride[3] == 1 && stride[2] == d).then(|| (data, layout.start_offset(), stride[1]))
     }
@@ -177,7 +148,7 @@ fn one_token_of<T: Element>(streams: &[OneToken], score_scale: f32) -> Result<Op
         guards.iter().zip(streams)
     {
         let (Some(q), Some(keys), Some(values)) = (
-            T::slice(q_storage),
+            slice_of::<T>(q_storage),
             rows::<T>(k_storage, k_layout, d),
             rows::<T>(v_storage, v_layout, d),
         ) else {
@@ -249,7 +220,9 @@ fn half_head<T: Half>(query: &[T], keys: &[T], values: &[T], score_scale: f32, c
     let (q, rest) = scratch.split_at_mut(d);
     let (row, sum_out) = rest.split_at_mut(d);
     T::widen(query, q);
-    let round = |v: f32| T::round(v).to_f64() as f32;
+    // From f64 (exact for an f32) to the type: the same rounding as from the f32.
+    let round_to = |v: f32| T::from_f64(f64::from(v));
+    let round = |v: f32| round_to(v).to_f64() as f32;
     let mut scores: Vec<f32> = keys
         .chunks_exact(d)
         .map(|key| {
@@ -264,7 +237,7 @@ fn half_head<T: Half>(query: &[T], keys: &[T], values: &[T], score_scale: f32, c
         add_scaled(sum_out, round(p / sum), row);
     }
     for (c, &v) in context.iter_mut().zip(sum_out.iter()) {
-        *c = T::round(v);
+        *c = round_to(v);
     }
 }
 
