@@ -281,6 +281,24 @@ impl<T> Shared<T> {
     }
 }
 
+/// `bias` (as long as a row) added to every row of `out`, the rows over the pool when there are
+/// several: a product's bias, added where its f32 rows are made rather than by a tensor op.
+pub(crate) fn add_to_rows(out: &mut [f32], bias: &[f32]) {
+    let n = bias.len().max(1);
+    let rows = out.len() / n;
+    let shared = Shared(out.as_mut_ptr());
+    let add = |row: usize| {
+        // SAFETY: row `row`'s n values are written by this task alone.
+        let row = unsafe { shared.slice(row * n, n) };
+        row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+    };
+    if rows > 1 {
+        parallel(rows, add);
+    } else {
+        (0..rows).for_each(add);
+    }
+}
+
 /// Runs `task(0..tasks)` over candle's CPU thread pool (inline on wasm32).
 pub(crate) fn parallel(tasks: usize, task: impl Fn(usize) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]

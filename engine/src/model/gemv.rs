@@ -62,9 +62,7 @@ pub fn row_times_transposed(
         if b.len() != out_dim {
             return Ok(None);
         }
-        for row in output.chunks_exact_mut(out_dim) {
-            row.iter_mut().zip(&b).for_each(|(y, b)| *y += b);
-        }
+        crate::kernels::add_to_rows(&mut output, &b);
     }
     // Rounded once to the input's type, as the f32 product plus bias converted by `to_dtype`
     // (a decode step of a half-precision model converted every product's input and output

@@ -177,12 +177,13 @@ impl Linear {
             .bias
             .as_ref()
             .filter(|b| x.dtype() == DType::F32 && b.dtype() == DType::F32);
-        let y = match &self.weight {
+        // The product, and whether it has the bias already.
+        let (y, biased) = match &self.weight {
             // Training: the dequantized matrix exists only for this product (and the backward
             // that needs it), and the activations keep their precision, so the numbers are those
             // of the dense dequantized model and gradients flow to the activations.
             Matrix::Quantized(_) | Matrix::Packed(_) if self.exact => {
-                x.broadcast_matmul(&self.weight_in(x.dtype())?.t()?)?
+                (x.broadcast_matmul(&self.weight_in(x.dtype())?.t()?)?, false)
             }
             Matrix::Dense(weight) => {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?.max(1);
@@ -191,29 +192,25 @@ impl Linear {
                         return Ok(y);
                     }
                 }
-                x.broadcast_matmul(&weight.t()?)?
+                (x.broadcast_matmul(&weight.t()?)?, false)
             }
             // The quantized kernels take f32 activations (they quantize them to q8 blocks).
             Matrix::Quantized(q) => {
                 let x32 = x.to_dtype(DType::F32)?;
-                match blocks_times(q, &x32, bias)? {
-                    Some(y) if bias.is_some() => return Ok(y),
-                    Some(y) => y,
-                    None => QMatMul::QTensor(q.clone()).forward(&x32)?,
-                }
-                .to_dtype(x.dtype())?
+                let (y, biased) = match blocks_times(q, &x32, bias)? {
+                    Some(y) => (y, bias.is_some()),
+                    None => (QMatMul::QTensor(q.clone()).forward(&x32)?, false),
+                };
+                (y.to_dtype(x.dtype())?, biased)
             }
-            Matrix::Packed(p) => {
-                let y = packed_times(p, &x.to_dtype(DType::F32)?, bias)?;
-                if bias.is_some() {
-                    return Ok(y);
-                }
-                y.to_dtype(x.dtype())?
-            }
+            Matrix::Packed(p) => (
+                packed_times(p, &x.to_dtype(DType::F32)?, bias)?.to_dtype(x.dtype())?,
+                bias.is_some(),
+            ),
         };
         Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+            Some(b) if !biased => y.broadcast_add(b)?,
+            _ => y,
         })
     }
 }
@@ -288,18 +285,7 @@ fn cpu_product(
             ))
             .into());
         }
-        let rows = out.len() / n.max(1);
-        let shared = kernels::Shared(out.as_mut_ptr());
-        let add = |row: usize| {
-            // SAFETY: row `row`'s n outputs are written by this task alone.
-            let row = unsafe { shared.slice(row * n, n) };
-            row.iter_mut().zip(&bias).for_each(|(y, b)| *y += b);
-        };
-        if rows > 1 {
-            kernels::parallel(rows, add);
-        } else {
-            (0..rows).for_each(add);
-        }
+        kernels::add_to_rows(&mut out, &bias);
     }
     let mut shape = x.dims().to_vec();
     if let Some(last) = shape.last_mut() {
