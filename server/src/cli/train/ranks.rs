@@ -39,11 +39,15 @@ impl Followers {
         train: &[Example],
         resume: Option<PathBuf>,
     ) -> anyhow::Result<Followers> {
-        let train = Arc::new(train.to_vec());
         let mut followers = Followers {
             decisions: Vec::new(),
             threads: Vec::new(),
         };
+        // One process alone (the usual run) copies nothing.
+        if replicas.is_empty() {
+            return Ok(followers);
+        }
+        let train = Arc::new(train.to_vec());
         for (replica, collective) in replicas {
             let rank = collective.rank();
             let mut trainer = Trainer::new(&replica.model, &replica.init, options.clone())?
