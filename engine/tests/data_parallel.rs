@@ -36,10 +36,6 @@ fn train(trainer: &mut Trainer, examples: &[Example]) -> Run {
     )
 }
 
-fn relative(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-12)
-}
-
 #[test]
 fn ranks_reproduce_the_single_process_trajectory() {
     let expected = expected();

@@ -14,10 +14,6 @@ fn examples(train: &serde_json::Value) -> Vec<Example> {
     examples_of(&train["features"], count)
 }
 
-fn relative(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-12)
-}
-
 #[test]
 fn reproduces_the_official_trajectory_and_prefix() {
     let expected = expected();

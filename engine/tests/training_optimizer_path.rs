@@ -102,10 +102,6 @@ fn options(args: &serde_json::Value) -> TrainOptions {
     }
 }
 
-fn relative(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-12)
-}
-
 /// Trains from the reference's initial adapter and checks every step and the final prefix.
 fn check_run(
     reference: &Reference,

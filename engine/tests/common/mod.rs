@@ -78,6 +78,11 @@ pub fn reference_logits(file: &str) -> std::collections::HashMap<String, Tensor>
 }
 
 /// max |a − b| / max |b|, the parity measure the issue asks for.
+/// |a − b| relative to |b| (guarded at 1e-12).
+pub fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
 pub fn relative_error(actual: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(actual.dims(), reference.dims(), "shapes differ");
     let diff = (actual - reference)
