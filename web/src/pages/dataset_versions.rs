@@ -74,7 +74,7 @@ const METHODS: [&str; 4] = ["delete", "swap", "insert", "punctuation"];
 #[component]
 pub fn AugmentForm(
     dataset: Dataset,
-    others: Vec<Dataset>,
+    others: Signal<Vec<Dataset>>,
     on_made: Callback<Dataset>,
 ) -> impl IntoView {
     let picked = METHODS.map(|m| (m, RwSignal::new(true)));
@@ -136,7 +136,7 @@ pub fn AugmentForm(
                 <label>"Drop what leaks into"
                     <select name="augment_validation" prop:value=move || validation.get() on:change=move |ev| validation.set(event_target_value(&ev))>
                         <option value="">"no validation set"</option>
-                        {others.into_iter().map(|d| view! { <option value=d.id.clone()>{d.name.clone()}</option> }).collect_view()}
+                        <For each=move || others.get() key=|d| d.id.clone() let:d><option value=d.id.clone()>{d.name.clone()}</option></For>
                     </select>
                 </label>
             </div>
@@ -264,7 +264,7 @@ fn edited(text: String, default: Option<&str>) -> Option<String> {
 #[component]
 pub fn TeachForm(
     dataset: Dataset,
-    others: Vec<Dataset>,
+    others: Signal<Vec<Dataset>>,
     on_made: Callback<Dataset>,
 ) -> impl IntoView {
     let teachers = LocalResource::new(|| api::get::<List<Teacher>>("/api/v1/teachers"));
@@ -410,7 +410,7 @@ pub fn TeachForm(
                 <label>"Drop what leaks into"
                     <select name="teach_validation" prop:value=move || validation.get() on:change=move |ev| validation.set(event_target_value(&ev))>
                         <option value="">"no validation set"</option>
-                        {others.into_iter().map(|d| view! { <option value=d.id.clone()>{d.name.clone()}</option> }).collect_view()}
+                        <For each=move || others.get() key=|d| d.id.clone() let:d><option value=d.id.clone()>{d.name.clone()}</option></For>
                     </select>
                 </label>
             </div>

@@ -247,12 +247,18 @@ pub fn Datasets() -> impl IntoView {
                 </div>
                 {move || error.get().map(|e| view! { <ErrorNote error=e /> })}
             </div>
+            // The detail is made again only when another dataset is picked: the list's refetch
+            // (after a version is made) updates the forms' dataset choices in place, so the
+            // version's diff and the forms' inputs stay as they are.
             {move || selected.get().map(|d| {
-                let others: Vec<Dataset> = datasets
-                    .get()
-                    .and_then(Result::ok)
-                    .map(|l| l.data.into_iter().filter(|o| o.id != d.id).collect())
-                    .unwrap_or_default();
+                let id = d.id.clone();
+                let others = Signal::derive(move || {
+                    datasets
+                        .get()
+                        .and_then(Result::ok)
+                        .map(|l| l.data.into_iter().filter(|o| o.id != id).collect())
+                        .unwrap_or_default()
+                });
                 let on_made = Callback::new(move |made: Dataset| {
                     status.set(format!("Made {} ({} records).", made.name, made.records));
                     selected.set(Some(made));
@@ -331,7 +337,7 @@ fn LocalCheck(checked: Checked) -> impl IntoView {
 #[component]
 fn DatasetDetail(
     dataset: Dataset,
-    others: Vec<Dataset>,
+    others: Signal<Vec<Dataset>>,
     on_made: Callback<Dataset>,
 ) -> impl IntoView {
     // Versions with new records made from the parent's: augmented and taught ones.
@@ -340,7 +346,6 @@ fn DatasetDetail(
         Some(Derivation::Augment { .. } | Derivation::Teach { .. })
     );
     let (diffed, augmenting, teaching) = (dataset.clone(), dataset.clone(), dataset.clone());
-    let teach_others = others.clone();
     let stats = dataset
         .stats
         .clone()
@@ -362,7 +367,7 @@ fn DatasetDetail(
                 </Table>
             {augmented.then(|| view! { <VersionDiff dataset=diffed /> })}
             <AugmentForm dataset=augmenting others=others on_made=on_made />
-            <TeachForm dataset=teaching others=teach_others on_made=on_made />
+            <TeachForm dataset=teaching others=others on_made=on_made />
         </div>
     }
 }
