@@ -50,6 +50,14 @@ pub(super) fn run_of(row: &AnyRow) -> DbResult<Run> {
     })
 }
 
+/// Where a run's training has got to, as its log says.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub step: i64,
+    pub max_steps: i64,
+    pub trained_tokens: i64,
+}
+
 fn trial_of(row: &AnyRow) -> DbResult<Option<TrialOf>> {
     let sweep_id: Option<String> = row.try_get("sweep_id")?;
     let Some(sweep_id) = sweep_id else {
@@ -198,20 +206,31 @@ impl Db {
         })
     }
 
-    pub async fn record_progress(
+    /// A batch of a run's log turned into events, and the progress they bring, in one
+    /// transaction: a server killed between the two would otherwise restart behind events it
+    /// has already told, and tell the resumed run's steps twice.
+    pub async fn record_log(
         &self,
-        id: &str,
-        step: i64,
-        max_steps: i64,
-        trained_tokens: i64,
+        run_id: &str,
+        events: &[(String, RunEventData)],
+        progress: Option<Progress>,
     ) -> DbResult<()> {
-        sqlx::query("UPDATE runs SET step = $1, max_steps = $2, trained_tokens = $3 WHERE id = $4")
-            .bind(step)
-            .bind(max_steps)
-            .bind(trained_tokens)
-            .bind(id)
-            .execute(&self.pool)
+        let mut tx = self.pool.begin().await?;
+        for (message, data) in events {
+            append_event_in(&mut tx, run_id, message, data).await?;
+        }
+        if let Some(p) = progress {
+            sqlx::query(
+                "UPDATE runs SET step = $1, max_steps = $2, trained_tokens = $3 WHERE id = $4",
+            )
+            .bind(p.step)
+            .bind(p.max_steps)
+            .bind(p.trained_tokens)
+            .bind(run_id)
+            .execute(&mut *tx)
             .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use glmtune_shared::run_event::{EvalScores, Note, RunEventData, Stall};
 use glmtune_shared::run_log::LogRow;
 use tokio::runtime::Handle as Runtime;
 
+use crate::db::runs::Progress;
 use crate::db::{Db, DbResult};
 use crate::serve::blobs::Blobs;
 use crate::serve::gpus::Gpus;
@@ -427,23 +428,21 @@ impl Supervisor {
             child.last_line = Some(text.clone());
             events.push((text, RunEventData::Note(note)));
         }
-        let (step, max_steps, tokens) = (child.run.step, child.run.max_steps, child.trained_tokens);
+        if events.is_empty() {
+            return;
+        }
         let had_metrics = events
             .iter()
             .any(|(_, data)| matches!(data, RunEventData::Log(LogRow::Step(_) | LogRow::Eval(_))));
-        for (message, data) in events {
-            self.event(&run_id, &message, data);
+        let progress = had_metrics.then(|| Progress {
+            step: child.run.step,
+            max_steps: child.run.max_steps.unwrap_or(0),
+            trained_tokens: child.trained_tokens,
+        });
+        if let Err(error) = self.block(self.db.record_log(&run_id, &events, progress)) {
+            tracing::error!(run = run_id, "recording the log's events: {error}");
         }
-        if had_metrics {
-            if let Err(error) =
-                self.block(
-                    self.db
-                        .record_progress(&run_id, step, max_steps.unwrap_or(0), tokens),
-                )
-            {
-                tracing::error!(run = run_id, "recording progress: {error}");
-            }
-        }
+        self.handle.events.notify_waiters();
     }
 
     fn check_stall(&mut self, index: usize) {
