@@ -12,3 +12,4 @@ pub mod run_folder;
 pub mod serve;
 pub mod sweep;
 pub mod teach_journal;
+pub mod worker;

@@ -32,3 +32,44 @@ pub fn read_log(path: &Path) -> Vec<LogRow> {
         .map(|text| text.lines().filter_map(LogRow::parse).collect())
         .unwrap_or_default()
 }
+
+/// The newest complete checkpoint of `dir`, as (step, folder).
+pub fn newest_checkpoint(dir: &Path) -> std::io::Result<Option<(u64, PathBuf)>> {
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for found in complete_checkpoints(dir) {
+        let (step, path) = found?;
+        if newest.as_ref().is_none_or(|(s, _)| step > *s) {
+            newest = Some((step, path));
+        }
+    }
+    Ok(newest)
+}
+
+/// Keeps the log rows up to `step` (a killed run may have logged past its last checkpoint), less
+/// the errors of earlier attempts.
+pub fn truncate_log(path: &Path, step: u64) -> std::io::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            LogRow::parse(line)
+                .is_some_and(|row| row.step() <= step && !matches!(row, LogRow::Error(_)))
+        })
+        .collect();
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    std::fs::write(path, body)
+}
+
+/// Cuts a resumed run's log back to the checkpoint `glmtune train --resume` will resume from, as
+/// the trainer does at its start, before anyone follows the log: whoever tails it then never
+/// reads rows the trainer is about to cut and write again (their bytes differ). The trainer's own
+/// cut then leaves the log as it is.
+pub fn cut_log_for_resume(dir: &Path) -> std::io::Result<()> {
+    let step = newest_checkpoint(dir)?.map_or(0, |(step, _)| step);
+    truncate_log(&RunLayout::new(dir).trainer_log(), step)
+}

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// A training worker's key (`glmtune worker`): it leases runs, reports on and uploads for
+    /// its own leases, and reads nothing else. Below every other role, and outside their order:
+    /// it may not even read.
+    Worker,
     /// Read-only.
     Viewer,
     /// Creates datasets, runs and chats; changes its own.
@@ -22,6 +26,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Worker => "worker",
             Role::Viewer => "viewer",
             Role::Member => "member",
             Role::Admin => "admin",
@@ -30,6 +35,7 @@ impl Role {
 
     pub fn parse(text: &str) -> Option<Role> {
         match text {
+            "worker" => Some(Role::Worker),
             "viewer" => Some(Role::Viewer),
             "member" => Some(Role::Member),
             "admin" => Some(Role::Admin),
@@ -536,6 +542,9 @@ pub struct Run {
     /// The sweep it is a trial of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<crate::sweep::TrialOf>,
+    /// The worker (`glmtune worker`) that trains it or trained it last; `None`: this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// One entry of a run's progress stream; `id` orders them and is the SSE event id.

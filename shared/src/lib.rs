@@ -13,3 +13,4 @@ pub mod run_settings;
 pub mod sweep;
 pub mod teach;
 pub mod train_job;
+pub mod worker;

@@ -61,6 +61,12 @@ impl RunLayout {
         self.dir.join("train.stderr.log")
     }
 
+    /// Where a worker's uploads under `lease` are written until they are committed (hidden:
+    /// a run's files are never read from there).
+    pub fn uploads(&self, lease: &str) -> PathBuf {
+        self.dir.join(".uploads").join(lease)
+    }
+
     /// The folder `glmtune eval` writes into.
     pub fn eval_dir(&self) -> PathBuf {
         self.dir.join("eval")

@@ -69,6 +69,8 @@ pub enum Command {
     /// Sweep hyperparameters: a grid or random search of trials (each a run folder), the worse
     /// ones stopped by successive halving, and a leaderboard.
     Sweep(sweep::SweepArgs),
+    /// Train a server's queued runs on this machine: lease, train, report, upload, again.
+    Worker(glmtune::worker::WorkerArgs),
     /// How closely a student (a distilled prefix, a quantized base) answers as its teacher: KL
     /// and greedy agreement on the teacher's answers, as JSON.
     Fidelity(fidelity::FidelityArgs),
@@ -91,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(*args),
         Command::Sweep(args) => sweep::run(args),
         Command::Fidelity(args) => fidelity::run(args),
+        Command::Worker(args) => Ok(glmtune::worker::run(args)?),
     }
 }
 

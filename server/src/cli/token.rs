@@ -24,6 +24,8 @@ enum RoleArg {
     Admin,
     Member,
     Viewer,
+    /// For `glmtune worker`: leases runs and reports on them, nothing else.
+    Worker,
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +49,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         RoleArg::Admin => Role::Admin,
         RoleArg::Member => Role::Member,
         RoleArg::Viewer => Role::Viewer,
+        RoleArg::Worker => Role::Worker,
     };
     if args.name.trim().is_empty() {
         anyhow::bail!("--name must not be empty");

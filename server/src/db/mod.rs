@@ -9,6 +9,7 @@ pub mod runs;
 pub mod sweeps;
 pub mod teachers;
 pub mod users;
+pub mod workers;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -39,6 +40,8 @@ pub type DbResult<T> = Result<T, DbError>;
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
+    /// PostgreSQL (else SQLite): the queue's lease takes its row with `FOR UPDATE SKIP LOCKED`.
+    pub postgres: bool,
 }
 
 /// The embedded default: `DATA_DIR/glmtune.db`.
@@ -93,7 +96,10 @@ impl Db {
                 url: redact(url),
                 message: e.to_string(),
             })?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            postgres: !sqlite,
+        };
         migrations::run(&db).await?;
         Ok(db)
     }
@@ -140,6 +146,13 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix milliseconds: leases expire at this grain.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A new id: `prefix` and 24 random hex digits.

@@ -8,7 +8,7 @@ use glmtune_shared::sweep::TrialOf;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{last_seq_locked, now, Db, DbError, DbResult};
+use super::{last_seq_locked, now, now_ms, Db, DbError, DbResult};
 
 fn corrupt(column: &'static str, message: impl Into<String>) -> DbError {
     DbError::Corrupt {
@@ -46,6 +46,7 @@ pub(super) fn run_of(row: &AnyRow) -> DbResult<Run> {
         finished_at: row.try_get("finished_at")?,
         fine_tuned_model,
         sweep: trial_of(row)?,
+        worker: row.try_get("worker_id")?,
         id,
     })
 }
@@ -147,43 +148,9 @@ impl Db {
         message: &str,
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let now = now();
-        let query = match to {
-            RunState::Running => sqlx::query(
-                "UPDATE runs SET state = $1, error = $2, attempts = attempts + 1, started_at = $3, finished_at = NULL, cancel_requested = 0 WHERE id = $4 AND state = $5",
-            )
-            .bind(to.as_str())
-            .bind(error.map(str::to_owned))
-            .bind(now),
-            RunState::Queued | RunState::Paused => sqlx::query(
-                "UPDATE runs SET state = $1, error = $2, finished_at = NULL, cancel_requested = 0 WHERE id = $3 AND state = $4",
-            )
-            .bind(to.as_str())
-            .bind(error.map(str::to_owned)),
-            _ => sqlx::query(
-                "UPDATE runs SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = $5",
-            )
-            .bind(to.as_str())
-            .bind(error.map(str::to_owned))
-            .bind(now),
-        };
-        let moved = query
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if moved == 1 {
-            // A failure is told twice: why (an `error` event), then the state it moved to.
-            let why = error.filter(|_| to == RunState::Failed);
-            if let Some(why) = why {
-                append_event_in(&mut tx, id, message, &state_change(to, Some(why))).await?;
-            }
-            let message = if why.is_some() { to.as_str() } else { message };
-            append_event_in(&mut tx, id, message, &state_change(to, None)).await?;
-        }
+        let moved = transition_in(&mut tx, id, from, to, error, message, None).await?;
         tx.commit().await?;
-        Ok(moved == 1)
+        Ok(moved)
     }
 
     /// Asks the supervisor to stop a running run.
@@ -305,6 +272,61 @@ pub(super) async fn insert_run_in(
     Ok(())
 }
 
+/// Moves a run from `from` to `to` with its events, in `tx`; false when it was not in `from`
+/// (or, with `lease`, when that lease is not held and unexpired). Leaving `running` ends the
+/// run's lease; a run the server itself starts is nobody's lease.
+pub(super) async fn transition_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    from: RunState,
+    to: RunState,
+    error: Option<&str>,
+    message: &str,
+    lease: Option<&str>,
+) -> DbResult<bool> {
+    let now = now();
+    let (set, mut next) = match to {
+        RunState::Running => (
+            "state = $1, error = $2, attempts = attempts + 1, started_at = $3, finished_at = NULL, cancel_requested = 0, worker_id = NULL",
+            4,
+        ),
+        RunState::Queued | RunState::Paused => ("state = $1, error = $2, finished_at = NULL, cancel_requested = 0", 3),
+        _ => ("state = $1, error = $2, finished_at = $3", 4),
+    };
+    let mut sql = format!(
+        "UPDATE runs SET {set}, lease_id = NULL, lease_expires_ms = NULL WHERE id = ${next} AND state = ${}",
+        next + 1
+    );
+    next += 2;
+    if lease.is_some() {
+        sql.push_str(&format!(
+            " AND lease_id = ${next} AND lease_expires_ms >= ${}",
+            next + 1
+        ));
+    }
+    let mut query = sqlx::query(&sql)
+        .bind(to.as_str())
+        .bind(error.map(str::to_owned));
+    if !matches!(to, RunState::Queued | RunState::Paused) {
+        query = query.bind(now);
+    }
+    query = query.bind(id).bind(from.as_str());
+    if let Some(lease) = lease {
+        query = query.bind(lease).bind(now_ms());
+    }
+    let moved = query.execute(&mut **tx).await?.rows_affected();
+    if moved == 1 {
+        // A failure is told twice: why (an `error` event), then the state it moved to.
+        let why = error.filter(|_| to == RunState::Failed);
+        if let Some(why) = why {
+            append_event_in(tx, id, message, &state_change(to, Some(why))).await?;
+        }
+        let message = if why.is_some() { to.as_str() } else { message };
+        append_event_in(tx, id, message, &state_change(to, None)).await?;
+    }
+    Ok(moved == 1)
+}
+
 fn state_change(state: RunState, error: Option<&str>) -> RunEventData {
     RunEventData::State(StateChange {
         state,
@@ -312,7 +334,7 @@ fn state_change(state: RunState, error: Option<&str>) -> RunEventData {
     })
 }
 
-async fn append_event_in(
+pub(super) async fn append_event_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     run_id: &str,
     message: &str,

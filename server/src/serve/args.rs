@@ -59,9 +59,14 @@ pub struct ServeArgs {
     /// Sign-in attempts (login and first-run setup) per minute per client address (0: no limit).
     #[arg(long, default_value_t = 10)]
     pub(crate) sign_in_rate_limit: u32,
-    /// Training runs at once.
+    /// Training runs at once on this machine; 0: none, runs wait for workers (`glmtune worker`).
     #[arg(long, default_value_t = 1)]
     pub(crate) max_concurrent_runs: usize,
+    /// Seconds a worker's lease on a run lasts without a heartbeat (workers beat at a third of
+    /// it); a worker quiet for longer loses the run, which resumes elsewhere from its last
+    /// checkpoint.
+    #[arg(long, default_value_t = 60.0)]
+    pub(crate) lease_seconds: f64,
     /// Largest `pre_seq_len` a run may ask for (dashboard runs and OpenAI fine-tuning jobs, admins
     /// included).
     #[arg(long, default_value_t = 512)]

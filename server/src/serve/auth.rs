@@ -39,6 +39,8 @@ pub enum Need {
     Write,
     /// An admin: users and the server's own disk.
     Admin,
+    /// A worker key: leasing runs and reporting on its own leases (and nothing else).
+    Worker,
 }
 
 impl Need {
@@ -49,6 +51,7 @@ impl Need {
             Need::Read => "read",
             Need::Write => "write",
             Need::Admin => "admin",
+            Need::Worker => "worker",
         }
     }
 }
@@ -68,9 +71,11 @@ pub struct Caller {
 impl Caller {
     pub fn allows(&self, need: Need) -> bool {
         match need {
-            Need::Public | Need::Read => true,
+            Need::Public => true,
+            Need::Read => self.role != Role::Worker,
             Need::Write => self.role >= Role::Member,
             Need::Admin => self.role == Role::Admin,
+            Need::Worker => self.role == Role::Worker,
         }
     }
 
@@ -248,6 +253,8 @@ pub async fn enforce(
             if !caller.allows(need) {
                 let what = match need {
                     Need::Admin => "an admin",
+                    Need::Worker => "a worker key",
+                    Need::Read => "a user or a user's key",
                     _ => "a member or admin",
                 };
                 return ApiError::forbidden(format!(

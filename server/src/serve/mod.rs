@@ -11,6 +11,7 @@ mod blobs;
 mod error;
 mod events;
 mod gpus;
+mod log_events;
 mod metrics;
 mod openai;
 mod openapi;
@@ -19,7 +20,7 @@ mod registry;
 mod routes;
 mod secrets;
 mod state;
-mod supervisor;
+pub(crate) mod supervisor;
 mod sweeps;
 mod teach_jobs;
 mod web;
@@ -234,7 +235,12 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> Result<Prepared, ServeE
             max_prompt_tokens: args.max_prompt_tokens.max(1),
         },
         request_timeout: Duration::from_secs_f64(args.request_timeout_s),
-        max_concurrent_runs: args.max_concurrent_runs.max(1),
+        max_concurrent_runs: args.max_concurrent_runs,
+        lease: Duration::from_secs_f64(if args.lease_seconds.is_finite() {
+            args.lease_seconds.clamp(1.0, 86_400.0)
+        } else {
+            60.0
+        }),
         stall: Duration::from_secs(args.stall_seconds.max(1)),
         web_dir: std::path::absolute(&args.web_dir).unwrap_or(args.web_dir.clone()),
         session_seconds: args.session_seconds.max(1),

@@ -20,6 +20,8 @@ pub struct Settings {
     pub limits: answer::Limits,
     pub request_timeout: Duration,
     pub max_concurrent_runs: usize,
+    /// How long a worker's lease lasts between heartbeats.
+    pub lease: Duration,
     pub stall: Duration,
     pub web_dir: PathBuf,
     pub session_seconds: i64,

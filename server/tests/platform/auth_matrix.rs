@@ -26,6 +26,7 @@ fn auth_matrix(backend: Backend) {
     let admin = site.token("admin");
     let member = site.token("member");
     let viewer = site.token("viewer");
+    let worker = site.token("worker");
     let server = site.start(&[]);
     let document = server.get("/api/openapi.json", &viewer).json();
     assert_eq!(document["openapi"], "3.1.0");
@@ -48,14 +49,22 @@ fn auth_matrix(backend: Backend) {
                 401,
                 "{route} with a wrong key"
             );
+            // A worker key may call its own routes and nothing else; nobody else may call those.
             let expect = |role: &str| -> bool {
                 match access {
+                    "worker" => role == "worker",
+                    _ if role == "worker" => false,
                     "read" => true,
                     "write" => role != "viewer",
                     _ => role == "admin",
                 }
             };
-            for (role, key) in [("viewer", &viewer), ("member", &member), ("admin", &admin)] {
+            for (role, key) in [
+                ("viewer", &viewer),
+                ("member", &member),
+                ("admin", &admin),
+                ("worker", &worker),
+            ] {
                 let status = call_as(&server, &method, &concrete, Some(key));
                 if expect(role) {
                     assert!(

@@ -15,3 +15,4 @@ mod sweeps;
 mod teach;
 mod uploads;
 mod versions;
+mod workers;

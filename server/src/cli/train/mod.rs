@@ -4,7 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,17 +75,6 @@ pub(super) fn examples(
 }
 
 /// The newest `checkpoint-N` folder in `dir`, if any.
-fn newest_checkpoint(dir: &Path) -> anyhow::Result<Option<(u64, PathBuf)>> {
-    let mut best: Option<(u64, PathBuf)> = None;
-    for found in glmtune::run_folder::complete_checkpoints(dir) {
-        let (step, path) = found?;
-        if best.as_ref().is_none_or(|(s, _)| step > *s) {
-            best = Some((step, path));
-        }
-    }
-    Ok(best)
-}
-
 /// Appends one row to the run's log (`path` names it in the error).
 fn write_row(
     log: &mut std::fs::File,
@@ -96,26 +85,6 @@ fn write_row(
         .map_err(|e| glmtune_engine::EngineError::Input(format!("a log row: {e}")))?;
     writeln!(log, "{line}")
         .map_err(|e| glmtune_engine::EngineError::Input(format!("writing {}: {e}", path.display())))
-}
-
-/// Keeps the log rows up to `step` (a killed run may have logged past its last checkpoint), less
-/// the errors of earlier attempts.
-fn truncate_log(path: &Path, step: u64) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|line| {
-            LogRow::parse(line)
-                .is_some_and(|row| row.step() <= step && !matches!(row, LogRow::Error(_)))
-        })
-        .collect();
-    let mut body = kept.join("\n");
-    if !body.is_empty() {
-        body.push('\n');
-    }
-    std::fs::write(path, body).with_context(|| format!("rewriting {}", path.display()))
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -143,7 +112,8 @@ pub fn run_job(job: &TrainJob) -> anyhow::Result<()> {
             );
         }
         // Only a failed start's error: nothing to keep.
-        truncate_log(&log_path, 0)?;
+        glmtune::run_folder::truncate_log(&log_path, 0)
+            .with_context(|| format!("rewriting {}", log_path.display()))?;
     }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -412,18 +382,20 @@ fn train(
     let log_path = layout.trainer_log();
     let mut resumed_from = None;
     if job.resume {
-        match newest_checkpoint(&job.output_dir)? {
+        match glmtune::run_folder::newest_checkpoint(&job.output_dir)? {
             Some((step, dir)) => {
                 trainer.restore_checkpoint(&dir)?;
                 resumed_from = Some(dir.clone());
-                truncate_log(&log_path, step)?;
+                glmtune::run_folder::truncate_log(&log_path, step)
+                    .with_context(|| format!("rewriting {}", log_path.display()))?;
                 if let Some(best) = &mut best {
                     best.replay(&glmtune::run_folder::read_log(&log_path));
                 }
                 eprintln!("glmtune: resuming from {} (step {step})", dir.display());
             }
             None => {
-                truncate_log(&log_path, 0)?;
+                glmtune::run_folder::truncate_log(&log_path, 0)
+                    .with_context(|| format!("rewriting {}", log_path.display()))?;
                 eprintln!(
                     "glmtune: no checkpoint in {}; starting afresh",
                     job.output_dir.display()

@@ -224,6 +224,11 @@ pub async fn create_user(
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     check_credentials(&request.username, &request.password)?;
+    if request.role == Role::Worker {
+        return Err(ApiError::invalid(
+            "role: a user cannot be a worker; make a worker key (POST /api/v1/keys) instead",
+        ));
+    }
     let hash = hash(request.password).await?;
     let user = state
         .db
@@ -291,6 +296,10 @@ pub async fn create_key(
         return Err(ApiError::invalid("name: must not be empty"));
     }
     let role = request.role.unwrap_or(caller.role);
+    // A worker key leases runs for a machine the server trusts with its datasets: admins only.
+    if role == Role::Worker && caller.role != Role::Admin {
+        return Err(ApiError::forbidden("role: only an admin makes worker keys"));
+    }
     if role > caller.role {
         return Err(ApiError::forbidden(format!(
             "role: a {} cannot make a {} key",

@@ -6,16 +6,18 @@ mod dataset_augment;
 pub(crate) mod dataset_changes;
 mod dataset_split;
 pub mod datasets;
+mod leases;
 mod models;
 mod presets;
 pub mod run_files;
 pub mod runs;
 mod sweeps;
 mod teachers;
+mod workers;
 
 use axum::extract::DefaultBodyLimit;
 
-use crate::serve::auth::Need::{Admin, Public, Read, Write};
+use crate::serve::auth::Need::{Admin, Public, Read, Worker, Write};
 use crate::serve::events;
 use crate::serve::routes::{route, Route};
 
@@ -78,5 +80,17 @@ pub fn routes(max_upload_bytes: u64) -> Vec<Route> {
         route!(Read, chats::get_one),
         route!(Write, chats::delete),
         route!(Write, chats::post_message),
+        route!(Read, workers::list),
+        route!(Worker, workers::register),
+        route!(Worker, workers::lease),
+        route!(Worker, leases::heartbeat),
+        route!(Worker, leases::log),
+        route!(Worker, leases::dataset),
+        route!(Worker, leases::file),
+        route!(Worker, leases::upload_state),
+        route!(Worker, leases::upload)
+            .map(|handler| handler.layer(DefaultBodyLimit::max(leases::CHUNK_LIMIT))),
+        route!(Worker, leases::commit),
+        route!(Worker, leases::complete),
     ]
 }

@@ -209,6 +209,7 @@ pub async fn prepare_run(
         finished_at: None,
         fine_tuned_model: None,
         sweep: None,
+        worker: None,
     };
     Ok(run)
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use glmtune_shared::api::ReadOptions;
+use glmtune_shared::api::{ReadOptions, RunSettings};
 
 /// A file read as it grows, line by line.
 pub struct Tail {
@@ -69,6 +69,50 @@ pub fn read_flags(options: &ReadOptions) -> Vec<String> {
         }
     }
     flags
+}
+
+/// What `glmtune eval` reads and writes for a run.
+pub struct EvalFiles<'a> {
+    pub model: &'a Path,
+    /// The run's folder, with its final adapter.
+    pub adapter: &'a Path,
+    pub validation: &'a Path,
+    pub options: &'a ReadOptions,
+    pub output: &'a Path,
+    pub settings: &'a RunSettings,
+    pub device: DeviceSpec,
+}
+
+/// The `glmtune eval` arguments of a run's evaluation: greedy answers to `eval_samples`
+/// validation records, with the run's lengths and source prefix.
+pub fn eval_args(files: &EvalFiles<'_>) -> Vec<String> {
+    let settings = files.settings;
+    let mut args: Vec<String> = vec![
+        "eval".into(),
+        flag("model", &files.model.to_string_lossy()),
+        flag("adapter", &files.adapter.to_string_lossy()),
+        flag("validation-file", &files.validation.to_string_lossy()),
+        flag("output-dir", &files.output.to_string_lossy()),
+        "--greedy".into(),
+        flag(
+            "max-predict-samples",
+            &settings.eval_samples.unwrap_or(0).to_string(),
+        ),
+    ];
+    args.extend(read_flags(files.options));
+    args.push(flag("device", &files.device.to_string()));
+    for (name, value) in [
+        ("max-source-length", settings.max_source_length),
+        ("max-target-length", settings.max_target_length),
+    ] {
+        if let Some(value) = value {
+            args.push(flag(name, &value.to_string()));
+        }
+    }
+    if let Some(prefix) = &settings.source_prefix {
+        args.push(flag("source-prefix", prefix));
+    }
+    args
 }
 
 /// Starts `glmtune ARGS` with stderr appended to `stderr_path` (and stdout to `stdout_path`),

@@ -28,6 +28,7 @@ use crate::db::runs::Progress;
 use crate::db::{Db, DbResult};
 use crate::serve::blobs::Blobs;
 use crate::serve::gpus::Gpus;
+use crate::serve::log_events::row_message;
 use crate::serve::metrics::Metrics;
 use crate::serve::state::{run_layout, Settings};
 use child::Tail;
@@ -105,7 +106,13 @@ pub async fn start(
     blobs: Blobs,
     gpus: Arc<Gpus>,
 ) -> DbResult<Arc<Handle>> {
-    for run in db.runs_in_state(RunState::Running).await? {
+    // Runs on workers keep their leases: they go back to the queue if their worker goes quiet.
+    for run in db
+        .runs_in_state(RunState::Running)
+        .await?
+        .into_iter()
+        .filter(|run| run.worker.is_none())
+    {
         db.transition(
             &run.id,
             RunState::Running,
@@ -224,6 +231,14 @@ impl Supervisor {
     }
 
     fn tick(&mut self) -> Result<(), SupervisorError> {
+        // Leases that ran out: their runs wait in the queue again (for any worker, or for us).
+        let expired = self.block(self.db.expire_leases())?;
+        for lapsed in &expired {
+            tracing::warn!(run = lapsed.run_id, worker = lapsed.worker, "lease ended");
+        }
+        if !expired.is_empty() {
+            self.handle.events.notify_waiters();
+        }
         let mut index = 0;
         while index < self.children.len() {
             if self.watch(index)? {
@@ -394,21 +409,18 @@ impl Supervisor {
                 }
                 child.last_progress = Instant::now();
                 child.stalled = false;
-                let message = match &row {
+                match &row {
                     LogRow::Step(row) => {
                         child.trained_tokens += row.tokens as i64;
                         self.metrics.set_training_rate(row.tokens_per_second);
                         child.run.max_steps = Some(row.max_steps as i64);
-                        format!("step {step}: loss {:.4}", row.loss)
                     }
-                    LogRow::Eval(row) => format!("step {step}: eval_loss {:.4}", row.eval_loss),
-                    LogRow::Checkpoint(row) => format!("saved {}", row.checkpoint),
-                    LogRow::Finished(_) => "adapter written".to_owned(),
-                    LogRow::Error(row) => {
-                        // Told by the failure's own event, once the child has exited.
-                        child.error = Some(row.error.clone());
-                        continue;
-                    }
+                    // Told by the failure's own event, once the child has exited.
+                    LogRow::Error(row) => child.error = Some(row.error.clone()),
+                    _ => {}
+                }
+                let Some(message) = row_message(&row) else {
+                    continue;
                 };
                 child.run.step = child.run.step.max(step);
                 events.push((message, RunEventData::Log(row)));

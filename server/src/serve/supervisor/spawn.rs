@@ -1,14 +1,14 @@
 //! Starting a run's children: `glmtune train --job` with the run's [`TrainJob`] written to its
 //! folder, then `glmtune eval` on its validation set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Instant;
 
 use glmtune_shared::api::{ReadOptions, Run};
 use glmtune_shared::train_job::TrainJob;
 
-use super::child::{device_of, flag, read_flags, spawn_child, Tail};
+use super::child::{device_of, eval_args, flag, spawn_child, EvalFiles, Tail};
 use super::{Phase, Running, Supervisor, SupervisorError, INFO};
 use crate::serve::{run_dir, run_layout};
 
@@ -58,6 +58,12 @@ impl Supervisor {
             device: device_of(gpu).to_string(),
             settings: run.settings.clone(),
         };
+        if job.resume {
+            crate::run_folder::cut_log_for_resume(dir).map_err(SupervisorError::io(format!(
+                "cutting {} back to its checkpoint",
+                layout.trainer_log().display()
+            )))?;
+        }
         job.write(&layout.job())
             .map_err(SupervisorError::io(format!(
                 "writing {}",
@@ -113,32 +119,15 @@ impl Supervisor {
             .as_deref()
             .ok_or_else(|| SupervisorError::Missing("no validation dataset".into()))?;
         let (path, options) = self.dataset_path(validation)?;
-        let settings = &run.settings;
-        let mut args: Vec<String> = vec![
-            "eval".into(),
-            flag("model", &model),
-            flag("adapter", &dir.to_string_lossy()),
-            flag("validation-file", &path.to_string_lossy()),
-            flag("output-dir", &eval_dir.to_string_lossy()),
-            "--greedy".into(),
-            flag(
-                "max-predict-samples",
-                &settings.eval_samples.unwrap_or(0).to_string(),
-            ),
-        ];
-        args.extend(read_flags(&options));
-        args.push(flag("device", &device_of(gpu).to_string()));
-        for (name, value) in [
-            ("max-source-length", settings.max_source_length),
-            ("max-target-length", settings.max_target_length),
-        ] {
-            if let Some(value) = value {
-                args.push(flag(name, &value.to_string()));
-            }
-        }
-        if let Some(prefix) = &settings.source_prefix {
-            args.push(flag("source-prefix", prefix));
-        }
+        let args = eval_args(&EvalFiles {
+            model: Path::new(&model),
+            adapter: dir,
+            validation: &path,
+            options: &options,
+            output: &eval_dir,
+            settings: &run.settings,
+            device: device_of(gpu),
+        });
         spawn_child(&args, &layout.eval_stderr(), Some(&layout.scores()))
             .map_err(SupervisorError::io("starting glmtune eval"))
     }
