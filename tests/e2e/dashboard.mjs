@@ -271,6 +271,17 @@ try {
   await page.getByText("distilling from").first().waitFor();
   seen.distilled_note = await page.getByText("distilling from").first().innerText();
 
+  // Where each run trained, and the training workers.
+  await page.goto(`${base}/#/runs`);
+  await page.locator("td.trained-on", { hasText: "this server" }).first().waitFor();
+  seen.trained_on = await page.locator("td.trained-on").first().innerText();
+  await page.goto(`${base}/#/workers`);
+  await page.locator("table.workers tbody tr").first().waitFor();
+  seen.worker_row = await page.locator("table.workers tbody tr").first().innerText();
+  // (the last cell, "N s ago", changes; the rest is fixed)
+  seen.worker_row = seen.worker_row.replace(/[^\t]*$/, "");
+  await shot("7-workers");
+
   // A chat with the tuned model, streamed.
   await page.goto(`${base}/#/chats`);
   const tuned = await page.locator("select[name=target] option", { hasText: firstRun }).first().getAttribute("value");

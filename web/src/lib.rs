@@ -95,6 +95,7 @@ fn Pages() -> impl IntoView {
             <Route path=path!("/compare/:ids") view=CompareRoute />
             <Route path=path!("/sweeps") view=pages::sweeps::Sweeps />
             <Route path=path!("/teachers") view=pages::teachers::Teachers />
+            <Route path=path!("/workers") view=pages::workers::Workers />
             <Route path=path!("/sweeps/:id") view=SweepRoute />
             <Route path=path!("/chats") view=pages::chats::Chats />
             <Route path=path!("/local") view=pages::local::InBrowser />
@@ -201,6 +202,7 @@ fn Shell() -> impl IntoView {
                 <A href="/runs" attr:class=active("runs")>"Runs"</A>
                 <A href="/sweeps" attr:class=active("sweeps")>"Sweeps"</A>
                 <A href="/teachers" attr:class=active("teachers")>"Teachers"</A>
+                <A href="/workers" attr:class=active("workers")>"Workers"</A>
                 <A href="/chats" attr:class=active("chats")>"Chats"</A>
                 <A href="/local" attr:class=active("local")>"In this browser"</A>
             </nav>

@@ -80,12 +80,13 @@ async fn applied(db: &Db) -> (Vec<i64>, Vec<i64>) {
 
 fn every_version() -> (Vec<i64>, Vec<i64>) {
     let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     (versions.clone(), versions)
 }
 
 /// The latest schema is usable: a chat with a system prompt (the second migration) is stored,
-/// and a sweep's trial is read back with its place (the third).
+/// a sweep's trial is read back with its place (the third), and a worker registers and the run
+/// reads back as nobody's lease (the fourth).
 async fn check_latest_schema(db: &Db) {
     sqlx::query(
         "INSERT INTO chats (id, model, title, system, created_at) VALUES ($1, 'm', 't', 's', 0)",
@@ -109,6 +110,20 @@ async fn check_latest_schema(db: &Db) {
         (trial.trial, trial.pause_at, trial.stopped_at),
         (2, Some(8), None)
     );
+    assert_eq!(run.worker, None);
+    let registration = glmtune_shared::worker::WorkerRegistration {
+        name: "box".into(),
+        devices: vec![glmtune_shared::worker::WorkerDevice {
+            device: "cuda:0".into(),
+            memory_bytes: Some(1 << 30),
+        }],
+        models: Vec::new(),
+    };
+    let worker = db.register_worker("key-1", &registration).await.unwrap();
+    // Registering again under the same key and name updates that worker.
+    let again = db.register_worker("key-1", &registration).await.unwrap();
+    assert_eq!(worker.worker.id, again.worker.id);
+    assert_eq!(db.workers().await.unwrap()[0].devices, registration.devices);
 }
 
 async fn new_database(postgres: bool) {

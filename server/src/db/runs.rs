@@ -327,6 +327,9 @@ pub(super) async fn transition_in(
     Ok(moved == 1)
 }
 
+/// The PostgreSQL channel every new run event is announced on (its payload: the run's id).
+pub const EVENTS_CHANNEL: &str = "glmtune_run_events";
+
 fn state_change(state: RunState, error: Option<&str>) -> RunEventData {
     RunEventData::State(StateChange {
         state,
@@ -352,6 +355,15 @@ pub(super) async fn append_event_in(
     .bind(now())
     .execute(&mut **tx)
     .await?;
+    // Servers sharing a PostgreSQL database hear of the event at once (`serve::listen`): a
+    // stream on one follows a run another server or a worker reports to. Sent at commit.
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(run_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(seq)
 }
 

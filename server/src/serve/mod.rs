@@ -11,6 +11,7 @@ mod blobs;
 mod error;
 mod events;
 mod gpus;
+mod listen;
 mod log_events;
 mod metrics;
 mod openai;
@@ -270,6 +271,9 @@ async fn prepare(args: &ServeArgs, bound: SocketAddr) -> Result<Prepared, ServeE
         gpus.clone(),
     )
     .await?;
+    if let Some(url) = args.database_url.as_ref().filter(|_| db.postgres) {
+        listen::start(url.clone(), supervisor.clone());
+    }
     let state = AppState {
         db,
         blobs,

@@ -53,6 +53,14 @@ fn dashboard_walkthrough_in_chromium() {
         &glm3_model,
     ]);
     let token = server.setup_token.clone().expect("a setup token");
+    // A training worker registered with its own key, for the Workers page.
+    let worker_key = site.token("worker");
+    let registered = server.post(
+        "/api/v1/workers",
+        &worker_key,
+        &serde_json::json!({"name": "gpu-box", "devices": [{"device": "cuda:0", "memory_bytes": null}, {"device": "cuda:1", "memory_bytes": null}], "models": [{"name": "tiny", "sha256": "ab12cd34ef56ab12cd34ef56"}]}),
+    );
+    assert_eq!(registered.status, 200, "{}", registered.text());
     // Every page comes with a policy that allows only this server's scripts, workers and wasm
     // (and no inline script), refuses framing and sniffing; the walk below runs under it.
     let page = server.call("GET", "/", &[], b"");
@@ -241,6 +249,12 @@ fn dashboard_walkthrough_in_chromium() {
     // The uploaded dataset augmented from its page: a version naming its parent, its new
     // prompts beside their parents'.
     assert!(seen["augmented_rows"].as_u64().unwrap_or(0) > 0, "{seen}");
+    // The Workers page lists the registered worker; runs trained here say so.
+    assert_eq!(
+        seen["worker_row"], "gpu-box\tcuda:0, cuda:1\ttiny (ab12cd34ef56…)\tidle\t",
+        "{seen}"
+    );
+    assert_eq!(seen["trained_on"], "this server", "{seen}");
     assert!(seen["preview_examples"].as_u64().unwrap_or(0) > 0, "{seen}");
     assert!(
         seen["version_of"]

@@ -383,3 +383,55 @@ fn workers_share_the_queue(backend: Backend) {
     }
 }
 on_both_backends!(workers_share_the_queue);
+
+/// Two servers on one PostgreSQL database: a run queued through one (which trains it) streams its
+/// events live to a client of the other, every step in order, through to its end.
+#[test]
+fn a_run_streams_to_a_client_of_another_server() {
+    use std::io::{BufRead, BufReader, Write};
+    let site = Site::new("two_servers", Backend::Postgres);
+    let member = site.token("member");
+    let trainer = site.start(&[]);
+    let other = site.start(&["--max-concurrent-runs", "0"]);
+    let dataset = trainer.upload_fixture(&member);
+    let run = trainer.start_run(
+        &member,
+        &dataset,
+        json!({"max_steps": 300, "save_steps": 100, "logging_steps": 1, "pre_seq_len": 4}),
+    );
+    let mut stream = std::net::TcpStream::connect(&other.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/runs/{run}/events HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {member}\r\nAccept: text/event-stream\r\n\r\n",
+        other.address
+    )
+    .unwrap();
+    let mut steps = Vec::new();
+    let mut running_at_first_step = None;
+    let mut last_state = String::new();
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+        match event["kind"].as_str().unwrap() {
+            "metrics" => {
+                if steps.is_empty() {
+                    // Told while the run still trains on the first server: live, not replayed.
+                    let now = trainer.get(&format!("/api/v1/runs/{run}"), &member).json();
+                    running_at_first_step = Some(now["state"].clone());
+                }
+                steps.push(event["data"]["step"].as_i64().unwrap());
+            }
+            "state" => last_state = event["data"]["state"].as_str().unwrap().to_owned(),
+            _ => {}
+        }
+    }
+    assert_eq!(running_at_first_step, Some(json!("running")));
+    assert_eq!(steps, (1..=300).collect::<Vec<_>>());
+    assert_eq!(last_state, "succeeded");
+}

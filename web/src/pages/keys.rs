@@ -58,6 +58,7 @@ pub fn Keys() -> impl IntoView {
                         <option value="viewer">"viewer (read, chat)"</option>
                         <option value="member">"member"</option>
                         <option value="admin">"admin"</option>
+                        <option value="worker">"worker (glmtune worker; admins only)"</option>
                     </select>
                 </label>
                 <button type="submit">"Create key"</button>

@@ -13,6 +13,7 @@ pub mod runs;
 pub mod settings_form;
 pub mod sweeps;
 pub mod teachers;
+pub mod workers;
 
 use glmtune_shared::error::InvalidRecords;
 use leptos::prelude::*;

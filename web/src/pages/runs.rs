@@ -3,6 +3,7 @@
 //! (`settings_form`).
 
 use glmtune_shared::api::{CreateRun, List, Run, RunState};
+use glmtune_shared::worker::Worker;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_navigate;
@@ -14,6 +15,16 @@ use crate::pages::{loaded, ErrorNote, Table};
 #[component]
 pub fn Runs() -> impl IntoView {
     let runs = LocalResource::new(|| api::get::<List<Run>>("/api/v1/runs"));
+    // Which machine trained each run: this server, or a worker by its name.
+    let workers = LocalResource::new(|| api::get::<List<Worker>>("/api/v1/workers"));
+    let trained_on = move |worker: &Option<String>| match worker {
+        None => "this server".to_owned(),
+        Some(id) => workers
+            .get()
+            .and_then(Result::ok)
+            .and_then(|list| list.data.into_iter().find(|w| &w.id == id))
+            .map_or_else(|| id.clone(), |w| format!("worker {}", w.name)),
+    };
     let data = DataPicker::new();
     let presets = PresetPicker::new();
     let form = SettingsForm::new();
@@ -76,7 +87,7 @@ pub fn Runs() -> impl IntoView {
             </form>
             <h2>"All runs"</h2>
             {loaded(runs, move |list| view! {
-                    <Table headers=&["", "Run", "Model", "Preset", "State", "Step"]>
+                    <Table headers=&["", "Run", "Model", "Preset", "State", "Step", "Trained on"]>
                             {list.data.into_iter().map(|r| {
                                 let id = r.id.clone();
                                 let toggle = move |ev: leptos::ev::Event| {
@@ -94,6 +105,7 @@ pub fn Runs() -> impl IntoView {
                                     <td>{r.settings.source_prefix.clone().filter(|s| !s.is_empty()).map(|s| format!("system: {s}"))}</td>
                                     <td><span class=format!("state {}", r.state.as_str())>{r.state.as_str()}</span></td>
                                     <td>{format!("{} / {}", r.step, r.max_steps.map_or("?".into(), |m| m.to_string()))}</td>
+                                    <td class="trained-on">{let worker = r.worker.clone(); move || trained_on(&worker)}</td>
                                 </tr>
                             }}).collect_view()}
                         </Table>
