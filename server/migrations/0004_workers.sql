@@ -16,6 +16,9 @@ ALTER TABLE runs ADD COLUMN worker_id TEXT;
 ALTER TABLE runs ADD COLUMN lease_id TEXT;
 ALTER TABLE runs ADD COLUMN lease_expires_ms BIGINT;
 ALTER TABLE runs ADD COLUMN lease_device TEXT;
+-- A run a server trains itself: that server (`HOST:PID:NONCE`), its lease renewed while it runs, so
+-- that servers sharing the database leave each other's runs alone and requeue a dead one's.
+ALTER TABLE runs ADD COLUMN lease_server TEXT;
 ALTER TABLE runs ADD COLUMN log_mark BIGINT NOT NULL DEFAULT 0;
 -- Lines of the trainer's standard error the lease's worker has had told (its batches count them).
 ALTER TABLE runs ADD COLUMN lease_notes BIGINT NOT NULL DEFAULT 0;

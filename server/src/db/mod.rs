@@ -6,6 +6,7 @@ pub mod datasets;
 mod migrations;
 pub mod models;
 pub mod runs;
+mod server_leases;
 pub mod sweeps;
 pub mod teachers;
 pub mod users;

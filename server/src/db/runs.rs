@@ -294,7 +294,7 @@ pub(super) async fn transition_in(
         _ => ("state = $1, error = $2, finished_at = $3", 4),
     };
     let mut sql = format!(
-        "UPDATE runs SET {set}, lease_id = NULL, lease_expires_ms = NULL WHERE id = ${next} AND state = ${}",
+        "UPDATE runs SET {set}, lease_id = NULL, lease_expires_ms = NULL, lease_server = NULL WHERE id = ${next} AND state = ${}",
         next + 1
     );
     next += 2;

@@ -78,7 +78,8 @@ fn leased_of(row: &AnyRow) -> DbResult<Leased> {
 #[derive(Debug, Clone)]
 pub struct Expired {
     pub run_id: String,
-    pub worker: String,
+    /// `worker NAME` or `the server HOST:PID:NONCE`.
+    pub holder: String,
 }
 
 impl Db {
@@ -214,7 +215,7 @@ impl Db {
     /// The run `lease` holds, while it is held and unexpired.
     pub async fn leased(&self, lease: &str) -> DbResult<Option<Leased>> {
         let row = sqlx::query(
-            "SELECT * FROM runs WHERE lease_id = $1 AND state = 'running' AND lease_expires_ms >= $2",
+            "SELECT * FROM runs WHERE lease_id = $1 AND worker_id IS NOT NULL AND state = 'running' AND lease_expires_ms >= $2",
         )
         .bind(lease)
         .bind(now_ms())
@@ -335,10 +336,10 @@ impl Db {
     pub async fn expire_leases(&self) -> DbResult<Vec<Expired>> {
         let rows = sqlx::query(
             "SELECT runs.id AS run_id, runs.lease_id AS lease_id, runs.cancel_requested AS cancel, \
-             runs.lease_expires_ms AS expires, workers.name AS worker \
-             FROM runs JOIN workers ON workers.id = runs.worker_id \
+             runs.lease_server AS server, workers.name AS worker \
+             FROM runs LEFT JOIN workers ON workers.id = runs.worker_id \
              WHERE runs.state = 'running' AND runs.lease_id IS NOT NULL \
-             AND (runs.lease_expires_ms < $1 OR runs.cancel_requested = 1)",
+             AND (runs.lease_expires_ms < $1 OR (runs.cancel_requested = 1 AND runs.worker_id IS NOT NULL))",
         )
         .bind(now_ms())
         .fetch_all(&self.pool)
@@ -347,21 +348,28 @@ impl Db {
         for row in rows {
             let run_id: String = row.try_get("run_id")?;
             let lease: String = row.try_get("lease_id")?;
-            let worker: String = row.try_get("worker")?;
-            let cancel = row.try_get::<i64, _>("cancel")? != 0;
+            let worker: Option<String> = row.try_get("worker")?;
+            let server: Option<String> = row.try_get("server")?;
+            let cancel = row.try_get::<i64, _>("cancel")? != 0 && worker.is_some();
+            // Who held it: a worker by its name, or a server (one that died or lost the database).
+            let holder = match (&worker, &server) {
+                (Some(worker), _) => format!("worker {worker}"),
+                (None, Some(server)) => format!("the server {server}"),
+                (None, None) => "its holder".to_owned(),
+            };
             let (to, message) = if cancel {
                 (RunState::Cancelled, "cancelled".to_owned())
             } else {
                 (
                     RunState::Queued,
                     format!(
-                        "worker {worker} stopped heartbeating: the run resumes from its last checkpoint"
+                        "{holder} stopped heartbeating: the run resumes from its last checkpoint"
                     ),
                 )
             };
             let mut tx = self.pool.begin().await?;
             // Conditional on the same lease: a heartbeat that came in since keeps it.
-            let mut sql = "SELECT id FROM runs WHERE id = $1 AND lease_id = $2 AND state = 'running' AND (lease_expires_ms < $3 OR cancel_requested = 1)".to_owned();
+            let mut sql = "SELECT id FROM runs WHERE id = $1 AND lease_id = $2 AND state = 'running' AND (lease_expires_ms < $3 OR (cancel_requested = 1 AND worker_id IS NOT NULL))".to_owned();
             if self.postgres {
                 sql.push_str(" FOR UPDATE");
             }
@@ -384,10 +392,7 @@ impl Db {
                 )
                 .await?
             {
-                expired.push(Expired {
-                    run_id,
-                    worker: worker.clone(),
-                });
+                expired.push(Expired { run_id, holder });
             }
             tx.commit().await?;
         }

@@ -384,21 +384,27 @@ fn workers_share_the_queue(backend: Backend) {
 }
 on_both_backends!(workers_share_the_queue);
 
-/// Two servers on one PostgreSQL database: a run queued through one (which trains it) streams its
-/// events live to a client of the other, every step in order, through to its end.
+/// Two servers on one PostgreSQL database: the second, started while the first trains a run,
+/// leaves that run alone (it is the first's lease), and a client of the second follows the run
+/// live, every step in order, through to its end.
 #[test]
 fn a_run_streams_to_a_client_of_another_server() {
     use std::io::{BufRead, BufReader, Write};
     let site = Site::new("two_servers", Backend::Postgres);
     let member = site.token("member");
     let trainer = site.start(&[]);
-    let other = site.start(&["--max-concurrent-runs", "0"]);
     let dataset = trainer.upload_fixture(&member);
     let run = trainer.start_run(
         &member,
         &dataset,
         json!({"max_steps": 300, "save_steps": 100, "logging_steps": 1, "pre_seq_len": 4}),
     );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while trainer.get(&format!("/api/v1/runs/{run}"), &member).json()["state"] != "running" {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let other = site.start(&["--max-concurrent-runs", "0"]);
     let mut stream = std::net::TcpStream::connect(&other.address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
@@ -434,4 +440,7 @@ fn a_run_streams_to_a_client_of_another_server() {
     assert_eq!(running_at_first_step, Some(json!("running")));
     assert_eq!(steps, (1..=300).collect::<Vec<_>>());
     assert_eq!(last_state, "succeeded");
+    // Trained once, by the first server, from start to end.
+    let ended = other.get(&format!("/api/v1/runs/{run}"), &member).json();
+    assert_eq!(ended["attempts"], 1, "{ended}");
 }

@@ -9,6 +9,7 @@
 //! trial trains to the step its sweep gives (`TrialOf::pause_at`) and is then `paused`.
 
 pub(crate) mod child;
+mod identity;
 mod spawn;
 
 use std::process::Child;
@@ -32,6 +33,7 @@ use crate::serve::log_events::row_message;
 use crate::serve::metrics::Metrics;
 use crate::serve::state::{run_layout, Settings};
 use child::Tail;
+use identity::ServerIdentity;
 
 /// What stops the supervisor from starting or following a child.
 #[derive(Debug, thiserror::Error)]
@@ -106,22 +108,14 @@ pub async fn start(
     blobs: Blobs,
     gpus: Arc<Gpus>,
 ) -> DbResult<Arc<Handle>> {
-    // Runs on workers keep their leases: they go back to the queue if their worker goes quiet.
-    for run in db
-        .runs_in_state(RunState::Running)
-        .await?
-        .into_iter()
-        .filter(|run| run.worker.is_none())
-    {
-        db.transition(
-            &run.id,
-            RunState::Running,
-            RunState::Queued,
-            None,
-            "the server restarted: the run resumes from its last checkpoint",
-        )
-        .await?;
-    }
+    // Runs of another server sharing the database, and runs on workers, keep their leases: they
+    // go back to the queue if their holder goes quiet.
+    let identity = ServerIdentity::new();
+    db.requeue_abandoned(
+        |holder| identity.is_gone(holder),
+        "the server restarted: the run resumes from its last checkpoint",
+    )
+    .await?;
     let (sender, receiver) = mpsc::channel();
     let handle = Arc::new(Handle {
         sender: Mutex::new(sender),
@@ -137,6 +131,8 @@ pub async fn start(
         handle: handle.clone(),
         gpus,
         children: Vec::new(),
+        identity: identity.to_string(),
+        renewed: Instant::now(),
     };
     std::thread::Builder::new()
         .name("glmtune-supervisor".into())
@@ -184,6 +180,10 @@ struct Supervisor {
     /// With `--gpus`: a run a GPU, held until it ends.
     gpus: Arc<Gpus>,
     children: Vec<Running>,
+    /// The name this server's runs are leased in (`HOST:PID:NONCE`).
+    identity: String,
+    /// When their leases were last renewed.
+    renewed: Instant,
 }
 
 impl Supervisor {
@@ -234,8 +234,9 @@ impl Supervisor {
         // Leases that ran out: their runs wait in the queue again (for any worker, or for us).
         let expired = self.block(self.db.expire_leases())?;
         for lapsed in &expired {
-            tracing::warn!(run = lapsed.run_id, worker = lapsed.worker, "lease ended");
+            tracing::warn!(run = lapsed.run_id, holder = lapsed.holder, "lease ended");
         }
+        self.renew_leases();
         if !expired.is_empty() {
             self.handle.events.notify_waiters();
         }
@@ -270,13 +271,8 @@ impl Supervisor {
                     None => break,
                 }
             };
-            let claimed = self.block(self.db.transition(
-                &run.id,
-                RunState::Queued,
-                RunState::Running,
-                None,
-                "running",
-            ))?;
+            let ttl = self.settings.lease.as_millis() as i64;
+            let claimed = self.block(self.db.claim_run(&run.id, &self.identity, ttl))?;
             if !claimed {
                 if let Some(gpu) = gpu {
                     self.gpus.release(gpu);
@@ -455,6 +451,41 @@ impl Supervisor {
             tracing::error!(run = run_id, "recording the log's events: {error}");
         }
         self.handle.events.notify_waiters();
+    }
+
+    /// Renews the leases of this server's runs a third of the way through them; a run whose lease
+    /// was taken back meanwhile (the database out of reach for longer) is another's now: its
+    /// trainer is stopped here.
+    fn renew_leases(&mut self) {
+        if self.renewed.elapsed() < self.settings.lease / 3 {
+            return;
+        }
+        self.renewed = Instant::now();
+        let ttl = self.settings.lease.as_millis() as i64;
+        let held = match self.block(self.db.renew_server_leases(&self.identity, ttl)) {
+            Ok(held) => held,
+            Err(error) => {
+                tracing::error!("renewing this server's leases: {error}");
+                return;
+            }
+        };
+        let mut index = 0;
+        while index < self.children.len() {
+            if held.contains(&self.children[index].run.id) {
+                index += 1;
+                continue;
+            }
+            let mut lost = self.children.remove(index);
+            tracing::warn!(
+                run = lost.run.id,
+                "the run's lease was taken back: stopping its trainer"
+            );
+            let _ = lost.process.kill();
+            let _ = lost.process.wait();
+            if let Some(gpu) = lost.gpu {
+                self.gpus.release(gpu);
+            }
+        }
     }
 
     fn check_stall(&mut self, index: usize) {
