@@ -32,8 +32,14 @@ pub fn start(state: AppState) {
     });
 }
 
+/// One move at a time: the background task and a request's own move (a sweep just created or
+/// resumed) each count the trials in the queue before adding to it, and two at once both found
+/// room for `parallelism` more (seen: 4 trials queued with a parallelism of 2).
+static MOVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Moves every running sweep on by what its trials did since.
 pub async fn tick(state: &AppState) -> DbResult<()> {
+    let _moving = MOVING.lock().await;
     for sweep in state.db.sweeps_in_state(SweepState::Running).await? {
         advance(state, &sweep).await?;
     }
