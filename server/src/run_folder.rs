@@ -73,3 +73,22 @@ pub fn cut_log_for_resume(dir: &Path) -> std::io::Result<()> {
     let step = newest_checkpoint(dir)?.map_or(0, |(step, _)| step);
     truncate_log(&RunLayout::new(dir).trainer_log(), step)
 }
+
+/// The SHA-256 (hex) and length of the file at `path`, read in 1 MiB pieces.
+pub fn file_sha256(path: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        bytes += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), bytes))
+}

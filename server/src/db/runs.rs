@@ -186,16 +186,8 @@ impl Db {
         for (message, data) in events {
             append_event_in(&mut tx, run_id, message, data).await?;
         }
-        if let Some(p) = progress {
-            sqlx::query(
-                "UPDATE runs SET step = $1, max_steps = $2, trained_tokens = $3 WHERE id = $4",
-            )
-            .bind(p.step)
-            .bind(p.max_steps)
-            .bind(p.trained_tokens)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(progress) = progress {
+            set_progress_in(&mut tx, run_id, progress).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -325,6 +317,22 @@ pub(super) async fn transition_in(
         append_event_in(tx, id, message, &state_change(to, None)).await?;
     }
     Ok(moved == 1)
+}
+
+/// Records where a run's training has got to, in `tx`.
+pub(super) async fn set_progress_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    run_id: &str,
+    progress: Progress,
+) -> DbResult<()> {
+    sqlx::query("UPDATE runs SET step = $1, max_steps = $2, trained_tokens = $3 WHERE id = $4")
+        .bind(progress.step)
+        .bind(progress.max_steps)
+        .bind(progress.trained_tokens)
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// The PostgreSQL channel every new run event is announced on (its payload: the run's id).

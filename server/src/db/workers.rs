@@ -10,7 +10,7 @@ use glmtune_shared::worker::{Worker, WorkerDevice, WorkerModel, WorkerRegistrati
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::runs::{append_event_in, run_of, transition_in, Progress};
+use super::runs::{append_event_in, run_of, set_progress_in, transition_in, Progress};
 use super::{new_id, now, now_ms, Db, DbError, DbResult};
 
 fn corrupt(column: &'static str, message: impl Into<String>) -> DbError {
@@ -282,16 +282,8 @@ impl Db {
         for (message, data) in events {
             append_event_in(&mut tx, id, message, data).await?;
         }
-        if let Some(p) = progress {
-            sqlx::query(
-                "UPDATE runs SET step = $1, max_steps = $2, trained_tokens = $3 WHERE id = $4",
-            )
-            .bind(p.step)
-            .bind(p.max_steps)
-            .bind(p.trained_tokens)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(progress) = progress {
+            set_progress_in(&mut tx, id, progress).await?;
         }
         tx.commit().await?;
         Ok(true)

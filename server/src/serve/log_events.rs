@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use glmtune_shared::run_event::{Note, RunEventData};
 use glmtune_shared::run_log::LogRow;
 
 /// The event message of a row; `None` for an error row (told by the failure itself).
@@ -17,6 +18,22 @@ pub fn row_message(row: &LogRow) -> Option<String> {
         LogRow::Finished(_) => "adapter written".to_owned(),
         LogRow::Error(_) => return None,
     })
+}
+
+/// The event of a line of a trainer's standard error: `None` for a blank line or a progress line
+/// (`step …`, told by its log row); a `skipped …` line is a warning, the rest notes.
+pub fn note_event(line: &str) -> Option<(String, RunEventData)> {
+    let text = line.trim_end_matches('\r').trim();
+    if text.is_empty() || text.starts_with("step ") {
+        return None;
+    }
+    let text = text.strip_prefix("glmtune: ").unwrap_or(text).to_owned();
+    let note = if text.starts_with("skipped") {
+        Note::Warning
+    } else {
+        Note::Info
+    };
+    Some((text, RunEventData::Note(note)))
 }
 
 /// The last step a log told, and which kinds of row it told at that step. A log only moves

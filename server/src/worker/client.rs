@@ -311,23 +311,11 @@ impl Client {
 
 /// The digest of the file at `from`, named `path`.
 pub fn file_digest(from: &Path, path: &str) -> ClientResult<FileDigest> {
-    let mut file = std::fs::File::open(from).map_err(io(format!("reading {}", from.display())))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(io(format!("reading {}", from.display())))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        bytes += n as u64;
-    }
+    let (sha256, bytes) =
+        crate::run_folder::file_sha256(from).map_err(io(format!("reading {}", from.display())))?;
     Ok(FileDigest {
         path: path.to_owned(),
-        sha256: hex::encode(hasher.finalize()),
+        sha256,
         bytes,
     })
 }

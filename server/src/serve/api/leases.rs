@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use glmtune_shared::api::{Run, RunState};
-use glmtune_shared::run_event::{EvalScores, Note, RunEventData};
+use glmtune_shared::run_event::{EvalScores, RunEventData};
 use glmtune_shared::run_log::{LogRow, TRAINER_LOG};
 use glmtune_shared::worker::{
     is_run_file, Commit, Completion, FileDigest, Heartbeat, LogBatch, Outcome, UploadState,
@@ -23,7 +23,7 @@ use super::workers::{digest, own_worker};
 use crate::db::runs::Progress;
 use crate::db::workers::Leased;
 use crate::serve::auth::Caller;
-use crate::serve::log_events::{append_new_rows, row_message, LogMark};
+use crate::serve::log_events::{append_new_rows, note_event, row_message, LogMark};
 use crate::serve::{ApiError, AppState};
 
 /// The largest chunk of an upload one call may carry.
@@ -107,19 +107,13 @@ pub async fn log(
         }
         let told = u64::try_from(leased.notes).unwrap_or(0);
         let skip = told.saturating_sub(batch.first_note) as usize;
-        for line in batch.notes.iter().skip(skip) {
-            let text = line.trim();
-            if text.is_empty() || text.starts_with("step ") {
-                continue;
-            }
-            let text = text.strip_prefix("glmtune: ").unwrap_or(text).to_owned();
-            let note = if text.starts_with("skipped") {
-                Note::Warning
-            } else {
-                Note::Info
-            };
-            events.push((text, RunEventData::Note(note)));
-        }
+        events.extend(
+            batch
+                .notes
+                .iter()
+                .skip(skip)
+                .filter_map(|line| note_event(line)),
+        );
         let notes = told.max(batch.first_note + batch.notes.len() as u64);
         let progress = metrics.then_some(Progress {
             step,

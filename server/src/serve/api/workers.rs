@@ -206,23 +206,10 @@ fn resume_files(dir: &FsPath) -> Result<Vec<FileDigest>, ApiError> {
 
 /// The hash and size of `path` under `dir`.
 pub fn digest(dir: &FsPath, path: &str) -> Result<FileDigest, ApiError> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(dir.join(path))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        bytes += n as u64;
-    }
+    let (sha256, bytes) = crate::run_folder::file_sha256(&dir.join(path))?;
     Ok(FileDigest {
         path: path.to_owned(),
-        sha256: hex::encode(hasher.finalize()),
+        sha256,
         bytes,
     })
 }

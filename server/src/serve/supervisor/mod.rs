@@ -29,7 +29,7 @@ use crate::db::runs::Progress;
 use crate::db::{Db, DbResult};
 use crate::serve::blobs::Blobs;
 use crate::serve::gpus::Gpus;
-use crate::serve::log_events::row_message;
+use crate::serve::log_events::{note_event, row_message};
 use crate::serve::metrics::Metrics;
 use crate::serve::state::{run_layout, Settings};
 use child::Tail;
@@ -423,18 +423,10 @@ impl Supervisor {
             }
         }
         for line in child.stderr.lines() {
-            let line = line.trim_end_matches('\r').trim().to_owned();
-            if line.is_empty() || line.starts_with("step ") {
-                continue;
+            if let Some((text, note)) = note_event(&line) {
+                child.last_line = Some(text.clone());
+                events.push((text, note));
             }
-            let text = line.strip_prefix("glmtune: ").unwrap_or(&line).to_owned();
-            let note = if text.starts_with("skipped") {
-                Note::Warning
-            } else {
-                Note::Info
-            };
-            child.last_line = Some(text.clone());
-            events.push((text, RunEventData::Note(note)));
         }
         if events.is_empty() {
             return;
