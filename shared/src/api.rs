@@ -547,6 +547,14 @@ pub struct Run {
     pub worker: Option<String>,
 }
 
+impl Run {
+    /// The step a sweep's trial pauses at (its rung), for `glmtune train --stop-after-step`.
+    pub fn pause_step(&self) -> Option<u64> {
+        let at = self.sweep.as_ref()?.pause_at?;
+        u64::try_from(at).ok()
+    }
+}
+
 /// One entry of a run's progress stream; `id` orders them and is the SSE event id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

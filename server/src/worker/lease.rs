@@ -273,11 +273,7 @@ fn train_held(
         teacher_model: None,
         teacher_adapter: None,
         resume: layout.trainer_log().exists(),
-        stop_after_step: run
-            .sweep
-            .as_ref()
-            .and_then(|trial| trial.pause_at)
-            .and_then(|step| u64::try_from(step).ok()),
+        stop_after_step: run.pause_step(),
         device: device.to_owned(),
         settings: run.settings.clone(),
     };

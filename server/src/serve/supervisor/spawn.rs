@@ -50,11 +50,7 @@ impl Supervisor {
                 .map(|teacher| run_dir(&self.settings.data_dir, teacher)),
             resume: layout.trainer_log().exists(),
             // A sweep's trial pauses at its rung for the sweep to rank it there.
-            stop_after_step: run
-                .sweep
-                .as_ref()
-                .and_then(|trial| trial.pause_at)
-                .and_then(|step| u64::try_from(step).ok()),
+            stop_after_step: run.pause_step(),
             device: device_of(gpu).to_string(),
             settings: run.settings.clone(),
         };
