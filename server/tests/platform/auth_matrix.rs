@@ -207,6 +207,33 @@ fn auth_matrix(backend: Backend) {
         json!({"name": "x", "role": "admin"}).to_string().as_bytes(),
     );
     assert_eq!(escalate.status, 403);
+    // Nor a worker key (an admin's to make), and no user is a worker.
+    let worker_key = json!({"name": "box", "role": "worker"}).to_string();
+    let as_member = server.call(
+        "POST",
+        "/api/v1/keys",
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/json"),
+            ("X-CSRF-Token", &csrf),
+        ],
+        worker_key.as_bytes(),
+    );
+    assert_eq!(as_member.status, 403, "{}", as_member.text());
+    let as_admin = server.post(
+        "/api/v1/keys",
+        &admin,
+        &serde_json::from_str(&worker_key).unwrap(),
+    );
+    assert_eq!(as_admin.status, 201, "{}", as_admin.text());
+    let box_key = as_admin.json()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(server.get("/api/v1/auth/me", &box_key).status, 403);
+    let worker_user = server.post(
+        "/api/v1/users",
+        &admin,
+        &json!({"username": "bot", "password": "bot's password", "role": "worker"}),
+    );
+    assert_eq!(worker_user.status, 400, "{}", worker_user.text());
     let logout = server.call(
         "POST",
         "/api/v1/auth/logout",
