@@ -299,7 +299,8 @@ impl Db {
         Ok(())
     }
 
-    /// Ends a lease with the run's outcome: once, by its holder, before it expires.
+    /// Ends a lease with the run's outcome (after `events`, its evaluation's scores): once, by
+    /// its holder, before it expires; nothing is written when it is refused.
     pub async fn complete_lease(
         &self,
         lease: &str,
@@ -307,8 +308,24 @@ impl Db {
         to: RunState,
         error: Option<&str>,
         message: &str,
+        events: &[(String, RunEventData)],
     ) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(
+            "SELECT id FROM runs WHERE id = $1 AND lease_id = $2 AND state = 'running' AND lease_expires_ms >= $3",
+        )
+        .bind(run_id)
+        .bind(lease)
+        .bind(now_ms())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if !held {
+            return Ok(false);
+        }
+        for (event_message, data) in events {
+            append_event_in(&mut tx, run_id, event_message, data).await?;
+        }
         let moved = transition_in(
             &mut tx,
             run_id,
@@ -319,7 +336,10 @@ impl Db {
             Some(lease),
         )
         .await?;
-        tx.commit().await?;
+        // Refused between the two reads (another server took the lease back): nothing is kept.
+        if moved {
+            tx.commit().await?;
+        }
         Ok(moved)
     }
 

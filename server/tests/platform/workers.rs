@@ -249,6 +249,15 @@ fn workers_share_the_queue(backend: Backend) {
     let runs: Vec<String> = (0..3)
         .map(|_| server.start_run(&member, &dataset, settings.clone()))
         .collect();
+    // And one evaluated on a validation set at its end, as the server would evaluate it.
+    let evaluated = server.post(
+        "/api/v1/runs",
+        &member,
+        &json!({"model": "tiny", "train_dataset": dataset["id"], "validation_dataset": dataset["id"], "preset": "quick",
+                "settings": {"max_steps": 12, "eval_steps": 6, "eval_samples": 2, "pre_seq_len": 4}}),
+    );
+    assert_eq!(evaluated.status, 201, "{}", evaluated.text());
+    let evaluated = evaluated.json()["id"].as_str().unwrap().to_owned();
     a_lease_by_hand(&server, &worker_key);
     let deadline = Instant::now() + Duration::from_secs(30);
     let first = loop {
@@ -297,7 +306,7 @@ fn workers_share_the_queue(backend: Backend) {
     let _ = a.child.wait();
 
     let deadline = Instant::now() + Duration::from_secs(300);
-    for run in &runs {
+    for run in runs.iter().chain([&evaluated]) {
         let ended = loop {
             let now = server.get(&format!("/api/v1/runs/{run}"), &member).json();
             if !["queued", "running"].contains(&now["state"].as_str().unwrap()) {
@@ -368,6 +377,25 @@ fn workers_share_the_queue(backend: Backend) {
             );
         }
     }
+    // The evaluated run: its scores told with its end, its predictions uploaded.
+    let events = server
+        .get(&format!("/api/v1/runs/{evaluated}/events.json"), &member)
+        .json();
+    let scores: Vec<_> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "scores")
+        .collect();
+    assert_eq!(scores.len(), 1, "{events}");
+    let evaluation = server.get(&format!("/api/v1/runs/{evaluated}/evaluation"), &member);
+    assert_eq!(evaluation.status, 200, "{}", evaluation.text());
+    assert_eq!(
+        evaluation.json()["samples"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        evaluation.text()
+    );
     // The dashboard's list: both workers, their devices and models, nothing leased now.
     let listed = workers(&member);
     let names: Vec<&str> = listed["data"]

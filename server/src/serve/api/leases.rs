@@ -434,24 +434,22 @@ pub async fn complete(
             (RunState::Failed, Some(why.clone()), why)
         }
     };
+    // The evaluation's scores are told with the run's end, in its transaction.
+    let mut events = Vec::new();
     if to == RunState::Succeeded {
         let scores = std::fs::read_to_string(layout.scores())
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok());
         if let Some(scores) = scores {
-            state
-                .db
-                .append_event(
-                    &run_id,
-                    "evaluation scores",
-                    &RunEventData::Scores(EvalScores { scores }),
-                )
-                .await?;
+            events.push((
+                "evaluation scores".to_owned(),
+                RunEventData::Scores(EvalScores { scores }),
+            ));
         }
     }
     if !state
         .db
-        .complete_lease(&id, &run_id, to, error.as_deref(), &message)
+        .complete_lease(&id, &run_id, to, error.as_deref(), &message, &events)
         .await?
     {
         return Err(ApiError::gone(format!(
