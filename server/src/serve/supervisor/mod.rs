@@ -3,10 +3,13 @@
 //! run's `trainer_log.jsonl` and stderr into events.
 //!
 //! It lives on one dedicated thread. Children are started from that thread with
-//! `PR_SET_PDEATHSIG`, so a server killed outright takes its children with it; the next start
-//! finds their runs `running`, puts them back in the queue and resumes them from their last
-//! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run. A sweep's
-//! trial trains to the step its sweep gives (`TrialOf::pause_at`) and is then `paused`.
+//! `PR_SET_PDEATHSIG`, so a server killed outright takes its children with it. Each run it trains
+//! is leased in its name (`identity`) and renewed while it trains: the next start on the same host
+//! finds its dead predecessor's runs, puts them back in the queue and resumes them from their last
+//! checkpoint (`--resume`), which ends on the same adapter as an uninterrupted run; another server
+//! sharing the database leaves them alone while the lease holds. Leases that run out (a worker's or
+//! a server's) send their runs back to the queue on every tick. A sweep's trial trains to the step
+//! its sweep gives (`TrialOf::pause_at`) and is then `paused`.
 
 pub(crate) mod child;
 mod identity;
