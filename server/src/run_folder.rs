@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use glmtune_engine::train::trainer::STATE_FILE;
 use glmtune_shared::run_layout::RunLayout;
 use glmtune_shared::run_log::LogRow;
+use glmtune_shared::worker::FileDigest;
 
 /// Each complete checkpoint of `dir` as (step, folder), in no order; an entry the folder listing
 /// could not read is an error. A folder that cannot be listed has none.
@@ -72,6 +73,16 @@ pub fn truncate_log(path: &Path, step: u64) -> std::io::Result<()> {
 pub fn cut_log_for_resume(dir: &Path) -> std::io::Result<()> {
     let step = newest_checkpoint(dir)?.map_or(0, |(step, _)| step);
     truncate_log(&RunLayout::new(dir).trainer_log(), step)
+}
+
+/// The digest of the file at `path`, named `name` in a run's folder (`checkpoint-10/…`).
+pub fn file_digest(path: &Path, name: &str) -> std::io::Result<FileDigest> {
+    let (sha256, bytes) = file_sha256(path)?;
+    Ok(FileDigest {
+        path: name.to_owned(),
+        sha256,
+        bytes,
+    })
 }
 
 /// The SHA-256 (hex) and length of the file at `path`, read in 1 MiB pieces.

@@ -311,13 +311,7 @@ impl Client {
 
 /// The digest of the file at `from`, named `path`.
 pub fn file_digest(from: &Path, path: &str) -> ClientResult<FileDigest> {
-    let (sha256, bytes) =
-        crate::run_folder::file_sha256(from).map_err(io(format!("reading {}", from.display())))?;
-    Ok(FileDigest {
-        path: path.to_owned(),
-        sha256,
-        bytes,
-    })
+    crate::run_folder::file_digest(from, path).map_err(io(format!("reading {}", from.display())))
 }
 
 /// `path` as a query value: the characters a run's file names use pass, the rest escaped.

@@ -106,7 +106,11 @@ pub fn run(args: WorkerArgs) -> Result<(), WorkerError> {
     } else {
         args.gpus.iter().map(|gpu| format!("cuda:{gpu}")).collect()
     };
-    let name = args.name.clone().unwrap_or_else(host_name);
+    let name = args
+        .name
+        .clone()
+        .or_else(crate::serve::supervisor::identity::host_name)
+        .unwrap_or_else(|| "worker".to_owned());
     let client = Client::new(&args.server, &args.token);
     let worker = client.register(&WorkerRegistration {
         name: name.clone(),
@@ -209,12 +213,4 @@ fn folder_hash(dir: &Path) -> Result<String, WorkerError> {
         }
     }
     Ok(hex::encode(hasher.finalize()))
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "worker".to_owned())
 }

@@ -177,19 +177,13 @@ async fn leased_dataset(state: &AppState, id: &str) -> Result<LeasedDataset, Api
 /// What a run resumes from: its newest checkpoint's files and the trainer's log; nothing when
 /// it has no checkpoint.
 fn resume_files(dir: &FsPath) -> Result<Vec<FileDigest>, ApiError> {
-    let newest = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter(|entry| entry.path().is_dir())
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            RunLayout::checkpoint_step(&name).map(|step| (step, name))
-        })
-        .max();
-    let Some((_, checkpoint)) = newest else {
+    // The checkpoint `glmtune train --resume` will pick: the newest complete one.
+    let Some((step, folder)) = crate::run_folder::newest_checkpoint(dir)? else {
         return Ok(Vec::new());
     };
+    let checkpoint = RunLayout::checkpoint_name(step);
     let mut files = Vec::new();
-    let mut names: Vec<_> = std::fs::read_dir(dir.join(&checkpoint))?
+    let mut names: Vec<_> = std::fs::read_dir(folder)?
         .filter_map(Result::ok)
         .filter(|entry| entry.path().is_file())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
@@ -206,10 +200,5 @@ fn resume_files(dir: &FsPath) -> Result<Vec<FileDigest>, ApiError> {
 
 /// The hash and size of `path` under `dir`.
 pub fn digest(dir: &FsPath, path: &str) -> Result<FileDigest, ApiError> {
-    let (sha256, bytes) = crate::run_folder::file_sha256(&dir.join(path))?;
-    Ok(FileDigest {
-        path: path.to_owned(),
-        sha256,
-        bytes,
-    })
+    Ok(crate::run_folder::file_digest(&dir.join(path), path)?)
 }

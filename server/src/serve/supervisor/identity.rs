@@ -13,11 +13,7 @@ pub struct ServerIdentity {
 
 impl ServerIdentity {
     pub fn new() -> ServerIdentity {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".to_owned());
+        let host = host_name().unwrap_or_else(|| "localhost".to_owned());
         ServerIdentity {
             host,
             pid: std::process::id(),
@@ -49,6 +45,14 @@ impl fmt::Display for ServerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.host, self.pid, self.nonce)
     }
+}
+
+/// This machine's host name, where it has one.
+pub(crate) fn host_name() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
 }
 
 /// Whether a process `pid` exists on this machine.

@@ -12,7 +12,7 @@
 //! its sweep gives (`TrialOf::pause_at`) and is then `paused`.
 
 pub(crate) mod child;
-mod identity;
+pub(crate) mod identity;
 mod spawn;
 
 use std::process::Child;
